@@ -1,0 +1,43 @@
+"""Modelyard: a self-hosted ML model registry.
+
+>>> import modelyard
+>>> reg = modelyard.connect("http://127.0.0.1:8080")   # or a local directory
+>>> v = reg.register("churn", "model_dir/", metrics={"auc": 0.87})
+>>> reg.set_alias("churn", "champion", v.version)
+>>> reg.download("churn@champion", "deploy/")
+"""
+
+from modelyard._version import __version__
+from modelyard.client.registry import Registry, connect
+from modelyard.domain.errors import (
+    Conflict,
+    DigestMismatch,
+    InvalidFilter,
+    InvalidInput,
+    ModelyardError,
+    NotFound,
+)
+from modelyard.domain.journal import JournalReport
+from modelyard.domain.manifest import FileEntry
+from modelyard.domain.models import DatasetRef, Environment, Event, Model, Page, SourceRef, Version
+
+__all__ = [
+    "Conflict",
+    "DatasetRef",
+    "DigestMismatch",
+    "Environment",
+    "Event",
+    "FileEntry",
+    "InvalidFilter",
+    "InvalidInput",
+    "JournalReport",
+    "Model",
+    "ModelyardError",
+    "NotFound",
+    "Page",
+    "Registry",
+    "SourceRef",
+    "Version",
+    "__version__",
+    "connect",
+]

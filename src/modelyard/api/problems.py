@@ -1,0 +1,79 @@
+"""RFC 9457 problem+json responses with a stable ``code`` for every error."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from modelyard.domain.errors import ModelyardError
+
+log = logging.getLogger("modelyard.api")
+
+PROBLEM_TYPE = "application/problem+json"
+
+_HTTP_CODES = {
+    404: ("not_found", "Not found"),
+    405: ("method_not_allowed", "Method not allowed"),
+    413: ("too_large", "Too large"),
+    415: ("unsupported_media_type", "Unsupported media type"),
+}
+
+
+def problem(
+    status: int, code: str, title: str, detail: str, instance: str, **extra: Any
+) -> Response:
+    body = {
+        "type": f"https://modelyard.dev/problems/{code}",
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "code": code,
+        "instance": instance,
+        **extra,
+    }
+    return Response(json.dumps(body), status_code=status, media_type=PROBLEM_TYPE)
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(ModelyardError)
+    async def _domain_error(request: Request, exc: ModelyardError) -> Response:
+        if exc.status >= 500:
+            log.error("internal error on %s: %s", request.url.path, exc.message)
+        return problem(
+            exc.status, exc.code, exc.title, exc.message, request.url.path, **exc.details
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError) -> Response:
+        errors = [
+            {"location": [str(p) for p in e.get("loc", ())], "message": e.get("msg", "")}
+            for e in exc.errors()
+        ]
+        malformed = any(e.get("type") == "json_invalid" for e in exc.errors())
+        code = "malformed_json" if malformed else "invalid_input"
+        first = errors[0] if errors else {"location": [], "message": "invalid request"}
+        where = ".".join(first["location"][1:]) or "body"
+        detail = f"{where}: {first['message']}" if not malformed else "request body is not JSON"
+        return problem(400, code, "Invalid input", detail, request.url.path, errors=errors)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        code, title = _HTTP_CODES.get(exc.status_code, ("http_error", "HTTP error"))
+        return problem(exc.status_code, code, title, str(exc.detail), request.url.path)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> Response:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return problem(
+            500,
+            "internal_error",
+            "Internal error",
+            "the server failed; see its log",
+            request.url.path,
+        )

@@ -1,0 +1,31 @@
+"""The journal, read in order of sequence number."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+from starlette.responses import Response
+
+from modelyard.api.deps import json_response, service
+from modelyard.api.schemas import EventPageOut
+
+router = APIRouter(prefix="/api/v1", tags=["journal"])
+
+
+@router.get("/events", response_model=EventPageOut)
+def list_events(
+    request: Request,
+    after: Annotated[int, Query(ge=0, description="Return events with seq > after")] = 0,
+    limit: Annotated[int | None, Query(ge=1, le=1000)] = None,
+    subject: Annotated[str | None, Query(max_length=512)] = None,
+    kind: Annotated[str | None, Query(max_length=64)] = None,
+) -> Response:
+    """Events after ``after``; pass the last seq you saw as ``after`` to page on."""
+    items = service(request).events(after=after, limit=limit, subject=subject, kind=kind)
+    return json_response(
+        {
+            "items": [e.as_dict() for e in items],
+            "next_after": items[-1].seq if items else None,
+        }
+    )

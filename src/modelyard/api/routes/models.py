@@ -1,0 +1,173 @@
+"""Models, their versions, files and aliases."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Path, Query, Request
+from starlette.responses import Response
+
+from modelyard.api.deps import actor, json_response, service
+from modelyard.api.schemas import (
+    AliasIn,
+    ModelIn,
+    ModelOut,
+    ModelPageOut,
+    PatchIn,
+    VersionIn,
+    VersionOut,
+    VersionPageOut,
+)
+from modelyard.api.streaming import stream_blob
+from modelyard.domain.models import Model, Page, Version
+
+router = APIRouter(prefix="/api/v1/models", tags=["models"])
+
+Name = Annotated[str, Path(max_length=128, description="Model name")]
+Number = Annotated[int, Path(ge=1, description="Version number")]
+Filter = Annotated[
+    str | None,
+    Query(max_length=4096, description='Filter, e.g. metrics.auc >= 0.85 and tags.team = "growth"'),
+]
+OrderBy = Annotated[
+    str | None, Query(max_length=512, description="e.g. 'metrics.auc desc, created'")
+]
+PageToken = Annotated[str | None, Query(max_length=512)]
+Limit = Annotated[int | None, Query(ge=1, le=1000)]
+
+
+def page_response(page: Page[Model] | Page[Version]) -> Response:
+    return json_response(
+        {
+            "items": [item.as_dict() for item in page.items],
+            "next_page_token": page.next_page_token,
+        }
+    )
+
+
+@router.get("", response_model=ModelPageOut)
+def list_models(
+    request: Request,
+    filter: Filter = None,
+    order_by: OrderBy = None,
+    page_token: PageToken = None,
+    limit: Limit = None,
+) -> Response:
+    """List models, filtered by name, description, tags.K, created, updated, latest_version."""
+    page = service(request).list_models(
+        filter=filter, order_by=order_by, page_token=page_token, limit=limit
+    )
+    return page_response(page)
+
+
+@router.post("", status_code=201, response_model=ModelOut)
+def create_model(body: ModelIn, request: Request) -> Response:
+    """Create an empty model (registering a version also creates it)."""
+    model = service(request).create_model(
+        body.name, actor=actor(request), description=body.description, tags=body.tags
+    )
+    return json_response(model.as_dict(), status=201)
+
+
+@router.get("/{name}", response_model=ModelOut)
+def get_model(name: Name, request: Request) -> Response:
+    return json_response(service(request).get_model(name).as_dict())
+
+
+@router.patch("/{name}", response_model=ModelOut)
+def update_model(name: Name, body: PatchIn, request: Request) -> Response:
+    """Edit the description and tags (a tag set to null is removed). Journaled."""
+    model = service(request).update_model(
+        name, actor=actor(request), description=body.description, tags=body.tags
+    )
+    return json_response(model.as_dict())
+
+
+@router.delete("/{name}", status_code=204, response_class=Response)
+def delete_model(name: Name, request: Request) -> Response:
+    """Delete a model that has no versions (versions are immutable and never deleted here)."""
+    service(request).delete_model(name, actor=actor(request))
+    return Response(status_code=204)
+
+
+@router.get("/{name}/versions", response_model=VersionPageOut)
+def list_versions(
+    name: Name,
+    request: Request,
+    filter: Filter = None,
+    order_by: OrderBy = None,
+    page_token: PageToken = None,
+    limit: Limit = None,
+) -> Response:
+    """The model's versions, newest first unless order_by says otherwise."""
+    page = service(request).list_versions(
+        name, filter=filter, order_by=order_by, page_token=page_token, limit=limit
+    )
+    return page_response(page)
+
+
+@router.post("/{name}/versions", status_code=201, response_model=VersionOut)
+def register_version(name: Name, body: VersionIn, request: Request) -> Response:
+    """Register the next version. Every blob of the manifest must already be uploaded."""
+    version = service(request).register_version(name, body.to_domain(), actor=actor(request))
+    return json_response(
+        version.as_dict(),
+        status=201,
+        headers={"Location": f"/api/v1/models/{name}/versions/{version.version}"},
+    )
+
+
+@router.get("/{name}/versions/{number}", response_model=VersionOut)
+def get_version(name: Name, number: Number, request: Request) -> Response:
+    return json_response(service(request).get_version(name, number).as_dict())
+
+
+@router.patch("/{name}/versions/{number}", response_model=VersionOut)
+def update_version(name: Name, number: Number, body: PatchIn, request: Request) -> Response:
+    """Edit a version's description and tags. Its files and metadata never change."""
+    version = service(request).update_version(
+        name, number, actor=actor(request), description=body.description, tags=body.tags
+    )
+    return json_response(version.as_dict())
+
+
+@router.api_route(
+    "/{name}/versions/{number}/files/{path:path}",
+    methods=["GET", "HEAD"],
+    response_class=Response,
+)
+def download_file(
+    name: Name,
+    number: Number,
+    path: str,
+    request: Request,
+    range: Annotated[str | None, Header()] = None,
+) -> Response:
+    """One file of a version; honours Range; the ETag is the file's sha256."""
+    svc = service(request)
+    entry = svc.file_entry(name, number, path)
+    return stream_blob(
+        entry.sha256,
+        entry.size,
+        range,
+        lambda start, end: svc.read_blob(entry.sha256, start, end),
+        head=request.method == "HEAD",
+    )
+
+
+@router.put("/{name}/aliases/{alias}", response_model=VersionOut)
+def set_alias(name: Name, alias: str, body: AliasIn, request: Request) -> Response:
+    """Point an alias at a version (creates or moves it). Journaled with before/after."""
+    version = service(request).set_alias(name, alias, body.version, actor=actor(request))
+    return json_response(version.as_dict())
+
+
+@router.get("/{name}/aliases/{alias}", response_model=VersionOut)
+def get_alias(name: Name, alias: str, request: Request) -> Response:
+    return json_response(service(request).resolve(f"{name}@{alias}").as_dict())
+
+
+@router.delete("/{name}/aliases/{alias}", status_code=204, response_class=Response)
+def delete_alias(name: Name, alias: str, request: Request) -> Response:
+    service(request).delete_alias(name, alias, actor=actor(request))
+    return Response(status_code=204)

@@ -1,0 +1,31 @@
+"""The hot path: any reference to a version, with an ETag so pollers get 304."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Request
+from starlette.responses import Response
+
+from modelyard.api.deps import service
+from modelyard.api.schemas import VersionOut
+
+router = APIRouter(prefix="/api/v1", tags=["resolve"])
+
+
+@router.get("/resolve/{reference:path}", response_model=VersionOut)
+def resolve(
+    reference: str,
+    request: Request,
+    if_none_match: Annotated[str | None, Header()] = None,
+) -> Response:
+    """Resolve 'NAME', 'NAME/N', 'NAME@ALIAS' or 'NAME@sha256:HEX' to a version."""
+    version = service(request).resolve(reference)
+    body = json.dumps(version.as_dict(), separators=(",", ":"), ensure_ascii=False).encode()
+    etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+    headers = {"ETag": etag, "Cache-Control": "no-cache"}
+    if if_none_match and etag in [t.strip() for t in if_none_match.split(",")]:
+        return Response(status_code=304, headers=headers)
+    return Response(body, media_type="application/json", headers=headers)

@@ -1,0 +1,27 @@
+"""Search across every model's versions."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from modelyard.api.deps import service
+from modelyard.api.routes.models import Filter, Limit, OrderBy, PageToken, page_response
+from modelyard.api.schemas import VersionPageOut
+
+router = APIRouter(prefix="/api/v1", tags=["search"])
+
+
+@router.get("/versions", response_model=VersionPageOut)
+def search_versions(
+    request: Request,
+    filter: Filter = None,
+    order_by: OrderBy = None,
+    page_token: PageToken = None,
+    limit: Limit = None,
+) -> Response:
+    """Search versions of all models with the filter language; newest first by default."""
+    page = service(request).list_versions(
+        None, filter=filter, order_by=order_by, page_token=page_token, limit=limit
+    )
+    return page_response(page)

@@ -1,0 +1,171 @@
+"""Request bodies, validated at the edge (unknown fields are refused, not ignored).
+
+Responses are the domain objects' ``as_dict`` forms; the ``*Out`` models here only
+document them in OpenAPI.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
+
+from modelyard.domain.manifest import FileEntry
+from modelyard.domain.models import DatasetRef, Environment, SourceRef
+from modelyard.domain.versions import NewVersion
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class MissingBlobsIn(_Strict):
+    digests: list[StrictStr] = Field(max_length=10_000, description="'sha256:<hex>' digests")
+
+
+class MissingBlobsOut(BaseModel):
+    missing: list[str]
+
+
+class BlobOut(BaseModel):
+    digest: str
+    size: int
+    created: bool
+
+
+class ModelIn(_Strict):
+    name: StrictStr
+    description: StrictStr = ""
+    tags: dict[StrictStr, StrictStr] = {}
+
+
+class PatchIn(_Strict):
+    description: StrictStr | None = None
+    tags: dict[StrictStr, StrictStr | None] | None = Field(
+        default=None, description="Tags to set; a tag set to null is removed."
+    )
+
+
+class FileIn(_Strict):
+    path: StrictStr
+    size: StrictInt = Field(ge=0)
+    sha256: StrictStr
+
+
+class DatasetIn(_Strict):
+    name: StrictStr
+    version: StrictStr | None = None
+    digest: StrictStr | None = None
+
+
+class SourceIn(_Strict):
+    repo: StrictStr | None = None
+    commit: StrictStr | None = None
+    branch: StrictStr | None = None
+    dirty: StrictBool | None = None
+
+
+class EnvironmentIn(_Strict):
+    python: StrictStr | None = None
+    platform: StrictStr | None = None
+    packages: dict[StrictStr, StrictStr] = {}
+
+
+class VersionIn(_Strict):
+    files: list[FileIn] = Field(min_length=1)
+    params: dict[StrictStr, StrictStr | StrictInt | StrictFloat | StrictBool] = {}
+    metrics: dict[StrictStr, StrictInt | StrictFloat] = {}
+    tags: dict[StrictStr, StrictStr] = {}
+    description: StrictStr = ""
+    dataset: DatasetIn | None = None
+    source: SourceIn | None = None
+    environment: EnvironmentIn | None = None
+    run: StrictStr | None = None
+    framework: StrictStr | None = None
+    format: StrictStr | None = None
+
+    def to_domain(self) -> NewVersion:
+        return NewVersion(
+            files=[FileEntry(f.path, f.size, f.sha256) for f in self.files],
+            params={k: _param_text(v) for k, v in self.params.items()},
+            metrics=dict(self.metrics),
+            tags=dict(self.tags),
+            description=self.description,
+            dataset=DatasetRef(**self.dataset.model_dump()) if self.dataset else None,
+            source=SourceRef(**self.source.model_dump()) if self.source else None,
+            environment=Environment(**self.environment.model_dump()) if self.environment else None,
+            run=self.run,
+            framework=self.framework,
+            format=self.format,
+        )
+
+
+def _param_text(value: str | int | float | bool) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+class AliasIn(_Strict):
+    version: StrictInt = Field(ge=1)
+
+
+class VersionOut(BaseModel):
+    """A registered version (see the data model in the README)."""
+
+    model: str
+    version: int
+    reference: str
+    manifest_digest: str
+    files: list[dict[str, Any]]
+    size: int
+    framework: str | None
+    format: str | None
+    params: dict[str, str]
+    metrics: dict[str, float]
+    dataset: dict[str, Any] | None
+    source: dict[str, Any] | None
+    environment: dict[str, Any] | None
+    run: str | None
+    creator: str
+    created_at: str
+    tags: dict[str, str]
+    description: str
+    stage: str
+    aliases: list[str]
+
+
+class ModelOut(BaseModel):
+    name: str
+    description: str
+    tags: dict[str, str]
+    created_at: str
+    updated_at: str
+    latest_version: int | None
+    aliases: dict[str, int]
+
+
+class VersionPageOut(BaseModel):
+    items: list[VersionOut]
+    next_page_token: str | None
+
+
+class ModelPageOut(BaseModel):
+    items: list[ModelOut]
+    next_page_token: str | None
+
+
+class EventOut(BaseModel):
+    seq: int
+    time: str
+    actor: str
+    kind: str
+    subject: str
+    payload: dict[str, Any]
+    prev_hash: str
+    hash: str
+
+
+class EventPageOut(BaseModel):
+    items: list[EventOut]
+    next_after: int | None

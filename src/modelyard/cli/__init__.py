@@ -1,0 +1,5 @@
+"""The ``modelyard`` command."""
+
+from modelyard.cli.main import app, main
+
+__all__ = ["app", "main"]

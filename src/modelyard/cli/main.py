@@ -1,0 +1,462 @@
+"""``modelyard``: serve a registry, register, find, alias and download models.
+
+Every command talks to the registry at --url / MODELYARD_URL (default
+http://127.0.0.1:8080); a directory path instead of a URL works in-process, no server.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from functools import wraps
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from modelyard.cli import output
+from modelyard.client.registry import Registry, connect
+from modelyard.config import DEFAULT_DATA_DIR, DEFAULT_HOST, DEFAULT_PORT, DEFAULT_URL
+from modelyard.domain.errors import InvalidInput, ModelyardError
+
+app = typer.Typer(
+    name="modelyard",
+    help=__doc__,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+alias_app = typer.Typer(help="Manage aliases: named pointers such as churn@champion.")
+journal_app = typer.Typer(help="Read and verify the tamper-evident journal of every change.")
+app.add_typer(alias_app, name="alias")
+app.add_typer(journal_app, name="journal")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+UrlOption = Annotated[
+    str,
+    typer.Option(
+        "--url",
+        envvar="MODELYARD_URL",
+        help="Registry URL, or a local data directory to work in-process.",
+        show_default=True,
+    ),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+
+
+def main() -> None:
+    app()
+
+
+def handles_errors(func: F) -> F:
+    """Turn registry errors into one line on stderr and exit code 1 (no traceback)."""
+
+    @wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except ModelyardError as exc:
+            output.errors.print(f"[red]error:[/red] {output.escape(exc.message)}", highlight=False)
+            missing = exc.details.get("missing")
+            if missing:
+                output.errors.print(f"missing: {', '.join(missing[:5])}", highlight=False)
+            raise typer.Exit(1) from None
+        except KeyboardInterrupt:
+            output.errors.print("interrupted")
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+@contextmanager
+def registry(url: str) -> Iterator[Registry]:
+    with connect(url, progress=output.RichProgress()) as reg:
+        yield reg
+
+
+def parse_pairs(values: list[str] | None, what: str) -> dict[str, str]:
+    result: dict[str, str] = {}
+    for item in values or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise InvalidInput(f"{what} {item!r} must look like KEY=VALUE")
+        result[key] = value
+    return result
+
+
+def parse_metrics(values: list[str] | None) -> dict[str, float]:
+    result: dict[str, float] = {}
+    for key, value in parse_pairs(values, "--metric").items():
+        try:
+            result[key] = float(value)
+        except ValueError:
+            raise InvalidInput(f"--metric {key}={value!r}: the value must be a number") from None
+    return result
+
+
+# -- serve ------------------------------------------------------------------------------------
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to bind.")] = DEFAULT_HOST,
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = DEFAULT_PORT,
+    data_dir: Annotated[
+        str,
+        typer.Option(envvar="MODELYARD_DATA_DIR", help="Where the SQLite database and blobs live."),
+    ] = DEFAULT_DATA_DIR,
+    database_url: Annotated[
+        str | None,
+        typer.Option(
+            envvar="MODELYARD_DATABASE_URL",
+            help="Use PostgreSQL instead of SQLite, e.g. postgresql://user@host/db.",
+        ),
+    ] = None,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+) -> None:
+    """Run the registry server (REST API under /api/v1, OpenAPI docs at /docs).
+
+    [bold]Example[/bold]: modelyard serve --data-dir ./modelyard-data --port 8080
+    """
+    import uvicorn
+
+    from modelyard.api import create_app
+    from modelyard.config import Settings, open_service
+
+    settings = Settings.from_env(data_dir, database_url)
+    try:
+        service = open_service(settings)
+    except ModelyardError as exc:
+        output.errors.print(f"[red]error:[/red] {output.escape(exc.message)}")
+        raise typer.Exit(1) from None
+    backend = "postgresql" if settings.database_url else f"sqlite in {settings.data_dir}"
+    output.errors.print(
+        f"Modelyard serving on http://{host}:{port} (metadata: {backend},"
+        f" blobs: {settings.data_dir / 'blobs'}); docs at /docs"
+    )
+    uvicorn.run(create_app(service), host=host, port=port, log_level=log_level, access_log=False)
+
+
+# -- register and read ------------------------------------------------------------------------
+
+
+@app.command()
+@handles_errors
+def register(
+    name: Annotated[str, typer.Argument(help="Model name (created on first registration).")],
+    path: Annotated[Path, typer.Argument(help="A model file or a directory of files.")],
+    metric: Annotated[
+        list[str] | None, typer.Option("--metric", "-m", help="KEY=NUMBER, repeatable.")
+    ] = None,
+    param: Annotated[
+        list[str] | None, typer.Option("--param", "-p", help="KEY=VALUE, repeatable.")
+    ] = None,
+    tag: Annotated[
+        list[str] | None, typer.Option("--tag", "-t", help="KEY=VALUE, repeatable.")
+    ] = None,
+    dataset: Annotated[
+        str | None, typer.Option(help="Training data: NAME[@VERSION] or a URI.")
+    ] = None,
+    description: Annotated[str, typer.Option(help="Markdown description (model card).")] = "",
+    description_file: Annotated[
+        Path | None, typer.Option(help="Read the Markdown description from this file.")
+    ] = None,
+    run: Annotated[str | None, typer.Option(help="Experiment run id or URL.")] = None,
+    framework: Annotated[str | None, typer.Option(help="Override the detected framework.")] = None,
+    no_capture: Annotated[
+        bool, typer.Option("--no-capture", help="Do not record git source and environment.")
+    ] = False,
+    url: UrlOption = DEFAULT_URL,
+    json_out: JsonOption = False,
+) -> None:
+    """Register a file or directory as the next version of a model.
+
+    Only files the registry lacks are uploaded; git source and the Python environment
+    are recorded automatically.
+
+    [bold]Example[/bold]: modelyard register churn ./model_dir --metric auc=0.87
+    --param max_depth=5 --tag team=growth --dataset customers@2024-w36
+    """
+    if description_file is not None:
+        description = description_file.read_text(encoding="utf-8")
+    with registry(url) as reg:
+        version = reg.register(
+            name,
+            path,
+            metrics=parse_metrics(metric),
+            params=parse_pairs(param, "--param"),
+            tags=parse_pairs(tag, "--tag"),
+            dataset=dataset,
+            description=description,
+            run=run,
+            framework=framework,
+            source=None if no_capture else _auto_source(),
+            capture_environment_info=not no_capture,
+        )
+    if json_out:
+        output.print_json(version.as_dict())
+    else:
+        output.console.print(
+            f"registered [bold]{version.reference}[/bold] ({len(version.files)} files,"
+            f" {output.human_size(version.size)}, {version.manifest_digest[:19]}…)"
+        )
+
+
+def _auto_source() -> Any:
+    from modelyard.client.registry import _AUTO
+
+    return _AUTO
+
+
+@app.command()
+@handles_errors
+def show(
+    reference: Annotated[str, typer.Argument(help="NAME, NAME/N, NAME@ALIAS or NAME@sha256:…")],
+    url: UrlOption = DEFAULT_URL,
+    json_out: JsonOption = False,
+) -> None:
+    """Show one version: metrics, params, lineage, files.
+
+    [bold]Example[/bold]: modelyard show churn@champion
+    """
+    with registry(url) as reg:
+        version = reg.resolve(reference)
+    if json_out:
+        output.print_json(version.as_dict())
+        return
+    output.console.print(output.version_details(version))
+    table = output.Table("path", "size", "sha256")
+    for f in version.files:
+        table.add_row(output.escape(f.path), output.human_size(f.size), f.sha256[:16] + "…")
+    output.console.print(table)
+
+
+@app.command()
+@handles_errors
+def resolve(
+    reference: Annotated[str, typer.Argument(help="NAME, NAME/N, NAME@ALIAS or NAME@sha256:…")],
+    url: UrlOption = DEFAULT_URL,
+) -> None:
+    """Print the version a reference points at, as NAME/N and its manifest digest.
+
+    [bold]Example[/bold]: modelyard resolve churn@production
+    """
+    with registry(url) as reg:
+        version = reg.resolve(reference)
+    output.console.print(f"{version.reference} {version.manifest_digest}", highlight=False)
+
+
+@app.command()
+@handles_errors
+def download(
+    reference: Annotated[str, typer.Argument(help="NAME, NAME/N, NAME@ALIAS or NAME@sha256:…")],
+    out: Annotated[Path, typer.Option("--output", "-o", help="Directory to write the files to.")],
+    url: UrlOption = DEFAULT_URL,
+) -> None:
+    """Download a version's files, verifying every sha256 and writing atomically.
+
+    [bold]Example[/bold]: modelyard download churn@champion -o ./deploy
+    """
+    with registry(url) as reg:
+        version = reg.download(reference, out)
+    output.console.print(
+        f"downloaded [bold]{version.reference}[/bold] ({len(version.files)} files,"
+        f" {output.human_size(version.size)}) to {out}"
+    )
+
+
+@app.command()
+@handles_errors
+def search(
+    filter: Annotated[
+        str | None,
+        typer.Argument(help="Filter, e.g. 'metrics.auc >= 0.85 and tags.team = \"growth\"'"),
+    ] = None,
+    order_by: Annotated[
+        str | None, typer.Option("--order-by", "-o", help="e.g. 'metrics.auc desc'")
+    ] = None,
+    limit: Annotated[int, typer.Option(help="How many versions to show.")] = 50,
+    url: UrlOption = DEFAULT_URL,
+    json_out: JsonOption = False,
+) -> None:
+    """Search versions across all models with the filter language.
+
+    Fields: name, version, stage, creator, created, framework, format, run, tags.K,
+    params.K, metrics.K, dataset.name|version|digest, source.repo|commit|branch|dirty.
+    Operators: = != < <= > >= like in, and/or/not, parentheses.
+
+    [bold]Example[/bold]: modelyard search 'metrics.auc >= 0.85 and tags.team = "growth"'
+    --order-by 'metrics.auc desc'
+    """
+    with registry(url) as reg:
+        page = reg.versions(filter=filter, order_by=order_by, limit=limit)
+    if json_out:
+        output.print_json({"items": [v.as_dict() for v in page.items]})
+        return
+    output.console.print(output.versions_table(page.items))
+    more = " (more match: raise --limit or narrow the filter)" if page.next_page_token else ""
+    output.errors.print(f"{len(page.items)} version(s){more}")
+
+
+@app.command()
+@handles_errors
+def versions(
+    name: Annotated[str, typer.Argument(help="Model name.")],
+    filter: Annotated[str | None, typer.Argument(help="Optional filter.")] = None,
+    limit: Annotated[int, typer.Option(help="How many versions to show.")] = 50,
+    url: UrlOption = DEFAULT_URL,
+    json_out: JsonOption = False,
+) -> None:
+    """List a model's versions, newest first.
+
+    [bold]Example[/bold]: modelyard versions churn 'metrics.auc > 0.8'
+    """
+    with registry(url) as reg:
+        page = reg.versions(name, filter=filter, limit=limit)
+    if json_out:
+        output.print_json({"items": [v.as_dict() for v in page.items]})
+    else:
+        output.console.print(output.versions_table(page.items, title=name))
+
+
+@app.command()
+@handles_errors
+def models(
+    filter: Annotated[
+        str | None, typer.Argument(help="Optional filter, e.g. 'name like \"churn%\"'")
+    ] = None,
+    limit: Annotated[int, typer.Option(help="How many models to show.")] = 100,
+    url: UrlOption = DEFAULT_URL,
+    json_out: JsonOption = False,
+) -> None:
+    """List models.
+
+    [bold]Example[/bold]: modelyard models 'tags.team = "growth"'
+    """
+    with registry(url) as reg:
+        page = reg.models(filter=filter, limit=limit)
+    if json_out:
+        output.print_json({"items": [m.as_dict() for m in page.items]})
+    else:
+        output.console.print(output.models_table(page.items))
+
+
+@app.command()
+@handles_errors
+def edit(
+    reference: Annotated[str, typer.Argument(help="The version to edit, e.g. churn/3.")],
+    description: Annotated[str | None, typer.Option(help="New Markdown description.")] = None,
+    tag: Annotated[list[str] | None, typer.Option("--tag", "-t", help="KEY=VALUE to set.")] = None,
+    untag: Annotated[list[str] | None, typer.Option("--untag", help="KEY to remove.")] = None,
+    url: UrlOption = DEFAULT_URL,
+) -> None:
+    """Edit a version's description or tags (its files never change). Journaled.
+
+    [bold]Example[/bold]: modelyard edit churn/3 --tag reviewed=yes --untag wip
+    """
+    patch: dict[str, str | None] = dict(parse_pairs(tag, "--tag"))
+    patch.update({key: None for key in untag or []})
+    with registry(url) as reg:
+        version = reg.update_version(reference, description=description, tags=patch or None)
+    output.console.print(f"updated [bold]{version.reference}[/bold]")
+
+
+# -- aliases ----------------------------------------------------------------------------------
+
+
+@alias_app.command("set")
+@handles_errors
+def alias_set(
+    name: Annotated[str, typer.Argument(help="Model name.")],
+    alias: Annotated[str, typer.Argument(help="Alias, e.g. champion.")],
+    version: Annotated[int, typer.Argument(help="Version number to point at.")],
+    url: UrlOption = DEFAULT_URL,
+) -> None:
+    """Point NAME@ALIAS at a version (creates or moves it).
+
+    [bold]Example[/bold]: modelyard alias set churn champion 42
+    """
+    with registry(url) as reg:
+        target = reg.set_alias(name, alias, version)
+    output.console.print(f"{name}@{alias} → {target.reference}")
+
+
+@alias_app.command("delete")
+@handles_errors
+def alias_delete(
+    name: Annotated[str, typer.Argument(help="Model name.")],
+    alias: Annotated[str, typer.Argument(help="Alias to delete.")],
+    url: UrlOption = DEFAULT_URL,
+) -> None:
+    """Delete an alias (the version itself stays).
+
+    [bold]Example[/bold]: modelyard alias delete churn challenger
+    """
+    with registry(url) as reg:
+        reg.delete_alias(name, alias)
+    output.console.print(f"deleted {name}@{alias}")
+
+
+@alias_app.command("list")
+@handles_errors
+def alias_list(
+    name: Annotated[str, typer.Argument(help="Model name.")],
+    url: UrlOption = DEFAULT_URL,
+) -> None:
+    """List a model's aliases.
+
+    [bold]Example[/bold]: modelyard alias list churn
+    """
+    with registry(url) as reg:
+        model = reg.model(name)
+    table = output.Table("alias", "version")
+    for alias, number in model.aliases.items():
+        table.add_row(alias, f"{name}/{number}")
+    output.console.print(table)
+
+
+# -- journal ----------------------------------------------------------------------------------
+
+
+@journal_app.command("list")
+@handles_errors
+def journal_list(
+    after: Annotated[int, typer.Option(help="Show events after this sequence number.")] = 0,
+    limit: Annotated[int, typer.Option(help="How many events to show.")] = 50,
+    url: UrlOption = DEFAULT_URL,
+    json_out: JsonOption = False,
+) -> None:
+    """Show journal events in order.
+
+    [bold]Example[/bold]: modelyard journal list --after 100
+    """
+    with registry(url) as reg:
+        events = reg.events(after=after, limit=limit)
+    if json_out:
+        output.print_json({"items": [e.as_dict() for e in events]})
+    else:
+        output.console.print(output.events_table(events))
+
+
+@journal_app.command("verify")
+@handles_errors
+def journal_verify(url: UrlOption = DEFAULT_URL) -> None:
+    """Recompute the journal's hash chain here and name the first broken link, if any.
+
+    [bold]Example[/bold]: modelyard journal verify
+    """
+    with registry(url) as reg:
+        report = reg.verify_journal()
+    if report.ok:
+        output.console.print(f"journal intact: {report.events} events, chain verified")
+        return
+    output.errors.print(
+        f"[red]journal broken[/red] at event {report.first_broken_seq}: {report.reason}"
+    )
+    raise typer.Exit(2)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

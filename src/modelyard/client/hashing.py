@@ -1,0 +1,87 @@
+"""Hashing files, with a cache so that unchanged files are never hashed twice.
+
+The cache maps (path, size, mtime_ns, inode, ctime_ns) to the sha256 of the content:
+re-registering an unchanged 1 GiB file then costs a stat, not a pass over its bytes.
+It lives in the user's cache directory and can be deleted at any time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import sqlite3
+import threading
+from pathlib import Path
+
+from modelyard.client.transport import Advance
+
+CHUNK = 1024 * 1024
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("MODELYARD_CACHE_DIR")
+    if base:
+        return Path(base)
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "modelyard"
+
+
+class HashCache:
+    def __init__(self, path: Path | None = None) -> None:
+        self._path = path or cache_dir() / "hashes.sqlite"
+        self._lock = threading.Lock()
+        self._db: sqlite3.Connection | None = None
+
+    def _connect(self) -> sqlite3.Connection | None:
+        if self._db is None:
+            try:
+                self._path.parent.mkdir(parents=True, exist_ok=True)
+                db = sqlite3.connect(self._path, check_same_thread=False, isolation_level=None)
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute(
+                    "CREATE TABLE IF NOT EXISTS hashes"
+                    " (path TEXT PRIMARY KEY, stamp TEXT, sha256 TEXT)"
+                )
+                self._db = db
+            except (OSError, sqlite3.Error):
+                return None  # no cache is slower, never wrong
+        return self._db
+
+    def sha256(self, path: Path, advance: Advance) -> str:
+        stat = path.stat()
+        key = str(path.resolve())
+        stamp = f"{stat.st_size}:{stat.st_mtime_ns}:{stat.st_ino}:{stat.st_ctime_ns}"
+        with self._lock:
+            db = self._connect()
+            if db is not None:
+                row = db.execute(
+                    "SELECT stamp, sha256 FROM hashes WHERE path = ?", (key,)
+                ).fetchone()
+                if row and row[0] == stamp:
+                    advance(stat.st_size)
+                    return str(row[1])
+        digest = hash_file(path, advance)
+        with self._lock:
+            db = self._connect()
+            if db is not None:
+                with contextlib.suppress(sqlite3.Error):
+                    db.execute(
+                        "INSERT OR REPLACE INTO hashes (path, stamp, sha256) VALUES (?, ?, ?)",
+                        (key, stamp, digest),
+                    )
+        return digest
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+
+def hash_file(path: Path, advance: Advance) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb", buffering=0) as handle:
+        while chunk := handle.read(CHUNK):
+            digest.update(chunk)
+            advance(len(chunk))
+    return digest.hexdigest()

@@ -1,0 +1,195 @@
+"""The REST API as a Transport, over one keep-alive httpx connection pool."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from modelyard.client.transport import Advance
+from modelyard.domain.errors import ModelyardError, Unavailable, error_from_problem
+from modelyard.domain.models import Event, Model, Page, Version
+from modelyard.domain.versions import NewVersion
+
+CHUNK = 1024 * 1024
+
+
+class HttpTransport:
+    def __init__(self, url: str, *, timeout: float = 300.0) -> None:
+        self.url = url.rstrip("/")
+        self.client = httpx.Client(
+            base_url=self.url,
+            timeout=httpx.Timeout(timeout, connect=10.0),
+            headers={"User-Agent": "modelyard-client"},
+        )
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = self.client.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise self._unreachable(exc) from None
+        if response.status_code >= 400:
+            raise _error(response)
+        return response
+
+    def _unreachable(self, exc: Exception) -> ModelyardError:
+        return Unavailable(
+            f"cannot reach Modelyard at {self.url} ({exc.__class__.__name__}): is"
+            " 'modelyard serve' running there? Set MODELYARD_URL or --url to point elsewhere.",
+            code="unreachable",
+        )
+
+    def _json(self, method: str, path: str, **kwargs: Any) -> Any:
+        return self._request(method, path, **kwargs).json()
+
+    # -- transport ------------------------------------------------------------------------
+
+    def missing_blobs(self, digests: list[str]) -> list[str]:
+        body = {"digests": [f"sha256:{d}" for d in digests]}
+        data = self._json("POST", "/api/v1/blobs/missing", json=body)
+        return [d.removeprefix("sha256:") for d in data["missing"]]
+
+    def upload_blob(self, digest: str, path: Path, size: int, advance: Advance) -> None:
+        def chunks() -> Iterator[bytes]:
+            with path.open("rb") as handle:
+                while chunk := handle.read(CHUNK):
+                    advance(len(chunk))
+                    yield chunk
+
+        self._request(
+            "PUT",
+            f"/api/v1/blobs/sha256:{digest}",
+            content=chunks(),
+            headers={"Content-Length": str(size), "Content-Type": "application/octet-stream"},
+        )
+
+    def read_file(self, version: Version, path: str, sha256: str) -> Iterator[bytes]:
+        url = f"/api/v1/blobs/sha256:{sha256}"
+        try:
+            with self.client.stream("GET", url) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    raise _error(response)
+                yield from response.iter_raw(CHUNK)
+        except httpx.TransportError as exc:
+            raise self._unreachable(exc) from None
+
+    def register_version(self, name: str, spec: NewVersion) -> Version:
+        body = {
+            "files": [f.as_dict() for f in spec.files],
+            "params": spec.params,
+            "metrics": spec.metrics,
+            "tags": spec.tags,
+            "description": spec.description,
+            "dataset": spec.dataset.as_dict() if spec.dataset else None,
+            "source": spec.source.as_dict() if spec.source else None,
+            "environment": spec.environment.as_dict() if spec.environment else None,
+            "run": spec.run,
+            "framework": spec.framework,
+            "format": spec.format,
+        }
+        data = self._json("POST", f"/api/v1/models/{_seg(name)}/versions", json=body)
+        return Version.from_dict(data)
+
+    def resolve(self, reference: str) -> Version:
+        return Version.from_dict(self._json("GET", f"/api/v1/resolve/{_seg(reference, '/@:')}"))
+
+    def update_version(
+        self,
+        name: str,
+        number: int,
+        description: str | None,
+        tags: dict[str, str | None] | None,
+    ) -> Version:
+        body = _patch_body(description, tags)
+        path = f"/api/v1/models/{_seg(name)}/versions/{number}"
+        return Version.from_dict(self._json("PATCH", path, json=body))
+
+    def list_versions(
+        self,
+        name: str | None,
+        filter: str | None,
+        order_by: str | None,
+        page_token: str | None,
+        limit: int | None,
+    ) -> Page[Version]:
+        path = f"/api/v1/models/{_seg(name)}/versions" if name else "/api/v1/versions"
+        data = self._json("GET", path, params=_query(filter, order_by, page_token, limit))
+        return Page([Version.from_dict(v) for v in data["items"]], data["next_page_token"])
+
+    def create_model(self, name: str, description: str, tags: dict[str, str]) -> Model:
+        body = {"name": name, "description": description, "tags": tags}
+        return Model.from_dict(self._json("POST", "/api/v1/models", json=body))
+
+    def get_model(self, name: str) -> Model:
+        return Model.from_dict(self._json("GET", f"/api/v1/models/{_seg(name)}"))
+
+    def update_model(
+        self, name: str, description: str | None, tags: dict[str, str | None] | None
+    ) -> Model:
+        body = _patch_body(description, tags)
+        return Model.from_dict(self._json("PATCH", f"/api/v1/models/{_seg(name)}", json=body))
+
+    def delete_model(self, name: str) -> None:
+        self._request("DELETE", f"/api/v1/models/{_seg(name)}")
+
+    def list_models(
+        self,
+        filter: str | None,
+        order_by: str | None,
+        page_token: str | None,
+        limit: int | None,
+    ) -> Page[Model]:
+        params = _query(filter, order_by, page_token, limit)
+        data = self._json("GET", "/api/v1/models", params=params)
+        return Page([Model.from_dict(m) for m in data["items"]], data["next_page_token"])
+
+    def set_alias(self, name: str, alias: str, number: int) -> Version:
+        path = f"/api/v1/models/{_seg(name)}/aliases/{_seg(alias)}"
+        return Version.from_dict(self._json("PUT", path, json={"version": number}))
+
+    def delete_alias(self, name: str, alias: str) -> None:
+        self._request("DELETE", f"/api/v1/models/{_seg(name)}/aliases/{_seg(alias)}")
+
+    def events(self, after: int, limit: int) -> list[Event]:
+        data = self._json("GET", "/api/v1/events", params={"after": after, "limit": limit})
+        return [Event.from_dict(e) for e in data["items"]]
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def _seg(value: str, safe: str = "") -> str:
+    """Quote a path segment so that user input can never change the URL's shape."""
+    return quote(value, safe=safe)
+
+
+def _query(
+    filter: str | None, order_by: str | None, page_token: str | None, limit: int | None
+) -> dict[str, Any]:
+    params = {"filter": filter, "order_by": order_by, "page_token": page_token, "limit": limit}
+    return {k: v for k, v in params.items() if v is not None}
+
+
+def _patch_body(description: str | None, tags: dict[str, str | None] | None) -> dict[str, Any]:
+    body: dict[str, Any] = {}
+    if description is not None:
+        body["description"] = description
+    if tags is not None:
+        body["tags"] = tags
+    return body
+
+
+def _error(response: httpx.Response) -> ModelyardError:
+    try:
+        problem = response.json()
+        if not isinstance(problem, dict):
+            raise ValueError
+    except ValueError:
+        problem = {"detail": f"HTTP {response.status_code}: {response.text[:200]}"}
+    return error_from_problem(response.status_code, problem)

@@ -1,0 +1,313 @@
+"""The Python SDK: ``modelyard.connect(url_or_directory)`` returns a ``Registry``.
+
+A URL talks to a server over REST; a directory path opens the same registry in-process,
+with no server. Both behave identically because everything here sits on a Transport.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import secrets
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from modelyard.client.capture import capture_environment, capture_source
+from modelyard.client.hashing import HashCache
+from modelyard.client.http import HttpTransport
+from modelyard.client.progress import NoProgress, Progress
+from modelyard.client.transport import Transport
+from modelyard.domain.errors import DigestMismatch, InvalidInput, InvalidPath
+from modelyard.domain.journal import JournalReport, verify_chain
+from modelyard.domain.manifest import FileEntry
+from modelyard.domain.models import DatasetRef, Event, Model, Page, SourceRef, Version
+from modelyard.domain.names import validate_file_path
+from modelyard.domain.versions import NewVersion
+
+_AUTO: Any = object()
+
+
+def connect(
+    target: str | os.PathLike[str],
+    *,
+    progress: Progress | None = None,
+    database_url: str | None = None,
+) -> Registry:
+    """Open a registry: an ``http(s)://`` URL of a server, or a local data directory."""
+    text = os.fspath(target)
+    transport: Transport
+    if text.startswith(("http://", "https://")):
+        transport = HttpTransport(text)
+    else:
+        # Imported here so that HTTP-only users never load the server-side stack.
+        from modelyard.client.local import LocalTransport
+
+        transport = LocalTransport(Path(text), database_url)
+    return Registry(transport, progress=progress)
+
+
+class Registry:
+    def __init__(self, transport: Transport, *, progress: Progress | None = None) -> None:
+        self._transport = transport
+        self._progress: Progress = progress or NoProgress()
+        self._hashes = HashCache()
+
+    def __enter__(self) -> Registry:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._transport.close()
+        self._hashes.close()
+
+    # -- registering ----------------------------------------------------------------------
+
+    def register(
+        self,
+        name: str,
+        path: str | os.PathLike[str],
+        *,
+        metrics: Mapping[str, float] | None = None,
+        params: Mapping[str, Any] | None = None,
+        tags: Mapping[str, str] | None = None,
+        dataset: str | DatasetRef | None = None,
+        description: str = "",
+        run: str | None = None,
+        framework: str | None = None,
+        format: str | None = None,
+        source: SourceRef | None = _AUTO,
+        capture_environment_info: bool = True,
+    ) -> Version:
+        """Register the file or directory at ``path`` as the next version of ``name``.
+
+        Only files the registry does not already hold are uploaded. Source (git) and
+        environment are captured automatically unless passed or switched off.
+        """
+        root = Path(path)
+        files = _collect(root)
+        entries = self._hash_all(files)
+        self._upload_missing(entries, files)
+        spec = NewVersion(
+            files=entries,
+            params={k: _param_text(v) for k, v in (params or {}).items()},
+            metrics=dict(metrics or {}),
+            tags=dict(tags or {}),
+            description=description,
+            dataset=DatasetRef.parse(dataset) if isinstance(dataset, str) else dataset,
+            source=capture_source(Path.cwd().resolve()) if source is _AUTO else source,
+            environment=capture_environment() if capture_environment_info else None,
+            run=run,
+            framework=framework,
+            format=format,
+        )
+        return self._transport.register_version(name, spec)
+
+    def _hash_all(self, files: dict[str, Path]) -> list[FileEntry]:
+        total = sum(p.stat().st_size for p in files.values())
+        entries = []
+        with self._progress.task("hashing", total) as advance:
+            for rel, local in files.items():
+                size = local.stat().st_size
+                entries.append(FileEntry(rel, size, self._hashes.sha256(local, advance)))
+        return entries
+
+    def _upload_missing(self, entries: list[FileEntry], files: dict[str, Path]) -> None:
+        missing = set(self._transport.missing_blobs(sorted({e.sha256 for e in entries})))
+        todo = {e.sha256: e for e in entries if e.sha256 in missing}
+        total = sum(e.size for e in todo.values())
+        with self._progress.task("uploading", total) as advance:
+            for digest, entry in todo.items():
+                self._transport.upload_blob(digest, files[entry.path], entry.size, advance)
+
+    # -- reading --------------------------------------------------------------------------
+
+    def resolve(self, reference: str) -> Version:
+        """'churn', 'churn/42', 'churn@champion' or 'churn@sha256:...' -> the version."""
+        return self._transport.resolve(reference)
+
+    def download(self, reference: str | Version, dest: str | os.PathLike[str]) -> Version:
+        """Write every file of the version under ``dest``, verified and atomically.
+
+        Files already present with the right content are left alone.
+        """
+        version = reference if isinstance(reference, Version) else self.resolve(reference)
+        root = Path(dest)
+        root.mkdir(parents=True, exist_ok=True)
+        targets = {entry.path: _inside(root, entry.path) for entry in version.files}
+        todo = [e for e in version.files if not self._already_there(targets[e.path], e)]
+        total = sum(e.size for e in todo)
+        with self._progress.task("downloading", total) as advance:
+            for entry in todo:
+                chunks = self._transport.read_file(version, entry.path, entry.sha256)
+                _write_verified(targets[entry.path], entry, chunks, advance)
+        return version
+
+    def _already_there(self, target: Path, entry: FileEntry) -> bool:
+        if not target.is_file() or target.stat().st_size != entry.size:
+            return False
+        return self._hashes.sha256(target, lambda _: None) == entry.sha256
+
+    def versions(
+        self,
+        name: str | None = None,
+        *,
+        filter: str | None = None,
+        order_by: str | None = None,
+        page_token: str | None = None,
+        limit: int | None = None,
+    ) -> Page[Version]:
+        """One page of versions (of one model, or of all), filtered with the search language."""
+        return self._transport.list_versions(name, filter, order_by, page_token, limit)
+
+    def search(
+        self, filter: str | None = None, *, order_by: str | None = None, limit: int | None = None
+    ) -> Iterator[Version]:
+        """Every version matching ``filter``, across models, fetching page after page."""
+        token: str | None = None
+        while True:
+            page = self.versions(filter=filter, order_by=order_by, page_token=token, limit=limit)
+            yield from page.items
+            if page.next_page_token is None:
+                return
+            token = page.next_page_token
+
+    def update_version(
+        self,
+        reference: str,
+        *,
+        description: str | None = None,
+        tags: Mapping[str, str | None] | None = None,
+    ) -> Version:
+        """Edit a version's description and tags (a tag set to None is removed)."""
+        version = self.resolve(reference)
+        patch = dict(tags) if tags is not None else None
+        return self._transport.update_version(version.model, version.version, description, patch)
+
+    # -- models ---------------------------------------------------------------------------
+
+    def create_model(
+        self, name: str, *, description: str = "", tags: Mapping[str, str] | None = None
+    ) -> Model:
+        return self._transport.create_model(name, description, dict(tags or {}))
+
+    def model(self, name: str) -> Model:
+        return self._transport.get_model(name)
+
+    def update_model(
+        self,
+        name: str,
+        *,
+        description: str | None = None,
+        tags: Mapping[str, str | None] | None = None,
+    ) -> Model:
+        patch = dict(tags) if tags is not None else None
+        return self._transport.update_model(name, description, patch)
+
+    def delete_model(self, name: str) -> None:
+        self._transport.delete_model(name)
+
+    def models(
+        self,
+        *,
+        filter: str | None = None,
+        order_by: str | None = None,
+        page_token: str | None = None,
+        limit: int | None = None,
+    ) -> Page[Model]:
+        return self._transport.list_models(filter, order_by, page_token, limit)
+
+    # -- aliases --------------------------------------------------------------------------
+
+    def set_alias(self, name: str, alias: str, version: int) -> Version:
+        """Point ``name@alias`` at ``version`` (creates or moves the alias)."""
+        return self._transport.set_alias(name, alias, version)
+
+    def delete_alias(self, name: str, alias: str) -> None:
+        self._transport.delete_alias(name, alias)
+
+    # -- journal --------------------------------------------------------------------------
+
+    def events(self, *, after: int = 0, limit: int = 100) -> list[Event]:
+        return self._transport.events(after, limit)
+
+    def verify_journal(self) -> JournalReport:
+        """Read the whole journal and recompute its hash chain here, trusting only the events."""
+        return verify_chain(self._all_events())
+
+    def _all_events(self) -> Iterator[Event]:
+        after = 0
+        while True:
+            page = self._transport.events(after, 1000)
+            yield from page
+            if len(page) < 1000:
+                return
+            after = page[-1].seq
+
+
+def _param_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _collect(root: Path) -> dict[str, Path]:
+    """The files to register, keyed by their path inside the version ('/'-separated)."""
+    if not root.exists():
+        raise InvalidInput(f"{root} does not exist")
+    if root.is_file():
+        return {validate_file_path(root.name): root}
+    base = root.resolve()
+    files: dict[str, Path] = {}
+    for directory, subdirs, names in os.walk(root):
+        subdirs.sort()
+        for name in sorted(names):
+            local = Path(directory) / name
+            if local.is_symlink() and not local.resolve().is_relative_to(base):
+                raise InvalidPath(f"{local} is a symlink that points outside {root}")
+            if not local.is_file():
+                continue
+            rel = local.relative_to(root).as_posix()
+            files[validate_file_path(rel)] = local
+    if not files:
+        raise InvalidInput(f"{root} contains no files")
+    return files
+
+
+def _inside(root: Path, relative: str) -> Path:
+    """Where a version's file goes under ``root``; refuses any path that would escape it."""
+    validate_file_path(relative)
+    target = (root / relative).resolve()
+    if not target.is_relative_to(root.resolve()):
+        raise InvalidPath(f"refusing to write {relative!r} outside {root}")
+    return target
+
+
+def _write_verified(target: Path, entry: FileEntry, chunks: Iterator[bytes], advance: Any) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f".{target.name}.{secrets.token_hex(4)}.partial")
+    digest = hashlib.sha256()
+    try:
+        with partial.open("wb") as handle:
+            for chunk in chunks:
+                digest.update(chunk)
+                handle.write(chunk)
+                advance(len(chunk))
+        if digest.hexdigest() != entry.sha256:
+            raise DigestMismatch(
+                f"{entry.path}: downloaded bytes hash to sha256:{digest.hexdigest()},"
+                f" expected sha256:{entry.sha256}; nothing was written"
+            )
+        os.replace(partial, target)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            partial.unlink()

@@ -1,0 +1,72 @@
+"""What the SDK needs from a registry, whether it is a server over HTTP or a local directory.
+
+Two implementations: ``HttpTransport`` (REST API) and ``LocalTransport`` (the service
+in-process). Everything else the SDK does (hashing, capture, progress, atomic and
+verified downloads) is written once, in ``Registry``, on top of this.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Protocol
+
+from modelyard.domain.models import Event, Model, Page, Version
+from modelyard.domain.versions import NewVersion
+
+Advance = Callable[[int], None]
+
+
+class Transport(Protocol):
+    def missing_blobs(self, digests: list[str]) -> list[str]: ...
+
+    def upload_blob(self, digest: str, path: Path, size: int, advance: Advance) -> None: ...
+
+    def read_file(self, version: Version, path: str, sha256: str) -> Iterator[bytes]: ...
+
+    def register_version(self, name: str, spec: NewVersion) -> Version: ...
+
+    def resolve(self, reference: str) -> Version: ...
+
+    def update_version(
+        self,
+        name: str,
+        number: int,
+        description: str | None,
+        tags: dict[str, str | None] | None,
+    ) -> Version: ...
+
+    def list_versions(
+        self,
+        name: str | None,
+        filter: str | None,
+        order_by: str | None,
+        page_token: str | None,
+        limit: int | None,
+    ) -> Page[Version]: ...
+
+    def create_model(self, name: str, description: str, tags: dict[str, str]) -> Model: ...
+
+    def get_model(self, name: str) -> Model: ...
+
+    def update_model(
+        self, name: str, description: str | None, tags: dict[str, str | None] | None
+    ) -> Model: ...
+
+    def delete_model(self, name: str) -> None: ...
+
+    def list_models(
+        self,
+        filter: str | None,
+        order_by: str | None,
+        page_token: str | None,
+        limit: int | None,
+    ) -> Page[Model]: ...
+
+    def set_alias(self, name: str, alias: str, number: int) -> Version: ...
+
+    def delete_alias(self, name: str, alias: str) -> None: ...
+
+    def events(self, after: int, limit: int) -> list[Event]: ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,47 @@
+"""Settings and wiring: flags > MODELYARD_* environment variables > defaults.
+
+``open_service`` is the one place that turns settings into a running registry (database
+engine, migrations, blob store), used by the server and by the in-process SDK alike.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from modelyard.service import RegistryService
+from modelyard.storage.blobs import LocalBlobStore
+from modelyard.storage.db.engine import create_db_engine, migrate
+from modelyard.storage.db.store import Database
+
+DEFAULT_DATA_DIR = "./modelyard-data"
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8080
+DEFAULT_URL = f"http://{DEFAULT_HOST}:{DEFAULT_PORT}"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    data_dir: Path
+    database_url: str | None = None
+
+    @classmethod
+    def from_env(cls, data_dir: str | None = None, database_url: str | None = None) -> Settings:
+        return cls(
+            data_dir=Path(data_dir or os.environ.get("MODELYARD_DATA_DIR") or DEFAULT_DATA_DIR),
+            database_url=database_url or os.environ.get("MODELYARD_DATABASE_URL") or None,
+        )
+
+    @property
+    def effective_database_url(self) -> str:
+        """PostgreSQL when configured, else SQLite in the data directory."""
+        return self.database_url or f"sqlite:///{self.data_dir.resolve() / 'registry.db'}"
+
+
+def open_service(settings: Settings) -> RegistryService:
+    """Create the data directory, migrate the schema and return a ready service."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = create_db_engine(settings.effective_database_url)
+    migrate(engine)
+    return RegistryService(Database(engine), LocalBlobStore(settings.data_dir / "blobs"))

@@ -1,0 +1,1 @@
+"""Pure domain logic: entities, references, validation, the filter language. No I/O."""

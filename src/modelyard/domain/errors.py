@@ -1,0 +1,105 @@
+"""Errors that every layer raises and every adapter translates.
+
+Each error carries a stable machine-readable ``code`` (part of the public API, never
+renamed) and the HTTP status it maps to, so that the REST layer, the SDK and the CLI
+agree on what went wrong without re-deciding it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class ModelyardError(Exception):
+    """Base of every error Modelyard raises on purpose."""
+
+    status: ClassVar[int] = 500
+    default_code: ClassVar[str] = "internal_error"
+    title: ClassVar[str] = "Internal error"
+
+    def __init__(self, message: str, *, code: str | None = None, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code or self.default_code
+        self.details = details
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class InvalidInput(ModelyardError):
+    status = 400
+    default_code = "invalid_input"
+    title = "Invalid input"
+
+
+class InvalidName(InvalidInput):
+    default_code = "invalid_name"
+    title = "Invalid name"
+
+
+class InvalidPath(InvalidInput):
+    default_code = "invalid_path"
+    title = "Invalid file path"
+
+
+class InvalidReference(InvalidInput):
+    default_code = "invalid_reference"
+    title = "Invalid reference"
+
+
+class InvalidFilter(InvalidInput):
+    default_code = "invalid_filter"
+    title = "Invalid filter"
+
+
+class DigestMismatch(InvalidInput):
+    default_code = "digest_mismatch"
+    title = "Digest mismatch"
+
+
+class TooLarge(ModelyardError):
+    status = 413
+    default_code = "too_large"
+    title = "Too large"
+
+
+class NotFound(ModelyardError):
+    status = 404
+    default_code = "not_found"
+    title = "Not found"
+
+
+class Conflict(ModelyardError):
+    status = 409
+    default_code = "conflict"
+    title = "Conflict"
+
+
+class MissingBlobs(Conflict):
+    default_code = "missing_blobs"
+    title = "Missing blobs"
+
+
+class Unavailable(ModelyardError):
+    status = 503
+    default_code = "unavailable"
+    title = "Service unavailable"
+
+
+_BY_STATUS: dict[int, type[ModelyardError]] = {
+    400: InvalidInput,
+    404: NotFound,
+    409: Conflict,
+    413: TooLarge,
+    503: Unavailable,
+}
+
+
+def error_from_problem(status: int, problem: dict[str, Any]) -> ModelyardError:
+    """Rebuild the error a server reported, so remote and in-process callers catch the same."""
+    cls = _BY_STATUS.get(status, ModelyardError)
+    known = {"type", "title", "status", "detail", "code", "instance"}
+    details = {k: v for k, v in problem.items() if k not in known}
+    message = str(problem.get("detail") or problem.get("title") or f"HTTP {status}")
+    return cls(message, code=str(problem.get("code") or cls.default_code), **details)

@@ -1,0 +1,271 @@
+"""The registry's entities as plain, immutable values.
+
+Every layer speaks these: storage builds them from rows, the service returns them, the
+API serialises them with ``as_dict`` and the SDK rebuilds them with ``from_dict``, so the
+local (in-process) and remote registries hand users exactly the same objects.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Generic, TypeVar
+
+from modelyard.domain.manifest import FileEntry
+
+DEFAULT_STAGE = "development"
+
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def utc_from_us(micros: int) -> datetime:
+    """Exact (no float rounding): journal hashes are computed over the microseconds."""
+    return EPOCH + timedelta(microseconds=micros)
+
+
+def to_us(dt: datetime) -> int:
+    return (dt - EPOCH) // timedelta(microseconds=1)
+
+
+def iso(dt: datetime) -> str:
+    return dt.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def parse_iso(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+@dataclass(frozen=True, slots=True)
+class DatasetRef:
+    """Which data trained the version: a name or URI, optionally a version and a digest."""
+
+    name: str
+    version: str | None = None
+    digest: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> DatasetRef:
+        """'customers@2024-w36' -> name 'customers', version '2024-w36'. URIs keep their '@'."""
+        if "://" not in text and "@" in text:
+            name, _, version = text.rpartition("@")
+            return cls(name=name, version=version or None)
+        return cls(name=text)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "version": self.version, "digest": self.digest}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DatasetRef:
+        return cls(name=data["name"], version=data.get("version"), digest=data.get("digest"))
+
+
+@dataclass(frozen=True, slots=True)
+class SourceRef:
+    """The code that produced the version: git remote, commit and whether the tree was dirty."""
+
+    repo: str | None = None
+    commit: str | None = None
+    branch: str | None = None
+    dirty: bool | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "repo": self.repo,
+            "commit": self.commit,
+            "branch": self.branch,
+            "dirty": self.dirty,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SourceRef:
+        return cls(
+            repo=data.get("repo"),
+            commit=data.get("commit"),
+            branch=data.get("branch"),
+            dirty=data.get("dirty"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Environment:
+    """Where the version was produced: Python version, platform and installed packages."""
+
+    python: str | None = None
+    platform: str | None = None
+    packages: dict[str, str] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"python": self.python, "platform": self.platform, "packages": dict(self.packages)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Environment:
+        return cls(
+            python=data.get("python"),
+            platform=data.get("platform"),
+            packages=dict(data.get("packages") or {}),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Model:
+    name: str
+    description: str
+    tags: dict[str, str]
+    created_at: datetime
+    updated_at: datetime
+    latest_version: int | None
+    aliases: dict[str, int]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "description": self.description,
+            "tags": dict(self.tags),
+            "created_at": iso(self.created_at),
+            "updated_at": iso(self.updated_at),
+            "latest_version": self.latest_version,
+            "aliases": dict(self.aliases),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Model:
+        return cls(
+            name=data["name"],
+            description=data.get("description") or "",
+            tags=dict(data.get("tags") or {}),
+            created_at=parse_iso(data["created_at"]),
+            updated_at=parse_iso(data["updated_at"]),
+            latest_version=data.get("latest_version"),
+            aliases=dict(data.get("aliases") or {}),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Version:
+    model: str
+    version: int
+    manifest_digest: str
+    files: tuple[FileEntry, ...]
+    size: int
+    framework: str | None
+    format: str | None
+    params: dict[str, str]
+    metrics: dict[str, float]
+    dataset: DatasetRef | None
+    source: SourceRef | None
+    environment: Environment | None
+    run: str | None
+    creator: str
+    created_at: datetime
+    tags: dict[str, str]
+    description: str
+    stage: str
+    aliases: tuple[str, ...]
+
+    @property
+    def reference(self) -> str:
+        return f"{self.model}/{self.version}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "version": self.version,
+            "reference": self.reference,
+            "manifest_digest": self.manifest_digest,
+            "files": [f.as_dict() for f in self.files],
+            "size": self.size,
+            "framework": self.framework,
+            "format": self.format,
+            "params": dict(self.params),
+            "metrics": dict(self.metrics),
+            "dataset": self.dataset.as_dict() if self.dataset else None,
+            "source": self.source.as_dict() if self.source else None,
+            "environment": self.environment.as_dict() if self.environment else None,
+            "run": self.run,
+            "creator": self.creator,
+            "created_at": iso(self.created_at),
+            "tags": dict(self.tags),
+            "description": self.description,
+            "stage": self.stage,
+            "aliases": list(self.aliases),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Version:
+        return cls(
+            model=data["model"],
+            version=int(data["version"]),
+            manifest_digest=data["manifest_digest"],
+            files=tuple(
+                FileEntry(path=f["path"], size=int(f["size"]), sha256=f["sha256"])
+                for f in data.get("files") or ()
+            ),
+            size=int(data.get("size") or 0),
+            framework=data.get("framework"),
+            format=data.get("format"),
+            params=dict(data.get("params") or {}),
+            metrics={k: float(v) for k, v in (data.get("metrics") or {}).items()},
+            dataset=DatasetRef.from_dict(data["dataset"]) if data.get("dataset") else None,
+            source=SourceRef.from_dict(data["source"]) if data.get("source") else None,
+            environment=(
+                Environment.from_dict(data["environment"]) if data.get("environment") else None
+            ),
+            run=data.get("run"),
+            creator=data.get("creator") or "",
+            created_at=parse_iso(data["created_at"]),
+            tags=dict(data.get("tags") or {}),
+            description=data.get("description") or "",
+            stage=data.get("stage") or DEFAULT_STAGE,
+            aliases=tuple(data.get("aliases") or ()),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One entry of the hash-chained journal."""
+
+    seq: int
+    time: datetime
+    actor: str
+    kind: str
+    subject: str
+    payload: dict[str, Any]
+    prev_hash: str
+    hash: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "seq": self.seq,
+            "time": iso(self.time),
+            "actor": self.actor,
+            "kind": self.kind,
+            "subject": self.subject,
+            "payload": self.payload,
+            "prev_hash": self.prev_hash,
+            "hash": self.hash,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Event:
+        return cls(
+            seq=int(data["seq"]),
+            time=parse_iso(data["time"]),
+            actor=data["actor"],
+            kind=data["kind"],
+            subject=data["subject"],
+            payload=dict(data.get("payload") or {}),
+            prev_hash=data["prev_hash"],
+            hash=data["hash"],
+        )
+
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Page(Generic[T]):
+    """One page of a listing; ``next_page_token`` is None on the last page."""
+
+    items: list[T]
+    next_page_token: str | None

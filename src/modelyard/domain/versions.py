@@ -1,0 +1,127 @@
+"""What a caller submits to register a version, and the limits it must respect.
+
+Validated here, once, whether it arrives over REST or from the in-process SDK, so the
+two paths cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from modelyard.domain.errors import InvalidInput, TooLarge
+from modelyard.domain.manifest import FileEntry, build_manifest
+from modelyard.domain.models import DatasetRef, Environment, SourceRef
+from modelyard.domain.names import validate_key, validate_tag_value
+
+MAX_TAGS = 100
+MAX_PARAMS = 1000
+MAX_METRICS = 1000
+MAX_DESCRIPTION = 64 * 1024
+MAX_PACKAGES = 5000
+MAX_SHORT_TEXT = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class NewVersion:
+    files: list[FileEntry]
+    params: dict[str, str] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
+    description: str = ""
+    dataset: DatasetRef | None = None
+    source: SourceRef | None = None
+    environment: Environment | None = None
+    run: str | None = None
+    framework: str | None = None
+    format: str | None = None
+
+
+def validate_new_version(spec: NewVersion) -> NewVersion:
+    """Check every field against its limit; return the spec with the manifest sorted."""
+    files = build_manifest(spec.files)
+    validate_tags(spec.tags)
+    _check_count(spec.params, MAX_PARAMS, "params")
+    for key, value in spec.params.items():
+        validate_key(key, "param name")
+        validate_tag_value(value, f"param {key!r}")
+    _check_count(spec.metrics, MAX_METRICS, "metrics")
+    for key, metric in spec.metrics.items():
+        validate_key(key, "metric name")
+        if isinstance(metric, bool) or not isinstance(metric, int | float):
+            raise InvalidInput(f"metric {key!r} must be a number, got {metric!r}")
+        if not math.isfinite(metric):
+            raise InvalidInput(f"metric {key!r} must be a finite number, got {metric!r}")
+    validate_description(spec.description)
+    for what, text, limit in (
+        ("run reference", spec.run, MAX_SHORT_TEXT),
+        ("framework", spec.framework, 64),
+        ("format", spec.format, 64),
+    ):
+        _check_text(what, text, limit)
+    if spec.dataset is not None:
+        if not spec.dataset.name:
+            raise InvalidInput("dataset reference needs a name or URI")
+        _check_text("dataset name", spec.dataset.name, MAX_SHORT_TEXT)
+        _check_text("dataset version", spec.dataset.version, 256)
+        _check_text("dataset digest", spec.dataset.digest, 256)
+    if spec.source is not None:
+        _check_text("source repo", spec.source.repo, MAX_SHORT_TEXT)
+        _check_text("source commit", spec.source.commit, 64)
+        _check_text("source branch", spec.source.branch, 256)
+    if spec.environment is not None:
+        _check_text("python version", spec.environment.python, 256)
+        _check_text("platform", spec.environment.platform, 256)
+        if len(spec.environment.packages) > MAX_PACKAGES:
+            raise TooLarge(f"environment lists more than {MAX_PACKAGES} packages")
+        for name, version in spec.environment.packages.items():
+            _check_text("package name", name, 256)
+            _check_text("package version", version, 256)
+    return NewVersion(
+        files=files,
+        params={k: str(v) for k, v in spec.params.items()},
+        metrics={k: float(v) for k, v in spec.metrics.items()},
+        tags=dict(spec.tags),
+        description=spec.description,
+        dataset=spec.dataset,
+        source=spec.source,
+        environment=spec.environment,
+        run=spec.run,
+        framework=spec.framework,
+        format=spec.format,
+    )
+
+
+def validate_tags(tags: dict[str, str]) -> None:
+    _check_count(tags, MAX_TAGS, "tags")
+    for key, value in tags.items():
+        validate_key(key, "tag name")
+        validate_tag_value(value, f"tag {key!r}")
+
+
+def validate_description(description: str) -> None:
+    if not isinstance(description, str):
+        raise InvalidInput("description must be a string")
+    if len(description) > MAX_DESCRIPTION:
+        raise TooLarge(f"description is longer than {MAX_DESCRIPTION} characters")
+    if "\x00" in description:
+        raise InvalidInput("description must not contain NUL")
+
+
+def _check_count(values: Mapping[str, object], limit: int, what: str) -> None:
+    if not isinstance(values, dict):
+        raise InvalidInput(f"{what} must be an object of names to values")
+    if len(values) > limit:
+        raise TooLarge(f"at most {limit} {what} per version; got {len(values)}")
+
+
+def _check_text(what: str, text: str | None, limit: int) -> None:
+    if text is None:
+        return
+    if not isinstance(text, str):
+        raise InvalidInput(f"{what} must be a string")
+    if len(text) > limit:
+        raise TooLarge(f"{what} is longer than {limit} characters")
+    if "\x00" in text:
+        raise InvalidInput(f"{what} must not contain NUL")

@@ -1,0 +1,5 @@
+"""Use cases: the only place business rules, transactions and journal events live."""
+
+from modelyard.service.registry import RegistryService
+
+__all__ = ["RegistryService"]

@@ -1,0 +1,454 @@
+"""The registry's use cases: register, resolve, search, aliases, the journal.
+
+Every mutation runs in one write transaction together with the journal event that
+describes it; adapters (REST, CLI, in-process SDK) only translate to and from these calls.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from modelyard.domain.errors import Conflict, InvalidInput, MissingBlobs, NotFound
+from modelyard.domain.filters import parse_filter, parse_order_by
+from modelyard.domain.frameworks import detect_framework
+from modelyard.domain.manifest import FileEntry, manifest_digest, validate_digest_hex
+from modelyard.domain.models import DEFAULT_STAGE, Event, Model, Page, T, Version
+from modelyard.domain.names import validate_alias_name, validate_file_path, validate_model_name
+from modelyard.domain.pagination import decode_token, encode_token, validate_page_size
+from modelyard.domain.references import Reference, RefKind, parse_reference
+from modelyard.domain.versions import (
+    NewVersion,
+    validate_description,
+    validate_new_version,
+    validate_tags,
+)
+from modelyard.storage.blobs import BlobStore, BlobUpload
+from modelyard.storage.db.filters import (
+    model_condition,
+    model_sort_key,
+    version_condition,
+    version_sort_key,
+)
+from modelyard.storage.db.store import Database, Reader, Writer, now_us
+
+MAX_EVENTS_PAGE = 1000
+
+
+class RegistryService:
+    def __init__(self, db: Database, blobs: BlobStore) -> None:
+        self.db = db
+        self.blobs = blobs
+
+    # -- blobs ----------------------------------------------------------------------------
+
+    def missing_blobs(self, digests: Sequence[str]) -> list[str]:
+        if len(digests) > 10_000:
+            raise InvalidInput("ask about at most 10000 digests at a time")
+        for digest in digests:
+            validate_digest_hex(digest)
+        with self.db.read() as tx:
+            return tx.missing_blobs(digests)
+
+    def begin_blob_upload(self, digest: str) -> BlobUpload:
+        return self.blobs.begin_upload(validate_digest_hex(digest))
+
+    def finish_blob_upload(self, digest: str, upload: BlobUpload) -> int:
+        """Verify and publish the bytes, then record the blob; returns its size."""
+        size = upload.commit()
+        self.db.record_blob(digest, size)
+        return size
+
+    def blob_size(self, digest: str) -> int:
+        size = self.blobs.size(validate_digest_hex(digest))
+        if size is None:
+            raise NotFound(f"blob sha256:{digest} not found", code="blob_not_found")
+        return size
+
+    def read_blob(self, digest: str, start: int = 0, end: int | None = None) -> Iterator[bytes]:
+        return self.blobs.read(validate_digest_hex(digest), start, end)
+
+    # -- models ---------------------------------------------------------------------------
+
+    def create_model(
+        self, name: str, *, actor: str, description: str = "", tags: dict[str, str] | None = None
+    ) -> Model:
+        validate_model_name(name)
+        validate_description(description)
+        tags = dict(tags or {})
+        validate_tags(tags)
+        with self.db.write() as tx:
+            if tx.model_id(name) is not None:
+                raise Conflict(f"model {name!r} already exists", code="model_exists")
+            self._create_model(tx, name, actor, description, tags)
+            return self._model(tx, name)
+
+    def _create_model(
+        self, tx: Writer, name: str, actor: str, description: str, tags: dict[str, str]
+    ) -> int:
+        now = now_us()
+        model_id = tx.insert_model(name, description, tags, now)
+        tx.append_event(
+            actor=actor,
+            kind="model.created",
+            subject=name,
+            payload={"after": {"description": description, "tags": tags}},
+            now=now,
+        )
+        return model_id
+
+    def get_model(self, name: str) -> Model:
+        validate_model_name(name)
+        with self.db.read() as tx:
+            return self._model(tx, name)
+
+    def update_model(
+        self,
+        name: str,
+        *,
+        actor: str,
+        description: str | None = None,
+        tags: dict[str, str | None] | None = None,
+    ) -> Model:
+        """Edit a model's description and tags (``tags`` is a patch, as for versions)."""
+        validate_model_name(name)
+        if description is not None:
+            validate_description(description)
+        with self.db.write() as tx:
+            before = self._model(tx, name)
+            model_id = _require(tx.model_id(name), name)
+            new_tags = _patched(before.tags, tags)
+            changes = _changes(before.description, before.tags, description, new_tags)
+            if changes:
+                now = now_us()
+                tx.update_model(model_id, description, new_tags, now)
+                tx.append_event(
+                    actor=actor, kind="model.updated", subject=name, payload=changes, now=now
+                )
+            return self._model(tx, name)
+
+    def delete_model(self, name: str, *, actor: str) -> None:
+        validate_model_name(name)
+        with self.db.write() as tx:
+            model_id = _require(tx.model_id(name), name)
+            count = tx.count_versions(model_id)
+            if count:
+                raise Conflict(
+                    f"model {name!r} has {count} version(s); versions are immutable and a model"
+                    " with versions cannot be deleted",
+                    code="model_not_empty",
+                )
+            tx.delete_model(model_id)
+            tx.append_event(
+                actor=actor, kind="model.deleted", subject=name, payload={}, now=now_us()
+            )
+
+    def list_models(
+        self,
+        *,
+        filter: str | None = None,
+        order_by: str | None = None,
+        page_token: str | None = None,
+        limit: int | None = None,
+    ) -> Page[Model]:
+        limit = validate_page_size(limit)
+        node = parse_filter(filter or "", target="models")
+        terms = parse_order_by(order_by or "name", target="models")
+        order = [_direction(model_sort_key(t.field), t.descending) for t in terms]
+        query = f"models|{filter}|{order_by}"
+        offset = decode_token(page_token, query)
+        with self.db.read() as tx:
+            condition = model_condition(node) if node is not None else None
+            items = tx.list_models(condition, order, limit + 1, offset)
+        return _page(items, limit, offset, query)
+
+    def _model(self, tx: Reader, name: str) -> Model:
+        model = tx.get_model(name)
+        if model is None:
+            raise _model_not_found(name)
+        return model
+
+    # -- versions -------------------------------------------------------------------------
+
+    def register_version(self, name: str, spec: NewVersion, *, actor: str) -> Version:
+        """Create the next version of ``name`` (and the model on first registration).
+
+        Every blob the manifest names must already be in the store; the number is assigned
+        under the journal lock, so numbers are gapless even with concurrent registrations.
+        """
+        validate_model_name(name)
+        spec = validate_new_version(spec)
+        framework, fmt = spec.framework, spec.format
+        if framework is None and fmt is None:
+            framework, fmt = detect_framework(f.path for f in spec.files)
+        digest = manifest_digest(spec.files)
+        with self.db.write() as tx:
+            missing = tx.missing_blobs([f.sha256 for f in spec.files])
+            if missing:
+                raise MissingBlobs(
+                    f"the manifest names {len(missing)} blob(s) the server does not have;"
+                    " upload them first",
+                    missing=[f"sha256:{d}" for d in missing],
+                )
+            model = tx.lock_model(name)
+            model_id = (
+                self._create_model(tx, name, actor, "", {}) if model is None else int(model.id)
+            )
+            number = (0 if model is None else int(model.latest_version)) + 1
+            now = now_us()
+            version_id = tx.insert_version(
+                model_id=model_id,
+                number=number,
+                values={
+                    "manifest_digest": digest,
+                    "size": sum(f.size for f in spec.files),
+                    "framework": framework,
+                    "format": fmt,
+                    "dataset_name": spec.dataset.name if spec.dataset else None,
+                    "dataset_version": spec.dataset.version if spec.dataset else None,
+                    "dataset_digest": spec.dataset.digest if spec.dataset else None,
+                    "source_repo": spec.source.repo if spec.source else None,
+                    "source_commit": spec.source.commit if spec.source else None,
+                    "source_branch": spec.source.branch if spec.source else None,
+                    "source_dirty": spec.source.dirty if spec.source else None,
+                    "environment": (
+                        json.dumps(spec.environment.as_dict(), sort_keys=True)
+                        if spec.environment
+                        else None
+                    ),
+                    "run": spec.run,
+                    "creator": actor,
+                    "description": spec.description,
+                    "stage": DEFAULT_STAGE,
+                },
+                files=spec.files,
+                tags=spec.tags,
+                params=spec.params,
+                metrics=spec.metrics,
+                now=now,
+            )
+            tx.append_event(
+                actor=actor,
+                kind="version.registered",
+                subject=f"{name}/{number}",
+                payload={
+                    "after": {
+                        "manifest_digest": digest,
+                        "files": len(spec.files),
+                        "size": sum(f.size for f in spec.files),
+                        "metrics": spec.metrics,
+                        "params": spec.params,
+                        "tags": spec.tags,
+                    }
+                },
+                now=now,
+            )
+            return tx.load_versions([version_id])[0]
+
+    def get_version(self, name: str, number: int) -> Version:
+        return self.resolve(Reference(validate_model_name(name), RefKind.NUMBER, number))
+
+    def resolve(self, reference: str | Reference) -> Version:
+        ref = parse_reference(reference) if isinstance(reference, str) else reference
+        with self.db.read() as tx:
+            version_id = tx.resolve_id(ref)
+            if version_id is None:
+                raise self._unresolved(tx, ref)
+            return tx.load_versions([version_id])[0]
+
+    def _unresolved(self, tx: Reader, ref: Reference) -> NotFound:
+        if tx.model_id(ref.model) is None:
+            return _model_not_found(ref.model)
+        if ref.kind is RefKind.ALIAS:
+            return NotFound(
+                f"model {ref.model!r} has no alias {ref.value!r}", code="alias_not_found"
+            )
+        if ref.kind is RefKind.LATEST:
+            return NotFound(f"model {ref.model!r} has no versions yet", code="version_not_found")
+        return NotFound(f"{ref} does not exist", code="version_not_found")
+
+    def update_version(
+        self,
+        name: str,
+        number: int,
+        *,
+        actor: str,
+        description: str | None = None,
+        tags: dict[str, str | None] | None = None,
+    ) -> Version:
+        """Edit the mutable part of a version: its description and tags. Files never change.
+
+        ``tags`` is a patch: a key set to None is removed, other keys are set.
+        """
+        validate_model_name(name)
+        if description is not None:
+            validate_description(description)
+        ref = Reference(name, RefKind.NUMBER, number)
+        with self.db.write() as tx:
+            version_id = tx.resolve_id(ref)
+            if version_id is None:
+                raise self._unresolved(tx, ref)
+            before = tx.load_versions([version_id])[0]
+            new_tags = _patched(before.tags, tags)
+            changes = _changes(before.description, before.tags, description, new_tags)
+            if changes:
+                tx.update_version(version_id, description, new_tags)
+                tx.append_event(
+                    actor=actor,
+                    kind="version.updated",
+                    subject=str(ref),
+                    payload=changes,
+                    now=now_us(),
+                )
+            return tx.load_versions([version_id])[0]
+
+    def list_versions(
+        self,
+        name: str | None = None,
+        *,
+        filter: str | None = None,
+        order_by: str | None = None,
+        page_token: str | None = None,
+        limit: int | None = None,
+    ) -> Page[Version]:
+        """Versions of one model (``name``) or of all models, filtered and ordered."""
+        limit = validate_page_size(limit)
+        node = parse_filter(filter or "", target="versions")
+        terms = parse_order_by(order_by or "", target="versions") if order_by else []
+        order = [_direction(version_sort_key(t.field), t.descending) for t in terms]
+        query = f"versions|{name}|{filter}|{order_by}"
+        offset = decode_token(page_token, query)
+        with self.db.read() as tx:
+            model_id = None
+            if name is not None:
+                model_id = tx.model_id(validate_model_name(name))
+                if model_id is None:
+                    raise _model_not_found(name)
+            condition = version_condition(node) if node is not None else None
+            ids = tx.search_version_ids(condition, order, limit + 1, offset, model_id)
+            items = tx.load_versions(ids)
+        return _page(items, limit, offset, query)
+
+    def file_entry(self, name: str, number: int, path: str) -> FileEntry:
+        validate_file_path(path)
+        ref = Reference(validate_model_name(name), RefKind.NUMBER, number)
+        with self.db.read() as tx:
+            version_id = tx.resolve_id(ref)
+            if version_id is None:
+                raise self._unresolved(tx, ref)
+            entry = tx.file_entry(version_id, path)
+        if entry is None:
+            raise NotFound(f"{ref} has no file {path!r}", code="file_not_found")
+        return entry
+
+    # -- aliases --------------------------------------------------------------------------
+
+    def set_alias(self, name: str, alias: str, number: int, *, actor: str) -> Version:
+        validate_model_name(name)
+        validate_alias_name(alias)
+        with self.db.write() as tx:
+            model_id = _require(tx.model_id(name), name)
+            ref = Reference(name, RefKind.NUMBER, number)
+            version_id = tx.resolve_id(ref)
+            if version_id is None:
+                raise self._unresolved(tx, ref)
+            before = tx.alias_target(model_id, alias)
+            if before != number:
+                now = now_us()
+                tx.set_alias(model_id, alias, version_id, now)
+                tx.append_event(
+                    actor=actor,
+                    kind="alias.set",
+                    subject=f"{name}@{alias}",
+                    payload={"before": before, "after": number},
+                    now=now,
+                )
+            return tx.load_versions([version_id])[0]
+
+    def delete_alias(self, name: str, alias: str, *, actor: str) -> None:
+        validate_model_name(name)
+        validate_alias_name(alias)
+        with self.db.write() as tx:
+            model_id = _require(tx.model_id(name), name)
+            before = tx.alias_target(model_id, alias)
+            if before is None:
+                raise NotFound(f"model {name!r} has no alias {alias!r}", code="alias_not_found")
+            tx.delete_alias(model_id, alias)
+            tx.append_event(
+                actor=actor,
+                kind="alias.deleted",
+                subject=f"{name}@{alias}",
+                payload={"before": before, "after": None},
+                now=now_us(),
+            )
+
+    # -- journal --------------------------------------------------------------------------
+
+    def events(
+        self,
+        *,
+        after: int = 0,
+        limit: int | None = None,
+        subject: str | None = None,
+        kind: str | None = None,
+    ) -> list[Event]:
+        if after < 0:
+            raise InvalidInput("'after' must be 0 or a sequence number")
+        limit = validate_page_size(limit)
+        with self.db.read() as tx:
+            return tx.events_after(after, limit, subject, kind)
+
+    def check_ready(self) -> None:
+        self.db.ping()
+        self.blobs.check()
+
+
+def _require(model_id: int | None, name: str) -> int:
+    if model_id is None:
+        raise _model_not_found(name)
+    return model_id
+
+
+def _model_not_found(name: str) -> NotFound:
+    return NotFound(f"model {name!r} not found", code="model_not_found")
+
+
+def _patched(current: dict[str, str], patch: dict[str, str | None] | None) -> dict[str, str] | None:
+    """Apply a tag patch (None removes a key) and validate the result; None if no patch."""
+    if patch is None:
+        return None
+    result = dict(current)
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = value
+    validate_tags(result)
+    return result
+
+
+def _changes(
+    old_description: str,
+    old_tags: dict[str, str],
+    description: str | None,
+    tags: dict[str, str] | None,
+) -> dict[str, Any]:
+    """The before/after payload of an edit, or {} when nothing actually changes."""
+    before: dict[str, Any] = {}
+    after: dict[str, Any] = {}
+    if description is not None and description != old_description:
+        before["description"], after["description"] = old_description, description
+    if tags is not None and tags != old_tags:
+        before["tags"], after["tags"] = old_tags, tags
+    return {"before": before, "after": after} if after else {}
+
+
+def _direction(column: Any, descending: bool) -> Any:
+    return column.desc() if descending else column.asc()
+
+
+def _page(items: list[T], limit: int, offset: int, query: str) -> Page[T]:
+    if len(items) > limit:
+        return Page(items[:limit], encode_token(offset + limit, query))
+    return Page(items, None)

@@ -1,0 +1,1 @@
+"""Relational metadata: SQLAlchemy Core tables, queries and Alembic migrations."""

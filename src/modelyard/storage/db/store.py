@@ -1,0 +1,500 @@
+"""Queries over the metadata tables, inside transactions the service layer opens.
+
+``Database.read()`` yields a ``Reader``; ``Database.write()`` yields a ``Writer`` that has
+already locked the journal head, so every write transaction is serialised with respect to
+journal appends and version numbering (gapless, per model) on SQLite and PostgreSQL alike.
+Pages of versions load in a fixed number of queries whatever their length (no N+1).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Engine,
+    Row,
+    and_,
+    delete,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+
+from modelyard.domain.journal import event_hash
+from modelyard.domain.manifest import FileEntry
+from modelyard.domain.models import (
+    DatasetRef,
+    Environment,
+    Event,
+    Model,
+    SourceRef,
+    Version,
+    utc_from_us,
+)
+from modelyard.domain.references import Reference, RefKind
+from modelyard.storage.db.tables import (
+    aliases,
+    blobs,
+    events,
+    journal_head,
+    model_tags,
+    models,
+    version_files,
+    version_metrics,
+    version_params,
+    version_tags,
+    versions,
+)
+
+# Keeps IN (...) lists well under SQLite's bound-parameter limit.
+_IN_BATCH = 500
+
+_version_columns = (
+    versions,
+    models.c.name.label("model_name"),
+)
+
+
+def now_us() -> int:
+    return time.time_ns() // 1000
+
+
+class Database:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.is_sqlite = engine.dialect.name == "sqlite"
+
+    @contextmanager
+    def read(self) -> Iterator[Reader]:
+        with self.engine.connect() as conn, conn.begin():
+            yield Reader(conn)
+
+    @contextmanager
+    def write(self) -> Iterator[Writer]:
+        with self.engine.connect() as conn:
+            if self.is_sqlite:
+                conn = conn.execution_options(sqlite_immediate=True)
+            with conn.begin():
+                head = conn.execute(
+                    select(journal_head.c.seq, journal_head.c.hash)
+                    .where(journal_head.c.id == 1)
+                    .with_for_update()
+                ).one()
+                yield Writer(conn, head.seq, head.hash)
+
+    def record_blob(self, digest: str, size: int) -> None:
+        """Note that the blob store holds ``digest`` (idempotent; not a journaled mutation)."""
+        dialect = sqlite if self.is_sqlite else postgresql
+        stmt = (
+            dialect.insert(blobs)
+            .values(digest=digest, size=size, created_at=now_us())
+            .on_conflict_do_nothing()
+        )
+        with self.engine.begin() as conn:
+            conn.execute(stmt)
+
+    def ping(self) -> None:
+        with self.engine.connect() as conn:
+            conn.execute(select(journal_head.c.seq)).one()
+
+
+class Reader:
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    # -- models ---------------------------------------------------------------------------
+
+    def model_id(self, name: str) -> int | None:
+        return self.conn.execute(select(models.c.id).where(models.c.name == name)).scalar()
+
+    def get_model(self, name: str) -> Model | None:
+        row = self.conn.execute(select(models).where(models.c.name == name)).first()
+        return self._load_models([row])[0] if row else None
+
+    def list_models(
+        self,
+        condition: ColumnElement[bool] | None,
+        order: Sequence[ColumnElement[Any]],
+        limit: int,
+        offset: int,
+    ) -> list[Model]:
+        stmt = select(models)
+        if condition is not None:
+            stmt = stmt.where(condition)
+        stmt = stmt.order_by(*order, models.c.id).limit(limit).offset(offset)
+        return self._load_models(list(self.conn.execute(stmt)))
+
+    def _load_models(self, rows: list[Row[Any]]) -> list[Model]:
+        ids = [r.id for r in rows]
+        tags: dict[int, dict[str, str]] = defaultdict(dict)
+        for r in self._in(select(model_tags), model_tags.c.model_id, ids):
+            tags[r.model_id][r.key] = r.value
+        alias_map: dict[int, dict[str, int]] = defaultdict(dict)
+        stmt = select(aliases.c.model_id, aliases.c.name, versions.c.number).join(
+            versions, aliases.c.version_id == versions.c.id
+        )
+        for r in self._in(stmt, aliases.c.model_id, ids):
+            alias_map[r.model_id][r.name] = r.number
+        return [
+            Model(
+                name=r.name,
+                description=r.description,
+                tags=tags[r.id],
+                created_at=utc_from_us(r.created_at),
+                updated_at=utc_from_us(r.updated_at),
+                latest_version=r.latest_version or None,
+                aliases=dict(sorted(alias_map[r.id].items())),
+            )
+            for r in rows
+        ]
+
+    # -- versions -------------------------------------------------------------------------
+
+    def resolve_id(self, ref: Reference) -> int | None:
+        """The id of the version a reference points at, or None."""
+        base = select(versions.c.id).join(models, versions.c.model_id == models.c.id)
+        base = base.where(models.c.name == ref.model)
+        if ref.kind is RefKind.NUMBER:
+            stmt = base.where(versions.c.number == ref.value)
+        elif ref.kind is RefKind.DIGEST:
+            stmt = (
+                base.where(versions.c.manifest_digest == ref.value)
+                .order_by(versions.c.number.desc())
+                .limit(1)
+            )
+        elif ref.kind is RefKind.ALIAS:
+            stmt = (
+                select(aliases.c.version_id)
+                .join(models, aliases.c.model_id == models.c.id)
+                .where(models.c.name == ref.model, aliases.c.name == ref.value)
+            )
+        else:
+            stmt = base.where(versions.c.number == models.c.latest_version)
+        return self.conn.execute(stmt).scalar()
+
+    def load_versions(self, ids: Sequence[int]) -> list[Version]:
+        """Versions by id, in the order given, in six queries."""
+        if not ids:
+            return []
+        stmt = select(*_version_columns).join(models, versions.c.model_id == models.c.id)
+        rows = {r.id: r for r in self._in(stmt, versions.c.id, ids)}
+        files: dict[int, list[FileEntry]] = defaultdict(list)
+        stmt_files = select(version_files).order_by(version_files.c.path)
+        for r in self._in(stmt_files, version_files.c.version_id, ids):
+            files[r.version_id].append(FileEntry(r.path, r.size, r.sha256))
+        tags = self._key_values(version_tags, ids)
+        params = self._key_values(version_params, ids)
+        metrics: dict[int, dict[str, float]] = defaultdict(dict)
+        for r in self._in(select(version_metrics), version_metrics.c.version_id, ids):
+            metrics[r.version_id][r.key] = r.value
+        alias_names: dict[int, list[str]] = defaultdict(list)
+        stmt_aliases = select(aliases.c.version_id, aliases.c.name).order_by(aliases.c.name)
+        for r in self._in(stmt_aliases, aliases.c.version_id, ids):
+            alias_names[r.version_id].append(r.name)
+        return [
+            _version_from_row(
+                rows[i], files[i], tags[i], params[i], metrics[i], tuple(alias_names[i])
+            )
+            for i in ids
+            if i in rows
+        ]
+
+    def _key_values(self, table: Any, ids: Sequence[int]) -> dict[int, dict[str, str]]:
+        result: dict[int, dict[str, str]] = defaultdict(dict)
+        for r in self._in(select(table), table.c.version_id, ids):
+            result[r.version_id][r.key] = r.value
+        return result
+
+    def search_version_ids(
+        self,
+        condition: ColumnElement[bool] | None,
+        order: Sequence[ColumnElement[Any]],
+        limit: int,
+        offset: int,
+        model_id: int | None = None,
+    ) -> list[int]:
+        stmt = select(versions.c.id).join(models, versions.c.model_id == models.c.id)
+        if model_id is not None:
+            stmt = stmt.where(versions.c.model_id == model_id)
+        if condition is not None:
+            stmt = stmt.where(condition)
+        stmt = stmt.order_by(*order, versions.c.id.desc()).limit(limit).offset(offset)
+        return list(self.conn.execute(stmt).scalars())
+
+    def version_id(self, model_id: int, number: int) -> int | None:
+        stmt = select(versions.c.id).where(
+            versions.c.model_id == model_id, versions.c.number == number
+        )
+        return self.conn.execute(stmt).scalar()
+
+    def file_entry(self, version_id: int, path: str) -> FileEntry | None:
+        r = self.conn.execute(
+            select(version_files).where(
+                version_files.c.version_id == version_id, version_files.c.path == path
+            )
+        ).first()
+        return FileEntry(r.path, r.size, r.sha256) if r else None
+
+    # -- blobs ----------------------------------------------------------------------------
+
+    def missing_blobs(self, digests: Sequence[str]) -> list[str]:
+        present: set[str] = set()
+        for r in self._in(select(blobs.c.digest), blobs.c.digest, list(set(digests))):
+            present.add(r.digest)
+        return [d for d in dict.fromkeys(digests) if d not in present]
+
+    # -- journal --------------------------------------------------------------------------
+
+    def journal_head(self) -> tuple[int, str]:
+        row = self.conn.execute(select(journal_head.c.seq, journal_head.c.hash)).one()
+        return int(row.seq), str(row.hash)
+
+    def events_after(
+        self, after: int, limit: int, subject: str | None = None, kind: str | None = None
+    ) -> list[Event]:
+        stmt = select(events).where(events.c.seq > after)
+        if subject is not None:
+            stmt = stmt.where(events.c.subject == subject)
+        if kind is not None:
+            stmt = stmt.where(events.c.kind == kind)
+        rows = self.conn.execute(stmt.order_by(events.c.seq).limit(limit))
+        return [
+            Event(
+                seq=r.seq,
+                time=utc_from_us(r.time_us),
+                actor=r.actor,
+                kind=r.kind,
+                subject=r.subject,
+                payload=json.loads(r.payload),
+                prev_hash=r.prev_hash,
+                hash=r.hash,
+            )
+            for r in rows
+        ]
+
+    def raw_events(self, batch: int = 5000) -> Iterator[Row[Any]]:
+        """Every journal row in order, streamed in batches (for verification)."""
+        after = 0
+        while True:
+            rows = list(
+                self.conn.execute(
+                    select(events).where(events.c.seq > after).order_by(events.c.seq).limit(batch)
+                )
+            )
+            yield from rows
+            if len(rows) < batch:
+                return
+            after = rows[-1].seq
+
+    # -- helpers --------------------------------------------------------------------------
+
+    def _in(self, stmt: Any, column: Any, values: Sequence[Any]) -> Iterator[Row[Any]]:
+        for start in range(0, len(values), _IN_BATCH):
+            yield from self.conn.execute(stmt.where(column.in_(values[start : start + _IN_BATCH])))
+
+
+class Writer(Reader):
+    """A write transaction holding the journal head lock."""
+
+    def __init__(self, conn: Connection, head_seq: int, head_hash: str) -> None:
+        super().__init__(conn)
+        self._seq = head_seq
+        self._hash = head_hash
+
+    def lock_model(self, name: str) -> Row[Any] | None:
+        return self.conn.execute(
+            select(models).where(models.c.name == name).with_for_update()
+        ).first()
+
+    def insert_model(self, name: str, description: str, tags: Mapping[str, str], now: int) -> int:
+        model_id = self.conn.execute(
+            insert(models)
+            .values(name=name, description=description, latest_version=0, created_at=now)
+            .values(updated_at=now)
+            .returning(models.c.id)
+        ).scalar_one()
+        self._insert_kv(model_tags, "model_id", model_id, tags)
+        return int(model_id)
+
+    def update_model(
+        self, model_id: int, description: str | None, tags: Mapping[str, str] | None, now: int
+    ) -> None:
+        values: dict[str, Any] = {"updated_at": now}
+        if description is not None:
+            values["description"] = description
+        self.conn.execute(update(models).where(models.c.id == model_id).values(**values))
+        if tags is not None:
+            self.conn.execute(delete(model_tags).where(model_tags.c.model_id == model_id))
+            self._insert_kv(model_tags, "model_id", model_id, tags)
+
+    def delete_model(self, model_id: int) -> None:
+        self.conn.execute(delete(models).where(models.c.id == model_id))
+
+    def count_versions(self, model_id: int) -> int:
+        stmt = select(func.count()).select_from(versions).where(versions.c.model_id == model_id)
+        return int(self.conn.execute(stmt).scalar_one())
+
+    def insert_version(
+        self,
+        *,
+        model_id: int,
+        number: int,
+        values: Mapping[str, Any],
+        files: Sequence[FileEntry],
+        tags: Mapping[str, str],
+        params: Mapping[str, str],
+        metrics: Mapping[str, float],
+        now: int,
+    ) -> int:
+        version_id = self.conn.execute(
+            insert(versions)
+            .values(model_id=model_id, number=number, created_at=now, **values)
+            .returning(versions.c.id)
+        ).scalar_one()
+        self.conn.execute(
+            insert(version_files),
+            [
+                {"version_id": version_id, "path": f.path, "size": f.size, "sha256": f.sha256}
+                for f in files
+            ],
+        )
+        self._insert_kv(version_tags, "version_id", version_id, tags)
+        self._insert_kv(version_params, "version_id", version_id, params)
+        self._insert_kv(version_metrics, "version_id", version_id, metrics)
+        self.conn.execute(
+            update(models)
+            .where(models.c.id == model_id)
+            .values(latest_version=number, updated_at=now)
+        )
+        return int(version_id)
+
+    def update_version(
+        self, version_id: int, description: str | None, tags: Mapping[str, str] | None
+    ) -> None:
+        if description is not None:
+            self.conn.execute(
+                update(versions).where(versions.c.id == version_id).values(description=description)
+            )
+        if tags is not None:
+            self.conn.execute(delete(version_tags).where(version_tags.c.version_id == version_id))
+            self._insert_kv(version_tags, "version_id", version_id, tags)
+
+    def alias_target(self, model_id: int, alias: str) -> int | None:
+        """The version number an alias points at, or None."""
+        stmt = (
+            select(versions.c.number)
+            .join(aliases, aliases.c.version_id == versions.c.id)
+            .where(aliases.c.model_id == model_id, aliases.c.name == alias)
+        )
+        return self.conn.execute(stmt).scalar()
+
+    def set_alias(self, model_id: int, alias: str, version_id: int, now: int) -> None:
+        where = and_(aliases.c.model_id == model_id, aliases.c.name == alias)
+        updated = self.conn.execute(
+            update(aliases).where(where).values(version_id=version_id, updated_at=now)
+        )
+        if updated.rowcount == 0:
+            self.conn.execute(
+                insert(aliases).values(
+                    model_id=model_id, name=alias, version_id=version_id, updated_at=now
+                )
+            )
+
+    def delete_alias(self, model_id: int, alias: str) -> None:
+        self.conn.execute(
+            delete(aliases).where(aliases.c.model_id == model_id, aliases.c.name == alias)
+        )
+
+    def append_event(
+        self, *, actor: str, kind: str, subject: str, payload: dict[str, Any], now: int
+    ) -> Event:
+        """Append to the hash chain; commits or rolls back with the change it describes."""
+        seq = self._seq + 1
+        digest = event_hash(
+            self._hash,
+            seq=seq,
+            time_us=now,
+            actor=actor,
+            kind=kind,
+            subject=subject,
+            payload=payload,
+        )
+        self.conn.execute(
+            insert(events).values(
+                seq=seq,
+                time_us=now,
+                actor=actor,
+                kind=kind,
+                subject=subject,
+                payload=json.dumps(payload, sort_keys=True, separators=(",", ":")),
+                prev_hash=self._hash,
+                hash=digest,
+            )
+        )
+        self.conn.execute(
+            update(journal_head).where(journal_head.c.id == 1).values(seq=seq, hash=digest)
+        )
+        event = Event(seq, utc_from_us(now), actor, kind, subject, payload, self._hash, digest)
+        self._seq, self._hash = seq, digest
+        return event
+
+    def _insert_kv(
+        self, table: Any, owner_column: str, owner_id: int, values: Mapping[str, Any]
+    ) -> None:
+        if values:
+            self.conn.execute(
+                insert(table),
+                [{owner_column: owner_id, "key": k, "value": v} for k, v in values.items()],
+            )
+
+
+def _version_from_row(
+    row: Row[Any],
+    files: Iterable[FileEntry],
+    tags: dict[str, str],
+    params: dict[str, str],
+    metrics: dict[str, float],
+    alias_names: tuple[str, ...],
+) -> Version:
+    dataset = (
+        DatasetRef(row.dataset_name, row.dataset_version, row.dataset_digest)
+        if row.dataset_name
+        else None
+    )
+    has_source = row.source_repo or row.source_commit or row.source_branch
+    source = (
+        SourceRef(row.source_repo, row.source_commit, row.source_branch, row.source_dirty)
+        if has_source
+        else None
+    )
+    environment = Environment.from_dict(json.loads(row.environment)) if row.environment else None
+    return Version(
+        model=row.model_name,
+        version=row.number,
+        manifest_digest=row.manifest_digest,
+        files=tuple(files),
+        size=row.size,
+        framework=row.framework,
+        format=row.format,
+        params=params,
+        metrics=metrics,
+        dataset=dataset,
+        source=source,
+        environment=environment,
+        run=row.run,
+        creator=row.creator,
+        created_at=utc_from_us(row.created_at),
+        tags=tags,
+        description=row.description,
+        stage=row.stage,
+        aliases=alias_names,
+    )

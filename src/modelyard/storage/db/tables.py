@@ -1,0 +1,162 @@
+"""SQLAlchemy Core tables: the schema the Alembic migrations create.
+
+Times are integer microseconds since the epoch (UTC): the same type, ordering and
+arithmetic on SQLite and PostgreSQL. Tags, params and metrics live in key/value tables
+with (key, value) indexes so that every filter field is an index lookup.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+models = Table(
+    "models",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(128), nullable=False, unique=True),
+    Column("description", Text, nullable=False, default=""),
+    Column("latest_version", Integer, nullable=False, default=0),
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+)
+
+model_tags = Table(
+    "model_tags",
+    metadata,
+    Column("model_id", Integer, ForeignKey("models.id", ondelete="CASCADE"), primary_key=True),
+    Column("key", String(128), primary_key=True),
+    Column("value", String(1024), nullable=False),
+    Index(None, "key", "value"),
+)
+
+versions = Table(
+    "versions",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("model_id", Integer, ForeignKey("models.id", ondelete="CASCADE"), nullable=False),
+    Column("number", Integer, nullable=False),
+    Column("manifest_digest", String(71), nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("framework", String(64)),
+    Column("format", String(64)),
+    Column("dataset_name", String(1024)),
+    Column("dataset_version", String(256)),
+    Column("dataset_digest", String(256)),
+    Column("source_repo", String(1024)),
+    Column("source_commit", String(64)),
+    Column("source_branch", String(256)),
+    Column("source_dirty", Boolean),
+    Column("environment", Text),
+    Column("run", String(1024)),
+    Column("creator", String(256), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("description", Text, nullable=False, default=""),
+    Column("stage", String(64), nullable=False),
+    UniqueConstraint("model_id", "number"),
+    Index(None, "model_id", "manifest_digest"),
+    Index(None, "created_at"),
+    Index(None, "creator"),
+    Index(None, "stage"),
+    Index(None, "dataset_name"),
+    Index(None, "source_commit"),
+)
+
+version_files = Table(
+    "version_files",
+    metadata,
+    Column("version_id", Integer, ForeignKey("versions.id", ondelete="CASCADE"), primary_key=True),
+    Column("path", String(1024), primary_key=True),
+    Column("size", BigInteger, nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Index(None, "sha256"),
+)
+
+version_tags = Table(
+    "version_tags",
+    metadata,
+    Column("version_id", Integer, ForeignKey("versions.id", ondelete="CASCADE"), primary_key=True),
+    Column("key", String(128), primary_key=True),
+    Column("value", String(1024), nullable=False),
+    Index(None, "key", "value"),
+)
+
+version_params = Table(
+    "version_params",
+    metadata,
+    Column("version_id", Integer, ForeignKey("versions.id", ondelete="CASCADE"), primary_key=True),
+    Column("key", String(128), primary_key=True),
+    Column("value", String(1024), nullable=False),
+    Index(None, "key", "value"),
+)
+
+version_metrics = Table(
+    "version_metrics",
+    metadata,
+    Column("version_id", Integer, ForeignKey("versions.id", ondelete="CASCADE"), primary_key=True),
+    Column("key", String(128), primary_key=True),
+    Column("value", Float, nullable=False),
+    Index(None, "key", "value"),
+)
+
+aliases = Table(
+    "aliases",
+    metadata,
+    Column("model_id", Integer, ForeignKey("models.id", ondelete="CASCADE"), primary_key=True),
+    Column("name", String(128), primary_key=True),
+    Column("version_id", Integer, ForeignKey("versions.id", ondelete="CASCADE"), nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+)
+
+blobs = Table(
+    "blobs",
+    metadata,
+    Column("digest", String(64), primary_key=True),
+    Column("size", BigInteger, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+)
+
+events = Table(
+    "events",
+    metadata,
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("time_us", BigInteger, nullable=False),
+    Column("actor", String(256), nullable=False),
+    Column("kind", String(64), nullable=False),
+    Column("subject", String(512), nullable=False),
+    Column("payload", Text, nullable=False),
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+    Index(None, "subject"),
+)
+
+# One row (id = 1): the head of the journal. Every write transaction locks it first, which
+# serialises journal appends (the hash chain needs a total order) on SQLite and PostgreSQL alike.
+journal_head = Table(
+    "journal_head",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("hash", String(64), nullable=False),
+)
