@@ -29,7 +29,7 @@ def problem(
     status: int, code: str, title: str, detail: str, instance: str, **extra: Any
 ) -> Response:
     body = {
-        "type": f"https://modelyard.dev/problems/{code}",
+        "type": f"urn:modelyard:problem:{code}",
         "title": title,
         "status": status,
         "detail": detail,

@@ -92,38 +92,38 @@ class OrderTerm:
     descending: bool = False
 
 
-_T = FieldType
+_Type = FieldType  # short alias for the tables below
 _FIELDS: Final[dict[Target, dict[str, FieldType]]] = {
     Target.VERSIONS: {
-        "name": _T.TEXT,
-        "version": _T.NUMBER,
-        "stage": _T.TEXT,
-        "creator": _T.TEXT,
-        "created": _T.TIME,
-        "description": _T.TEXT,
-        "framework": _T.TEXT,
-        "format": _T.TEXT,
-        "run": _T.TEXT,
-        "dataset.name": _T.TEXT,
-        "dataset.version": _T.TEXT,
-        "dataset.digest": _T.TEXT,
-        "source.repo": _T.TEXT,
-        "source.commit": _T.TEXT,
-        "source.branch": _T.TEXT,
-        "source.dirty": _T.BOOL,
+        "name": _Type.TEXT,
+        "version": _Type.NUMBER,
+        "stage": _Type.TEXT,
+        "creator": _Type.TEXT,
+        "created": _Type.TIME,
+        "description": _Type.TEXT,
+        "framework": _Type.TEXT,
+        "format": _Type.TEXT,
+        "run": _Type.TEXT,
+        "dataset.name": _Type.TEXT,
+        "dataset.version": _Type.TEXT,
+        "dataset.digest": _Type.TEXT,
+        "source.repo": _Type.TEXT,
+        "source.commit": _Type.TEXT,
+        "source.branch": _Type.TEXT,
+        "source.dirty": _Type.BOOL,
     },
     Target.MODELS: {
-        "name": _T.TEXT,
-        "description": _T.TEXT,
-        "created": _T.TIME,
-        "updated": _T.TIME,
-        "latest_version": _T.NUMBER,
+        "name": _Type.TEXT,
+        "description": _Type.TEXT,
+        "created": _Type.TIME,
+        "updated": _Type.TIME,
+        "latest_version": _Type.NUMBER,
     },
 }
 # Namespaces whose keys are free-form (key/value tables).
 _KEYED: Final[dict[Target, dict[str, FieldType]]] = {
-    Target.VERSIONS: {"tags": _T.TEXT, "params": _T.PARAM, "metrics": _T.NUMBER},
-    Target.MODELS: {"tags": _T.TEXT},
+    Target.VERSIONS: {"tags": _Type.TEXT, "params": _Type.PARAM, "metrics": _Type.NUMBER},
+    Target.MODELS: {"tags": _Type.TEXT},
 }
 
 _ORDERING_OPS: Final = frozenset({"<", "<=", ">", ">="})
@@ -488,7 +488,7 @@ def _micros(text: str) -> int | None:
 
 
 def _found(token: _Token) -> str:
-    return " (found the end of the filter)" if token.kind == "end" else f" (found '{token.text}')"
+    return "" if token.kind == "end" else f" (found '{token.text}')"
 
 
 def _kind(value: Scalar) -> str:

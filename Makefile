@@ -1,0 +1,30 @@
+# Two commands set everything up on a fresh machine: `make serve` and `make test`.
+# Both create .venv and install the project into it the first time.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: serve test lint bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+serve: $(STAMP)  ## start the registry on http://127.0.0.1:8080 (SQLite + ./modelyard-data)
+	$(BIN)/modelyard serve
+
+test: $(STAMP)  ## lint, type-check and run the whole test suite
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/pytest -n 2
+
+bench: $(STAMP)  ## the benchmark, side by side with MLflow (see docs/benchmarks.md)
+	$(BIN)/python -m benchmarks.run
+
+clean:
+	rm -rf $(VENV) modelyard-data .pytest_cache .mypy_cache .ruff_cache
