@@ -27,9 +27,9 @@ from modelyard.domain.versions import (
 from modelyard.storage.blobs import BlobStore, BlobUpload
 from modelyard.storage.db.filters import (
     model_condition,
-    model_sort_key,
+    model_order_by,
     version_condition,
-    version_sort_key,
+    version_order_by,
 )
 from modelyard.storage.db.store import Database, Reader, Writer, now_us
 
@@ -154,8 +154,7 @@ class RegistryService:
     ) -> Page[Model]:
         limit = validate_page_size(limit)
         node = parse_filter(filter or "", target="models")
-        terms = parse_order_by(order_by or "name", target="models")
-        order = [_direction(model_sort_key(t.field), t.descending) for t in terms]
+        order = model_order_by(parse_order_by(order_by or "name", target="models"))
         query = f"models|{filter}|{order_by}"
         offset = decode_token(page_token, query)
         with self.db.read() as tx:
@@ -315,8 +314,7 @@ class RegistryService:
         """Versions of one model (``name``) or of all models, filtered and ordered."""
         limit = validate_page_size(limit)
         node = parse_filter(filter or "", target="versions")
-        terms = parse_order_by(order_by or "", target="versions") if order_by else []
-        order = [_direction(version_sort_key(t.field), t.descending) for t in terms]
+        order = version_order_by(parse_order_by(order_by or "", target="versions"))
         query = f"versions|{name}|{filter}|{order_by}"
         offset = decode_token(page_token, query)
         with self.db.read() as tx:
@@ -442,10 +440,6 @@ def _changes(
     if tags is not None and tags != old_tags:
         before["tags"], after["tags"] = old_tags, tags
     return {"before": before, "after": after} if after else {}
-
-
-def _direction(column: Any, descending: bool) -> Any:
-    return column.desc() if descending else column.asc()
 
 
 def _page(items: list[T], limit: int, offset: int, query: str) -> Page[T]:

@@ -1,0 +1,300 @@
+"""Conformance suite for the BlobStore interface (storage/blobs/base.py).
+
+Every backend runs the same tests through the ``blobs`` fixture. To add a backend (S3 via a
+moto server, say), write one factory that returns a ``Backend`` and add it to ``BACKENDS``:
+``store`` is the BlobStore under test and ``leftovers`` lists whatever an upload may leave
+behind before it is published (staged files, incomplete multipart uploads), so the suite can
+check that failed and aborted uploads clean up after themselves.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from modelyard.domain.errors import DigestMismatch, InvalidInput, NotFound
+from modelyard.storage.blobs import BlobStore, LocalBlobStore
+
+
+@dataclass
+class Backend:
+    store: BlobStore
+    leftovers: Callable[[], list[str]]
+
+
+def _local(tmp_path: Path, request: pytest.FixtureRequest) -> Backend:
+    root = tmp_path / "blobs"
+    store = LocalBlobStore(root)
+    return Backend(store, lambda: sorted(p.name for p in (root / "staging").iterdir()))
+
+
+BACKENDS: dict[str, Callable[[Path, pytest.FixtureRequest], Backend]] = {"local": _local}
+
+
+@pytest.fixture(params=sorted(BACKENDS))
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+    return BACKENDS[request.param](tmp_path, request)
+
+
+@pytest.fixture
+def blobs(backend: Backend) -> BlobStore:
+    return backend.store
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def put(store: BlobStore, data: bytes, chunk: int = 7) -> str:
+    digest = sha(data)
+    upload = store.begin_upload(digest)
+    for i in range(0, len(data), chunk):
+        upload.write(data[i : i + chunk])
+    assert upload.commit() == len(data)
+    return digest
+
+
+def read_all(store: BlobStore, digest: str, start: int = 0, end: int | None = None) -> bytes:
+    return b"".join(store.read(digest, start, end))
+
+
+PAYLOAD = bytes(range(256)) * 40 + b"tail"  # 10244 bytes, not a multiple of any chunk size
+
+
+def test_upload_commit_then_exists_size_read(blobs: BlobStore) -> None:
+    digest = sha(PAYLOAD)
+    assert not blobs.exists(digest)
+    assert blobs.size(digest) is None
+    put(blobs, PAYLOAD)
+    assert blobs.exists(digest)
+    assert blobs.size(digest) == len(PAYLOAD)
+    assert read_all(blobs, digest) == PAYLOAD
+
+
+def test_blob_is_invisible_until_commit(blobs: BlobStore) -> None:
+    digest = sha(PAYLOAD)
+    upload = blobs.begin_upload(digest)
+    upload.write(PAYLOAD)
+    assert not blobs.exists(digest)
+    assert blobs.size(digest) is None
+    upload.commit()
+    assert blobs.exists(digest)
+
+
+def test_large_blob_round_trips_in_large_chunks(blobs: BlobStore) -> None:
+    data = (b"0123456789abcdef" * 65536 * 3) + b"!"  # 3 MiB + 1 byte
+    digest = put(blobs, data, chunk=1024 * 1024)
+    chunks = list(blobs.read(digest))
+    assert b"".join(chunks) == data
+    assert len(chunks) <= 4, "reads should come in chunks of about 1 MiB, not tiny pieces"
+
+
+def test_empty_blob(blobs: BlobStore) -> None:
+    digest = put(blobs, b"")
+    assert blobs.exists(digest)
+    assert blobs.size(digest) == 0
+    assert read_all(blobs, digest) == b""
+
+
+@pytest.mark.parametrize(
+    ("start", "end"),
+    [
+        (0, None),
+        (0, 1),
+        (10, 20),
+        (1000, 5000),
+        (len(PAYLOAD) - 4, None),  # the last bytes, as a suffix range resolves to
+        (len(PAYLOAD) - 1, len(PAYLOAD)),
+        (5, len(PAYLOAD) + 100),  # an end past the blob stops at the blob's end
+        (len(PAYLOAD), None),  # nothing left
+        (7, 7),  # an empty range
+    ],
+)
+def test_read_ranges(blobs: BlobStore, start: int, end: int | None) -> None:
+    digest = put(blobs, PAYLOAD)
+    assert read_all(blobs, digest, start, end) == PAYLOAD[start:end]
+
+
+def test_range_across_chunk_boundary(blobs: BlobStore) -> None:
+    data = bytes(i % 251 for i in range(2 * 1024 * 1024 + 10))
+    digest = put(blobs, data, chunk=1024 * 1024)
+    start, end = 1024 * 1024 - 3, 1024 * 1024 + 5
+    assert read_all(blobs, digest, start, end) == data[start:end]
+    assert read_all(blobs, digest, len(data) - 10) == data[-10:]
+
+
+def test_digest_mismatch_raises_and_leaves_nothing(backend: Backend) -> None:
+    blobs = backend.store
+    claimed = sha(b"what the client said")
+    upload = blobs.begin_upload(claimed)
+    upload.write(b"what the client sent")
+    with pytest.raises(DigestMismatch) as excinfo:
+        upload.commit()
+    assert excinfo.value.code == "digest_mismatch"
+    assert excinfo.value.details["expected"] == f"sha256:{claimed}"
+    assert excinfo.value.details["actual"] == f"sha256:{sha(b'what the client sent')}"
+    assert not blobs.exists(claimed)
+    assert blobs.size(claimed) is None
+    with pytest.raises(NotFound):
+        read_all(blobs, claimed)
+    assert backend.leftovers() == []
+
+
+def test_digest_mismatch_does_not_touch_an_existing_blob(backend: Backend) -> None:
+    blobs = backend.store
+    digest = put(blobs, PAYLOAD)
+    upload = blobs.begin_upload(digest)
+    upload.write(b"forged bytes under a good digest")
+    with pytest.raises(DigestMismatch):
+        upload.commit()
+    assert read_all(blobs, digest) == PAYLOAD
+    assert backend.leftovers() == []
+
+
+def test_abort_leaves_nothing(backend: Backend) -> None:
+    blobs = backend.store
+    digest = sha(PAYLOAD)
+    upload = blobs.begin_upload(digest)
+    upload.write(PAYLOAD[:100])
+    upload.abort()
+    assert not blobs.exists(digest)
+    assert blobs.size(digest) is None
+    assert backend.leftovers() == []
+    upload.abort()  # aborting twice is harmless
+    assert backend.leftovers() == []
+
+
+def test_abort_without_writing_leaves_nothing(backend: Backend) -> None:
+    upload = backend.store.begin_upload(sha(b"x"))
+    upload.abort()
+    assert not backend.store.exists(sha(b"x"))
+    assert backend.leftovers() == []
+
+
+def test_commit_leaves_no_staging_behind(backend: Backend) -> None:
+    put(backend.store, PAYLOAD)
+    assert backend.leftovers() == []
+
+
+def test_idempotent_reupload(backend: Backend) -> None:
+    blobs = backend.store
+    digest = put(blobs, PAYLOAD)
+    assert put(blobs, PAYLOAD, chunk=1000) == digest
+    assert blobs.size(digest) == len(PAYLOAD)
+    assert read_all(blobs, digest) == PAYLOAD
+    assert backend.leftovers() == []
+
+
+def test_delete(blobs: BlobStore) -> None:
+    keep = put(blobs, b"keep me")
+    digest = put(blobs, PAYLOAD)
+    blobs.delete(digest)
+    assert not blobs.exists(digest)
+    assert blobs.size(digest) is None
+    with pytest.raises(NotFound):
+        read_all(blobs, digest)
+    blobs.delete(digest)  # deleting an absent blob is not an error
+    assert read_all(blobs, keep) == b"keep me"
+    assert put(blobs, PAYLOAD) == digest  # and it can be uploaded again
+    assert read_all(blobs, digest) == PAYLOAD
+
+
+def test_read_of_absent_blob_raises_not_found(blobs: BlobStore) -> None:
+    with pytest.raises(NotFound) as excinfo:
+        read_all(blobs, sha(b"never stored"))
+    assert excinfo.value.code == "blob_not_found"
+    assert excinfo.value.status == 404
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "",
+        "abc",
+        "sha256:" + "a" * 64,  # the store takes bare hex
+        "A" * 64,  # uppercase
+        "g" * 64,
+        "a" * 63,
+        "a" * 65,
+        "../" + "a" * 61,
+        "a" * 62 + "/x",
+        "a" * 63 + "\x00",
+    ],
+)
+def test_invalid_digest_is_refused(blobs: BlobStore, bad: str) -> None:
+    with pytest.raises(InvalidInput):
+        blobs.begin_upload(bad)
+    with pytest.raises(InvalidInput):
+        blobs.exists(bad)
+    with pytest.raises(InvalidInput):
+        blobs.size(bad)
+    with pytest.raises(InvalidInput):
+        read_all(blobs, bad)
+    with pytest.raises(InvalidInput):
+        blobs.delete(bad)
+
+
+def test_interleaved_uploads_of_the_same_digest_both_succeed(backend: Backend) -> None:
+    blobs = backend.store
+    digest = sha(PAYLOAD)
+    first, second = blobs.begin_upload(digest), blobs.begin_upload(digest)
+    first.write(PAYLOAD[:5000])
+    second.write(PAYLOAD[:3000])
+    first.write(PAYLOAD[5000:])
+    second.write(PAYLOAD[3000:])
+    assert first.commit() == len(PAYLOAD)
+    assert second.commit() == len(PAYLOAD)
+    assert read_all(blobs, digest) == PAYLOAD
+    assert backend.leftovers() == []
+
+
+def test_concurrent_uploads_of_the_same_digest_both_succeed(backend: Backend) -> None:
+    blobs = backend.store
+    data = PAYLOAD * 50
+    digest = sha(data)
+    workers = 4
+    barrier = threading.Barrier(workers)
+    results: list[int] = []
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+
+    def upload() -> None:
+        try:
+            up = blobs.begin_upload(digest)
+            barrier.wait(timeout=30)  # every upload is open before any commits
+            for i in range(0, len(data), 64 * 1024):
+                up.write(data[i : i + 64 * 1024])
+            barrier.wait(timeout=30)  # every upload is fully written before any commits
+            size = up.commit()
+            with lock:
+                results.append(size)
+        except BaseException as exc:
+            with lock:
+                errors.append(exc)
+
+    threads = [threading.Thread(target=upload) for _ in range(workers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert errors == []
+    assert results == [len(data)] * workers
+    assert read_all(blobs, digest) == data
+    assert backend.leftovers() == []
+
+
+def test_a_reader_keeps_its_bytes_while_the_blob_is_replaced(blobs: BlobStore) -> None:
+    digest = put(blobs, PAYLOAD)
+    reader = blobs.read(digest, 0, None)
+    put(blobs, PAYLOAD)  # an idempotent re-upload publishes the same digest again
+    assert b"".join(reader) == PAYLOAD
+
+
+def test_check_passes_on_a_usable_store(backend: Backend) -> None:
+    backend.store.check()
+    assert backend.leftovers() == []
