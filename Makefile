@@ -6,13 +6,14 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: serve test lint bench clean
+.PHONY: serve test bench clean
 
+# flock: `make serve` and `make test` started together must not install into .venv at once.
 $(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
-	touch $(STAMP)
+	flock .venv.lock sh -c '$(PYTHON) -m venv $(VENV) \
+	  && $(BIN)/pip install --quiet --upgrade pip \
+	  && $(BIN)/pip install --quiet -e ".[dev]" \
+	  && touch $(STAMP)'
 
 serve: $(STAMP)  ## start the registry on http://127.0.0.1:8080 (SQLite + ./modelyard-data)
 	$(BIN)/modelyard serve
