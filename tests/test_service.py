@@ -329,3 +329,17 @@ def test_blob_upload_verifies_the_digest(
         service.finish_blob_upload(digest, upload)
     assert caught.value.code == "digest_mismatch"
     assert service.missing_blobs([digest]) == [digest]
+
+
+def test_resolve_never_serves_a_stale_answer(service: RegistryService) -> None:
+    for content in (b"1", b"2"):
+        service.register_version("churn", spec_with(service, content), actor="a")
+    service.set_alias("churn", "champion", 1, actor="a")
+    assert service.resolve("churn@champion").version == 1
+    assert service.resolve("churn").version == 2
+    service.set_alias("churn", "champion", 2, actor="a")
+    service.register_version("churn", spec_with(service, b"3"), actor="a")
+    assert service.resolve("churn@champion").version == 2
+    assert service.resolve("churn").version == 3
+    service.update_version("churn", 3, actor="a", tags={"fresh": "yes"})
+    assert service.resolve("churn/3").tags == {"fresh": "yes"}

@@ -22,6 +22,7 @@ def create_app(service: RegistryService, *, actor: str | None = None) -> FastAPI
     )
     app.state.service = service
     app.state.actor = actor or _local_user()
+    app.state.resolve_bodies = {}
     problems.install(app)
     app.add_middleware(BodyLimit)
     for module in (health, blobs, models, versions, resolve, events):

@@ -33,13 +33,14 @@ from modelyard.storage.db.filters import (
 )
 from modelyard.storage.db.store import Database, Reader, Writer, now_us
 
-MAX_EVENTS_PAGE = 1000
+RESOLVE_CACHE_SIZE = 4096
 
 
 class RegistryService:
     def __init__(self, db: Database, blobs: BlobStore) -> None:
         self.db = db
         self.blobs = blobs
+        self._resolved: dict[str, tuple[int, Version]] = {}
 
     # -- blobs ----------------------------------------------------------------------------
 
@@ -249,12 +250,29 @@ class RegistryService:
         return self.resolve(Reference(validate_model_name(name), RefKind.NUMBER, number))
 
     def resolve(self, reference: str | Reference) -> Version:
+        """The version a reference points at: the hot path of every downstream service.
+
+        Answers come from a per-process cache that is valid while the journal head has
+        not moved: every mutation appends an event, so one indexed read of the head tells
+        whether anything changed, here or on any other replica sharing the database.
+        """
         ref = parse_reference(reference) if isinstance(reference, str) else reference
+        key = str(ref)
         with self.db.read() as tx:
+            seq = tx.journal_seq()
+            cached = self._resolved.get(key)
+            if cached is not None and cached[0] == seq:
+                return cached[1]
             version_id = tx.resolve_id(ref)
             if version_id is None:
                 raise self._unresolved(tx, ref)
-            return tx.load_versions([version_id])[0]
+            version = tx.load_versions([version_id])[0]
+        if len(self._resolved) >= RESOLVE_CACHE_SIZE:
+            self._resolved.clear()
+        # Cached under the head read first: if a commit slipped in between, the entry is
+        # merely refreshed on the next call, never served stale.
+        self._resolved[key] = (seq, version)
+        return version
 
     def _unresolved(self, tx: Reader, ref: Reference) -> NotFound:
         if tx.model_id(ref.model) is None:

@@ -64,6 +64,9 @@ _version_columns = (
 )
 
 
+_HEAD_SEQ = select(journal_head.c.seq).where(journal_head.c.id == 1)
+
+
 def now_us() -> int:
     return time.time_ns() // 1000
 
@@ -253,6 +256,10 @@ class Reader:
         return [d for d in dict.fromkeys(digests) if d not in present]
 
     # -- journal --------------------------------------------------------------------------
+
+    def journal_seq(self) -> int:
+        """The sequence number of the newest event: moves with every mutation."""
+        return int(self.conn.execute(_HEAD_SEQ).scalar_one())
 
     def journal_head(self) -> tuple[int, str]:
         row = self.conn.execute(select(journal_head.c.seq, journal_head.c.hash)).one()
