@@ -131,6 +131,18 @@ def test_health_readiness_and_docs(client: TestClient) -> None:
     assert "openapi.json" in docs.text
 
 
+@pytest.mark.xfail(
+    reason="BUG: api/routes/blobs.py download and api/routes/models.py download_file use"
+    " api_route(methods=['GET', 'HEAD']), so OpenAPI gets two operations with one operationId"
+    " (FastAPI warns 'Duplicate Operation ID'), which breaks client generators",
+    strict=True,
+)
+def test_openapi_operation_ids_are_unique(client: TestClient) -> None:
+    spec = client.get("/openapi.json").json()
+    ids = [op["operationId"] for item in spec["paths"].values() for op in item.values()]
+    assert len(ids) == len(set(ids)), sorted(i for i in ids if ids.count(i) > 1)
+
+
 def test_unknown_route_and_method_are_problems(client: TestClient) -> None:
     problem(client.get("/api/v1/nothing-here"), 404, "not_found")
     problem(client.delete("/api/v1/versions"), 405, "method_not_allowed")

@@ -343,3 +343,40 @@ def test_resolve_never_serves_a_stale_answer(service: RegistryService) -> None:
     assert service.resolve("churn").version == 3
     service.update_version("churn", 3, actor="a", tags={"fresh": "yes"})
     assert service.resolve("churn/3").tags == {"fresh": "yes"}
+
+
+def test_small_files_can_come_inline_with_the_registration(service: RegistryService) -> None:
+    content = b"tiny weights"
+    entry = FileEntry("w.bin", len(content), hashlib.sha256(content).hexdigest())
+    version = service.register_version(
+        "inline", NewVersion(files=[entry]), actor="a", inline={entry.sha256: content}
+    )
+    assert version.files == (entry,)
+    assert b"".join(service.read_blob(entry.sha256)) == content
+
+
+def test_inline_contents_that_lie_write_nothing(service: RegistryService) -> None:
+    entry = FileEntry("w.bin", 5, hashlib.sha256(b"truth").hexdigest())
+    with pytest.raises(InvalidInput) as caught:
+        service.register_version(
+            "inline", NewVersion(files=[entry]), actor="a", inline={entry.sha256: b"lies!"}
+        )
+    assert caught.value.code == "digest_mismatch"
+    other = hashlib.sha256(b"other").hexdigest()
+    with pytest.raises(InvalidInput):
+        service.register_version(
+            "inline", NewVersion(files=[entry]), actor="a", inline={other: b"other"}
+        )
+    assert service.missing_blobs([entry.sha256, other]) == [entry.sha256, other]
+    assert all_events(service) == []
+
+
+def test_a_manifest_size_that_disagrees_with_the_blob_is_refused(
+    service: RegistryService,
+) -> None:
+    entry = put_blob(service, b"twelve bytes")
+    wrong = FileEntry(entry.path, entry.size + 1, entry.sha256)
+    with pytest.raises(InvalidInput) as caught:
+        service.register_version("m", NewVersion(files=[wrong]), actor="a")
+    assert caught.value.code == "size_mismatch"
+    assert all_events(service) == []

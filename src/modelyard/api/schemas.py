@@ -8,7 +8,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
+from pydantic import (
+    Base64Bytes,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+)
 
 from modelyard.domain.manifest import FileEntry
 from modelyard.domain.models import DatasetRef, Environment, SourceRef
@@ -50,6 +59,11 @@ class FileIn(_Strict):
     path: StrictStr
     size: StrictInt = Field(ge=0)
     sha256: StrictStr
+    content: Base64Bytes | None = Field(
+        default=None,
+        description="Small files (up to 64 KiB) may come inline, base64-encoded, instead of"
+        " as a separate blob upload.",
+    )
 
 
 class DatasetIn(_Strict):
@@ -83,6 +97,10 @@ class VersionIn(_Strict):
     run: StrictStr | None = None
     framework: StrictStr | None = None
     format: StrictStr | None = None
+
+    def inline(self) -> dict[str, bytes]:
+        """The inline file contents, by digest."""
+        return {f.sha256: f.content for f in self.files if f.content is not None}
 
     def to_domain(self) -> NewVersion:
         return NewVersion(

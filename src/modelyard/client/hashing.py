@@ -39,6 +39,7 @@ class HashCache:
                 self._path.parent.mkdir(parents=True, exist_ok=True)
                 db = sqlite3.connect(self._path, check_same_thread=False, isolation_level=None)
                 db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA synchronous=OFF")  # a cache: losing it costs a re-hash
                 db.execute(
                     "CREATE TABLE IF NOT EXISTS hashes"
                     " (path TEXT PRIMARY KEY, stamp TEXT, sha256 TEXT)"

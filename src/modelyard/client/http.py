@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -79,9 +80,15 @@ class HttpTransport:
         except httpx.TransportError as exc:
             raise self._unreachable(exc) from None
 
-    def register_version(self, name: str, spec: NewVersion) -> Version:
+    def register_version(self, name: str, spec: NewVersion, inline: dict[str, bytes]) -> Version:
+        files = []
+        for entry in spec.files:
+            item: dict[str, object] = entry.as_dict()
+            if entry.sha256 in inline:
+                item["content"] = base64.b64encode(inline[entry.sha256]).decode("ascii")
+            files.append(item)
         body = {
-            "files": [f.as_dict() for f in spec.files],
+            "files": files,
             "params": spec.params,
             "metrics": spec.metrics,
             "tags": spec.tags,

@@ -41,8 +41,8 @@ class LocalTransport:
         entry = self.service.file_entry(version.model, version.version, path)
         return self.service.read_blob(entry.sha256)
 
-    def register_version(self, name: str, spec: NewVersion) -> Version:
-        return self.service.register_version(name, spec, actor=self.actor)
+    def register_version(self, name: str, spec: NewVersion, inline: dict[str, bytes]) -> Version:
+        return self.service.register_version(name, spec, actor=self.actor, inline=inline)
 
     def resolve(self, reference: str) -> Version:
         return self.service.resolve(reference)

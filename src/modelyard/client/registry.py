@@ -29,6 +29,11 @@ from modelyard.domain.versions import NewVersion
 
 _AUTO: Any = object()
 
+# Matched to the server's limits (service.registry.MAX_INLINE_FILE / MAX_INLINE_TOTAL),
+# with headroom in the total for base64 and the rest of the JSON body.
+INLINE_FILE_LIMIT = 64 * 1024
+INLINE_TOTAL_LIMIT = 1024 * 1024
+
 
 def connect(
     target: str | os.PathLike[str],
@@ -96,7 +101,8 @@ class Registry:
         root = Path(path)
         files = _collect(root)
         entries = self._hash_all(files)
-        self._upload_missing(entries, files)
+        inline = _inline_contents(entries, files)
+        self._upload_missing([e for e in entries if e.sha256 not in inline], files)
         spec = NewVersion(
             files=entries,
             params={k: _param_text(v) for k, v in (params or {}).items()},
@@ -110,7 +116,7 @@ class Registry:
             framework=framework,
             format=format,
         )
-        return self._transport.register_version(name, spec)
+        return self._transport.register_version(name, spec, inline)
 
     def _hash_all(self, files: dict[str, Path]) -> list[FileEntry]:
         total = sum(p.stat().st_size for p in files.values())
@@ -122,6 +128,8 @@ class Registry:
         return entries
 
     def _upload_missing(self, entries: list[FileEntry], files: dict[str, Path]) -> None:
+        if not entries:
+            return
         missing = set(self._transport.missing_blobs(sorted({e.sha256 for e in entries})))
         todo = {e.sha256: e for e in entries if e.sha256 in missing}
         total = sum(e.size for e in todo.values())
@@ -252,6 +260,18 @@ class Registry:
             if len(page) < 1000:
                 return
             after = page[-1].seq
+
+
+def _inline_contents(entries: list[FileEntry], files: dict[str, Path]) -> dict[str, bytes]:
+    """Small files travel inside the registration request: one round trip, not three."""
+    inline: dict[str, bytes] = {}
+    total = 0
+    for entry in entries:
+        fits = entry.size <= INLINE_FILE_LIMIT and total + entry.size <= INLINE_TOTAL_LIMIT
+        if fits and entry.sha256 not in inline:
+            inline[entry.sha256] = files[entry.path].read_bytes()
+            total += entry.size
+    return inline
 
 
 def _param_text(value: Any) -> str:

@@ -7,10 +7,10 @@ describes it; adapters (REST, CLI, in-process SDK) only translate to and from th
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from modelyard.domain.errors import Conflict, InvalidInput, MissingBlobs, NotFound
+from modelyard.domain.errors import Conflict, InvalidInput, MissingBlobs, NotFound, TooLarge
 from modelyard.domain.filters import parse_filter, parse_order_by
 from modelyard.domain.frameworks import detect_framework
 from modelyard.domain.manifest import FileEntry, manifest_digest, validate_digest_hex
@@ -34,6 +34,8 @@ from modelyard.storage.db.filters import (
 from modelyard.storage.db.store import Database, Reader, Writer, now_us
 
 RESOLVE_CACHE_SIZE = 4096
+MAX_INLINE_FILE = 64 * 1024
+MAX_INLINE_TOTAL = 4 * 1024 * 1024
 
 
 class RegistryService:
@@ -171,26 +173,45 @@ class RegistryService:
 
     # -- versions -------------------------------------------------------------------------
 
-    def register_version(self, name: str, spec: NewVersion, *, actor: str) -> Version:
+    def register_version(
+        self,
+        name: str,
+        spec: NewVersion,
+        *,
+        actor: str,
+        inline: Mapping[str, bytes] | None = None,
+    ) -> Version:
         """Create the next version of ``name`` (and the model on first registration).
 
-        Every blob the manifest names must already be in the store; the number is assigned
-        under the journal lock, so numbers are gapless even with concurrent registrations.
+        Every blob the manifest names must be in the store or come ``inline`` (digest ->
+        bytes, for small files: one request instead of three). Inline blobs are verified
+        and made durable before the transaction that references them. The number is
+        assigned under the journal lock, so numbers are gapless under concurrency.
         """
         validate_model_name(name)
         spec = validate_new_version(spec)
+        inline_sizes = self._store_inline(spec, inline or {})
         framework, fmt = spec.framework, spec.format
         if framework is None and fmt is None:
             framework, fmt = detect_framework(f.path for f in spec.files)
         digest = manifest_digest(spec.files)
         with self.db.write() as tx:
-            missing = tx.missing_blobs([f.sha256 for f in spec.files])
+            tx.record_blobs(inline_sizes)
+            stored = tx.blob_sizes([f.sha256 for f in spec.files])
+            missing = sorted({f.sha256 for f in spec.files} - stored.keys())
             if missing:
                 raise MissingBlobs(
                     f"the manifest names {len(missing)} blob(s) the server does not have;"
                     " upload them first",
                     missing=[f"sha256:{d}" for d in missing],
                 )
+            for entry in spec.files:
+                if stored[entry.sha256] != entry.size:
+                    raise InvalidInput(
+                        f"{entry.path}: the manifest says {entry.size} bytes but blob"
+                        f" sha256:{entry.sha256} has {stored[entry.sha256]}",
+                        code="size_mismatch",
+                    )
             model = tx.lock_model(name)
             model_id = (
                 self._create_model(tx, name, actor, "", {}) if model is None else int(model.id)
@@ -245,6 +266,23 @@ class RegistryService:
                 now=now,
             )
             return tx.load_versions([version_id])[0]
+
+    def _store_inline(self, spec: NewVersion, inline: Mapping[str, bytes]) -> dict[str, int]:
+        named = {f.sha256 for f in spec.files}
+        if sum(len(content) for content in inline.values()) > MAX_INLINE_TOTAL:
+            raise TooLarge(f"inline file contents may total at most {MAX_INLINE_TOTAL} bytes")
+        sizes: dict[str, int] = {}
+        for digest, content in inline.items():
+            if len(content) > MAX_INLINE_FILE:
+                raise TooLarge(f"inline files may be at most {MAX_INLINE_FILE} bytes each")
+            if digest not in named:
+                raise InvalidInput(f"inline content sha256:{digest} is not in the manifest")
+            if not self.blobs.exists(digest):
+                upload = self.blobs.begin_upload(digest)
+                upload.write(content)
+                upload.commit()  # verifies the digest: DigestMismatch on a lie
+            sizes[digest] = len(content)
+        return sizes
 
     def get_version(self, name: str, number: int) -> Version:
         return self.resolve(Reference(validate_model_name(name), RefKind.NUMBER, number))

@@ -108,8 +108,14 @@ def list_versions(
 
 @router.post("/{name}/versions", status_code=201, response_model=VersionOut)
 def register_version(name: Name, body: VersionIn, request: Request) -> Response:
-    """Register the next version. Every blob of the manifest must already be uploaded."""
-    version = service(request).register_version(name, body.to_domain(), actor=actor(request))
+    """Register the next version.
+
+    Every blob of the manifest must already be uploaded, or (files up to 64 KiB) come
+    inline as base64 ``content``.
+    """
+    version = service(request).register_version(
+        name, body.to_domain(), actor=actor(request), inline=body.inline()
+    )
     return json_response(
         version.as_dict(),
         status=201,

@@ -96,14 +96,8 @@ class Database:
 
     def record_blob(self, digest: str, size: int) -> None:
         """Note that the blob store holds ``digest`` (idempotent; not a journaled mutation)."""
-        dialect = sqlite if self.is_sqlite else postgresql
-        stmt = (
-            dialect.insert(blobs)
-            .values(digest=digest, size=size, created_at=now_us())
-            .on_conflict_do_nothing()
-        )
         with self.engine.begin() as conn:
-            conn.execute(stmt)
+            _record_blobs(conn, {digest: size})
 
     def ping(self) -> None:
         with self.engine.connect() as conn:
@@ -250,10 +244,13 @@ class Reader:
     # -- blobs ----------------------------------------------------------------------------
 
     def missing_blobs(self, digests: Sequence[str]) -> list[str]:
-        present: set[str] = set()
-        for r in self._in(select(blobs.c.digest), blobs.c.digest, list(set(digests))):
-            present.add(r.digest)
+        present = self.blob_sizes(digests)
         return [d for d in dict.fromkeys(digests) if d not in present]
+
+    def blob_sizes(self, digests: Sequence[str]) -> dict[str, int]:
+        """The size of each of ``digests`` the store holds; absent ones are left out."""
+        stmt = select(blobs.c.digest, blobs.c.size)
+        return {r.digest: r.size for r in self._in(stmt, blobs.c.digest, list(set(digests)))}
 
     # -- journal --------------------------------------------------------------------------
 
@@ -316,6 +313,11 @@ class Writer(Reader):
         super().__init__(conn)
         self._seq = head_seq
         self._hash = head_hash
+
+    def record_blobs(self, sizes: Mapping[str, int]) -> None:
+        """Record blobs written for this transaction (inline files of a registration)."""
+        if sizes:
+            _record_blobs(self.conn, sizes)
 
     def lock_model(self, name: str) -> Row[Any] | None:
         return self.conn.execute(
@@ -462,6 +464,13 @@ class Writer(Reader):
                 insert(table),
                 [{owner_column: owner_id, "key": k, "value": v} for k, v in values.items()],
             )
+
+
+def _record_blobs(conn: Connection, sizes: Mapping[str, int]) -> None:
+    dialect = sqlite if conn.dialect.name == "sqlite" else postgresql
+    now = now_us()
+    rows = [{"digest": d, "size": s, "created_at": now} for d, s in sizes.items()]
+    conn.execute(dialect.insert(blobs).on_conflict_do_nothing(), rows)
 
 
 def _version_from_row(
