@@ -11,6 +11,7 @@ import hashlib
 import io
 import os
 import secrets
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from modelyard.domain.errors import DigestMismatch, NotFound
 from modelyard.domain.manifest import validate_digest_hex
 
 CHUNK_SIZE = 1024 * 1024
+STALE_UPLOAD_SECONDS = 3600
 
 
 class LocalBlobStore:
@@ -27,6 +29,16 @@ class LocalBlobStore:
         self._staging = root / "staging"
         self._objects.mkdir(parents=True, exist_ok=True)
         self._staging.mkdir(parents=True, exist_ok=True)
+        self._sweep_staging()
+
+    def _sweep_staging(self) -> None:
+        """Remove uploads a crash left behind. Only old ones: another process sharing this
+        directory (the in-process SDK beside a server) may be writing the recent ones."""
+        cutoff = time.time() - STALE_UPLOAD_SECONDS
+        for leftover in self._staging.glob("*.part"):
+            with contextlib.suppress(FileNotFoundError):
+                if leftover.stat().st_mtime < cutoff:
+                    leftover.unlink()
 
     def path_of(self, digest: str) -> Path:
         validate_digest_hex(digest)
