@@ -32,7 +32,7 @@ def put_blob(service: RegistryService, content: bytes) -> FileEntry:
     digest = hashlib.sha256(content).hexdigest()
     upload = service.begin_blob_upload(digest)
     upload.write(content)
-    service.finish_blob_upload(digest, upload)
+    service.finish_blob_upload(upload)
     return FileEntry("model.bin", len(content), digest)
 
 
@@ -326,7 +326,7 @@ def test_blob_upload_verifies_the_digest(
     upload = service.begin_blob_upload(digest)
     upload.write(b"wrong")
     with pytest.raises(InvalidInput) as caught:
-        service.finish_blob_upload(digest, upload)
+        service.finish_blob_upload(upload)
     assert caught.value.code == "digest_mismatch"
     assert service.missing_blobs([digest]) == [digest]
 

@@ -9,11 +9,10 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from modelyard.service import RegistryService
-from modelyard.storage.blobs import LocalBlobStore
-from modelyard.storage.db.engine import create_db_engine, migrate
-from modelyard.storage.db.store import Database
+if TYPE_CHECKING:
+    from modelyard.service import RegistryService
 
 DEFAULT_DATA_DIR = "./modelyard-data"
 DEFAULT_HOST = "127.0.0.1"
@@ -41,6 +40,13 @@ class Settings:
 
 def open_service(settings: Settings) -> RegistryService:
     """Create the data directory, migrate the schema and return a ready service."""
+    # Imported here: the CLI reads this module's defaults on every command, and most
+    # commands talk HTTP and should not pay for loading SQLAlchemy and Alembic.
+    from modelyard.service import RegistryService
+    from modelyard.storage.blobs import LocalBlobStore
+    from modelyard.storage.db.engine import create_db_engine, migrate
+    from modelyard.storage.db.store import Database
+
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     engine = create_db_engine(settings.effective_database_url)
     migrate(engine)

@@ -10,6 +10,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from modelyard.api.problems import problem
 
 MAX_JSON_BODY = 8 * 1024 * 1024
+_STREAMED = ("/api/v1/blobs/sha256:", "/api/v1/blobs/uploads")
 
 
 class BodyLimit:
@@ -18,7 +19,7 @@ class BodyLimit:
         self.limit = limit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"].startswith("/api/v1/blobs/sha256:"):
+        if scope["type"] != "http" or scope["path"].startswith(_STREAMED):
             await self.app(scope, receive, send)
             return
         declared = dict(scope["headers"]).get(b"content-length")

@@ -50,33 +50,46 @@ class HashCache:
         return self._db
 
     def sha256(self, path: Path, advance: Advance) -> str:
-        stat = path.stat()
-        key = str(path.resolve())
-        stamp = f"{stat.st_size}:{stat.st_mtime_ns}:{stat.st_ino}:{stat.st_ctime_ns}"
+        """The file's sha256, from the cache when the file is unchanged since last time."""
+        stamp = file_stamp(path)
+        cached = self.lookup(path, stamp)
+        if cached is not None:
+            advance(path.stat().st_size)
+            return cached
+        digest = hash_file(path, advance)
+        self.store(path, stamp, digest)
+        return digest
+
+    def lookup(self, path: Path, stamp: str) -> str | None:
         with self._lock:
             db = self._connect()
-            if db is not None:
-                row = db.execute(
-                    "SELECT stamp, sha256 FROM hashes WHERE path = ?", (key,)
-                ).fetchone()
-                if row and row[0] == stamp:
-                    advance(stat.st_size)
-                    return str(row[1])
-        digest = hash_file(path, advance)
+            if db is None:
+                return None
+            query = "SELECT sha256 FROM hashes WHERE path = ? AND stamp = ?"
+            row = db.execute(query, (str(path.resolve()), stamp)).fetchone()
+        return str(row[0]) if row else None
+
+    def store(self, path: Path, stamp: str, digest: str) -> None:
+        """Remember ``digest`` for the file as it was when ``stamp`` was taken."""
         with self._lock:
             db = self._connect()
             if db is not None:
                 with contextlib.suppress(sqlite3.Error):
                     db.execute(
                         "INSERT OR REPLACE INTO hashes (path, stamp, sha256) VALUES (?, ?, ?)",
-                        (key, stamp, digest),
+                        (str(path.resolve()), stamp, digest),
                     )
-        return digest
 
     def close(self) -> None:
         if self._db is not None:
             self._db.close()
             self._db = None
+
+
+def file_stamp(path: Path) -> str:
+    """What must not change for a cached digest to stay valid. Take it before reading."""
+    stat = path.stat()
+    return f"{stat.st_size}:{stat.st_mtime_ns}:{stat.st_ino}:{stat.st_ctime_ns}"
 
 
 def hash_file(path: Path, advance: Advance) -> str:

@@ -3,19 +3,15 @@
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Iterable, Iterator
 from typing import Any
 from urllib.parse import quote
 
 import httpx
 
-from modelyard.client.transport import Advance
 from modelyard.domain.errors import ModelyardError, Unavailable, error_from_problem
 from modelyard.domain.models import Event, Model, Page, Version
 from modelyard.domain.versions import NewVersion
-
-CHUNK = 1024 * 1024
 
 
 class HttpTransport:
@@ -55,19 +51,19 @@ class HttpTransport:
         data = self._json("POST", "/api/v1/blobs/missing", json=body)
         return [d.removeprefix("sha256:") for d in data["missing"]]
 
-    def upload_blob(self, digest: str, path: Path, size: int, advance: Advance) -> None:
-        def chunks() -> Iterator[bytes]:
-            with path.open("rb") as handle:
-                while chunk := handle.read(CHUNK):
-                    advance(len(chunk))
-                    yield chunk
-
-        self._request(
-            "PUT",
-            f"/api/v1/blobs/sha256:{digest}",
-            content=chunks(),
+    def upload_blob(self, digest: str | None, chunks: Iterable[bytes], size: int) -> str:
+        method, url = (
+            ("POST", "/api/v1/blobs/uploads")
+            if digest is None
+            else ("PUT", f"/api/v1/blobs/sha256:{digest}")
+        )
+        response = self._request(
+            method,
+            url,
+            content=chunks,
             headers={"Content-Length": str(size), "Content-Type": "application/octet-stream"},
         )
+        return str(response.json()["digest"]).removeprefix("sha256:")
 
     def read_file(self, version: Version, path: str, sha256: str) -> Iterator[bytes]:
         url = f"/api/v1/blobs/sha256:{sha256}"
@@ -76,7 +72,7 @@ class HttpTransport:
                 if response.status_code >= 400:
                     response.read()
                     raise _error(response)
-                yield from response.iter_raw(CHUNK)
+                yield from response.iter_raw()
         except httpx.TransportError as exc:
             raise self._unreachable(exc) from None
 

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import getpass
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from modelyard.client.transport import Advance
 from modelyard.config import Settings, open_service
 from modelyard.domain.models import Event, Model, Page, Version
 from modelyard.domain.versions import NewVersion
-
-_CHUNK = 1024 * 1024
 
 
 class LocalTransport:
@@ -25,17 +22,16 @@ class LocalTransport:
     def missing_blobs(self, digests: list[str]) -> list[str]:
         return self.service.missing_blobs(digests)
 
-    def upload_blob(self, digest: str, path: Path, size: int, advance: Advance) -> None:
+    def upload_blob(self, digest: str | None, chunks: Iterable[bytes], size: int) -> str:
         upload = self.service.begin_blob_upload(digest)
         try:
-            with path.open("rb") as handle:
-                while chunk := handle.read(_CHUNK):
-                    upload.write(chunk)
-                    advance(len(chunk))
+            for chunk in chunks:
+                upload.write(chunk)
         except BaseException:
             upload.abort()
             raise
-        self.service.finish_blob_upload(digest, upload)
+        self.service.finish_blob_upload(upload)
+        return upload.digest
 
     def read_file(self, version: Version, path: str, sha256: str) -> Iterator[bytes]:
         entry = self.service.file_entry(version.model, version.version, path)

@@ -9,17 +9,19 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import queue
 import secrets
+import threading
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 from modelyard.client.capture import capture_environment, capture_source
-from modelyard.client.hashing import HashCache
+from modelyard.client.hashing import CHUNK, HashCache, file_stamp
 from modelyard.client.http import HttpTransport
 from modelyard.client.progress import NoProgress, Progress
-from modelyard.client.transport import Transport
+from modelyard.client.transport import Advance, Transport
 from modelyard.domain.errors import DigestMismatch, InvalidInput, InvalidPath
 from modelyard.domain.journal import JournalReport, verify_chain
 from modelyard.domain.manifest import FileEntry
@@ -98,11 +100,8 @@ class Registry:
         Only files the registry does not already hold are uploaded. Source (git) and
         environment are captured automatically unless passed or switched off.
         """
-        root = Path(path)
-        files = _collect(root)
-        entries = self._hash_all(files)
-        inline = _inline_contents(entries, files)
-        self._upload_missing([e for e in entries if e.sha256 not in inline], files)
+        files = _collect(Path(path))
+        entries, inline = self._send_files(files)
         spec = NewVersion(
             files=entries,
             params={k: _param_text(v) for k, v in (params or {}).items()},
@@ -118,24 +117,53 @@ class Registry:
         )
         return self._transport.register_version(name, spec, inline)
 
-    def _hash_all(self, files: dict[str, Path]) -> list[FileEntry]:
-        total = sum(p.stat().st_size for p in files.values())
-        entries = []
-        with self._progress.task("hashing", total) as advance:
-            for rel, local in files.items():
-                size = local.stat().st_size
-                entries.append(FileEntry(rel, size, self._hashes.sha256(local, advance)))
-        return entries
+    def _send_files(self, files: dict[str, Path]) -> tuple[list[FileEntry], dict[str, bytes]]:
+        """Get every file's bytes to the registry at the least cost; return the manifest.
 
-    def _upload_missing(self, entries: list[FileEntry], files: dict[str, Path]) -> None:
-        if not entries:
-            return
-        missing = set(self._transport.missing_blobs(sorted({e.sha256 for e in entries})))
-        todo = {e.sha256: e for e in entries if e.sha256 in missing}
-        total = sum(e.size for e in todo.values())
+        - Small files ride inline in the registration request.
+        - Files whose digest the hash cache knows: ask which the registry lacks, send those.
+        - Other files: hash while sending, in one pass; the registry names the blob and the
+          name must match our own hash.
+        """
+        entries: dict[str, FileEntry] = {}
+        inline: dict[str, bytes] = {}
+        known: dict[str, tuple[Path, int, str]] = {}  # rel -> (path, size, digest)
+        unknown: dict[str, tuple[Path, int, str]] = {}  # rel -> (path, size, stamp)
+        inline_total = 0
+        for rel, local in files.items():
+            stamp = file_stamp(local)
+            size = local.stat().st_size
+            if size <= INLINE_FILE_LIMIT and inline_total + size <= INLINE_TOTAL_LIMIT:
+                content = local.read_bytes()
+                digest = hashlib.sha256(content).hexdigest()
+                inline[digest] = content
+                inline_total += size
+                entries[rel] = FileEntry(rel, len(content), digest)
+            elif (cached := self._hashes.lookup(local, stamp)) is not None:
+                known[rel] = (local, size, cached)
+            else:
+                unknown[rel] = (local, size, stamp)
+
+        missing = set(self._transport.missing_blobs(sorted({d for _, _, d in known.values()})))
+        to_send = {d: (p, n) for p, n, d in known.values() if d in missing}
+        total = sum(n for _, n in to_send.values()) + sum(n for _, n, _ in unknown.values())
         with self._progress.task("uploading", total) as advance:
-            for digest, entry in todo.items():
-                self._transport.upload_blob(digest, files[entry.path], entry.size, advance)
+            for digest, (local, size) in to_send.items():
+                self._transport.upload_blob(digest, _read_chunks(local, advance), size)
+            for rel, (local, size, stamp) in unknown.items():
+                hasher = hashlib.sha256()
+                chunks = _read_chunks(local, advance, hasher)
+                stored = self._transport.upload_blob(None, chunks, size)
+                if stored != hasher.hexdigest():
+                    raise DigestMismatch(
+                        f"{rel}: the registry stored sha256:{stored} but the file hashes to"
+                        f" sha256:{hasher.hexdigest()}; was it modified while uploading?"
+                    )
+                self._hashes.store(local, stamp, stored)
+                entries[rel] = FileEntry(rel, size, stored)
+        for rel, (_, size, digest) in known.items():
+            entries[rel] = FileEntry(rel, size, digest)
+        return [entries[rel] for rel in files], inline
 
     # -- reading --------------------------------------------------------------------------
 
@@ -262,16 +290,14 @@ class Registry:
             after = page[-1].seq
 
 
-def _inline_contents(entries: list[FileEntry], files: dict[str, Path]) -> dict[str, bytes]:
-    """Small files travel inside the registration request: one round trip, not three."""
-    inline: dict[str, bytes] = {}
-    total = 0
-    for entry in entries:
-        fits = entry.size <= INLINE_FILE_LIMIT and total + entry.size <= INLINE_TOTAL_LIMIT
-        if fits and entry.sha256 not in inline:
-            inline[entry.sha256] = files[entry.path].read_bytes()
-            total += entry.size
-    return inline
+def _read_chunks(path: Path, advance: Advance, hasher: Any = None) -> Iterator[bytes]:
+    """A file in 1 MiB chunks, reporting progress and optionally feeding a hash."""
+    with path.open("rb", buffering=0) as handle:
+        while chunk := handle.read(CHUNK):
+            if hasher is not None:
+                hasher.update(chunk)
+            advance(len(chunk))
+            yield chunk
 
 
 def _param_text(value: Any) -> str:
@@ -312,16 +338,43 @@ def _inside(root: Path, relative: str) -> Path:
     return target
 
 
-def _write_verified(target: Path, entry: FileEntry, chunks: Iterator[bytes], advance: Any) -> None:
+def _write_verified(
+    target: Path, entry: FileEntry, chunks: Iterator[bytes], advance: Advance
+) -> None:
+    """Write to a temporary name, verify the sha256, then rename into place.
+
+    Hashing and writing run on a second thread while this one receives, so a download
+    costs about the slower of the network and the disk, not their sum.
+    """
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(f".{target.name}.{secrets.token_hex(4)}.partial")
     digest = hashlib.sha256()
+    pending: queue.Queue[bytes | None] = queue.Queue(maxsize=64)
+    failures: list[BaseException] = []
+
+    def hash_and_write() -> None:
+        try:
+            with partial.open("wb") as handle:
+                while (chunk := pending.get()) is not None:
+                    digest.update(chunk)
+                    handle.write(chunk)
+        except BaseException as exc:  # handed to the receiving thread below
+            failures.append(exc)
+            while pending.get() is not None:
+                pass
+
+    writer = threading.Thread(target=hash_and_write, name="modelyard-download", daemon=True)
+    writer.start()
     try:
-        with partial.open("wb") as handle:
+        try:
             for chunk in chunks:
-                digest.update(chunk)
-                handle.write(chunk)
+                pending.put(chunk)
                 advance(len(chunk))
+        finally:
+            pending.put(None)
+            writer.join()
+        if failures:
+            raise failures[0]
         if digest.hexdigest() != entry.sha256:
             raise DigestMismatch(
                 f"{entry.path}: downloaded bytes hash to sha256:{digest.hexdigest()},"

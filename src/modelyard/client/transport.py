@@ -7,8 +7,7 @@ verified downloads) is written once, in ``Registry``, on top of this.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable, Iterable, Iterator
 from typing import Protocol
 
 from modelyard.domain.models import Event, Model, Page, Version
@@ -20,7 +19,12 @@ Advance = Callable[[int], None]
 class Transport(Protocol):
     def missing_blobs(self, digests: list[str]) -> list[str]: ...
 
-    def upload_blob(self, digest: str, path: Path, size: int, advance: Advance) -> None: ...
+    def upload_blob(self, digest: str | None, chunks: Iterable[bytes], size: int) -> str:
+        """Upload ``size`` bytes; None for ``digest`` lets the registry name the blob.
+
+        Returns the digest the registry stored the bytes under.
+        """
+        ...
 
     def read_file(self, version: Version, path: str, sha256: str) -> Iterator[bytes]: ...
 

@@ -96,9 +96,17 @@ _BY_STATUS: dict[int, type[ModelyardError]] = {
 }
 
 
+def _subclasses(cls: type[ModelyardError]) -> list[type[ModelyardError]]:
+    found = []
+    for sub in cls.__subclasses__():
+        found += [sub, *_subclasses(sub)]
+    return found
+
+
 def error_from_problem(status: int, problem: dict[str, Any]) -> ModelyardError:
     """Rebuild the error a server reported, so remote and in-process callers catch the same."""
-    cls = _BY_STATUS.get(status, ModelyardError)
+    by_code = {sub.default_code: sub for sub in _subclasses(ModelyardError)}
+    cls = by_code.get(str(problem.get("code")), _BY_STATUS.get(status, ModelyardError))
     known = {"type", "title", "status", "detail", "code", "instance"}
     details = {k: v for k, v in problem.items() if k not in known}
     message = str(problem.get("detail") or problem.get("title") or f"HTTP {status}")

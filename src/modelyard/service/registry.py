@@ -54,13 +54,14 @@ class RegistryService:
         with self.db.read() as tx:
             return tx.missing_blobs(digests)
 
-    def begin_blob_upload(self, digest: str) -> BlobUpload:
-        return self.blobs.begin_upload(validate_digest_hex(digest))
+    def begin_blob_upload(self, digest: str | None = None) -> BlobUpload:
+        """Start an upload named by its digest, or (None) named by what it hashes to."""
+        return self.blobs.begin_upload(None if digest is None else validate_digest_hex(digest))
 
-    def finish_blob_upload(self, digest: str, upload: BlobUpload) -> int:
+    def finish_blob_upload(self, upload: BlobUpload) -> int:
         """Verify and publish the bytes, then record the blob; returns its size."""
         size = upload.commit()
-        self.db.record_blob(digest, size)
+        self.db.record_blob(upload.digest, size)
         return size
 
     def blob_size(self, digest: str) -> int:

@@ -16,7 +16,6 @@ from modelyard.domain.errors import InvalidInput
 router = APIRouter(prefix="/api/v1/blobs", tags=["blobs"])
 
 DigestPath = Annotated[str, Path(pattern=r"^sha256:[0-9a-f]{64}$", description="sha256:<hex>")]
-_WRITE_BATCH = 1024 * 1024
 
 
 def _hex(digest: str) -> str:
@@ -42,21 +41,33 @@ async def upload(digest: DigestPath, request: Request) -> Response:
             pass
         size = await run_in_threadpool(svc.blob_size, hex_digest)
         return json_response({"digest": digest, "size": size, "created": False}, status=200)
-    upload = await run_in_threadpool(svc.begin_blob_upload, hex_digest)
+    return await _receive(request, hex_digest)
+
+
+@router.post("/uploads", status_code=201, response_model=BlobOut)
+async def upload_unnamed(request: Request) -> Response:
+    """Stream a blob whose digest the client does not know yet; the answer names it.
+
+    Lets a client hash and send in one pass. The client compares the returned digest
+    with its own before it references the blob.
+    """
+    return await _receive(request, None)
+
+
+async def _receive(request: Request, hex_digest: str | None) -> Response:
+    # Chunks are hashed and written on the event loop as they arrive: each is small
+    # (tens of KiB), and a hop to a worker thread per chunk costs more than the work.
+    svc = service(request)
+    upload = svc.begin_blob_upload(hex_digest)
     try:
-        buffer = bytearray()
         async for chunk in request.stream():
-            buffer += chunk
-            if len(buffer) >= _WRITE_BATCH:
-                await run_in_threadpool(upload.write, bytes(buffer))
-                buffer.clear()
-        if buffer:
-            await run_in_threadpool(upload.write, bytes(buffer))
+            upload.write(chunk)
     except BaseException:
         upload.abort()
         raise
-    size = await run_in_threadpool(svc.finish_blob_upload, hex_digest, upload)
-    return json_response({"digest": digest, "size": size, "created": True}, status=201)
+    size = await run_in_threadpool(svc.finish_blob_upload, upload)
+    body = {"digest": f"sha256:{upload.digest}", "size": size, "created": True}
+    return json_response(body, status=201)
 
 
 @router.api_route("/{digest}", methods=["GET", "HEAD"], response_class=Response)

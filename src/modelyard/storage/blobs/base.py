@@ -14,6 +14,11 @@ from typing import Protocol
 class BlobUpload(Protocol):
     """An upload in progress: write chunks, then commit (verify + publish) or abort."""
 
+    @property
+    def digest(self) -> str:
+        """The expected digest, or for an unnamed upload the computed one (after commit)."""
+        ...
+
     def write(self, chunk: bytes) -> None: ...
 
     def commit(self) -> int:
@@ -33,7 +38,9 @@ class BlobStore(Protocol):
         """The blob's size, or None when the store does not have it."""
         ...
 
-    def begin_upload(self, digest: str) -> BlobUpload: ...
+    def begin_upload(self, digest: str | None) -> BlobUpload:
+        """Start an upload expected to hash to ``digest``; None: whatever it hashes to."""
+        ...
 
     def read(self, digest: str, start: int = 0, end: int | None = None) -> Iterator[bytes]:
         """Yield the bytes [start, end) in large chunks; raise NotFound if absent."""

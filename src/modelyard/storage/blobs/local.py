@@ -53,9 +53,10 @@ class LocalBlobStore:
         except FileNotFoundError:
             return None
 
-    def begin_upload(self, digest: str) -> _LocalUpload:
-        validate_digest_hex(digest)
-        staged = self._staging / f"{digest}.{secrets.token_hex(8)}.part"
+    def begin_upload(self, digest: str | None) -> _LocalUpload:
+        if digest is not None:
+            validate_digest_hex(digest)
+        staged = self._staging / f"{digest or 'unnamed'}.{secrets.token_hex(8)}.part"
         return _LocalUpload(self, digest, staged)
 
     def read(self, digest: str, start: int = 0, end: int | None = None) -> Iterator[bytes]:
@@ -77,6 +78,9 @@ class LocalBlobStore:
 
     def _publish(self, staged: Path, digest: str) -> None:
         target = self.path_of(digest)
+        if target.is_file():  # content-addressed: the stored blob is these very bytes
+            staged.unlink()
+            return
         target.parent.mkdir(exist_ok=True)
         os.replace(staged, target)
         _fsync_dir(target.parent)
@@ -97,9 +101,10 @@ def _read_range(handle: io.FileIO, start: int, end: int | None) -> Iterator[byte
 
 
 class _LocalUpload:
-    def __init__(self, store: LocalBlobStore, digest: str, staged: Path) -> None:
+    def __init__(self, store: LocalBlobStore, digest: str | None, staged: Path) -> None:
         self._store = store
-        self._digest = digest
+        self._expected = digest
+        self._digest = digest or ""
         self._staged = staged
         self._hash = hashlib.sha256()
         self._file = staged.open("wb", buffering=0)
@@ -113,6 +118,8 @@ class _LocalUpload:
     def commit(self) -> int:
         try:
             actual = self._hash.hexdigest()
+            if self._expected is None:
+                self._digest = actual
             if actual != self._digest:
                 raise DigestMismatch(
                     f"uploaded bytes hash to sha256:{actual}, not the sha256:{self._digest}"
@@ -127,6 +134,10 @@ class _LocalUpload:
         except BaseException:
             self.abort()
             raise
+
+    @property
+    def digest(self) -> str:
+        return self._digest
 
     def abort(self) -> None:
         self._file.close()

@@ -1,0 +1,131 @@
+"""The SDK over REST (the app in-process through httpx) and over a local directory."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+import modelyard
+from modelyard.client.http import HttpTransport
+from modelyard.client.registry import Registry
+
+Tree = Callable[[dict[str, bytes]], Path]
+
+
+@pytest.fixture
+def requests_seen(client: TestClient) -> list[str]:
+    seen: list[str] = []
+    client.event_hooks["request"] = [lambda r: seen.append(f"{r.method} {r.url.path}")]
+    return seen
+
+
+@pytest.fixture
+def reg(client: TestClient) -> Iterator[Registry]:
+    transport = HttpTransport("http://testserver")
+    transport.client = client  # the real REST app, in-process (TestClient is an httpx.Client)
+    yield Registry(transport)
+
+
+def test_register_and_download_a_directory(reg: Registry, make_tree: Tree, tmp_path: Path) -> None:
+    big = os.urandom(3 * 1024 * 1024)
+    tree = make_tree({"model.onnx": big, "config.json": b"{}", "nested/vocab.txt": b"a\nb\n"})
+    version = reg.register("churn", tree, metrics={"auc": 0.9}, params={"depth": 5})
+    assert version.version == 1
+    assert {f.path: f.sha256 for f in version.files} == {
+        "model.onnx": hashlib.sha256(big).hexdigest(),
+        "config.json": hashlib.sha256(b"{}").hexdigest(),
+        "nested/vocab.txt": hashlib.sha256(b"a\nb\n").hexdigest(),
+    }
+    assert version.params == {"depth": "5"}
+    assert version.environment is not None and version.environment.python
+
+    out = tmp_path / "out"
+    reg.download("churn/1", out)
+    assert (out / "model.onnx").read_bytes() == big
+    assert (out / "nested" / "vocab.txt").read_bytes() == b"a\nb\n"
+
+
+def test_reregistering_unchanged_files_sends_no_file_bytes(
+    reg: Registry, make_tree: Tree, requests_seen: list[str]
+) -> None:
+    tree = make_tree({"weights.bin": os.urandom(2 * 1024 * 1024)})
+    reg.register("churn", tree)
+    assert "POST /api/v1/blobs/uploads" in requests_seen
+    requests_seen.clear()
+    second = reg.register("churn", tree)
+    assert second.version == 2
+    assert requests_seen == ["POST /api/v1/blobs/missing", "POST /api/v1/models/churn/versions"]
+
+
+def test_a_changed_file_is_uploaded_again(reg: Registry, make_tree: Tree) -> None:
+    tree = make_tree({"weights.bin": os.urandom(200_000)})
+    first = reg.register("churn", tree)
+    (tree / "weights.bin").write_bytes(os.urandom(200_000))
+    second = reg.register("churn", tree)
+    assert first.files[0].sha256 != second.files[0].sha256
+    assert second.manifest_digest != first.manifest_digest
+
+
+def test_download_skips_files_already_in_place_and_refuses_corrupt_ones(
+    reg: Registry, make_tree: Tree, tmp_path: Path
+) -> None:
+    tree = make_tree({"a.bin": os.urandom(100_000)})
+    reg.register("churn", tree)
+    out = tmp_path / "out"
+    reg.download("churn", out)
+    (out / "a.bin").write_bytes(b"tampered")
+    reg.download("churn", out)  # notices the wrong content and fetches it again
+    assert (out / "a.bin").read_bytes() == (tree / "a.bin").read_bytes()
+
+
+def test_lineage_is_captured_from_git(
+    reg: Registry, make_tree: Tree, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@e"]
+    subprocess.run([*git[:3], "init", "-q"], check=True)
+    subprocess.run([*git[:3], "remote", "add", "origin", "https://u:tok@git.example/r.git"])
+    (repo / "train.py").write_text("print(1)\n")
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-qm", "init"], check=True)
+    (repo / "train.py").write_text("print(2)\n")  # uncommitted change: dirty
+    monkeypatch.chdir(repo)
+    version = reg.register("churn", make_tree({"m.bin": b"x"}))
+    assert version.source is not None
+    assert version.source.repo == "https://git.example/r.git"  # credentials stripped
+    assert version.source.commit is not None and len(version.source.commit) == 40
+    assert version.source.dirty is True
+
+
+def test_local_directory_registry_needs_no_server(tmp_path: Path, make_tree: Tree) -> None:
+    with modelyard.connect(tmp_path / "registry") as reg:
+        reg.register("churn", make_tree({"w.bin": os.urandom(300_000)}), metrics={"auc": 0.8})
+        reg.set_alias("churn", "champion", 1)
+        assert reg.resolve("churn@champion").metrics == {"auc": 0.8}
+        assert [v.reference for v in reg.search("metrics.auc > 0.5")] == ["churn/1"]
+        assert reg.verify_journal().ok
+
+
+def test_unreachable_server_is_a_clear_error() -> None:
+    reg = modelyard.connect("http://127.0.0.1:9")
+    with pytest.raises(modelyard.ModelyardError) as caught:
+        reg.resolve("churn")
+    assert caught.value.code == "unreachable"
+    assert "modelyard serve" in caught.value.message
+    reg.close()
+
+
+def test_errors_from_the_server_keep_their_code(reg: Registry) -> None:
+    with pytest.raises(modelyard.NotFound) as caught:
+        reg.resolve("ghost@champion")
+    assert caught.value.code == "model_not_found"
+    with pytest.raises(modelyard.InvalidFilter) as bad:
+        reg.versions(filter="metrics.auc >")
+    assert bad.value.details["position"] == 13
