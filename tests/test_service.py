@@ -380,3 +380,30 @@ def test_a_manifest_size_that_disagrees_with_the_blob_is_refused(
         service.register_version("m", NewVersion(files=[wrong]), actor="a")
     assert caught.value.code == "size_mismatch"
     assert all_events(service) == []
+
+
+@pytest.mark.parametrize("direction", ["desc", "asc"])
+def test_ordering_by_a_metric_pages_through_all_versions_missing_ones_last(
+    service: RegistryService, direction: str
+) -> None:
+    aucs = [0.7, None, 0.9, 0.8, None, 0.9, 0.6, None]
+    for i, auc in enumerate(aucs):
+        metrics = {} if auc is None else {"auc": auc}
+        service.register_version(
+            "m", spec_with(service, f"{i}".encode(), metrics=metrics), actor="a"
+        )
+    seen: list[int] = []
+    token = None
+    while True:
+        page = service.list_versions(
+            "m", order_by=f"metrics.auc {direction}, version", page_token=token, limit=3
+        )
+        seen += [v.version for v in page.items]
+        if (token := page.next_page_token) is None:
+            break
+    with_metric = sorted(
+        (n for n in range(1, 9) if aucs[n - 1] is not None),
+        key=lambda n: ((-1 if direction == "desc" else 1) * (aucs[n - 1] or 0), n),
+    )
+    without = [n for n in range(1, 9) if aucs[n - 1] is None]
+    assert seen == with_metric + without

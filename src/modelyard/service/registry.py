@@ -371,7 +371,7 @@ class RegistryService:
         """Versions of one model (``name``) or of all models, filtered and ordered."""
         limit = validate_page_size(limit)
         node = parse_filter(filter or "", target="versions")
-        order = version_order_by(parse_order_by(order_by or "", target="versions"))
+        terms = parse_order_by(order_by or "", target="versions")
         query = f"versions|{name}|{filter}|{order_by}"
         offset = decode_token(page_token, query)
         with self.db.read() as tx:
@@ -381,7 +381,19 @@ class RegistryService:
                 if model_id is None:
                     raise _model_not_found(name)
             condition = version_condition(node) if node is not None else None
-            ids = tx.search_version_ids(condition, order, limit + 1, offset, model_id)
+            if terms and terms[0].field.namespace == "metrics":
+                ids = tx.search_version_ids_by_metric(
+                    terms[0].field.key,
+                    terms[0].descending,
+                    condition,
+                    version_order_by(terms[1:]),
+                    limit + 1,
+                    offset,
+                    model_id,
+                )
+            else:
+                order = version_order_by(terms)
+                ids = tx.search_version_ids(condition, order, limit + 1, offset, model_id)
             items = tx.load_versions(ids)
         return _page(items, limit, offset, query)
 
