@@ -118,3 +118,12 @@ def test_hash_cache_skips_unchanged_files_and_notices_changes(tmp_path: Path) ->
     file.write_bytes(b"two")  # new content, new mtime/size stamp
     assert cache.sha256(file, read.append) == hash_file(file, lambda _: None) != first
     cache.close()
+
+
+def test_the_recorded_head_revision_is_alembics_head() -> None:
+    from alembic.script import ScriptDirectory
+
+    from modelyard.storage.db import engine
+    from modelyard.storage.db.migrations import HEAD_REVISION
+
+    assert ScriptDirectory(str(engine._MIGRATIONS)).get_current_head() == HEAD_REVISION
