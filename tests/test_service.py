@@ -398,6 +398,10 @@ def test_ordering_by_a_metric_pages_through_all_versions_missing_ones_last(
         page = service.list_versions(
             "m", order_by=f"metrics.auc {direction}, version", page_token=token, limit=3
         )
+        filtered = service.list_versions(
+            "m", filter="metrics.auc > 0.65 or version >= 7", order_by=f"metrics.auc {direction}"
+        )
+        assert {v.version for v in filtered.items} == {1, 3, 4, 6, 7, 8}
         seen += [v.version for v in page.items]
         if (token := page.next_page_token) is None:
             break

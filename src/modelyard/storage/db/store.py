@@ -240,7 +240,9 @@ class Reader:
         order through the versions that have the metric, and only past their end continue
         with the versions that lack it.
         """
-        m = version_metrics
+        # An alias of its own, so that a metric filter's EXISTS on version_metrics stays
+        # correlated to its own table and not to this join.
+        m = version_metrics.alias("order_metric")
         has_metric = and_(m.c.version_id == versions.c.id, m.c.key == metric)
         value = m.c.value.desc() if descending else m.c.value.asc()
         with_metric = self._version_search(condition, model_id).join(m, has_metric)
