@@ -74,6 +74,9 @@ def test_register_assigns_gapless_numbers_and_keeps_all_metadata(service: Regist
     assert first.stage == "development"
     assert first.run == "run-42"
     assert service.get_model("churn").latest_version == 2
+    # What registration returns is exactly what is stored and read back.
+    assert service.resolve("churn/1") == first
+    assert service.resolve("churn/2") == second
 
 
 def test_framework_is_detected_from_file_names_unless_given(service: RegistryService) -> None:

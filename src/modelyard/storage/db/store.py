@@ -21,6 +21,7 @@ from sqlalchemy import (
     Engine,
     Row,
     and_,
+    bindparam,
     delete,
     func,
     insert,
@@ -64,7 +65,29 @@ _version_columns = (
 )
 
 
+# The statements of the hot paths (registration, resolve), built once: constructing a
+# statement costs more in SQLAlchemy than running it on SQLite.
 _HEAD_SEQ = select(journal_head.c.seq).where(journal_head.c.id == 1)
+_LOCK_HEAD = (
+    select(journal_head.c.seq, journal_head.c.hash).where(journal_head.c.id == 1).with_for_update()
+)
+_MODEL_ID = select(models.c.id).where(models.c.name == bindparam("name"))
+_LOCK_MODEL = select(models).where(models.c.name == bindparam("name")).with_for_update()
+_BLOB_SIZES = select(blobs.c.digest, blobs.c.size).where(
+    blobs.c.digest.in_(bindparam("digests", expanding=True))
+)
+_INSERT_VERSION = insert(versions).returning(versions.c.id)
+_BUMP_MODEL = (
+    update(models)
+    .where(models.c.id == bindparam("model"))
+    .values(latest_version=bindparam("number"), updated_at=bindparam("now"))
+)
+_INSERT_EVENT = insert(events)
+_MOVE_HEAD = (
+    update(journal_head)
+    .where(journal_head.c.id == 1)
+    .values(seq=bindparam("new_seq"), hash=bindparam("new_hash"))
+)
 
 
 def now_us() -> int:
@@ -87,11 +110,7 @@ class Database:
             if self.is_sqlite:
                 conn = conn.execution_options(sqlite_immediate=True)
             with conn.begin():
-                head = conn.execute(
-                    select(journal_head.c.seq, journal_head.c.hash)
-                    .where(journal_head.c.id == 1)
-                    .with_for_update()
-                ).one()
+                head = conn.execute(_LOCK_HEAD).one()
                 yield Writer(conn, head.seq, head.hash)
 
     def record_blob(self, digest: str, size: int) -> None:
@@ -111,7 +130,7 @@ class Reader:
     # -- models ---------------------------------------------------------------------------
 
     def model_id(self, name: str) -> int | None:
-        return self.conn.execute(select(models.c.id).where(models.c.name == name)).scalar()
+        return self.conn.execute(_MODEL_ID, {"name": name}).scalar()
 
     def get_model(self, name: str) -> Model | None:
         row = self.conn.execute(select(models).where(models.c.name == name)).first()
@@ -292,8 +311,13 @@ class Reader:
 
     def blob_sizes(self, digests: Sequence[str]) -> dict[str, int]:
         """The size of each of ``digests`` the store holds; absent ones are left out."""
-        stmt = select(blobs.c.digest, blobs.c.size)
-        return {r.digest: r.size for r in self._in(stmt, blobs.c.digest, list(set(digests)))}
+        unique = list(set(digests))
+        sizes: dict[str, int] = {}
+        for start in range(0, len(unique), _IN_BATCH):
+            batch = unique[start : start + _IN_BATCH]
+            for digest, size in self.conn.execute(_BLOB_SIZES, {"digests": batch}):
+                sizes[digest] = size
+        return sizes
 
     # -- journal --------------------------------------------------------------------------
 
@@ -363,9 +387,7 @@ class Writer(Reader):
             _record_blobs(self.conn, sizes)
 
     def lock_model(self, name: str) -> Row[Any] | None:
-        return self.conn.execute(
-            select(models).where(models.c.name == name).with_for_update()
-        ).first()
+        return self.conn.execute(_LOCK_MODEL, {"name": name}).first()
 
     def insert_model(self, name: str, description: str, tags: Mapping[str, str], now: int) -> int:
         model_id = self.conn.execute(
@@ -407,11 +429,8 @@ class Writer(Reader):
         metrics: Mapping[str, float],
         now: int,
     ) -> int:
-        version_id = self.conn.execute(
-            insert(versions)
-            .values(model_id=model_id, number=number, created_at=now, **values)
-            .returning(versions.c.id)
-        ).scalar_one()
+        row = {"model_id": model_id, "number": number, "created_at": now, **values}
+        version_id = self.conn.execute(_INSERT_VERSION, row).scalar_one()
         self.conn.execute(
             insert(version_files),
             [
@@ -422,11 +441,7 @@ class Writer(Reader):
         self._insert_kv(version_tags, "version_id", version_id, tags)
         self._insert_kv(version_params, "version_id", version_id, params)
         self._insert_kv(version_metrics, "version_id", version_id, metrics)
-        self.conn.execute(
-            update(models)
-            .where(models.c.id == model_id)
-            .values(latest_version=number, updated_at=now)
-        )
+        self.conn.execute(_BUMP_MODEL, {"model": model_id, "number": number, "now": now})
         return int(version_id)
 
     def update_version(
@@ -481,20 +496,19 @@ class Writer(Reader):
             payload=payload,
         )
         self.conn.execute(
-            insert(events).values(
-                seq=seq,
-                time_us=now,
-                actor=actor,
-                kind=kind,
-                subject=subject,
-                payload=json.dumps(payload, sort_keys=True, separators=(",", ":")),
-                prev_hash=self._hash,
-                hash=digest,
-            )
+            _INSERT_EVENT,
+            {
+                "seq": seq,
+                "time_us": now,
+                "actor": actor,
+                "kind": kind,
+                "subject": subject,
+                "payload": json.dumps(payload, sort_keys=True, separators=(",", ":")),
+                "prev_hash": self._hash,
+                "hash": digest,
+            },
         )
-        self.conn.execute(
-            update(journal_head).where(journal_head.c.id == 1).values(seq=seq, hash=digest)
-        )
+        self.conn.execute(_MOVE_HEAD, {"new_seq": seq, "new_hash": digest})
         event = Event(seq, utc_from_us(now), actor, kind, subject, payload, self._hash, digest)
         self._seq, self._hash = seq, digest
         return event
