@@ -103,7 +103,7 @@ def settings(tmp_path: Path, database_url: str | None) -> Settings:
 def service(settings: Settings) -> Iterator[RegistryService]:
     svc = open_service(settings)
     yield svc
-    svc.db.engine.dispose()
+    svc.close()
 
 
 @pytest.fixture

@@ -10,7 +10,9 @@ check that failed and aborted uploads clean up after themselves.
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -126,6 +128,46 @@ def test_range_across_chunk_boundary(blobs: BlobStore) -> None:
     start, end = 1024 * 1024 - 3, 1024 * 1024 + 5
     assert read_all(blobs, digest, start, end) == data[start:end]
     assert read_all(blobs, digest, len(data) - 10) == data[-10:]
+
+
+def test_named_upload_reports_its_digest(blobs: BlobStore) -> None:
+    digest = sha(PAYLOAD)
+    upload = blobs.begin_upload(digest)
+    assert upload.digest == digest
+    upload.write(PAYLOAD)
+    upload.commit()
+    assert upload.digest == digest
+
+
+def test_unnamed_upload_is_named_by_what_it_hashes_to(backend: Backend) -> None:
+    blobs = backend.store
+    upload = blobs.begin_upload(None)
+    for i in range(0, len(PAYLOAD), 1000):
+        upload.write(PAYLOAD[i : i + 1000])
+    assert not blobs.exists(sha(PAYLOAD))
+    assert upload.commit() == len(PAYLOAD)
+    assert upload.digest == sha(PAYLOAD)
+    assert read_all(blobs, sha(PAYLOAD)) == PAYLOAD
+    assert backend.leftovers() == []
+
+
+def test_unnamed_upload_of_a_stored_blob_keeps_it(backend: Backend) -> None:
+    blobs = backend.store
+    digest = put(blobs, PAYLOAD)
+    upload = blobs.begin_upload(None)
+    upload.write(PAYLOAD)
+    assert upload.commit() == len(PAYLOAD)
+    assert upload.digest == digest
+    assert read_all(blobs, digest) == PAYLOAD
+    assert backend.leftovers() == []
+
+
+def test_unnamed_upload_abort_leaves_nothing(backend: Backend) -> None:
+    upload = backend.store.begin_upload(None)
+    upload.write(b"partial")
+    upload.abort()
+    assert not backend.store.exists(sha(b"partial"))
+    assert backend.leftovers() == []
 
 
 def test_digest_mismatch_raises_and_leaves_nothing(backend: Backend) -> None:
@@ -298,3 +340,30 @@ def test_a_reader_keeps_its_bytes_while_the_blob_is_replaced(blobs: BlobStore) -
 def test_check_passes_on_a_usable_store(backend: Backend) -> None:
     backend.store.check()
     assert backend.leftovers() == []
+
+
+# -- LocalBlobStore specifics -------------------------------------------------------------------
+
+
+def test_local_store_sweeps_only_stale_staging_files_when_it_opens(tmp_path: Path) -> None:
+    root = tmp_path / "blobs"
+    LocalBlobStore(root)
+    staging = root / "staging"
+    stale, fresh, other = staging / "a.1.part", staging / "b.2.part", staging / "notes.txt"
+    for path in (stale, fresh, other):
+        path.write_bytes(b"half an upload")
+    hours_ago = time.time() - 2 * 3600
+    os.utime(stale, (hours_ago, hours_ago))
+    os.utime(other, (hours_ago, hours_ago))
+    store = LocalBlobStore(root)  # a server restarting after a crash
+    assert not stale.exists()
+    assert fresh.exists(), "a recent upload may belong to another live process"
+    assert other.exists()
+    assert put(store, PAYLOAD) == sha(PAYLOAD)
+
+
+def test_local_store_layout(tmp_path: Path) -> None:
+    store = LocalBlobStore(tmp_path / "blobs")
+    digest = put(store, PAYLOAD)
+    assert store.path_of(digest) == tmp_path / "blobs" / "sha256" / digest[:2] / digest
+    assert store.path_of(digest).read_bytes() == PAYLOAD

@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 import pytest
 import typer.main
+from typer.testing import CliRunner
 
 from modelyard.cli.main import app
 
@@ -88,17 +89,22 @@ def run(*args: str, url: str | None, cwd: Path) -> Result:
     return run_many([args], url=url, cwd=cwd)[0]
 
 
-def assert_user_error(result: Result, *, first_line: str, single_line: bool = True) -> None:
-    """A non-zero exit, 'error: ...' first on stderr, and no traceback anywhere."""
+def assert_user_error(result: Result, *, contains: str, single_line: bool = True) -> list[str]:
+    """A non-zero exit, exactly one 'error: ...' line on stderr, and no traceback anywhere.
+
+    Progress bars may come before the error line; with ``single_line`` nothing may follow it.
+    Returns stderr's lines from the error line on.
+    """
     assert result.returncode != 0, result.output
     assert "Traceback" not in result.output, result.output
     lines = result.stderr.strip().splitlines()
-    assert lines, result.output
-    assert lines[0].startswith("error: "), result.stderr
-    assert first_line in lines[0], result.stderr
-    assert sum(line.startswith("error:") for line in lines) == 1, result.stderr
+    starts = [i for i, line in enumerate(lines) if line.startswith("error: ")]
+    assert len(starts) == 1, result.stderr
+    assert contains in lines[starts[0]], result.stderr
     if single_line:
-        assert len(lines) == 1, result.stderr
+        assert starts[0] == len(lines) - 1, result.stderr
+    assert result.stdout == "", result.stdout
+    return lines[starts[0] :]
 
 
 def tree_files(root: Path) -> dict[str, bytes]:
@@ -152,6 +158,10 @@ def test_readme_tour_and_user_errors(live_server: Any, model_dir: Path, tmp_path
     assert "registered churn/1" in first.stdout
     second = cli("register", "churn", str(model_dir), "-m", "auc=0.84", "-t", "team=growth").ok()
     assert "registered churn/2" in second.stdout
+    versions = httpx.get(f"{url}/api/v1/models/churn/versions").json()["items"]
+    assert [v["version"] for v in versions] == [2, 1]
+    assert versions[0]["manifest_digest"] == versions[1]["manifest_digest"]  # same files
+    assert versions[0]["metrics"] == {"auc": 0.84} and versions[0]["params"] == {}
 
     found = cli("search", 'metrics.auc >= 0.85 and tags.team = "growth"').ok()
     assert "churn/1" in found.stdout
@@ -204,16 +214,16 @@ def test_readme_tour_and_user_errors(live_server: Any, model_dir: Path, tmp_path
         url=url,
         cwd=work,
     )
-    assert_user_error(unknown, first_line="model 'nope' not found")
+    assert_user_error(unknown, contains="model 'nope' not found")
     # a filter error is one error line plus the filter with a caret under the mistake
-    assert_user_error(bad_filter, first_line="position 15", single_line=False)
-    caret = bad_filter.stderr.strip().splitlines()
+    caret = assert_user_error(bad_filter, contains="position 15", single_line=False)
+    assert len(caret) == 3, caret
     assert caret[1].strip() == "metrics.auc >=" and caret[2].strip() == "^"
     assert caret[2].index("^") - caret[1].index("m") == 15
-    assert_user_error(bad_metric, first_line="--metric auc='high'")
-    assert_user_error(bad_pair, first_line="KEY=VALUE")
-    assert_user_error(no_version, first_line="churn/9")
-    assert_user_error(bad_ref, first_line="Churn", single_line=False)  # long: see the xfail below
+    assert_user_error(bad_metric, contains="--metric auc='high'")
+    assert_user_error(bad_pair, contains="KEY=VALUE")
+    assert_user_error(no_version, contains="churn/9")
+    assert_user_error(bad_ref, contains="Churn", single_line=False)  # long: see the xfail below
 
     edited = cli("edit", "churn/2", "--tag", "reviewed=yes", "--untag", "team").ok()
     assert "churn/2" in edited.stdout
@@ -271,7 +281,7 @@ def test_server_not_running(model_dir: Path, tmp_path: Path) -> None:
         cwd=tmp_path,
     )
     for result in results:
-        assert_user_error(result, first_line="cannot reach Modelyard", single_line=False)
+        assert_user_error(result, contains="cannot reach Modelyard", single_line=False)
         assert url in result.stderr.replace("\n", "")
 
 
@@ -283,11 +293,11 @@ def test_server_not_running(model_dir: Path, tmp_path: Path) -> None:
 )
 def test_server_not_running_error_is_one_line(tmp_path: Path) -> None:
     result = run("show", "churn", url=dead_url(), cwd=tmp_path)
-    assert_user_error(result, first_line="cannot reach Modelyard", single_line=True)
+    assert_user_error(result, contains="cannot reach Modelyard", single_line=True)
 
 
 def _command_paths() -> tuple[list[list[str]], list[list[str]]]:
-    """Every (sub)command of the CLI as argument lists: (leaf commands, groups)."""
+    """Every (sub)command as argument lists: (leaf commands, groups with [] the top level)."""
     leaves: list[list[str]] = []
     groups: list[list[str]] = [[]]
 
@@ -303,23 +313,48 @@ def _command_paths() -> tuple[list[list[str]], list[list[str]]]:
     return leaves, groups
 
 
-def test_help_of_every_command(tmp_path: Path) -> None:
+def help_of(path: list[str]) -> str:
+    """`modelyard PATH --help`, rendered in-process (the same Typer app the script runs)."""
+    result = CliRunner().invoke(app, [*path, "--help"], env={"COLUMNS": "80", "TERM": "dumb"})
+    assert result.exit_code == 0, (path, result.output)
+    assert "Traceback" not in result.output
+    return result.output
+
+
+def test_help_of_every_command() -> None:
     leaves, groups = _command_paths()
     expected = {"serve", "register", "show", "resolve", "download", "search", "edit"}
     assert expected <= {" ".join(p) for p in leaves}
     assert {"alias set", "alias delete", "journal verify"} <= {" ".join(p) for p in leaves}
+    for path in leaves:
+        text = help_of(path)
+        assert "Usage:" in text
+        assert "Example" in text, (path, text)
+        example = text[text.index("Example") :].replace("\n", " ")
+        assert f"modelyard {' '.join(path)}" in example, (path, text)
+    for path in groups:
+        text = help_of(path)
+        for child in [p[-1] for p in leaves + groups if p[:-1] == path and p != path]:
+            assert child in text, (path, child)
 
-    results = run_many([[*p, "--help"] for p in leaves + groups], url=None, cwd=tmp_path)
-    for path, result in zip(leaves + groups, results, strict=True):
-        result.ok()
-        assert "Usage:" in result.stdout
-        if path in leaves:
-            assert "Example" in result.stdout, (path, result.stdout)
-            assert f"modelyard {' '.join(path)}" in result.stdout.replace("\n", " "), path
-        else:
-            listed = [p[-1] for p in leaves + groups if p[:-1] == path and p != path]
-            for name in listed:
-                assert name in result.stdout, (path, name)
+
+def test_help_through_the_console_script(tmp_path: Path) -> None:
+    top, register = run_many([["--help"], ["register", "--help"]], url=None, cwd=tmp_path)
+    for name in ("register", "search", "download", "alias", "journal", "serve"):
+        assert name in top.ok().stdout
+    assert "Example" in register.ok().stdout
+    assert "--metric" in register.stdout
+
+
+@pytest.mark.xfail(
+    reason="BUG: cli/main.py: the help of the groups (modelyard, alias, journal) has no"
+    " Example, though the README promises examples in `modelyard --help` and every command",
+    strict=True,
+)
+def test_help_of_every_group_has_an_example() -> None:
+    _, groups = _command_paths()
+    for path in groups:
+        assert "Example" in help_of(path), path
 
 
 @pytest.mark.xfail(
@@ -327,9 +362,8 @@ def test_help_of_every_command(tmp_path: Path) -> None:
     " (rich_markup_mode='rich'), so '[@VERSION]' vanishes from --help",
     strict=True,
 )
-def test_register_help_shows_the_dataset_syntax(tmp_path: Path) -> None:
-    result = run("register", "--help", url=None, cwd=tmp_path).ok()
-    assert "NAME[@VERSION]" in result.stdout
+def test_register_help_shows_the_dataset_syntax() -> None:
+    assert "NAME[@VERSION]" in help_of(["register"])
 
 
 def test_console_script_is_installed() -> None:

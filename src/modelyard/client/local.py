@@ -101,4 +101,4 @@ class LocalTransport:
         return self.service.events(after=after, limit=limit)
 
     def close(self) -> None:
-        self.service.db.engine.dispose()
+        self.service.close()

@@ -144,7 +144,8 @@ class Registry:
             else:
                 unknown[rel] = (local, size, stamp)
 
-        missing = set(self._transport.missing_blobs(sorted({d for _, _, d in known.values()})))
+        known_digests = sorted({d for _, _, d in known.values()})
+        missing = set(self._transport.missing_blobs(known_digests)) if known_digests else set()
         to_send = {d: (p, n) for p, n, d in known.values() if d in missing}
         total = sum(n for _, n in to_send.values()) + sum(n for _, n, _ in unknown.values())
         with self._progress.task("uploading", total) as advance:

@@ -320,19 +320,19 @@ class RegistryService:
         """
         ref = parse_reference(reference) if isinstance(reference, str) else reference
         key = str(ref)
+        seq = self.db.head_seq()
+        cached = self._resolved.get(key)
+        if cached is not None and cached[0] == seq:
+            return cached[1]
         with self.db.read() as tx:
-            seq = tx.journal_seq()
-            cached = self._resolved.get(key)
-            if cached is not None and cached[0] == seq:
-                return cached[1]
             version_id = tx.resolve_id(ref)
             if version_id is None:
                 raise self._unresolved(tx, ref)
             version = tx.load_versions([version_id])[0]
         if len(self._resolved) >= RESOLVE_CACHE_SIZE:
             self._resolved.clear()
-        # Cached under the head read first: if a commit slipped in between, the entry is
-        # merely refreshed on the next call, never served stale.
+        # Cached under the head read before the version: if a commit slipped in between,
+        # the entry is merely refreshed on the next call, never served stale.
         self._resolved[key] = (seq, version)
         return version
 
@@ -488,6 +488,9 @@ class RegistryService:
         limit = validate_page_size(limit)
         with self.db.read() as tx:
             return tx.events_after(after, limit, subject, kind)
+
+    def close(self) -> None:
+        self.db.close()
 
     def check_ready(self) -> None:
         self.db.ping()
