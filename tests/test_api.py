@@ -134,12 +134,6 @@ def test_health_readiness_and_docs(client: TestClient) -> None:
     assert "openapi.json" in docs.text
 
 
-@pytest.mark.xfail(
-    reason="BUG: api/routes/blobs.py download and api/routes/models.py download_file use"
-    " api_route(methods=['GET', 'HEAD']), so OpenAPI gets two operations with one operationId"
-    " (FastAPI warns 'Duplicate Operation ID'), which breaks client generators",
-    strict=True,
-)
 def test_openapi_operation_ids_are_unique(client: TestClient) -> None:
     spec = client.get("/openapi.json").json()
     ids = [op["operationId"] for item in spec["paths"].values() for op in item.values()]
@@ -229,12 +223,6 @@ def test_unnamed_upload_streamed_and_empty(client: TestClient) -> None:
     assert empty.json() == {"digest": f"sha256:{sha(b'')}", "size": 0, "created": True}
 
 
-@pytest.mark.xfail(
-    reason="BUG: api/routes/blobs.py _receive always answers created: true (201), so an"
-    " unnamed upload of bytes the server already holds claims to have created the blob,"
-    " where PUT of the same bytes answers 200 created: false",
-    strict=True,
-)
 def test_unnamed_upload_of_a_stored_blob_says_not_created(client: TestClient) -> None:
     digest = upload(client, b"already here")
     again = client.post("/api/v1/blobs/uploads", content=b"already here")
@@ -391,14 +379,7 @@ def test_register_refuses_a_manifest_naming_a_blob_that_failed_its_digest(
         "a%00b",
         "a%20b",
         "a%40b",
-        pytest.param(
-            "a" * 129,
-            marks=pytest.mark.xfail(
-                reason="BUG: api/routes/models.py Name = Path(max_length=128) answers a 129-char"
-                " name with code invalid_input, every other bad name gets invalid_name",
-                strict=True,
-            ),
-        ),
+        "a" * 129,
     ],
 )
 def test_invalid_model_names(client: TestClient, segment: str, blob: dict) -> None:
@@ -505,12 +486,6 @@ def test_oversized_json_body_with_content_length(client: TestClient) -> None:
     problem(client.get("/api/v1/models/churn"), 404, "model_not_found")
 
 
-@pytest.mark.xfail(
-    reason="BUG: api/limits.py raises _TooLarge from receive(); FastAPI's body reader catches"
-    " any exception while reading and turns it into HTTPException(400, 'There was an error"
-    " parsing the body'), so a chunked body over 8 MiB gets 400 http_error, not 413",
-    strict=True,
-)
 def test_oversized_json_body_streamed_without_content_length(client: TestClient) -> None:
     def chunks() -> Iterator[bytes]:
         yield b'{"description": "'
@@ -554,11 +529,6 @@ def test_non_finite_or_non_numeric_metric(client: TestClient, blob: dict, litera
     problem(client.get("/api/v1/models/churn"), 404, "model_not_found")
 
 
-@pytest.mark.xfail(
-    reason="BUG: domain/versions.py validate_new_version calls math.isfinite() on an int"
-    " metric; an integer too large for a float (10**400) raises OverflowError -> 500",
-    strict=True,
-)
 def test_huge_integer_metric_is_a_client_error(client: TestClient, blob: dict) -> None:
     raw = with_metric(blob, "1" + "0" * 400)
     problem(post_raw(client, "/api/v1/models/churn/versions", raw), 400, None)
@@ -829,12 +799,6 @@ def test_resolve_unknown(client: TestClient, ref: str, code: str) -> None:
     problem(client.get(f"/api/v1/resolve/{ref}"), 404, code)
 
 
-@pytest.mark.xfail(
-    reason="BUG: domain/references.py parse_reference and the {number} path parameter accept"
-    " any version number; one beyond the INTEGER column (2**31 on PostgreSQL, 2**63 on SQLite)"
-    " reaches the query and fails there with a 500 instead of 404 version_not_found",
-    strict=True,
-)
 def test_huge_version_number_is_not_a_server_error(client: TestClient) -> None:
     seed_churn(client)
     for number in (2**31, 10**20):
@@ -979,11 +943,6 @@ def test_file_unsatisfiable_range(client: TestClient, hundred: str, header: str)
     assert response.headers["content-range"] == "bytes */100"
 
 
-@pytest.mark.xfail(
-    reason="BUG: api/streaming.py answers 416 with a bare Response (no body, no content-type)"
-    " instead of a problem+json like every other error",
-    strict=True,
-)
 def test_file_unsatisfiable_range_is_a_problem(client: TestClient, hundred: str) -> None:
     problem(client.get(hundred, headers={"Range": "bytes=100-"}), 416, None)
 

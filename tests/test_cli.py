@@ -223,7 +223,7 @@ def test_readme_tour_and_user_errors(live_server: Any, model_dir: Path, tmp_path
     assert_user_error(bad_metric, contains="--metric auc='high'")
     assert_user_error(bad_pair, contains="KEY=VALUE")
     assert_user_error(no_version, contains="churn/9")
-    assert_user_error(bad_ref, contains="Churn", single_line=False)  # long: see the xfail below
+    assert_user_error(bad_ref, contains="Churn")
 
     edited = cli("edit", "churn/2", "--tag", "reviewed=yes", "--untag", "team").ok()
     assert "churn/2" in edited.stdout
@@ -285,12 +285,6 @@ def test_server_not_running(model_dir: Path, tmp_path: Path) -> None:
         assert url in result.stderr.replace("\n", "")
 
 
-@pytest.mark.xfail(
-    reason="BUG: cli/output.py errors = Console(stderr=True) wraps at the terminal width"
-    " (80 columns on a pipe), so a long 'error:' message such as 'cannot reach Modelyard ...'"
-    " is split over two lines",
-    strict=True,
-)
 def test_server_not_running_error_is_one_line(tmp_path: Path) -> None:
     result = run("show", "churn", url=dead_url(), cwd=tmp_path)
     assert_user_error(result, contains="cannot reach Modelyard", single_line=True)
@@ -346,22 +340,12 @@ def test_help_through_the_console_script(tmp_path: Path) -> None:
     assert "--metric" in register.stdout
 
 
-@pytest.mark.xfail(
-    reason="BUG: cli/main.py: the help of the groups (modelyard, alias, journal) has no"
-    " Example, though the README promises examples in `modelyard --help` and every command",
-    strict=True,
-)
 def test_help_of_every_group_has_an_example() -> None:
     _, groups = _command_paths()
     for path in groups:
         assert "Example" in help_of(path), path
 
 
-@pytest.mark.xfail(
-    reason="BUG: cli/main.py register --dataset help 'NAME[@VERSION]' is read as Rich markup"
-    " (rich_markup_mode='rich'), so '[@VERSION]' vanishes from --help",
-    strict=True,
-)
 def test_register_help_shows_the_dataset_syntax() -> None:
     assert "NAME[@VERSION]" in help_of(["register"])
 

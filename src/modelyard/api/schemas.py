@@ -21,6 +21,7 @@ from pydantic import (
 
 from modelyard.domain.manifest import FileEntry
 from modelyard.domain.models import DatasetRef, Environment, SourceRef
+from modelyard.domain.references import MAX_VERSION_NUMBER
 from modelyard.domain.versions import NewVersion
 
 
@@ -125,7 +126,7 @@ def _param_text(value: str | int | float | bool) -> str:
 
 
 class AliasIn(_Strict):
-    version: StrictInt = Field(ge=1)
+    version: StrictInt = Field(ge=1, le=MAX_VERSION_NUMBER)
 
 
 class VersionOut(BaseModel):

@@ -7,6 +7,8 @@ from collections.abc import Callable, Iterator
 
 from starlette.responses import Response, StreamingResponse
 
+from modelyard.api.problems import problem
+
 _RANGE_RE = re.compile(r"bytes=(\d*)-(\d*)")
 
 
@@ -16,6 +18,7 @@ def stream_blob(
     range_header: str | None,
     read: Callable[[int, int | None], Iterator[bytes]],
     *,
+    instance: str,
     head: bool = False,
 ) -> Response:
     """A 200 with the whole blob, or a 206 for one satisfiable byte range (416 otherwise).
@@ -38,8 +41,15 @@ def stream_blob(
         else:  # suffix range: the last N bytes
             start = max(size - int(last), 0)
         if start >= size or start >= end:
-            headers["Content-Range"] = f"bytes */{size}"
-            return Response(status_code=416, headers=headers)
+            refusal = problem(
+                416,
+                "range_not_satisfiable",
+                "Range not satisfiable",
+                f"range {range_header!r} is outside the {size} bytes of the file",
+                instance,
+            )
+            refusal.headers["Content-Range"] = f"bytes */{size}"
+            return refusal
         status = 206
         headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
     headers["Content-Length"] = str(end - start)

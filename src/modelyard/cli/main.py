@@ -1,4 +1,4 @@
-"""``modelyard``: serve a registry, register, find, alias and download models.
+"""modelyard: serve a registry, register, find, alias and download models.
 
 Every command talks to the registry at --url / MODELYARD_URL (default
 http://127.0.0.1:8080); a directory path instead of a URL works in-process, no server.
@@ -21,14 +21,23 @@ from modelyard.domain.errors import InvalidInput, ModelyardError
 
 app = typer.Typer(
     name="modelyard",
-    help=__doc__,
+    help=(__doc__ or "")
+    + "\n\n[bold]Example[/bold]: modelyard register churn ./model_dir --metric auc=0.87",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-alias_app = typer.Typer(help="Manage aliases: named pointers such as churn@champion.")
-journal_app = typer.Typer(help="Read and verify the tamper-evident journal of every change.")
+alias_app = typer.Typer(
+    help="Manage aliases: named pointers such as churn@champion.\n\n"
+    "[bold]Example[/bold]: modelyard alias set churn champion 42",
+    no_args_is_help=True,
+)
+journal_app = typer.Typer(
+    help="Read and verify the tamper-evident journal of every change.\n\n"
+    "[bold]Example[/bold]: modelyard journal verify",
+    no_args_is_help=True,
+)
 app.add_typer(alias_app, name="alias")
 app.add_typer(journal_app, name="journal")
 
@@ -157,7 +166,7 @@ def register(
         list[str] | None, typer.Option("--tag", "-t", help="KEY=VALUE, repeatable.")
     ] = None,
     dataset: Annotated[
-        str | None, typer.Option(help="Training data: NAME[@VERSION] or a URI.")
+        str | None, typer.Option(help="Training data: NAME\\[@VERSION] or a URI.")
     ] = None,
     description: Annotated[str, typer.Option(help="Markdown description (model card).")] = "",
     description_file: Annotated[

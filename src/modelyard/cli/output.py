@@ -26,7 +26,7 @@ from modelyard.domain.models import Event, Model, Version
 __all__ = ["Table", "escape"]  # re-exported for the commands
 
 console = Console()
-errors = Console(stderr=True)
+errors = Console(stderr=True, soft_wrap=True)  # an error stays one line in a log
 
 # Below this a transfer is over before a bar would be worth drawing.
 PROGRESS_THRESHOLD = 4 * 1024 * 1024

@@ -14,6 +14,9 @@ from modelyard.domain.names import validate_alias_name, validate_model_name
 
 _DIGEST_RE = re.compile(r"sha256:[0-9a-f]{64}")
 
+# Version numbers are 32-bit signed integers in the database.
+MAX_VERSION_NUMBER = 2**31 - 1
+
 
 class RefKind(Enum):
     LATEST = "latest"
@@ -57,7 +60,8 @@ def parse_reference(text: str) -> Reference:
         if "/" in text:
             model, _, number = text.partition("/")
             validate_model_name(model)
-            if not number.isdigit() or not number.isascii() or int(number) < 1:
+            valid = number.isdigit() and number.isascii() and len(number) <= 10
+            if not valid or not 1 <= int(number) <= MAX_VERSION_NUMBER:
                 raise InvalidReference(
                     f"{text!r}: the part after '/' must be a version number (1, 2, 3, ...)"
                 )

@@ -51,8 +51,12 @@ def validate_new_version(spec: NewVersion) -> NewVersion:
         validate_key(key, "metric name")
         if isinstance(metric, bool) or not isinstance(metric, int | float):
             raise InvalidInput(f"metric {key!r} must be a number, got {metric!r}")
-        if not math.isfinite(metric):
-            raise InvalidInput(f"metric {key!r} must be a finite number, got {metric!r}")
+        try:
+            finite = math.isfinite(float(metric))
+        except OverflowError:  # an int beyond any float
+            finite = False
+        if not finite:
+            raise InvalidInput(f"metric {key!r} must be a finite number, got {str(metric)[:40]}")
     validate_description(spec.description)
     for what, text, limit in (
         ("run reference", spec.run, MAX_SHORT_TEXT),

@@ -58,11 +58,13 @@ class RegistryService:
         """Start an upload named by its digest, or (None) named by what it hashes to."""
         return self.blobs.begin_upload(None if digest is None else validate_digest_hex(digest))
 
-    def finish_blob_upload(self, upload: BlobUpload) -> int:
-        """Verify and publish the bytes, then record the blob; returns its size."""
+    def finish_blob_upload(self, upload: BlobUpload) -> tuple[int, bool]:
+        """Verify and publish the bytes, then record the blob.
+
+        Returns its size and whether it is new (False: the registry held these bytes).
+        """
         size = upload.commit()
-        self.db.record_blob(upload.digest, size)
-        return size
+        return size, self.db.record_blob(upload.digest, size)
 
     def blob_size(self, digest: str) -> int:
         size = self.blobs.size(validate_digest_hex(digest))

@@ -65,12 +65,12 @@ async def _receive(request: Request, hex_digest: str | None) -> Response:
     except BaseException:
         upload.abort()
         raise
-    size = await run_in_threadpool(svc.finish_blob_upload, upload)
-    body = {"digest": f"sha256:{upload.digest}", "size": size, "created": True}
-    return json_response(body, status=201)
+    size, created = await run_in_threadpool(svc.finish_blob_upload, upload)
+    body = {"digest": f"sha256:{upload.digest}", "size": size, "created": created}
+    return json_response(body, status=201 if created else 200)
 
 
-@router.api_route("/{digest}", methods=["GET", "HEAD"], response_class=Response)
+@router.get("/{digest}", response_class=Response, operation_id="get_blob")
 def download(
     digest: DigestPath, request: Request, range: Annotated[str | None, Header()] = None
 ) -> Response:
@@ -83,5 +83,11 @@ def download(
         size,
         range,
         lambda start, end: svc.read_blob(hex_digest, start, end),
+        instance=request.url.path,
         head=request.method == "HEAD",
     )
+
+
+router.add_api_route(
+    "/{digest}", download, methods=["HEAD"], response_class=Response, operation_id="head_blob"
+)

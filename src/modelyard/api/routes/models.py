@@ -20,11 +20,13 @@ from modelyard.api.schemas import (
 )
 from modelyard.api.streaming import stream_blob
 from modelyard.domain.models import Model, Page, Version
+from modelyard.domain.references import MAX_VERSION_NUMBER
 
 router = APIRouter(prefix="/api/v1/models", tags=["models"])
 
-Name = Annotated[str, Path(max_length=128, description="Model name")]
-Number = Annotated[int, Path(ge=1, description="Version number")]
+# Names are validated by the service (one rule, one error code), not by the route.
+Name = Annotated[str, Path(description="Model name")]
+Number = Annotated[int, Path(ge=1, le=MAX_VERSION_NUMBER, description="Version number")]
 Filter = Annotated[
     str | None,
     Query(max_length=4096, description='Filter, e.g. metrics.auc >= 0.85 and tags.team = "growth"'),
@@ -137,11 +139,10 @@ def update_version(name: Name, number: Number, body: PatchIn, request: Request) 
     return json_response(version.as_dict())
 
 
-@router.api_route(
-    "/{name}/versions/{number}/files/{path:path}",
-    methods=["GET", "HEAD"],
-    response_class=Response,
-)
+_FILE_PATH = "/{name}/versions/{number}/files/{path:path}"
+
+
+@router.get(_FILE_PATH, response_class=Response, operation_id="get_version_file")
 def download_file(
     name: Name,
     number: Number,
@@ -157,8 +158,18 @@ def download_file(
         entry.size,
         range,
         lambda start, end: svc.read_blob(entry.sha256, start, end),
+        instance=request.url.path,
         head=request.method == "HEAD",
     )
+
+
+router.add_api_route(
+    _FILE_PATH,
+    download_file,
+    methods=["HEAD"],
+    response_class=Response,
+    operation_id="head_version_file",
+)
 
 
 @router.put("/{name}/aliases/{alias}", response_model=VersionOut)

@@ -118,10 +118,13 @@ class Database:
                 head = conn.execute(_LOCK_HEAD).one()
                 yield Writer(conn, head.seq, head.hash)
 
-    def record_blob(self, digest: str, size: int) -> None:
-        """Note that the blob store holds ``digest`` (idempotent; not a journaled mutation)."""
+    def record_blob(self, digest: str, size: int) -> bool:
+        """Note that the blob store holds ``digest`` (idempotent; not a journaled mutation).
+
+        True when this is news, False when the blob was recorded already.
+        """
         with self.engine.begin() as conn:
-            _record_blobs(conn, {digest: size})
+            return _record_blobs(conn, {digest: size}) > 0
 
     def head_seq(self) -> int:
         """The journal head's sequence number, read outside any transaction.
@@ -558,11 +561,17 @@ class Writer(Reader):
             )
 
 
-def _record_blobs(conn: Connection, sizes: Mapping[str, int]) -> None:
+def _record_blobs(conn: Connection, sizes: Mapping[str, int]) -> int:
+    """Insert the blobs not yet recorded; returns how many were new."""
     dialect = sqlite if conn.dialect.name == "sqlite" else postgresql
     now = now_us()
-    rows = [{"digest": d, "size": s, "created_at": now} for d, s in sizes.items()]
-    conn.execute(dialect.insert(blobs).on_conflict_do_nothing(), rows)
+    new = 0
+    # RETURNING, not rowcount: psycopg reports -1 for an INSERT ... ON CONFLICT here.
+    stmt = dialect.insert(blobs).on_conflict_do_nothing().returning(blobs.c.digest)
+    for digest, size in sizes.items():
+        row = {"digest": digest, "size": size, "created_at": now}
+        new += len(conn.execute(stmt, row).all())
+    return new
 
 
 def _version_from_row(
