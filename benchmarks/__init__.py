@@ -1,0 +1,1 @@
+"""Benchmarks: Modelyard side by side with MLflow. Run ``python -m benchmarks.run``."""

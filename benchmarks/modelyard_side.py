@@ -1,0 +1,390 @@
+"""Modelyard half of the side-by-side benchmark: every figure from a real ``modelyard serve``.
+
+Each phase gets its own server subprocess on a free loopback port and a fresh temporary data
+directory (SQLite, the default), and is driven the way users drive it: the SDK for
+registration and big files, plain keep-alive HTTP for resolve and search. The result dict uses
+the same keys as ``benchmarks/mlflow/side.py`` wherever the two measure the same thing.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+import modelyard
+from benchmarks._harness import (
+    MIB,
+    Marks,
+    ModelyardServer,
+    RssSampler,
+    ms,
+    pct,
+    rss_kib,
+    write_random,
+)
+from benchmarks._seed import TEAMS, seed_search_db
+
+Log = Callable[[str], None]
+
+STARTS = 5
+REGISTER_WARMUP = 3
+RESOLVE_WARMUP = 10
+RESOLVE_THREADS = 16
+SEARCH_REPS = 20
+SEARCH_WARMUP = 2
+SEARCH_PAGE = 100
+MODEL = "bench-register"
+
+# label -> (filter, order_by). "metric" is the headline query from the brief; "tag" exists to
+# have one row that matches MLflow's search_model_versions exactly.
+SEARCH_QUERIES: dict[str, tuple[str, str | None]] = {
+    "metric": ("metrics.auc >= 0.85", None),
+    "metric_tag": ('metrics.auc >= 0.85 and tags.team = "growth"', None),
+    "metric_order": ("metrics.auc >= 0.85", "metrics.auc desc"),
+    "tag": ('tags.team = "growth"', None),
+}
+
+
+def run_modelyard_benchmark(
+    *,
+    quick: bool,
+    big_mib: int,
+    search_sizes: list[int],
+    workdir: Path,
+    log: Log = print,
+) -> dict[str, Any]:
+    """Run every Modelyard measurement; returns a flat dict (plus ``search``: size -> ms)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    root = Path(tempfile.mkdtemp(prefix="modelyard-bench-", dir=workdir))
+    # The SDK's hash cache is per run: nothing carries over from earlier runs or the user's
+    # own cache, but it does carry over from the first big registration to the re-registration.
+    old_cache = os.environ.get("MODELYARD_CACHE_DIR")
+    os.environ["MODELYARD_CACHE_DIR"] = str(root / "hash-cache")
+    out: dict[str, Any] = {"modelyard_version": modelyard.__version__, "quick": quick}
+    errors: dict[str, str] = {}
+    out["errors"] = errors
+    try:
+        log("serve start-up")
+        out.update(_guard(errors, "startup", log, _startup, root / "startup") or {})
+        log("registration and resolve")
+        _guard(
+            errors,
+            "registry",
+            log,
+            _register_and_resolve,
+            root / "registry",
+            out,
+            errors,
+            log,
+            quick,
+        )
+        log(f"big file ({big_mib} MiB) and server RSS")
+        out.update(_guard(errors, "big_file", log, _big_file, root / "big", big_mib) or {})
+        out["search"] = {}
+        for n in search_sizes:
+            log(f"search over {n} versions")
+            result = _guard(errors, f"search_{n}", log, _search, root / f"search-{n}", n)
+            if result is not None:
+                out["search"][str(n)] = result
+    finally:
+        if old_cache is None:
+            os.environ.pop("MODELYARD_CACHE_DIR", None)
+        else:
+            os.environ["MODELYARD_CACHE_DIR"] = old_cache
+        shutil.rmtree(root, ignore_errors=True)
+    return out
+
+
+def _guard(
+    errors: dict[str, str], phase: str, log: Log, run: Callable[..., Any], *args: Any
+) -> Any:
+    """Run one phase; a failure is recorded and the remaining phases still run.
+
+    The code under test changes while people work, so one broken endpoint must not cost
+    every other figure of a long run.
+    """
+    try:
+        return run(*args)
+    except Exception as exc:
+        lines = str(exc).strip().splitlines() or [""]
+        message = f"{exc.__class__.__name__}: {lines[0][:200]}"
+        errors[phase] = message
+        log(f"{phase} FAILED: {message}")
+        return None
+
+
+# -- 1. start-up ----------------------------------------------------------------------------
+
+
+def _startup(root: Path) -> dict[str, Any]:
+    """Spawn -> first 200 on /readyz: on a fresh data dir (runs the migrations) and again on
+    an existing one (what a restart or a new replica costs)."""
+    root.mkdir(parents=True)
+    fresh: list[float] = []
+    warm: list[float] = []
+    existing = root / "existing"
+    for i in range(STARTS):
+        with ModelyardServer(root / f"fresh-{i}", root / "server.log") as server:
+            fresh.append(server.startup_s)
+    shutil.copytree(root / f"fresh-{STARTS - 1}", existing)
+    for _ in range(STARTS):
+        with ModelyardServer(existing, root / "server.log") as server:
+            warm.append(server.startup_s)
+    return {
+        "startup_s": round(statistics.median(fresh), 3),
+        "startup_all_s": [round(s, 3) for s in fresh],
+        "startup_existing_s": round(statistics.median(warm), 3),
+        "startup_existing_all_s": [round(s, 3) for s in warm],
+    }
+
+
+# -- 2 and 3. registration and resolve ------------------------------------------------------
+
+
+def _register_and_resolve(
+    root: Path, out: dict[str, Any], errors: dict[str, str], log: Log, quick: bool
+) -> None:
+    """Registration first (its figure stands even if resolve then fails), then resolve."""
+    n = 100 if quick else 500
+    files_dir = root / "files"
+    files_dir.mkdir(parents=True)
+    files = []
+    for i in range(REGISTER_WARMUP + n):
+        path = files_dir / f"model-{i:04d}.bin"
+        path.write_bytes(os.urandom(1024))  # distinct content: every version uploads a blob
+        files.append(path)
+    rng = random.Random(42)
+    with (
+        ModelyardServer(root / "data", root / "server.log") as server,
+        modelyard.connect(server.url) as reg,
+    ):
+
+        def register(i: int) -> None:
+            reg.register(
+                MODEL,
+                files[i],
+                metrics={"auc": rng.uniform(0.5, 1.0), "loss": rng.uniform(0.1, 0.5)},
+                params={"lr": 0.01, "depth": i % 12, "optimizer": "adam"},
+                tags={"team": TEAMS[i % len(TEAMS)]},
+            )
+
+        for i in range(REGISTER_WARMUP):
+            register(i)
+        t0 = time.perf_counter()
+        for i in range(REGISTER_WARMUP, REGISTER_WARMUP + n):
+            register(i)
+        elapsed = time.perf_counter() - t0
+        out["register_n"] = n
+        out["register_s"] = round(elapsed, 3)
+        out["register_per_s"] = round(n / elapsed, 2)
+        out["register_ms_mean"] = ms(elapsed / n)
+
+        reg.set_alias(MODEL, "champion", 1)
+        out.update(_guard(errors, "resolve_http", log, _resolve_http, server.url, quick) or {})
+        out.update(_guard(errors, "resolve_sdk", log, _resolve_sdk, reg, quick) or {})
+
+
+def _resolve_sdk(reg: modelyard.Registry, quick: bool) -> dict[str, Any]:
+    """What a Python caller sees: the SDK's resolve, including building the Version."""
+    samples: list[float] = []
+    for _ in range(RESOLVE_WARMUP):
+        reg.resolve(f"{MODEL}@champion")
+    for _ in range(100 if quick else 300):
+        t = time.perf_counter()
+        version = reg.resolve(f"{MODEL}@champion")
+        samples.append(time.perf_counter() - t)
+        if version.version != 1:
+            raise RuntimeError(f"{MODEL}@champion resolved to {version.version}")
+    return {"sdk_resolve_p50_ms": ms(pct(samples, 50)), "sdk_resolve_p99_ms": ms(pct(samples, 99))}
+
+
+def _resolve_http(url: str, quick: bool) -> dict[str, Any]:
+    """GET /api/v1/resolve/NAME@champion over keep-alive: one client, then 16 at once."""
+    path = f"/api/v1/resolve/{MODEL}@champion"
+
+    def timed(client: httpx.Client) -> float:
+        t = time.perf_counter()
+        response = client.get(path)
+        dt = time.perf_counter() - t
+        if response.status_code != 200:
+            raise RuntimeError(f"resolve answered {response.status_code}: {response.text[:200]}")
+        return dt
+
+    with httpx.Client(base_url=url, timeout=30.0) as client:
+        first = client.get(path)
+        if first.status_code != 200 or first.json().get("version") != 1:
+            raise RuntimeError(f"resolve answered {first.status_code}: {first.text[:200]}")
+        for _ in range(RESOLVE_WARMUP):
+            timed(client)
+        seq = [timed(client) for _ in range(300 if quick else 2000)]
+
+    per_thread = 50 if quick else 200
+    barrier = threading.Barrier(RESOLVE_THREADS + 1, timeout=60)
+
+    def worker() -> list[float]:
+        with httpx.Client(base_url=url, timeout=30.0) as own:
+            timed(own)  # connect before the clock starts
+            barrier.wait()
+            return [timed(own) for _ in range(per_thread)]
+
+    with ThreadPoolExecutor(max_workers=RESOLVE_THREADS) as pool:
+        futures = [pool.submit(worker) for _ in range(RESOLVE_THREADS)]
+        barrier.wait()
+        t0 = time.perf_counter()
+        conc = [x for f in futures for x in f.result(timeout=600)]
+        wall = time.perf_counter() - t0
+    return {
+        "resolve_n": len(seq),
+        "resolve_p50_ms": ms(pct(seq, 50)),
+        "resolve_p99_ms": ms(pct(seq, 99)),
+        "resolve_mean_ms": ms(statistics.fmean(seq)),
+        "resolve16_n": len(conc),
+        "resolve16_p50_ms": ms(pct(conc, 50)),
+        "resolve16_p99_ms": ms(pct(conc, 99)),
+        "resolve16_rps": round(len(conc) / wall, 1),
+    }
+
+
+# -- 5 and 6. big files and server memory ---------------------------------------------------
+
+
+def _big_file(root: Path, big_mib: int) -> dict[str, Any]:
+    """Register and download a quarter-size file, then the full one, sampling server RSS.
+
+    The quarter runs first so that its peak cannot be masked by the full file's: if memory
+    is flat in file size, both peaks are about the same.
+    """
+    src = root / "src"
+    src.mkdir(parents=True)
+    sizes = {"quarter": max(1, big_mib // 4) * MIB, "full": big_mib * MIB}
+    payloads = {label: src / f"payload-{label}.bin" for label in sizes}
+    for label, size in sizes.items():
+        write_random(payloads[label], size)
+    out: dict[str, Any] = {"big_mib": big_mib}
+    marks = Marks()
+    with ModelyardServer(root / "data", root / "server.log") as server:
+        time.sleep(0.5)  # let start-up allocations settle before the idle reading
+        out["server_idle_rss_mb"] = round(rss_kib(server.pid) / 1024, 1)
+        sampler = RssSampler(server.pid)
+        sampler.start()
+        try:
+            with modelyard.connect(server.url) as reg:
+                timings: dict[str, float] = {}
+                for label, path in payloads.items():
+                    mib = sizes[label] / MIB
+                    with marks.span(f"{label}_upload"):
+                        t = time.perf_counter()
+                        version = reg.register(f"bench-big-{label}", path)
+                        timings[f"{label}_upload_s"] = time.perf_counter() - t
+                    dest = root / f"download-{label}"
+                    with marks.span(f"{label}_download"):
+                        t = time.perf_counter()
+                        reg.download(version, dest)
+                        timings[f"{label}_download_s"] = time.perf_counter() - t
+                    if (dest / path.name).stat().st_size != sizes[label]:
+                        raise RuntimeError("downloaded file has the wrong size")
+                    shutil.rmtree(dest)
+                    prefix = "" if label == "full" else "quarter_"
+                    out[f"{prefix}upload_s"] = round(timings[f"{label}_upload_s"], 3)
+                    out[f"{prefix}upload_mb_s"] = round(mib / timings[f"{label}_upload_s"], 1)
+                    out[f"{prefix}download_s"] = round(timings[f"{label}_download_s"], 3)
+                    out[f"{prefix}download_mb_s"] = round(mib / timings[f"{label}_download_s"], 1)
+                    if label == "quarter":
+                        payloads[label].unlink()
+
+                big = payloads["full"]
+                copy = root / "cp.bin"
+                t = time.perf_counter()
+                subprocess.run(["cp", str(big), str(copy)], check=True, timeout=1800)
+                cp_s = time.perf_counter() - t
+                copy.unlink()
+                out["cp_s"] = round(cp_s, 3)
+                out["cp_mb_s"] = round(big_mib / cp_s, 1)
+
+                with marks.span("reupload"):
+                    t = time.perf_counter()
+                    again = reg.register("bench-big-full", big)
+                    reupload_s = time.perf_counter() - t
+                if again.version != 2:
+                    raise RuntimeError(f"re-registration made version {again.version}, not 2")
+                out["reupload_s"] = round(reupload_s, 4)
+                out["reupload_pct"] = round(100 * reupload_s / timings["full_upload_s"], 3)
+        finally:
+            sampler.stop()
+        out["server_hwm_mb"] = round(rss_kib(server.pid, "VmHWM") / 1024, 1)
+    spans = marks.spans
+    out["server_peak_rss_mb"] = sampler.peak_mib()
+    for label in sizes:
+        prefix = "" if label == "full" else "quarter_"
+        for step in ("upload", "download"):
+            out[f"server_peak_rss_{prefix}{step}_mb"] = sampler.peak_mib(*spans[f"{label}_{step}"])
+    out["rss_samples"] = len(sampler.samples)
+    return out
+
+
+# -- 4. search ------------------------------------------------------------------------------
+
+
+def _search(root: Path, n: int) -> dict[str, Any]:
+    """Median time of one 100-item page per query, on a database seeded with ``n`` versions."""
+    seed = seed_search_db(root / "data", n)
+    result: dict[str, Any] = {"seed_s": seed["seed_s"], "reps": SEARCH_REPS}
+    with (
+        ModelyardServer(root / "data", root / "server.log") as server,
+        httpx.Client(base_url=server.url, timeout=120.0) as client,
+    ):
+        for label, (flt, order_by) in SEARCH_QUERIES.items():
+            params = {"filter": flt, "limit": str(SEARCH_PAGE)}
+            if order_by:
+                params["order_by"] = order_by
+
+            def page(params: dict[str, str] = params, label: str = label) -> int:
+                response = client.get("/api/v1/versions", params=params)
+                if response.status_code != 200:
+                    raise RuntimeError(f"search {label}: {response.status_code} {response.text}")
+                items = response.json()["items"]
+                _check_page(label, items)
+                return len(response.content)
+
+            for _ in range(SEARCH_WARMUP):
+                page()
+            samples = []
+            size = 0
+            for _ in range(SEARCH_REPS):
+                t = time.perf_counter()
+                size = page()
+                samples.append(time.perf_counter() - t)
+            result[f"{label}_ms"] = ms(statistics.median(samples))
+            result[f"{label}_min_ms"] = ms(min(samples))
+            result[f"{label}_bytes"] = size
+    shutil.rmtree(root, ignore_errors=True)
+    return result
+
+
+def _check_page(label: str, items: list[dict[str, Any]]) -> None:
+    """A fast wrong answer is not a result: every page must be full and match its filter."""
+    if len(items) != SEARCH_PAGE:
+        raise RuntimeError(f"search {label}: expected {SEARCH_PAGE} items, got {len(items)}")
+    for item in items:
+        auc = item["metrics"].get("auc")
+        team = item["tags"].get("team")
+        if label.startswith("metric") and (auc is None or auc < 0.85):
+            raise RuntimeError(f"search {label}: returned auc={auc}")
+        if label in ("metric_tag", "tag") and team != "growth":
+            raise RuntimeError(f"search {label}: returned team={team}")
+    if label == "metric_order":
+        aucs = [item["metrics"]["auc"] for item in items]
+        if aucs != sorted(aucs, reverse=True):
+            raise RuntimeError("search metric_order: not sorted by auc desc")

@@ -1,0 +1,527 @@
+"""The benchmark, one command: ``python -m benchmarks.run`` (``make bench``).
+
+Runs the Modelyard measurements against real ``modelyard serve`` subprocesses, then the same
+workload against MLflow (``benchmarks/mlflow/side.py``, when present), and prints one table:
+each figure, MLflow's, the ratio (how many times better Modelyard is), the target and
+PASS/FAIL. Ratios, not absolute times, are what carry over between machines.
+
+    python -m benchmarks.run [--quick] [--skip-mlflow] [--big-mib 1024]
+        [--search-sizes 20000,200000] [--json out.json] [--mlflow-json mlflow.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from rich.console import Console
+from rich.table import Table
+
+from benchmarks._harness import machine_info
+from benchmarks.modelyard_side import SEARCH_QUERIES, run_modelyard_benchmark
+
+# Piped output (make bench | tee) would otherwise wrap at 80 columns.
+console = Console(width=None if sys.stdout.isatty() else 150)
+errors = Console(stderr=True)
+
+RSS_LIMIT_MB = 150.0
+Better = Literal["higher", "lower"]
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    """One measurement as printed: both figures, the ratio and the verdict."""
+
+    section: str
+    label: str
+    modelyard: str
+    mlflow: str
+    ratio: str
+    target: str
+    result: str
+    modelyard_value: float | None
+    mlflow_value: float | None
+    ratio_value: float | None
+
+
+def _get(data: dict[str, Any] | None, dotted: str) -> float | None:
+    """``data['search']['20000']['x']`` as ``_get(data, 'search.20000.x')``; None if absent."""
+    node: Any = data
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return float(node) if isinstance(node, int | float) and not isinstance(node, bool) else None
+
+
+def _mlflow_best(
+    theirs: dict[str, Any] | None, key: str, better: Better
+) -> tuple[float | None, str]:
+    """MLflow's better figure of its default server and ``--workers 1`` (keys ending ``_w1``).
+
+    The MLflow side measures both because multi-worker uvicorn stalls keep-alive requests on
+    delayed ACKs; comparing against MLflow's best keeps every ratio conservative.
+    """
+    found = [
+        (value, mark)
+        for value, mark in ((_get(theirs, key), ""), (_get(theirs, f"{key}_w1"), " (w1)"))
+        if value is not None
+    ]
+    if not found:
+        return None, ""
+    pick = max if better == "higher" else min
+    return pick(found, key=lambda item: item[0])
+
+
+def _fmt(value: float | None, unit: str) -> str:
+    if value is None:
+        return "-"
+    if abs(value) >= 100:
+        text = f"{value:,.0f}"
+    elif abs(value) >= 10:
+        text = f"{value:.1f}"
+    elif abs(value) >= 0.1:
+        text = f"{value:.2f}"
+    else:
+        text = f"{value:.3f}"
+    return f"{text} {unit}".strip()
+
+
+def _advantage(ours: float | None, theirs: float | None, better: Better) -> float | None:
+    """How many times better Modelyard is (> 1 = better), whichever way 'better' points."""
+    if ours is None or theirs is None or ours <= 0 or theirs <= 0:
+        return None
+    return ours / theirs if better == "higher" else theirs / ours
+
+
+Check = Callable[[float | None, float | None], bool | None]
+
+
+def at_least_times(factor: float) -> Check:
+    return lambda _ours, ratio: None if ratio is None else ratio >= factor
+
+
+def at_most(limit: float) -> Check:
+    return lambda ours, _ratio: None if ours is None else ours <= limit
+
+
+def below(limit: float) -> Check:
+    return lambda ours, _ratio: None if ours is None else ours < limit
+
+
+def at_least(limit: float | None) -> Check:
+    return lambda ours, _ratio: None if ours is None or limit is None else ours >= limit
+
+
+def _verdict(results: list[bool | None]) -> str:
+    """PASS/FAIL over the checks that could be evaluated; '*' when some needed MLflow."""
+    known = [r for r in results if r is not None]
+    if not results:
+        return "info"
+    if not known:
+        return "n/a"
+    verdict = "PASS" if all(known) else "FAIL"
+    return verdict + ("*" if len(known) < len(results) else "")
+
+
+def build_rows(ours: dict[str, Any], theirs: dict[str, Any] | None) -> list[Row]:
+    """Pair each Modelyard figure with MLflow's closest equivalent and judge it."""
+    rows: list[Row] = []
+
+    def add(
+        section: str,
+        label: str,
+        key: str,
+        their_key: str | None,
+        unit: str,
+        better: Better,
+        target: str,
+        checks: list[Check],
+        *,
+        ours_value: float | None = None,
+        note: str = "",
+    ) -> None:
+        mine = ours_value if ours_value is not None else _get(ours, key)
+        other, mark = _mlflow_best(theirs, their_key, better) if their_key else (None, "")
+        ratio = _advantage(mine, other, better)
+        shown = _fmt(mine, unit) + note
+        rows.append(
+            Row(
+                section=section,
+                label=label,
+                modelyard=shown,
+                mlflow=_fmt(other, unit) + mark,
+                ratio="n/a" if ratio is None else f"{ratio:,.1f}x",
+                target=target,
+                result=_verdict([check(mine, ratio) for check in checks]),
+                modelyard_value=mine,
+                mlflow_value=other,
+                ratio_value=None if ratio is None else round(ratio, 2),
+            )
+        )
+
+    add(
+        "start-up",
+        "serve, fresh data dir (median of 5)",
+        "startup_s",
+        "startup_s",
+        "s",
+        "lower",
+        "< 2 s",
+        [below(2.0)],
+    )
+    add(
+        "start-up",
+        "serve, existing data dir (median of 5)",
+        "startup_existing_s",
+        "startup_existing_s",
+        "s",
+        "lower",
+        "< 2 s",
+        [below(2.0)],
+    )
+    n = int(ours.get("register_n", 0))
+    add(
+        "register",
+        f"SDK register, 1 KiB + metadata (n={n})",
+        "register_per_s",
+        "register_per_s",
+        "/s",
+        "higher",
+        ">= 20x MLflow",
+        [at_least_times(20)],
+    )
+    add(
+        "resolve",
+        "alias, 1 client keep-alive: p50",
+        "resolve_p50_ms",
+        "resolve_p50_ms",
+        "ms",
+        "lower",
+        ">= 20x faster",
+        [at_least_times(20)],
+    )
+    add(
+        "resolve",
+        "alias, 1 client keep-alive: p99",
+        "resolve_p99_ms",
+        "resolve_p99_ms",
+        "ms",
+        "lower",
+        "info",
+        [],
+    )
+    add(
+        "resolve",
+        "alias, 16 clients: p50",
+        "resolve16_p50_ms",
+        "resolve16_p50_ms",
+        "ms",
+        "lower",
+        ">= 20x faster",
+        [at_least_times(20)],
+    )
+    add(
+        "resolve",
+        "alias, 16 clients: p99",
+        "resolve16_p99_ms",
+        "resolve16_p99_ms",
+        "ms",
+        "lower",
+        "info",
+        [],
+    )
+    add(
+        "resolve",
+        "alias, 16 clients: throughput",
+        "resolve16_rps",
+        "resolve16_rps",
+        "req/s",
+        "higher",
+        "info",
+        [],
+    )
+    add(
+        "resolve",
+        "SDK reg.resolve(): p50 (vs MLflow SDK)",
+        "sdk_resolve_p50_ms",
+        "resolve_p50_ms",
+        "ms",
+        "lower",
+        "info",
+        [],
+    )
+
+    # MLflow cannot filter registry versions by metric: its closest equivalent for a metric
+    # filter is search_logged_models; for a tag filter it is search_model_versions.
+    mlflow_search = {
+        "metric": "logged_models_metric_ms",
+        "metric_tag": "logged_models_metric_ms",
+        "metric_order": "logged_models_metric_ms",
+        "tag": "model_versions_tag_ms",
+    }
+    for size in sorted(ours.get("search", {}), key=int):
+        for label, (flt, order_by) in SEARCH_QUERIES.items():
+            text = flt + (f" order by {order_by}" if order_by else "")
+            add(
+                f"search {int(size):,}",
+                text,
+                f"search.{size}.{label}_ms",
+                f"search.{size}.{mlflow_search[label]}",
+                "ms",
+                "lower",
+                ">= 5x faster",
+                [at_least_times(5)],
+            )
+
+    big = int(ours.get("big_mib", 0))
+    cp = _get(ours, "cp_mb_s")
+    cp_floor = None if cp is None else 0.6 * cp
+    add(
+        "big file",
+        f"upload {big} MiB (incl. client hashing)",
+        "upload_mb_s",
+        "upload_mb_s",
+        "MB/s",
+        "higher",
+        ">= 3x MLflow, >= 60% of cp",
+        [at_least_times(3), at_least(cp_floor)],
+    )
+    add(
+        "big file",
+        f"download {big} MiB (verified)",
+        "download_mb_s",
+        "download_mb_s",
+        "MB/s",
+        "higher",
+        ">= 3x MLflow, >= 60% of cp",
+        [at_least_times(3), at_least(cp_floor)],
+    )
+    add(
+        "big file",
+        "cp of the same file (reference)",
+        "cp_mb_s",
+        "cp_mb_s",
+        "MB/s",
+        "higher",
+        "info",
+        [],
+    )
+    pct_value = _get(ours, "reupload_pct")
+    add(
+        "big file",
+        "re-register the unchanged file",
+        "reupload_s",
+        "reupload_s",
+        "s",
+        "lower",
+        "<= 2% of first",
+        [lambda _o, _r: None if pct_value is None else pct_value <= 2.0],
+        note="" if pct_value is None else f" ({pct_value:.2f}%)",
+    )
+
+    quarter = max(1, big // 4)
+    add(
+        "server RSS",
+        f"peak during {big} MiB upload",
+        "server_peak_rss_upload_mb",
+        "server_peak_rss_upload_mb",
+        "MB",
+        "lower",
+        "<= 150 MB",
+        [at_most(RSS_LIMIT_MB)],
+    )
+    add(
+        "server RSS",
+        f"peak during {big} MiB download",
+        "server_peak_rss_download_mb",
+        "server_peak_rss_download_mb",
+        "MB",
+        "lower",
+        "<= 150 MB",
+        [at_most(RSS_LIMIT_MB)],
+    )
+    add(
+        "server RSS",
+        f"peak during {quarter} MiB upload",
+        "server_peak_rss_quarter_upload_mb",
+        None,
+        "MB",
+        "lower",
+        "<= 150 MB",
+        [at_most(RSS_LIMIT_MB)],
+    )
+    add(
+        "server RSS",
+        f"peak during {quarter} MiB download",
+        "server_peak_rss_quarter_download_mb",
+        None,
+        "MB",
+        "lower",
+        "<= 150 MB",
+        [at_most(RSS_LIMIT_MB)],
+    )
+    return rows
+
+
+def render(
+    rows: list[Row], machine: dict[str, Any], mlflow_note: str, failures: dict[str, str]
+) -> None:
+    console.print(
+        f"[bold]Modelyard benchmark[/bold]  {machine['date']}  git {machine['git'] or '-'}"
+        f"  (modelyard imported from {machine['modelyard_from']})\n"
+        f"{machine['nproc']} CPU ({machine['cpu']}), {machine['memory_gib']} GiB RAM, "
+        f"Python {machine['python']}, {machine['disk_free_gib']} GiB free in "
+        f"{machine['workdir']}; load average {machine['loadavg_1m_start']} at start, "
+        f"{machine.get('loadavg_1m_end', '-')} at end (other work on the machine skews figures)"
+        f"\nMLflow: {mlflow_note}",
+        highlight=False,
+    )
+    table = Table(show_lines=False)
+    for name, justify in (
+        ("", "left"),
+        ("measurement", "left"),
+        ("Modelyard", "right"),
+        ("MLflow", "right"),
+        ("ratio", "right"),
+        ("target", "left"),
+        ("result", "center"),
+    ):
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    section = ""
+    for row in rows:
+        if row.section != section:
+            if section:
+                table.add_section()
+            section = row.section
+        style = {"PASS": "green", "FAIL": "red"}.get(row.result.rstrip("*"), "dim")
+        table.add_row(
+            f"[bold]{row.section}[/bold]",
+            row.label,
+            row.modelyard,
+            row.mlflow,
+            row.ratio,
+            row.target,
+            f"[{style}]{row.result}[/{style}]",
+        )
+    console.print(table)
+    for phase, message in failures.items():
+        console.print(f"[red]FAILED[/red] {phase}: {message}", highlight=False)
+    console.print(
+        "ratio = how many times better Modelyard is (>1 is better). MB = MiB. "
+        "* = only the checks not needing MLflow were evaluated. "
+        "(w1) = MLflow's figure with --workers 1, better than its default server here.",
+        highlight=False,
+    )
+
+
+def markdown(rows: list[Row]) -> str:
+    """The same table as GitHub Markdown, for docs/benchmarks.md."""
+    lines = [
+        "| | measurement | Modelyard | MLflow | ratio | target | result |",
+        "| --- | --- | ---: | ---: | ---: | --- | :---: |",
+    ]
+    for row in rows:
+        cells = (row.section, row.label, row.modelyard, row.mlflow, row.ratio, row.target)
+        text = " | ".join(c.replace("|", "\\|") for c in cells)
+        lines.append(f"| {text} | {row.result} |")
+    return "\n".join(lines) + "\n"
+
+
+def _run_mlflow(args: argparse.Namespace, sizes: list[int]) -> tuple[dict[str, Any] | None, str]:
+    """MLflow's figures, or None and why not; never fails the Modelyard run."""
+    if args.mlflow_json:
+        data: dict[str, Any] = json.loads(Path(args.mlflow_json).read_text())
+        figures = data.get("mlflow", data)  # our --json file, or side.py's own
+        if not figures:
+            return None, f"no MLflow figures in {args.mlflow_json}"
+        return figures, f"mlflow {figures.get('mlflow_version', '?')}, read from {args.mlflow_json}"
+    if args.skip_mlflow:
+        return None, "skipped (--skip-mlflow)"
+    try:
+        from benchmarks.mlflow.side import run_mlflow_benchmark
+    except ImportError as exc:
+        return None, f"not available ({exc})"
+    errors.log("MLflow side: running (its own venv and server)")
+    try:
+        result = run_mlflow_benchmark(
+            quick=args.quick, big_mib=args.big_mib, search_sizes=sizes, workdir=args.workdir
+        )
+    except Exception as exc:
+        traceback.print_exc(file=sys.stderr)
+        return None, f"failed ({exc.__class__.__name__}: {str(exc).splitlines()[0][:120]})"
+    version = result.get("mlflow_version", "?")
+    return result, f"mlflow {version}, measured in this run by benchmarks/mlflow/side.py"
+
+
+def _sizes(text: str) -> list[int]:
+    sizes = [int(s) for s in text.split(",") if s.strip()]
+    if not sizes or any(s < 500 for s in sizes):
+        raise argparse.ArgumentTypeError("search sizes must be integers >= 500")
+    return sizes
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.run", description="Modelyard vs MLflow, side by side."
+    )
+    parser.add_argument("--quick", action="store_true", help="small sizes for a smoke run")
+    parser.add_argument("--skip-mlflow", action="store_true", help="Modelyard figures only")
+    parser.add_argument("--big-mib", type=int, help="big file size in MiB (1024; quick 64)")
+    parser.add_argument("--search-sizes", type=_sizes, help="20000,200000 (quick 2000,20000)")
+    parser.add_argument("--json", type=Path, help="also write every figure here")
+    parser.add_argument("--markdown", type=Path, help="also write the table as Markdown here")
+    parser.add_argument(
+        "--mlflow-json", type=Path, help="MLflow figures from an earlier run (its --json file)"
+    )
+    parser.add_argument(
+        "--workdir", type=Path, default=Path(tempfile.gettempdir()), help="scratch space"
+    )
+    args = parser.parse_args(argv)
+    args.big_mib = args.big_mib or (64 if args.quick else 1024)
+    sizes: list[int] = args.search_sizes or ([2000, 20000] if args.quick else [20000, 200000])
+    if args.big_mib < 4:
+        parser.error("--big-mib must be at least 4")
+
+    machine = machine_info(args.workdir)
+    started = time.perf_counter()
+    ours = run_modelyard_benchmark(
+        quick=args.quick,
+        big_mib=args.big_mib,
+        search_sizes=sizes,
+        workdir=args.workdir,
+        log=lambda msg: errors.log(f"Modelyard: {msg}"),
+    )
+    theirs, mlflow_note = _run_mlflow(args, sizes)
+    machine["loadavg_1m_end"] = round(os.getloadavg()[0], 2)
+    rows = build_rows(ours, theirs)
+    render(rows, machine, mlflow_note, ours.get("errors", {}))
+    elapsed = round(time.perf_counter() - started, 1)
+    if args.markdown:
+        args.markdown.write_text(markdown(rows))
+    errors.log(f"done in {elapsed} s")
+    if args.json:
+        report = {
+            "machine": machine,
+            "args": {"quick": args.quick, "big_mib": args.big_mib, "search_sizes": sizes},
+            "elapsed_s": elapsed,
+            "modelyard": ours,
+            "mlflow": theirs,
+            "mlflow_note": mlflow_note,
+            "rows": [asdict(row) for row in rows],
+        }
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    return 1 if ours.get("errors") else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
