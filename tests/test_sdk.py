@@ -27,8 +27,8 @@ def requests_seen(client: TestClient) -> list[str]:
 
 @pytest.fixture
 def reg(client: TestClient) -> Iterator[Registry]:
-    transport = HttpTransport("http://testserver")
-    transport.client = client  # the real REST app, in-process (TestClient is an httpx.Client)
+    # The real REST app, in-process: TestClient is an httpx.Client.
+    transport = HttpTransport("http://testserver", client=client)
     yield Registry(transport)
 
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import base64
+import http.client
+import json
 from collections.abc import Iterable, Iterator
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import httpx
 
@@ -13,14 +15,22 @@ from modelyard.domain.errors import ModelyardError, Unavailable, error_from_prob
 from modelyard.domain.models import Event, Model, Page, Version
 from modelyard.domain.versions import NewVersion
 
+USER_AGENT = "modelyard-client"
+DOWNLOAD_CHUNK = 4 * 1024 * 1024
+
 
 class HttpTransport:
-    def __init__(self, url: str, *, timeout: float = 300.0) -> None:
+    def __init__(
+        self, url: str, *, timeout: float = 300.0, client: httpx.Client | None = None
+    ) -> None:
+        """``client`` lets a caller supply the httpx client (an in-process app, a proxy)."""
         self.url = url.rstrip("/")
-        self.client = httpx.Client(
+        self.timeout = timeout
+        self._direct_downloads = client is None
+        self.client = client or httpx.Client(
             base_url=self.url,
             timeout=httpx.Timeout(timeout, connect=10.0),
-            headers={"User-Agent": "modelyard-client"},
+            headers={"User-Agent": USER_AGENT},
         )
 
     # -- plumbing -------------------------------------------------------------------------
@@ -66,15 +76,41 @@ class HttpTransport:
         return str(response.json()["digest"]).removeprefix("sha256:")
 
     def read_file(self, version: Version, path: str, sha256: str) -> Iterator[bytes]:
-        url = f"/api/v1/blobs/sha256:{sha256}"
+        if self._direct_downloads:
+            return self._read_direct(sha256)
+        return self._read_via_client(sha256)
+
+    def _read_via_client(self, sha256: str) -> Iterator[bytes]:
         try:
-            with self.client.stream("GET", url) as response:
+            with self.client.stream("GET", f"/api/v1/blobs/sha256:{sha256}") as response:
                 if response.status_code >= 400:
                     response.read()
                     raise _error(response)
                 yield from response.iter_raw()
         except httpx.TransportError as exc:
             raise self._unreachable(exc) from None
+
+    def _read_direct(self, sha256: str) -> Iterator[bytes]:
+        # Bulk bytes go through http.client rather than httpx when we own the connection:
+        # its buffered reads keep up with the disk (~1 GB/s here) where httpx's 64 KiB
+        # reads through h11 reach ~400 MB/s.
+        url = urlsplit(f"{self.url}/api/v1/blobs/sha256:{sha256}")
+        connection_class = (
+            http.client.HTTPSConnection if url.scheme == "https" else http.client.HTTPConnection
+        )
+        conn = connection_class(url.hostname or "", url.port, timeout=self.timeout)
+        try:
+            try:
+                conn.request("GET", url.path, headers={"User-Agent": USER_AGENT})
+                response = conn.getresponse()
+            except OSError as exc:
+                raise self._unreachable(exc) from None
+            if response.status >= 400:
+                raise _error_from(response.status, response.read())
+            while chunk := response.read(DOWNLOAD_CHUNK):
+                yield chunk
+        finally:
+            conn.close()
 
     def register_version(self, name: str, spec: NewVersion, inline: dict[str, bytes]) -> Version:
         files = []
@@ -189,10 +225,14 @@ def _patch_body(description: str | None, tags: dict[str, str | None] | None) -> 
 
 
 def _error(response: httpx.Response) -> ModelyardError:
+    return _error_from(response.status_code, response.content)
+
+
+def _error_from(status: int, body: bytes) -> ModelyardError:
     try:
-        problem = response.json()
+        problem = json.loads(body)
         if not isinstance(problem, dict):
             raise ValueError
     except ValueError:
-        problem = {"detail": f"HTTP {response.status_code}: {response.text[:200]}"}
-    return error_from_problem(response.status_code, problem)
+        problem = {"detail": f"HTTP {status}: {body[:200].decode(errors='replace')}"}
+    return error_from_problem(status, problem)
