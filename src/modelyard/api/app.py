@@ -10,6 +10,7 @@ from modelyard import __version__
 from modelyard.api import problems
 from modelyard.api.limits import BodyLimit
 from modelyard.api.routes import blobs, events, health, models, resolve, versions
+from modelyard.api.routes.resolve import ResolveFastPath
 from modelyard.service import RegistryService
 
 
@@ -25,6 +26,7 @@ def create_app(service: RegistryService, *, actor: str | None = None) -> FastAPI
     app.state.resolve_bodies = {}
     problems.install(app)
     app.add_middleware(BodyLimit)
+    app.add_middleware(ResolveFastPath)  # added last: runs first
     for module in (health, blobs, models, versions, resolve, events):
         app.include_router(module.router)
     return app

@@ -40,14 +40,16 @@ def problem(
     return Response(json.dumps(body), status_code=status, media_type=PROBLEM_TYPE)
 
 
+def from_error(exc: ModelyardError, instance: str) -> Response:
+    if exc.status >= 500:
+        log.error("internal error on %s: %s", instance, exc.message)
+    return problem(exc.status, exc.code, exc.title, exc.message, instance, **exc.details)
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(ModelyardError)
     async def _domain_error(request: Request, exc: ModelyardError) -> Response:
-        if exc.status >= 500:
-            log.error("internal error on %s: %s", request.url.path, exc.message)
-        return problem(
-            exc.status, exc.code, exc.title, exc.message, request.url.path, **exc.details
-        )
+        return from_error(exc, request.url.path)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> Response:

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Request
 from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from modelyard.api.deps import service
+from modelyard.api import problems
 from modelyard.api.schemas import VersionOut
+from modelyard.domain.errors import ModelyardError
 from modelyard.domain.models import Version
 
 router = APIRouter(prefix="/api/v1", tags=["resolve"])
@@ -23,13 +25,23 @@ async def resolve(
     request: Request,
     if_none_match: Annotated[str | None, Header()] = None,
 ) -> Response:
-    """Resolve 'NAME', 'NAME/N', 'NAME@ALIAS' or 'NAME@sha256:HEX' to a version."""
-    # Deliberately on the event loop: a cache hit is one indexed read of the journal head,
-    # cheaper than the hop to a worker thread that a sync handler would pay on every call.
-    version = service(request).resolve(reference)
+    """Resolve 'NAME', 'NAME/N', 'NAME@ALIAS' or 'NAME@sha256:HEX' to a version.
+
+    Documents the route; requests are normally answered by ResolveFastPath below.
+    """
+    return resolve_response(request.app, reference, if_none_match)
+
+
+def resolve_response(app: Any, reference: str, if_none_match: str | None) -> Response:
+    """The answer to a resolve, with an ETag; 304 when the caller's ETag still holds.
+
+    Runs on the event loop: a cache hit is one indexed read of the journal head, cheaper
+    than the hop to a worker thread that a sync handler would pay on every call.
+    """
+    version = app.state.service.resolve(reference)
     # reference -> (version, body, etag). The service hands back the very same Version
     # object while nothing changed, so identity tells whether the serialised body holds.
-    bodies: dict[str, tuple[Version, bytes, str]] = request.app.state.resolve_bodies
+    bodies: dict[str, tuple[Version, bytes, str]] = app.state.resolve_bodies
     cached = bodies.get(reference)
     if cached is not None and cached[0] is version:
         _, body, etag = cached
@@ -43,3 +55,37 @@ async def resolve(
     if if_none_match and etag in [t.strip() for t in if_none_match.split(",")]:
         return Response(status_code=304, headers=headers)
     return Response(body, media_type="application/json", headers=headers)
+
+
+class ResolveFastPath:
+    """Answers GET /api/v1/resolve/... before the framework's router sees the request.
+
+    The router's matching and dependency solving cost ~170 µs a request, ten times the
+    resolve itself; downstream services poll this endpoint, so it skips them.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path: str = scope.get("path", "")
+        if (
+            scope["type"] != "http"
+            or scope["method"] != "GET"
+            or not path.startswith(_PREFIX)
+            or len(path) == len(_PREFIX)
+        ):
+            await self.app(scope, receive, send)
+            return
+        if_none_match = None
+        for name, value in scope["headers"]:
+            if name == b"if-none-match":
+                if_none_match = value.decode("latin-1")
+        try:
+            response = resolve_response(scope["app"], path[len(_PREFIX) :], if_none_match)
+        except ModelyardError as exc:
+            response = problems.from_error(exc, path)
+        await response(scope, receive, send)
+
+
+_PREFIX = "/api/v1/resolve/"
