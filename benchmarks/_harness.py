@@ -1,7 +1,6 @@
-"""Plumbing shared by the Modelyard measurements: a real server subprocess, RSS sampling, stats.
-
-Every server runs on a free loopback port in its own process group, so a crash or Ctrl-C in
-the benchmark can never leave one behind (``ModelyardServer`` is a context manager).
+"""The Modelyard side's plumbing: a real ``modelyard serve`` subprocess, and what the figures
+were measured on. Kept apart from ``_common`` because it imports modelyard and httpx, which the
+MLflow venv does not have.
 """
 
 from __future__ import annotations
@@ -10,35 +9,18 @@ import contextlib
 import os
 import platform
 import shutil
-import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import httpx
 
 import modelyard
-
-HOST = "127.0.0.1"
-START_TIMEOUT_S = 60.0
-STOP_TIMEOUT_S = 15.0
-RSS_INTERVAL_S = 0.05  # ~20 Hz
-MIB = 1024 * 1024
-
-
-def free_port() -> int:
-    """A port the kernel just handed out; the tiny reuse race is fine on loopback."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
+from benchmarks._common import HOST, MIB, ServerProcess, free_port
 
 
 def _serve_command() -> list[str]:
@@ -49,32 +31,16 @@ def _serve_command() -> list[str]:
     return [sys.executable, "-m", "modelyard", "serve"]
 
 
-def tail(path: Path, lines: int = 30) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "<no log>"
-
-
-class ModelyardServer:
+class ModelyardServer(ServerProcess):
     """``modelyard serve`` on a free loopback port; ``startup_s`` is spawn -> first 200 /readyz."""
 
+    name = "modelyard serve"
+    transient_errors = (httpx.TransportError,)
+
     def __init__(self, data_dir: Path, log_path: Path, database_url: str | None = None) -> None:
+        super().__init__(log_path)
         self.data_dir = data_dir
-        self.log_path = log_path
         self.database_url = database_url
-        self.port = 0
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.startup_s = 0.0
-
-    @property
-    def url(self) -> str:
-        return f"http://{HOST}:{self.port}"
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None, "server not started"
-        return self.proc.pid
 
     def start(self) -> None:
         self.port = free_port()
@@ -92,104 +58,8 @@ class ModelyardServer:
         if self.database_url:
             cmd += ["--database-url", self.database_url]
         env = {k: v for k, v in os.environ.items() if not k.startswith("MODELYARD_")}
-        with self.log_path.open("ab") as log:
-            t0 = time.perf_counter()
-            self.proc = subprocess.Popen(
-                cmd,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env=env,
-                start_new_session=True,  # own process group: stop() reaches everything
-            )
-        self._wait_ready(t0)
-
-    def _wait_ready(self, t0: float) -> None:
-        """Poll /readyz every 5 ms until 200, the process dies, or the deadline passes."""
-        assert self.proc is not None
-        deadline = t0 + START_TIMEOUT_S
         with httpx.Client(timeout=2.0) as client:
-            while time.perf_counter() < deadline:
-                if self.proc.poll() is not None:
-                    raise RuntimeError(f"modelyard serve exited early:\n{tail(self.log_path)}")
-                try:
-                    if client.get(f"{self.url}/readyz").status_code == 200:
-                        self.startup_s = time.perf_counter() - t0
-                        return
-                except httpx.TransportError:
-                    pass
-                time.sleep(0.005)
-        raise TimeoutError(f"server not ready after {START_TIMEOUT_S}s:\n{tail(self.log_path)}")
-
-    def stop(self) -> None:
-        """SIGTERM the process group, SIGKILL it if it lingers."""
-        proc, self.proc = self.proc, None
-        if proc is None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=STOP_TIMEOUT_S)
-
-    def __enter__(self) -> ModelyardServer:
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-        if exc is not None:  # the client's error rarely says why; the server's log does
-            print(f"--- {self.log_path} (tail) ---\n{tail(self.log_path)}", file=sys.stderr)
-
-
-def rss_kib(pid: int, field_name: str = "VmRSS") -> int:
-    """One field of /proc/<pid>/status in KiB (0 if the process is gone)."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith(f"{field_name}:"):
-                return int(line.split()[1])
-    except (OSError, ValueError):
-        pass
-    return 0
-
-
-class RssSampler(threading.Thread):
-    """Samples a process's VmRSS at ~20 Hz; ``peak_mib`` reads a time window of it."""
-
-    def __init__(self, pid: int) -> None:
-        super().__init__(daemon=True, name="rss-sampler")
-        self.pid = pid
-        self.samples: list[tuple[float, int]] = []
-        self._stop_event = threading.Event()
-
-    def run(self) -> None:
-        while not self._stop_event.is_set():
-            self.samples.append((time.monotonic(), rss_kib(self.pid)))
-            self._stop_event.wait(RSS_INTERVAL_S)
-
-    def stop(self) -> None:
-        self._stop_event.set()
-        self.join(timeout=10)
-
-    def peak_mib(self, start: float | None = None, end: float | None = None) -> float:
-        window = [
-            kib
-            for t, kib in self.samples
-            if (start is None or t >= start) and (end is None or t <= end)
-        ]
-        return round(max(window, default=0) / 1024, 1)
+            self._launch(cmd, env, lambda: client.get(f"{self.url}/readyz").status_code == 200)
 
 
 @dataclass
@@ -205,27 +75,6 @@ class Marks:
             yield
         finally:
             self.spans[name] = (start, time.monotonic())
-
-
-def pct(samples: list[float], q: float) -> float:
-    """Nearest-rank percentile (the same definition as the MLflow side uses)."""
-    ordered = sorted(samples)
-    idx = max(0, min(len(ordered) - 1, int(-(-q * len(ordered) // 100)) - 1))
-    return ordered[idx]
-
-
-def ms(seconds: float) -> float:
-    return round(seconds * 1000.0, 3)
-
-
-def write_random(path: Path, size: int) -> None:
-    """Incompressible bytes, written in 1 MiB chunks (never the whole file in memory)."""
-    with path.open("wb") as handle:
-        left = size
-        while left > 0:
-            n = min(MIB, left)
-            handle.write(os.urandom(n))
-            left -= n
 
 
 def machine_info(workdir: Path) -> dict[str, Any]:

@@ -18,24 +18,23 @@ from typing import Any
 
 from sqlalchemy import create_engine, func, insert, select
 
+from benchmarks._common import SEARCH_MODELS, SEARCH_SEED, TEAMS
 from modelyard.client.capture import capture_environment
 from modelyard.config import Settings, open_service
 from modelyard.domain.manifest import FileEntry, manifest_digest
 from modelyard.domain.models import DEFAULT_STAGE
 from modelyard.storage.db import tables as t
 
-N_MODELS = 100
-TEAMS = ("growth", "search", "ads", "infra")
 _BATCH = 20_000
 
 
-def seed_search_db(data_dir: Path, n: int, *, n_models: int = N_MODELS) -> dict[str, Any]:
+def seed_search_db(data_dir: Path, n: int, *, n_models: int = SEARCH_MODELS) -> dict[str, Any]:
     """Create the schema in ``data_dir`` and insert ``n`` versions over ``n_models`` models."""
     settings = Settings(data_dir=data_dir)
     service = open_service(settings)  # runs the migrations: the schema the server expects
     service.close()
     engine = create_engine(settings.effective_database_url)
-    rng = random.Random(1234)
+    rng = random.Random(SEARCH_SEED)
     now_us = time.time_ns() // 1000
     # What the SDK attaches to every registration by default, so result pages weigh the same.
     environment = json.dumps(capture_environment().as_dict(), sort_keys=True)

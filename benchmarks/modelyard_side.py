@@ -8,43 +8,44 @@ the same keys as ``benchmarks/mlflow/side.py`` wherever the two measure the same
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
 import random
 import shutil
 import statistics
 import subprocess
 import tempfile
-import threading
 import time
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 import modelyard
-from benchmarks._harness import (
+from benchmarks._common import (
     MIB,
-    Marks,
-    ModelyardServer,
+    REGISTER_WARMUP,
+    RESOLVE_WARMUP,
+    SEARCH_PAGE,
+    SEARCH_REPS,
+    SEARCH_WARMUP,
+    TEAMS,
     RssSampler,
     ms,
     pct,
+    resolve_figures,
     rss_kib,
+    time_median,
     write_random,
 )
-from benchmarks._seed import TEAMS, seed_search_db
+from benchmarks._harness import Marks, ModelyardServer
+from benchmarks._seed import seed_search_db
 
 Log = Callable[[str], None]
 
 STARTS = 5
-REGISTER_WARMUP = 3
-RESOLVE_WARMUP = 10
-RESOLVE_THREADS = 16
-SEARCH_REPS = 20
-SEARCH_WARMUP = 2
-SEARCH_PAGE = 100
 MODEL = "bench-register"
 
 # label -> (filter, order_by). "metric" is the headline query from the brief; "tag" exists to
@@ -230,31 +231,12 @@ def _resolve_http(url: str, quick: bool) -> dict[str, Any]:
             timed(client)
         seq = [timed(client) for _ in range(300 if quick else 2000)]
 
-    per_thread = 50 if quick else 200
-    barrier = threading.Barrier(RESOLVE_THREADS + 1, timeout=60)
-
-    def worker() -> list[float]:
+    @contextlib.contextmanager
+    def own_client() -> Iterator[Callable[[], float]]:
         with httpx.Client(base_url=url, timeout=30.0) as own:
-            timed(own)  # connect before the clock starts
-            barrier.wait()
-            return [timed(own) for _ in range(per_thread)]
+            yield lambda: timed(own)
 
-    with ThreadPoolExecutor(max_workers=RESOLVE_THREADS) as pool:
-        futures = [pool.submit(worker) for _ in range(RESOLVE_THREADS)]
-        barrier.wait()
-        t0 = time.perf_counter()
-        conc = [x for f in futures for x in f.result(timeout=600)]
-        wall = time.perf_counter() - t0
-    return {
-        "resolve_n": len(seq),
-        "resolve_p50_ms": ms(pct(seq, 50)),
-        "resolve_p99_ms": ms(pct(seq, 99)),
-        "resolve_mean_ms": ms(statistics.fmean(seq)),
-        "resolve16_n": len(conc),
-        "resolve16_p50_ms": ms(pct(conc, 50)),
-        "resolve16_p99_ms": ms(pct(conc, 99)),
-        "resolve16_rps": round(len(conc) / wall, 1),
-    }
+    return resolve_figures(seq, 50 if quick else 200, own_client)
 
 
 # -- 5 and 6. big files and server memory ---------------------------------------------------
@@ -277,7 +259,7 @@ def _big_file(root: Path, big_mib: int) -> dict[str, Any]:
     with ModelyardServer(root / "data", root / "server.log") as server:
         time.sleep(0.5)  # let start-up allocations settle before the idle reading
         out["server_idle_rss_mb"] = round(rss_kib(server.pid) / 1024, 1)
-        sampler = RssSampler(server.pid)
+        sampler = RssSampler(functools.partial(rss_kib, server.pid))
         sampler.start()
         try:
             with modelyard.connect(server.url) as reg:
@@ -358,16 +340,9 @@ def _search(root: Path, n: int) -> dict[str, Any]:
                 _check_page(label, items)
                 return len(response.content)
 
-            for _ in range(SEARCH_WARMUP):
-                page()
-            samples = []
-            size = 0
-            for _ in range(SEARCH_REPS):
-                t = time.perf_counter()
-                size = page()
-                samples.append(time.perf_counter() - t)
-            result[f"{label}_ms"] = ms(statistics.median(samples))
-            result[f"{label}_min_ms"] = ms(min(samples))
+            median, fastest, size = time_median(page, SEARCH_REPS, SEARCH_WARMUP)
+            result[f"{label}_ms"] = median
+            result[f"{label}_min_ms"] = fastest
             result[f"{label}_bytes"] = size
     shutil.rmtree(root, ignore_errors=True)
     return result

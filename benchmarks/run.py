@@ -26,6 +26,7 @@ from typing import Any, Literal
 from rich.console import Console
 from rich.table import Table
 
+from benchmarks._common import sizes_arg
 from benchmarks._harness import machine_info
 from benchmarks.modelyard_side import SEARCH_QUERIES, run_modelyard_benchmark
 
@@ -146,19 +147,16 @@ def build_rows(ours: dict[str, Any], theirs: dict[str, Any] | None) -> list[Row]
         better: Better,
         target: str,
         checks: list[Check],
-        *,
-        ours_value: float | None = None,
         note: str = "",
     ) -> None:
-        mine = ours_value if ours_value is not None else _get(ours, key)
+        mine = _get(ours, key)
         other, mark = _mlflow_best(theirs, their_key, better) if their_key else (None, "")
         ratio = _advantage(mine, other, better)
-        shown = _fmt(mine, unit) + note
         rows.append(
             Row(
                 section=section,
                 label=label,
-                modelyard=shown,
+                modelyard=_fmt(mine, unit) + note,
                 mlflow=_fmt(other, unit) + mark,
                 ratio="n/a" if ratio is None else f"{ratio:,.1f}x",
                 target=target,
@@ -169,97 +167,27 @@ def build_rows(ours: dict[str, Any], theirs: dict[str, Any] | None) -> list[Row]
             )
         )
 
-    add(
-        "start-up",
-        "serve, fresh data dir (median of 5)",
-        "startup_s",
-        "startup_s",
-        "s",
-        "lower",
-        "< 2 s",
-        [below(2.0)],
-    )
-    add(
-        "start-up",
-        "serve, existing data dir (median of 5)",
-        "startup_existing_s",
-        "startup_existing_s",
-        "s",
-        "lower",
-        "< 2 s",
-        [below(2.0)],
-    )
-    n = int(ours.get("register_n", 0))
-    add(
-        "register",
-        f"SDK register, 1 KiB + metadata (n={n})",
-        "register_per_s",
-        "register_per_s",
-        "/s",
-        "higher",
-        ">= 20x MLflow",
-        [at_least_times(20)],
-    )
-    add(
-        "resolve",
-        "alias, 1 client keep-alive: p50",
-        "resolve_p50_ms",
-        "resolve_p50_ms",
-        "ms",
-        "lower",
-        ">= 20x faster",
-        [at_least_times(20)],
-    )
-    add(
-        "resolve",
-        "alias, 1 client keep-alive: p99",
-        "resolve_p99_ms",
-        "resolve_p99_ms",
-        "ms",
-        "lower",
-        "info",
-        [],
-    )
-    add(
-        "resolve",
-        "alias, 16 clients: p50",
-        "resolve16_p50_ms",
-        "resolve16_p50_ms",
-        "ms",
-        "lower",
-        ">= 20x faster",
-        [at_least_times(20)],
-    )
-    add(
-        "resolve",
-        "alias, 16 clients: p99",
-        "resolve16_p99_ms",
-        "resolve16_p99_ms",
-        "ms",
-        "lower",
-        "info",
-        [],
-    )
-    add(
-        "resolve",
-        "alias, 16 clients: throughput",
-        "resolve16_rps",
-        "resolve16_rps",
-        "req/s",
-        "higher",
-        "info",
-        [],
-    )
-    add(
-        "resolve",
-        "SDK reg.resolve(): p50 (vs MLflow SDK)",
-        "sdk_resolve_p50_ms",
-        "resolve_p50_ms",
-        "ms",
-        "lower",
-        "info",
-        [],
-    )
+    for label, key in (
+        ("serve, fresh data dir (median of 5)", "startup_s"),
+        ("serve, existing data dir (median of 5)", "startup_existing_s"),
+    ):
+        add("start-up", label, key, key, "s", "lower", "< 2 s", [below(2.0)])
+    times20 = [at_least_times(20)]
+    label = f"SDK register, 1 KiB + metadata (n={int(ours.get('register_n', 0))})"
+    key = "register_per_s"
+    add("register", label, key, key, "/s", "higher", ">= 20x MLflow", times20)
+
+    for label, key, target, checks in (
+        ("alias, 1 client keep-alive: p50", "resolve_p50_ms", ">= 20x faster", times20),
+        ("alias, 1 client keep-alive: p99", "resolve_p99_ms", "info", []),
+        ("alias, 16 clients: p50", "resolve16_p50_ms", ">= 20x faster", times20),
+        ("alias, 16 clients: p99", "resolve16_p99_ms", "info", []),
+    ):
+        add("resolve", label, key, key, "ms", "lower", target, checks)
+    label = "alias, 16 clients: throughput"
+    add("resolve", label, "resolve16_rps", "resolve16_rps", "req/s", "higher", "info", [])
+    label = "SDK reg.resolve(): p50 (vs MLflow SDK)"
+    add("resolve", label, "sdk_resolve_p50_ms", "resolve_p50_ms", "ms", "lower", "info", [])
 
     # MLflow cannot filter registry versions by metric: its closest equivalent for a metric
     # filter is search_logged_models; for a tag filter it is search_model_versions.
@@ -270,13 +198,12 @@ def build_rows(ours: dict[str, Any], theirs: dict[str, Any] | None) -> list[Row]
         "tag": "model_versions_tag_ms",
     }
     for size in sorted(ours.get("search", {}), key=int):
-        for label, (flt, order_by) in SEARCH_QUERIES.items():
-            text = flt + (f" order by {order_by}" if order_by else "")
+        for query, (flt, order_by) in SEARCH_QUERIES.items():
             add(
                 f"search {int(size):,}",
-                text,
-                f"search.{size}.{label}_ms",
-                f"search.{size}.{mlflow_search[label]}",
+                flt + (f" order by {order_by}" if order_by else ""),
+                f"search.{size}.{query}_ms",
+                f"search.{size}.{mlflow_search[query]}",
                 "ms",
                 "lower",
                 ">= 5x faster",
@@ -285,37 +212,14 @@ def build_rows(ours: dict[str, Any], theirs: dict[str, Any] | None) -> list[Row]
 
     big = int(ours.get("big_mib", 0))
     cp = _get(ours, "cp_mb_s")
-    cp_floor = None if cp is None else 0.6 * cp
-    add(
-        "big file",
-        f"upload {big} MiB (incl. client hashing)",
-        "upload_mb_s",
-        "upload_mb_s",
-        "MB/s",
-        "higher",
-        ">= 3x MLflow, >= 60% of cp",
-        [at_least_times(3), at_least(cp_floor)],
-    )
-    add(
-        "big file",
-        f"download {big} MiB (verified)",
-        "download_mb_s",
-        "download_mb_s",
-        "MB/s",
-        "higher",
-        ">= 3x MLflow, >= 60% of cp",
-        [at_least_times(3), at_least(cp_floor)],
-    )
-    add(
-        "big file",
-        "cp of the same file (reference)",
-        "cp_mb_s",
-        "cp_mb_s",
-        "MB/s",
-        "higher",
-        "info",
-        [],
-    )
+    beat_cp = [at_least_times(3), at_least(None if cp is None else 0.6 * cp)]
+    for label, key in (
+        (f"upload {big} MiB (incl. client hashing)", "upload_mb_s"),
+        (f"download {big} MiB (verified)", "download_mb_s"),
+    ):
+        add("big file", label, key, key, "MB/s", "higher", ">= 3x MLflow, >= 60% of cp", beat_cp)
+    label = "cp of the same file (reference)"
+    add("big file", label, "cp_mb_s", "cp_mb_s", "MB/s", "higher", "info", [])
     pct_value = _get(ours, "reupload_pct")
     add(
         "big file",
@@ -329,47 +233,14 @@ def build_rows(ours: dict[str, Any], theirs: dict[str, Any] | None) -> list[Row]
         note="" if pct_value is None else f" ({pct_value:.2f}%)",
     )
 
-    quarter = max(1, big // 4)
-    add(
-        "server RSS",
-        f"peak during {big} MiB upload",
-        "server_peak_rss_upload_mb",
-        "server_peak_rss_upload_mb",
-        "MB",
-        "lower",
-        "<= 150 MB",
-        [at_most(RSS_LIMIT_MB)],
-    )
-    add(
-        "server RSS",
-        f"peak during {big} MiB download",
-        "server_peak_rss_download_mb",
-        "server_peak_rss_download_mb",
-        "MB",
-        "lower",
-        "<= 150 MB",
-        [at_most(RSS_LIMIT_MB)],
-    )
-    add(
-        "server RSS",
-        f"peak during {quarter} MiB upload",
-        "server_peak_rss_quarter_upload_mb",
-        None,
-        "MB",
-        "lower",
-        "<= 150 MB",
-        [at_most(RSS_LIMIT_MB)],
-    )
-    add(
-        "server RSS",
-        f"peak during {quarter} MiB download",
-        "server_peak_rss_quarter_download_mb",
-        None,
-        "MB",
-        "lower",
-        "<= 150 MB",
-        [at_most(RSS_LIMIT_MB)],
-    )
+    # MLflow has no quarter-size run to compare with.
+    target = f"<= {RSS_LIMIT_MB:g} MB"
+    for mib, prefix, vs_mlflow in ((big, "", True), (max(1, big // 4), "quarter_", False)):
+        for step in ("upload", "download"):
+            key = f"server_peak_rss_{prefix}{step}_mb"
+            their_key = key if vs_mlflow else None
+            label = f"peak during {mib} MiB {step}"
+            add("server RSS", label, key, their_key, "MB", "lower", target, [at_most(RSS_LIMIT_MB)])
     return rows
 
 
@@ -463,13 +334,6 @@ def _run_mlflow(args: argparse.Namespace, sizes: list[int]) -> tuple[dict[str, A
     return result, f"mlflow {version}, measured in this run by benchmarks/mlflow/side.py"
 
 
-def _sizes(text: str) -> list[int]:
-    sizes = [int(s) for s in text.split(",") if s.strip()]
-    if not sizes or any(s < 500 for s in sizes):
-        raise argparse.ArgumentTypeError("search sizes must be integers >= 500")
-    return sizes
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.run", description="Modelyard vs MLflow, side by side."
@@ -477,7 +341,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="small sizes for a smoke run")
     parser.add_argument("--skip-mlflow", action="store_true", help="Modelyard figures only")
     parser.add_argument("--big-mib", type=int, help="big file size in MiB (1024; quick 64)")
-    parser.add_argument("--search-sizes", type=_sizes, help="20000,200000 (quick 2000,20000)")
+    parser.add_argument(
+        "--search-sizes", type=sizes_arg(500), help="20000,200000 (quick 2000,20000)"
+    )
     parser.add_argument("--json", type=Path, help="also write every figure here")
     parser.add_argument("--markdown", type=Path, help="also write the table as Markdown here")
     parser.add_argument(

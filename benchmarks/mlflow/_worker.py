@@ -9,6 +9,7 @@ except ``seed``, which bulk-inserts rows into the SQLite file while no server is
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -16,14 +17,11 @@ import os
 import random
 import shutil
 import sqlite3
-import statistics
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -32,19 +30,19 @@ from mlflow.entities import Metric, Param
 import mlflow
 from mlflow import MlflowClient
 
-CHUNK = 4 * 1024 * 1024
-TEAMS = ("growth", "search", "ads", "infra")
-
-
-def _pct(samples: list[float], q: float) -> float:
-    """Nearest-rank percentile, so p99 of 100 samples is a real observed sample."""
-    ordered = sorted(samples)
-    idx = max(0, min(len(ordered) - 1, int(-(-q * len(ordered) // 100)) - 1))
-    return ordered[idx]
-
-
-def _ms(seconds: float) -> float:
-    return round(seconds * 1000.0, 3)
+# Run as a script, so only this folder is on sys.path; _common is stdlib-only for this venv.
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from benchmarks._common import (
+    MIB,
+    SEARCH_PAGE,
+    SEARCH_SEED,
+    TEAMS,
+    ms,
+    pct,
+    resolve_figures,
+    time_median,
+    write_random,
+)
 
 
 def _quiet() -> None:
@@ -52,20 +50,10 @@ def _quiet() -> None:
     logging.getLogger("mlflow").setLevel(logging.WARNING)
 
 
-def _write_random(path: Path, size: int) -> None:
-    """Incompressible content so no layer can cheat with compression or dedup."""
-    with path.open("wb") as fh:
-        left = size
-        while left > 0:
-            n = min(CHUNK, left)
-            fh.write(os.urandom(n))
-            left -= n
-
-
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
     with path.open("rb") as fh:
-        while chunk := fh.read(CHUNK):
+        while chunk := fh.read(MIB):
             h.update(chunk)
     return h.hexdigest()
 
@@ -149,7 +137,7 @@ def phase_register(cfg: dict[str, Any]) -> dict[str, Any]:
         "register_n": n,
         "register_s": round(elapsed, 3),
         "register_per_s": round(n / elapsed, 3),
-        "register_step_avg_ms": {k: _ms(v / n) for k, v in steps.items()},
+        "register_step_avg_ms": {k: ms(v / n) for k, v in steps.items()},
         "register_versions_total": int(latest[0].version) if latest else 0,
     }
 
@@ -176,34 +164,9 @@ def phase_resolve(cfg: dict[str, Any]) -> dict[str, Any]:
         call()
     seq = [call() for _ in range(cfg["seq_n"])]
 
-    threads: int = cfg["threads"]
-    per_thread: int = cfg["per_thread"]
-    barrier = threading.Barrier(threads + 1, timeout=60)
-
-    def worker() -> list[float]:
-        call()  # open this thread's pooled connection before the clock starts
-        barrier.wait()
-        return [call() for _ in range(per_thread)]
-
-    with ThreadPoolExecutor(max_workers=threads) as pool:
-        futures = [pool.submit(worker) for _ in range(threads)]
-        barrier.wait()
-        t0 = time.perf_counter()
-        conc = [x for f in futures for x in f.result(timeout=600)]
-        wall = time.perf_counter() - t0
-
-    diag = _raw_resolve(model, cfg["diag_n"])
-    return {
-        **diag,
-        "resolve_n": len(seq),
-        "resolve_p50_ms": _ms(_pct(seq, 50)),
-        "resolve_p99_ms": _ms(_pct(seq, 99)),
-        "resolve_mean_ms": _ms(statistics.fmean(seq)),
-        "resolve16_n": len(conc),
-        "resolve16_p50_ms": _ms(_pct(conc, 50)),
-        "resolve16_p99_ms": _ms(_pct(conc, 99)),
-        "resolve16_rps": round(len(conc) / wall, 2),
-    }
+    # The threads share the client, each on its own connection of MLflow's pooled session.
+    figures = resolve_figures(seq, cfg["per_thread"], lambda: contextlib.nullcontext(call))
+    return {**_raw_resolve(model, cfg["diag_n"]), **figures}
 
 
 def _raw_resolve(model: str, n: int) -> dict[str, float]:
@@ -227,7 +190,7 @@ def _raw_resolve(model: str, n: int) -> dict[str, float]:
                 resp.raise_for_status()
                 resp.json()
                 samples.append(time.perf_counter() - t0)
-            out[f"diag_resolve_raw_{label}_p50_ms"] = _ms(_pct(samples, 50))
+            out[f"diag_resolve_raw_{label}_p50_ms"] = ms(pct(samples, 50))
     return out
 
 
@@ -254,7 +217,7 @@ def phase_bigfile(cfg: dict[str, Any]) -> dict[str, Any]:
     src_dir = scratch / "big-src"
     src_dir.mkdir(parents=True)
     big = src_dir / "payload.bin"
-    _write_random(big, size)
+    write_random(big, size)
     src_sha = _sha256(big)  # also warms the page cache for every reader below alike
 
     client = MlflowClient()
@@ -342,7 +305,7 @@ def phase_seed(cfg: dict[str, Any]) -> dict[str, Any]:
     tracking.engine.dispose()
     registry.engine.dispose()
 
-    rng = random.Random(1234)
+    rng = random.Random(SEARCH_SEED)
     ready = LoggedModelStatus.READY.to_int()
     conn = sqlite3.connect(db, timeout=60)
     try:
@@ -415,18 +378,6 @@ def phase_seed(cfg: dict[str, Any]) -> dict[str, Any]:
 # --------------------------------------------------------------------------- search
 
 
-def _time_median(fn: Callable[[], int], reps: int, warmup: int) -> tuple[float, float, int]:
-    for _ in range(warmup):
-        fn()
-    samples: list[float] = []
-    got = 0
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        got = fn()
-        samples.append(time.perf_counter() - t0)
-    return _ms(statistics.median(samples)), _ms(min(samples)), got
-
-
 def phase_search(cfg: dict[str, Any]) -> dict[str, Any]:
     """Median latency of one 100-item page, via both MLflow 3 search APIs."""
     _quiet()
@@ -437,29 +388,31 @@ def phase_search(cfg: dict[str, Any]) -> dict[str, Any]:
 
     def logged() -> int:
         page = client.search_logged_models(
-            experiment_ids=[exp_id], filter_string="metrics.auc >= 0.85", max_results=100
+            experiment_ids=[exp_id], filter_string="metrics.auc >= 0.85", max_results=SEARCH_PAGE
         )
         if any(m.metrics is None or m.metrics[0].value < 0.85 for m in page):
             raise RuntimeError("search_logged_models returned a non-matching model")
         return len(page)
 
     def versions() -> int:
-        page = client.search_model_versions(filter_string="tags.team = 'growth'", max_results=100)
+        page = client.search_model_versions(
+            filter_string="tags.team = 'growth'", max_results=SEARCH_PAGE
+        )
         if any(mv.tags.get("team") != "growth" for mv in page):
             raise RuntimeError("search_model_versions returned a non-matching version")
         return len(page)
 
-    lm_med, lm_min, lm_n = _time_median(logged, reps, warmup)
-    mv_med, mv_min, mv_n = _time_median(versions, reps, warmup)
-    if lm_n != 100 or mv_n != 100:
-        raise RuntimeError(f"expected full pages of 100, got {lm_n} and {mv_n}")
+    lm_med, lm_min, lm_n = time_median(logged, reps, warmup)
+    mv_med, mv_min, mv_n = time_median(versions, reps, warmup)
+    if lm_n != SEARCH_PAGE or mv_n != SEARCH_PAGE:
+        raise RuntimeError(f"expected full pages of {SEARCH_PAGE}, got {lm_n} and {mv_n}")
     return {
         "logged_models_metric_ms": lm_med,
         "logged_models_metric_min_ms": lm_min,
         "model_versions_tag_ms": mv_med,
         "model_versions_tag_min_ms": mv_min,
         "reps": reps,
-        "page_size": 100,
+        "page_size": SEARCH_PAGE,
     }
 
 

@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -29,19 +29,28 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
+from benchmarks._common import (
+    HOST,
+    REGISTER_WARMUP,
+    RESOLVE_THREADS,
+    RESOLVE_WARMUP,
+    SEARCH_MODELS,
+    SEARCH_REPS,
+    SEARCH_WARMUP,
+    RssSampler,
+    ServerProcess,
+    free_port,
+    rss_kib,
+    sizes_arg,
+    tail,
+)
+
 MLFLOW_VERSION = "3.17.2"
-HOST = "127.0.0.1"
 HERE = Path(__file__).resolve().parent
 VENV_DIR = HERE.parent / ".mlflow-venv"
 WORKER = HERE / "_worker.py"
-N_SEARCH_MODELS = 100
-SEARCH_REPS = 20
-SERVER_START_TIMEOUT_S = 240.0
-SERVER_STOP_TIMEOUT_S = 30.0
-RSS_INTERVAL_S = 0.05  # ~20 Hz
 # Loopback only: never route our own health/warm-up requests through an env-configured proxy.
 _LOCAL = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 SETTLE_TIMEOUT_S = 120.0
@@ -143,18 +152,8 @@ def process_tree(root: int) -> list[int]:
     return tree
 
 
-def _rss_kib(pid: int) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    except (OSError, ValueError):
-        pass
-    return 0
-
-
 def tree_rss_kib(root: int) -> int:
-    return sum(_rss_kib(pid) for pid in process_tree(root))
+    return sum(rss_kib(pid) for pid in process_tree(root))
 
 
 def tree_cpu_s(root: int) -> float:
@@ -169,75 +168,30 @@ def tree_cpu_s(root: int) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
-class RssSampler(threading.Thread):
-    """Samples the summed VmRSS of a process tree at ~20 Hz in the background."""
-
-    def __init__(self, root_pid: int) -> None:
-        super().__init__(daemon=True, name="rss-sampler")
-        self.root_pid = root_pid
-        self.samples: list[tuple[float, int]] = []
-        self._stop_event = threading.Event()
-
-    def run(self) -> None:
-        while not self._stop_event.is_set():
-            self.samples.append((time.time(), tree_rss_kib(self.root_pid)))
-            self._stop_event.wait(RSS_INTERVAL_S)
-
-    def stop(self) -> None:
-        self._stop_event.set()
-        self.join(timeout=10)
-
-    def peak_mib(self, start: float | None = None, end: float | None = None) -> float:
-        window = [
-            kib
-            for t, kib in self.samples
-            if (start is None or t >= start) and (end is None or t <= end)
-        ]
-        return round(max(window, default=0) / 1024, 1)
-
-
 # --------------------------------------------------------------------------- server
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
+class MlflowServer(ServerProcess):
+    """A real ``mlflow server`` (sqlite backend + artifact proxy) with its MLflow defaults."""
 
-
-def _tail(path: Path, lines: int = 40) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "<no log>"
-
-
-class MlflowServer:
-    """A real ``mlflow server`` (sqlite backend + artifact proxy) with its MLflow defaults.
-
-    Used as a context manager so the whole process group is torn down even on errors.
-    """
+    name = "mlflow server"
+    start_timeout_s = 240.0
+    stop_timeout_s = 30.0
+    poll_s = 0.2
 
     def __init__(self, root: Path, tmpdir: Path, workers: int | None = None) -> None:
+        super().__init__(root / "server.log")
         self.root = root
         self.tmpdir = tmpdir
         self.workers = workers  # None = MLflow's default (4 uvicorn workers)
         self.db_path = root / "mlflow.db"
         self.artifacts = root / "artifacts"
-        self.port = 0
         self.settle_s = 0.0
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.log_path = root / "server.log"
-
-    @property
-    def uri(self) -> str:
-        return f"http://{HOST}:{self.port}"
 
     def start(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         self.artifacts.mkdir(exist_ok=True)
-        self.port = _free_port()
+        self.port = free_port()
         cmd = [
             str(VENV_DIR / "bin" / "mlflow"),
             "server",
@@ -253,17 +207,7 @@ class MlflowServer:
         ]
         if self.workers is not None:
             cmd += ["--workers", str(self.workers)]
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                cmd,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env=_mlflow_env(None, self.tmpdir),
-                cwd=self.root,
-                start_new_session=True,  # own process group, so stop() can reach every worker
-            )
-        self._wait_healthy()
+        self._launch(cmd, _mlflow_env(None, self.tmpdir), self._healthy, cwd=self.root)
         self._warm_workers()
         self.settle_s = self._wait_quiescent()
 
@@ -273,7 +217,7 @@ class MlflowServer:
         MLflow workers import and connect lazily (seconds on the first request each); a
         long-running server would long have paid that, so it is kept out of the timings.
         """
-        url = f"{self.uri}/api/2.0/mlflow/experiments/get?experiment_id=0"
+        url = f"{self.url}/api/2.0/mlflow/experiments/get?experiment_id=0"
 
         def hit() -> None:
             with contextlib.suppress(urllib.error.URLError, OSError):
@@ -288,50 +232,25 @@ class MlflowServer:
 
     def _wait_quiescent(self) -> float:
         """Wait (bounded) until the server tree is idle: its job runner boots after /health."""
-        assert self.proc is not None
         start = time.monotonic()
-        prev = tree_cpu_s(self.proc.pid)
+        prev = tree_cpu_s(self.pid)
         while time.monotonic() - start < SETTLE_TIMEOUT_S:
             time.sleep(1.0)
-            cur = tree_cpu_s(self.proc.pid)
+            cur = tree_cpu_s(self.pid)
             if cur - prev < SETTLE_MAX_CORES:
                 break
             prev = cur
         return round(time.monotonic() - start, 1)
 
-    def _wait_healthy(self) -> None:
-        """Poll /health until it answers OK, the server dies, or the deadline passes."""
-        assert self.proc is not None
-        deadline = time.monotonic() + SERVER_START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"mlflow server exited early:\n{_tail(self.log_path)}")
-            try:
-                with _LOCAL.open(f"{self.uri}/health", timeout=2) as resp:
-                    if resp.status == 200:
-                        return
-            except (urllib.error.URLError, OSError):
-                pass
-            time.sleep(0.2)
-        raise TimeoutError(
-            f"mlflow server not healthy after {SERVER_START_TIMEOUT_S}s:\n{_tail(self.log_path)}"
-        )
+    def _healthy(self) -> bool:
+        with _LOCAL.open(f"{self.url}/health", timeout=2) as resp:
+            return bool(resp.status == 200)
 
     def stop(self) -> None:
-        """SIGTERM the process group, escalate to SIGKILL, then reap any stray descendant."""
-        proc, self.proc = self.proc, None
-        if proc is None:
-            return
-        tree = process_tree(proc.pid)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=SERVER_STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=SERVER_STOP_TIMEOUT_S)
-        deadline = time.monotonic() + SERVER_STOP_TIMEOUT_S
+        """Stop the process group, then reap any descendant that left it."""
+        tree = [] if self.proc is None else process_tree(self.proc.pid)
+        super().stop()
+        deadline = time.monotonic() + self.stop_timeout_s
         venv = str(VENV_DIR)
         for pid in tree[1:]:
             while time.monotonic() < deadline and _is_ours(pid, venv):
@@ -339,22 +258,6 @@ class MlflowServer:
             if _is_ours(pid, venv):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
-
-    def __enter__(self) -> MlflowServer:
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 def _is_ours(pid: int, venv: str) -> bool:
@@ -400,9 +303,9 @@ def _run_phase(
                 check=False,
             )
         except subprocess.TimeoutExpired as err:
-            raise TimeoutError(f"phase {phase} exceeded {timeout}s:\n{_tail(log_path)}") from err
+            raise TimeoutError(f"phase {phase} exceeded {timeout}s:\n{tail(log_path)}") from err
     if proc.returncode != 0:
-        raise RuntimeError(f"phase {phase} failed ({proc.returncode}):\n{_tail(log_path)}")
+        raise RuntimeError(f"phase {phase} failed ({proc.returncode}):\n{tail(log_path)}")
     result: dict[str, Any] = json.loads(out_path.read_text())
     if result.pop("_mlflow_version", None) != MLFLOW_VERSION:
         raise RuntimeError(f"phase {phase} did not run on mlflow {MLFLOW_VERSION}")
@@ -413,7 +316,7 @@ def _search_at(python: Path, sdir: Path, tmp: Path, n: int) -> dict[str, Any]:
     """Seed n versions into a fresh DB, then time both searches on default and 1-worker servers."""
     seed = _run_phase(
         "seed",
-        {"db_path": str(sdir / "mlflow.db"), "n": n, "n_models": N_SEARCH_MODELS},
+        {"db_path": str(sdir / "mlflow.db"), "n": n, "n_models": SEARCH_MODELS},
         python=python,
         scratch=sdir / "seed",
         tmpdir=tmp,
@@ -422,7 +325,7 @@ def _search_at(python: Path, sdir: Path, tmp: Path, n: int) -> dict[str, Any]:
     )
     if seed["counts"]["model_versions"] != n:
         raise RuntimeError(f"seeding {n} versions produced {seed['counts']}")
-    cfg = {"experiment_id": seed["experiment_id"], "reps": SEARCH_REPS, "warmup": 2}
+    cfg = {"experiment_id": seed["experiment_id"], "reps": SEARCH_REPS, "warmup": SEARCH_WARMUP}
     res: dict[str, Any] = {}
     for workers, suffix in ((None, ""), (1, "_w1")):
         with MlflowServer(sdir, tmp, workers=workers) as srv:
@@ -432,7 +335,7 @@ def _search_at(python: Path, sdir: Path, tmp: Path, n: int) -> dict[str, Any]:
                 python=python,
                 scratch=sdir / f"run{suffix}",
                 tmpdir=tmp,
-                uri=srv.uri,
+                uri=srv.url,
                 timeout=600 + n / 20,
             )
         res |= {f"{k}{suffix}": v for k, v in got.items() if k.endswith("_ms")}
@@ -449,7 +352,12 @@ def _latency_phases(
     model = "bench-model"
     out = _run_phase(
         "register",
-        {"n": n_register, "warmup": 3, "model_name": model, "scratch": str(root / "reg")},
+        {
+            "n": n_register,
+            "warmup": REGISTER_WARMUP,
+            "model_name": model,
+            "scratch": str(root / "reg"),
+        },
         python=python,
         scratch=root / "reg",
         tmpdir=tmp,
@@ -461,9 +369,8 @@ def _latency_phases(
         "resolve",
         {
             "model_name": model,
-            "warmup": 10,
+            "warmup": RESOLVE_WARMUP,
             "seq_n": 100 if quick else 500,
-            "threads": 16,
             "per_thread": 25 if quick else 100,
             "diag_n": 50 if quick else 100,
         },
@@ -472,8 +379,8 @@ def _latency_phases(
         tmpdir=tmp,
         uri=uri,
         timeout=900,
-        # MLflow's default pool keeps 10 connections; 16 avoids reconnect churn.
-        extra_env={"MLFLOW_HTTP_POOL_MAXSIZE": "16"},
+        # MLflow's default pool keeps 10 connections; one per thread avoids reconnect churn.
+        extra_env={"MLFLOW_HTTP_POOL_MAXSIZE": str(RESOLVE_THREADS)},
     )
     return {f"{k}{suffix}": v for k, v in out.items()}
 
@@ -495,12 +402,12 @@ def run_mlflow_benchmark(
     out: dict[str, Any] = {"mlflow_version": MLFLOW_VERSION, "quick": quick}
     try:
         with MlflowServer(root / "server", tmp) as srv:
-            assert srv.proc is not None
             out["server_settle_s"] = srv.settle_s
-            out |= _latency_phases(python, root / "server", tmp, srv.uri, quick, "")
-            out["server_idle_rss_mb"] = round(tree_rss_kib(srv.proc.pid) / 1024, 1)
-            out["server_processes"] = len(process_tree(srv.proc.pid))
-            sampler = RssSampler(srv.proc.pid)
+            out |= _latency_phases(python, root / "server", tmp, srv.url, quick, "")
+            out["server_idle_rss_mb"] = round(tree_rss_kib(srv.pid) / 1024, 1)
+            out["server_processes"] = len(process_tree(srv.pid))
+            # time.time: the worker process takes the marks of the windows below.
+            sampler = RssSampler(functools.partial(tree_rss_kib, srv.pid), clock=time.time)
             sampler.start()
             try:
                 big = _run_phase(
@@ -509,7 +416,7 @@ def run_mlflow_benchmark(
                     python=python,
                     scratch=root / "big",
                     tmpdir=tmp,
-                    uri=srv.uri,
+                    uri=srv.url,
                     timeout=600 + 3 * big_mib,
                 )
             finally:
@@ -528,7 +435,7 @@ def run_mlflow_benchmark(
         shutil.rmtree(root / "server", ignore_errors=True)
 
         with MlflowServer(root / "server-w1", tmp, workers=1) as srv:
-            out |= _latency_phases(python, root / "server-w1", tmp, srv.uri, quick, "_w1")
+            out |= _latency_phases(python, root / "server-w1", tmp, srv.url, quick, "_w1")
         shutil.rmtree(root / "server-w1", ignore_errors=True)
 
         out["search"] = {}
@@ -567,11 +474,11 @@ def run_mlflow_benchmark(
         "accepts sockets without TCP_NODELAY (uvicorn#3149), so each keep-alive request stalls "
         "~40 ms on delayed ACK; diag_resolve_raw_* shows raw REST keep-alive vs fresh conns",
         "MB = MiB (2**20 bytes); latencies are client-side wall time incl. MLflow client overhead",
-        "register: 3 untimed warm-up registrations; resolve: 10 warm-up calls; search: 2 "
-        f"warm-up + {SEARCH_REPS} timed, median reported",
+        f"register: {REGISTER_WARMUP} untimed warm-up registrations; resolve: {RESOLVE_WARMUP} "
+        f"warm-up calls; search: {SEARCH_WARMUP} warm-up + {SEARCH_REPS} timed, median reported",
         "resolve16: 16 threads share one MlflowClient (MLflow's pooled requests session, "
         "MLFLOW_HTTP_POOL_MAXSIZE=16)",
-        f"search rows inserted directly into SQLite over {N_SEARCH_MODELS} registered models "
+        f"search rows inserted directly into SQLite over {SEARCH_MODELS} registered models "
         "(schema created by MLflow's own store code), then served by a fresh mlflow server",
         "server_peak_rss_mb sums VmRSS over the server's whole process tree (CLI parent, "
         "uvicorn parent + workers, huey job runner) during the big-file phase",
@@ -579,19 +486,12 @@ def run_mlflow_benchmark(
     return out
 
 
-def _parse_sizes(text: str) -> list[int]:
-    sizes = [int(s) for s in text.split(",") if s.strip()]
-    if not sizes or any(s < 100 for s in sizes):
-        raise argparse.ArgumentTypeError("search sizes must be integers >= 100")
-    return sizes
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--json", type=Path, help="write the result dict here")
     parser.add_argument("--quick", action="store_true", help="small sizes for a smoke run")
     parser.add_argument("--big-mib", type=int, default=None, help="big file size (MiB)")
-    parser.add_argument("--search-sizes", type=_parse_sizes, default=None)
+    parser.add_argument("--search-sizes", type=sizes_arg(100), default=None)
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()))
     args = parser.parse_args(argv)
     # Turn SIGTERM into SystemExit so the finally/with blocks still stop the server.

@@ -1,0 +1,288 @@
+"""What both halves of the benchmark share: the workload's sizes, statistics, servers, RSS.
+
+Standard library only: ``mlflow/_worker.py`` imports this under the MLflow venv's python,
+where neither modelyard nor httpx is installed. One copy means a figure on either side is
+computed the same way, which the ratios depend on.
+"""
+
+from __future__ import annotations
+
+import abc
+import argparse
+import contextlib
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+HOST = "127.0.0.1"
+MIB = 1024 * 1024
+RSS_INTERVAL_S = 0.05  # ~20 Hz
+
+# The workload, identical on both sides so that the figures compare.
+TEAMS = ("growth", "search", "ads", "infra")
+REGISTER_WARMUP = 3
+RESOLVE_WARMUP = 10
+RESOLVE_THREADS = 16
+SEARCH_MODELS = 100
+SEARCH_SEED = 1234
+SEARCH_REPS = 20
+SEARCH_WARMUP = 2
+SEARCH_PAGE = 100
+
+# --------------------------------------------------------------------------- figures
+
+
+def pct(samples: list[float], q: float) -> float:
+    """Nearest-rank percentile, so p99 of 100 samples is a real observed sample."""
+    ordered = sorted(samples)
+    idx = max(0, min(len(ordered) - 1, int(-(-q * len(ordered) // 100)) - 1))
+    return ordered[idx]
+
+
+def ms(seconds: float) -> float:
+    return round(seconds * 1000.0, 3)
+
+
+def time_median(fn: Callable[[], int], reps: int, warmup: int) -> tuple[float, float, int]:
+    """Median and fastest of ``reps`` timed calls (ms) after ``warmup`` untimed ones, plus
+    what the last call returned, for the caller to check."""
+    for _ in range(warmup):
+        fn()
+    samples: list[float] = []
+    got = 0
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        got = fn()
+        samples.append(time.perf_counter() - t0)
+    return ms(statistics.median(samples)), ms(min(samples)), got
+
+
+def resolve_figures(
+    seq: list[float],
+    per_thread: int,
+    session: Callable[[], AbstractContextManager[Callable[[], float]]],
+) -> dict[str, Any]:
+    """The resolve keys of both sides: ``seq`` (one client), then ``RESOLVE_THREADS`` threads
+    that each open a ``session`` (a timed call) and start together once all are connected."""
+    barrier = threading.Barrier(RESOLVE_THREADS + 1, timeout=60)
+
+    def worker() -> list[float]:
+        with session() as call:
+            call()  # connect before the clock starts
+            barrier.wait()
+            return [call() for _ in range(per_thread)]
+
+    with ThreadPoolExecutor(max_workers=RESOLVE_THREADS) as pool:
+        futures = [pool.submit(worker) for _ in range(RESOLVE_THREADS)]
+        barrier.wait()
+        t0 = time.perf_counter()
+        conc = [x for f in futures for x in f.result(timeout=600)]
+        wall = time.perf_counter() - t0
+    return {
+        "resolve_n": len(seq),
+        "resolve_p50_ms": ms(pct(seq, 50)),
+        "resolve_p99_ms": ms(pct(seq, 99)),
+        "resolve_mean_ms": ms(statistics.fmean(seq)),
+        "resolve16_n": len(conc),
+        "resolve16_p50_ms": ms(pct(conc, 50)),
+        "resolve16_p99_ms": ms(pct(conc, 99)),
+        "resolve16_rps": round(len(conc) / wall, 2),
+    }
+
+
+def write_random(path: Path, size: int) -> None:
+    """Incompressible bytes (no layer can win by compression or dedup), written in 1 MiB
+    chunks so the whole file is never in memory."""
+    with path.open("wb") as handle:
+        left = size
+        while left > 0:
+            n = min(MIB, left)
+            handle.write(os.urandom(n))
+            left -= n
+
+
+def sizes_arg(minimum: int) -> Callable[[str], list[int]]:
+    """An argparse ``type`` for ``--search-sizes 20000,200000``."""
+
+    def parse(text: str) -> list[int]:
+        sizes = [int(s) for s in text.split(",") if s.strip()]
+        if not sizes or any(s < minimum for s in sizes):
+            raise argparse.ArgumentTypeError(f"search sizes must be integers >= {minimum}")
+        return sizes
+
+    return parse
+
+
+# --------------------------------------------------------------------------- memory
+
+
+def rss_kib(pid: int, field_name: str = "VmRSS") -> int:
+    """One field of /proc/<pid>/status in KiB (0 if the process is gone)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(f"{field_name}:"):
+                return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+class RssSampler(threading.Thread):
+    """Samples ``read_kib()`` at ~20 Hz; ``peak_mib`` reads a time window of it.
+
+    ``clock`` must be the one the window's marks were taken with (``time.time`` when another
+    process took them).
+    """
+
+    def __init__(
+        self, read_kib: Callable[[], int], clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        super().__init__(daemon=True, name="rss-sampler")
+        self.read_kib = read_kib
+        self.clock = clock
+        self.samples: list[tuple[float, int]] = []
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop_event.is_set():
+            self.samples.append((self.clock(), self.read_kib()))
+            self._stop_event.wait(RSS_INTERVAL_S)
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join(timeout=10)
+
+    def peak_mib(self, start: float | None = None, end: float | None = None) -> float:
+        window = [
+            kib
+            for t, kib in self.samples
+            if (start is None or t >= start) and (end is None or t <= end)
+        ]
+        return round(max(window, default=0) / 1024, 1)
+
+
+# --------------------------------------------------------------------------- servers
+
+
+def free_port() -> int:
+    """A port the kernel just handed out; the tiny reuse race is fine on loopback."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def tail(path: Path, lines: int = 40) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "<no log>"
+
+
+class ServerProcess(abc.ABC):
+    """A server subprocess in its own process group, so that a crash or Ctrl-C in the
+    benchmark can never leave one behind; use it as a context manager."""
+
+    name = "server"
+    start_timeout_s = 60.0
+    stop_timeout_s = 15.0
+    poll_s = 0.005
+    # What ``ready`` may raise while the server is still coming up.
+    transient_errors: tuple[type[Exception], ...] = (OSError,)
+
+    def __init__(self, log_path: Path) -> None:
+        self.log_path = log_path
+        self.port = 0
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.startup_s = 0.0
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None, f"{self.name} not started"
+        return self.proc.pid
+
+    @abc.abstractmethod
+    def start(self) -> None:
+        """Pick ``self.port``, build the command and ``_launch`` it."""
+
+    def _launch(
+        self,
+        cmd: list[str],
+        env: dict[str, str],
+        ready: Callable[[], bool],
+        cwd: Path | None = None,
+    ) -> None:
+        """Spawn ``cmd`` and poll ``ready`` until it holds, the process dies, or the deadline
+        passes; ``startup_s`` is spawn -> first ready."""
+        with self.log_path.open("ab") as log:
+            t0 = time.perf_counter()
+            self.proc = subprocess.Popen(
+                cmd,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                cwd=cwd,
+                start_new_session=True,  # own process group: stop() reaches everything
+            )
+        deadline = t0 + self.start_timeout_s
+        while time.perf_counter() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited early:\n{tail(self.log_path)}")
+            try:
+                if ready():
+                    self.startup_s = time.perf_counter() - t0
+                    return
+            except self.transient_errors:
+                pass
+            time.sleep(self.poll_s)
+        raise TimeoutError(
+            f"{self.name} not ready after {self.start_timeout_s}s:\n{tail(self.log_path)}"
+        )
+
+    def stop(self) -> None:
+        """SIGTERM the process group, SIGKILL it if it lingers."""
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=self.stop_timeout_s)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=self.stop_timeout_s)
+
+    def __enter__(self) -> Self:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+        if exc is not None:  # the client's error rarely says why; the server's log does
+            print(f"--- {self.log_path} (tail) ---\n{tail(self.log_path)}", file=sys.stderr)
