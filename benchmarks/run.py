@@ -184,6 +184,9 @@ def build_rows(ours: dict[str, Any], theirs: dict[str, Any] | None) -> list[Row]
         ("alias, 16 clients: p99", "resolve16_p99_ms", "info", []),
     ):
         add("resolve", label, key, key, "ms", "lower", target, checks)
+    label = "alias, raw REST keep-alive, plain client: p50"
+    key = "diag_resolve_raw_keepalive_p50_ms"
+    add("resolve", label, "raw_resolve_p50_ms", key, "ms", "lower", ">= 20x faster", times20)
     label = "alias, 16 clients: throughput"
     add("resolve", label, "resolve16_rps", "resolve16_rps", "req/s", "higher", "info", [])
     label = "SDK reg.resolve(): p50 (vs MLflow SDK)"

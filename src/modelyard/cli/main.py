@@ -201,8 +201,8 @@ def register(
             description=description,
             run=run,
             framework=framework,
-            source=None if no_capture else _auto_source(),
-            capture_environment_info=not no_capture,
+            source=None if no_capture else "auto",
+            environment=None if no_capture else "auto",
         )
     if json_out:
         output.print_json(version.as_dict())
@@ -211,12 +211,6 @@ def register(
             f"registered [bold]{version.reference}[/bold] ({len(version.files)} files,"
             f" {output.human_size(version.size)}, {version.manifest_digest[:19]}…)"
         )
-
-
-def _auto_source() -> Any:
-    from modelyard.client.registry import _AUTO
-
-    return _AUTO
 
 
 @app.command()

@@ -15,7 +15,7 @@ import threading
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 
 from modelyard.client.capture import capture_environment, capture_source
 from modelyard.client.hashing import CHUNK, HashCache, file_stamp
@@ -25,11 +25,17 @@ from modelyard.client.transport import Advance, Transport
 from modelyard.domain.errors import DigestMismatch, InvalidInput, InvalidPath
 from modelyard.domain.journal import JournalReport, verify_chain
 from modelyard.domain.manifest import FileEntry
-from modelyard.domain.models import DatasetRef, Event, Model, Page, SourceRef, Version
+from modelyard.domain.models import (
+    DatasetRef,
+    Environment,
+    Event,
+    Model,
+    Page,
+    SourceRef,
+    Version,
+)
 from modelyard.domain.names import validate_file_path
 from modelyard.domain.versions import NewVersion
-
-_AUTO: Any = object()
 
 # Matched to the server's limits (service.registry.MAX_INLINE_FILE / MAX_INLINE_TOTAL),
 # with headroom in the total for base64 and the rest of the JSON body.
@@ -92,13 +98,14 @@ class Registry:
         run: str | None = None,
         framework: str | None = None,
         format: str | None = None,
-        source: SourceRef | None = _AUTO,
-        capture_environment_info: bool = True,
+        source: SourceRef | Literal["auto"] | None = "auto",
+        environment: Environment | Literal["auto"] | None = "auto",
     ) -> Version:
         """Register the file or directory at ``path`` as the next version of ``name``.
 
-        Only files the registry does not already hold are uploaded. Source (git) and
-        environment are captured automatically unless passed or switched off.
+        Only files the registry does not already hold are uploaded. ``source`` (git) and
+        ``environment`` (Python, platform, packages) are captured ("auto") unless given,
+        or left out with None.
         """
         files = _collect(Path(path))
         entries, inline = self._send_files(files)
@@ -109,8 +116,8 @@ class Registry:
             tags=dict(tags or {}),
             description=description,
             dataset=DatasetRef.parse(dataset) if isinstance(dataset, str) else dataset,
-            source=capture_source(Path.cwd().resolve()) if source is _AUTO else source,
-            environment=capture_environment() if capture_environment_info else None,
+            source=capture_source(Path.cwd().resolve()) if source == "auto" else source,
+            environment=capture_environment() if environment == "auto" else environment,
             run=run,
             framework=framework,
             format=format,

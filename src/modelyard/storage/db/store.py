@@ -9,6 +9,7 @@ Pages of versions load in a fixed number of queries whatever their length (no N+
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import threading
 import time
@@ -574,6 +575,12 @@ def _record_blobs(conn: Connection, sizes: Mapping[str, int]) -> int:
     return new
 
 
+@functools.lru_cache(maxsize=256)
+def _environment(text: str) -> Environment:
+    """Parsed once per distinct environment: the versions of one pipeline share theirs."""
+    return Environment.from_dict(json.loads(text))
+
+
 def _version_from_row(
     row: Row[Any],
     files: Iterable[FileEntry],
@@ -593,7 +600,7 @@ def _version_from_row(
         if has_source
         else None
     )
-    environment = Environment.from_dict(json.loads(row.environment)) if row.environment else None
+    environment = _environment(row.environment) if row.environment else None
     return Version(
         model=row.model_name,
         version=row.number,
