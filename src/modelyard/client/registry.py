@@ -351,8 +351,8 @@ def _write_verified(
 ) -> None:
     """Write to a temporary name, verify the sha256, then rename into place.
 
-    Hashing and writing run on a second thread while this one receives, so a download
-    costs about the slower of the network and the disk, not their sum.
+    This thread receives and hashes while a second one writes, so a download costs about
+    the slower of the two, not their sum (both release the GIL for large buffers).
     """
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(f".{target.name}.{secrets.token_hex(4)}.partial")
@@ -360,22 +360,22 @@ def _write_verified(
     pending: queue.Queue[bytes | None] = queue.Queue(maxsize=64)
     failures: list[BaseException] = []
 
-    def hash_and_write() -> None:
+    def write() -> None:
         try:
-            with partial.open("wb") as handle:
+            with partial.open("wb", buffering=0) as handle:
                 while (chunk := pending.get()) is not None:
-                    digest.update(chunk)
                     handle.write(chunk)
         except BaseException as exc:  # handed to the receiving thread below
             failures.append(exc)
             while pending.get() is not None:
                 pass
 
-    writer = threading.Thread(target=hash_and_write, name="modelyard-download", daemon=True)
+    writer = threading.Thread(target=write, name="modelyard-download", daemon=True)
     writer.start()
     try:
         try:
             for chunk in chunks:
+                digest.update(chunk)
                 pending.put(chunk)
                 advance(len(chunk))
         finally:
