@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Request
@@ -11,6 +10,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from modelyard.api import problems
+from modelyard.api.deps import encode_json
 from modelyard.api.schemas import VersionOut
 from modelyard.domain.errors import ModelyardError
 from modelyard.domain.models import Version
@@ -46,7 +46,7 @@ def resolve_response(app: Any, reference: str, if_none_match: str | None) -> Res
     if cached is not None and cached[0] is version:
         _, body, etag = cached
     else:
-        body = json.dumps(version.as_dict(), separators=(",", ":"), ensure_ascii=False).encode()
+        body = encode_json(version.as_dict())
         etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
         if len(bodies) >= _MAX_BODIES:
             bodies.clear()

@@ -409,7 +409,9 @@ class Reader:
 
     def _in(self, stmt: Any, column: Any, values: Sequence[Any]) -> Iterator[Row[Any]]:
         for start in range(0, len(values), _IN_BATCH):
-            yield from self.conn.execute(stmt.where(column.in_(values[start : start + _IN_BATCH])))
+            yield from self.conn.execute(
+                stmt.where(column.in_(values[start : start + _IN_BATCH]))
+            ).all()
 
 
 class Writer(Reader):
