@@ -32,6 +32,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.sql.elements import BindParameter
 
 from modelyard.domain.journal import event_hash
 from modelyard.domain.manifest import FileEntry
@@ -62,9 +63,27 @@ from modelyard.storage.db.tables import (
 # Keeps IN (...) lists well under SQLite's bound-parameter limit.
 _IN_BATCH = 500
 
-_version_columns = (
-    versions,
-    models.c.name.label("model_name"),
+# Loading a page of versions: six statements, built once, each taking the ids as a list.
+_IDS: BindParameter[Any] = bindparam("ids", expanding=True)
+_LOAD_VERSIONS = (
+    select(versions, models.c.name.label("model_name"))
+    .join(models, versions.c.model_id == models.c.id)
+    .where(versions.c.id.in_(_IDS))
+)
+_LOAD_FILES = (
+    select(version_files.c.version_id, version_files.c.path, version_files.c.size)
+    .add_columns(version_files.c.sha256)
+    .where(version_files.c.version_id.in_(_IDS))
+    .order_by(version_files.c.path)
+)
+_LOAD_KEY_VALUES = tuple(
+    select(table.c.version_id, table.c.key, table.c.value).where(table.c.version_id.in_(_IDS))
+    for table in (version_tags, version_params, version_metrics)
+)
+_LOAD_ALIASES = (
+    select(aliases.c.version_id, aliases.c.name)
+    .where(aliases.c.version_id.in_(_IDS))
+    .order_by(aliases.c.name)
 )
 
 
@@ -244,21 +263,14 @@ class Reader:
         """Versions by id, in the order given, in six queries."""
         if not ids:
             return []
-        stmt = select(*_version_columns).join(models, versions.c.model_id == models.c.id)
-        rows = {r.id: r for r in self._in(stmt, versions.c.id, ids)}
+        rows = {r.id: r for r in self._by_ids(_LOAD_VERSIONS, ids)}
         files: dict[int, list[FileEntry]] = defaultdict(list)
-        stmt_files = select(version_files).order_by(version_files.c.path)
-        for r in self._in(stmt_files, version_files.c.version_id, ids):
-            files[r.version_id].append(FileEntry(r.path, r.size, r.sha256))
-        tags = self._key_values(version_tags, ids)
-        params = self._key_values(version_params, ids)
-        metrics: dict[int, dict[str, float]] = defaultdict(dict)
-        for r in self._in(select(version_metrics), version_metrics.c.version_id, ids):
-            metrics[r.version_id][r.key] = r.value
+        for version_id, path, size, sha256 in self._by_ids(_LOAD_FILES, ids):
+            files[version_id].append(FileEntry(path, size, sha256))
+        tags, params, metrics = (self._key_values(stmt, ids) for stmt in _LOAD_KEY_VALUES)
         alias_names: dict[int, list[str]] = defaultdict(list)
-        stmt_aliases = select(aliases.c.version_id, aliases.c.name).order_by(aliases.c.name)
-        for r in self._in(stmt_aliases, aliases.c.version_id, ids):
-            alias_names[r.version_id].append(r.name)
+        for version_id, name in self._by_ids(_LOAD_ALIASES, ids):
+            alias_names[version_id].append(name)
         return [
             _version_from_row(
                 rows[i], files[i], tags[i], params[i], metrics[i], tuple(alias_names[i])
@@ -267,11 +279,18 @@ class Reader:
             if i in rows
         ]
 
-    def _key_values(self, table: Any, ids: Sequence[int]) -> dict[int, dict[str, str]]:
-        result: dict[int, dict[str, str]] = defaultdict(dict)
-        for r in self._in(select(table), table.c.version_id, ids):
-            result[r.version_id][r.key] = r.value
+    def _key_values(self, stmt: Any, ids: Sequence[int]) -> dict[int, dict[str, Any]]:
+        result: dict[int, dict[str, Any]] = defaultdict(dict)
+        for version_id, key, value in self._by_ids(stmt, ids):
+            result[version_id][key] = value
         return result
+
+    def _by_ids(self, stmt: Any, ids: Sequence[int]) -> list[Any]:
+        """Run a prebuilt ``... IN :ids`` statement over ids, in batches."""
+        rows: list[Any] = []
+        for start in range(0, len(ids), _IN_BATCH):
+            rows += self.conn.execute(stmt, {"ids": list(ids[start : start + _IN_BATCH])}).all()
+        return rows
 
     def search_version_ids(
         self,
