@@ -72,7 +72,3 @@ def parse_reference(text: str) -> Reference:
         raise
     except ModelyardError as exc:
         raise InvalidReference(f"invalid reference {text!r}: {exc.message}") from exc
-
-
-def is_digest(text: str) -> bool:
-    return _DIGEST_RE.fullmatch(text) is not None

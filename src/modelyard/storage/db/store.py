@@ -351,12 +351,6 @@ class Reader:
             stmt = stmt.where(condition)
         return stmt
 
-    def version_id(self, model_id: int, number: int) -> int | None:
-        stmt = select(versions.c.id).where(
-            versions.c.model_id == model_id, versions.c.number == number
-        )
-        return self.conn.execute(stmt).scalar()
-
     def file_entry(self, version_id: int, path: str) -> FileEntry | None:
         r = self.conn.execute(
             select(version_files).where(
@@ -383,10 +377,6 @@ class Reader:
 
     # -- journal --------------------------------------------------------------------------
 
-    def journal_head(self) -> tuple[int, str]:
-        row = self.conn.execute(select(journal_head.c.seq, journal_head.c.hash)).one()
-        return int(row.seq), str(row.hash)
-
     def events_after(
         self, after: int, limit: int, subject: str | None = None, kind: str | None = None
     ) -> list[Event]:
@@ -409,20 +399,6 @@ class Reader:
             )
             for r in rows
         ]
-
-    def raw_events(self, batch: int = 5000) -> Iterator[Row[Any]]:
-        """Every journal row in order, streamed in batches (for verification)."""
-        after = 0
-        while True:
-            rows = list(
-                self.conn.execute(
-                    select(events).where(events.c.seq > after).order_by(events.c.seq).limit(batch)
-                )
-            )
-            yield from rows
-            if len(rows) < batch:
-                return
-            after = rows[-1].seq
 
     # -- helpers --------------------------------------------------------------------------
 
