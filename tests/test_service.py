@@ -414,3 +414,15 @@ def test_ordering_by_a_metric_pages_through_all_versions_missing_ones_last(
     )
     without = [n for n in range(1, 9) if aucs[n - 1] is None]
     assert seen == with_metric + without
+
+
+def test_inline_contents_are_checked_even_when_the_blob_is_stored(
+    service: RegistryService,
+) -> None:
+    entry = put_blob(service, b"truth")
+    with pytest.raises(InvalidInput) as caught:
+        service.register_version(
+            "inline", NewVersion(files=[entry]), actor="a", inline={entry.sha256: b"a lie"}
+        )
+    assert caught.value.code == "digest_mismatch"
+    assert all_events(service) == []

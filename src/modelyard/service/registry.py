@@ -6,11 +6,19 @@ describes it; adapters (REST, CLI, in-process SDK) only translate to and from th
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from modelyard.domain.errors import Conflict, InvalidInput, MissingBlobs, NotFound, TooLarge
+from modelyard.domain.errors import (
+    Conflict,
+    DigestMismatch,
+    InvalidInput,
+    MissingBlobs,
+    NotFound,
+    TooLarge,
+)
 from modelyard.domain.filters import parse_filter, parse_order_by
 from modelyard.domain.frameworks import detect_framework
 from modelyard.domain.manifest import FileEntry, manifest_digest, validate_digest_hex
@@ -303,10 +311,20 @@ class RegistryService:
                 raise TooLarge(f"inline files may be at most {MAX_INLINE_FILE} bytes each")
             if digest not in named:
                 raise InvalidInput(f"inline content sha256:{digest} is not in the manifest")
+            # Checked here even when the store already holds the blob: the size recorded
+            # below comes from these bytes, so they must be the bytes the digest names.
+            actual = hashlib.sha256(content).hexdigest()
+            if actual != digest:
+                raise DigestMismatch(
+                    f"inline content hashes to sha256:{actual}, not sha256:{digest};"
+                    " nothing was stored",
+                    expected=f"sha256:{digest}",
+                    actual=f"sha256:{actual}",
+                )
             if not self.blobs.exists(digest):
                 upload = self.blobs.begin_upload(digest)
                 upload.write(content)
-                upload.commit()  # verifies the digest: DigestMismatch on a lie
+                upload.commit()
             sizes[digest] = len(content)
         return sizes
 
