@@ -352,3 +352,17 @@ def test_register_help_shows_the_dataset_syntax() -> None:
 
 def test_console_script_is_installed() -> None:
     assert _SCRIPT.exists() or shutil.which("modelyard"), "the modelyard console script is missing"
+
+
+def test_files_the_user_names_fail_with_one_line(model_dir: Path, tmp_path: Path) -> None:
+    def cli(*args: str) -> Result:
+        return run(*args, "--url", "./registry", url=dead_url(), cwd=tmp_path)
+
+    missing = cli(
+        "register", "churn", str(model_dir), "--no-capture", "--description-file", "nope.md"
+    )
+    assert_user_error(missing, contains="nope.md")
+    cli("register", "churn", str(model_dir), "--no-capture").ok()
+    (tmp_path / "in-the-way").write_text("a file, not a directory")
+    blocked = cli("download", "churn/1", "-o", "in-the-way")
+    assert_user_error(blocked, contains="in-the-way")

@@ -72,6 +72,9 @@ def handles_errors(func: F) -> F:
             if missing:
                 output.errors.print(f"missing: {', '.join(missing[:5])}", highlight=False)
             raise typer.Exit(1) from None
+        except OSError as exc:  # a file the user named: missing, unreadable, in the way
+            output.errors.print(f"[red]error:[/red] {output.escape(str(exc))}", highlight=False)
+            raise typer.Exit(1) from None
         except KeyboardInterrupt:
             output.errors.print("interrupted")
             raise typer.Exit(130) from None

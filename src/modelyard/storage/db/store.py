@@ -428,8 +428,9 @@ class Writer(Reader):
     def insert_model(self, name: str, description: str, tags: Mapping[str, str], now: int) -> int:
         model_id = self.conn.execute(
             insert(models)
-            .values(name=name, description=description, latest_version=0, created_at=now)
-            .values(updated_at=now)
+            .values(
+                name=name, description=description, latest_version=0, created_at=now, updated_at=now
+            )
             .returning(models.c.id)
         ).scalar_one()
         self._insert_kv(model_tags, "model_id", model_id, tags)
