@@ -108,7 +108,7 @@ def service(settings: Settings) -> Iterator[RegistryService]:
 
 @pytest.fixture
 def client(service: RegistryService) -> Iterator[TestClient]:
-    with TestClient(create_app(service, actor="tester")) as test_client:
+    with TestClient(create_app(service, local_user="tester")) as test_client:
         yield test_client
 
 

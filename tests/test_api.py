@@ -769,7 +769,7 @@ def test_resolve_on_one_replica_sees_changes_made_on_another(
 ) -> None:
     other_service = open_service(settings)  # a second server process on the same database
     try:
-        with TestClient(create_app(other_service, actor="other")) as other:
+        with TestClient(create_app(other_service, local_user="other")) as other:
             seed_churn(client)
             assert other.get("/api/v1/resolve/churn@champion").json()["version"] == 1
             assert client.get("/api/v1/resolve/churn@champion").json()["version"] == 1

@@ -9,12 +9,16 @@ from fastapi import FastAPI
 from modelyard import __version__
 from modelyard.api import problems
 from modelyard.api.limits import BodyLimit
-from modelyard.api.routes import blobs, events, health, models, resolve, versions
+from modelyard.api.routes import access, blobs, events, health, models, resolve, versions
 from modelyard.api.routes.resolve import ResolveFastPath
 from modelyard.service import RegistryService
 
 
-def create_app(service: RegistryService, *, actor: str | None = None) -> FastAPI:
+def create_app(
+    service: RegistryService, *, allow_local: bool = True, local_user: str | None = None
+) -> FastAPI:
+    """The app. ``allow_local``: answer requests without a token as ``local_user`` (the
+    OS user by default) while no user exists; only for a server bound to loopback."""
     app = FastAPI(
         title="Modelyard",
         version=__version__,
@@ -22,12 +26,12 @@ def create_app(service: RegistryService, *, actor: str | None = None) -> FastAPI
         " NAME@sha256:HEX. Errors are RFC 9457 problem+json with a stable `code`.",
     )
     app.state.service = service
-    app.state.actor = actor or _local_user()
+    app.state.local_user = (local_user or _local_user()) if allow_local else None
     app.state.resolve_bodies = {}
     problems.install(app)
     app.add_middleware(BodyLimit)
     app.add_middleware(ResolveFastPath)  # added last: runs first
-    for module in (health, blobs, models, versions, resolve, events):
+    for module in (health, blobs, models, versions, resolve, events, access):
         app.include_router(module.router)
     return app
 

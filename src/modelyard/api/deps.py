@@ -1,4 +1,4 @@
-"""Small helpers every router shares: the service, the acting user, JSON responses."""
+"""Small helpers every router shares: the service, the caller, JSON responses."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import orjson
 from fastapi import Request
 from starlette.responses import Response
 
+from modelyard.api.auth import authenticate
+from modelyard.domain.access import Caller
 from modelyard.service import RegistryService
 
 
@@ -16,10 +18,22 @@ def service(request: Request) -> RegistryService:
     return svc
 
 
-def actor(request: Request) -> str:
-    """Who is acting. Until authentication lands this is the server's local user."""
-    name: str = request.app.state.actor
-    return name
+def caller(request: Request) -> Caller:
+    """Who is calling (authenticated once per request); raises Unauthorized (401)."""
+    found: Caller | None = getattr(request.state, "caller", None)
+    if found is None:
+        found = authenticate(request.app, request.headers.get("authorization"))
+        request.state.caller = found
+    return found
+
+
+def needs(permission: str) -> dict[str, Any]:
+    """Route metadata naming what a route requires, shown in OpenAPI as x-permission.
+
+    A permission (model.view, ...), 'authenticated' or 'public'. The permission matrix
+    test reads it from every route, so a route without a decision fails the suite.
+    """
+    return {"x-permission": permission}
 
 
 def encode_json(data: Any) -> bytes:

@@ -11,7 +11,8 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from modelyard.domain.errors import ModelyardError
+from modelyard.api.auth import challenge
+from modelyard.domain.errors import ModelyardError, Unauthorized
 
 log = logging.getLogger("modelyard.api")
 
@@ -26,7 +27,13 @@ _HTTP_CODES = {
 
 
 def problem(
-    status: int, code: str, title: str, detail: str, instance: str, **extra: Any
+    status: int,
+    code: str,
+    title: str,
+    detail: str,
+    instance: str,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
 ) -> Response:
     body = {
         "type": f"urn:modelyard:problem:{code}",
@@ -37,13 +44,16 @@ def problem(
         "instance": instance,
         **extra,
     }
-    return Response(json.dumps(body), status_code=status, media_type=PROBLEM_TYPE)
+    return Response(json.dumps(body), status_code=status, media_type=PROBLEM_TYPE, headers=headers)
 
 
 def from_error(exc: ModelyardError, instance: str) -> Response:
     if exc.status >= 500:
         log.error("internal error on %s: %s", instance, exc.message)
-    return problem(exc.status, exc.code, exc.title, exc.message, instance, **exc.details)
+    headers = {"WWW-Authenticate": challenge(exc.code)} if isinstance(exc, Unauthorized) else None
+    return problem(
+        exc.status, exc.code, exc.title, exc.message, instance, headers=headers, **exc.details
+    )
 
 
 def install(app: FastAPI) -> None:

@@ -6,6 +6,7 @@ document them in OpenAPI.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from pydantic import (
@@ -162,6 +163,7 @@ class ModelOut(BaseModel):
     updated_at: str
     latest_version: int | None
     aliases: dict[str, int]
+    protected_aliases: list[str]
 
 
 class VersionPageOut(BaseModel):
@@ -183,8 +185,83 @@ class EventOut(BaseModel):
     payload: dict[str, Any]
     prev_hash: str
     hash: str
+    token_id: str | None
 
 
 class EventPageOut(BaseModel):
     items: list[EventOut]
     next_after: int | None
+
+
+# -- identity and access ---------------------------------------------------------------------
+
+
+class PrincipalIn(_Strict):
+    name: StrictStr
+    description: StrictStr = Field(default="", max_length=4096)
+
+
+class PrincipalOut(BaseModel):
+    name: str
+    kind: str
+    description: str
+    created_at: str
+    disabled: bool
+    members: list[str] | None = None
+
+
+class TokenIn(_Strict):
+    principal: StrictStr | None = Field(
+        default=None, description="Whose token (admins only); yourself when absent."
+    )
+    name: StrictStr = Field(default="", max_length=128, description="What it is for.")
+    expires_at: datetime | None = Field(default=None, description="ISO 8601, with a zone.")
+    model: StrictStr | None = Field(default=None, description="Limit the token to one model.")
+    read_only: StrictBool = Field(default=False, description="Limit the token to reading.")
+
+
+class TokenOut(BaseModel):
+    id: str
+    principal: str
+    name: str
+    created_at: str
+    created_by: str
+    expires_at: str | None
+    revoked_at: str | None
+    model: str | None
+    read_only: bool
+
+
+class NewTokenOut(TokenOut):
+    token: str = Field(description="The secret. Shown this once; only a hash is kept.")
+
+
+class GrantIn(_Strict):
+    role: StrictStr = Field(description="viewer, reader, contributor, maintainer or admin")
+    kind: StrictStr | None = Field(
+        default=None, description="user, team or service_account: checked when given."
+    )
+
+
+class GrantOut(BaseModel):
+    principal: str
+    kind: str
+    model: str | None
+    role: str
+    created_at: str
+    created_by: str
+
+
+class ProtectedAliasesIn(_Strict):
+    aliases: list[StrictStr] = Field(max_length=100)
+
+
+class IdentityOut(BaseModel):
+    name: str
+    kind: str
+    token_id: str | None
+    registry_role: str | None
+    teams: list[str]
+    model: str | None
+    read_only: bool
+    local: bool

@@ -6,11 +6,21 @@ import base64
 import http.client
 import json
 from collections.abc import Iterable, Iterator
+from datetime import datetime
 from typing import Any
 from urllib.parse import quote, urlsplit
 
 import httpx
 
+from modelyard.domain.access import (
+    Grant,
+    Identity,
+    NewToken,
+    Principal,
+    PrincipalKind,
+    Role,
+    Token,
+)
 from modelyard.domain.errors import ModelyardError, Unavailable, error_from_problem
 from modelyard.domain.models import Event, Model, Page, Version
 from modelyard.domain.versions import NewVersion
@@ -21,17 +31,24 @@ DOWNLOAD_CHUNK = 4 * 1024 * 1024
 
 class HttpTransport:
     def __init__(
-        self, url: str, *, timeout: float = 300.0, client: httpx.Client | None = None
+        self,
+        url: str,
+        *,
+        token: str | None = None,
+        timeout: float = 300.0,
+        client: httpx.Client | None = None,
     ) -> None:
         """``client`` lets a caller supply the httpx client (an in-process app, a proxy)."""
         self.url = url.rstrip("/")
         self.timeout = timeout
         self._direct_downloads = client is None
+        self._headers = {"User-Agent": USER_AGENT}
+        if token:
+            self._headers["Authorization"] = f"Bearer {token}"
         self.client = client or httpx.Client(
-            base_url=self.url,
-            timeout=httpx.Timeout(timeout, connect=10.0),
-            headers={"User-Agent": USER_AGENT},
+            base_url=self.url, timeout=httpx.Timeout(timeout, connect=10.0)
         )
+        self.client.headers.update(self._headers)
 
     # -- plumbing -------------------------------------------------------------------------
 
@@ -101,7 +118,7 @@ class HttpTransport:
         conn = connection_class(url.hostname or "", url.port, timeout=self.timeout)
         try:
             try:
-                conn.request("GET", url.path, headers={"User-Agent": USER_AGENT})
+                conn.request("GET", url.path, headers=self._headers)
                 response = conn.getresponse()
             except OSError as exc:
                 raise self._unreachable(exc) from None
@@ -199,8 +216,77 @@ class HttpTransport:
         data = self._json("GET", "/api/v1/events", params={"after": after, "limit": limit})
         return [Event.from_dict(e) for e in data["items"]]
 
+    # -- identity and access ---------------------------------------------------------------
+
+    def whoami(self) -> Identity:
+        return Identity.from_dict(self._json("GET", "/api/v1/whoami"))
+
+    def create_principal(self, kind: PrincipalKind, name: str, description: str) -> Principal:
+        body = {"name": name, "description": description}
+        return Principal.from_dict(self._json("POST", f"/api/v1/{kind.collection}", json=body))
+
+    def principals(self, kind: PrincipalKind) -> list[Principal]:
+        data = self._json("GET", f"/api/v1/{kind.collection}")
+        return [Principal.from_dict(p) for p in data["items"]]
+
+    def remove_principal(self, kind: PrincipalKind, name: str) -> None:
+        self._request("DELETE", f"/api/v1/{kind.collection}/{_seg(name)}")
+
+    def set_membership(self, team: str, member: str, present: bool) -> Principal:
+        path = f"/api/v1/teams/{_seg(team)}/members/{_seg(member)}"
+        return Principal.from_dict(self._json("PUT" if present else "DELETE", path))
+
+    def create_token(
+        self,
+        principal: str | None,
+        name: str,
+        expires_at: datetime | None,
+        model: str | None,
+        read_only: bool,
+    ) -> NewToken:
+        body = {
+            "principal": principal,
+            "name": name,
+            "expires_at": expires_at.isoformat() if expires_at else None,
+            "model": model,
+            "read_only": read_only,
+        }
+        return NewToken.from_dict(self._json("POST", "/api/v1/tokens", json=body))
+
+    def tokens(self, principal: str | None) -> list[Token]:
+        params = {"principal": principal} if principal else {}
+        data = self._json("GET", "/api/v1/tokens", params=params)
+        return [Token.from_dict(t) for t in data["items"]]
+
+    def revoke_token(self, token_id: str) -> Token:
+        return Token.from_dict(self._json("DELETE", f"/api/v1/tokens/{_seg(token_id)}"))
+
+    def set_grant(
+        self, principal: str, role: Role, model: str | None, kind: PrincipalKind | None
+    ) -> Grant:
+        body = {"role": role.label, "kind": kind.value if kind else None}
+        return Grant.from_dict(self._json("PUT", _grant_path(principal, model), json=body))
+
+    def revoke_grant(self, principal: str, model: str | None, kind: PrincipalKind | None) -> None:
+        params = {"kind": kind.value} if kind else {}
+        self._request("DELETE", _grant_path(principal, model), params=params)
+
+    def grants(self, model: str | None) -> list[Grant]:
+        path = f"/api/v1/models/{_seg(model)}/grants" if model else "/api/v1/grants"
+        return [Grant.from_dict(g) for g in self._json("GET", path)["items"]]
+
+    def set_protected_aliases(self, model: str, aliases: list[str]) -> Model:
+        path = f"/api/v1/models/{_seg(model)}/protected-aliases"
+        return Model.from_dict(self._json("PUT", path, json={"aliases": aliases}))
+
     def close(self) -> None:
         self.client.close()
+
+
+def _grant_path(principal: str, model: str | None) -> str:
+    if model is None:
+        return f"/api/v1/grants/{_seg(principal)}"
+    return f"/api/v1/models/{_seg(model)}/grants/{_seg(principal)}"
 
 
 def _seg(value: str, safe: str = "") -> str:

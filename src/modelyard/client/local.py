@@ -4,9 +4,20 @@ from __future__ import annotations
 
 import getpass
 from collections.abc import Iterable, Iterator
+from datetime import datetime
 from pathlib import Path
 
 from modelyard.config import Settings, open_service
+from modelyard.domain.access import (
+    Caller,
+    Grant,
+    Identity,
+    NewToken,
+    Principal,
+    PrincipalKind,
+    Role,
+    Token,
+)
 from modelyard.domain.models import Event, Model, Page, Version
 from modelyard.domain.versions import NewVersion
 
@@ -14,16 +25,18 @@ from modelyard.domain.versions import NewVersion
 class LocalTransport:
     def __init__(self, data_dir: Path, database_url: str | None = None) -> None:
         self.service = open_service(Settings(data_dir=data_dir, database_url=database_url))
+        self.identity = self.service.identity
+        # Whoever can open the data directory owns the registry: single-user local mode.
         try:
-            self.actor = getpass.getuser()
+            self.caller = Caller.local_user(getpass.getuser())
         except (KeyError, OSError):
-            self.actor = "local"
+            self.caller = Caller.local_user("local")
 
     def missing_blobs(self, digests: list[str]) -> list[str]:
-        return self.service.missing_blobs(digests)
+        return self.service.missing_blobs(self.caller, digests)
 
     def upload_blob(self, digest: str | None, chunks: Iterable[bytes], size: int) -> str:
-        upload = self.service.begin_blob_upload(digest)
+        upload = self.service.begin_blob_upload(self.caller, digest)
         try:
             for chunk in chunks:
                 upload.write(chunk)
@@ -34,14 +47,14 @@ class LocalTransport:
         return upload.digest
 
     def read_file(self, version: Version, path: str, sha256: str) -> Iterator[bytes]:
-        entry = self.service.file_entry(version.model, version.version, path)
+        entry = self.service.file_entry(version.model, version.version, path, caller=self.caller)
         return self.service.read_blob(entry.sha256)
 
     def register_version(self, name: str, spec: NewVersion, inline: dict[str, bytes]) -> Version:
-        return self.service.register_version(name, spec, actor=self.actor, inline=inline)
+        return self.service.register_version(name, spec, caller=self.caller, inline=inline)
 
     def resolve(self, reference: str) -> Version:
-        return self.service.resolve(reference)
+        return self.service.resolve(reference, caller=self.caller)
 
     def update_version(
         self,
@@ -51,7 +64,7 @@ class LocalTransport:
         tags: dict[str, str | None] | None,
     ) -> Version:
         return self.service.update_version(
-            name, number, actor=self.actor, description=description, tags=tags
+            name, number, caller=self.caller, description=description, tags=tags
         )
 
     def list_versions(
@@ -63,22 +76,31 @@ class LocalTransport:
         limit: int | None,
     ) -> Page[Version]:
         return self.service.list_versions(
-            name, filter=filter, order_by=order_by, page_token=page_token, limit=limit
+            name,
+            caller=self.caller,
+            filter=filter,
+            order_by=order_by,
+            page_token=page_token,
+            limit=limit,
         )
 
     def create_model(self, name: str, description: str, tags: dict[str, str]) -> Model:
-        return self.service.create_model(name, actor=self.actor, description=description, tags=tags)
+        return self.service.create_model(
+            name, caller=self.caller, description=description, tags=tags
+        )
 
     def get_model(self, name: str) -> Model:
-        return self.service.get_model(name)
+        return self.service.get_model(name, caller=self.caller)
 
     def update_model(
         self, name: str, description: str | None, tags: dict[str, str | None] | None
     ) -> Model:
-        return self.service.update_model(name, actor=self.actor, description=description, tags=tags)
+        return self.service.update_model(
+            name, caller=self.caller, description=description, tags=tags
+        )
 
     def delete_model(self, name: str) -> None:
-        self.service.delete_model(name, actor=self.actor)
+        self.service.delete_model(name, caller=self.caller)
 
     def list_models(
         self,
@@ -88,17 +110,72 @@ class LocalTransport:
         limit: int | None,
     ) -> Page[Model]:
         return self.service.list_models(
-            filter=filter, order_by=order_by, page_token=page_token, limit=limit
+            caller=self.caller, filter=filter, order_by=order_by, page_token=page_token, limit=limit
         )
 
     def set_alias(self, name: str, alias: str, number: int) -> Version:
-        return self.service.set_alias(name, alias, number, actor=self.actor)
+        return self.service.set_alias(name, alias, number, caller=self.caller)
 
     def delete_alias(self, name: str, alias: str) -> None:
-        self.service.delete_alias(name, alias, actor=self.actor)
+        self.service.delete_alias(name, alias, caller=self.caller)
 
     def events(self, after: int, limit: int) -> list[Event]:
-        return self.service.events(after=after, limit=limit)
+        return self.service.events(caller=self.caller, after=after, limit=limit)
+
+    def whoami(self) -> Identity:
+        return self.identity.whoami(self.caller)
+
+    def create_principal(self, kind: PrincipalKind, name: str, description: str) -> Principal:
+        return self.identity.create_principal(self.caller, name, kind, description)
+
+    def principals(self, kind: PrincipalKind) -> list[Principal]:
+        return self.identity.principals(self.caller, kind)
+
+    def remove_principal(self, kind: PrincipalKind, name: str) -> None:
+        if kind is PrincipalKind.TEAM:
+            self.identity.delete_team(self.caller, name)
+        else:
+            self.identity.disable_principal(self.caller, name, kind)
+
+    def set_membership(self, team: str, member: str, present: bool) -> Principal:
+        return self.identity.set_membership(self.caller, team, member, present=present)
+
+    def create_token(
+        self,
+        principal: str | None,
+        name: str,
+        expires_at: datetime | None,
+        model: str | None,
+        read_only: bool,
+    ) -> NewToken:
+        return self.identity.create_token(
+            self.caller,
+            principal=principal,
+            name=name,
+            expires_at=expires_at,
+            model=model,
+            read_only=read_only,
+        )
+
+    def tokens(self, principal: str | None) -> list[Token]:
+        return self.identity.tokens(self.caller, principal)
+
+    def revoke_token(self, token_id: str) -> Token:
+        return self.identity.revoke_token(self.caller, token_id)
+
+    def set_grant(
+        self, principal: str, role: Role, model: str | None, kind: PrincipalKind | None
+    ) -> Grant:
+        return self.identity.set_grant(self.caller, principal, role, model=model, kind=kind)
+
+    def revoke_grant(self, principal: str, model: str | None, kind: PrincipalKind | None) -> None:
+        self.identity.revoke_grant(self.caller, principal, model=model, kind=kind)
+
+    def grants(self, model: str | None) -> list[Grant]:
+        return self.identity.grants(self.caller, model)
+
+    def set_protected_aliases(self, model: str, aliases: list[str]) -> Model:
+        return self.identity.set_protected_aliases(self.caller, model, aliases)
 
     def close(self) -> None:
         self.service.close()

@@ -13,16 +13,28 @@ import queue
 import secrets
 import threading
 from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
 
 from modelyard.client.capture import capture_environment, capture_source
+from modelyard.client.credentials import token_for
 from modelyard.client.hashing import CHUNK, HashCache, file_stamp
 from modelyard.client.http import HttpTransport
 from modelyard.client.progress import NoProgress, Progress
 from modelyard.client.transport import Advance, Transport
-from modelyard.domain.errors import DigestMismatch, InvalidInput, InvalidPath
+from modelyard.domain.access import (
+    Grant,
+    Identity,
+    NewToken,
+    Permission,
+    Principal,
+    PrincipalKind,
+    Role,
+    Token,
+)
+from modelyard.domain.errors import DigestMismatch, Forbidden, InvalidInput, InvalidPath
 from modelyard.domain.journal import JournalReport, verify_chain
 from modelyard.domain.manifest import FileEntry
 from modelyard.domain.models import (
@@ -46,14 +58,19 @@ INLINE_TOTAL_LIMIT = 1024 * 1024
 def connect(
     target: str | os.PathLike[str],
     *,
+    token: str | None = None,
     progress: Progress | None = None,
     database_url: str | None = None,
 ) -> Registry:
-    """Open a registry: an ``http(s)://`` URL of a server, or a local data directory."""
+    """Open a registry: an ``http(s)://`` URL of a server, or a local data directory.
+
+    Over HTTP the token is ``token``, else $MODELYARD_TOKEN, else what ``modelyard login``
+    saved for that URL. A directory needs none: whoever can open it owns the registry.
+    """
     text = os.fspath(target)
     transport: Transport
     if text.startswith(("http://", "https://")):
-        transport = HttpTransport(text)
+        transport = HttpTransport(text, token=token or token_for(text))
     else:
         # Imported here so that HTTP-only users never load the server-side stack.
         from modelyard.client.local import LocalTransport
@@ -285,7 +302,17 @@ class Registry:
         return self._transport.events(after, limit)
 
     def verify_journal(self) -> JournalReport:
-        """Read the whole journal and recompute its hash chain here, trusting only the events."""
+        """Read the whole journal and recompute its hash chain here, trusting only the events.
+
+        Needs an admin: others are shown only the events of their models, not the chain.
+        """
+        identity = self.whoami()
+        if identity.registry_role is not Role.ADMIN or identity.model is not None:
+            raise Forbidden(
+                "verifying the journal reads all of it, which takes an admin token"
+                f" ({identity.name} is not registry-wide admin)",
+                permission=str(Permission.ADMIN),
+            )
         return verify_chain(self._all_events())
 
     def _all_events(self) -> Iterator[Event]:
@@ -296,6 +323,101 @@ class Registry:
             if len(page) < 1000:
                 return
             after = page[-1].seq
+
+    # -- identity and access --------------------------------------------------------------
+
+    def whoami(self) -> Identity:
+        """Who this connection acts as, its registry-wide role, teams and token limits."""
+        return self._transport.whoami()
+
+    def create_user(self, name: str, *, description: str = "") -> Principal:
+        return self._transport.create_principal(PrincipalKind.USER, name, description)
+
+    def create_service_account(self, name: str, *, description: str = "") -> Principal:
+        """An identity for a pipeline or CI job; give it a token with ``create_token``."""
+        return self._transport.create_principal(PrincipalKind.SERVICE_ACCOUNT, name, description)
+
+    def create_team(self, name: str, *, description: str = "") -> Principal:
+        return self._transport.create_principal(PrincipalKind.TEAM, name, description)
+
+    def users(self) -> list[Principal]:
+        return self._transport.principals(PrincipalKind.USER)
+
+    def service_accounts(self) -> list[Principal]:
+        return self._transport.principals(PrincipalKind.SERVICE_ACCOUNT)
+
+    def teams(self) -> list[Principal]:
+        return self._transport.principals(PrincipalKind.TEAM)
+
+    def disable_user(self, name: str) -> None:
+        """Disable a user and revoke its tokens; its name stays in the history."""
+        self._transport.remove_principal(PrincipalKind.USER, name)
+
+    def disable_service_account(self, name: str) -> None:
+        self._transport.remove_principal(PrincipalKind.SERVICE_ACCOUNT, name)
+
+    def delete_team(self, name: str) -> None:
+        self._transport.remove_principal(PrincipalKind.TEAM, name)
+
+    def add_team_member(self, team: str, member: str) -> Principal:
+        return self._transport.set_membership(team, member, True)
+
+    def remove_team_member(self, team: str, member: str) -> Principal:
+        return self._transport.set_membership(team, member, False)
+
+    def create_token(
+        self,
+        *,
+        principal: str | None = None,
+        name: str = "",
+        expires: datetime | timedelta | None = None,
+        model: str | None = None,
+        read_only: bool = False,
+    ) -> NewToken:
+        """A token for yourself or (admins) ``principal``; ``.token`` is the secret, shown once.
+
+        ``expires``: a moment or a duration from now. ``model``: the token works on that
+        model only. ``read_only``: it can read but never change anything.
+        """
+        if isinstance(expires, timedelta):
+            expires = datetime.now(UTC) + expires
+        return self._transport.create_token(principal, name, expires, model, read_only)
+
+    def tokens(self, principal: str | None = None) -> list[Token]:
+        """Your tokens; admins may name anyone, or ``"*"`` for everyone's."""
+        return self._transport.tokens(principal)
+
+    def revoke_token(self, token_id: str) -> Token:
+        return self._transport.revoke_token(token_id)
+
+    def grant(
+        self,
+        role: str | Role,
+        principal: str,
+        *,
+        model: str | None = None,
+        kind: str | PrincipalKind | None = None,
+    ) -> Grant:
+        """Grant ``role`` on ``model``, or registry-wide without one. ``kind`` is checked."""
+        role = role if isinstance(role, Role) else Role.parse(role)
+        return self._transport.set_grant(principal, role, model, PrincipalKind.parse(kind))
+
+    def revoke(
+        self,
+        principal: str,
+        *,
+        model: str | None = None,
+        kind: str | PrincipalKind | None = None,
+    ) -> None:
+        self._transport.revoke_grant(principal, model, PrincipalKind.parse(kind))
+
+    def grants(self, model: str | None = None) -> list[Grant]:
+        """Who holds which role on ``model`` (with the registry-wide roles), or all grants."""
+        return self._transport.grants(model)
+
+    def protect_aliases(self, model: str, aliases: list[str]) -> Model:
+        """Set which aliases only maintainers may move (default: champion, production)."""
+        return self._transport.set_protected_aliases(model, aliases)
 
 
 def _read_chunks(path: Path, advance: Advance, hasher: Any = None) -> Iterator[bytes]:

@@ -8,8 +8,18 @@ verified downloads) is written once, in ``Registry``, on top of this.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
+from datetime import datetime
 from typing import Protocol
 
+from modelyard.domain.access import (
+    Grant,
+    Identity,
+    NewToken,
+    Principal,
+    PrincipalKind,
+    Role,
+    Token,
+)
 from modelyard.domain.models import Event, Model, Page, Version
 from modelyard.domain.versions import NewVersion
 
@@ -74,5 +84,44 @@ class Transport(Protocol):
     def delete_alias(self, name: str, alias: str) -> None: ...
 
     def events(self, after: int, limit: int) -> list[Event]: ...
+
+    # -- identity and access ---------------------------------------------------------------
+
+    def whoami(self) -> Identity: ...
+
+    def create_principal(self, kind: PrincipalKind, name: str, description: str) -> Principal: ...
+
+    def principals(self, kind: PrincipalKind) -> list[Principal]: ...
+
+    def remove_principal(self, kind: PrincipalKind, name: str) -> None:
+        """Disable a user or service account; delete a team."""
+        ...
+
+    def set_membership(self, team: str, member: str, present: bool) -> Principal: ...
+
+    def create_token(
+        self,
+        principal: str | None,
+        name: str,
+        expires_at: datetime | None,
+        model: str | None,
+        read_only: bool,
+    ) -> NewToken: ...
+
+    def tokens(self, principal: str | None) -> list[Token]: ...
+
+    def revoke_token(self, token_id: str) -> Token: ...
+
+    def set_grant(
+        self, principal: str, role: Role, model: str | None, kind: PrincipalKind | None
+    ) -> Grant: ...
+
+    def revoke_grant(
+        self, principal: str, model: str | None, kind: PrincipalKind | None
+    ) -> None: ...
+
+    def grants(self, model: str | None) -> list[Grant]: ...
+
+    def set_protected_aliases(self, model: str, aliases: list[str]) -> Model: ...
 
     def close(self) -> None: ...

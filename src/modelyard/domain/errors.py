@@ -64,6 +64,22 @@ class TooLarge(ModelyardError):
     title = "Too large"
 
 
+class Unauthorized(ModelyardError):
+    """No valid credentials: a missing, malformed, unknown, expired or revoked token."""
+
+    status = 401
+    default_code = "unauthorized"
+    title = "Unauthorized"
+
+
+class Forbidden(ModelyardError):
+    """Authenticated, but the role held lacks the permission named in ``permission``."""
+
+    status = 403
+    default_code = "forbidden"
+    title = "Forbidden"
+
+
 class NotFound(ModelyardError):
     status = 404
     default_code = "not_found"
@@ -89,6 +105,8 @@ class Unavailable(ModelyardError):
 
 _BY_STATUS: dict[int, type[ModelyardError]] = {
     400: InvalidInput,
+    401: Unauthorized,
+    403: Forbidden,
     404: NotFound,
     409: Conflict,
     413: TooLarge,

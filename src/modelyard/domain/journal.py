@@ -30,17 +30,20 @@ def event_hash(
     kind: str,
     subject: str,
     payload: dict[str, Any],
+    token_id: str | None = None,
 ) -> str:
-    body = canonical_json(
-        {
-            "seq": seq,
-            "time_us": time_us,
-            "actor": actor,
-            "kind": kind,
-            "subject": subject,
-            "payload": payload,
-        }
-    )
+    fields: dict[str, Any] = {
+        "seq": seq,
+        "time_us": time_us,
+        "actor": actor,
+        "kind": kind,
+        "subject": subject,
+        "payload": payload,
+    }
+    # Hashed only when present, so that events written before tokens existed keep theirs.
+    if token_id is not None:
+        fields["token_id"] = token_id
+    body = canonical_json(fields)
     return hashlib.sha256((prev_hash + body).encode("utf-8")).hexdigest()
 
 
@@ -74,6 +77,7 @@ def verify_chain(events: Iterable[Event]) -> JournalReport:
             kind=event.kind,
             subject=event.subject,
             payload=event.payload,
+            token_id=event.token_id,
         )
         if computed != event.hash:
             return JournalReport(count, False, event.seq, "its content does not match its hash")

@@ -14,6 +14,7 @@ from typing import Any, Generic, TypeVar
 from modelyard.domain.manifest import FileEntry
 
 DEFAULT_STAGE = "development"
+DEFAULT_PROTECTED_ALIASES = ("champion", "production")
 
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -116,6 +117,7 @@ class Model:
     updated_at: datetime
     latest_version: int | None
     aliases: dict[str, int]
+    protected_aliases: tuple[str, ...] = DEFAULT_PROTECTED_ALIASES
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -126,6 +128,7 @@ class Model:
             "updated_at": iso(self.updated_at),
             "latest_version": self.latest_version,
             "aliases": dict(self.aliases),
+            "protected_aliases": list(self.protected_aliases),
         }
 
     @classmethod
@@ -138,6 +141,7 @@ class Model:
             updated_at=parse_iso(data["updated_at"]),
             latest_version=data.get("latest_version"),
             aliases=dict(data.get("aliases") or {}),
+            protected_aliases=tuple(data.get("protected_aliases", DEFAULT_PROTECTED_ALIASES)),
         )
 
 
@@ -233,6 +237,7 @@ class Event:
     payload: dict[str, Any]
     prev_hash: str
     hash: str
+    token_id: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -244,6 +249,7 @@ class Event:
             "payload": self.payload,
             "prev_hash": self.prev_hash,
             "hash": self.hash,
+            "token_id": self.token_id,
         }
 
     @classmethod
@@ -257,6 +263,7 @@ class Event:
             payload=dict(data.get("payload") or {}),
             prev_hash=data["prev_hash"],
             hash=data["hash"],
+            token_id=data.get("token_id"),
         )
 
 

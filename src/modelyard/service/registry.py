@@ -11,6 +11,7 @@ import json
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
+from modelyard.domain.access import Caller, Permission, Role, Visibility
 from modelyard.domain.errors import (
     Conflict,
     DigestMismatch,
@@ -32,6 +33,8 @@ from modelyard.domain.versions import (
     validate_new_version,
     validate_tags,
 )
+from modelyard.service.access import AccessControl, Action
+from modelyard.service.identity import IdentityService
 from modelyard.storage.blobs import BlobStore, BlobUpload
 from modelyard.storage.db.filters import (
     model_condition,
@@ -50,20 +53,33 @@ class RegistryService:
     def __init__(self, db: Database, blobs: BlobStore) -> None:
         self.db = db
         self.blobs = blobs
+        self.access = AccessControl(db)
+        self.identity = IdentityService(db, self.access)
         self._resolved: dict[str, tuple[int, Version]] = {}
 
     # -- blobs ----------------------------------------------------------------------------
 
-    def missing_blobs(self, digests: Sequence[str]) -> list[str]:
+    def missing_blobs(self, caller: Caller, digests: Sequence[str]) -> list[str]:
+        stored = self.stored_blobs(caller, digests)
+        return [d for d in dict.fromkeys(digests) if d not in stored]
+
+    def stored_blobs(self, caller: Caller, digests: Sequence[str]) -> dict[str, int]:
+        """The sizes of those of ``digests`` the registry holds (for uploaders)."""
+        self.access.require_anywhere(caller, Permission.REGISTER)
         if len(digests) > 10_000:
             raise InvalidInput("ask about at most 10000 digests at a time")
         for digest in digests:
             validate_digest_hex(digest)
         with self.db.read() as tx:
-            return tx.missing_blobs(digests)
+            return tx.blob_sizes(digests)
 
-    def begin_blob_upload(self, digest: str | None = None) -> BlobUpload:
-        """Start an upload named by its digest, or (None) named by what it hashes to."""
+    def begin_blob_upload(self, caller: Caller, digest: str | None = None) -> BlobUpload:
+        """Start an upload named by its digest, or (None) named by what it hashes to.
+
+        Anyone who may register a version somewhere may upload: blobs belong to no model
+        until a version names them.
+        """
+        self.access.require_anywhere(caller, Permission.REGISTER)
         return self.blobs.begin_upload(None if digest is None else validate_digest_hex(digest))
 
     def finish_blob_upload(self, upload: BlobUpload) -> tuple[int, bool]:
@@ -74,46 +90,66 @@ class RegistryService:
         size = upload.commit()
         return size, self.db.record_blob(upload.digest, size)
 
-    def blob_size(self, digest: str) -> int:
-        size = self.blobs.size(validate_digest_hex(digest))
+    def blob_size(self, caller: Caller, digest: str) -> int:
+        """The size of a blob the caller may download: one of a version of a model they
+        may read. A blob they cannot see answers as one that does not exist."""
+        validate_digest_hex(digest)
+        size = self.blobs.size(digest)
+        if size is not None and not caller.local:
+            with self.db.read() as tx:
+                holders = tx.models_holding_blob(digest)
+            visible = [m for m in holders if self.access.role(caller, m) is not None]
+            if not visible:
+                size = None
+            elif all(self.access.role(caller, m) == Role.VIEWER for m in visible):
+                self.access.require(caller, Permission.DOWNLOAD, visible[0])  # the 403
         if size is None:
             raise NotFound(f"blob sha256:{digest} not found", code="blob_not_found")
         return size
 
     def read_blob(self, digest: str, start: int = 0, end: int | None = None) -> Iterator[bytes]:
+        """The bytes of a blob; callers check access first (blob_size, file_entry)."""
         return self.blobs.read(validate_digest_hex(digest), start, end)
 
     # -- models ---------------------------------------------------------------------------
 
     def create_model(
-        self, name: str, *, actor: str, description: str = "", tags: dict[str, str] | None = None
+        self,
+        name: str,
+        *,
+        caller: Caller,
+        description: str = "",
+        tags: dict[str, str] | None = None,
     ) -> Model:
         validate_model_name(name)
+        self.access.require(caller, Permission.REGISTER, name)
         validate_description(description)
         tags = dict(tags or {})
         validate_tags(tags)
         with self.db.write() as tx:
             if tx.model_id(name) is not None:
                 raise Conflict(f"model {name!r} already exists", code="model_exists")
-            self._create_model(tx, name, actor, description, tags)
+            self._create_model(tx, name, caller, description, tags)
             return self._model(tx, name)
 
     def _create_model(
-        self, tx: Writer, name: str, actor: str, description: str, tags: dict[str, str]
+        self, tx: Writer, name: str, caller: Caller, description: str, tags: dict[str, str]
     ) -> int:
         now = now_us()
         model_id = tx.insert_model(name, description, tags, now)
         tx.append_event(
-            actor=actor,
+            caller,
             kind="model.created",
             subject=name,
             payload={"after": {"description": description, "tags": tags}},
             now=now,
+            model=name,
         )
         return model_id
 
-    def get_model(self, name: str) -> Model:
+    def get_model(self, name: str, *, caller: Caller) -> Model:
         validate_model_name(name)
+        self.access.require(caller, Permission.VIEW, name)
         with self.db.read() as tx:
             return self._model(tx, name)
 
@@ -121,12 +157,13 @@ class RegistryService:
         self,
         name: str,
         *,
-        actor: str,
+        caller: Caller,
         description: str | None = None,
         tags: dict[str, str | None] | None = None,
     ) -> Model:
         """Edit a model's description and tags (``tags`` is a patch, as for versions)."""
         validate_model_name(name)
+        self.access.require(caller, Permission.EDIT, name)
         if description is not None:
             validate_description(description)
         with self.db.write() as tx:
@@ -138,12 +175,18 @@ class RegistryService:
                 now = now_us()
                 tx.update_model(model_id, description, new_tags, now)
                 tx.append_event(
-                    actor=actor, kind="model.updated", subject=name, payload=changes, now=now
+                    caller,
+                    kind="model.updated",
+                    subject=name,
+                    payload=changes,
+                    now=now,
+                    model=name,
                 )
             return self._model(tx, name)
 
-    def delete_model(self, name: str, *, actor: str) -> None:
+    def delete_model(self, name: str, *, caller: Caller) -> None:
         validate_model_name(name)
+        self.access.require(caller, Permission.DELETE_MODEL, name)
         with self.db.write() as tx:
             model_id = _require(tx.model_id(name), name)
             count = tx.count_versions(model_id)
@@ -155,12 +198,13 @@ class RegistryService:
                 )
             tx.delete_model(model_id)
             tx.append_event(
-                actor=actor, kind="model.deleted", subject=name, payload={}, now=now_us()
+                caller, kind="model.deleted", subject=name, payload={}, now=now_us(), model=name
             )
 
     def list_models(
         self,
         *,
+        caller: Caller,
         filter: str | None = None,
         order_by: str | None = None,
         page_token: str | None = None,
@@ -173,7 +217,8 @@ class RegistryService:
         offset = decode_token(page_token, query)
         with self.db.read() as tx:
             condition = model_condition(node) if node is not None else None
-            items = tx.list_models(condition, order, limit + 1, offset)
+            visible = self.access.visibility(caller)
+            items = tx.list_models(condition, order, limit + 1, offset, visible)
         return _page(items, limit, offset, query)
 
     def _model(self, tx: Reader, name: str) -> Model:
@@ -189,7 +234,7 @@ class RegistryService:
         name: str,
         spec: NewVersion,
         *,
-        actor: str,
+        caller: Caller,
         inline: Mapping[str, bytes] | None = None,
     ) -> Version:
         """Create the next version of ``name`` (and the model on first registration).
@@ -200,6 +245,7 @@ class RegistryService:
         assigned under the journal lock, so numbers are gapless under concurrency.
         """
         validate_model_name(name)
+        self.access.require(caller, Permission.REGISTER, name)
         spec = validate_new_version(spec)
         inline_sizes = self._store_inline(spec, inline or {})
         framework, fmt = spec.framework, spec.format
@@ -226,7 +272,7 @@ class RegistryService:
                     )
             model = tx.lock_model(name)
             model_id = (
-                self._create_model(tx, name, actor, "", {}) if model is None else int(model.id)
+                self._create_model(tx, name, caller, "", {}) if model is None else int(model.id)
             )
             number = (0 if model is None else int(model.latest_version)) + 1
             now = now_us()
@@ -251,7 +297,7 @@ class RegistryService:
                         else None
                     ),
                     "run": spec.run,
-                    "creator": actor,
+                    "creator": caller.name,
                     "description": spec.description,
                     "stage": DEFAULT_STAGE,
                 },
@@ -262,7 +308,7 @@ class RegistryService:
                 now=now,
             )
             tx.append_event(
-                actor=actor,
+                caller,
                 kind="version.registered",
                 subject=f"{name}/{number}",
                 payload={
@@ -276,6 +322,7 @@ class RegistryService:
                     }
                 },
                 now=now,
+                model=name,
             )
         # Built from what was just written rather than read back: six queries saved on
         # the registration path, and a test compares it with what resolve reads.
@@ -293,7 +340,7 @@ class RegistryService:
             source=spec.source,
             environment=spec.environment,
             run=spec.run,
-            creator=actor,
+            creator=caller.name,
             created_at=utc_from_us(now),
             tags=spec.tags,
             description=spec.description,
@@ -328,10 +375,12 @@ class RegistryService:
             sizes[digest] = len(content)
         return sizes
 
-    def get_version(self, name: str, number: int) -> Version:
-        return self.resolve(Reference(validate_model_name(name), RefKind.NUMBER, number))
+    def get_version(self, name: str, number: int, *, caller: Caller) -> Version:
+        return self.resolve(
+            Reference(validate_model_name(name), RefKind.NUMBER, number), caller=caller
+        )
 
-    def resolve(self, reference: str | Reference) -> Version:
+    def resolve(self, reference: str | Reference, *, caller: Caller) -> Version:
         """The version a reference points at: the hot path of every downstream service.
 
         Answers come from a per-process cache that is valid while the journal head has
@@ -339,6 +388,7 @@ class RegistryService:
         whether anything changed, here or on any other replica sharing the database.
         """
         ref = parse_reference(reference) if isinstance(reference, str) else reference
+        self.access.require(caller, Permission.VIEW, ref.model)
         key = str(ref)
         seq = self.db.head_seq()
         cached = self._resolved.get(key)
@@ -372,7 +422,7 @@ class RegistryService:
         name: str,
         number: int,
         *,
-        actor: str,
+        caller: Caller,
         description: str | None = None,
         tags: dict[str, str | None] | None = None,
     ) -> Version:
@@ -381,6 +431,7 @@ class RegistryService:
         ``tags`` is a patch: a key set to None is removed, other keys are set.
         """
         validate_model_name(name)
+        self.access.require(caller, Permission.EDIT, name)
         if description is not None:
             validate_description(description)
         ref = Reference(name, RefKind.NUMBER, number)
@@ -394,11 +445,12 @@ class RegistryService:
             if changes:
                 tx.update_version(version_id, description, new_tags)
                 tx.append_event(
-                    actor=actor,
+                    caller,
                     kind="version.updated",
                     subject=str(ref),
                     payload=changes,
                     now=now_us(),
+                    model=name,
                 )
             return tx.load_versions([version_id])[0]
 
@@ -406,6 +458,7 @@ class RegistryService:
         self,
         name: str | None = None,
         *,
+        caller: Caller,
         filter: str | None = None,
         order_by: str | None = None,
         page_token: str | None = None,
@@ -419,10 +472,14 @@ class RegistryService:
         offset = decode_token(page_token, query)
         with self.db.read() as tx:
             model_id = None
+            visible = None
             if name is not None:
-                model_id = tx.model_id(validate_model_name(name))
+                self.access.require(caller, Permission.VIEW, validate_model_name(name), tx)
+                model_id = tx.model_id(name)
                 if model_id is None:
                     raise _model_not_found(name)
+            else:
+                visible = self.access.visibility(caller)
             condition = version_condition(node) if node is not None else None
             if terms and terms[0].field.namespace == "metrics":
                 ids = tx.search_version_ids_by_metric(
@@ -433,16 +490,18 @@ class RegistryService:
                     limit + 1,
                     offset,
                     model_id,
+                    visible,
                 )
             else:
                 order = version_order_by(terms)
-                ids = tx.search_version_ids(condition, order, limit + 1, offset, model_id)
+                ids = tx.search_version_ids(condition, order, limit + 1, offset, model_id, visible)
             items = tx.load_versions(ids)
         return _page(items, limit, offset, query)
 
-    def file_entry(self, name: str, number: int, path: str) -> FileEntry:
+    def file_entry(self, name: str, number: int, path: str, *, caller: Caller) -> FileEntry:
         validate_file_path(path)
         ref = Reference(validate_model_name(name), RefKind.NUMBER, number)
+        self.access.require(caller, Permission.DOWNLOAD, name)
         with self.db.read() as tx:
             version_id = tx.resolve_id(ref)
             if version_id is None:
@@ -454,10 +513,11 @@ class RegistryService:
 
     # -- aliases --------------------------------------------------------------------------
 
-    def set_alias(self, name: str, alias: str, number: int, *, actor: str) -> Version:
+    def set_alias(self, name: str, alias: str, number: int, *, caller: Caller) -> Version:
         validate_model_name(name)
         validate_alias_name(alias)
         with self.db.write() as tx:
+            self.access.check(tx, caller, Action(Permission.SET_ALIAS, name, alias))
             model_id = _require(tx.model_id(name), name)
             ref = Reference(name, RefKind.NUMBER, number)
             version_id = tx.resolve_id(ref)
@@ -468,29 +528,32 @@ class RegistryService:
                 now = now_us()
                 tx.set_alias(model_id, alias, version_id, now)
                 tx.append_event(
-                    actor=actor,
+                    caller,
                     kind="alias.set",
                     subject=f"{name}@{alias}",
                     payload={"before": before, "after": number},
                     now=now,
+                    model=name,
                 )
             return tx.load_versions([version_id])[0]
 
-    def delete_alias(self, name: str, alias: str, *, actor: str) -> None:
+    def delete_alias(self, name: str, alias: str, *, caller: Caller) -> None:
         validate_model_name(name)
         validate_alias_name(alias)
         with self.db.write() as tx:
+            self.access.check(tx, caller, Action(Permission.SET_ALIAS, name, alias))
             model_id = _require(tx.model_id(name), name)
             before = tx.alias_target(model_id, alias)
             if before is None:
                 raise NotFound(f"model {name!r} has no alias {alias!r}", code="alias_not_found")
             tx.delete_alias(model_id, alias)
             tx.append_event(
-                actor=actor,
+                caller,
                 kind="alias.deleted",
                 subject=f"{name}@{alias}",
                 payload={"before": before, "after": None},
                 now=now_us(),
+                model=name,
             )
 
     # -- journal --------------------------------------------------------------------------
@@ -498,6 +561,7 @@ class RegistryService:
     def events(
         self,
         *,
+        caller: Caller,
         after: int = 0,
         limit: int | None = None,
         subject: str | None = None,
@@ -507,7 +571,13 @@ class RegistryService:
             raise InvalidInput("'after' must be 0 or a sequence number")
         limit = validate_page_size(limit)
         with self.db.read() as tx:
-            return tx.events_after(after, limit, subject, kind)
+            return tx.events_after(after, limit, subject, kind, self._event_visibility(caller))
+
+    def _event_visibility(self, caller: Caller) -> Visibility | None:
+        """Admins read the whole journal; others the events of the models they may see."""
+        if caller.local or self.access.role(caller, None) is Role.ADMIN:
+            return None
+        return self.access.visibility(caller) or Visibility(all_models=True)
 
     def close(self) -> None:
         self.db.close()

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Header, Path, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
-from modelyard.api.deps import json_response, service
+from modelyard.api.deps import caller, json_response, needs, service
 from modelyard.api.schemas import BlobOut, MissingBlobsIn, MissingBlobsOut
 from modelyard.api.streaming import stream_blob
 from modelyard.domain.errors import InvalidInput
@@ -24,27 +24,37 @@ def _hex(digest: str) -> str:
     return digest.removeprefix("sha256:")
 
 
-@router.post("/missing", response_model=MissingBlobsOut)
+@router.post("/missing", response_model=MissingBlobsOut, openapi_extra=needs("model.register"))
 def missing(body: MissingBlobsIn, request: Request) -> Response:
-    """Which of these digests the server lacks: upload only those."""
-    lacking = service(request).missing_blobs([_hex(d) for d in body.digests])
+    """Which of these digests the server lacks: upload only those.
+
+    Blobs belong to no model until a version names them: contributor on any model may
+    upload (and ask), reading one takes reader on a model with a version that holds it.
+    """
+    lacking = service(request).missing_blobs(caller(request), [_hex(d) for d in body.digests])
     return json_response({"missing": [f"sha256:{d}" for d in lacking]})
 
 
-@router.put("/{digest}", status_code=201, response_model=BlobOut)
+@router.put(
+    "/{digest}", status_code=201, response_model=BlobOut, openapi_extra=needs("model.register")
+)
 async def upload(digest: DigestPath, request: Request) -> Response:
     """Stream the bytes of one blob. Verified against the digest before it becomes visible."""
     svc = service(request)
     hex_digest = _hex(digest)
-    if await run_in_threadpool(svc.missing_blobs, [hex_digest]) == []:
+    who = await run_in_threadpool(caller, request)
+    stored = await run_in_threadpool(svc.stored_blobs, who, [hex_digest])
+    if hex_digest in stored:
         async for _ in request.stream():  # already stored: drain the body, keep the blob
             pass
-        size = await run_in_threadpool(svc.blob_size, hex_digest)
-        return json_response({"digest": digest, "size": size, "created": False}, status=200)
+        body = {"digest": digest, "size": stored[hex_digest], "created": False}
+        return json_response(body, status=200)
     return await _receive(request, hex_digest)
 
 
-@router.post("/uploads", status_code=201, response_model=BlobOut)
+@router.post(
+    "/uploads", status_code=201, response_model=BlobOut, openapi_extra=needs("model.register")
+)
 async def upload_unnamed(request: Request) -> Response:
     """Stream a blob whose digest the client does not know yet; the answer names it.
 
@@ -58,7 +68,7 @@ async def _receive(request: Request, hex_digest: str | None) -> Response:
     # Chunks are hashed and written on the event loop as they arrive: each is small
     # (tens of KiB), and a hop to a worker thread per chunk costs more than the work.
     svc = service(request)
-    upload = svc.begin_blob_upload(hex_digest)
+    upload = svc.begin_blob_upload(await run_in_threadpool(caller, request), hex_digest)
     try:
         async for chunk in request.stream():
             upload.write(chunk)
@@ -70,14 +80,19 @@ async def _receive(request: Request, hex_digest: str | None) -> Response:
     return json_response(body, status=201 if created else 200)
 
 
-@router.get("/{digest}", response_class=Response, operation_id="get_blob")
+@router.get(
+    "/{digest}",
+    response_class=Response,
+    operation_id="get_blob",
+    openapi_extra=needs("model.download"),
+)
 def download(
     digest: DigestPath, request: Request, range: Annotated[str | None, Header()] = None
 ) -> Response:
     """The blob's bytes; honours Range; the ETag is the digest."""
     svc = service(request)
     hex_digest = _hex(digest)
-    size = svc.blob_size(hex_digest)
+    size = svc.blob_size(caller(request), hex_digest)
     return stream_blob(
         hex_digest,
         size,
@@ -89,5 +104,10 @@ def download(
 
 
 router.add_api_route(
-    "/{digest}", download, methods=["HEAD"], response_class=Response, operation_id="head_blob"
+    "/{digest}",
+    download,
+    methods=["HEAD"],
+    response_class=Response,
+    operation_id="head_blob",
+    openapi_extra=needs("model.download"),
 )

@@ -7,13 +7,13 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
-from modelyard.api.deps import json_response, service
+from modelyard.api.deps import caller, json_response, needs, service
 from modelyard.api.schemas import EventPageOut
 
 router = APIRouter(prefix="/api/v1", tags=["journal"])
 
 
-@router.get("/events", response_model=EventPageOut)
+@router.get("/events", response_model=EventPageOut, openapi_extra=needs("model.view"))
 def list_events(
     request: Request,
     after: Annotated[int, Query(ge=0, description="Return events with seq > after")] = 0,
@@ -21,8 +21,13 @@ def list_events(
     subject: Annotated[str | None, Query(max_length=512)] = None,
     kind: Annotated[str | None, Query(max_length=64)] = None,
 ) -> Response:
-    """Events after ``after``; pass the last seq you saw as ``after`` to page on."""
-    items = service(request).events(after=after, limit=limit, subject=subject, kind=kind)
+    """Events after ``after``; pass the last seq you saw as ``after`` to page on.
+
+    Admins read the whole journal; others read the events of the models they may see.
+    """
+    items = service(request).events(
+        caller=caller(request), after=after, limit=limit, subject=subject, kind=kind
+    )
     return json_response(
         {
             "items": [e.as_dict() for e in items],

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Path, Query, Request
 from starlette.responses import Response
 
-from modelyard.api.deps import actor, json_response, service
+from modelyard.api.deps import caller, json_response, needs, service
 from modelyard.api.schemas import (
     AliasIn,
     ModelIn,
@@ -47,7 +47,7 @@ def page_response(page: Page[Model] | Page[Version]) -> Response:
     )
 
 
-@router.get("", response_model=ModelPageOut)
+@router.get("", response_model=ModelPageOut, openapi_extra=needs("model.view"))
 def list_models(
     request: Request,
     filter: Filter = None,
@@ -57,42 +57,48 @@ def list_models(
 ) -> Response:
     """List models, filtered by name, description, tags.K, created, updated, latest_version."""
     page = service(request).list_models(
-        filter=filter, order_by=order_by, page_token=page_token, limit=limit
+        caller=caller(request),
+        filter=filter,
+        order_by=order_by,
+        page_token=page_token,
+        limit=limit,
     )
     return page_response(page)
 
 
-@router.post("", status_code=201, response_model=ModelOut)
+@router.post("", status_code=201, response_model=ModelOut, openapi_extra=needs("model.register"))
 def create_model(body: ModelIn, request: Request) -> Response:
     """Create an empty model (registering a version also creates it)."""
     model = service(request).create_model(
-        body.name, actor=actor(request), description=body.description, tags=body.tags
+        body.name, caller=caller(request), description=body.description, tags=body.tags
     )
     return json_response(model.as_dict(), status=201)
 
 
-@router.get("/{name}", response_model=ModelOut)
+@router.get("/{name}", response_model=ModelOut, openapi_extra=needs("model.view"))
 def get_model(name: Name, request: Request) -> Response:
-    return json_response(service(request).get_model(name).as_dict())
+    return json_response(service(request).get_model(name, caller=caller(request)).as_dict())
 
 
-@router.patch("/{name}", response_model=ModelOut)
+@router.patch("/{name}", response_model=ModelOut, openapi_extra=needs("model.edit"))
 def update_model(name: Name, body: PatchIn, request: Request) -> Response:
     """Edit the description and tags (a tag set to null is removed). Journaled."""
     model = service(request).update_model(
-        name, actor=actor(request), description=body.description, tags=body.tags
+        name, caller=caller(request), description=body.description, tags=body.tags
     )
     return json_response(model.as_dict())
 
 
-@router.delete("/{name}", status_code=204, response_class=Response)
+@router.delete(
+    "/{name}", status_code=204, response_class=Response, openapi_extra=needs("model.delete")
+)
 def delete_model(name: Name, request: Request) -> Response:
     """Delete a model that has no versions (versions are immutable and never deleted here)."""
-    service(request).delete_model(name, actor=actor(request))
+    service(request).delete_model(name, caller=caller(request))
     return Response(status_code=204)
 
 
-@router.get("/{name}/versions", response_model=VersionPageOut)
+@router.get("/{name}/versions", response_model=VersionPageOut, openapi_extra=needs("model.view"))
 def list_versions(
     name: Name,
     request: Request,
@@ -103,12 +109,22 @@ def list_versions(
 ) -> Response:
     """The model's versions, newest first unless order_by says otherwise."""
     page = service(request).list_versions(
-        name, filter=filter, order_by=order_by, page_token=page_token, limit=limit
+        name,
+        caller=caller(request),
+        filter=filter,
+        order_by=order_by,
+        page_token=page_token,
+        limit=limit,
     )
     return page_response(page)
 
 
-@router.post("/{name}/versions", status_code=201, response_model=VersionOut)
+@router.post(
+    "/{name}/versions",
+    status_code=201,
+    response_model=VersionOut,
+    openapi_extra=needs("model.register"),
+)
 def register_version(name: Name, body: VersionIn, request: Request) -> Response:
     """Register the next version.
 
@@ -116,7 +132,7 @@ def register_version(name: Name, body: VersionIn, request: Request) -> Response:
     inline as base64 ``content``.
     """
     version = service(request).register_version(
-        name, body.to_domain(), actor=actor(request), inline=body.inline()
+        name, body.to_domain(), caller=caller(request), inline=body.inline()
     )
     return json_response(
         version.as_dict(),
@@ -125,16 +141,21 @@ def register_version(name: Name, body: VersionIn, request: Request) -> Response:
     )
 
 
-@router.get("/{name}/versions/{number}", response_model=VersionOut)
+@router.get(
+    "/{name}/versions/{number}", response_model=VersionOut, openapi_extra=needs("model.view")
+)
 def get_version(name: Name, number: Number, request: Request) -> Response:
-    return json_response(service(request).get_version(name, number).as_dict())
+    version = service(request).get_version(name, number, caller=caller(request))
+    return json_response(version.as_dict())
 
 
-@router.patch("/{name}/versions/{number}", response_model=VersionOut)
+@router.patch(
+    "/{name}/versions/{number}", response_model=VersionOut, openapi_extra=needs("model.edit")
+)
 def update_version(name: Name, number: Number, body: PatchIn, request: Request) -> Response:
     """Edit a version's description and tags. Its files and metadata never change."""
     version = service(request).update_version(
-        name, number, actor=actor(request), description=body.description, tags=body.tags
+        name, number, caller=caller(request), description=body.description, tags=body.tags
     )
     return json_response(version.as_dict())
 
@@ -142,7 +163,12 @@ def update_version(name: Name, number: Number, body: PatchIn, request: Request) 
 _FILE_PATH = "/{name}/versions/{number}/files/{path:path}"
 
 
-@router.get(_FILE_PATH, response_class=Response, operation_id="get_version_file")
+@router.get(
+    _FILE_PATH,
+    response_class=Response,
+    operation_id="get_version_file",
+    openapi_extra=needs("model.download"),
+)
 def download_file(
     name: Name,
     number: Number,
@@ -152,7 +178,7 @@ def download_file(
 ) -> Response:
     """One file of a version; honours Range; the ETag is the file's sha256."""
     svc = service(request)
-    entry = svc.file_entry(name, number, path)
+    entry = svc.file_entry(name, number, path, caller=caller(request))
     return stream_blob(
         entry.sha256,
         entry.size,
@@ -169,22 +195,33 @@ router.add_api_route(
     methods=["HEAD"],
     response_class=Response,
     operation_id="head_version_file",
+    openapi_extra=needs("model.download"),
 )
 
 
-@router.put("/{name}/aliases/{alias}", response_model=VersionOut)
+@router.put("/{name}/aliases/{alias}", response_model=VersionOut, openapi_extra=needs("alias.set"))
 def set_alias(name: Name, alias: str, body: AliasIn, request: Request) -> Response:
-    """Point an alias at a version (creates or moves it). Journaled with before/after."""
-    version = service(request).set_alias(name, alias, body.version, actor=actor(request))
+    """Point an alias at a version (creates or moves it). Journaled with before/after.
+
+    Contributors move aliases; a protected alias (champion and production unless the
+    model says otherwise) takes a maintainer.
+    """
+    version = service(request).set_alias(name, alias, body.version, caller=caller(request))
     return json_response(version.as_dict())
 
 
-@router.get("/{name}/aliases/{alias}", response_model=VersionOut)
+@router.get("/{name}/aliases/{alias}", response_model=VersionOut, openapi_extra=needs("model.view"))
 def get_alias(name: Name, alias: str, request: Request) -> Response:
-    return json_response(service(request).resolve(f"{name}@{alias}").as_dict())
+    version = service(request).resolve(f"{name}@{alias}", caller=caller(request))
+    return json_response(version.as_dict())
 
 
-@router.delete("/{name}/aliases/{alias}", status_code=204, response_class=Response)
+@router.delete(
+    "/{name}/aliases/{alias}",
+    status_code=204,
+    response_class=Response,
+    openapi_extra=needs("alias.set"),
+)
 def delete_alias(name: Name, alias: str, request: Request) -> Response:
-    service(request).delete_alias(name, alias, actor=actor(request))
+    service(request).delete_alias(name, alias, caller=caller(request))
     return Response(status_code=204)

@@ -10,8 +10,10 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from modelyard.api import problems
-from modelyard.api.deps import encode_json
+from modelyard.api.auth import authenticate
+from modelyard.api.deps import caller, encode_json, needs
 from modelyard.api.schemas import VersionOut
+from modelyard.domain.access import Caller
 from modelyard.domain.errors import ModelyardError
 from modelyard.domain.models import Version
 
@@ -19,7 +21,9 @@ router = APIRouter(prefix="/api/v1", tags=["resolve"])
 _MAX_BODIES = 4096
 
 
-@router.get("/resolve/{reference:path}", response_model=VersionOut)
+@router.get(
+    "/resolve/{reference:path}", response_model=VersionOut, openapi_extra=needs("model.view")
+)
 async def resolve(
     reference: str,
     request: Request,
@@ -29,16 +33,18 @@ async def resolve(
 
     Documents the route; requests are normally answered by ResolveFastPath below.
     """
-    return resolve_response(request.app, reference, if_none_match)
+    return resolve_response(request.app, reference, if_none_match, caller(request))
 
 
-def resolve_response(app: Any, reference: str, if_none_match: str | None) -> Response:
+def resolve_response(
+    app: Any, reference: str, if_none_match: str | None, caller: Caller
+) -> Response:
     """The answer to a resolve, with an ETag; 304 when the caller's ETag still holds.
 
     Runs on the event loop: a cache hit is one indexed read of the journal head, cheaper
     than the hop to a worker thread that a sync handler would pay on every call.
     """
-    version = app.state.service.resolve(reference)
+    version = app.state.service.resolve(reference, caller=caller)
     # reference -> (version, body, etag). The service hands back the very same Version
     # object while nothing changed, so identity tells whether the serialised body holds.
     bodies: dict[str, tuple[Version, bytes, str]] = app.state.resolve_bodies
@@ -77,12 +83,16 @@ class ResolveFastPath:
         ):
             await self.app(scope, receive, send)
             return
-        if_none_match = None
+        if_none_match = authorization = None
         for name, value in scope["headers"]:
             if name == b"if-none-match":
                 if_none_match = value.decode("latin-1")
+            elif name == b"authorization":
+                authorization = value.decode("latin-1")
+        app = scope["app"]
         try:
-            response = resolve_response(scope["app"], path[len(_PREFIX) :], if_none_match)
+            who = authenticate(app, authorization)
+            response = resolve_response(app, path[len(_PREFIX) :], if_none_match, who)
         except ModelyardError as exc:
             response = problems.from_error(exc, path)
         await response(scope, receive, send)

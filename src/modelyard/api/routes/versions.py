@@ -5,14 +5,14 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from modelyard.api.deps import service
+from modelyard.api.deps import caller, needs, service
 from modelyard.api.routes.models import Filter, Limit, OrderBy, PageToken, page_response
 from modelyard.api.schemas import VersionPageOut
 
 router = APIRouter(prefix="/api/v1", tags=["search"])
 
 
-@router.get("/versions", response_model=VersionPageOut)
+@router.get("/versions", response_model=VersionPageOut, openapi_extra=needs("model.view"))
 def search_versions(
     request: Request,
     filter: Filter = None,
@@ -20,8 +20,13 @@ def search_versions(
     page_token: PageToken = None,
     limit: Limit = None,
 ) -> Response:
-    """Search versions of all models with the filter language; newest first by default."""
+    """Search the versions of every model the caller may see; newest first by default."""
     page = service(request).list_versions(
-        None, filter=filter, order_by=order_by, page_token=page_token, limit=limit
+        None,
+        caller=caller(request),
+        filter=filter,
+        order_by=order_by,
+        page_token=page_token,
+        limit=limit,
     )
     return page_response(page)

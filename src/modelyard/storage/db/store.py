@@ -34,6 +34,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.elements import BindParameter
 
+from modelyard.domain.access import Caller, Visibility
 from modelyard.domain.journal import event_hash
 from modelyard.domain.manifest import FileEntry
 from modelyard.domain.models import (
@@ -46,6 +47,7 @@ from modelyard.domain.models import (
     utc_from_us,
 )
 from modelyard.domain.references import Reference, RefKind
+from modelyard.storage.db.identity import IdentityReader, IdentityWriter, protected_aliases
 from modelyard.storage.db.tables import (
     aliases,
     blobs,
@@ -185,7 +187,7 @@ class Database:
             conn.execute(select(journal_head.c.seq)).one()
 
 
-class Reader:
+class Reader(IdentityReader):
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
 
@@ -204,10 +206,13 @@ class Reader:
         order: Sequence[ColumnElement[Any]],
         limit: int,
         offset: int,
+        visible: Visibility | None = None,
     ) -> list[Model]:
         stmt = select(models)
         if condition is not None:
             stmt = stmt.where(condition)
+        if visible is not None:
+            stmt = stmt.where(visible_condition(models.c.name, visible))
         stmt = stmt.order_by(*order, models.c.id).limit(limit).offset(offset)
         return self._load_models(list(self.conn.execute(stmt)))
 
@@ -231,6 +236,7 @@ class Reader:
                 updated_at=utc_from_us(r.updated_at),
                 latest_version=r.latest_version or None,
                 aliases=dict(sorted(alias_map[r.id].items())),
+                protected_aliases=protected_aliases(r.protected_aliases),
             )
             for r in rows
         ]
@@ -299,8 +305,9 @@ class Reader:
         limit: int,
         offset: int,
         model_id: int | None = None,
+        visible: Visibility | None = None,
     ) -> list[int]:
-        stmt = self._version_search(condition, model_id)
+        stmt = self._version_search(condition, model_id, visible)
         stmt = stmt.order_by(*order, versions.c.id.desc()).limit(limit).offset(offset)
         return list(self.conn.execute(stmt).scalars())
 
@@ -313,6 +320,7 @@ class Reader:
         limit: int,
         offset: int,
         model_id: int | None = None,
+        visible: Visibility | None = None,
     ) -> list[int]:
         """Like search_version_ids ordered by ``metrics.<metric>`` first, missing values last.
 
@@ -326,7 +334,7 @@ class Reader:
         m = version_metrics.alias("order_metric")
         has_metric = and_(m.c.version_id == versions.c.id, m.c.key == metric)
         value = m.c.value.desc() if descending else m.c.value.asc()
-        with_metric = self._version_search(condition, model_id).join(m, has_metric)
+        with_metric = self._version_search(condition, model_id, visible).join(m, has_metric)
         ids = list(
             self.conn.execute(
                 with_metric.order_by(value, *then, versions.c.id.desc()).limit(limit).offset(offset)
@@ -336,17 +344,24 @@ class Reader:
             return ids
         counted = with_metric.with_only_columns(func.count()).order_by(None)
         before = int(self.conn.execute(counted).scalar_one())
-        without = self._version_search(condition, model_id).where(
+        without = self._version_search(condition, model_id, visible).where(
             ~select(m.c.version_id).where(has_metric).exists()
         )
         rest = without.order_by(*then, versions.c.id.desc())
         rest = rest.limit(limit - len(ids)).offset(max(0, offset - before))
         return ids + list(self.conn.execute(rest).scalars())
 
-    def _version_search(self, condition: ColumnElement[bool] | None, model_id: int | None) -> Any:
+    def _version_search(
+        self,
+        condition: ColumnElement[bool] | None,
+        model_id: int | None,
+        visible: Visibility | None,
+    ) -> Any:
         stmt = select(versions.c.id).join(models, versions.c.model_id == models.c.id)
         if model_id is not None:
             stmt = stmt.where(versions.c.model_id == model_id)
+        if visible is not None:
+            stmt = stmt.where(visible_condition(models.c.name, visible))
         if condition is not None:
             stmt = stmt.where(condition)
         return stmt
@@ -361,10 +376,6 @@ class Reader:
 
     # -- blobs ----------------------------------------------------------------------------
 
-    def missing_blobs(self, digests: Sequence[str]) -> list[str]:
-        present = self.blob_sizes(digests)
-        return [d for d in dict.fromkeys(digests) if d not in present]
-
     def blob_sizes(self, digests: Sequence[str]) -> dict[str, int]:
         """The size of each of ``digests`` the store holds; absent ones are left out."""
         unique = list(set(digests))
@@ -378,9 +389,17 @@ class Reader:
     # -- journal --------------------------------------------------------------------------
 
     def events_after(
-        self, after: int, limit: int, subject: str | None = None, kind: str | None = None
+        self,
+        after: int,
+        limit: int,
+        subject: str | None = None,
+        kind: str | None = None,
+        visible: Visibility | None = None,
     ) -> list[Event]:
+        """Events after ``after``; ``visible`` limits them to those models (None: all)."""
         stmt = select(events).where(events.c.seq > after)
+        if visible is not None:
+            stmt = stmt.where(visible_condition(events.c.model, visible))
         if subject is not None:
             stmt = stmt.where(events.c.subject == subject)
         if kind is not None:
@@ -396,6 +415,7 @@ class Reader:
                 payload=json.loads(r.payload),
                 prev_hash=r.prev_hash,
                 hash=r.hash,
+                token_id=r.token_id,
             )
             for r in rows
         ]
@@ -409,7 +429,7 @@ class Reader:
             ).all()
 
 
-class Writer(Reader):
+class Writer(Reader, IdentityWriter):
     """A write transaction holding the journal head lock."""
 
     def __init__(self, conn: Connection, head_seq: int, head_hash: str) -> None:
@@ -519,10 +539,22 @@ class Writer(Reader):
         )
 
     def append_event(
-        self, *, actor: str, kind: str, subject: str, payload: dict[str, Any], now: int
+        self,
+        caller: Caller,
+        *,
+        kind: str,
+        subject: str,
+        payload: dict[str, Any],
+        now: int,
+        model: str | None,
     ) -> Event:
-        """Append to the hash chain; commits or rolls back with the change it describes."""
+        """Append to the hash chain; commits or rolls back with the change it describes.
+
+        ``model`` is the model the event concerns (None for identity events): readers are
+        shown the events of the models they may see.
+        """
         seq = self._seq + 1
+        actor, token_id = caller.name, caller.token_id
         digest = event_hash(
             self._hash,
             seq=seq,
@@ -531,6 +563,7 @@ class Writer(Reader):
             kind=kind,
             subject=subject,
             payload=payload,
+            token_id=token_id,
         )
         self.conn.execute(
             _INSERT_EVENT,
@@ -543,10 +576,14 @@ class Writer(Reader):
                 "payload": json.dumps(payload, sort_keys=True, separators=(",", ":")),
                 "prev_hash": self._hash,
                 "hash": digest,
+                "token_id": token_id,
+                "model": model,
             },
         )
         self.conn.execute(_MOVE_HEAD, {"new_seq": seq, "new_hash": digest})
-        event = Event(seq, utc_from_us(now), actor, kind, subject, payload, self._hash, digest)
+        event = Event(
+            seq, utc_from_us(now), actor, kind, subject, payload, self._hash, digest, token_id
+        )
         self._seq, self._hash = seq, digest
         return event
 
@@ -558,6 +595,13 @@ class Writer(Reader):
                 insert(table),
                 [{owner_column: owner_id, "key": k, "value": v} for k, v in values.items()],
             )
+
+
+def visible_condition(column: Any, visible: Visibility) -> ColumnElement[bool]:
+    """Rows whose model ``column`` names a model the caller may see."""
+    if visible.all_models:
+        return column.is_not(None)  # type: ignore[no-any-return]
+    return column.in_(sorted(visible.models))  # type: ignore[no-any-return]
 
 
 def _record_blobs(conn: Connection, sizes: Mapping[str, int]) -> int:

@@ -40,6 +40,8 @@ models = Table(
     Column("latest_version", Integer, nullable=False, default=0),
     Column("created_at", BigInteger, nullable=False),
     Column("updated_at", BigInteger, nullable=False),
+    # A JSON list; NULL means the defaults (champion, production).
+    Column("protected_aliases", Text, nullable=True),
 )
 
 model_tags = Table(
@@ -148,7 +150,12 @@ events = Table(
     Column("payload", Text, nullable=False),
     Column("prev_hash", String(64), nullable=False),
     Column("hash", String(64), nullable=False),
+    Column("token_id", String(16), nullable=True),
+    # The model an event concerns (NULL: users, teams, tokens, registry-wide grants), so
+    # that a caller reads the events of the models they may see and nothing else.
+    Column("model", String(128), nullable=True),
     Index(None, "subject"),
+    Index(None, "model"),
 )
 
 # One row (id = 1): the head of the journal. Every write transaction locks it first, which
@@ -159,4 +166,66 @@ journal_head = Table(
     Column("id", Integer, primary_key=True, autoincrement=False),
     Column("seq", BigInteger, nullable=False),
     Column("hash", String(64), nullable=False),
+)
+
+
+# -- identity and access ---------------------------------------------------------------------
+
+# Users, teams and service accounts in one namespace: a journal actor names exactly one.
+principals = Table(
+    "principals",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(64), nullable=False, unique=True),
+    Column("kind", String(32), nullable=False),
+    Column("description", Text, nullable=False, default=""),
+    Column("created_at", BigInteger, nullable=False),
+    Column("created_by", String(256), nullable=False),
+    Column("disabled_at", BigInteger, nullable=True),
+)
+
+team_members = Table(
+    "team_members",
+    metadata,
+    Column("team_id", Integer, ForeignKey("principals.id", ondelete="CASCADE"), primary_key=True),
+    Column("member_id", Integer, ForeignKey("principals.id", ondelete="CASCADE"), primary_key=True),
+    Index(None, "member_id"),
+)
+
+# Only a salted hash of each secret is kept; the id is public and names the token in the
+# journal and in `tokens list`.
+tokens = Table(
+    "tokens",
+    metadata,
+    Column("id", String(16), primary_key=True),
+    Column(
+        "principal_id", Integer, ForeignKey("principals.id", ondelete="CASCADE"), nullable=False
+    ),
+    Column("name", String(128), nullable=False, default=""),
+    Column("salt", String(32), nullable=False),
+    Column("secret_hash", String(64), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("created_by", String(256), nullable=False),
+    Column("expires_at", BigInteger, nullable=True),
+    Column("revoked_at", BigInteger, nullable=True),
+    Column("model", String(128), nullable=True),
+    Column("read_only", Boolean, nullable=False, default=False),
+    Index(None, "principal_id"),
+)
+
+# A role on a model (by name, so that access can be granted before the first version is
+# registered), or registry-wide when model is NULL. One grant per principal and model.
+grants = Table(
+    "grants",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column(
+        "principal_id", Integer, ForeignKey("principals.id", ondelete="CASCADE"), nullable=False
+    ),
+    Column("model", String(128), nullable=True),
+    Column("role", String(16), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("created_by", String(256), nullable=False),
+    Index(None, "principal_id"),
+    Index(None, "model"),
 )

@@ -1,0 +1,214 @@
+"""Authentication and authorization: the one gate every use case passes.
+
+``AccessControl.check`` decides every action: the role a caller holds on the model (their
+own grants and their teams', on the model or registry-wide, narrowed by the token) against
+the permission the action needs. Rules may raise what an action needs: a protected alias
+needs ``alias.set_protected`` (maintainer); the lifecycle's "needs approval" plugs in there.
+
+Decisions are cached per process and stay valid while the journal head is unchanged: every
+change to users, tokens and grants appends an event, so one indexed read of the head (the
+one resolve already makes) tells whether a cached decision still holds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from modelyard.domain.access import (
+    MINIMUM_ROLE,
+    Caller,
+    Permission,
+    Role,
+    Visibility,
+    parse_token,
+    secret_matches,
+)
+from modelyard.domain.errors import Forbidden, NotFound, Unauthorized
+from modelyard.storage.db.store import Database, Reader, now_us
+
+_CACHE_SIZE = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    """What a caller asks to do, with what the rules need to know about it."""
+
+    permission: Permission
+    model: str | None = None
+    alias: str | None = None
+
+
+# A rule looks at an action and names a further permission it needs, or None.
+Rule = Callable[[Reader, Action], Permission | None]
+
+
+def protected_alias_rule(tx: Reader, action: Action) -> Permission | None:
+    """Moving or deleting a protected alias (champion, production, ...) takes a maintainer."""
+    if (
+        action.permission is Permission.SET_ALIAS
+        and action.model is not None
+        and action.alias in tx.protected_aliases(action.model)
+    ):
+        return Permission.SET_PROTECTED_ALIAS
+    return None
+
+
+class AccessControl:
+    def __init__(self, db: Database, rules: Sequence[Rule] = (protected_alias_rule,)) -> None:
+        self.db = db
+        self.rules = list(rules)
+        self._callers: dict[str, tuple[int, Caller, int | None]] = {}
+        self._grants: dict[int, tuple[int, list[tuple[str | None, Role]]]] = {}
+        self._configured: tuple[int, bool] | None = None
+
+    # -- modes --------------------------------------------------------------------------------
+
+    def is_configured(self) -> bool:
+        """Whether any user, team or service account exists (else: single-user local mode)."""
+        seq = self.db.head_seq()
+        if self._configured is None or self._configured[0] != seq:
+            with self.db.read() as tx:
+                self._configured = (seq, tx.has_principals())
+        return self._configured[1]
+
+    def has_admin(self) -> bool:
+        with self.db.read() as tx:
+            return tx.has_admin()
+
+    # -- authentication -----------------------------------------------------------------------
+
+    def authenticate(self, token: str) -> Caller:
+        """The caller a bearer token stands for; Unauthorized unless it is valid right now."""
+        key = hashlib.sha256(token.encode()).hexdigest()  # never keep the secret itself
+        seq = self.db.head_seq()
+        now = now_us()
+        cached = self._callers.get(key)
+        if cached is not None and cached[0] == seq and (cached[2] is None or now < cached[2]):
+            return cached[1]
+        parts = parse_token(token)
+        with self.db.read() as tx:
+            record = tx.token(parts.token_id)
+        if record is None or not secret_matches(record.salt, parts.secret, record.secret_hash):
+            raise Unauthorized("the token is not valid", code="token_invalid")
+        if record.revoked_at is not None or record.disabled:
+            raise Unauthorized(f"token {record.id} has been revoked", code="token_revoked")
+        if record.expires_at is not None and now >= record.expires_at:
+            raise Unauthorized(f"token {record.id} has expired", code="token_expired")
+        caller = Caller(
+            name=record.principal,
+            principal_id=record.principal_id,
+            token_id=record.id,
+            scope_model=record.model,
+            read_only=record.read_only,
+        )
+        if len(self._callers) >= _CACHE_SIZE:
+            self._callers.clear()
+        self._callers[key] = (seq, caller, record.expires_at)
+        return caller
+
+    # -- authorization ------------------------------------------------------------------------
+
+    def grants_of(self, caller: Caller, tx: Reader | None = None) -> list[tuple[str | None, Role]]:
+        """(model or None, role) of every grant to the caller and to the caller's teams."""
+        if caller.principal_id is None:
+            return []
+        seq = self.db.head_seq()
+        cached = self._grants.get(caller.principal_id)
+        if cached is not None and cached[0] == seq:
+            return cached[1]
+        if tx is None:
+            with self.db.read() as own:
+                found = _grants(own, caller.principal_id)
+        else:
+            found = _grants(tx, caller.principal_id)
+        if len(self._grants) >= _CACHE_SIZE:
+            self._grants.clear()
+        self._grants[caller.principal_id] = (seq, found)
+        return found
+
+    def role(self, caller: Caller, model: str | None, tx: Reader | None = None) -> Role | None:
+        """The role the caller may use on ``model`` (None: registry-wide), or None."""
+        if caller.local:
+            return Role.ADMIN
+        best: Role | None = None
+        for granted_model, role in self.grants_of(caller, tx):
+            if (granted_model is None or granted_model == model) and (best is None or role > best):
+                best = role
+        return caller.limit(best, model)
+
+    def require(
+        self,
+        caller: Caller,
+        permission: Permission,
+        model: str | None = None,
+        tx: Reader | None = None,
+    ) -> Role:
+        """Pass, or raise: 404 for a model the caller may not see, else 403 naming what lacks."""
+        role = self.role(caller, model, tx)
+        needed = MINIMUM_ROLE[permission]
+        if role is not None and role >= needed:
+            return role
+        if model is not None and role is None:
+            # Exactly what a model that does not exist answers: no existence leak.
+            raise NotFound(f"model {model!r} not found", code="model_not_found")
+        raise _forbidden(caller, permission, model, role)
+
+    def check(self, tx: Reader, caller: Caller, action: Action) -> None:
+        """``require`` for the action's permission and for every one its rules add."""
+        self.require(caller, action.permission, action.model, tx)
+        for rule in self.rules:
+            extra = rule(tx, action)
+            if extra is not None:
+                self.require(caller, extra, action.model, tx)
+
+    def require_anywhere(self, caller: Caller, permission: Permission) -> None:
+        """For actions on no model in particular (uploading blobs): the role on some model."""
+        if caller.local:
+            return
+        needed = MINIMUM_ROLE[permission]
+        candidates = (
+            [caller.scope_model]
+            if caller.scope_model is not None
+            else [model for model, _ in self.grants_of(caller)]
+        )
+        for model in candidates:
+            role = self.role(caller, model)
+            if role is not None and role >= needed:
+                return
+        raise _forbidden(caller, permission, None, None)
+
+    def visibility(self, caller: Caller) -> Visibility | None:
+        """Which models the caller may list and read events of; None: everything."""
+        if caller.local:
+            return None
+        granted = self.grants_of(caller)
+        wide = self.role(caller, None)
+        if caller.scope_model is None:
+            if wide is Role.ADMIN:
+                return None
+            if wide is not None:
+                return Visibility(all_models=True)
+            return Visibility(False, frozenset(m for m, _ in granted if m is not None))
+        sees_scope = self.role(caller, caller.scope_model) is not None
+        return Visibility(False, frozenset({caller.scope_model} if sees_scope else ()))
+
+
+def _grants(tx: Reader, principal_id: int) -> list[tuple[str | None, Role]]:
+    ids = [principal_id, *(team.id for team in tx.teams_of(principal_id))]
+    return tx.granted_roles(ids)
+
+
+def _forbidden(
+    caller: Caller, permission: Permission, model: str | None, role: Role | None
+) -> Forbidden:
+    needed = MINIMUM_ROLE[permission]
+    where = f"on model {model!r}" if model else "registry-wide"
+    held = f"holds {role.label}" if role else "holds no role"
+    narrowed = " with this token" if caller.scope_model or caller.read_only else ""
+    return Forbidden(
+        f"{permission} needs {needed.label} {where}; {caller.name} {held}{narrowed}",
+        permission=str(permission),
+        required_role=needed.label,
+    )

@@ -1,0 +1,449 @@
+"""Users, teams, service accounts, tokens and grants: who may act, all journaled.
+
+Every change here is a write transaction with the journal event that records it, naming
+the authenticated actor and the token that acted, like every other change.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Row
+
+from modelyard.domain.access import (
+    Caller,
+    Grant,
+    Identity,
+    NewToken,
+    Permission,
+    Principal,
+    PrincipalKind,
+    Role,
+    Token,
+    hash_secret,
+    new_salt,
+    new_token,
+    validate_principal_name,
+)
+from modelyard.domain.errors import Conflict, Forbidden, InvalidInput, NotFound
+from modelyard.domain.models import Model, to_us
+from modelyard.domain.names import validate_alias_name, validate_model_name
+from modelyard.service.access import AccessControl
+from modelyard.storage.db.identity import principal_from_row
+from modelyard.storage.db.store import Database, Reader, Writer, now_us
+
+MAX_TOKEN_NAME = 128
+
+
+class IdentityService:
+    def __init__(self, db: Database, access: AccessControl) -> None:
+        self.db = db
+        self.access = access
+
+    # -- who am I -----------------------------------------------------------------------------
+
+    def whoami(self, caller: Caller) -> Identity:
+        if caller.local:
+            return Identity(caller.name, "local", None, Role.ADMIN, local=True)
+        with self.db.read() as tx:
+            row = _principal(tx, caller.name)
+            teams = tuple(team.name for team in tx.teams_of(row.id))
+        return Identity(
+            name=caller.name,
+            kind=row.kind,
+            token_id=caller.token_id,
+            registry_role=self.access.role(caller, None),
+            teams=teams,
+            model=caller.scope_model,
+            read_only=caller.read_only,
+        )
+
+    # -- principals ---------------------------------------------------------------------------
+
+    def bootstrap_admin(self, name: str, *, operator: str) -> NewToken:
+        """Make ``name`` a registry-wide admin (creating the user) and mint a token for it.
+
+        For ``modelyard admin create``, run by whoever holds the database: no token to
+        check, the OS user is the actor. Also the way back in when every admin token is lost.
+        """
+        validate_principal_name(name)
+        actor = Caller.local_user(operator)
+        with self.db.write() as tx:
+            row = tx.principal(name)
+            if row is None:
+                principal_id = self._insert_principal(tx, actor, name, PrincipalKind.USER, "")
+            elif row.kind != PrincipalKind.USER.value or row.disabled_at is not None:
+                raise Conflict(
+                    f"{name!r} is a {_kind(row).label}{' (disabled)' if row.disabled_at else ''};"
+                    " an admin must be an enabled user",
+                    code="principal_exists",
+                )
+            else:
+                principal_id = row.id
+            self._set_grant(tx, actor, principal_id, name, None, Role.ADMIN)
+            return self._mint(tx, actor, principal_id, name, "admin create", None, None, False)
+
+    def create_principal(
+        self, caller: Caller, name: str, kind: PrincipalKind, description: str = ""
+    ) -> Principal:
+        validate_principal_name(name)
+        if len(description) > 4096:
+            raise InvalidInput("a description may be at most 4096 characters")
+        self.access.require(caller, Permission.ADMIN)
+        with self.db.write() as tx:
+            if not tx.has_admin():
+                raise Conflict(
+                    "there is no admin yet: create the first one with"
+                    " 'modelyard admin create NAME', which prints its token once",
+                    code="no_admin",
+                )
+            self._insert_principal(tx, caller, name, kind, description)
+            return principal_from_row(_principal(tx, name))
+
+    def _insert_principal(
+        self, tx: Writer, caller: Caller, name: str, kind: PrincipalKind, description: str
+    ) -> int:
+        existing = tx.principal(name)
+        if existing is not None:
+            raise Conflict(
+                f"{name!r} already exists (a {_kind(existing).label}); users, teams and"
+                " service accounts share one namespace",
+                code="principal_exists",
+            )
+        now = now_us()
+        principal_id = tx.insert_principal(name, kind, description, caller.name, now)
+        tx.append_event(
+            caller,
+            kind="principal.created",
+            subject=name,
+            payload={"after": {"kind": kind.value, "description": description}},
+            now=now,
+            model=None,
+        )
+        return principal_id
+
+    def principals(self, caller: Caller, kind: PrincipalKind) -> list[Principal]:
+        self.access.require(caller, Permission.ADMIN)
+        with self.db.read() as tx:
+            return tx.principals(kind)
+
+    def get_principal(self, caller: Caller, name: str, kind: PrincipalKind) -> Principal:
+        self.access.require(caller, Permission.ADMIN)
+        with self.db.read() as tx:
+            row = _principal(tx, name, kind)
+            if kind is PrincipalKind.TEAM:
+                return next(p for p in tx.principals(kind) if p.name == name)
+            return principal_from_row(row)
+
+    def disable_principal(self, caller: Caller, name: str, kind: PrincipalKind) -> None:
+        """Disable a user or service account and revoke its tokens; the name stays taken."""
+        self.access.require(caller, Permission.ADMIN)
+        if name == caller.name:
+            raise Conflict("you cannot disable yourself", code="self_disable")
+        with self.db.write() as tx:
+            row = _principal(tx, name, kind)
+            if row.disabled_at is not None:
+                return
+            now = now_us()
+            tx.disable_principal(row.id, now)
+            tx.append_event(
+                caller, kind="principal.disabled", subject=name, payload={}, now=now, model=None
+            )
+
+    def delete_team(self, caller: Caller, name: str) -> None:
+        """Delete a team, its memberships and its grants."""
+        self.access.require(caller, Permission.ADMIN)
+        with self.db.write() as tx:
+            row = _principal(tx, name, PrincipalKind.TEAM)
+            tx.delete_principal(row.id)
+            tx.append_event(
+                caller, kind="team.deleted", subject=name, payload={}, now=now_us(), model=None
+            )
+
+    def set_membership(self, caller: Caller, team: str, member: str, *, present: bool) -> Principal:
+        """Add ``member`` (a user or service account) to ``team``, or remove it."""
+        self.access.require(caller, Permission.ADMIN)
+        with self.db.write() as tx:
+            team_row = _principal(tx, team, PrincipalKind.TEAM)
+            member_row = _principal(tx, member)
+            if member_row.kind == PrincipalKind.TEAM.value:
+                raise InvalidInput("teams hold users and service accounts, not other teams")
+            if present:
+                changed = tx.add_member(team_row.id, member_row.id)
+            else:
+                changed = tx.remove_member(team_row.id, member_row.id)
+            if changed:
+                tx.append_event(
+                    caller,
+                    kind="team.member_added" if present else "team.member_removed",
+                    subject=team,
+                    payload={"member": member},
+                    now=now_us(),
+                    model=None,
+                )
+            return next(p for p in tx.principals(PrincipalKind.TEAM) if p.name == team)
+
+    # -- tokens -------------------------------------------------------------------------------
+
+    def create_token(
+        self,
+        caller: Caller,
+        *,
+        principal: str | None = None,
+        name: str = "",
+        expires_at: datetime | None = None,
+        model: str | None = None,
+        read_only: bool = False,
+    ) -> NewToken:
+        """A token for the caller, or (admins) for another user or service account.
+
+        A token made with a narrowed token is at least as narrow: same model, read-only.
+        """
+        if len(name) > MAX_TOKEN_NAME:
+            raise InvalidInput(f"a token name may be at most {MAX_TOKEN_NAME} characters")
+        if model is not None:
+            validate_model_name(model)
+        expires_us = to_us(expires_at) if expires_at is not None else None
+        if expires_us is not None and expires_us <= now_us():
+            raise InvalidInput("the expiry must be in the future")
+        holder = principal or caller.name
+        if caller.local and principal is None:
+            raise InvalidInput(
+                "in single-user local mode there are no users to hold tokens: create an admin"
+                " with 'modelyard admin create NAME'"
+            )
+        if caller.read_only:
+            read_only = True  # the caller's own limits carry over
+        if caller.scope_model is not None:
+            if model not in (None, caller.scope_model):
+                raise _narrower(caller)
+            model = caller.scope_model
+        if holder != caller.name:
+            self.access.require(caller, Permission.ADMIN)
+        elif caller.read_only and not read_only:
+            raise _narrower(caller)
+        with self.db.write() as tx:
+            row = _principal(tx, holder)
+            if row.kind == PrincipalKind.TEAM.value:
+                raise InvalidInput("teams cannot hold tokens: make one for a member instead")
+            if row.disabled_at is not None:
+                raise Conflict(f"{holder!r} is disabled", code="principal_disabled")
+            return self._mint(tx, caller, row.id, holder, name, expires_us, model, read_only)
+
+    def _mint(
+        self,
+        tx: Writer,
+        caller: Caller,
+        principal_id: int,
+        holder: str,
+        name: str,
+        expires_us: int | None,
+        model: str | None,
+        read_only: bool,
+    ) -> NewToken:
+        token, parts = new_token()
+        salt = new_salt()
+        now = now_us()
+        tx.insert_token(
+            {
+                "id": parts.token_id,
+                "principal_id": principal_id,
+                "name": name,
+                "salt": salt,
+                "secret_hash": hash_secret(salt, parts.secret),
+                "created_at": now,
+                "created_by": caller.name,
+                "expires_at": expires_us,
+                "model": model,
+                "read_only": read_only,
+            }
+        )
+        info = next(t for t in tx.tokens(principal_id) if t.id == parts.token_id)
+        tx.append_event(
+            caller,
+            kind="token.created",
+            subject=holder,
+            payload={"after": info.as_dict()},
+            now=now,
+            model=None,
+        )
+        return NewToken(token, info)
+
+    def tokens(self, caller: Caller, principal: str | None = None) -> list[Token]:
+        """The caller's own tokens; admins may name anyone, or '*' for everyone's."""
+        if caller.local and principal is None:
+            principal = "*"
+        if principal is not None and principal != caller.name:
+            self.access.require(caller, Permission.ADMIN)
+        with self.db.read() as tx:
+            if principal == "*":
+                return tx.tokens(None)
+            return tx.tokens(_principal(tx, principal or caller.name).id)
+
+    def revoke_token(self, caller: Caller, token_id: str) -> Token:
+        """Revoke one of your own tokens, or (admins) anyone's."""
+        is_admin = self.access.role(caller, None) is Role.ADMIN
+        with self.db.write() as tx:
+            record = tx.token(token_id) if len(token_id) == 16 else None
+            if record is None or (record.principal != caller.name and not is_admin):
+                raise NotFound(f"token {token_id!r} not found", code="token_not_found")
+            if record.revoked_at is None:
+                now = now_us()
+                tx.revoke_token(token_id, now)
+                tx.append_event(
+                    caller,
+                    kind="token.revoked",
+                    subject=record.principal,
+                    payload={"token": token_id},
+                    now=now,
+                    model=None,
+                )
+            return next(t for t in tx.tokens(record.principal_id) if t.id == token_id)
+
+    # -- grants -------------------------------------------------------------------------------
+
+    def set_grant(
+        self,
+        caller: Caller,
+        principal: str,
+        role: Role,
+        *,
+        model: str | None = None,
+        kind: PrincipalKind | None = None,
+    ) -> Grant:
+        """Grant ``role`` on ``model`` (maintainers of it), or registry-wide (admins)."""
+        self._require_grant_rights(caller, model, role)
+        with self.db.write() as tx:
+            row = _principal(tx, principal, kind)
+            self._set_grant(tx, caller, row.id, principal, model, role)
+            return next(g for g in tx.grants(model) if g.principal == principal)
+
+    def _set_grant(
+        self,
+        tx: Writer,
+        caller: Caller,
+        principal_id: int,
+        principal: str,
+        model: str | None,
+        role: Role,
+    ) -> None:
+        before = tx.grant_role(principal_id, model)
+        if before is role:
+            return
+        now = now_us()
+        tx.set_grant(principal_id, model, role, caller.name, now)
+        tx.append_event(
+            caller,
+            kind="grant.set",
+            subject=model or "registry",
+            payload={
+                "principal": principal,
+                "before": before.label if before else None,
+                "after": role.label,
+            },
+            now=now,
+            model=model,
+        )
+
+    def revoke_grant(
+        self,
+        caller: Caller,
+        principal: str,
+        *,
+        model: str | None = None,
+        kind: PrincipalKind | None = None,
+    ) -> None:
+        self._require_grant_rights(caller, model, None)
+        with self.db.write() as tx:
+            row = _principal(tx, principal, kind)
+            before = tx.grant_role(row.id, model)
+            if before is None:
+                where = f"on model {model!r}" if model else "registry-wide"
+                raise NotFound(f"{principal!r} holds no role {where}", code="grant_not_found")
+            tx.delete_grant(row.id, model)
+            tx.append_event(
+                caller,
+                kind="grant.revoked",
+                subject=model or "registry",
+                payload={"principal": principal, "before": before.label, "after": None},
+                now=now_us(),
+                model=model,
+            )
+
+    def _require_grant_rights(self, caller: Caller, model: str | None, role: Role | None) -> None:
+        if model is None:
+            self.access.require(caller, Permission.ADMIN)
+            return
+        validate_model_name(model)
+        if role is Role.ADMIN:
+            raise InvalidInput("admin is a registry-wide role: grant it without a model")
+        self.access.require(caller, Permission.MANAGE_MODEL, model)
+
+    def grants(self, caller: Caller, model: str | None = None) -> list[Grant]:
+        """Who holds which role on ``model`` (and registry-wide), or (admins) every grant."""
+        if model is None:
+            self.access.require(caller, Permission.ADMIN)
+            with self.db.read() as tx:
+                return tx.grants(None, everything=True)
+        validate_model_name(model)
+        self.access.require(caller, Permission.VIEW, model)
+        with self.db.read() as tx:
+            return tx.grants(model) + tx.grants(None)
+
+    # -- protected aliases --------------------------------------------------------------------
+
+    def set_protected_aliases(self, caller: Caller, model: str, aliases: list[str]) -> Model:
+        """Which aliases only maintainers may move (default: champion, production)."""
+        validate_model_name(model)
+        for alias in aliases:
+            validate_alias_name(alias)
+        if len(aliases) > 100:
+            raise InvalidInput("at most 100 protected aliases per model")
+        self.access.require(caller, Permission.MANAGE_MODEL, model)
+        with self.db.write() as tx:
+            model_id = tx.model_id(model)
+            if model_id is None:
+                raise NotFound(f"model {model!r} not found", code="model_not_found")
+            before = list(tx.protected_aliases(model))
+            after = sorted(set(aliases))
+            if before != after:
+                now = now_us()
+                tx.set_protected_aliases(model_id, after)
+                tx.append_event(
+                    caller,
+                    kind="model.protected_aliases",
+                    subject=model,
+                    payload={"before": before, "after": after},
+                    now=now,
+                    model=model,
+                )
+            found = tx.get_model(model)
+            assert found is not None
+            return found
+
+
+def _principal(tx: Reader, name: str, kind: PrincipalKind | None = None) -> Row[Any]:
+    row = tx.principal(name)
+    if row is None:
+        what = kind.label if kind else "user, team or service account"
+        raise NotFound(f"no {what} named {name!r}", code="principal_not_found")
+    if kind is not None and row.kind != kind.value:
+        raise InvalidInput(f"{name!r} is a {_kind(row).label}, not a {kind.label}")
+    return row
+
+
+def _kind(row: Row[Any]) -> PrincipalKind:
+    return PrincipalKind(row.kind)
+
+
+def _narrower(caller: Caller) -> Forbidden:
+    limits = []
+    if caller.scope_model:
+        limits.append(f"to model {caller.scope_model!r}")
+    if caller.read_only:
+        limits.append("to reading")
+    return Forbidden(
+        f"this token is limited {' and '.join(limits)}; tokens made with it are limited alike",
+        permission="token.create",
+    )
