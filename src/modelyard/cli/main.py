@@ -6,16 +6,14 @@ http://127.0.0.1:8080); a directory path instead of a URL works in-process, no s
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from functools import wraps
+import ipaddress
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated
 
 import typer
 
-from modelyard.cli import output
-from modelyard.client.registry import Registry, connect
+from modelyard.cli import access, output
+from modelyard.cli.common import JsonOption, UrlOption, handles_errors, registry
 from modelyard.config import DEFAULT_DATA_DIR, DEFAULT_HOST, DEFAULT_PORT, DEFAULT_URL
 from modelyard.domain.errors import InvalidInput, ModelyardError
 
@@ -41,51 +39,9 @@ journal_app = typer.Typer(
 app.add_typer(alias_app, name="alias")
 app.add_typer(journal_app, name="journal")
 
-F = TypeVar("F", bound=Callable[..., Any])
-
-UrlOption = Annotated[
-    str,
-    typer.Option(
-        "--url",
-        envvar="MODELYARD_URL",
-        help="Registry URL, or a local data directory to work in-process.",
-        show_default=True,
-    ),
-]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
-
 
 def main() -> None:
     app()
-
-
-def handles_errors(func: F) -> F:
-    """Turn registry errors into one line on stderr and exit code 1 (no traceback)."""
-
-    @wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except ModelyardError as exc:
-            output.errors.print(f"[red]error:[/red] {output.escape(exc.message)}", highlight=False)
-            missing = exc.details.get("missing")
-            if missing:
-                output.errors.print(f"missing: {', '.join(missing[:5])}", highlight=False)
-            raise typer.Exit(1) from None
-        except OSError as exc:  # a file the user named: missing, unreadable, in the way
-            output.errors.print(f"[red]error:[/red] {output.escape(str(exc))}", highlight=False)
-            raise typer.Exit(1) from None
-        except KeyboardInterrupt:
-            output.errors.print("interrupted")
-            raise typer.Exit(130) from None
-
-    return wrapper  # type: ignore[return-value]
-
-
-@contextmanager
-def registry(url: str) -> Iterator[Registry]:
-    with connect(url, progress=output.RichProgress()) as reg:
-        yield reg
 
 
 def parse_pairs(values: list[str] | None, what: str) -> dict[str, str]:
@@ -143,12 +99,44 @@ def serve(
     except ModelyardError as exc:
         output.errors.print(f"[red]error:[/red] {output.escape(exc.message)}")
         raise typer.Exit(1) from None
+    local = is_loopback(host)
+    if not local and not service.access.has_admin():
+        service.close()
+        output.errors.print(
+            f"[red]error:[/red] refusing to serve on {host}, beyond this machine, with no admin:"
+            " anyone could use it. Create the first admin where the data lives, with"
+            f" 'modelyard admin create NAME --data-dir {settings.data_dir}' (it prints the"
+            " admin's token once), or bind to 127.0.0.1 for single-user local mode."
+        )
+        raise typer.Exit(1)
     backend = "postgresql" if settings.database_url else f"sqlite in {settings.data_dir}"
     output.errors.print(
         f"Modelyard serving on http://{host}:{port} (metadata: {backend},"
         f" blobs: {settings.data_dir / 'blobs'}); docs at /docs"
     )
-    uvicorn.run(create_app(service), host=host, port=port, log_level=log_level, access_log=False)
+    mode = (
+        "single-user local mode until a user exists"
+        if local and not service.access.is_configured()
+        else "tokens required"
+    )
+    output.errors.print(f"access: {mode}")
+    uvicorn.run(
+        create_app(service, allow_local=local),
+        host=host,
+        port=port,
+        log_level=log_level,
+        access_log=False,
+    )
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a bind address is reachable from this machine only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 # -- register and read ------------------------------------------------------------------------
@@ -463,6 +451,8 @@ def journal_verify(url: UrlOption = DEFAULT_URL) -> None:
     )
     raise typer.Exit(2)
 
+
+access.install(app, alias_app)  # after the core commands, so --help lists those first
 
 if __name__ == "__main__":  # pragma: no cover
     main()

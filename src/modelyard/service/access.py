@@ -59,6 +59,7 @@ class AccessControl:
     def __init__(self, db: Database, rules: Sequence[Rule] = (protected_alias_rule,)) -> None:
         self.db = db
         self.rules = list(rules)
+        self.clock: Callable[[], int] = now_us  # microseconds; tests move it to expire tokens
         self._callers: dict[str, tuple[int, Caller, int | None]] = {}
         self._grants: dict[int, tuple[int, list[tuple[str | None, Role]]]] = {}
         self._configured: tuple[int, bool] | None = None
@@ -83,7 +84,7 @@ class AccessControl:
         """The caller a bearer token stands for; Unauthorized unless it is valid right now."""
         key = hashlib.sha256(token.encode()).hexdigest()  # never keep the secret itself
         seq = self.db.head_seq()
-        now = now_us()
+        now = self.clock()
         cached = self._callers.get(key)
         if cached is not None and cached[0] == seq and (cached[2] is None or now < cached[2]):
             return cached[1]

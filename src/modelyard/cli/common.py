@@ -1,0 +1,56 @@
+"""What every command shares: the registry option, one-line errors, the connection."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from functools import wraps
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from modelyard.cli import output
+from modelyard.client.registry import Registry, connect
+from modelyard.domain.errors import ModelyardError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+UrlOption = Annotated[
+    str,
+    typer.Option(
+        "--url",
+        envvar="MODELYARD_URL",
+        help="Registry URL, or a local data directory to work in-process.",
+        show_default=True,
+    ),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+
+
+def handles_errors(func: F) -> F:
+    """Turn registry errors into one line on stderr and exit code 1 (no traceback)."""
+
+    @wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except ModelyardError as exc:
+            output.errors.print(f"[red]error:[/red] {output.escape(exc.message)}", highlight=False)
+            missing = exc.details.get("missing")
+            if missing:
+                output.errors.print(f"missing: {', '.join(missing[:5])}", highlight=False)
+            raise typer.Exit(1) from None
+        except OSError as exc:  # a file the user named: missing, unreadable, in the way
+            output.errors.print(f"[red]error:[/red] {output.escape(str(exc))}", highlight=False)
+            raise typer.Exit(1) from None
+        except KeyboardInterrupt:
+            output.errors.print("interrupted")
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+@contextmanager
+def registry(url: str) -> Iterator[Registry]:
+    with connect(url, progress=output.RichProgress()) as reg:
+        yield reg

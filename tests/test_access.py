@@ -1,0 +1,538 @@
+"""Identity and access control, on SQLite and on PostgreSQL.
+
+The permission matrix reads every route of the app, with the permission it declares
+(``x-permission``), and calls it as every role and anonymously: a route without a declared
+decision, or without a sample request here, fails the suite.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, cast
+
+import pytest
+from fastapi.routing import APIRoute
+from fastapi.testclient import TestClient
+from sqlalchemy import text
+
+from modelyard.api import create_app
+from modelyard.domain.access import MINIMUM_ROLE, Caller, Permission, PrincipalKind, Role
+from modelyard.domain.journal import verify_chain
+from modelyard.domain.manifest import FileEntry
+from modelyard.domain.versions import NewVersion
+from modelyard.service import RegistryService
+
+ROLES = ("anonymous", "none", "viewer", "reader", "contributor", "maintainer", "admin")
+HELD: dict[str, Role | None] = {
+    "none": None,
+    "viewer": Role.VIEWER,
+    "reader": Role.READER,
+    "contributor": Role.CONTRIBUTOR,
+    "maintainer": Role.MAINTAINER,
+    "admin": Role.ADMIN,
+}
+PUBLIC_FRAMEWORK_ROUTES = {"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def weights(role: str) -> bytes:
+    return f"weights of {role}".encode()
+
+
+# -- a registry with one user per role ---------------------------------------------------------
+
+
+@dataclass
+class World:
+    """Per role R: user R with a token, model m-R (version 1, aliases), empty-R, and
+    victims (a user, a service account and a team) for the admin routes to act on."""
+
+    service: RegistryService
+    client: TestClient
+    tokens: dict[str, str] = field(default_factory=dict)
+    spare_tokens: dict[str, str] = field(default_factory=dict)
+
+    def headers(self, role: str, token: str | None = None) -> dict[str, str]:
+        if role == "anonymous":
+            return {}
+        return {"Authorization": f"Bearer {token or self.tokens[role]}"}
+
+    def caller(self, role: str) -> Caller:
+        return self.service.access.authenticate(self.tokens[role])
+
+
+def build_world(service: RegistryService) -> World:
+    root = service.identity.bootstrap_admin("root", operator="test")
+    admin = service.access.authenticate(root.token)
+    identity = service.identity
+    world = World(service, TestClient(create_app(service, local_user="tester")))
+    for role in ROLES[1:]:
+        identity.create_principal(admin, role, PrincipalKind.USER)
+        world.tokens[role] = identity.create_token(admin, principal=role).token
+        world.spare_tokens[role] = identity.create_token(admin, principal=role).info.id
+        held = HELD[role]
+        if held is Role.ADMIN:
+            identity.set_grant(admin, role, Role.ADMIN)
+        elif held is not None:
+            for model in (f"m-{role}", f"empty-{role}", f"new-{role}"):
+                identity.set_grant(admin, role, held, model=model)
+        content = weights(role)
+        upload = service.begin_blob_upload(admin, sha(content))
+        upload.write(content)
+        service.finish_blob_upload(upload)
+        entry = FileEntry("model.bin", len(content), sha(content))
+        service.register_version(f"m-{role}", NewVersion(files=[entry]), caller=admin)
+        for alias in ("candidate", "champion"):
+            service.set_alias(f"m-{role}", alias, 1, caller=admin)
+        service.create_model(f"empty-{role}", caller=admin)
+        victim = f"victim-{role}"
+        identity.create_principal(admin, victim, PrincipalKind.USER)
+        identity.create_principal(admin, f"vsa-{role}", PrincipalKind.SERVICE_ACCOUNT)
+        identity.create_principal(admin, f"vteam-{role}", PrincipalKind.TEAM)
+        identity.set_membership(admin, f"vteam-{role}", victim, present=True)
+        identity.set_grant(admin, victim, Role.VIEWER, model=f"m-{role}")
+        identity.set_grant(admin, f"vsa-{role}", Role.VIEWER)
+    return world
+
+
+@pytest.fixture
+def world(service: RegistryService) -> Iterator[World]:
+    built = build_world(service)
+    with built.client:
+        yield built
+
+
+# -- the permission matrix ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Sample:
+    """How to call a route as role R ({role} in any string is replaced by R's name)."""
+
+    params: dict[str, str] = field(default_factory=dict)
+    json: Any = None
+    content: bytes | None = None
+    scope: str = "model"  # model | blob | anywhere | listing | registry
+
+
+def inline_version(role: str) -> dict[str, Any]:
+    content = f"new weights of {role}".encode()
+    return {
+        "files": [
+            {
+                "path": "model.bin",
+                "size": len(content),
+                "sha256": sha(content),
+                "content": base64.b64encode(content).decode(),
+            }
+        ]
+    }
+
+
+M = {"name": "m-{role}"}
+V = {"name": "m-{role}", "number": "1"}
+REGISTRY = "registry"
+SAMPLES: dict[tuple[str, str], Sample] = {
+    ("GET", "/healthz"): Sample(),
+    ("GET", "/readyz"): Sample(),
+    ("POST", "/api/v1/blobs/missing"): Sample(
+        json={"digests": ["sha256:" + "0" * 64]}, scope="anywhere"
+    ),
+    ("PUT", "/api/v1/blobs/{digest}"): Sample(
+        params={"digest": "sha256:{upload}"}, content=b"upload of {role}", scope="anywhere"
+    ),
+    ("POST", "/api/v1/blobs/uploads"): Sample(content=b"unnamed of {role}", scope="anywhere"),
+    ("GET", "/api/v1/blobs/{digest}"): Sample(params={"digest": "sha256:{blob}"}, scope="blob"),
+    ("HEAD", "/api/v1/blobs/{digest}"): Sample(params={"digest": "sha256:{blob}"}, scope="blob"),
+    ("GET", "/api/v1/models"): Sample(scope="listing"),
+    ("POST", "/api/v1/models"): Sample(json={"name": "new-{role}"}),
+    ("GET", "/api/v1/models/{name}"): Sample(params=M),
+    ("PATCH", "/api/v1/models/{name}"): Sample(params=M, json={"description": "edited"}),
+    ("DELETE", "/api/v1/models/{name}"): Sample(params={"name": "empty-{role}"}),
+    ("GET", "/api/v1/models/{name}/versions"): Sample(params=M),
+    ("POST", "/api/v1/models/{name}/versions"): Sample(params=M, json="inline"),
+    ("GET", "/api/v1/models/{name}/versions/{number}"): Sample(params=V),
+    ("PATCH", "/api/v1/models/{name}/versions/{number}"): Sample(
+        params=V, json={"tags": {"k": "v"}}
+    ),
+    ("GET", "/api/v1/models/{name}/versions/{number}/files/{path}"): Sample(
+        params={**V, "path": "model.bin"}
+    ),
+    ("HEAD", "/api/v1/models/{name}/versions/{number}/files/{path}"): Sample(
+        params={**V, "path": "model.bin"}
+    ),
+    ("PUT", "/api/v1/models/{name}/aliases/{alias}"): Sample(
+        params={**M, "alias": "candidate"}, json={"version": 1}
+    ),
+    ("GET", "/api/v1/models/{name}/aliases/{alias}"): Sample(params={**M, "alias": "candidate"}),
+    ("DELETE", "/api/v1/models/{name}/aliases/{alias}"): Sample(params={**M, "alias": "candidate"}),
+    ("GET", "/api/v1/versions"): Sample(scope="listing"),
+    ("GET", "/api/v1/resolve/{reference}"): Sample(params={"reference": "m-{role}@candidate"}),
+    ("GET", "/api/v1/events"): Sample(scope="listing"),
+    ("GET", "/api/v1/whoami"): Sample(),
+    ("POST", "/api/v1/tokens"): Sample(json={"name": "more"}),
+    ("GET", "/api/v1/tokens"): Sample(),
+    ("DELETE", "/api/v1/tokens/{token_id}"): Sample(params={"token_id": "{spare}"}),
+    ("GET", "/api/v1/grants"): Sample(scope=REGISTRY),
+    ("PUT", "/api/v1/grants/{principal}"): Sample(
+        params={"principal": "victim-{role}"}, json={"role": "viewer"}, scope=REGISTRY
+    ),
+    ("DELETE", "/api/v1/grants/{principal}"): Sample(
+        params={"principal": "vsa-{role}"}, scope=REGISTRY
+    ),
+    ("GET", "/api/v1/models/{name}/grants"): Sample(params=M),
+    ("PUT", "/api/v1/models/{name}/grants/{principal}"): Sample(
+        params={**M, "principal": "victim-{role}"}, json={"role": "reader"}
+    ),
+    ("DELETE", "/api/v1/models/{name}/grants/{principal}"): Sample(
+        params={**M, "principal": "victim-{role}"}
+    ),
+    ("PUT", "/api/v1/models/{name}/protected-aliases"): Sample(
+        params=M, json={"aliases": ["champion", "production", "canary"]}
+    ),
+    ("PUT", "/api/v1/teams/{name}/members/{member}"): Sample(
+        params={"name": "vteam-{role}", "member": "vsa-{role}"}, scope=REGISTRY
+    ),
+    ("DELETE", "/api/v1/teams/{name}/members/{member}"): Sample(
+        params={"name": "vteam-{role}", "member": "victim-{role}"}, scope=REGISTRY
+    ),
+}
+for _kind, _victim in (
+    (PrincipalKind.USER, "victim-{role}"),
+    (PrincipalKind.SERVICE_ACCOUNT, "vsa-{role}"),
+    (PrincipalKind.TEAM, "vteam-{role}"),
+):
+    _base = f"/api/v1/{_kind.collection}"
+    SAMPLES[("GET", _base)] = Sample(scope=REGISTRY)
+    SAMPLES[("POST", _base)] = Sample(
+        json={"name": f"{_kind.value[:4]}-new-{{role}}"}, scope=REGISTRY
+    )
+    SAMPLES[("GET", _base + "/{name}")] = Sample(params={"name": _victim}, scope=REGISTRY)
+    SAMPLES[("DELETE", _base + "/{name}")] = Sample(params={"name": _victim}, scope=REGISTRY)
+
+
+def app_routes() -> list[tuple[str, str, str | None]]:
+    """(method, path, declared permission) of every route the app serves."""
+    app = create_app(cast(RegistryService, object()))
+    found = []
+    for route in _walk(app.routes):
+        declared = (route.openapi_extra or {}).get("x-permission")
+        found += [(method, route.path_format, declared) for method in sorted(route.methods)]
+    return found
+
+
+def _walk(routes: list[Any]) -> Iterator[APIRoute]:
+    for route in routes:
+        if isinstance(route, APIRoute):
+            yield route
+        elif hasattr(route, "original_router"):  # an included router, as newer FastAPI keeps it
+            yield from _walk(route.original_router.routes)
+        else:
+            assert route.path in PUBLIC_FRAMEWORK_ROUTES, route
+
+
+ROUTES = app_routes()
+
+
+def test_every_route_declares_a_decision_and_has_a_sample() -> None:
+    undecided = [(m, p) for m, p, declared in ROUTES if declared is None]
+    assert undecided == [], "routes without openapi_extra=needs(...)"
+    known = {"public", "authenticated"} | {p.value for p in Permission}
+    assert {d for _, _, d in ROUTES} <= known
+    missing = [(m, p) for m, p, _ in ROUTES if (m, p) not in SAMPLES]
+    assert missing == [], "routes the permission matrix does not call: add a Sample"
+    assert set(SAMPLES) == {(m, p) for m, p, _ in ROUTES}, "samples of routes that are gone"
+
+
+def expected(declared: str, scope: str, role: str) -> int | str:
+    """The status a role must get: 'ok' (2xx), 401, 403 or 404."""
+    if declared == "public":
+        return "ok"
+    if role == "anonymous":
+        return 401
+    if declared == "authenticated" or scope == "listing":
+        return "ok"
+    needed = MINIMUM_ROLE[Permission(declared)]
+    held = HELD[role]
+    if scope == "registry":
+        return "ok" if held is Role.ADMIN else 403
+    if scope == "anywhere":
+        return "ok" if held is not None and held >= needed else 403
+    if held is None:
+        return 404  # model or blob scope: what the caller may not see does not exist
+    return "ok" if held >= needed else 403
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "declared"), ROUTES, ids=[f"{m} {p}" for m, p, _ in ROUTES]
+)
+def test_permission_matrix(world: World, method: str, path: str, declared: str) -> None:
+    sample = SAMPLES[(method, path)]
+    for role in ROLES:
+        values = {
+            "role": role,
+            "blob": sha(weights(role)),
+            "upload": sha(f"upload of {role}".encode()),
+            "spare": world.spare_tokens.get(role, "0" * 16),
+        }
+        url = path
+        for key, template in sample.params.items():
+            url = url.replace("{" + key + "}", template.format(**values))
+        body = inline_version(role) if sample.json == "inline" else sample.json
+        if isinstance(body, dict):
+            body = {k: v.format(**values) if isinstance(v, str) else v for k, v in body.items()}
+        content = sample.content.decode().format(**values).encode() if sample.content else None
+        response = world.client.request(
+            method, url, json=body, content=content, headers=world.headers(role)
+        )
+        want = expected(declared, sample.scope, role)
+        where = f"{method} {url} as {role}: {response.status_code} {response.text[:300]}"
+        if want == "ok":
+            assert 200 <= response.status_code < 300, where
+        else:
+            assert response.status_code == want, where
+        if want == 401:
+            assert response.headers["www-authenticate"].startswith("Bearer"), where
+        if method == "HEAD":
+            continue  # no body to read the problem from
+        if want == 403:
+            assert response.json()["permission"] == declared, where
+        if want == 404:
+            assert response.json()["code"] in ("model_not_found", "blob_not_found"), where
+
+
+# -- tokens -----------------------------------------------------------------------------------
+
+
+def test_bad_tokens_get_401_with_a_challenge(world: World) -> None:
+    client = world.client
+    token = world.tokens["viewer"]
+    token_id = token.split("_")[1]
+    wrong_secret = token[:-4] + ("AAAA" if not token.endswith("AAAA") else "BBBB")
+    cases = {
+        "token_missing": {},
+        "token_malformed": {"Authorization": "Bearer not-a-token"},
+        "token_invalid": {"Authorization": f"Bearer {wrong_secret}"},
+    }
+    cases["token_malformed_scheme"] = {"Authorization": f"Basic {token}"}
+    for case, headers in cases.items():
+        for url in ("/api/v1/models/m-viewer", "/api/v1/resolve/m-viewer"):
+            response = client.get(url, headers=headers)
+            assert response.status_code == 401, (case, response.text)
+            assert response.json()["code"] == case.removesuffix("_scheme")
+            challenge = response.headers["www-authenticate"]
+            assert challenge.startswith('Bearer realm="modelyard"')
+            assert ("invalid_token" in challenge) == (case != "token_missing")
+            assert token not in response.text and wrong_secret not in response.text
+
+    # Revoked: works, then is revoked, then is refused (the cache must not keep it alive).
+    assert client.get("/api/v1/resolve/m-viewer", headers=world.headers("viewer")).is_success
+    world.service.identity.revoke_token(world.caller("admin"), token_id)
+    for url in ("/api/v1/models/m-viewer", "/api/v1/resolve/m-viewer"):
+        response = client.get(url, headers=world.headers("viewer"))
+        assert (response.status_code, response.json()["code"]) == (401, "token_revoked")
+
+
+def test_expired_token(world: World, service: RegistryService) -> None:
+    admin = world.caller("admin")
+    made = service.identity.create_token(
+        admin, principal="reader", expires_at=datetime.now(UTC) + timedelta(hours=1)
+    )
+    headers = {"Authorization": f"Bearer {made.token}"}
+    assert world.client.get("/api/v1/resolve/m-reader", headers=headers).is_success
+    with pytest.raises(Exception, match="future"):
+        service.identity.create_token(admin, expires_at=datetime.now(UTC) - timedelta(seconds=1))
+    # Two hours later by the registry's clock (no waiting): refused, even from the cache.
+    later = datetime.now(UTC) + timedelta(hours=2)
+    service.access.clock = lambda: int(later.timestamp() * 1_000_000)
+    for url in ("/api/v1/resolve/m-reader", "/api/v1/models/m-reader"):
+        response = world.client.get(url, headers=headers)
+        assert (response.status_code, response.json()["code"]) == (401, "token_expired")
+    assert world.client.get("/api/v1/whoami", headers=world.headers("reader")).is_success
+
+
+def test_model_scoped_and_read_only_tokens(world: World, service: RegistryService) -> None:
+    admin = world.caller("admin")
+    identity = service.identity
+    identity.set_grant(admin, "contributor", Role.CONTRIBUTOR, model="m-viewer")
+    scoped = identity.create_token(admin, principal="contributor", model="m-contributor").token
+    as_scoped = {"Authorization": f"Bearer {scoped}"}
+    client = world.client
+    # Its own model: everything the role allows.
+    assert client.post(
+        "/api/v1/models/m-contributor/versions", json=inline_version("s"), headers=as_scoped
+    ).is_success
+    # Another model the user may otherwise write to: invisible with this token.
+    for url in ("/api/v1/models/m-viewer", "/api/v1/resolve/m-viewer"):
+        response = client.get(url, headers=as_scoped)
+        assert (response.status_code, response.json()["code"]) == (404, "model_not_found")
+    listed = client.get("/api/v1/models", headers=as_scoped).json()["items"]
+    assert [m["name"] for m in listed] == ["m-contributor"]
+    # A token made with a scoped token is scoped alike; broader is refused.
+    response = client.post("/api/v1/tokens", json={"model": "m-viewer"}, headers=as_scoped)
+    assert response.status_code == 403
+    narrower = client.post("/api/v1/tokens", json={}, headers=as_scoped).json()
+    assert narrower["model"] == "m-contributor"
+
+    read_only = identity.create_token(admin, principal="contributor", read_only=True).token
+    as_reader = {"Authorization": f"Bearer {read_only}"}
+    response = client.post(
+        "/api/v1/models/m-contributor/versions", json=inline_version("r"), headers=as_reader
+    )
+    assert (response.status_code, response.json()["permission"]) == (403, "model.register")
+    file_url = "/api/v1/models/m-contributor/versions/1/files/model.bin"
+    assert client.get(file_url, headers=as_reader).content == weights("contributor")
+
+
+def test_tokens_are_stored_hashed_and_listed_without_secrets(
+    world: World, service: RegistryService
+) -> None:
+    made = service.identity.create_token(world.caller("viewer"), name="laptop")
+    secret = made.token.split("_", 2)[2]
+    with service.db.engine.connect() as conn:
+        rows = conn.execute(text("SELECT * FROM tokens")).all()
+    assert all(secret not in str(tuple(row)) for row in rows)
+    listed = world.client.get("/api/v1/tokens", headers=world.headers("viewer")).json()["items"]
+    assert {t["name"] for t in listed} >= {"laptop"}
+    assert all("token" not in t and t["principal"] == "viewer" for t in listed)
+    # Only admins list or revoke other people's tokens; a stranger's token "does not exist".
+    others = world.client.get("/api/v1/tokens?principal=admin", headers=world.headers("viewer"))
+    assert others.status_code == 403
+    response = world.client.delete(
+        f"/api/v1/tokens/{world.spare_tokens['admin']}", headers=world.headers("viewer")
+    )
+    assert (response.status_code, response.json()["code"]) == (404, "token_not_found")
+
+
+# -- visibility, protected aliases, teams, the journal -----------------------------------------
+
+
+def test_invisible_models_are_absent_everywhere(world: World) -> None:
+    client, headers = world.client, world.headers("viewer")
+    names = [m["name"] for m in client.get("/api/v1/models", headers=headers).json()["items"]]
+    assert names == ["empty-viewer", "m-viewer"]
+    versions = client.get("/api/v1/versions", headers=headers).json()["items"]
+    assert {v["model"] for v in versions} == {"m-viewer"}
+    events = client.get("/api/v1/events?limit=1000", headers=headers).json()["items"]
+    models_of_events = {e["subject"].split("/")[0].split("@")[0] for e in events}
+    assert models_of_events == {"m-viewer", "empty-viewer", "new-viewer"}  # new: a grant
+    hidden = client.get("/api/v1/models/m-reader", headers=headers)
+    absent = client.get("/api/v1/models/no-such-model", headers=headers)
+    assert hidden.status_code == absent.status_code == 404
+    assert hidden.json()["code"] == absent.json()["code"]
+    assert hidden.json()["detail"].replace("m-reader", "X") == absent.json()["detail"].replace(
+        "no-such-model", "X"
+    )
+    # A viewer sees the metadata and not one byte of the artifact.
+    file_url = "/api/v1/models/m-viewer/versions/1/files/model.bin"
+    for method in ("GET", "HEAD"):
+        response = client.request(method, file_url, headers={**headers, "Range": "bytes=0-0"})
+        assert response.status_code == 403
+        assert response.headers["content-type"] == "application/problem+json"
+        assert weights("viewer") not in response.content
+    blob = client.get(f"/api/v1/blobs/sha256:{sha(weights('viewer'))}", headers=headers)
+    assert blob.status_code == 403 and weights("viewer") not in blob.content
+
+
+def test_protected_aliases_take_a_maintainer(world: World, service: RegistryService) -> None:
+    admin = world.caller("admin")
+    service.identity.set_grant(admin, "contributor", Role.CONTRIBUTOR, model="m-maintainer")
+    client = world.client
+    url = "/api/v1/models/m-maintainer/aliases/champion"
+    response = client.put(url, json={"version": 1}, headers=world.headers("contributor"))
+    assert (response.status_code, response.json()["permission"]) == (403, "alias.set_protected")
+    assert client.delete(url, headers=world.headers("contributor")).status_code == 403
+    assert client.put(url, json={"version": 1}, headers=world.headers("maintainer")).is_success
+    protected = client.put(
+        "/api/v1/models/m-maintainer/protected-aliases",
+        json={"aliases": ["production"]},
+        headers=world.headers("maintainer"),
+    )
+    assert protected.json()["protected_aliases"] == ["production"]
+    assert client.put(url, json={"version": 1}, headers=world.headers("contributor")).is_success
+
+
+def test_team_grants_reach_members(world: World, service: RegistryService) -> None:
+    admin = world.caller("admin")
+    identity = service.identity
+    identity.create_principal(admin, "risk", PrincipalKind.TEAM)
+    identity.set_membership(admin, "risk", "none", present=True)
+    headers = world.headers("none")
+    assert world.client.get("/api/v1/models/m-reader", headers=headers).status_code == 404
+    identity.set_grant(admin, "risk", Role.READER, model="m-reader", kind=PrincipalKind.TEAM)
+    file_url = "/api/v1/models/m-reader/versions/1/files/model.bin"
+    assert world.client.get(file_url, headers=headers).content == weights("reader")
+    assert world.client.get("/api/v1/whoami", headers=headers).json()["teams"] == ["risk"]
+    identity.set_membership(admin, "risk", "none", present=False)
+    assert world.client.get(file_url, headers=headers).status_code == 404
+
+
+def test_journal_names_actor_and_token_for_every_change(
+    world: World, service: RegistryService
+) -> None:
+    client = world.client
+    maintainer = world.headers("maintainer")
+    token_id = world.tokens["maintainer"].split("_")[1]
+    client.put(
+        "/api/v1/models/m-maintainer/grants/victim-maintainer",
+        json={"role": "reader"},
+        headers=maintainer,
+    )
+    client.delete("/api/v1/models/m-maintainer/grants/victim-maintainer", headers=maintainer)
+    client.put("/api/v1/models/m-maintainer/aliases/prod", json={"version": 1}, headers=maintainer)
+    admin = world.caller("admin")
+    events = service.events(caller=admin, limit=1000)
+    mine = [e for e in events if e.actor == "maintainer"]
+    assert [(e.kind, e.payload.get("after")) for e in mine] == [
+        ("grant.set", "reader"),
+        ("grant.revoked", None),
+        ("alias.set", 1),
+    ]
+    assert {e.token_id for e in mine} == {token_id}
+    assert all(e.token_id for e in events if e.actor != "test")  # only bootstrap is local
+    assert verify_chain(events).ok
+    # Grants of a model are in its history for those who may see it; admin events are not.
+    visible = client.get("/api/v1/events?limit=1000", headers=maintainer).json()["items"]
+    assert {"grant.set", "grant.revoked"} <= {e["kind"] for e in visible}
+    assert not {"principal.created", "token.created"} & {e["kind"] for e in visible}
+
+
+def test_first_user_needs_an_admin_and_local_mode_ends(service: RegistryService) -> None:
+    local = Caller.local_user("owner")
+    with TestClient(create_app(service, local_user="owner")) as client:
+        assert client.get("/api/v1/whoami").json() == {
+            "name": "owner",
+            "kind": "local",
+            "token_id": None,
+            "registry_role": "admin",
+            "teams": [],
+            "model": None,
+            "read_only": False,
+            "local": True,
+        }
+        response = client.post("/api/v1/users", json={"name": "alice"})
+        assert (response.status_code, response.json()["code"]) == (409, "no_admin")
+        made = service.identity.bootstrap_admin("alice", operator=local.name)
+        response = client.get("/api/v1/models")
+        assert (response.status_code, response.json()["code"]) == (401, "token_missing")
+        headers = {"Authorization": f"Bearer {made.token}"}
+        assert client.get("/api/v1/whoami", headers=headers).json()["name"] == "alice"
+    with TestClient(create_app(service, allow_local=False)) as remote:
+        assert remote.get("/api/v1/models").status_code == 401
+
+
+def test_pg_and_sqlite_agree_on_a_principal_namespace(service: RegistryService) -> None:
+    made = service.identity.bootstrap_admin("alice", operator="t")
+    admin = service.access.authenticate(made.token)
+    service.identity.create_principal(admin, "shared", PrincipalKind.TEAM)
+    with pytest.raises(Exception, match="already exists"):
+        service.identity.create_principal(admin, "shared", PrincipalKind.USER)
+    with pytest.raises(Exception, match="not allowed"):
+        service.identity.create_principal(admin, "bad name", PrincipalKind.USER)
