@@ -147,6 +147,7 @@ class LiveServer:
 
     data_dir: Path
     database_url: str | None
+    host: str = "127.0.0.1"  # what it binds; it is always reached through loopback
     port: int = 0
     process: subprocess.Popen[bytes] | None = None
 
@@ -157,6 +158,7 @@ class LiveServer:
     def start(self, timeout: float = 30.0) -> None:
         self.port = free_port()
         command = [sys.executable, "-m", "modelyard", "serve", "--port", str(self.port)]
+        command += ["--host", self.host]
         command += ["--data-dir", str(self.data_dir), "--log-level", "warning"]
         if self.database_url:
             command += ["--database-url", self.database_url]

@@ -24,6 +24,7 @@ import typer.main
 from typer.testing import CliRunner
 
 from modelyard.cli.main import app
+from tests.conftest import LiveServer, free_port
 
 _SCRIPT = Path(sys.executable).with_name("modelyard")
 MODELYARD = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "modelyard"]
@@ -53,8 +54,10 @@ def environment(url: str | None) -> dict[str, str]:
         k: v
         for k, v in os.environ.items()
         if k not in ("COLUMNS", "LINES", "MODELYARD_URL", "FORCE_COLOR", "NO_COLOR")
+        and k not in ("MODELYARD_TOKEN", "MODELYARD_CONFIG")
     }
     env["TERM"] = "dumb"
+    env["MODELYARD_CONFIG"] = os.devnull  # never the developer's saved tokens
     if url is not None:
         env["MODELYARD_URL"] = url
     return env
@@ -87,6 +90,22 @@ def run_many(commands: Sequence[Sequence[str]], *, url: str | None, cwd: Path) -
 
 def run(*args: str, url: str | None, cwd: Path) -> Result:
     return run_many([args], url=url, cwd=cwd)[0]
+
+
+def run_with(
+    *args: str, url: str | None, cwd: Path, env: dict[str, str], stdin: str = ""
+) -> Result:
+    """One invocation with extra environment (a token, a config file) and input."""
+    proc = subprocess.run(
+        [*MODELYARD, *args],
+        cwd=cwd,
+        env={**environment(url), **env},
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+    )
+    return Result(args, proc.returncode, proc.stdout, proc.stderr)
 
 
 def assert_user_error(result: Result, *, contains: str, single_line: bool = True) -> list[str]:
@@ -366,3 +385,92 @@ def test_files_the_user_names_fail_with_one_line(model_dir: Path, tmp_path: Path
     (tmp_path / "in-the-way").write_text("a file, not a directory")
     blocked = cli("download", "churn/1", "-o", "in-the-way")
     assert_user_error(blocked, contains="in-the-way")
+
+
+def test_shared_server_start_rules_login_and_a_ci_token(
+    tmp_path: Path, database_url: str | None, model_dir: Path
+) -> None:
+    """Loopback with nobody configured is local mode; any other address needs an admin."""
+    data = tmp_path / "shared"
+    local = LiveServer(data, database_url)
+    local.start()
+    try:
+        whoami = httpx.get(f"{local.url}/api/v1/whoami").json()
+        assert (whoami["local"], whoami["registry_role"]) == (True, "admin")
+    finally:
+        local.stop()
+
+    db = ["--data-dir", str(data)] + (["--database-url", database_url] if database_url else [])
+    refused = run(
+        "serve", "--host", "0.0.0.0", "--port", str(free_port()), *db, url=None, cwd=tmp_path
+    )
+    assert refused.returncode == 1 and "Traceback" not in refused.output
+    assert "modelyard admin create NAME" in refused.stderr
+
+    created = run("admin", "create", "alice", *db, url=None, cwd=tmp_path).ok()
+    admin_token = created.stdout.strip()
+    assert admin_token.startswith("myd_") and len(created.stdout.splitlines()) == 1
+
+    server = LiveServer(data, database_url, host="0.0.0.0")
+    server.start()
+    try:
+        response = httpx.get(f"{server.url}/api/v1/models")
+        assert response.status_code == 401 and "Bearer" in response.headers["www-authenticate"]
+        config = tmp_path / "config" / "modelyard.json"
+        env = {"MODELYARD_CONFIG": str(config)}
+        url = server.url
+        run_with("login", "--token", "-", url=url, cwd=tmp_path, env=env, stdin=admin_token).ok()
+        assert config.stat().st_mode & 0o777 == 0o600
+        assert (
+            "alice (user), registry-wide role: admin"
+            in run_with("whoami", url=url, cwd=tmp_path, env=env).ok().stdout
+        )
+
+        # The README's shared-server steps: a team, a service account, its CI token.
+        for args in (
+            ("teams", "create", "risk"),
+            ("users", "create", "bob"),
+            ("teams", "add", "risk", "bob"),
+            ("service-accounts", "create", "ci-churn"),
+            ("grant", "contributor", "--model", "churn", "--service-account", "ci-churn"),
+            ("grant", "viewer", "--team", "risk"),
+        ):
+            run_with(*args, url=url, cwd=tmp_path, env=env).ok()
+        made = run_with(
+            "tokens",
+            "create",
+            "--for",
+            "ci-churn",
+            "--model",
+            "churn",
+            "--expires",
+            "90d",
+            url=url,
+            cwd=tmp_path,
+            env=env,
+        ).ok()
+        ci = {"MODELYARD_TOKEN": made.stdout.strip(), "MODELYARD_CONFIG": os.devnull}
+        run_with("register", "churn", str(model_dir), url=url, cwd=tmp_path, env=ci).ok()
+        denied = run_with("register", "fraud", str(model_dir), url=url, cwd=tmp_path, env=ci)
+        assert_user_error(denied, contains="model 'fraud' not found")
+        protected = run_with(
+            "alias", "set", "churn", "champion", "1", url=url, cwd=tmp_path, env=ci
+        )
+        assert_user_error(protected, contains="alias.set_protected needs maintainer")
+        listing = run_with("permissions", "churn", url=url, cwd=tmp_path, env=env).ok().stdout
+        assert "ci-churn" in listing and "contributor" in listing and "risk" in listing
+        journal = httpx.get(
+            f"{url}/api/v1/events?limit=1000", headers={"Authorization": f"Bearer {admin_token}"}
+        ).json()["items"]
+        registered = [e for e in journal if e["kind"] == "version.registered"]
+        assert [(e["actor"], e["token_id"]) for e in registered] == [
+            ("ci-churn", ci["MODELYARD_TOKEN"].split("_")[1])
+        ]
+        bad = run_with("whoami", url=url, cwd=tmp_path, env={"MODELYARD_TOKEN": "myd_nope"})
+        assert_user_error(bad, contains="malformed")
+    finally:
+        server.stop()
+    logged = (
+        server.process.stderr.read().decode() if server.process and server.process.stderr else ""
+    )
+    assert admin_token not in logged and ci["MODELYARD_TOKEN"] not in logged

@@ -482,16 +482,13 @@ def _principals_table(found: list[Principal]) -> output.Table:
 
 
 def _tokens_table(found: list[Token]) -> output.Table:
-    table = output.Table("id", "holder", "name", "created", "expires", "limits", "status")
+    table = output.Table("id", "holder", "name", "expires", "limits", "status")
+    table.columns[0].no_wrap = True
     now = datetime.now(UTC)
     for t in found:
-        status = (
-            "revoked"
-            if t.revoked_at
-            else "expired"
-            if t.expires_at and t.expires_at <= now
-            else "active"
-        )
+        status = "revoked" if t.revoked_at else "active"
+        if not t.revoked_at and t.expires_at and t.expires_at <= now:
+            status = "expired"
         limits = ", ".join(
             ([f"model {t.model}"] if t.model else []) + (["read-only"] if t.read_only else [])
         )
@@ -499,16 +496,16 @@ def _tokens_table(found: list[Token]) -> output.Table:
             t.id,
             output.escape(t.principal),
             output.escape(t.name),
-            t.created_at.strftime("%Y-%m-%d %H:%M"),
-            t.expires_at.strftime("%Y-%m-%d %H:%M") if t.expires_at else "never",
-            limits,
+            t.expires_at.strftime("%Y-%m-%d") if t.expires_at else "never",
+            output.escape(limits),
             status,
         )
     return table
 
 
 def _grants_table(found: list[Grant]) -> output.Table:
-    table = output.Table("principal", "kind", "role", "on", "granted by", "when")
+    table = output.Table("principal", "kind", "role", "on", "granted by")
+    table.columns[2].no_wrap = True
     for g in found:
         table.add_row(
             output.escape(g.principal),
@@ -516,7 +513,6 @@ def _grants_table(found: list[Grant]) -> output.Table:
             g.role.label,
             output.escape(g.model) if g.model else "registry-wide",
             output.escape(g.created_by),
-            g.created_at.strftime("%Y-%m-%d %H:%M"),
         )
     return table
 

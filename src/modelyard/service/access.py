@@ -153,7 +153,12 @@ class AccessControl:
             return role
         if model is not None and role is None:
             # Exactly what a model that does not exist answers: no existence leak.
-            raise NotFound(f"model {model!r} not found", code="model_not_found")
+            hint = (
+                " (registering a new model takes contributor on it, or registry-wide)"
+                if permission is Permission.REGISTER
+                else ""
+            )
+            raise NotFound(f"model {model!r} not found{hint}", code="model_not_found")
         raise _forbidden(caller, permission, model, role)
 
     def check(self, tx: Reader, caller: Caller, action: Action) -> None:
