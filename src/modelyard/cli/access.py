@@ -31,8 +31,8 @@ def install(app: typer.Typer, alias_app: typer.Typer) -> None:
         app.add_typer(_principal_app(kind), name=kind.collection)
     app.add_typer(tokens_app, name="tokens")
     app.add_typer(admin_app, name="admin")
-    alias_app.command("protect")(handles_errors(alias_protect))
-    alias_app.command("unprotect")(handles_errors(alias_unprotect))
+    alias_app.command("protect")(handles_errors(_protection_command(True)))
+    alias_app.command("unprotect")(handles_errors(_protection_command(False)))
 
 
 # -- login ------------------------------------------------------------------------------------
@@ -146,8 +146,8 @@ def _principal_app(kind: PrincipalKind) -> typer.Typer:
             "teams delete risk"
         )
         sub.command("delete")(handles_errors(remove))
-        sub.command("add")(handles_errors(team_add))
-        sub.command("remove")(handles_errors(team_remove))
+        sub.command("add")(handles_errors(_membership_command(True)))
+        sub.command("remove")(handles_errors(_membership_command(False)))
     else:
         remove.__doc__ = (
             f"Disable a {what} and revoke its tokens (the name stays in the history).\n\n"
@@ -168,34 +168,26 @@ def _operations(
     return reg.create_team, reg.teams, reg.delete_team
 
 
-def team_add(
-    team: Annotated[str, typer.Argument(help="The team.")],
-    members: Annotated[list[str], typer.Argument(help="Users or service accounts to add.")],
-    url: UrlOption = DEFAULT_URL,
-) -> None:
-    """Add users or service accounts to a team.
-
-    [bold]Example[/bold]: modelyard teams add risk alice bob
-    """
-    with registry(url) as reg:
-        for member in members:
-            found = reg.add_team_member(team, member)
-    output.console.print(f"team {team}: {', '.join(found.members)}")
+TeamArgument = Annotated[str, typer.Argument(help="The team.")]
+MembersArgument = Annotated[list[str], typer.Argument(help="Users or service accounts.")]
 
 
-def team_remove(
-    team: Annotated[str, typer.Argument(help="The team.")],
-    members: Annotated[list[str], typer.Argument(help="Members to remove.")],
-    url: UrlOption = DEFAULT_URL,
-) -> None:
-    """Remove members from a team.
+def _membership_command(present: bool) -> Callable[..., None]:
+    """`teams add` and `teams remove`."""
 
-    [bold]Example[/bold]: modelyard teams remove risk bob
-    """
-    with registry(url) as reg:
-        for member in members:
-            found = reg.remove_team_member(team, member)
-    output.console.print(f"team {team}: {', '.join(found.members) or '(no members)'}")
+    def change(team: TeamArgument, members: MembersArgument, url: UrlOption = DEFAULT_URL) -> None:
+        with registry(url) as reg:
+            update = reg.add_team_member if present else reg.remove_team_member
+            for member in members:
+                found = update(team, member)
+        output.console.print(f"team {team}: {', '.join(found.members) or '(no members)'}")
+
+    change.__doc__ = (
+        "Add users or service accounts to a team.\n\n" + _example("teams add risk alice bob")
+        if present
+        else "Remove members from a team.\n\n" + _example("teams remove risk bob")
+    )
+    return change
 
 
 # -- tokens -----------------------------------------------------------------------------------
@@ -385,28 +377,24 @@ def permissions(
 # -- protected aliases ------------------------------------------------------------------------
 
 
-def alias_protect(
-    name: Annotated[str, typer.Argument(help="Model name.")],
-    aliases: Annotated[list[str], typer.Argument(help="Aliases only maintainers may move.")],
-    url: UrlOption = DEFAULT_URL,
-) -> None:
-    """Protect aliases: only maintainers may move them (champion, production by default).
-
-    [bold]Example[/bold]: modelyard alias protect churn canary
-    """
-    _change_protection(url, name, aliases, protect=True)
+ModelArgument = Annotated[str, typer.Argument(help="Model name.")]
+AliasesArgument = Annotated[list[str], typer.Argument(help="Alias names.")]
 
 
-def alias_unprotect(
-    name: Annotated[str, typer.Argument(help="Model name.")],
-    aliases: Annotated[list[str], typer.Argument(help="Aliases contributors may move again.")],
-    url: UrlOption = DEFAULT_URL,
-) -> None:
-    """Let contributors move these aliases again.
+def _protection_command(protect: bool) -> Callable[..., None]:
+    """`alias protect` and `alias unprotect`."""
 
-    [bold]Example[/bold]: modelyard alias unprotect churn champion
-    """
-    _change_protection(url, name, aliases, protect=False)
+    def change(name: ModelArgument, aliases: AliasesArgument, url: UrlOption = DEFAULT_URL) -> None:
+        _change_protection(url, name, aliases, protect=protect)
+
+    change.__doc__ = (
+        "Protect aliases: only maintainers may move them (champion, production by default)."
+        "\n\n" + _example("alias protect churn canary")
+        if protect
+        else "Let contributors move these aliases again.\n\n"
+        + _example("alias unprotect churn champion")
+    )
+    return change
 
 
 def _change_protection(url: str, name: str, aliases: list[str], *, protect: bool) -> None:
