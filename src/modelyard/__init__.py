@@ -9,13 +9,16 @@
 
 from modelyard._version import __version__
 from modelyard.client.registry import Registry, connect
+from modelyard.domain.access import Grant, Identity, NewToken, Principal, Role, Token
 from modelyard.domain.errors import (
     Conflict,
     DigestMismatch,
+    Forbidden,
     InvalidFilter,
     InvalidInput,
     ModelyardError,
     NotFound,
+    Unauthorized,
 )
 from modelyard.domain.journal import JournalReport
 from modelyard.domain.manifest import FileEntry
@@ -28,15 +31,23 @@ __all__ = [
     "Environment",
     "Event",
     "FileEntry",
+    "Forbidden",
+    "Grant",
+    "Identity",
     "InvalidFilter",
     "InvalidInput",
     "JournalReport",
     "Model",
     "ModelyardError",
+    "NewToken",
     "NotFound",
     "Page",
+    "Principal",
     "Registry",
+    "Role",
     "SourceRef",
+    "Token",
+    "Unauthorized",
     "Version",
     "__version__",
     "connect",
