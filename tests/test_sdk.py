@@ -6,14 +6,17 @@ import hashlib
 import os
 import subprocess
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 
 import modelyard
+from modelyard.api import create_app
 from modelyard.client.http import HttpTransport
 from modelyard.client.registry import Registry
+from modelyard.service import RegistryService
 
 Tree = Callable[[dict[str, bytes]], Path]
 
@@ -129,3 +132,65 @@ def test_errors_from_the_server_keep_their_code(reg: Registry) -> None:
     with pytest.raises(modelyard.InvalidFilter) as bad:
         reg.versions(filter="metrics.auc >")
     assert bad.value.details["position"] == 13
+
+
+def test_identity_and_access_through_the_sdk(service: RegistryService, tmp_path: Path) -> None:
+    """The SDK's access methods over REST, and the same calls in-process (local mode)."""
+    made = service.identity.bootstrap_admin("alice", operator="test")
+    with TestClient(create_app(service)) as client:
+
+        def as_token(token: str) -> Registry:
+            return Registry(HttpTransport("http://testserver", token=token, client=client))
+
+        admin = as_token(made.token)
+        assert admin.whoami().registry_role is modelyard.Role.ADMIN
+        admin.create_user("bob")
+        admin.create_team("risk")
+        assert admin.add_team_member("risk", "bob").members == ("bob",)
+        admin.create_service_account("ci", description="pipeline")
+        assert [p.name for p in admin.service_accounts()] == ["ci"]
+        grant = admin.grant("contributor", "ci", model="churn", kind="service_account")
+        assert (grant.role, grant.model) == (modelyard.Role.CONTRIBUTOR, "churn")
+        ci_token = admin.create_token(principal="ci", model="churn", expires=timedelta(days=1))
+        assert ci_token.info.expires_at is not None and ci_token.info.model == "churn"
+
+        ci = as_token(ci_token.token)
+        version = ci.register("churn", _file(tmp_path, b"weights"))
+        assert version.creator == "ci"
+        with pytest.raises(modelyard.NotFound):
+            ci.register("fraud", _file(tmp_path, b"other"))
+        with pytest.raises(modelyard.Forbidden) as denied:
+            ci.set_alias("churn", "production", 1)
+        assert denied.value.details["permission"] == "alias.set_protected"
+        with pytest.raises(modelyard.Forbidden):
+            ci.verify_journal()
+        assert admin.verify_journal().ok
+
+        assert {(g.principal, g.role.label) for g in admin.grants("churn")} >= {
+            ("ci", "contributor"),
+            ("alice", "admin"),
+        }
+        admin.protect_aliases("churn", ["canary"])
+        ci.set_alias("churn", "production", 1)
+        admin.revoke("ci", model="churn")
+        with pytest.raises(modelyard.NotFound):
+            ci.resolve("churn@production")
+        admin.revoke_token(ci_token.info.id)
+        with pytest.raises(modelyard.Unauthorized):
+            ci.whoami()
+        admin.disable_user("bob")
+        assert [u.disabled for u in admin.users() if u.name == "bob"] == [True]
+        admin.delete_team("risk")
+        assert admin.teams() == []
+
+    # In-process the directory's owner is the local admin: the same calls, no token.
+    with modelyard.connect(tmp_path / "local") as local:
+        assert local.whoami().local
+        with pytest.raises(modelyard.Conflict):  # no admin yet: local mode stays local
+            local.create_user("bob")
+
+
+def _file(tmp_path: Path, content: bytes) -> Path:
+    path = tmp_path / hashlib.sha256(content).hexdigest()[:8]
+    path.write_bytes(content)
+    return path

@@ -38,7 +38,8 @@ class HttpTransport:
         timeout: float = 300.0,
         client: httpx.Client | None = None,
     ) -> None:
-        """``client`` lets a caller supply the httpx client (an in-process app, a proxy)."""
+        """``client`` lets a caller supply the httpx client (an in-process app, a proxy);
+        the token travels with each request, never set on a client that may be shared."""
         self.url = url.rstrip("/")
         self.timeout = timeout
         self._direct_downloads = client is None
@@ -48,13 +49,13 @@ class HttpTransport:
         self.client = client or httpx.Client(
             base_url=self.url, timeout=httpx.Timeout(timeout, connect=10.0)
         )
-        self.client.headers.update(self._headers)
 
     # -- plumbing -------------------------------------------------------------------------
 
     def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:
-            response = self.client.request(method, path, **kwargs)
+            headers = {**self._headers, **kwargs.pop("headers", {})}
+            response = self.client.request(method, path, headers=headers, **kwargs)
         except httpx.TransportError as exc:
             raise self._unreachable(exc) from None
         if response.status_code >= 400:
@@ -99,7 +100,8 @@ class HttpTransport:
 
     def _read_via_client(self, sha256: str) -> Iterator[bytes]:
         try:
-            with self.client.stream("GET", f"/api/v1/blobs/sha256:{sha256}") as response:
+            url = f"/api/v1/blobs/sha256:{sha256}"
+            with self.client.stream("GET", url, headers=self._headers) as response:
                 if response.status_code >= 400:
                     response.read()
                     raise _error(response)
