@@ -23,7 +23,7 @@ import pytest
 import typer.main
 from typer.testing import CliRunner
 
-from modelyard.cli.main import app
+from modelyard.cli.main import app, is_loopback
 from tests.conftest import LiveServer, free_port
 
 _SCRIPT = Path(sys.executable).with_name("modelyard")
@@ -474,3 +474,21 @@ def test_shared_server_start_rules_login_and_a_ci_token(
         server.process.stderr.read().decode() if server.process and server.process.stderr else ""
     )
     assert admin_token not in logged and ci["MODELYARD_TOKEN"] not in logged
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [
+        ("127.0.0.1", True),
+        ("127.0.0.2", True),
+        ("localhost", True),
+        ("::1", True),
+        ("[::1]", True),
+        ("0.0.0.0", False),
+        ("::", False),
+        ("192.168.1.10", False),
+        ("models.example.com", False),
+    ],
+)
+def test_which_bind_addresses_count_as_this_machine_only(host: str, loopback: bool) -> None:
+    assert is_loopback(host) is loopback
