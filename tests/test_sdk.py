@@ -160,7 +160,7 @@ def test_identity_and_access_through_the_sdk(service: RegistryService, tmp_path:
         with pytest.raises(modelyard.NotFound):
             ci.register("fraud", _file(tmp_path, b"other"))
         with pytest.raises(modelyard.Forbidden) as denied:
-            ci.set_alias("churn", "production", 1)
+            ci.set_alias("churn", "champion", 1)
         assert denied.value.details["permission"] == "alias.set_protected"
         with pytest.raises(modelyard.Forbidden):
             ci.verify_journal()
@@ -171,10 +171,10 @@ def test_identity_and_access_through_the_sdk(service: RegistryService, tmp_path:
             ("alice", "admin"),
         }
         admin.protect_aliases("churn", ["canary"])
-        ci.set_alias("churn", "production", 1)
+        ci.set_alias("churn", "champion", 1)
         admin.revoke("ci", model="churn")
         with pytest.raises(modelyard.NotFound):
-            ci.resolve("churn@production")
+            ci.resolve("churn@champion")
         admin.revoke_token(ci_token.info.id)
         with pytest.raises(modelyard.Unauthorized):
             ci.whoami()

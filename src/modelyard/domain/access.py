@@ -56,6 +56,11 @@ class Permission(StrEnum):
     SET_PROTECTED_ALIAS = "alias.set_protected"
     DELETE_MODEL = "model.delete"
     MANAGE_MODEL = "model.manage"
+    PROMOTE = "model.promote"
+    APPROVE = "model.approve"
+    ARCHIVE = "model.archive"
+    ROLLBACK = "model.rollback"
+    DELETE_VERSION = "version.delete"
     ADMIN = "registry.admin"
 
 
@@ -68,6 +73,12 @@ MINIMUM_ROLE: Final[dict[Permission, Role]] = {
     Permission.SET_PROTECTED_ALIAS: Role.MAINTAINER,
     Permission.DELETE_MODEL: Role.MAINTAINER,
     Permission.MANAGE_MODEL: Role.MAINTAINER,
+    Permission.PROMOTE: Role.CONTRIBUTOR,
+    # Anyone who sees the model may review; the stage's policy says whose approval counts.
+    Permission.APPROVE: Role.VIEWER,
+    Permission.ARCHIVE: Role.MAINTAINER,
+    Permission.ROLLBACK: Role.MAINTAINER,
+    Permission.DELETE_VERSION: Role.MAINTAINER,
     Permission.ADMIN: Role.ADMIN,
 }
 

@@ -97,6 +97,13 @@ class MissingBlobs(Conflict):
     title = "Missing blobs"
 
 
+class PolicyFailed(Conflict):
+    """A promotion the policy refuses; ``failures`` lists every failed rule with its values."""
+
+    default_code = "policy_failed"
+    title = "Policy failed"
+
+
 class Unavailable(ModelyardError):
     status = 503
     default_code = "unavailable"

@@ -23,7 +23,7 @@ from modelyard.domain.errors import (
 from modelyard.domain.filters import parse_filter, parse_order_by
 from modelyard.domain.frameworks import detect_framework
 from modelyard.domain.manifest import FileEntry, manifest_digest, validate_digest_hex
-from modelyard.domain.models import DEFAULT_STAGE, Event, Model, Page, T, Version, utc_from_us
+from modelyard.domain.models import Event, Model, Page, T, Version, utc_from_us
 from modelyard.domain.names import validate_alias_name, validate_file_path, validate_model_name
 from modelyard.domain.pagination import decode_token, encode_token, validate_page_size
 from modelyard.domain.references import Reference, RefKind, parse_reference
@@ -35,6 +35,7 @@ from modelyard.domain.versions import (
 )
 from modelyard.service.access import AccessControl, Action
 from modelyard.service.identity import IdentityService
+from modelyard.service.lifecycle import LifecycleService
 from modelyard.storage.blobs import BlobStore, BlobUpload
 from modelyard.storage.db.filters import (
     model_condition,
@@ -55,6 +56,7 @@ class RegistryService:
         self.blobs = blobs
         self.access = AccessControl(db)
         self.identity = IdentityService(db, self.access)
+        self.lifecycle = LifecycleService(db, self.access)
         self._resolved: dict[str, tuple[int, Version]] = {}
 
     # -- blobs ----------------------------------------------------------------------------
@@ -271,6 +273,7 @@ class RegistryService:
                         code="size_mismatch",
                     )
             model = tx.lock_model(name)
+            stage = self.lifecycle.policy_in_force(tx, name)[0].stages[0].name
             model_id = (
                 self._create_model(tx, name, caller, "", {}) if model is None else int(model.id)
             )
@@ -299,7 +302,7 @@ class RegistryService:
                     "run": spec.run,
                     "creator": caller.name,
                     "description": spec.description,
-                    "stage": DEFAULT_STAGE,
+                    "stage": stage,
                 },
                 files=spec.files,
                 tags=spec.tags,
@@ -319,6 +322,7 @@ class RegistryService:
                         "metrics": spec.metrics,
                         "params": spec.params,
                         "tags": spec.tags,
+                        "stage": stage,
                     }
                 },
                 now=now,
@@ -344,7 +348,7 @@ class RegistryService:
             created_at=utc_from_us(now),
             tags=spec.tags,
             description=spec.description,
-            stage=DEFAULT_STAGE,
+            stage=stage,
             aliases=(),
         )
 
@@ -519,6 +523,12 @@ class RegistryService:
         with self.db.write() as tx:
             self.access.check(tx, caller, Action(Permission.SET_ALIAS, name, alias))
             model_id = _require(tx.model_id(name), name)
+            if alias in self.lifecycle.policy_in_force(tx, name)[0].stage_names:
+                raise Conflict(
+                    f"{alias!r} is a stage of {name}: stages and aliases share one namespace;"
+                    f" use 'modelyard promote {name}/{number} --to {alias}'",
+                    code="alias_is_stage",
+                )
             ref = Reference(name, RefKind.NUMBER, number)
             version_id = tx.resolve_id(ref)
             if version_id is None:

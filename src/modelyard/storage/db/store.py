@@ -48,6 +48,7 @@ from modelyard.domain.models import (
 )
 from modelyard.domain.references import Reference, RefKind
 from modelyard.storage.db.identity import IdentityReader, IdentityWriter, protected_aliases
+from modelyard.storage.db.lifecycle import LifecycleReader, LifecycleWriter
 from modelyard.storage.db.tables import (
     aliases,
     blobs,
@@ -187,7 +188,7 @@ class Database:
             conn.execute(select(journal_head.c.seq)).one()
 
 
-class Reader(IdentityReader):
+class Reader(IdentityReader, LifecycleReader):
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
 
@@ -244,9 +245,13 @@ class Reader(IdentityReader):
     # -- versions -------------------------------------------------------------------------
 
     def resolve_id(self, ref: Reference) -> int | None:
-        """The id of the version a reference points at, or None."""
+        """The id of the version a reference points at, or None.
+
+        ``NAME@X`` is the alias X, else the version most recently promoted to stage X:
+        aliases and stages share one namespace per model. Deleted versions are not found.
+        """
         base = select(versions.c.id).join(models, versions.c.model_id == models.c.id)
-        base = base.where(models.c.name == ref.model)
+        base = base.where(models.c.name == ref.model, versions.c.deleted_at.is_(None))
         if ref.kind is RefKind.NUMBER:
             stmt = base.where(versions.c.number == ref.value)
         elif ref.kind is RefKind.DIGEST:
@@ -256,13 +261,27 @@ class Reader(IdentityReader):
                 .limit(1)
             )
         elif ref.kind is RefKind.ALIAS:
-            stmt = (
+            alias = (
                 select(aliases.c.version_id)
                 .join(models, aliases.c.model_id == models.c.id)
-                .where(models.c.name == ref.model, aliases.c.name == ref.value)
+                .join(versions, aliases.c.version_id == versions.c.id)
+                .where(
+                    models.c.name == ref.model,
+                    aliases.c.name == ref.value,
+                    versions.c.deleted_at.is_(None),
+                )
+            )
+            found = self.conn.execute(alias).scalar()
+            if found is not None:
+                return int(found)
+            recency = func.coalesce(versions.c.stage_updated_at, versions.c.created_at)
+            stmt = (
+                base.where(versions.c.stage == ref.value)
+                .order_by(recency.desc(), versions.c.number.desc())
+                .limit(1)
             )
         else:
-            stmt = base.where(versions.c.number == models.c.latest_version)
+            stmt = base.order_by(versions.c.number.desc()).limit(1)
         return self.conn.execute(stmt).scalar()
 
     def load_versions(self, ids: Sequence[int]) -> list[Version]:
@@ -358,6 +377,7 @@ class Reader(IdentityReader):
         visible: Visibility | None,
     ) -> Any:
         stmt = select(versions.c.id).join(models, versions.c.model_id == models.c.id)
+        stmt = stmt.where(versions.c.deleted_at.is_(None))
         if model_id is not None:
             stmt = stmt.where(versions.c.model_id == model_id)
         if visible is not None:
@@ -429,7 +449,7 @@ class Reader(IdentityReader):
             ).all()
 
 
-class Writer(Reader, IdentityWriter):
+class Writer(Reader, IdentityWriter, LifecycleWriter):
     """A write transaction holding the journal head lock."""
 
     def __init__(self, conn: Connection, head_seq: int, head_hash: str) -> None:

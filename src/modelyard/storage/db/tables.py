@@ -76,6 +76,10 @@ versions = Table(
     Column("created_at", BigInteger, nullable=False),
     Column("description", Text, nullable=False, default=""),
     Column("stage", String(64), nullable=False),
+    # When the version last changed stage (NULL: never); a stage that holds several
+    # versions resolves to the one promoted most recently.
+    Column("stage_updated_at", BigInteger, nullable=True),
+    Column("deleted_at", BigInteger, nullable=True),  # soft delete: hidden, kept
     UniqueConstraint("model_id", "number"),
     Index(None, "model_id", "manifest_digest"),
     Index(None, "created_at"),
@@ -228,4 +232,59 @@ grants = Table(
     Column("created_by", String(256), nullable=False),
     Index(None, "principal_id"),
     Index(None, "model"),
+)
+
+
+# -- lifecycle ---------------------------------------------------------------------------------
+
+# Every version of every policy document is kept; the newest of a model (or, with model
+# NULL, of the registry) is in force.
+policies = Table(
+    "policies",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("model", String(128), nullable=True),
+    Column("version", Integer, nullable=False),
+    Column("text", Text, nullable=False),
+    Column("document", Text, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("created_by", String(256), nullable=False),
+    Index(None, "model", "version"),
+)
+
+transition_requests = Table(
+    "transition_requests",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("model_id", Integer, ForeignKey("models.id", ondelete="CASCADE"), nullable=False),
+    Column("version_id", Integer, ForeignKey("versions.id", ondelete="CASCADE"), nullable=False),
+    Column("to_stage", String(128), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("requester", String(256), nullable=False),
+    Column("comment", Text, nullable=False, default=""),
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+    Column("approvals_needed", Integer, nullable=False),
+    # What the request was made against: if the version's stage or the target stage's
+    # occupants change underneath it, it is invalidated rather than executed.
+    Column("snapshot", Text, nullable=False),
+    Column("evaluation", Text, nullable=False),
+    Column("decided_by", String(256), nullable=True),
+    Column("decision", Text, nullable=False, default=""),
+    Index(None, "model_id", "status"),
+    Index(None, "status"),
+)
+
+request_approvals = Table(
+    "request_approvals",
+    metadata,
+    Column(
+        "request_id",
+        Integer,
+        ForeignKey("transition_requests.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("approver", String(256), primary_key=True),
+    Column("comment", Text, nullable=False, default=""),
+    Column("at", BigInteger, nullable=False),
 )

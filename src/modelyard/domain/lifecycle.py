@@ -1,0 +1,432 @@
+"""Stages, promotion policies and their evaluation: the rules of the lifecycle, pure.
+
+A policy is a document (YAML or JSON) stored and versioned in the registry:
+
+    stages:                          # optional; these are the defaults
+      development: {}
+      staging: {protected: true}
+      production: {exclusive: true, protected: true, demote_to: archived}
+    promotion:
+      production:
+        require:
+          - metrics.auc >= 0.85
+          - metrics.auc >= current.metrics.auc - 0.005
+          - description               # a model card
+          - dataset
+          - source.commit
+          - check: artifact_scan      # a named hook: tag check.artifact_scan = pass
+        approvals: {count: 1, team: risk}
+
+The service evaluates it when a promotion is requested and again when it executes.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Final
+
+from modelyard.domain.errors import InvalidInput
+from modelyard.domain.models import Version, iso, parse_iso
+from modelyard.domain.names import validate_alias_name
+
+ARCHIVED: Final = "archived"
+MAX_POLICY_TEXT: Final = 64 * 1024
+REQUIRED_FIELDS: Final = ("description", "dataset", "dataset.digest", "source", "source.commit")
+_EXPR = re.compile(
+    r"\s*(metrics\.[\w.\-/:]+)\s*(>=|<=|==|!=|>|<)\s*"
+    r"(?:(current\.metrics\.[\w.\-/:]+)\s*(?:([+-])\s*([0-9.eE+-]+))?|([-+]?[0-9.eE+-]+))\s*"
+)
+
+
+class PolicyError(InvalidInput):
+    default_code = "invalid_policy"
+    title = "Invalid policy"
+
+
+@dataclass(frozen=True, slots=True)
+class StageSpec:
+    """One stage: exclusive (one occupant; promoting moves the old one to ``demote_to``)
+    and protected (getting in takes an approved request)."""
+
+    name: str
+    exclusive: bool = False
+    protected: bool = False
+    demote_to: str = ARCHIVED
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "exclusive": self.exclusive,
+            "protected": self.protected,
+            "demote_to": self.demote_to,
+        }
+
+
+DEFAULT_STAGES: Final = (
+    StageSpec("development"),
+    StageSpec("staging", protected=True),
+    StageSpec("production", exclusive=True, protected=True),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Approvals:
+    """How many distinct approvers a promotion needs, and who counts: members of ``team``,
+    or (without a team) maintainers of the model. The requester never counts unless
+    ``allow_self`` says so."""
+
+    count: int = 1
+    team: str | None = None
+    allow_self: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"count": self.count, "team": self.team, "allow_self": self.allow_self}
+
+
+@dataclass(frozen=True, slots=True)
+class RuleResult:
+    rule: str
+    passed: bool
+    detail: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"rule": self.rule, "passed": self.passed, "detail": self.detail}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RuleResult:
+        return cls(data["rule"], bool(data["passed"]), data.get("detail", ""))
+
+
+@dataclass(frozen=True, slots=True)
+class Evaluation:
+    """What the policy said about one promotion, kept with the request and in the journal."""
+
+    stage: str
+    results: tuple[RuleResult, ...]
+    policy_version: int | None = None
+
+    @property
+    def passed(self) -> bool:
+        return all(r.passed for r in self.results)
+
+    @property
+    def failures(self) -> list[RuleResult]:
+        return [r for r in self.results if not r.passed]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "stage": self.stage,
+            "passed": self.passed,
+            "policy_version": self.policy_version,
+            "results": [r.as_dict() for r in self.results],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Evaluation:
+        return cls(
+            stage=data["stage"],
+            results=tuple(RuleResult.from_dict(r) for r in data.get("results") or ()),
+            policy_version=data.get("policy_version"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class StagePolicy:
+    require: tuple[str, ...] = ()
+    approvals: Approvals = field(default_factory=Approvals)
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    stages: tuple[StageSpec, ...] = DEFAULT_STAGES
+    promotion: dict[str, StagePolicy] = field(default_factory=dict)
+
+    def stage(self, name: str) -> StageSpec:
+        for spec in self.stages:
+            if spec.name == name:
+                return spec
+        names = ", ".join(s.name for s in self.stages)
+        raise InvalidInput(
+            f"unknown stage {name!r}: this model's stages are {names} (and {ARCHIVED})",
+            code="unknown_stage",
+        )
+
+    @property
+    def stage_names(self) -> tuple[str, ...]:
+        return (*(s.name for s in self.stages), ARCHIVED)
+
+    def for_stage(self, name: str) -> StagePolicy:
+        return self.promotion.get(name, StagePolicy())
+
+    def evaluate(self, stage: str, version: Version, current: Version | None) -> Evaluation:
+        rules = self.for_stage(stage).require
+        return Evaluation(stage, tuple(evaluate_rule(rule, version, current) for rule in rules))
+
+
+def parse_policy(data: Any) -> Policy:
+    """Validate a policy document (the parsed YAML/JSON) into a Policy, naming any mistake."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise PolicyError("a policy is a mapping with 'stages' and/or 'promotion'")
+    unknown = set(data) - {"stages", "promotion"}
+    if unknown:
+        raise PolicyError(f"unknown policy keys: {', '.join(sorted(unknown))}")
+    stages = _parse_stages(data.get("stages"))
+    names = {s.name for s in stages} | {ARCHIVED}
+    for spec in stages:
+        if spec.demote_to not in names or spec.demote_to == spec.name:
+            raise PolicyError(f"stage {spec.name}: demote_to {spec.demote_to!r} is not a stage")
+    promotion: dict[str, StagePolicy] = {}
+    raw = data.get("promotion") or {}
+    if not isinstance(raw, dict):
+        raise PolicyError("'promotion' maps stage names to {require, approvals}")
+    for stage, entry in raw.items():
+        if stage not in names or stage == ARCHIVED:
+            raise PolicyError(f"promotion: {stage!r} is not one of the stages")
+        promotion[stage] = _parse_stage_policy(stage, entry or {})
+    return Policy(stages, promotion)
+
+
+def _parse_stages(raw: Any) -> tuple[StageSpec, ...]:
+    if raw is None:
+        return DEFAULT_STAGES
+    if not isinstance(raw, dict) or not raw:
+        raise PolicyError("'stages' maps each stage name, in order, to its settings")
+    stages = []
+    for name, settings in raw.items():
+        validate_alias_name(str(name))
+        if name == ARCHIVED:
+            raise PolicyError(f"{ARCHIVED!r} is always there; do not list it")
+        settings = settings or {}
+        if not isinstance(settings, dict) or set(settings) - {
+            "exclusive",
+            "protected",
+            "demote_to",
+        }:
+            raise PolicyError(f"stage {name}: settings are exclusive, protected, demote_to")
+        stages.append(
+            StageSpec(
+                name=str(name),
+                exclusive=_bool(settings.get("exclusive", False), f"stage {name}: exclusive"),
+                protected=_bool(settings.get("protected", False), f"stage {name}: protected"),
+                demote_to=str(settings.get("demote_to", ARCHIVED)),
+            )
+        )
+    return tuple(stages)
+
+
+def _parse_stage_policy(stage: str, entry: Any) -> StagePolicy:
+    if not isinstance(entry, dict) or set(entry) - {"require", "approvals"}:
+        raise PolicyError(f"promotion.{stage}: use 'require' (a list) and 'approvals'")
+    require = []
+    for item in entry.get("require") or []:
+        if isinstance(item, dict) and set(item) == {"check"}:
+            rule = f"check: {item['check']}"
+        elif isinstance(item, str):
+            rule = item.strip()
+        else:
+            raise PolicyError(f"promotion.{stage}.require: {item!r} is not a rule")
+        _check_rule(rule, f"promotion.{stage}.require")
+        require.append(rule)
+    approvals = entry.get("approvals") or {}
+    if not isinstance(approvals, dict) or set(approvals) - {"count", "team", "allow_self"}:
+        raise PolicyError(f"promotion.{stage}.approvals: use count, team, allow_self")
+    count = approvals.get("count", 1)
+    if not isinstance(count, int) or isinstance(count, bool) or not 0 <= count <= 20:
+        raise PolicyError(f"promotion.{stage}.approvals.count must be a number from 0 to 20")
+    team = approvals.get("team")
+    return StagePolicy(
+        require=tuple(require),
+        approvals=Approvals(
+            count=count,
+            team=str(team) if team is not None else None,
+            allow_self=_bool(approvals.get("allow_self", False), f"{stage}.allow_self"),
+        ),
+    )
+
+
+def _bool(value: Any, what: str) -> bool:
+    if not isinstance(value, bool):
+        raise PolicyError(f"{what} must be true or false")
+    return value
+
+
+def _check_rule(rule: str, where: str) -> None:
+    if rule.startswith("check: ") and re.fullmatch(r"check: [\w.\-]{1,64}", rule):
+        return
+    if rule in REQUIRED_FIELDS or _EXPR.fullmatch(rule):
+        return
+    raise PolicyError(
+        f"{where}: {rule!r} is not a rule; use e.g. 'metrics.auc >= 0.85',"
+        " 'metrics.auc >= current.metrics.auc - 0.005', one of"
+        f" {', '.join(REQUIRED_FIELDS)}, or {{check: NAME}}"
+    )
+
+
+# -- evaluation ---------------------------------------------------------------------------------
+
+def _equal(a: float, b: float) -> bool:
+    return math.isclose(a, b, rel_tol=0, abs_tol=1e-12)
+
+
+def _unequal(a: float, b: float) -> bool:
+    return not _equal(a, b)
+
+
+_OPS: Final[dict[str, Callable[[float, float], bool]]] = {
+    ">=": operator.ge,
+    "<=": operator.le,
+    ">": operator.gt,
+    "<": operator.lt,
+    "==": _equal,
+    "!=": _unequal,
+}
+
+
+def evaluate_rule(rule: str, version: Version, current: Version | None) -> RuleResult:
+    """One rule against the candidate and the current occupant of the target stage."""
+    if rule.startswith("check: "):
+        name = rule.removeprefix("check: ")
+        verdict = version.tags.get(f"check.{name}")
+        return RuleResult(
+            rule, verdict == "pass", f"tag check.{name} = {verdict!r}" if verdict else "no verdict"
+        )
+    if rule in REQUIRED_FIELDS:
+        value = _field(version, rule)
+        return RuleResult(rule, bool(value), f"{rule} = {value!r}" if value else f"no {rule}")
+    match = _EXPR.fullmatch(rule)
+    assert match is not None  # rules are validated when the policy is stored
+    lhs, op, other, sign, offset, number = match.groups()
+    ours = version.metrics.get(lhs.removeprefix("metrics."))
+    if ours is None:
+        return RuleResult(rule, False, f"{lhs} is missing")
+    if other is None:
+        target = float(number)
+        shown = f"{lhs} = {ours:g}"
+    else:
+        if current is None:
+            return RuleResult(rule, True, "no current version in the stage to compare with")
+        theirs = current.metrics.get(other.removeprefix("current.metrics."))
+        if theirs is None:
+            return RuleResult(rule, False, f"{other} is missing ({current.reference})")
+        delta = float(offset or 0) * (-1 if sign == "-" else 1)
+        target = theirs + delta
+        shown = f"{lhs} = {ours:g}, {other} = {theirs:g} ({current.reference})"
+    return RuleResult(rule, _OPS[op](ours, target), f"{shown}; needs {op} {target:g}")
+
+
+def _field(version: Version, name: str) -> str | None:
+    if name == "description":
+        return version.description.strip() or None
+    if name == "dataset":
+        return version.dataset.name if version.dataset else None
+    if name == "dataset.digest":
+        return version.dataset.digest if version.dataset else None
+    if name == "source":
+        return version.source.repo if version.source else None
+    return version.source.commit if version.source else None
+
+
+# -- requests -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Approval:
+    approver: str
+    comment: str
+    at: datetime
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"approver": self.approver, "comment": self.comment, "at": iso(self.at)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Approval:
+        return cls(data["approver"], data.get("comment") or "", parse_iso(data["at"]))
+
+
+@dataclass(frozen=True, slots=True)
+class TransitionRequest:
+    """A promotion into a protected stage, waiting for approvals (or decided)."""
+
+    id: int
+    model: str
+    version: int
+    to_stage: str
+    status: str  # open, executed, rejected, cancelled, invalidated, refused
+    requester: str
+    comment: str
+    created_at: datetime
+    updated_at: datetime
+    approvals_needed: int
+    approvals: tuple[Approval, ...]
+    evaluation: Evaluation
+    decided_by: str | None = None
+    decision: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "model": self.model,
+            "version": self.version,
+            "to_stage": self.to_stage,
+            "status": self.status,
+            "requester": self.requester,
+            "comment": self.comment,
+            "created_at": iso(self.created_at),
+            "updated_at": iso(self.updated_at),
+            "approvals_needed": self.approvals_needed,
+            "approvals": [a.as_dict() for a in self.approvals],
+            "evaluation": self.evaluation.as_dict(),
+            "decided_by": self.decided_by,
+            "decision": self.decision,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TransitionRequest:
+        return cls(
+            id=int(data["id"]),
+            model=data["model"],
+            version=int(data["version"]),
+            to_stage=data["to_stage"],
+            status=data["status"],
+            requester=data["requester"],
+            comment=data.get("comment") or "",
+            created_at=parse_iso(data["created_at"]),
+            updated_at=parse_iso(data["updated_at"]),
+            approvals_needed=int(data["approvals_needed"]),
+            approvals=tuple(Approval.from_dict(a) for a in data.get("approvals") or ()),
+            evaluation=Evaluation.from_dict(data["evaluation"]),
+            decided_by=data.get("decided_by"),
+            decision=data.get("decision") or "",
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Promotion:
+    """The outcome of `promote`: executed at once, or a request opened."""
+
+    status: str  # executed or open
+    version: Version
+    request: TransitionRequest | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "status": self.status,
+            "version": self.version.as_dict(),
+            "request": self.request.as_dict() if self.request else None,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Promotion:
+        request = data.get("request")
+        return cls(
+            status=data["status"],
+            version=Version.from_dict(data["version"]),
+            request=TransitionRequest.from_dict(request) if request else None,
+        )

@@ -1,0 +1,678 @@
+"""Stages, promotion with approvals and policy gates, rollback, history and time travel.
+
+Every stage change goes through ``_move`` in the write transaction that journals it: the
+journal is the history (and the source of as-of answers), and the journal-head lock that
+every write takes means two promotions into one exclusive stage are decided one after the
+other: the second finds the stage changed under its request and is invalidated.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+import yaml
+
+from modelyard.domain.access import Caller, Permission, Role
+from modelyard.domain.errors import Conflict, Forbidden, InvalidInput, NotFound, PolicyFailed
+from modelyard.domain.lifecycle import (
+    ARCHIVED,
+    MAX_POLICY_TEXT,
+    Evaluation,
+    Policy,
+    PolicyError,
+    Promotion,
+    TransitionRequest,
+    parse_policy,
+)
+from modelyard.domain.models import DEFAULT_STAGE, Event, Version, to_us
+from modelyard.domain.references import Reference, RefKind, parse_reference
+from modelyard.service.access import AccessControl
+from modelyard.storage.db.store import Database, Reader, Writer, now_us
+
+HISTORY_KINDS = ("version.registered", "version.stage", "alias.set", "alias.deleted")
+REQUEST_KINDS = ("request.opened", "request.approved", "request.closed")
+
+
+class LifecycleService:
+    def __init__(self, db: Database, access: AccessControl) -> None:
+        self.db = db
+        self.access = access
+        self._policies: dict[str, tuple[int, Policy, int | None]] = {}
+
+    # -- policies -----------------------------------------------------------------------------
+
+    def policy_in_force(self, tx: Reader, model: str) -> tuple[Policy, int | None]:
+        """The model's newest policy, else the registry's, else the defaults; and its version.
+
+        Cached while the journal head stands still (applying a policy appends an event):
+        registration asks for it to know a new version's first stage.
+        """
+        seq = self.db.head_seq()
+        cached = self._policies.get(model)
+        if cached is not None and cached[0] == seq:
+            return cached[1], cached[2]
+        found: tuple[Policy, int | None] = (Policy(), None)
+        for key in (model, None):
+            row = tx.latest_policy(key)
+            if row is not None:
+                found = (parse_policy(json.loads(row.document)), row.version)
+                break
+        if len(self._policies) >= 4096:
+            self._policies.clear()
+        self._policies[model] = (seq, *found)
+        return found
+
+    def get_policy(self, caller: Caller, model: str | None) -> dict[str, Any]:
+        """The policy document in force (with its text and version) and the stages."""
+        self._require_model_or_registry(caller, Permission.VIEW, model)
+        with self.db.read() as tx:
+            row = tx.latest_policy(model)
+            policy, version = self.policy_in_force(tx, model) if model else (Policy(), None)
+            if model is None and row is not None:
+                policy, version = parse_policy(json.loads(row.document)), row.version
+        return {
+            "model": model,
+            "version": version,
+            "own": row is not None,
+            "text": row.text if row is not None else "",
+            "stages": [s.as_dict() for s in policy.stages],
+        }
+
+    def apply_policy(self, caller: Caller, model: str | None, text: str) -> dict[str, Any]:
+        """Store a new version of a model's (maintainers) or the registry's (admins) policy."""
+        if len(text) > MAX_POLICY_TEXT:
+            raise PolicyError(f"a policy may be at most {MAX_POLICY_TEXT} bytes")
+        try:
+            document = yaml.safe_load(text) if text.strip() else {}
+        except yaml.YAMLError as exc:
+            raise PolicyError(f"the policy is not valid YAML: {exc}") from None
+        parse_policy(document)
+        self._require_model_or_registry(caller, Permission.MANAGE_MODEL, model)
+        with self.db.write() as tx:
+            if model is not None and tx.model_id(model) is None:
+                raise NotFound(f"model {model!r} not found", code="model_not_found")
+            row = tx.latest_policy(model)
+            version = (row.version if row else 0) + 1
+            now = now_us()
+            tx.insert_policy(model, version, text, document, caller.name, now)
+            tx.append_event(
+                caller,
+                kind="policy.applied",
+                subject=model or "registry",
+                payload={"version": version, "document": document},
+                now=now,
+                model=model,
+            )
+        return self.get_policy(caller, model)
+
+    def _require_model_or_registry(
+        self, caller: Caller, permission: Permission, model: str | None
+    ) -> None:
+        """A model's policy: its viewers read it, maintainers change it. The registry's:
+        every caller reads it, admins change it."""
+        if model is not None:
+            self.access.require(caller, permission, model)
+        elif permission is not Permission.VIEW:
+            self.access.require(caller, Permission.ADMIN)
+
+    # -- promotion ----------------------------------------------------------------------------
+
+    def promote(
+        self,
+        caller: Caller,
+        reference: str,
+        to_stage: str,
+        *,
+        comment: str = "",
+        override: str | None = None,
+    ) -> Promotion:
+        """Promote a version: at once into an unprotected stage, else by opening a request.
+
+        The policy is evaluated now; a failing evaluation refuses the promotion with every
+        failed rule. An admin may ``override`` (with a reason): it executes at once.
+        """
+        ref = parse_reference(reference)
+        _check_comment(comment)
+        self.access.require(caller, Permission.PROMOTE, ref.model)
+        if override is not None:
+            if not override.strip():
+                raise InvalidInput("an override needs a reason")
+            self.access.require(caller, Permission.ADMIN)
+        with self.db.write() as tx:
+            policy, policy_version = self.policy_in_force(tx, ref.model)
+            spec = policy.stage(to_stage)
+            version, version_id = self._version(tx, ref)
+            if version.stage == ARCHIVED:
+                raise Conflict(
+                    f"{version.reference} is archived: restore it before promoting it",
+                    code="version_archived",
+                )
+            if version.stage == to_stage:
+                raise Conflict(f"{version.reference} is already in {to_stage}", code="no_change")
+            current = self._current(tx, ref.model, to_stage)
+            evaluation = _with_version(policy.evaluate(to_stage, version, current), policy_version)
+            now = now_us()
+            if override is not None:
+                self._move(
+                    tx,
+                    caller,
+                    version_id,
+                    version,
+                    to_stage,
+                    policy,
+                    now,
+                    reason="override",
+                    extra={"override": override, "evaluation": evaluation.as_dict()},
+                )
+                return Promotion("executed", self._load(tx, version_id))
+            if not evaluation.passed:
+                raise _refused(version, to_stage, evaluation)
+            if not spec.protected:
+                self._move(
+                    tx,
+                    caller,
+                    version_id,
+                    version,
+                    to_stage,
+                    policy,
+                    now,
+                    reason="promotion",
+                    extra={"comment": comment, "evaluation": evaluation.as_dict()},
+                )
+                return Promotion("executed", self._load(tx, version_id))
+            model_id = _model_id(tx, ref.model)
+            request_id = tx.insert_request(
+                {
+                    "model_id": model_id,
+                    "version_id": version_id,
+                    "to_stage": to_stage,
+                    "status": "open",
+                    "requester": caller.name,
+                    "comment": comment,
+                    "created_at": now,
+                    "updated_at": now,
+                    "approvals_needed": policy.for_stage(to_stage).approvals.count,
+                    "snapshot": json.dumps(self._snapshot(tx, model_id, version_id, to_stage)),
+                    "evaluation": json.dumps(evaluation.as_dict()),
+                    "decision": "",
+                }
+            )
+            tx.append_event(
+                caller,
+                kind="request.opened",
+                subject=f"{version.reference}",
+                payload={
+                    "request": request_id,
+                    "to_stage": to_stage,
+                    "comment": comment,
+                    "evaluation": evaluation.as_dict(),
+                },
+                now=now,
+                model=ref.model,
+            )
+            request = self._request(tx, request_id)
+            if request.approvals_needed == 0:
+                request = self._execute(tx, caller, request, policy, now)
+            return Promotion(
+                "executed" if request.status == "executed" else "open",
+                self._load(tx, version_id),
+                request,
+            )
+
+    def requests(
+        self, caller: Caller, *, model: str | None = None, status: str | None = "open"
+    ) -> list[TransitionRequest]:
+        """The queue (open requests by default) of the models the caller may see."""
+        with self.db.read() as tx:
+            model_id = None
+            if model is not None:
+                self.access.require(caller, Permission.VIEW, model)
+                model_id = _model_id(tx, model)
+            visibility = self.access.visibility(caller)
+            visible = None
+            if visibility is not None and not visibility.all_models:
+                visible = sorted(visibility.models)
+            return tx.requests(model_id=model_id, status=status, visible=visible)
+
+    def request(self, caller: Caller, request_id: int) -> TransitionRequest:
+        with self.db.read() as tx:
+            return self._visible_request(tx, caller, request_id)
+
+    def approve(self, caller: Caller, request_id: int, *, comment: str = "") -> TransitionRequest:
+        """Approve; with enough distinct approvals the promotion executes (policy re-checked)."""
+        _check_comment(comment)
+        with self.db.write() as tx:
+            request = self._open_request(tx, caller, request_id, Permission.APPROVE)
+            policy, policy_version = self.policy_in_force(tx, request.model)
+            rule = policy.for_stage(request.to_stage).approvals
+            self._check_approver(tx, caller, request, rule.team, rule.allow_self)
+            if any(a.approver == caller.name for a in request.approvals):
+                raise Conflict(f"{caller.name} already approved request {request_id}")
+            now = now_us()
+            tx.add_approval(request_id, caller.name, comment, now)
+            tx.update_request(request_id, updated_at=now)
+            tx.append_event(
+                caller,
+                kind="request.approved",
+                subject=f"{request.model}/{request.version}",
+                payload={"request": request_id, "comment": comment},
+                now=now,
+                model=request.model,
+            )
+            request = self._request(tx, request_id)
+            if len(request.approvals) >= request.approvals_needed:
+                request = self._execute(tx, caller, request, policy, now, policy_version)
+            return request
+
+    def reject(self, caller: Caller, request_id: int, *, comment: str = "") -> TransitionRequest:
+        with self.db.write() as tx:
+            request = self._open_request(tx, caller, request_id, Permission.APPROVE)
+            rule = self.policy_in_force(tx, request.model)[0].for_stage(request.to_stage)
+            self._check_approver(tx, caller, request, rule.approvals.team, True)
+            return self._close(tx, caller, request, "rejected", comment)
+
+    def cancel(self, caller: Caller, request_id: int, *, comment: str = "") -> TransitionRequest:
+        """The requester, or a maintainer of the model, withdraws a request."""
+        with self.db.write() as tx:
+            request = self._open_request(tx, caller, request_id, Permission.VIEW)
+            if request.requester != caller.name:
+                self.access.require(caller, Permission.MANAGE_MODEL, request.model, tx)
+            return self._close(tx, caller, request, "cancelled", comment)
+
+    # -- rollback, archive, restore, delete -------------------------------------------------
+
+    def rollback(self, caller: Caller, model: str, stage: str, *, comment: str = "") -> Version:
+        """Put back the version that held ``stage`` before the current one: no approval, it
+        is the emergency exit (maintainers only), journaled as a rollback."""
+        _check_comment(comment)
+        self.access.require(caller, Permission.ROLLBACK, model)
+        with self.db.write() as tx:
+            policy, _ = self.policy_in_force(tx, model)
+            policy.stage(stage)
+            model_id = _model_id(tx, model)
+            occupants = tx.stage_occupants(model_id, stage)
+            if not occupants:
+                raise Conflict(f"{model}@{stage} is empty: nothing to roll back", code="no_change")
+            current = occupants[0].number
+            previous = _previous_occupant(
+                tx.model_events(model, ("version.stage",), None), stage, current
+            )
+            if previous is None:
+                raise Conflict(
+                    f"no version held {model}@{stage} before {model}/{current}",
+                    code="nothing_to_roll_back",
+                )
+            version, version_id = self._version(tx, Reference(model, RefKind.NUMBER, previous))
+            now = now_us()
+            target = policy.stage(stage)
+            if not target.exclusive:  # an exclusive stage moves the current one out itself
+                current_version, current_id = self._version(
+                    tx, Reference(model, RefKind.NUMBER, current)
+                )
+                self._move(
+                    tx,
+                    caller,
+                    current_id,
+                    current_version,
+                    target.demote_to,
+                    policy,
+                    now,
+                    reason="rollback",
+                    extra={"comment": comment},
+                )
+            self._move(
+                tx,
+                caller,
+                version_id,
+                version,
+                stage,
+                policy,
+                now,
+                reason="rollback",
+                extra={"comment": comment, "replaces": current},
+            )
+            return self._load(tx, version_id)
+
+    def archive(self, caller: Caller, reference: str, *, restore: bool = False) -> Version:
+        """Archive a version (it cannot be promoted), or restore it to the first stage."""
+        ref = parse_reference(reference)
+        self.access.require(caller, Permission.ARCHIVE, ref.model)
+        with self.db.write() as tx:
+            policy, _ = self.policy_in_force(tx, ref.model)
+            version, version_id = self._version(tx, ref)
+            if restore and version.stage != ARCHIVED:
+                raise Conflict(f"{version.reference} is not archived", code="no_change")
+            if not restore and version.stage == ARCHIVED:
+                raise Conflict(f"{version.reference} is already archived", code="no_change")
+            target = policy.stages[0].name if restore else ARCHIVED
+            self._move(
+                tx,
+                caller,
+                version_id,
+                version,
+                target,
+                policy,
+                now_us(),
+                reason="restore" if restore else "archive",
+                extra={},
+            )
+            return self._load(tx, version_id)
+
+    def delete_version(self, caller: Caller, model: str, number: int, *, hard: bool) -> None:
+        """Soft delete (maintainers): hidden everywhere, kept. Hard delete (admins): gone,
+        refused for any version that was ever in a protected stage."""
+        self.access.require(caller, Permission.DELETE_VERSION, model)
+        if hard:
+            self.access.require(caller, Permission.ADMIN)
+        with self.db.write() as tx:
+            version, version_id = self._version(tx, Reference(model, RefKind.NUMBER, number))
+            if hard:
+                moves = tx.model_events(model, ("version.stage",), None)
+                if any(
+                    e.subject == version.reference and e.payload.get("protected") for e in moves
+                ):
+                    raise Conflict(
+                        f"{version.reference} was in a protected stage: what ran in"
+                        " production is kept (a soft delete hides it)",
+                        code="version_protected",
+                    )
+                tx.purge_version(version_id)
+            else:
+                tx.mark_deleted(version_id, now_us())
+            tx.append_event(
+                caller,
+                kind="version.deleted",
+                subject=version.reference,
+                payload={"hard": hard, "stage": version.stage},
+                now=now_us(),
+                model=model,
+            )
+
+    # -- history and time travel -----------------------------------------------------------
+
+    def history(self, caller: Caller, model: str, *, limit: int = 1000) -> list[Event]:
+        """Every stage move, alias change, request and approval of a model, oldest first."""
+        self.access.require(caller, Permission.VIEW, model)
+        kinds = (*HISTORY_KINDS, *REQUEST_KINDS, "version.deleted", "policy.applied")
+        with self.db.read() as tx:
+            _model_id(tx, model)
+            return tx.model_events(model, kinds, None)[-limit:]
+
+    def resolve_as_of(self, caller: Caller, reference: str, at: datetime) -> Version:
+        """What ``reference`` pointed to at ``at``, replayed from the journal."""
+        if at.tzinfo is None:
+            raise InvalidInput("an as-of time needs a time zone, e.g. 2026-03-03T12:00Z")
+        ref = parse_reference(reference)
+        self.access.require(caller, Permission.VIEW, ref.model)
+        until = to_us(at)
+        with self.db.read() as tx:
+            _model_id(tx, ref.model)
+            past = tx.model_events(ref.model, HISTORY_KINDS, until)
+            number = _replay(past, ref)
+            if number is None:
+                raise NotFound(
+                    f"{ref} did not point at any version at {at.isoformat()}",
+                    code="version_not_found",
+                )
+            return self._version(tx, Reference(ref.model, RefKind.NUMBER, number))[0]
+
+    # -- internals ------------------------------------------------------------------------------
+
+    def _version(self, tx: Reader, ref: Reference) -> tuple[Version, int]:
+        version_id = tx.resolve_id(ref)
+        if version_id is None:
+            if tx.model_id(ref.model) is None:
+                raise NotFound(f"model {ref.model!r} not found", code="model_not_found")
+            raise NotFound(f"{ref} does not exist", code="version_not_found")
+        return tx.load_versions([version_id])[0], version_id
+
+    def _load(self, tx: Reader, version_id: int) -> Version:
+        return tx.load_versions([version_id])[0]
+
+    def _current(self, tx: Reader, model: str, stage: str) -> Version | None:
+        occupants = tx.stage_occupants(_model_id(tx, model), stage)
+        return self._load(tx, occupants[0].id) if occupants else None
+
+    def _snapshot(self, tx: Reader, model_id: int, version_id: int, stage: str) -> dict[str, Any]:
+        return {
+            "version_stage": self._load(tx, version_id).stage,
+            "occupants": sorted(o.number for o in tx.stage_occupants(model_id, stage)),
+        }
+
+    def _move(
+        self,
+        tx: Writer,
+        caller: Caller,
+        version_id: int,
+        version: Version,
+        to_stage: str,
+        policy: Policy,
+        now: int,
+        *,
+        reason: str,
+        extra: dict[str, Any],
+    ) -> None:
+        """Change a version's stage, demote the occupant of an exclusive target, journal
+        both, and invalidate the model's open requests that this change overtakes."""
+        target = policy.stage(to_stage) if to_stage != ARCHIVED else None
+        model_id = _model_id(tx, version.model)
+        displaced = (
+            [o for o in tx.stage_occupants(model_id, to_stage) if o.id != version_id]
+            if target is not None and target.exclusive
+            else []
+        )
+        tx.set_stage(version_id, to_stage, now)
+        tx.append_event(
+            caller,
+            kind="version.stage",
+            subject=version.reference,
+            payload={
+                "version": version.version,
+                "before": version.stage,
+                "after": to_stage,
+                "reason": reason,
+                "protected": bool(target and target.protected),
+                **extra,
+            },
+            now=now,
+            model=version.model,
+        )
+        for occupant in displaced:
+            assert target is not None
+            tx.set_stage(occupant.id, target.demote_to, now)
+            tx.append_event(
+                caller,
+                kind="version.stage",
+                subject=f"{version.model}/{occupant.number}",
+                payload={
+                    "version": occupant.number,
+                    "before": to_stage,
+                    "after": target.demote_to,
+                    "reason": "demotion",
+                    "protected": False,
+                    "replaced_by": version.version,
+                },
+                now=now,
+                model=version.model,
+            )
+        for request in tx.requests(model_id=model_id, status="open"):
+            snapshot = tx.request_snapshot(request.id)
+            request_version = tx.resolve_id(
+                Reference(request.model, RefKind.NUMBER, request.version)
+            )
+            assert request_version is not None
+            if snapshot != self._snapshot(tx, model_id, request_version, request.to_stage):
+                self._close(tx, caller, request, "invalidated", "the stage or version changed")
+
+    def _execute(
+        self,
+        tx: Writer,
+        caller: Caller,
+        request: TransitionRequest,
+        policy: Policy,
+        now: int,
+        policy_version: int | None = None,
+    ) -> TransitionRequest:
+        """Carry out an approved request, evaluating the policy once more."""
+        ref = Reference(request.model, RefKind.NUMBER, request.version)
+        version, version_id = self._version(tx, ref)
+        current = self._current(tx, request.model, request.to_stage)
+        evaluation = _with_version(
+            policy.evaluate(request.to_stage, version, current), policy_version
+        )
+        tx.update_request(request.id, evaluation=json.dumps(evaluation.as_dict()))
+        if not evaluation.passed:
+            return self._close(tx, caller, request, "refused", "the policy fails at execution")
+        tx.update_request(request.id, status="executed", updated_at=now)
+        self._move(
+            tx,
+            caller,
+            version_id,
+            version,
+            request.to_stage,
+            policy,
+            now,
+            reason="promotion",
+            extra={
+                "request": request.id,
+                "requester": request.requester,
+                "approvals": [a.approver for a in self._request(tx, request.id).approvals],
+                "evaluation": evaluation.as_dict(),
+            },
+        )
+        return self._request(tx, request.id)
+
+    def _close(
+        self, tx: Writer, caller: Caller, request: TransitionRequest, status: str, comment: str
+    ) -> TransitionRequest:
+        now = now_us()
+        tx.update_request(
+            request.id, status=status, updated_at=now, decided_by=caller.name, decision=comment
+        )
+        tx.append_event(
+            caller,
+            kind="request.closed",
+            subject=f"{request.model}/{request.version}",
+            payload={"request": request.id, "status": status, "comment": comment},
+            now=now,
+            model=request.model,
+        )
+        return self._request(tx, request.id)
+
+    def _request(self, tx: Reader, request_id: int) -> TransitionRequest:
+        found = tx.requests(request_id=request_id)
+        if not found:
+            raise NotFound(f"request {request_id} not found", code="request_not_found")
+        return found[0]
+
+    def _visible_request(self, tx: Reader, caller: Caller, request_id: int) -> TransitionRequest:
+        request = self._request(tx, request_id)
+        if self.access.role(caller, request.model, tx) is None:
+            raise NotFound(f"request {request_id} not found", code="request_not_found")
+        return request
+
+    def _open_request(
+        self, tx: Reader, caller: Caller, request_id: int, permission: Permission
+    ) -> TransitionRequest:
+        request = self._visible_request(tx, caller, request_id)
+        self.access.require(caller, permission, request.model, tx)
+        if request.status != "open":
+            raise Conflict(f"request {request_id} is {request.status}", code="request_closed")
+        return request
+
+    def _check_approver(
+        self,
+        tx: Reader,
+        caller: Caller,
+        request: TransitionRequest,
+        team: str | None,
+        allow_self: bool,
+    ) -> None:
+        """Who counts as a reviewer: the policy's team, else the model's maintainers; not
+        the requester (single-user local mode excepted: there is nobody else)."""
+        if caller.local:
+            return
+        if request.requester == caller.name and not allow_self:
+            raise Forbidden(
+                "the requester cannot approve their own request", permission="model.approve"
+            )
+        if team is not None:
+            assert caller.principal_id is not None
+            if team not in {t.name for t in tx.teams_of(caller.principal_id)}:
+                raise Forbidden(
+                    f"approvals for {request.to_stage} come from team {team!r}",
+                    permission="model.approve",
+                )
+            return
+        role = self.access.role(caller, request.model, tx)
+        if role is None or role < Role.MAINTAINER:
+            raise Forbidden(
+                f"approvals for {request.to_stage} come from maintainers of {request.model}",
+                permission="model.approve",
+            )
+
+
+def _model_id(tx: Reader, model: str) -> int:
+    model_id = tx.model_id(model)
+    if model_id is None:
+        raise NotFound(f"model {model!r} not found", code="model_not_found")
+    return model_id
+
+
+def _check_comment(comment: str) -> None:
+    if len(comment) > 4096:
+        raise InvalidInput("a comment may be at most 4096 characters")
+
+
+def _with_version(evaluation: Evaluation, policy_version: int | None) -> Evaluation:
+    return Evaluation(evaluation.stage, evaluation.results, policy_version)
+
+
+def _refused(version: Version, stage: str, evaluation: Evaluation) -> PolicyFailed:
+    failed = "; ".join(f"{r.rule} ({r.detail})" for r in evaluation.failures)
+    return PolicyFailed(
+        f"promoting {version.reference} to {stage} is refused by the policy: {failed}",
+        failures=[r.as_dict() for r in evaluation.failures],
+        evaluation=evaluation.as_dict(),
+    )
+
+
+def _previous_occupant(moves: list[Event], stage: str, current: int) -> int | None:
+    """The version that entered ``stage`` last before ``current`` did."""
+    entered = [int(e.payload["version"]) for e in moves if e.payload.get("after") == stage]
+    while entered and entered[-1] == current:
+        entered.pop()
+    return entered[-1] if entered else None
+
+
+def _replay(events: list[Event], ref: Reference) -> int | None:
+    """The version number ``ref`` meant once ``events`` (in order) had happened."""
+    registered: list[int] = []
+    stage_of: dict[int, str] = {}
+    entered: dict[int, int] = {}  # version -> seq it entered its current stage
+    aliases: dict[str, int | None] = {}
+    for event in events:
+        if event.kind == "version.registered":
+            number = int(event.subject.rsplit("/", 1)[1])
+            registered.append(number)
+            stage_of[number] = event.payload.get("after", {}).get("stage", DEFAULT_STAGE)
+            entered[number] = event.seq
+        elif event.kind == "version.stage":
+            number = int(event.payload["version"])
+            stage_of[number] = event.payload["after"]
+            entered[number] = event.seq
+        else:
+            aliases[event.subject.split("@", 1)[1]] = event.payload.get("after")
+    if ref.kind is RefKind.NUMBER:
+        return int(str(ref.value)) if ref.value in registered else None
+    if ref.kind is RefKind.LATEST:
+        return max(registered, default=None)
+    if ref.kind is RefKind.ALIAS:
+        name = str(ref.value)
+        if aliases.get(name) is not None:
+            return aliases[name]
+        in_stage = [n for n, s in stage_of.items() if s == name]
+        return max(in_stage, key=lambda n: entered[n], default=None)
+    raise InvalidInput("an as-of query takes NAME, NAME/N or NAME@ALIAS (not a digest)")

@@ -1,0 +1,186 @@
+"""Queries of the lifecycle: stage occupants, policies, transition requests, approvals.
+
+Mixed into ``Reader`` and ``Writer`` (store.py) like the identity queries.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import Connection, delete, func, insert, select, update
+
+from modelyard.domain.lifecycle import Approval, Evaluation, TransitionRequest
+from modelyard.domain.models import Event, utc_from_us
+from modelyard.storage.db.tables import (
+    events,
+    models,
+    policies,
+    request_approvals,
+    transition_requests,
+    versions,
+)
+
+_REQUESTS = (
+    select(transition_requests, models.c.name.label("model"), versions.c.number)
+    .join(models, transition_requests.c.model_id == models.c.id)
+    .join(versions, transition_requests.c.version_id == versions.c.id)
+)
+
+
+class LifecycleReader:
+    conn: Connection
+
+    def latest_policy(self, model: str | None) -> Any:
+        """(version, text, document) of the policy in force for a model or the registry."""
+        key = policies.c.model.is_(None) if model is None else policies.c.model == model
+        return self.conn.execute(
+            select(policies.c.version, policies.c.text, policies.c.document)
+            .where(key)
+            .order_by(policies.c.version.desc())
+            .limit(1)
+        ).first()
+
+    def stage_occupants(self, model_id: int, stage: str) -> list[Any]:
+        """(id, number) of the versions in a stage, most recently promoted first."""
+        recency = func.coalesce(versions.c.stage_updated_at, versions.c.created_at)
+        return list(
+            self.conn.execute(
+                select(versions.c.id, versions.c.number)
+                .where(
+                    versions.c.model_id == model_id,
+                    versions.c.stage == stage,
+                    versions.c.deleted_at.is_(None),
+                )
+                .order_by(recency.desc(), versions.c.number.desc())
+            )
+        )
+
+    def requests(
+        self,
+        *,
+        request_id: int | None = None,
+        model_id: int | None = None,
+        status: str | None = None,
+        visible: Sequence[str] | None = None,
+    ) -> list[TransitionRequest]:
+        stmt = _REQUESTS
+        if request_id is not None:
+            stmt = stmt.where(transition_requests.c.id == request_id)
+        if model_id is not None:
+            stmt = stmt.where(transition_requests.c.model_id == model_id)
+        if status is not None:
+            stmt = stmt.where(transition_requests.c.status == status)
+        if visible is not None:
+            stmt = stmt.where(models.c.name.in_(list(visible)))
+        rows = list(self.conn.execute(stmt.order_by(transition_requests.c.id)))
+        approvals: dict[int, list[Approval]] = defaultdict(list)
+        if rows:
+            found = self.conn.execute(
+                select(request_approvals)
+                .where(request_approvals.c.request_id.in_([r.id for r in rows]))
+                .order_by(request_approvals.c.at)
+            )
+            for a in found:
+                approvals[a.request_id].append(Approval(a.approver, a.comment, utc_from_us(a.at)))
+        return [
+            TransitionRequest(
+                id=r.id,
+                model=r.model,
+                version=r.number,
+                to_stage=r.to_stage,
+                status=r.status,
+                requester=r.requester,
+                comment=r.comment,
+                created_at=utc_from_us(r.created_at),
+                updated_at=utc_from_us(r.updated_at),
+                approvals_needed=r.approvals_needed,
+                approvals=tuple(approvals[r.id]),
+                evaluation=Evaluation.from_dict(json.loads(r.evaluation)),
+                decided_by=r.decided_by,
+                decision=r.decision,
+            )
+            for r in rows
+        ]
+
+    def request_snapshot(self, request_id: int) -> dict[str, Any]:
+        text = self.conn.execute(
+            select(transition_requests.c.snapshot).where(transition_requests.c.id == request_id)
+        ).scalar_one()
+        snapshot: dict[str, Any] = json.loads(text)
+        return snapshot
+
+    def model_events(self, model: str, kinds: Sequence[str], until_us: int | None) -> list[Event]:
+        """The events of one model of these kinds, in order, up to a moment (None: now)."""
+        stmt = select(events).where(events.c.model == model, events.c.kind.in_(list(kinds)))
+        if until_us is not None:
+            stmt = stmt.where(events.c.time_us <= until_us)
+        return [
+            Event(
+                seq=r.seq,
+                time=utc_from_us(r.time_us),
+                actor=r.actor,
+                kind=r.kind,
+                subject=r.subject,
+                payload=json.loads(r.payload),
+                prev_hash=r.prev_hash,
+                hash=r.hash,
+                token_id=r.token_id,
+            )
+            for r in self.conn.execute(stmt.order_by(events.c.seq))
+        ]
+
+
+class LifecycleWriter(LifecycleReader):
+    def insert_policy(
+        self, model: str | None, version: int, text: str, document: Any, by: str, now: int
+    ) -> None:
+        self.conn.execute(
+            insert(policies).values(
+                model=model,
+                version=version,
+                text=text,
+                document=json.dumps(document, sort_keys=True),
+                created_at=now,
+                created_by=by,
+            )
+        )
+
+    def set_stage(self, version_id: int, stage: str, now: int) -> None:
+        self.conn.execute(
+            update(versions)
+            .where(versions.c.id == version_id)
+            .values(stage=stage, stage_updated_at=now)
+        )
+
+    def insert_request(self, values: dict[str, Any]) -> int:
+        return int(
+            self.conn.execute(
+                insert(transition_requests).values(**values).returning(transition_requests.c.id)
+            ).scalar_one()
+        )
+
+    def update_request(self, request_id: int, **values: Any) -> None:
+        self.conn.execute(
+            update(transition_requests)
+            .where(transition_requests.c.id == request_id)
+            .values(**values)
+        )
+
+    def add_approval(self, request_id: int, approver: str, comment: str, now: int) -> None:
+        self.conn.execute(
+            insert(request_approvals).values(
+                request_id=request_id, approver=approver, comment=comment, at=now
+            )
+        )
+
+    def mark_deleted(self, version_id: int, now: int) -> None:
+        self.conn.execute(
+            update(versions).where(versions.c.id == version_id).values(deleted_at=now)
+        )
+
+    def purge_version(self, version_id: int) -> None:
+        """Hard delete: the row and (by cascade) its files, tags, params, metrics, aliases."""
+        self.conn.execute(delete(versions).where(versions.c.id == version_id))
