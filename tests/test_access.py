@@ -58,6 +58,7 @@ class World:
     client: TestClient
     tokens: dict[str, str] = field(default_factory=dict)
     spare_tokens: dict[str, str] = field(default_factory=dict)
+    requests: dict[str, int] = field(default_factory=dict)
 
     def headers(self, role: str, token: str | None = None) -> dict[str, str]:
         if role == "anonymous":
@@ -73,6 +74,10 @@ def build_world(service: RegistryService) -> World:
     admin = service.access.authenticate(root.token)
     identity = service.identity
     world = World(service, TestClient(create_app(service, local_user="tester")))
+    identity.create_principal(admin, "everyone", PrincipalKind.TEAM)
+    # Requests into staging stay open (five approvals) and any member may review them.
+    review = "promotion:\n  staging:\n    approvals: {count: 5, team: everyone}\n"
+    service.lifecycle.apply_policy(admin, None, review)
     for role in ROLES[1:]:
         identity.create_principal(admin, role, PrincipalKind.USER)
         world.tokens[role] = identity.create_token(admin, principal=role).token
@@ -83,14 +88,21 @@ def build_world(service: RegistryService) -> World:
         elif held is not None:
             for model in (f"m-{role}", f"empty-{role}", f"new-{role}"):
                 identity.set_grant(admin, role, held, model=model)
-        content = weights(role)
-        upload = service.begin_blob_upload(admin, sha(content))
-        upload.write(content)
-        service.finish_blob_upload(upload)
-        entry = FileEntry("model.bin", len(content), sha(content))
-        service.register_version(f"m-{role}", NewVersion(files=[entry]), caller=admin)
+        identity.set_membership(admin, "everyone", role, present=True)
+        for content in (weights(role), weights(role) + b" v2"):
+            upload = service.begin_blob_upload(admin, sha(content))
+            upload.write(content)
+            service.finish_blob_upload(upload)
+            entry = FileEntry("model.bin", len(content), sha(content))
+            service.register_version(f"m-{role}", NewVersion(files=[entry]), caller=admin)
         for alias in ("candidate", "champion"):
             service.set_alias(f"m-{role}", alias, 1, caller=admin)
+        # v1 went to production, then v2 replaced it (v1 archived); v2 awaits staging.
+        for number in (1, 2):
+            service.lifecycle.promote(admin, f"m-{role}/{number}", "production", override="x")
+        opened = service.lifecycle.promote(admin, f"m-{role}/2", "staging").request
+        assert opened is not None
+        world.requests[role] = opened.id
         service.create_model(f"empty-{role}", caller=admin)
         victim = f"victim-{role}"
         identity.create_principal(admin, victim, PrincipalKind.USER)
@@ -138,6 +150,8 @@ def inline_version(role: str) -> dict[str, Any]:
 
 M = {"name": "m-{role}"}
 V = {"name": "m-{role}", "number": "1"}
+V2 = {"name": "m-{role}", "number": "2"}
+R = {"request_id": "{request}"}
 REGISTRY = "registry"
 SAMPLES: dict[tuple[str, str], Sample] = {
     ("GET", "/healthz"): Sample(),
@@ -197,6 +211,25 @@ SAMPLES: dict[tuple[str, str], Sample] = {
     ("PUT", "/api/v1/models/{name}/protected-aliases"): Sample(
         params=M, json={"aliases": ["champion", "production", "canary"]}
     ),
+    ("POST", "/api/v1/models/{name}/versions/{number}/promote"): Sample(
+        params=V2, json={"to": "staging", "comment": "again"}
+    ),
+    ("GET", "/api/v1/requests"): Sample(scope="listing"),
+    ("GET", "/api/v1/requests/{request_id}"): Sample(params=R),
+    ("POST", "/api/v1/requests/{request_id}/approve"): Sample(params=R, json={"comment": "ok"}),
+    ("POST", "/api/v1/requests/{request_id}/reject"): Sample(params=R, json={"comment": "no"}),
+    ("POST", "/api/v1/requests/{request_id}/cancel"): Sample(params=R),
+    ("POST", "/api/v1/models/{name}/rollback"): Sample(params=M, json={"stage": "production"}),
+    ("POST", "/api/v1/models/{name}/versions/{number}/archive"): Sample(params=V2),
+    ("POST", "/api/v1/models/{name}/versions/{number}/restore"): Sample(params=V),
+    ("DELETE", "/api/v1/models/{name}/versions/{number}"): Sample(params=V),
+    ("GET", "/api/v1/models/{name}/history"): Sample(params=M),
+    ("GET", "/api/v1/models/{name}/policy"): Sample(params=M),
+    ("PUT", "/api/v1/models/{name}/policy"): Sample(
+        params=M, json={"text": "promotion:\n  staging:\n    approvals: {count: 2}\n"}
+    ),
+    ("GET", "/api/v1/policy"): Sample(),
+    ("PUT", "/api/v1/policy"): Sample(json={"text": "{}"}, scope=REGISTRY),
     ("PUT", "/api/v1/teams/{name}/members/{member}"): Sample(
         params={"name": "vteam-{role}", "member": "vsa-{role}"}, scope=REGISTRY
     ),
@@ -281,14 +314,21 @@ def test_permission_matrix(world: World, method: str, path: str, declared: str) 
             "blob": sha(weights(role)),
             "upload": sha(f"upload of {role}".encode()),
             "spare": world.spare_tokens.get(role, "0" * 16),
+            "request": str(world.requests.get(role, 1)),
         }
+
+        def fill(template: str, values: dict[str, str] = values) -> str:
+            for key, value in values.items():
+                template = template.replace("{" + key + "}", value)
+            return template
+
         url = path
         for key, template in sample.params.items():
-            url = url.replace("{" + key + "}", template.format(**values))
+            url = url.replace("{" + key + "}", fill(template))
         body = inline_version(role) if sample.json == "inline" else sample.json
         if isinstance(body, dict):
-            body = {k: v.format(**values) if isinstance(v, str) else v for k, v in body.items()}
-        content = sample.content.decode().format(**values).encode() if sample.content else None
+            body = {k: fill(v) if isinstance(v, str) else v for k, v in body.items()}
+        content = fill(sample.content.decode()).encode() if sample.content else None
         response = world.client.request(
             method, url, json=body, content=content, headers=world.headers(role)
         )
@@ -305,7 +345,11 @@ def test_permission_matrix(world: World, method: str, path: str, declared: str) 
         if want == 403:
             assert response.json()["permission"] == declared, where
         if want == 404:
-            assert response.json()["code"] in ("model_not_found", "blob_not_found"), where
+            assert response.json()["code"] in (
+                "model_not_found",
+                "blob_not_found",
+                "request_not_found",
+            ), where
 
 
 # -- tokens -----------------------------------------------------------------------------------
@@ -469,7 +513,10 @@ def test_team_grants_reach_members(world: World, service: RegistryService) -> No
     identity.set_grant(admin, "risk", Role.READER, model="m-reader", kind=PrincipalKind.TEAM)
     file_url = "/api/v1/models/m-reader/versions/1/files/model.bin"
     assert world.client.get(file_url, headers=headers).content == weights("reader")
-    assert world.client.get("/api/v1/whoami", headers=headers).json()["teams"] == ["risk"]
+    assert world.client.get("/api/v1/whoami", headers=headers).json()["teams"] == [
+        "everyone",
+        "risk",
+    ]
     identity.set_membership(admin, "risk", "none", present=False)
     assert world.client.get(file_url, headers=headers).status_code == 404
 

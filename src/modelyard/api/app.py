@@ -9,7 +9,16 @@ from fastapi import FastAPI
 from modelyard import __version__
 from modelyard.api import problems
 from modelyard.api.limits import BodyLimit
-from modelyard.api.routes import access, blobs, events, health, models, resolve, versions
+from modelyard.api.routes import (
+    access,
+    blobs,
+    events,
+    health,
+    lifecycle,
+    models,
+    resolve,
+    versions,
+)
 from modelyard.api.routes.resolve import ResolveFastPath
 from modelyard.service import RegistryService
 
@@ -31,7 +40,7 @@ def create_app(
     problems.install(app)
     app.add_middleware(BodyLimit)
     app.add_middleware(ResolveFastPath)  # added last: runs first
-    for module in (health, blobs, models, versions, resolve, events, access):
+    for module in (health, blobs, models, versions, resolve, events, access, lifecycle):
         app.include_router(module.router)
     return app
 

@@ -265,3 +265,27 @@ class IdentityOut(BaseModel):
     model: str | None
     read_only: bool
     local: bool
+
+
+# -- lifecycle ---------------------------------------------------------------------------------
+
+
+class PromoteIn(_Strict):
+    to: StrictStr = Field(description="The target stage, e.g. production.")
+    comment: StrictStr = Field(default="", max_length=4096)
+    override: StrictStr | None = Field(
+        default=None, max_length=4096, description="Admins: execute now; the reason is journaled."
+    )
+
+
+class CommentIn(_Strict):
+    comment: StrictStr = Field(default="", max_length=4096)
+
+
+class RollbackIn(_Strict):
+    stage: StrictStr = Field(description="The stage to roll back, e.g. production.")
+    comment: StrictStr = Field(default="", max_length=4096)
+
+
+class PolicyIn(_Strict):
+    text: StrictStr = Field(description="The policy document, YAML (JSON is YAML too).")

@@ -271,6 +271,7 @@ def _check_rule(rule: str, where: str) -> None:
 
 # -- evaluation ---------------------------------------------------------------------------------
 
+
 def _equal(a: float, b: float) -> bool:
     return math.isclose(a, b, rel_tol=0, abs_tol=1e-12)
 

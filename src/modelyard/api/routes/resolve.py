@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import hashlib
+from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Request
+from fastapi import APIRouter, Header, Query, Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from modelyard.api import problems
 from modelyard.api.auth import authenticate
-from modelyard.api.deps import caller, encode_json, needs
+from modelyard.api.deps import caller, encode_json, json_response, needs
 from modelyard.api.schemas import VersionOut
 from modelyard.domain.access import Caller
 from modelyard.domain.errors import ModelyardError
@@ -28,12 +29,20 @@ async def resolve(
     reference: str,
     request: Request,
     if_none_match: Annotated[str | None, Header()] = None,
+    as_of: Annotated[
+        datetime | None,
+        Query(description="What the reference pointed to then, e.g. 2026-03-03T12:00Z"),
+    ] = None,
 ) -> Response:
-    """Resolve 'NAME', 'NAME/N', 'NAME@ALIAS' or 'NAME@sha256:HEX' to a version.
+    """Resolve 'NAME', 'NAME/N', 'NAME@ALIAS_OR_STAGE' or 'NAME@sha256:HEX' to a version.
 
-    Documents the route; requests are normally answered by ResolveFastPath below.
+    Documents the route; requests without a query are answered by ResolveFastPath below.
     """
-    return resolve_response(request.app, reference, if_none_match, caller(request))
+    who = caller(request)
+    if as_of is not None:
+        version = request.app.state.service.lifecycle.resolve_as_of(who, reference, as_of)
+        return json_response(version.as_dict())
+    return resolve_response(request.app, reference, if_none_match, who)
 
 
 def resolve_response(
@@ -78,6 +87,7 @@ class ResolveFastPath:
         if (
             scope["type"] != "http"
             or scope["method"] != "GET"
+            or scope.get("query_string")  # as_of and friends: the documented route
             or not path.startswith(_PREFIX)
             or len(path) == len(_PREFIX)
         ):
