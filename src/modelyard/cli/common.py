@@ -39,6 +39,10 @@ def handles_errors(func: F) -> F:
             missing = exc.details.get("missing")
             if missing:
                 output.errors.print(f"missing: {', '.join(missing[:5])}", highlight=False)
+            for failure in exc.details.get("failures") or []:
+                output.errors.print(
+                    f"  failed: {failure['rule']} ({failure['detail']})", highlight=False
+                )
             raise typer.Exit(1) from None
         except OSError as exc:  # a file the user named: missing, unreadable, in the way
             output.errors.print(f"[red]error:[/red] {output.escape(str(exc))}", highlight=False)

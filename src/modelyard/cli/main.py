@@ -7,12 +7,13 @@ http://127.0.0.1:8080); a directory path instead of a URL works in-process, no s
 from __future__ import annotations
 
 import ipaddress
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from modelyard.cli import access, output
+from modelyard.cli import access, lifecycle, output
 from modelyard.cli.common import JsonOption, UrlOption, handles_errors, registry
 from modelyard.config import DEFAULT_DATA_DIR, DEFAULT_HOST, DEFAULT_PORT, DEFAULT_URL
 from modelyard.domain.errors import InvalidInput, ModelyardError
@@ -129,6 +130,17 @@ def serve(
     )
 
 
+def parse_moment(text: str) -> datetime:
+    """An ISO 8601 moment; 'Z' or an offset required (a bare time would be ambiguous)."""
+    try:
+        moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise InvalidInput(f"{text!r} is not an ISO time such as 2026-03-03T12:00Z") from None
+    if moment.tzinfo is None:
+        raise InvalidInput(f"{text!r} needs a time zone: add Z for UTC, or +01:00")
+    return moment
+
+
 def is_loopback(host: str) -> bool:
     """Whether a bind address is reachable from this machine only."""
     if host == "localhost":
@@ -231,14 +243,18 @@ def show(
 @handles_errors
 def resolve(
     reference: Annotated[str, typer.Argument(help="NAME, NAME/N, NAME@ALIAS or NAME@sha256:…")],
+    as_of: Annotated[
+        str | None,
+        typer.Option(help="What it pointed to then: an ISO time, e.g. 2026-03-03T12:00Z."),
+    ] = None,
     url: UrlOption = DEFAULT_URL,
 ) -> None:
     """Print the version a reference points at, as NAME/N and its manifest digest.
 
-    [bold]Example[/bold]: modelyard resolve churn@production
+    [bold]Example[/bold]: modelyard resolve churn@production --as-of 2026-03-03T12:00Z
     """
     with registry(url) as reg:
-        version = reg.resolve(reference)
+        version = reg.resolve(reference, as_of=parse_moment(as_of) if as_of else None)
     output.console.print(f"{version.reference} {version.manifest_digest}", highlight=False)
 
 
@@ -452,7 +468,9 @@ def journal_verify(url: UrlOption = DEFAULT_URL) -> None:
     raise typer.Exit(2)
 
 
-access.install(app, alias_app)  # after the core commands, so --help lists those first
+# After the core commands, so that --help lists those first.
+lifecycle.install(app)
+access.install(app, alias_app)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -22,6 +22,7 @@ from modelyard.domain.access import (
     Token,
 )
 from modelyard.domain.errors import ModelyardError, Unavailable, error_from_problem
+from modelyard.domain.lifecycle import Promotion, TransitionRequest
 from modelyard.domain.models import Event, Model, Page, Version
 from modelyard.domain.versions import NewVersion
 
@@ -154,8 +155,10 @@ class HttpTransport:
         data = self._json("POST", f"/api/v1/models/{_seg(name)}/versions", json=body)
         return Version.from_dict(data)
 
-    def resolve(self, reference: str) -> Version:
-        return Version.from_dict(self._json("GET", f"/api/v1/resolve/{_seg(reference, '/@:')}"))
+    def resolve(self, reference: str, as_of: datetime | None = None) -> Version:
+        params = {"as_of": as_of.isoformat()} if as_of is not None else {}
+        path = f"/api/v1/resolve/{_seg(reference, '/@:')}"
+        return Version.from_dict(self._json("GET", path, params=params))
 
     def update_version(
         self,
@@ -280,6 +283,52 @@ class HttpTransport:
     def set_protected_aliases(self, model: str, aliases: list[str]) -> Model:
         path = f"/api/v1/models/{_seg(model)}/protected-aliases"
         return Model.from_dict(self._json("PUT", path, json={"aliases": aliases}))
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def promote(
+        self, name: str, number: int, to: str, comment: str, override: str | None
+    ) -> Promotion:
+        path = f"/api/v1/models/{_seg(name)}/versions/{number}/promote"
+        body = {"to": to, "comment": comment, "override": override}
+        return Promotion.from_dict(self._json("POST", path, json=body))
+
+    def requests(self, model: str | None, status: str) -> list[TransitionRequest]:
+        params = {"status": status, **({"model": model} if model else {})}
+        data = self._json("GET", "/api/v1/requests", params=params)
+        return [TransitionRequest.from_dict(r) for r in data["items"]]
+
+    def decide(self, request_id: int, decision: str, comment: str) -> TransitionRequest:
+        path = f"/api/v1/requests/{request_id}/{_seg(decision)}"
+        return TransitionRequest.from_dict(self._json("POST", path, json={"comment": comment}))
+
+    def rollback(self, name: str, stage: str, comment: str) -> Version:
+        body = {"stage": stage, "comment": comment}
+        path = f"/api/v1/models/{_seg(name)}/rollback"
+        return Version.from_dict(self._json("POST", path, json=body))
+
+    def archive(self, name: str, number: int, restore: bool) -> Version:
+        action = "restore" if restore else "archive"
+        path = f"/api/v1/models/{_seg(name)}/versions/{number}/{action}"
+        return Version.from_dict(self._json("POST", path))
+
+    def delete_version(self, name: str, number: int, hard: bool) -> None:
+        path = f"/api/v1/models/{_seg(name)}/versions/{number}"
+        self._request("DELETE", path, params={"hard": "true" if hard else "false"})
+
+    def history(self, name: str) -> list[Event]:
+        data = self._json("GET", f"/api/v1/models/{_seg(name)}/history")
+        return [Event.from_dict(e) for e in data["items"]]
+
+    def policy(self, model: str | None) -> dict[str, Any]:
+        path = f"/api/v1/models/{_seg(model)}/policy" if model else "/api/v1/policy"
+        data: dict[str, Any] = self._json("GET", path)
+        return data
+
+    def apply_policy(self, model: str | None, text: str) -> dict[str, Any]:
+        path = f"/api/v1/models/{_seg(model)}/policy" if model else "/api/v1/policy"
+        data: dict[str, Any] = self._json("PUT", path, json={"text": text})
+        return data
 
     def close(self) -> None:
         self.client.close()

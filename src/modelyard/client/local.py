@@ -6,6 +6,7 @@ import getpass
 from collections.abc import Iterable, Iterator
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from modelyard.config import Settings, open_service
 from modelyard.domain.access import (
@@ -18,6 +19,7 @@ from modelyard.domain.access import (
     Role,
     Token,
 )
+from modelyard.domain.lifecycle import Promotion, TransitionRequest
 from modelyard.domain.models import Event, Model, Page, Version
 from modelyard.domain.versions import NewVersion
 
@@ -26,6 +28,7 @@ class LocalTransport:
     def __init__(self, data_dir: Path, database_url: str | None = None) -> None:
         self.service = open_service(Settings(data_dir=data_dir, database_url=database_url))
         self.identity = self.service.identity
+        self.lifecycle = self.service.lifecycle
         # Whoever can open the data directory owns the registry: single-user local mode.
         try:
             self.caller = Caller.local_user(getpass.getuser())
@@ -53,7 +56,9 @@ class LocalTransport:
     def register_version(self, name: str, spec: NewVersion, inline: dict[str, bytes]) -> Version:
         return self.service.register_version(name, spec, caller=self.caller, inline=inline)
 
-    def resolve(self, reference: str) -> Version:
+    def resolve(self, reference: str, as_of: datetime | None = None) -> Version:
+        if as_of is not None:
+            return self.lifecycle.resolve_as_of(self.caller, reference, as_of)
         return self.service.resolve(reference, caller=self.caller)
 
     def update_version(
@@ -176,6 +181,46 @@ class LocalTransport:
 
     def set_protected_aliases(self, model: str, aliases: list[str]) -> Model:
         return self.identity.set_protected_aliases(self.caller, model, aliases)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def promote(
+        self, name: str, number: int, to: str, comment: str, override: str | None
+    ) -> Promotion:
+        return self.lifecycle.promote(
+            self.caller, f"{name}/{number}", to, comment=comment, override=override
+        )
+
+    def requests(self, model: str | None, status: str) -> list[TransitionRequest]:
+        return self.lifecycle.requests(
+            self.caller, model=model, status=None if status == "all" else status
+        )
+
+    def decide(self, request_id: int, decision: str, comment: str) -> TransitionRequest:
+        decide = {
+            "approve": self.lifecycle.approve,
+            "reject": self.lifecycle.reject,
+            "cancel": self.lifecycle.cancel,
+        }[decision]
+        return decide(self.caller, request_id, comment=comment)
+
+    def rollback(self, name: str, stage: str, comment: str) -> Version:
+        return self.lifecycle.rollback(self.caller, name, stage, comment=comment)
+
+    def archive(self, name: str, number: int, restore: bool) -> Version:
+        return self.lifecycle.archive(self.caller, f"{name}/{number}", restore=restore)
+
+    def delete_version(self, name: str, number: int, hard: bool) -> None:
+        self.lifecycle.delete_version(self.caller, name, number, hard=hard)
+
+    def history(self, name: str) -> list[Event]:
+        return self.lifecycle.history(self.caller, name)
+
+    def policy(self, model: str | None) -> dict[str, Any]:
+        return self.lifecycle.get_policy(self.caller, model)
+
+    def apply_policy(self, model: str | None, text: str) -> dict[str, Any]:
+        return self.lifecycle.apply_policy(self.caller, model, text)
 
     def close(self) -> None:
         self.service.close()

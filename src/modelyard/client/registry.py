@@ -36,6 +36,7 @@ from modelyard.domain.access import (
 )
 from modelyard.domain.errors import DigestMismatch, Forbidden, InvalidInput, InvalidPath
 from modelyard.domain.journal import JournalReport, verify_chain
+from modelyard.domain.lifecycle import Promotion, TransitionRequest
 from modelyard.domain.manifest import FileEntry
 from modelyard.domain.models import (
     DatasetRef,
@@ -192,9 +193,12 @@ class Registry:
 
     # -- reading --------------------------------------------------------------------------
 
-    def resolve(self, reference: str) -> Version:
-        """'churn', 'churn/42', 'churn@champion' or 'churn@sha256:...' -> the version."""
-        return self._transport.resolve(reference)
+    def resolve(self, reference: str, *, as_of: datetime | None = None) -> Version:
+        """'churn', 'churn/42', 'churn@champion' or 'churn@sha256:...' -> the version.
+
+        ``as_of``: what the reference pointed to at that moment (from the journal).
+        """
+        return self._transport.resolve(reference, as_of)
 
     def download(self, reference: str | Version, dest: str | os.PathLike[str]) -> Version:
         """Write every file of the version under ``dest``, verified and atomically.
@@ -323,6 +327,64 @@ class Registry:
             if len(page) < 1000:
                 return
             after = page[-1].seq
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def promote(
+        self, reference: str, to: str, *, comment: str = "", override: str | None = None
+    ) -> Promotion:
+        """Promote into stage ``to``: executed at once, or (protected stage) a request opened.
+
+        A policy that refuses raises PolicyFailed with every failed rule in ``details``.
+        Admins may ``override`` with a reason.
+        """
+        version = self.resolve(reference)
+        return self._transport.promote(version.model, version.version, to, comment, override)
+
+    def requests(
+        self, model: str | None = None, *, status: str = "open"
+    ) -> list[TransitionRequest]:
+        """The promotion queue: open requests (``status="all"`` for every one)."""
+        return self._transport.requests(model, status)
+
+    def approve(self, request_id: int, *, comment: str = "") -> TransitionRequest:
+        return self._transport.decide(request_id, "approve", comment)
+
+    def reject(self, request_id: int, *, comment: str = "") -> TransitionRequest:
+        return self._transport.decide(request_id, "reject", comment)
+
+    def cancel(self, request_id: int, *, comment: str = "") -> TransitionRequest:
+        return self._transport.decide(request_id, "cancel", comment)
+
+    def rollback(self, name: str, *, stage: str = "production", comment: str = "") -> Version:
+        """Put back the version that held ``stage`` before the current one."""
+        return self._transport.rollback(name, stage, comment)
+
+    def archive(self, reference: str) -> Version:
+        version = self.resolve(reference)
+        return self._transport.archive(version.model, version.version, False)
+
+    def restore(self, reference: str) -> Version:
+        """Bring an archived version back to the first stage."""
+        version = self.resolve(reference)
+        return self._transport.archive(version.model, version.version, True)
+
+    def delete_version(self, reference: str, *, hard: bool = False) -> None:
+        """Soft delete (hidden, kept), or with ``hard`` erase (admins)."""
+        version = self.resolve(reference)
+        self._transport.delete_version(version.model, version.version, hard)
+
+    def history(self, name: str) -> list[Event]:
+        """Stage moves, alias changes, requests, approvals and policies of a model."""
+        return self._transport.history(name)
+
+    def policy(self, model: str | None = None) -> dict[str, Any]:
+        """The policy in force for ``model`` (or the registry's) and its stages."""
+        return self._transport.policy(model)
+
+    def apply_policy(self, model: str | None, text: str) -> dict[str, Any]:
+        """Store a new version of a model's (or, with None, the registry's) policy (YAML)."""
+        return self._transport.apply_policy(model, text)
 
     # -- identity and access --------------------------------------------------------------
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from modelyard.domain.access import (
     Grant,
@@ -20,6 +20,7 @@ from modelyard.domain.access import (
     Role,
     Token,
 )
+from modelyard.domain.lifecycle import Promotion, TransitionRequest
 from modelyard.domain.models import Event, Model, Page, Version
 from modelyard.domain.versions import NewVersion
 
@@ -42,7 +43,7 @@ class Transport(Protocol):
         """Register; ``inline`` carries the bytes of small files by digest."""
         ...
 
-    def resolve(self, reference: str) -> Version: ...
+    def resolve(self, reference: str, as_of: datetime | None = None) -> Version: ...
 
     def update_version(
         self,
@@ -123,5 +124,29 @@ class Transport(Protocol):
     def grants(self, model: str | None) -> list[Grant]: ...
 
     def set_protected_aliases(self, model: str, aliases: list[str]) -> Model: ...
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def promote(
+        self, name: str, number: int, to: str, comment: str, override: str | None
+    ) -> Promotion: ...
+
+    def requests(self, model: str | None, status: str) -> list[TransitionRequest]: ...
+
+    def decide(self, request_id: int, decision: str, comment: str) -> TransitionRequest:
+        """``decision``: approve, reject or cancel."""
+        ...
+
+    def rollback(self, name: str, stage: str, comment: str) -> Version: ...
+
+    def archive(self, name: str, number: int, restore: bool) -> Version: ...
+
+    def delete_version(self, name: str, number: int, hard: bool) -> None: ...
+
+    def history(self, name: str) -> list[Event]: ...
+
+    def policy(self, model: str | None) -> dict[str, Any]: ...
+
+    def apply_policy(self, model: str | None, text: str) -> dict[str, Any]: ...
 
     def close(self) -> None: ...
