@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -492,3 +493,57 @@ def test_shared_server_start_rules_login_and_a_ci_token(
 )
 def test_which_bind_addresses_count_as_this_machine_only(host: str, loopback: bool) -> None:
     assert is_loopback(host) is loopback
+
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def readme_blocks(heading: str) -> list[str]:
+    """The ```sh blocks of one README section, as a newcomer would paste them."""
+    text = README.read_text()
+    section = text.split(f"## {heading}\n", 1)[1].split("\n## ", 1)[0]
+    return [block.split("```", 1)[0] for block in section.split("```sh\n")[1:]]
+
+
+def test_readme_shared_server_and_churn_story_run_verbatim(
+    tmp_path: Path, database_url: str | None
+) -> None:
+    """The README's shared-server commands and the churn story, pasted into bash."""
+    work = tmp_path / "clone"
+    (work / "model_dir").mkdir(parents=True)
+    (work / "model_dir" / "model.onnx").write_bytes(b"onnx weights" * 1000)
+    git = ["git", "-c", "user.email=t@example.com", "-c", "user.name=t"]
+    for args in (["init", "-q"], ["add", "."], ["commit", "-q", "-m", "model"]):
+        subprocess.run([*git, *args], cwd=work, check=True)
+    data = tmp_path / "shared-data"
+    db = ["--data-dir", str(data)] + (["--database-url", database_url] if database_url else [])
+    admin_token = run("admin", "create", "alice", *db, url=None, cwd=work).ok().stdout.strip()
+    server = LiveServer(data, database_url)
+    server.start()
+    try:
+        shared = readme_blocks("Running a shared server")
+        story = readme_blocks("Promotion, approvals and rollback: the churn story")
+        assert len(shared) == 3 and len(story) == 1
+        script = "set -euo pipefail\n" + shared[2] + story[0]
+        env = {
+            **environment(server.url),
+            "MODELYARD_TOKEN": admin_token,  # what `modelyard login` saved, in the README
+            "PATH": f"{Path(MODELYARD[0]).parent}{os.pathsep}{os.environ['PATH']}",
+        }
+        done = subprocess.run(
+            ["bash", "-c", script],
+            cwd=work,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT,
+        )
+    finally:
+        server.stop()
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    resolved = [line.split()[0] for line in lines if re.match(r"churn/\d+ sha256:", line)]
+    # after the approval, after the rollback, and as of Tuesday noon
+    assert resolved == ["churn/2", "churn/1", "churn/2"], done.stdout
+    assert "churn@production is churn/1 again" in done.stdout
+    assert "request 1: churn/2 → production" in done.stdout
