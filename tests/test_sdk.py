@@ -194,3 +194,30 @@ def _file(tmp_path: Path, content: bytes) -> Path:
     path = tmp_path / hashlib.sha256(content).hexdigest()[:8]
     path.write_bytes(content)
     return path
+
+
+def test_lifecycle_through_the_sdk(reg: Registry, make_tree: Tree) -> None:
+    """Over REST in local mode: the same objects and errors as in-process."""
+    tree = make_tree({"model.bin": b"weights"})
+    first = reg.register("churn", tree, metrics={"auc": 0.9})
+    second = reg.register("churn", tree, metrics={"auc": 0.8})
+    reg.apply_policy("churn", "promotion:\n  production:\n    require: [metrics.auc >= 0.85]\n")
+    assert reg.policy("churn")["version"] == 1
+    with pytest.raises(modelyard.PolicyFailed) as refused:
+        reg.promote("churn/2", "production")
+    assert refused.value.details["failures"][0]["detail"] == ("metrics.auc = 0.8; needs >= 0.85")
+    opened = reg.promote(f"churn/{first.version}", "production", comment="go")
+    assert opened.status == "open" and opened.request is not None
+    assert [r.id for r in reg.requests("churn")] == [opened.request.id]
+    # Local mode has one user: it may approve its own request.
+    assert reg.approve(opened.request.id, comment="ok").status == "executed"
+    assert reg.resolve("churn@production").version == first.version
+    moved_at = reg.history("churn")[-1].time
+    assert reg.archive(f"churn/{second.version}").stage == "archived"
+    assert reg.restore(f"churn/{second.version}").stage == "development"
+    reg.delete_version(f"churn/{second.version}")
+    with pytest.raises(modelyard.NotFound):
+        reg.resolve(f"churn/{second.version}")
+    assert reg.resolve("churn@production", as_of=moved_at).version == first.version
+    with pytest.raises(modelyard.Conflict):
+        reg.rollback("churn", stage="production")  # nothing held it before

@@ -18,9 +18,11 @@ from modelyard.domain.errors import (
     InvalidInput,
     ModelyardError,
     NotFound,
+    PolicyFailed,
     Unauthorized,
 )
 from modelyard.domain.journal import JournalReport
+from modelyard.domain.lifecycle import Evaluation, Promotion, TransitionRequest
 from modelyard.domain.manifest import FileEntry
 from modelyard.domain.models import DatasetRef, Environment, Event, Model, Page, SourceRef, Version
 
@@ -29,6 +31,7 @@ __all__ = [
     "DatasetRef",
     "DigestMismatch",
     "Environment",
+    "Evaluation",
     "Event",
     "FileEntry",
     "Forbidden",
@@ -42,11 +45,14 @@ __all__ = [
     "NewToken",
     "NotFound",
     "Page",
+    "PolicyFailed",
     "Principal",
+    "Promotion",
     "Registry",
     "Role",
     "SourceRef",
     "Token",
+    "TransitionRequest",
     "Unauthorized",
     "Version",
     "__version__",
