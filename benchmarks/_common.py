@@ -10,6 +10,7 @@ from __future__ import annotations
 import abc
 import argparse
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -19,8 +20,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import AbstractContextManager
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -33,7 +32,9 @@ RSS_INTERVAL_S = 0.05  # ~20 Hz
 TEAMS = ("growth", "search", "ads", "infra")
 REGISTER_WARMUP = 3
 RESOLVE_WARMUP = 10
-RESOLVE_THREADS = 16
+RESOLVE_CLIENTS = 16
+RESOLVE_PER_CLIENT = 200  # quick: RESOLVE_PER_CLIENT_QUICK
+RESOLVE_PER_CLIENT_QUICK = 50
 SEARCH_MODELS = 100
 SEARCH_SEED = 1234
 SEARCH_REPS = 20
@@ -68,37 +69,70 @@ def time_median(fn: Callable[[], int], reps: int, warmup: int) -> tuple[float, f
     return ms(statistics.median(samples)), ms(min(samples)), got
 
 
-def resolve_figures(
-    seq: list[float],
-    per_thread: int,
-    session: Callable[[], AbstractContextManager[Callable[[], float]]],
-) -> dict[str, Any]:
-    """The resolve keys of both sides: ``seq`` (one client), then ``RESOLVE_THREADS`` threads
-    that each open a ``session`` (a timed call) and start together once all are connected."""
-    barrier = threading.Barrier(RESOLVE_THREADS + 1, timeout=60)
-
-    def worker() -> list[float]:
-        with session() as call:
-            call()  # connect before the clock starts
-            barrier.wait()
-            return [call() for _ in range(per_thread)]
-
-    with ThreadPoolExecutor(max_workers=RESOLVE_THREADS) as pool:
-        futures = [pool.submit(worker) for _ in range(RESOLVE_THREADS)]
-        barrier.wait()
-        t0 = time.perf_counter()
-        conc = [x for f in futures for x in f.result(timeout=600)]
-        wall = time.perf_counter() - t0
+def sequential_figures(seq: list[float]) -> dict[str, Any]:
+    """The one-client resolve keys of both sides, from ``seq`` (seconds per call)."""
     return {
         "resolve_n": len(seq),
         "resolve_p50_ms": ms(pct(seq, 50)),
         "resolve_p99_ms": ms(pct(seq, 99)),
         "resolve_mean_ms": ms(statistics.fmean(seq)),
-        "resolve16_n": len(conc),
-        "resolve16_p50_ms": ms(pct(conc, 50)),
-        "resolve16_p99_ms": ms(pct(conc, 99)),
-        "resolve16_rps": round(len(conc) / wall, 2),
     }
+
+
+def concurrent_gets(url: str, path: str, per_client: int) -> dict[str, Any]:
+    """``RESOLVE_CLIENTS`` client processes (``_client.py``), each timing ``per_client`` GETs
+    of ``path`` on its own keep-alive connection, started together once all are connected.
+
+    Processes, not threads: 16 threads of one Python process share one GIL, and against a
+    server answering in half a millisecond they measure their own queueing for it. Both
+    sides run this same standard-library client, so the figures compare the servers.
+    """
+    parts = url.removeprefix("http://").split(":")
+    cmd = [sys.executable, str(Path(__file__).with_name("_client.py")), parts[0], parts[1]]
+    procs = [
+        subprocess.Popen(
+            [*cmd, path, str(per_client)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(RESOLVE_CLIENTS)
+    ]
+    try:
+        for proc in procs:
+            assert proc.stdin is not None and proc.stdout is not None
+            if proc.stdout.readline().strip() != "ready":
+                raise RuntimeError(f"resolve client failed to connect: {_stderr(proc)}")
+        for proc in procs:
+            assert proc.stdin is not None
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
+        runs = []
+        for proc in procs:
+            out, err = proc.communicate(timeout=900)
+            if proc.returncode != 0:
+                raise RuntimeError(f"resolve client failed: {err.strip()[-500:]}")
+            runs.append(json.loads(out))
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    samples = [x for run in runs for x in run["samples"]]
+    wall = max(run["end"] for run in runs) - min(run["start"] for run in runs)
+    return {
+        "resolve16_proc_n": len(samples),
+        "resolve16_proc_p50_ms": ms(pct(samples, 50)),
+        "resolve16_proc_p99_ms": ms(pct(samples, 99)),
+        "resolve16_proc_rps": round(len(samples) / wall, 2),
+    }
+
+
+def _stderr(proc: subprocess.Popen[str]) -> str:
+    proc.kill()
+    _, err = proc.communicate(timeout=30)
+    return err.strip()[-500:] or f"exit status {proc.returncode}"
 
 
 def write_random(path: Path, size: int) -> None:

@@ -8,7 +8,6 @@ the same keys as ``benchmarks/mlflow/side.py`` wherever the two measure the same
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import http.client
 import os
@@ -18,7 +17,7 @@ import statistics
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -29,16 +28,19 @@ import modelyard
 from benchmarks._common import (
     MIB,
     REGISTER_WARMUP,
+    RESOLVE_PER_CLIENT,
+    RESOLVE_PER_CLIENT_QUICK,
     RESOLVE_WARMUP,
     SEARCH_PAGE,
     SEARCH_REPS,
     SEARCH_WARMUP,
     TEAMS,
     RssSampler,
+    concurrent_gets,
     ms,
     pct,
-    resolve_figures,
     rss_kib,
+    sequential_figures,
     time_median,
     write_random,
 )
@@ -214,7 +216,8 @@ def _resolve_sdk(reg: modelyard.Registry, quick: bool) -> dict[str, Any]:
 
 
 def _resolve_http(url: str, quick: bool) -> dict[str, Any]:
-    """GET /api/v1/resolve/NAME@champion over keep-alive: one client, then 16 at once."""
+    """GET /api/v1/resolve/NAME@champion over keep-alive: one client, then 16 client
+    processes at once."""
     path = f"/api/v1/resolve/{MODEL}@champion"
 
     def timed(client: httpx.Client) -> float:
@@ -233,12 +236,8 @@ def _resolve_http(url: str, quick: bool) -> dict[str, Any]:
             timed(client)
         seq = [timed(client) for _ in range(300 if quick else 2000)]
 
-    @contextlib.contextmanager
-    def own_client() -> Iterator[Callable[[], float]]:
-        with httpx.Client(base_url=url, timeout=30.0) as own:
-            yield lambda: timed(own)
-
-    figures = resolve_figures(seq, 50 if quick else 200, own_client)
+    figures = sequential_figures(seq)
+    figures |= concurrent_gets(url, path, RESOLVE_PER_CLIENT_QUICK if quick else RESOLVE_PER_CLIENT)
     raw = _resolve_raw(url, path, 300 if quick else 2000)
     figures["raw_resolve_p50_ms"] = ms(pct(raw, 50))
     return figures

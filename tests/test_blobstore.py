@@ -96,6 +96,33 @@ def test_large_blob_round_trips_in_large_chunks(blobs: BlobStore) -> None:
     assert len(chunks) <= 4, "reads should come in chunks of about 1 MiB, not tiny pieces"
 
 
+BIG = os.urandom(12 * 1024 * 1024 + 5)  # past any size at which a backend changes strategy
+
+
+def test_big_upload_in_network_sized_chunks_round_trips(backend: Backend) -> None:
+    digest = put(backend.store, BIG, chunk=64 * 1024)
+    assert read_all(backend.store, digest) == BIG
+    assert backend.leftovers() == []
+
+
+def test_big_upload_with_wrong_digest_leaves_nothing(backend: Backend) -> None:
+    upload = backend.store.begin_upload(sha(b"something else"))
+    for i in range(0, len(BIG), 1024 * 1024):
+        upload.write(BIG[i : i + 1024 * 1024])
+    with pytest.raises(DigestMismatch):
+        upload.commit()
+    assert not backend.store.exists(sha(BIG))
+    assert backend.leftovers() == []
+
+
+def test_big_upload_abort_leaves_nothing(backend: Backend) -> None:
+    upload = backend.store.begin_upload(sha(BIG))
+    upload.write(BIG[: 8 * 1024 * 1024])
+    upload.abort()
+    assert not backend.store.exists(sha(BIG))
+    assert backend.leftovers() == []
+
+
 def test_empty_blob(blobs: BlobStore) -> None:
     digest = put(blobs, b"")
     assert blobs.exists(digest)

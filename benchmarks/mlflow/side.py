@@ -34,7 +34,8 @@ from typing import Any
 from benchmarks._common import (
     HOST,
     REGISTER_WARMUP,
-    RESOLVE_THREADS,
+    RESOLVE_PER_CLIENT,
+    RESOLVE_PER_CLIENT_QUICK,
     RESOLVE_WARMUP,
     SEARCH_MODELS,
     SEARCH_REPS,
@@ -94,9 +95,7 @@ def ensure_mlflow_venv() -> Path:
     return python
 
 
-def _mlflow_env(
-    tracking_uri: str | None, tmpdir: Path, extra: dict[str, str] | None = None
-) -> dict[str, str]:
+def _mlflow_env(tracking_uri: str | None, tmpdir: Path) -> dict[str, str]:
     """Clean env for MLflow processes: no leakage from our venv, telemetry off (no network).
 
     TMPDIR points into our scratch root because MLflow leaves ``db_init_lock-*`` files there.
@@ -115,7 +114,6 @@ def _mlflow_env(
     env["TMPDIR"] = str(tmpdir)
     if tracking_uri:
         env["MLFLOW_TRACKING_URI"] = tracking_uri
-    env.update(extra or {})
     return env
 
 
@@ -282,7 +280,6 @@ def _run_phase(
     tmpdir: Path,
     uri: str | None,
     timeout: float,
-    extra_env: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Run one worker phase in the MLflow venv and return its JSON result."""
     scratch.mkdir(parents=True, exist_ok=True)
@@ -297,7 +294,7 @@ def _run_phase(
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                env=_mlflow_env(uri, tmpdir, extra_env),
+                env=_mlflow_env(uri, tmpdir),
                 cwd=scratch,
                 timeout=timeout,
                 check=False,
@@ -371,7 +368,7 @@ def _latency_phases(
             "model_name": model,
             "warmup": RESOLVE_WARMUP,
             "seq_n": 100 if quick else 500,
-            "per_thread": 25 if quick else 100,
+            "per_client": RESOLVE_PER_CLIENT_QUICK if quick else RESOLVE_PER_CLIENT,
             "diag_n": 50 if quick else 100,
         },
         python=python,
@@ -379,8 +376,6 @@ def _latency_phases(
         tmpdir=tmp,
         uri=uri,
         timeout=900,
-        # MLflow's default pool keeps 10 connections; one per thread avoids reconnect churn.
-        extra_env={"MLFLOW_HTTP_POOL_MAXSIZE": str(RESOLVE_THREADS)},
     )
     return {f"{k}{suffix}": v for k, v in out.items()}
 
@@ -476,8 +471,8 @@ def run_mlflow_benchmark(
         "MB = MiB (2**20 bytes); latencies are client-side wall time incl. MLflow client overhead",
         f"register: {REGISTER_WARMUP} untimed warm-up registrations; resolve: {RESOLVE_WARMUP} "
         f"warm-up calls; search: {SEARCH_WARMUP} warm-up + {SEARCH_REPS} timed, median reported",
-        "resolve16: 16 threads share one MlflowClient (MLflow's pooled requests session, "
-        "MLFLOW_HTTP_POOL_MAXSIZE=16)",
+        "resolve16_proc: 16 client processes (benchmarks/_client.py, http.client, one "
+        "keep-alive connection each) GET the alias REST endpoint, as on the Modelyard side",
         f"search rows inserted directly into SQLite over {SEARCH_MODELS} registered models "
         "(schema created by MLflow's own store code), then served by a fresh mlflow server",
         "server_peak_rss_mb sums VmRSS over the server's whole process tree (CLI parent, "

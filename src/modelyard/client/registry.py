@@ -54,6 +54,9 @@ from modelyard.domain.versions import NewVersion
 # with headroom in the total for base64 and the rest of the JSON body.
 INLINE_FILE_LIMIT = 64 * 1024
 INLINE_TOTAL_LIMIT = 1024 * 1024
+# Chunks a download may have received but not yet written. A few ride out a stalled write;
+# more only hold memory while the disk is the slow side (64 held 256 MiB of a 1 GiB download).
+WRITE_QUEUE_CHUNKS = 4
 
 
 def connect(
@@ -541,7 +544,7 @@ def _write_verified(
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(f".{target.name}.{secrets.token_hex(4)}.partial")
     digest = hashlib.sha256()
-    pending: queue.Queue[bytes | None] = queue.Queue(maxsize=64)
+    pending: queue.Queue[bytes | None] = queue.Queue(maxsize=WRITE_QUEUE_CHUNKS)
     failures: list[BaseException] = []
 
     def write() -> None:
