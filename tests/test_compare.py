@@ -1,0 +1,211 @@
+"""Champion vs challenger: the pure diff and gate, REST on both backends, the SDK, the CLI."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from modelyard.domain.comparison import (
+    Comparison,
+    Difference,
+    GateResult,
+    against_reference,
+    compare_versions,
+    evaluate_gate,
+)
+from modelyard.domain.errors import InvalidInput, InvalidName
+from modelyard.domain.manifest import FileEntry
+from modelyard.domain.models import DatasetRef, Environment, SourceRef, Version
+
+# -- the domain: pure --------------------------------------------------------------------------
+
+
+def entry(path: str, content: str) -> FileEntry:
+    return FileEntry(path, len(content), content.encode().hex().ljust(64, "0")[:64])
+
+
+def version(number: int, **changes: Any) -> Version:
+    base = Version(
+        model="churn",
+        version=number,
+        manifest_digest="sha256:" + f"{number:064x}",
+        files=(entry("model.onnx", "weights"), entry("config.json", "{}")),
+        size=9,
+        framework="onnx",
+        format="onnx",
+        params={"depth": "5", "lr": "0.1", "seed": "7"},
+        metrics={"auc": 0.85, "loss": 0.30},
+        dataset=DatasetRef("customers", "2024-w36"),
+        source=SourceRef("https://git.example/churn", "a" * 40, "main", False),
+        environment=Environment("3.11.9", "linux", {"numpy": "1.26.4", "sklearn": "1.4.0"}),
+        run=None,
+        creator="alice",
+        created_at=datetime(2024, 9, 1, tzinfo=UTC),
+        tags={},
+        description="",
+        stage="production",
+        aliases=("champion",),
+    )
+    return dataclasses.replace(base, **changes)
+
+
+CHAMPION = version(42)
+CHALLENGER = version(
+    43,
+    files=(entry("model.onnx", "better weights"), entry("config.json", "{}"), entry("v.txt", "a")),
+    size=17,
+    params={"depth": "6", "lr": "0.1", "trees": "100"},
+    metrics={"auc": 0.87, "loss": 0.25, "f1": 0.5},
+    dataset=DatasetRef("customers", "2024-w37"),
+    source=SourceRef("https://git.example/churn", "b" * 40, "main", True),
+    environment=Environment("3.11.9", "linux", {"numpy": "2.0.0", "torch": "2.3.0"}),
+    creator="bob",
+    created_at=datetime(2024, 9, 8, tzinfo=UTC),
+    stage="development",
+    aliases=(),
+)
+
+
+def test_metrics_side_by_side_with_signed_deltas() -> None:
+    metrics = compare_versions(CHAMPION, CHALLENGER).metrics
+    assert list(metrics) == ["auc", "f1", "loss"]
+    assert metrics["auc"].delta == pytest.approx(0.02)
+    assert metrics["loss"].delta == pytest.approx(-0.05)  # signed, never judged
+    assert (metrics["f1"].a, metrics["f1"].b, metrics["f1"].status) == (None, 0.5, "added")
+    assert metrics["f1"].delta is None
+
+
+def test_params_packages_and_files_list_only_what_differs() -> None:
+    result = compare_versions(CHAMPION, CHALLENGER)
+    assert {k: (d.a, d.b, d.status) for k, d in result.params.items()} == {
+        "depth": ("5", "6", "changed"),
+        "seed": ("7", None, "removed"),
+        "trees": (None, "100", "added"),
+    }
+    assert {k: d.status for k, d in result.packages.items()} == {
+        "numpy": "changed",
+        "sklearn": "removed",
+        "torch": "added",
+    }
+    assert result.packages["numpy"].delta is None  # versions are text, not numbers
+    assert {p: d.status for p, d in result.files.items()} == {
+        "model.onnx": "changed",
+        "v.txt": "added",
+    }
+    changed = result.files["model.onnx"]
+    assert changed.a is not None and changed.b is not None
+    assert (changed.a.size, changed.b.size) == (7, 14)
+    assert result.unchanged == {"params": 1, "packages": 0, "files": 1}
+
+
+def test_lineage_environment_and_overview_keep_every_field() -> None:
+    result = compare_versions(CHAMPION, CHALLENGER)
+    assert (result.a, result.b) == ("churn/42", "churn/43")
+    lineage = {k: d.status for k, d in result.lineage.items()}
+    assert lineage["dataset.version"] == "changed" and lineage["dataset.name"] == "same"
+    assert lineage["source.commit"] == "changed" and lineage["source.repo"] == "same"
+    assert (result.lineage["source.dirty"].a, result.lineage["source.dirty"].b) == (False, True)
+    assert result.lineage["source.dirty"].delta is None  # a flag, not a number
+    assert {k: d.status for k, d in result.environment.items()} == {
+        "python": "same",
+        "platform": "same",
+    }
+    overview = result.overview
+    assert list(overview)[:4] == ["digest", "framework", "format", "size"]
+    assert overview["size"].delta == 8 and overview["files"].delta == 1
+    assert (overview["creator"].a, overview["creator"].b) == ("alice", "bob")
+    assert overview["created"].a == "2024-09-01T00:00:00.000000Z"
+    assert overview["aliases"].status == "removed"
+
+
+def test_a_version_without_lineage_compares_against_one_with() -> None:
+    bare = version(1, dataset=None, source=None, environment=None, params={}, metrics={})
+    result = compare_versions(bare, CHAMPION)
+    assert result.lineage["dataset.name"].status == "added"
+    assert result.environment["python"].status == "added"
+    assert set(result.packages) == {"numpy", "sklearn"}
+    assert compare_versions(bare, bare).files == {}
+    assert compare_versions(bare, bare).unchanged["files"] == 2
+
+
+def test_comparison_survives_json_unchanged() -> None:
+    result = compare_versions(CHAMPION, CHALLENGER)
+    assert Comparison.from_dict(result.as_dict()) == result
+    data = result.as_dict()
+    assert data["metrics"]["auc"]["status"] == "changed"
+    assert data["files"]["v.txt"] == {
+        "a": None,
+        "b": CHALLENGER.files[2].as_dict(),
+        "status": "added",
+    }
+
+
+def test_difference_status_and_delta() -> None:
+    assert Difference(None, None).status == "same"
+    assert Difference(1, 1.0).status == "same"
+    assert Difference("x", None).status == "removed"
+    assert Difference(True, False).delta is None
+    assert Difference(3, 5).delta == 2
+
+
+def test_gate_higher_is_better() -> None:
+    result = evaluate_gate(CHALLENGER, CHAMPION, ["auc"], min_delta=0.0)
+    assert result.passed and [c.passed for c in result.checks] == [True]
+    check = result.checks[0]
+    assert (check.challenger, check.against) == (0.87, 0.85)
+    assert check.delta == pytest.approx(0.02)
+    assert "0.87 (churn/43) vs 0.85 (churn/42)" in check.message
+    assert "+0.02" in check.message
+    assert not evaluate_gate(CHALLENGER, CHAMPION, ["auc"], min_delta=0.05).passed
+    # exactly min_delta passes, though in binary 0.3 - 0.1 is 0.19999999999999998
+    low, high = version(1, metrics={"auc": 0.1}), version(2, metrics={"auc": 0.3})
+    assert 0.3 - 0.1 < 0.2
+    assert evaluate_gate(high, low, ["auc"], min_delta=0.2).passed
+    assert not evaluate_gate(high, low, ["auc"], min_delta=0.2001).passed
+    # a negative min_delta tolerates a small loss
+    assert evaluate_gate(CHAMPION, CHALLENGER, ["auc"], min_delta=-0.03).passed
+    assert not evaluate_gate(CHAMPION, CHALLENGER, ["auc"], min_delta=-0.01).passed
+
+
+def test_gate_lower_is_better_and_every_metric_must_pass() -> None:
+    lower = evaluate_gate(CHALLENGER, CHAMPION, ["loss"], min_delta=0.05, lower_is_better=True)
+    assert lower.passed
+    assert "needs <= -0.05" in lower.checks[0].message
+    assert not evaluate_gate(CHALLENGER, CHAMPION, ["loss"], lower_is_better=False).passed
+    both = evaluate_gate(CHALLENGER, CHAMPION, ["auc", "loss"], min_delta=0.0)
+    assert [c.passed for c in both.checks] == [True, False]
+    assert not both.passed
+    # the same metric twice is checked once
+    assert len(evaluate_gate(CHALLENGER, CHAMPION, ["auc", "auc"]).checks) == 1
+
+
+def test_gate_fails_on_a_missing_metric_and_says_where() -> None:
+    result = evaluate_gate(CHALLENGER, CHAMPION, ["f1", "auc"])
+    f1 = result.checks[0]
+    assert not result.passed and not f1.passed
+    assert f1.message == "f1: missing on churn/42 (against): fail"
+    assert f1.delta is None
+    nowhere = evaluate_gate(CHALLENGER, CHAMPION, ["recall"]).checks[0].message
+    assert "churn/43 (challenger) and churn/42 (against)" in nowhere
+    assert GateResult.from_dict(result.as_dict()) == result
+    assert result.as_dict()["passed"] is False
+
+
+def test_gate_refuses_input_that_checks_nothing() -> None:
+    with pytest.raises(InvalidInput, match="at least one metric"):
+        evaluate_gate(CHALLENGER, CHAMPION, [])
+    with pytest.raises(InvalidInput, match="finite"):
+        evaluate_gate(CHALLENGER, CHAMPION, ["auc"], min_delta=float("nan"))
+    with pytest.raises(InvalidName):
+        evaluate_gate(CHALLENGER, CHAMPION, ["not a name"])
+
+
+def test_against_is_an_alias_of_the_same_model_or_a_reference() -> None:
+    assert against_reference("churn", "production") == "churn@production"
+    assert against_reference("churn", "churn/40") == "churn/40"
+    assert against_reference("churn", "fraud@champion") == "fraud@champion"
+    with pytest.raises(InvalidInput):
+        against_reference("churn", "")
