@@ -120,6 +120,7 @@ class Sample:
     json: Any = None
     content: bytes | None = None
     scope: str = "model"  # model | blob | anywhere | listing | registry
+    query: dict[str, str] = field(default_factory=dict)
 
 
 def inline_version(role: str) -> dict[str, Any]:
@@ -202,6 +203,10 @@ SAMPLES: dict[tuple[str, str], Sample] = {
     ),
     ("DELETE", "/api/v1/teams/{name}/members/{member}"): Sample(
         params={"name": "vteam-{role}", "member": "victim-{role}"}, scope=REGISTRY
+    ),
+    ("GET", "/api/v1/compare"): Sample(query={"a": "m-{role}/1", "b": "m-{role}@candidate"}),
+    ("GET", "/api/v1/gate"): Sample(
+        query={"challenger": "m-{role}@candidate", "against": "champion", "metric": "auc"}
     ),
 }
 for _kind, _victim in (
@@ -289,8 +294,9 @@ def test_permission_matrix(world: World, method: str, path: str, declared: str) 
         if isinstance(body, dict):
             body = {k: v.format(**values) if isinstance(v, str) else v for k, v in body.items()}
         content = sample.content.decode().format(**values).encode() if sample.content else None
+        query = {k: v.format(**values) for k, v in sample.query.items()}
         response = world.client.request(
-            method, url, json=body, content=content, headers=world.headers(role)
+            method, url, params=query, json=body, content=content, headers=world.headers(role)
         )
         want = expected(declared, sample.scope, role)
         where = f"{method} {url} as {role}: {response.status_code} {response.text[:300]}"

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
 
+import modelyard
+from modelyard.client.http import HttpTransport
+from modelyard.domain.access import PrincipalKind, Role
 from modelyard.domain.comparison import (
     Comparison,
     Difference,
@@ -19,6 +25,9 @@ from modelyard.domain.comparison import (
 from modelyard.domain.errors import InvalidInput, InvalidName
 from modelyard.domain.manifest import FileEntry
 from modelyard.domain.models import DatasetRef, Environment, SourceRef, Version
+from modelyard.service import RegistryService
+
+Tree = Callable[[dict[str, bytes]], Path]
 
 # -- the domain: pure --------------------------------------------------------------------------
 
@@ -209,3 +218,177 @@ def test_against_is_an_alias_of_the_same_model_or_a_reference() -> None:
     assert against_reference("churn", "fraud@champion") == "fraud@champion"
     with pytest.raises(InvalidInput):
         against_reference("churn", "")
+
+
+# -- a registry with a champion and a challenger -------------------------------------------------
+
+
+def seed(reg: modelyard.Registry, make_tree: Tree) -> None:
+    """churn/1 (production) and churn/2 differ in one file, metrics, params and lineage;
+    fraud/1 is another model."""
+    source = SourceRef("https://git.example/churn", "a" * 40, "main", False)
+    champion = make_tree({"model.bin": b"weights 1", "config.json": b"{}"})
+    reg.register(
+        "churn",
+        champion,
+        metrics={"auc": 0.85, "loss": 0.30},
+        params={"depth": 5},
+        dataset="customers@w36",
+        source=source,
+        environment=Environment("3.11.9", "linux", {"numpy": "1.26.4"}),
+    )
+    reg.register(
+        "churn",
+        make_tree({"model.bin": b"weights 2", "config.json": b"{}"}),
+        metrics={"auc": 0.87, "loss": 0.28},
+        params={"depth": 6},
+        dataset="customers@w37",
+        source=dataclasses.replace(source, commit="b" * 40),
+        environment=Environment("3.11.9", "linux", {"numpy": "2.0.0"}),
+    )
+    reg.set_alias("churn", "production", 1)
+    reg.register("fraud", champion, metrics={"auc": 0.7}, source=None, environment=None)
+
+
+@pytest.fixture
+def reg(client: TestClient, make_tree: Tree) -> modelyard.Registry:
+    registry = modelyard.Registry(HttpTransport("http://testserver", client=client))
+    seed(registry, make_tree)
+    return registry
+
+
+# -- REST, on SQLite and PostgreSQL ---------------------------------------------------------------
+
+
+def test_compare_over_rest(reg: modelyard.Registry, client: TestClient) -> None:
+    response = client.get("/api/v1/compare", params={"a": "churn@production", "b": "churn/2"})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert (body["a"], body["b"]) == ("churn/1", "churn/2")
+    assert body["metrics"]["auc"]["delta"] == pytest.approx(0.02)
+    assert body["metrics"]["loss"]["delta"] == pytest.approx(-0.02)
+    assert body["params"] == {"depth": {"a": "5", "b": "6", "status": "changed", "delta": None}}
+    assert body["lineage"]["dataset.version"]["status"] == "changed"
+    assert body["lineage"]["source.commit"] == {
+        "a": "a" * 40,
+        "b": "b" * 40,
+        "status": "changed",
+        "delta": None,
+    }
+    assert body["packages"]["numpy"]["status"] == "changed"
+    assert list(body["files"]) == ["model.bin"]
+    assert body["files"]["model.bin"]["a"]["size"] == len(b"weights 1")
+    assert body["unchanged"] == {"params": 0, "packages": 0, "files": 1}
+    assert body["overview"]["aliases"]["a"] == "production"
+
+    # two models: allowed, and the environment missing on one side reads as removed
+    across = client.get("/api/v1/compare", params={"a": "churn/2", "b": "fraud"}).json()
+    assert (across["a"], across["b"]) == ("churn/2", "fraud/1")
+    assert across["environment"]["python"]["status"] == "removed"
+    assert list(across["files"]) == ["model.bin"]  # config.json is the same
+
+
+@pytest.mark.parametrize(
+    ("query", "status", "code"),
+    [
+        ({"a": "churn/1", "b": "nope/1"}, 404, "model_not_found"),
+        ({"a": "churn@staging", "b": "churn/1"}, 404, "alias_not_found"),
+        ({"a": "churn/9", "b": "churn/1"}, 404, "version_not_found"),
+        ({"a": "Churn", "b": "churn/1"}, 400, "invalid_reference"),
+        ({"a": "churn/1"}, 400, "invalid_input"),
+    ],
+)
+def test_compare_errors_are_problems(
+    reg: modelyard.Registry, client: TestClient, query: dict[str, str], status: int, code: str
+) -> None:
+    response = client.get("/api/v1/compare", params=query)
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    assert response.json()["code"] == code
+
+
+def gate(client: TestClient, **query: Any) -> Any:
+    response = client.get("/api/v1/gate", params=query)
+    assert response.status_code == 200, response.text  # a losing challenger is not an error
+    return response.json()
+
+
+def test_gate_over_rest(reg: modelyard.Registry, client: TestClient) -> None:
+    passed = gate(client, challenger="churn/2", against="production", metric="auc")
+    assert passed["passed"] is True
+    assert (passed["challenger"], passed["against"]) == ("churn/2", "churn/1")
+    assert passed["checks"][0]["delta"] == pytest.approx(0.02)
+    assert passed["checks"][0]["challenger"] == 0.87 and passed["checks"][0]["against"] == 0.85
+
+    lost = gate(client, challenger="churn/2", against="production", metric="auc", min_delta=0.05)
+    assert lost["passed"] is False and lost["checks"][0]["passed"] is False
+
+    both = gate(
+        client,
+        challenger="churn/2",
+        against="churn/1",
+        metric=["loss"],
+        min_delta=0.01,
+        lower_is_better="true",
+    )
+    assert both["passed"] is True and both["lower_is_better"] is True
+    higher = gate(client, challenger="churn/2", against="production", metric=["auc", "loss"])
+    assert [c["passed"] for c in higher["checks"]] == [True, False]
+    assert higher["passed"] is False
+
+    missing = gate(client, challenger="churn/2", against="production", metric=["auc", "f1"])
+    assert missing["passed"] is False
+    assert missing["checks"][1]["message"] == (
+        "f1: missing on churn/2 (challenger) and churn/1 (against): fail"
+    )
+
+    other_model = gate(client, challenger="churn/2", against="fraud@latest", metric="auc")
+    assert other_model["against"] == "fraud/1" and other_model["passed"] is True
+
+
+@pytest.mark.parametrize(
+    ("query", "status", "code"),
+    [
+        ({"challenger": "churn/2", "against": "production"}, 400, "invalid_input"),
+        ({"challenger": "churn/2", "against": "staging", "metric": "auc"}, 404, "alias_not_found"),
+        ({"challenger": "churn/2", "against": "production", "metric": "a b"}, 400, "invalid_name"),
+        (
+            {"challenger": "churn/2", "against": "production", "metric": "auc", "min_delta": "nan"},
+            400,
+            "invalid_input",
+        ),
+        ({"challenger": "churn@", "against": "production", "metric": "auc"}, 400, None),
+    ],
+)
+def test_gate_errors_are_problems(
+    reg: modelyard.Registry,
+    client: TestClient,
+    query: dict[str, str],
+    status: int,
+    code: str | None,
+) -> None:
+    response = client.get("/api/v1/gate", params=query)
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    assert code is None or response.json()["code"] == code
+
+
+def test_a_model_the_caller_may_not_see_does_not_exist(
+    reg: modelyard.Registry, client: TestClient, service: RegistryService
+) -> None:
+    identity = service.identity
+    admin = service.access.authenticate(identity.bootstrap_admin("root", operator="test").token)
+    identity.create_principal(admin, "vera", PrincipalKind.USER)
+    identity.set_grant(admin, "vera", Role.VIEWER, model="churn")
+    headers = {"Authorization": f"Bearer {identity.create_token(admin, principal='vera').token}"}
+
+    same_model = client.get("/api/v1/compare?a=churn/1&b=churn/2", headers=headers)
+    assert same_model.status_code == 200, same_model.text
+    for url in (
+        "/api/v1/compare?a=churn/1&b=fraud/1",
+        "/api/v1/compare?a=fraud/1&b=churn/1",
+        "/api/v1/gate?challenger=churn/2&against=fraud/1&metric=auc",
+    ):
+        response = client.get(url, headers=headers)
+        assert (response.status_code, response.json()["code"]) == (404, "model_not_found"), url
+    assert client.get("/api/v1/compare?a=churn/1&b=churn/2").status_code == 401

@@ -10,6 +10,7 @@ from modelyard import __version__
 from modelyard.api import problems
 from modelyard.api.limits import BodyLimit
 from modelyard.api.routes import access, blobs, events, health, models, resolve, versions
+from modelyard.api.routes.compare import router as compare_router
 from modelyard.api.routes.resolve import ResolveFastPath
 from modelyard.service import RegistryService
 
@@ -33,6 +34,7 @@ def create_app(
     app.add_middleware(ResolveFastPath)  # added last: runs first
     for module in (health, blobs, models, versions, resolve, events, access):
         app.include_router(module.router)
+    app.include_router(compare_router)
     return app
 
 
