@@ -13,6 +13,8 @@ from fastapi.testclient import TestClient
 
 import modelyard
 from modelyard.client.http import HttpTransport
+from modelyard.client.local import LocalTransport
+from modelyard.config import Settings
 from modelyard.domain.access import PrincipalKind, Role
 from modelyard.domain.comparison import (
     Comparison,
@@ -392,3 +394,31 @@ def test_a_model_the_caller_may_not_see_does_not_exist(
         response = client.get(url, headers=headers)
         assert (response.status_code, response.json()["code"]) == (404, "model_not_found"), url
     assert client.get("/api/v1/compare?a=churn/1&b=churn/2").status_code == 401
+
+
+# -- the SDK ----------------------------------------------------------------------------------
+
+
+def test_the_sdk_returns_the_same_objects_over_http_and_in_process(
+    reg: modelyard.Registry, settings: Settings
+) -> None:
+    with modelyard.Registry(LocalTransport(settings.data_dir, settings.database_url)) as local:
+        for registry in (reg, local):
+            result = registry.compare("churn@production", "churn/2")
+            assert isinstance(result, modelyard.Comparison)
+            assert result.metrics["auc"].delta == pytest.approx(0.02)
+            verdict = registry.gate("churn/2", against="production", metrics=["auc", "loss"])
+            assert isinstance(verdict, modelyard.GateResult)
+            assert [c.passed for c in verdict.checks] == [True, False] and not verdict.passed
+            lower = registry.gate(
+                "churn/2", against="production", metrics=["loss"], lower_is_better=True
+            )
+            assert lower.passed
+        assert reg.compare("churn/1", "fraud") == local.compare("churn/1", "fraud")
+        assert reg.gate("churn/2", against="churn/1", metrics=["auc"], min_delta=0.01) == (
+            local.gate("churn/2", against="churn/1", metrics=["auc"], min_delta=0.01)
+        )
+        with pytest.raises(modelyard.InvalidInput, match="at least one metric"):
+            local.gate("churn/2", against="production", metrics=[])
+        with pytest.raises(modelyard.NotFound):
+            reg.compare("churn/1", "churn@staging")

@@ -20,6 +20,7 @@ from modelyard.domain.access import (
     Role,
     Token,
 )
+from modelyard.domain.comparison import Comparison, GateResult
 from modelyard.domain.models import Event, Model, Page, Version
 from modelyard.domain.versions import NewVersion
 
@@ -125,3 +126,16 @@ class Transport(Protocol):
     def set_protected_aliases(self, model: str, aliases: list[str]) -> Model: ...
 
     def close(self) -> None: ...
+
+    # -- champion vs challenger ------------------------------------------------------------
+
+    def compare(self, a: str, b: str) -> Comparison: ...
+
+    def gate(
+        self,
+        challenger: str,
+        against: str,
+        metrics: list[str],
+        min_delta: float,
+        lower_is_better: bool,
+    ) -> GateResult: ...
