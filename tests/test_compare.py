@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+import json
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,8 @@ from modelyard.domain.errors import InvalidInput, InvalidName
 from modelyard.domain.manifest import FileEntry
 from modelyard.domain.models import DatasetRef, Environment, SourceRef, Version
 from modelyard.service import RegistryService
+from tests.conftest import LiveServer
+from tests.test_cli import assert_user_error, run_many
 
 Tree = Callable[[dict[str, bytes]], Path]
 
@@ -422,3 +425,57 @@ def test_the_sdk_returns_the_same_objects_over_http_and_in_process(
             local.gate("churn/2", against="production", metrics=[])
         with pytest.raises(modelyard.NotFound):
             reg.compare("churn/1", "churn@staging")
+
+
+# -- the CLI, against a real server (once: the server start is the expensive part) -------------
+
+
+@pytest.fixture
+def sqlite_server(tmp_path: Path) -> Iterator[LiveServer]:
+    server = LiveServer(tmp_path / "server-data", None)
+    server.start()
+    yield server
+    server.stop()
+
+
+def test_cli_compare_and_gate_exit_codes(
+    sqlite_server: LiveServer, make_tree: Tree, tmp_path: Path
+) -> None:
+    url = sqlite_server.url
+    with modelyard.Registry(HttpTransport(url)) as registry:
+        seed(registry, make_tree)
+    challenge = ["gate", "churn/2", "--against", "production"]
+    commands = {
+        "compared": ["compare", "churn@production", "churn/2"],
+        "across": ["compare", "churn@production", "fraud", "--json"],
+        "passed": [*challenge, "--metric", "auc", "--min-delta", "0"],
+        "lost": [*challenge, "-m", "auc", "-m", "f1"],
+        "lower": ["gate", "churn/2", "--against", "churn/1", "-m", "loss", "--lower-is-better"],
+        "lost_json": [*challenge, "-m", "auc", "--min-delta", "0.05", "--json"],
+        "no_metric": challenge,
+        "bad_alias": ["compare", "churn@staging", "churn/2"],
+        "bad_ref": ["gate", "Churn/2", "--against", "production", "-m", "auc"],
+    }
+    out = dict(zip(commands, run_many(list(commands.values()), url=url, cwd=tmp_path), strict=True))
+
+    text = out["compared"].ok().stdout
+    for expected in ("churn/1 (churn@production)", "+0.02", "-0.02", "w37", "model.bin"):
+        assert expected in text, (expected, text)
+    assert "files (1 the same)" in text and "numpy" in text
+    assert json.loads(out["across"].ok().stdout)["b"] == "fraud/1"
+
+    passed = out["passed"].ok().stdout
+    assert "auc: 0.87 (churn/2) vs 0.85 (churn/1), delta +0.02 (needs >= +0): pass" in passed
+    assert "passed: churn/2 against churn/1, 1 of 1 checks passed" in passed
+    assert "needs <= +0" in out["lower"].ok().stdout
+
+    lost = out["lost"]
+    assert lost.returncode == 1 and "Traceback" not in lost.output, lost.output
+    assert "f1: missing on churn/2 (challenger) and churn/1 (against): fail" in lost.stdout
+    assert "failed: churn/2 against churn/1, 1 of 2 checks passed" in lost.stdout
+    assert out["lost_json"].returncode == 1, out["lost_json"].output
+    assert json.loads(out["lost_json"].stdout)["checks"][0]["passed"] is False
+
+    assert_user_error(out["no_metric"], contains="at least one metric")
+    assert_user_error(out["bad_alias"], contains="no alias 'staging'")
+    assert_user_error(out["bad_ref"], contains="Churn")

@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from modelyard.cli import access, output
+from modelyard.cli import access, compare, output
 from modelyard.cli.common import JsonOption, UrlOption, handles_errors, registry
 from modelyard.config import DEFAULT_DATA_DIR, DEFAULT_HOST, DEFAULT_PORT, DEFAULT_URL
 from modelyard.domain.errors import InvalidInput, ModelyardError
@@ -453,6 +453,7 @@ def journal_verify(url: UrlOption = DEFAULT_URL) -> None:
 
 
 access.install(app, alias_app)  # after the core commands, so --help lists those first
+compare.install(app)
 
 if __name__ == "__main__":  # pragma: no cover
     main()
