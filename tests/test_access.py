@@ -132,6 +132,7 @@ class Sample:
     json: Any = None
     content: bytes | None = None
     scope: str = "model"  # model | blob | anywhere | listing | registry
+    query: dict[str, str] = field(default_factory=dict)
 
 
 def inline_version(role: str) -> dict[str, Any]:
@@ -236,6 +237,10 @@ SAMPLES: dict[tuple[str, str], Sample] = {
     ("DELETE", "/api/v1/teams/{name}/members/{member}"): Sample(
         params={"name": "vteam-{role}", "member": "victim-{role}"}, scope=REGISTRY
     ),
+    ("GET", "/api/v1/compare"): Sample(query={"a": "m-{role}/1", "b": "m-{role}@candidate"}),
+    ("GET", "/api/v1/gate"): Sample(
+        query={"challenger": "m-{role}@candidate", "against": "champion", "metric": "auc"}
+    ),
 }
 for _kind, _victim in (
     (PrincipalKind.USER, "victim-{role}"),
@@ -329,8 +334,9 @@ def test_permission_matrix(world: World, method: str, path: str, declared: str) 
         if isinstance(body, dict):
             body = {k: fill(v) if isinstance(v, str) else v for k, v in body.items()}
         content = fill(sample.content.decode()).encode() if sample.content else None
+        query = {k: fill(v) for k, v in sample.query.items()}
         response = world.client.request(
-            method, url, json=body, content=content, headers=world.headers(role)
+            method, url, params=query, json=body, content=content, headers=world.headers(role)
         )
         want = expected(declared, sample.scope, role)
         where = f"{method} {url} as {role}: {response.status_code} {response.text[:300]}"

@@ -10,6 +10,13 @@
 from modelyard._version import __version__
 from modelyard.client.registry import Registry, connect
 from modelyard.domain.access import Grant, Identity, NewToken, Principal, Role, Token
+from modelyard.domain.comparison import (
+    Comparison,
+    Difference,
+    FileDifference,
+    GateCheck,
+    GateResult,
+)
 from modelyard.domain.errors import (
     Conflict,
     DigestMismatch,
@@ -27,14 +34,19 @@ from modelyard.domain.manifest import FileEntry
 from modelyard.domain.models import DatasetRef, Environment, Event, Model, Page, SourceRef, Version
 
 __all__ = [
+    "Comparison",
     "Conflict",
     "DatasetRef",
+    "Difference",
     "DigestMismatch",
     "Environment",
     "Evaluation",
     "Event",
+    "FileDifference",
     "FileEntry",
     "Forbidden",
+    "GateCheck",
+    "GateResult",
     "Grant",
     "Identity",
     "InvalidFilter",

@@ -12,6 +12,7 @@ from modelyard.api.limits import BodyLimit
 from modelyard.api.routes import (
     access,
     blobs,
+    compare,
     events,
     health,
     lifecycle,
@@ -40,7 +41,7 @@ def create_app(
     problems.install(app)
     app.add_middleware(BodyLimit)
     app.add_middleware(ResolveFastPath)  # added last: runs first
-    for module in (health, blobs, models, versions, resolve, events, access, lifecycle):
+    for module in (health, blobs, models, versions, resolve, events, access, lifecycle, compare):
         app.include_router(module.router)
     return app
 

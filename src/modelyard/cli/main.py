@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from modelyard.cli import access, lifecycle, output
+from modelyard.cli import access, compare, lifecycle, output
 from modelyard.cli.common import JsonOption, UrlOption, handles_errors, registry
 from modelyard.config import DEFAULT_DATA_DIR, DEFAULT_HOST, DEFAULT_PORT, DEFAULT_URL
 from modelyard.domain.errors import InvalidInput, ModelyardError
@@ -471,6 +471,7 @@ def journal_verify(url: UrlOption = DEFAULT_URL) -> None:
 # After the core commands, so that --help lists those first.
 lifecycle.install(app)
 access.install(app, alias_app)
+compare.install(app)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -21,6 +21,7 @@ from modelyard.domain.access import (
     Role,
     Token,
 )
+from modelyard.domain.comparison import Comparison, GateResult
 from modelyard.domain.errors import ModelyardError, Unavailable, error_from_problem
 from modelyard.domain.lifecycle import Promotion, TransitionRequest
 from modelyard.domain.models import Event, Model, Page, Version
@@ -332,6 +333,29 @@ class HttpTransport:
 
     def close(self) -> None:
         self.client.close()
+
+    # -- champion vs challenger ------------------------------------------------------------
+
+    def compare(self, a: str, b: str) -> Comparison:
+        data = self._json("GET", "/api/v1/compare", params={"a": a, "b": b})
+        return Comparison.from_dict(data)
+
+    def gate(
+        self,
+        challenger: str,
+        against: str,
+        metrics: list[str],
+        min_delta: float,
+        lower_is_better: bool,
+    ) -> GateResult:
+        params = {
+            "challenger": challenger,
+            "against": against,
+            "metric": metrics,
+            "min_delta": min_delta,
+            "lower_is_better": lower_is_better,
+        }
+        return GateResult.from_dict(self._json("GET", "/api/v1/gate", params=params))
 
 
 def _grant_path(principal: str, model: str | None) -> str:

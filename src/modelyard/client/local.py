@@ -19,6 +19,7 @@ from modelyard.domain.access import (
     Role,
     Token,
 )
+from modelyard.domain.comparison import Comparison, GateResult
 from modelyard.domain.lifecycle import Promotion, TransitionRequest
 from modelyard.domain.models import Event, Model, Page, Version
 from modelyard.domain.versions import NewVersion
@@ -224,3 +225,25 @@ class LocalTransport:
 
     def close(self) -> None:
         self.service.close()
+
+    # -- champion vs challenger ------------------------------------------------------------
+
+    def compare(self, a: str, b: str) -> Comparison:
+        return self.service.compare(a, b, caller=self.caller)
+
+    def gate(
+        self,
+        challenger: str,
+        against: str,
+        metrics: list[str],
+        min_delta: float,
+        lower_is_better: bool,
+    ) -> GateResult:
+        return self.service.gate(
+            challenger,
+            against,
+            caller=self.caller,
+            metrics=metrics,
+            min_delta=min_delta,
+            lower_is_better=lower_is_better,
+        )

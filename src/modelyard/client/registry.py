@@ -12,7 +12,7 @@ import os
 import queue
 import secrets
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
@@ -34,6 +34,7 @@ from modelyard.domain.access import (
     Role,
     Token,
 )
+from modelyard.domain.comparison import Comparison, GateResult
 from modelyard.domain.errors import DigestMismatch, Forbidden, InvalidInput, InvalidPath
 from modelyard.domain.journal import JournalReport, verify_chain
 from modelyard.domain.lifecycle import Promotion, TransitionRequest
@@ -483,6 +484,29 @@ class Registry:
     def protect_aliases(self, model: str, aliases: list[str]) -> Model:
         """Set which aliases only maintainers may move (default: champion, production)."""
         return self._transport.set_protected_aliases(model, aliases)
+
+    # -- champion vs challenger -----------------------------------------------------------
+
+    def compare(self, a: str, b: str) -> Comparison:
+        """Two versions side by side (any references, even of different models): metrics
+        with deltas (b - a), params, lineage, environment and files that differ."""
+        return self._transport.compare(a, b)
+
+    def gate(
+        self,
+        challenger: str,
+        *,
+        against: str,
+        metrics: Sequence[str],
+        min_delta: float = 0.0,
+        lower_is_better: bool = False,
+    ) -> GateResult:
+        """Whether ``challenger`` beats ``against`` by at least ``min_delta`` on every metric.
+
+        ``against``: an alias or stage of the challenger's model ("production") or any
+        reference. A missing metric fails; ``GateResult.passed`` is the verdict.
+        """
+        return self._transport.gate(challenger, against, list(metrics), min_delta, lower_is_better)
 
 
 def _read_chunks(path: Path, advance: Advance, hasher: Any = None) -> Iterator[bytes]:

@@ -20,6 +20,7 @@ from modelyard.domain.access import (
     Role,
     Token,
 )
+from modelyard.domain.comparison import Comparison, GateResult
 from modelyard.domain.lifecycle import Promotion, TransitionRequest
 from modelyard.domain.models import Event, Model, Page, Version
 from modelyard.domain.versions import NewVersion
@@ -150,3 +151,16 @@ class Transport(Protocol):
     def apply_policy(self, model: str | None, text: str) -> dict[str, Any]: ...
 
     def close(self) -> None: ...
+
+    # -- champion vs challenger ------------------------------------------------------------
+
+    def compare(self, a: str, b: str) -> Comparison: ...
+
+    def gate(
+        self,
+        challenger: str,
+        against: str,
+        metrics: list[str],
+        min_delta: float,
+        lower_is_better: bool,
+    ) -> GateResult: ...

@@ -34,6 +34,7 @@ from modelyard.domain.versions import (
     validate_tags,
 )
 from modelyard.service.access import AccessControl, Action
+from modelyard.service.comparison import Comparisons
 from modelyard.service.identity import IdentityService
 from modelyard.service.lifecycle import LifecycleService
 from modelyard.storage.blobs import BlobStore, BlobUpload
@@ -50,7 +51,7 @@ MAX_INLINE_FILE = 64 * 1024
 MAX_INLINE_TOTAL = 4 * 1024 * 1024
 
 
-class RegistryService:
+class RegistryService(Comparisons):
     def __init__(self, db: Database, blobs: BlobStore) -> None:
         self.db = db
         self.blobs = blobs

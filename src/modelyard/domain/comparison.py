@@ -1,0 +1,352 @@
+"""Champion vs challenger: what differs between two versions, and whether one beats the other.
+
+Pure: the service resolves both references (checking the caller may view each model) and
+hands the versions here. Results are values with ``as_dict``/``from_dict``, so the SDK
+returns the same objects in-process and over HTTP.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeGuard, TypeVar
+
+from modelyard.domain.errors import InvalidInput
+from modelyard.domain.manifest import FileEntry
+from modelyard.domain.models import Version, iso
+from modelyard.domain.names import validate_key
+
+Value = str | int | float | bool | None
+
+SAME = "same"
+ADDED = "added"
+REMOVED = "removed"
+CHANGED = "changed"
+
+MAX_GATE_METRICS = 100
+
+
+def _status(a: object, b: object) -> str:
+    if a == b:
+        return SAME
+    if a is None:
+        return ADDED
+    if b is None:
+        return REMOVED
+    return CHANGED
+
+
+def _is_number(value: object) -> TypeGuard[int | float]:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True, slots=True)
+class Difference:
+    """One field on both sides. ``delta`` is b - a when both are numbers: whether more is
+    better depends on the field, so it is left signed, never judged."""
+
+    a: Value
+    b: Value
+
+    @property
+    def status(self) -> str:
+        return _status(self.a, self.b)
+
+    @property
+    def delta(self) -> float | None:
+        a, b = self.a, self.b
+        return b - a if _is_number(a) and _is_number(b) else None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"a": self.a, "b": self.b, "status": self.status, "delta": self.delta}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Difference:
+        return cls(a=data.get("a"), b=data.get("b"))
+
+
+@dataclass(frozen=True, slots=True)
+class FileDifference:
+    """A path on both sides; files are the same when their sha256 is."""
+
+    a: FileEntry | None
+    b: FileEntry | None
+
+    @property
+    def status(self) -> str:
+        return _status(self.a and self.a.sha256, self.b and self.b.sha256)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "a": self.a.as_dict() if self.a else None,
+            "b": self.b.as_dict() if self.b else None,
+            "status": self.status,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> FileDifference:
+        return cls(a=_entry(data.get("a")), b=_entry(data.get("b")))
+
+
+def _entry(data: Mapping[str, Any] | None) -> FileEntry | None:
+    if data is None:
+        return None
+    return FileEntry(path=data["path"], size=int(data["size"]), sha256=data["sha256"])
+
+
+_SECTIONS = ("overview", "metrics", "params", "lineage", "environment", "packages")
+
+
+@dataclass(frozen=True, slots=True)
+class Comparison:
+    """Version ``a`` (say the champion) beside ``b`` (the challenger).
+
+    ``overview``, ``metrics``, ``lineage`` and ``environment`` hold every field of either
+    side, for reading side by side; ``params``, ``packages`` and ``files`` hold only what
+    differs (they can be long), with the number left out in ``unchanged``.
+    """
+
+    a: str
+    b: str
+    overview: dict[str, Difference]
+    metrics: dict[str, Difference]
+    params: dict[str, Difference]
+    lineage: dict[str, Difference]
+    environment: dict[str, Difference]
+    packages: dict[str, Difference]
+    files: dict[str, FileDifference]
+    unchanged: dict[str, int]
+
+    def as_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"a": self.a, "b": self.b}
+        for section in _SECTIONS:
+            diffs: dict[str, Difference] = getattr(self, section)
+            data[section] = {key: d.as_dict() for key, d in diffs.items()}
+        data["files"] = {path: d.as_dict() for path, d in self.files.items()}
+        data["unchanged"] = dict(self.unchanged)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Comparison:
+        sections = {
+            section: {key: Difference.from_dict(d) for key, d in data[section].items()}
+            for section in _SECTIONS
+        }
+        return cls(
+            a=data["a"],
+            b=data["b"],
+            files={path: FileDifference.from_dict(d) for path, d in data["files"].items()},
+            unchanged={k: int(v) for k, v in data["unchanged"].items()},
+            **sections,
+        )
+
+
+def compare_versions(a: Version, b: Version) -> Comparison:
+    """Everything a reviewer weighs before promoting ``b`` over ``a``, side by side."""
+    params, same_params = _split(_side_by_side(a.params, b.params))
+    packages, same_packages = _split(_side_by_side(_packages(a), _packages(b)))
+    files_a = {f.path: f for f in a.files}
+    files_b = {f.path: f for f in b.files}
+    files, same_files = _split(
+        {
+            path: FileDifference(files_a.get(path), files_b.get(path))
+            for path in sorted(files_a.keys() | files_b.keys())
+        }
+    )
+    return Comparison(
+        a=a.reference,
+        b=b.reference,
+        overview=_side_by_side(_overview(a), _overview(b), sort=False),
+        metrics=_side_by_side(a.metrics, b.metrics),
+        params=params,
+        lineage=_side_by_side(_lineage(a), _lineage(b), sort=False),
+        environment=_side_by_side(_platform(a), _platform(b), sort=False),
+        packages=packages,
+        files=files,
+        unchanged={"params": same_params, "packages": same_packages, "files": same_files},
+    )
+
+
+def _side_by_side(
+    a: Mapping[str, Value], b: Mapping[str, Value], *, sort: bool = True
+) -> dict[str, Difference]:
+    """Every key of either side (a missing key reads as None): sorted, or for a fixed set
+    of fields in the order the sides list them."""
+    keys = list(dict.fromkeys([*a, *b]))
+    return {key: Difference(a.get(key), b.get(key)) for key in (sorted(keys) if sort else keys)}
+
+
+D = TypeVar("D", Difference, FileDifference)
+
+
+def _split(diffs: dict[str, D]) -> tuple[dict[str, D], int]:
+    """What differs, and how many are the same."""
+    differing = {key: d for key, d in diffs.items() if d.status != SAME}
+    return differing, len(diffs) - len(differing)
+
+
+def _packages(v: Version) -> dict[str, str]:
+    return v.environment.packages if v.environment else {}
+
+
+def _overview(v: Version) -> dict[str, Value]:
+    return {
+        "digest": v.manifest_digest,
+        "framework": v.framework,
+        "format": v.format,
+        "size": v.size,
+        "files": len(v.files),
+        "stage": v.stage,
+        "aliases": ", ".join(v.aliases) or None,
+        "creator": v.creator,
+        "created": iso(v.created_at),
+    }
+
+
+def _lineage(v: Version) -> dict[str, Value]:
+    fields: dict[str, Value] = {}
+    for prefix, ref in (("dataset", v.dataset), ("source", v.source)):
+        if ref is not None:
+            fields.update({f"{prefix}.{key}": value for key, value in ref.as_dict().items()})
+    return {**fields, "run": v.run}
+
+
+def _platform(v: Version) -> dict[str, Value]:
+    env = v.environment
+    return {"python": env.python, "platform": env.platform} if env else {}
+
+
+# -- the gate ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class GateCheck:
+    """One metric of the gate: both values, and whether the challenger did well enough."""
+
+    metric: str
+    challenger: float | None
+    against: float | None
+    passed: bool
+    message: str
+
+    @property
+    def delta(self) -> float | None:
+        return Difference(self.against, self.challenger).delta
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "metric": self.metric,
+            "challenger": self.challenger,
+            "against": self.against,
+            "delta": self.delta,
+            "passed": self.passed,
+            "message": self.message,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> GateCheck:
+        return cls(
+            metric=data["metric"],
+            challenger=data.get("challenger"),
+            against=data.get("against"),
+            passed=bool(data["passed"]),
+            message=data["message"],
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class GateResult:
+    """The verdict for CI/CD: ``passed`` only when every check passed."""
+
+    challenger: str
+    against: str
+    min_delta: float
+    lower_is_better: bool
+    checks: tuple[GateCheck, ...]
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.checks) and all(check.passed for check in self.checks)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "passed": self.passed,
+            "challenger": self.challenger,
+            "against": self.against,
+            "min_delta": self.min_delta,
+            "lower_is_better": self.lower_is_better,
+            "checks": [check.as_dict() for check in self.checks],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> GateResult:
+        return cls(
+            challenger=data["challenger"],
+            against=data["against"],
+            min_delta=float(data["min_delta"]),
+            lower_is_better=bool(data["lower_is_better"]),
+            checks=tuple(GateCheck.from_dict(c) for c in data["checks"]),
+        )
+
+
+def against_reference(challenger_model: str, against: str) -> str:
+    """'production' means the challenger's model at that alias or stage; anything with a
+    '/' or '@' is already a full reference (possibly of another model)."""
+    if not against:
+        raise InvalidInput("'against' must name an alias or stage (production) or a reference")
+    if "@" in against or "/" in against:
+        return against
+    return f"{challenger_model}@{against}"
+
+
+def validate_gate(metrics: Sequence[str], min_delta: float) -> list[str]:
+    """The metrics to check, each once in the order given; refuses a gate that checks nothing."""
+    if not metrics:
+        raise InvalidInput("a gate needs at least one metric to compare (--metric auc)")
+    if len(metrics) > MAX_GATE_METRICS:
+        raise InvalidInput(f"a gate compares at most {MAX_GATE_METRICS} metrics")
+    if not math.isfinite(min_delta):
+        raise InvalidInput(f"min_delta must be a finite number, got {min_delta}")
+    return list(dict.fromkeys(validate_key(m, "metric name") for m in metrics))
+
+
+def evaluate_gate(
+    challenger: Version,
+    against: Version,
+    metrics: Sequence[str],
+    *,
+    min_delta: float = 0.0,
+    lower_is_better: bool = False,
+) -> GateResult:
+    """Does ``challenger`` beat ``against`` by at least ``min_delta`` on every metric?
+
+    Higher is better unless ``lower_is_better`` (then the challenger must be at least
+    ``min_delta`` lower). A metric missing on either side fails its check.
+    """
+    checks = tuple(
+        _check(metric, challenger, against, min_delta, lower_is_better)
+        for metric in validate_gate(metrics, min_delta)
+    )
+    return GateResult(challenger.reference, against.reference, min_delta, lower_is_better, checks)
+
+
+def _check(
+    metric: str, challenger: Version, against: Version, min_delta: float, lower_is_better: bool
+) -> GateCheck:
+    c, a = challenger.metrics.get(metric), against.metrics.get(metric)
+    if c is None or a is None:
+        sides = ((challenger, c, "challenger"), (against, a, "against"))
+        where = " and ".join(f"{v.reference} ({role})" for v, value, role in sides if value is None)
+        return GateCheck(metric, c, a, False, f"{metric}: missing on {where}: fail")
+    gain = a - c if lower_is_better else c - a
+    # Decimal inputs make binary noise (0.3 - 0.1 < 0.2): a gain equal to min_delta passes.
+    passed = gain >= min_delta or math.isclose(gain, min_delta, rel_tol=1e-9, abs_tol=1e-12)
+    # 0.0 - x, not -x: a zero threshold reads "+0", never "-0".
+    needs = f"<= {0.0 - min_delta:+g}" if lower_is_better else f">= {min_delta:+g}"
+    verdict = "pass" if passed else "fail"
+    message = (
+        f"{metric}: {c:g} ({challenger.reference}) vs {a:g} ({against.reference}),"
+        f" delta {c - a:+g} (needs {needs}): {verdict}"
+    )
+    return GateCheck(metric, c, a, passed, message)
