@@ -251,7 +251,7 @@ def seed(reg: modelyard.Registry, make_tree: Tree) -> None:
         source=dataclasses.replace(source, commit="b" * 40),
         environment=Environment("3.11.9", "linux", {"numpy": "2.0.0"}),
     )
-    reg.set_alias("churn", "production", 1)
+    reg.promote("churn/1", "production", override="the champion, for these tests")
     reg.register("fraud", champion, metrics={"auc": 0.7}, source=None, environment=None)
 
 
@@ -284,7 +284,7 @@ def test_compare_over_rest(reg: modelyard.Registry, client: TestClient) -> None:
     assert list(body["files"]) == ["model.bin"]
     assert body["files"]["model.bin"]["a"]["size"] == len(b"weights 1")
     assert body["unchanged"] == {"params": 0, "packages": 0, "files": 1}
-    assert body["overview"]["aliases"]["a"] == "production"
+    assert body["overview"]["stage"]["a"] == "production"
 
     # two models: allowed, and the environment missing on one side reads as removed
     across = client.get("/api/v1/compare", params={"a": "churn/2", "b": "fraud"}).json()
