@@ -154,22 +154,9 @@ class LifecycleService:
             current = self._current(tx, ref.model, to_stage)
             evaluation = _with_version(policy.evaluate(to_stage, version, current), policy_version)
             now = now_us()
-            if override is not None:
-                self._move(
-                    tx,
-                    caller,
-                    version_id,
-                    version,
-                    to_stage,
-                    policy,
-                    now,
-                    reason="override",
-                    extra={"override": override, "evaluation": evaluation.as_dict()},
-                )
-                return Promotion("executed", self._load(tx, version_id))
-            if not evaluation.passed:
+            if override is None and not evaluation.passed:
                 raise _refused(version, to_stage, evaluation)
-            if not spec.protected:
+            if override is not None or not spec.protected:
                 self._move(
                     tx,
                     caller,
@@ -178,8 +165,12 @@ class LifecycleService:
                     to_stage,
                     policy,
                     now,
-                    reason="promotion",
-                    extra={"comment": comment, "evaluation": evaluation.as_dict()},
+                    reason="promotion" if override is None else "override",
+                    extra={
+                        "comment": comment,
+                        "evaluation": evaluation.as_dict(),
+                        **({"override": override} if override is not None else {}),
+                    },
                 )
                 return Promotion("executed", self._load(tx, version_id))
             model_id = _model_id(tx, ref.model)

@@ -117,20 +117,21 @@ class LifecycleReader:
         stmt = select(events).where(events.c.model == model, events.c.kind.in_(list(kinds)))
         if until_us is not None:
             stmt = stmt.where(events.c.time_us <= until_us)
-        return [
-            Event(
-                seq=r.seq,
-                time=utc_from_us(r.time_us),
-                actor=r.actor,
-                kind=r.kind,
-                subject=r.subject,
-                payload=json.loads(r.payload),
-                prev_hash=r.prev_hash,
-                hash=r.hash,
-                token_id=r.token_id,
-            )
-            for r in self.conn.execute(stmt.order_by(events.c.seq))
-        ]
+        return [event_from_row(r) for r in self.conn.execute(stmt.order_by(events.c.seq))]
+
+
+def event_from_row(r: Any) -> Event:
+    return Event(
+        seq=r.seq,
+        time=utc_from_us(r.time_us),
+        actor=r.actor,
+        kind=r.kind,
+        subject=r.subject,
+        payload=json.loads(r.payload),
+        prev_hash=r.prev_hash,
+        hash=r.hash,
+        token_id=r.token_id,
+    )
 
 
 class LifecycleWriter(LifecycleReader):

@@ -48,7 +48,7 @@ from modelyard.domain.models import (
 )
 from modelyard.domain.references import Reference, RefKind
 from modelyard.storage.db.identity import IdentityReader, IdentityWriter, protected_aliases
-from modelyard.storage.db.lifecycle import LifecycleReader, LifecycleWriter
+from modelyard.storage.db.lifecycle import LifecycleReader, LifecycleWriter, event_from_row
 from modelyard.storage.db.tables import (
     aliases,
     blobs,
@@ -425,20 +425,7 @@ class Reader(IdentityReader, LifecycleReader):
         if kind is not None:
             stmt = stmt.where(events.c.kind == kind)
         rows = self.conn.execute(stmt.order_by(events.c.seq).limit(limit))
-        return [
-            Event(
-                seq=r.seq,
-                time=utc_from_us(r.time_us),
-                actor=r.actor,
-                kind=r.kind,
-                subject=r.subject,
-                payload=json.loads(r.payload),
-                prev_hash=r.prev_hash,
-                hash=r.hash,
-                token_id=r.token_id,
-            )
-            for r in rows
-        ]
+        return [event_from_row(r) for r in rows]
 
     # -- helpers --------------------------------------------------------------------------
 
