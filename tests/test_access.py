@@ -399,6 +399,10 @@ def test_expired_token(world: World, service: RegistryService) -> None:
     assert world.client.get("/api/v1/resolve/m-reader", headers=headers).is_success
     with pytest.raises(Exception, match="future"):
         service.identity.create_token(admin, expires_at=datetime.now(UTC) - timedelta(seconds=1))
+    naive = world.client.post(
+        "/api/v1/tokens", json={"expires_at": "2030-01-01T00:00:00"}, headers=world.headers("admin")
+    )
+    assert (naive.status_code, naive.json()["code"]) == (400, "invalid_input")
     # Two hours later by the registry's clock (no waiting): refused, even from the cache.
     later = datetime.now(UTC) + timedelta(hours=2)
     service.access.clock = lambda: int(later.timestamp() * 1_000_000)

@@ -204,6 +204,8 @@ class IdentityService:
             raise InvalidInput(f"a token name may be at most {MAX_TOKEN_NAME} characters")
         if model is not None:
             validate_model_name(model)
+        if expires_at is not None and expires_at.tzinfo is None:
+            raise InvalidInput("the expiry needs a time zone, e.g. 2026-12-31T00:00Z")
         expires_us = to_us(expires_at) if expires_at is not None else None
         if expires_us is not None and expires_us <= now_us():
             raise InvalidInput("the expiry must be in the future")
