@@ -479,3 +479,4 @@ def test_cli_compare_and_gate_exit_codes(
     assert_user_error(out["no_metric"], contains="at least one metric")
     assert_user_error(out["bad_alias"], contains="no alias 'staging'")
     assert_user_error(out["bad_ref"], contains="Churn")
+    assert out["bad_ref"].returncode == 2  # could not check, not "lost"

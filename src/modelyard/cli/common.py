@@ -27,8 +27,8 @@ UrlOption = Annotated[
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
 
-def handles_errors(func: F) -> F:
-    """Turn registry errors into one line on stderr and exit code 1 (no traceback)."""
+def handles_errors(func: F, exit_code: int = 1) -> F:
+    """Turn registry errors into one line on stderr and ``exit_code`` (no traceback)."""
 
     @wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -43,10 +43,10 @@ def handles_errors(func: F) -> F:
                 output.errors.print(
                     f"  failed: {failure['rule']} ({failure['detail']})", highlight=False
                 )
-            raise typer.Exit(1) from None
+            raise typer.Exit(exit_code) from None
         except OSError as exc:  # a file the user named: missing, unreadable, in the way
             output.errors.print(f"[red]error:[/red] {output.escape(str(exc))}", highlight=False)
-            raise typer.Exit(1) from None
+            raise typer.Exit(exit_code) from None
         except KeyboardInterrupt:
             output.errors.print("interrupted")
             raise typer.Exit(130) from None

@@ -17,8 +17,10 @@ Ref = Annotated[str, typer.Argument(help="NAME, NAME/N, NAME@ALIAS or NAME@sha25
 
 def install(app: typer.Typer) -> None:
     """Add the commands to the main app."""
-    for command in (compare, gate):
-        app.command()(handles_errors(command))
+    app.command()(handles_errors(compare))
+    # 1 means the challenger lost; 2 that it could not be checked, as for usage errors,
+    # so that a pipeline can tell a losing model from a broken step.
+    app.command()(handles_errors(gate, exit_code=2))
 
 
 def compare(a: Ref, b: Ref, url: UrlOption = DEFAULT_URL, json_out: JsonOption = False) -> None:
@@ -64,7 +66,8 @@ def gate(
     json_out: JsonOption = False,
 ) -> None:
     """Exit 0 when the challenger beats --against on every --metric by at least
-    --min-delta, 1 when it does not (a metric missing on either side fails).
+    --min-delta, 1 when it does not (a metric missing on either side fails), 2 when it
+    cannot be checked (a bad reference, an unreachable registry).
 
     [bold]Example[/bold]: modelyard gate churn/43 --against production --metric auc --min-delta 0
     """
