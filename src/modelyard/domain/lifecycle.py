@@ -84,9 +84,6 @@ class Approvals:
     team: str | None = None
     allow_self: bool = False
 
-    def as_dict(self) -> dict[str, Any]:
-        return {"count": self.count, "team": self.team, "allow_self": self.allow_self}
-
 
 @dataclass(frozen=True, slots=True)
 class RuleResult:

@@ -14,7 +14,6 @@ from modelyard.domain.errors import InvalidName, InvalidPath
 
 MAX_NAME_LENGTH: Final = 128
 MAX_PATH_LENGTH: Final = 1024
-MAX_TAG_KEY_LENGTH: Final = 128
 MAX_TAG_VALUE_LENGTH: Final = 1024
 
 _NAME_RE: Final = re.compile(r"[a-z0-9][a-z0-9._-]{0,127}")
