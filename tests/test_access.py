@@ -21,6 +21,7 @@ from sqlalchemy import text
 
 from modelyard.api import create_app
 from modelyard.domain.access import MINIMUM_ROLE, Caller, Permission, PrincipalKind, Role
+from modelyard.domain.errors import Conflict, InvalidInput, InvalidName
 from modelyard.domain.journal import verify_chain
 from modelyard.domain.manifest import FileEntry
 from modelyard.domain.versions import NewVersion
@@ -397,7 +398,7 @@ def test_expired_token(world: World, service: RegistryService) -> None:
     )
     headers = {"Authorization": f"Bearer {made.token}"}
     assert world.client.get("/api/v1/resolve/m-reader", headers=headers).is_success
-    with pytest.raises(Exception, match="future"):
+    with pytest.raises(InvalidInput, match="future"):
         service.identity.create_token(admin, expires_at=datetime.now(UTC) - timedelta(seconds=1))
     naive = world.client.post(
         "/api/v1/tokens", json={"expires_at": "2030-01-01T00:00:00"}, headers=world.headers("admin")
@@ -585,11 +586,11 @@ def test_first_user_needs_an_admin_and_local_mode_ends(service: RegistryService)
         assert remote.get("/api/v1/models").status_code == 401
 
 
-def test_pg_and_sqlite_agree_on_a_principal_namespace(service: RegistryService) -> None:
+def test_users_teams_and_service_accounts_share_one_namespace(service: RegistryService) -> None:
     made = service.identity.bootstrap_admin("alice", operator="t")
     admin = service.access.authenticate(made.token)
     service.identity.create_principal(admin, "shared", PrincipalKind.TEAM)
-    with pytest.raises(Exception, match="already exists"):
+    with pytest.raises(Conflict, match="already exists"):
         service.identity.create_principal(admin, "shared", PrincipalKind.USER)
-    with pytest.raises(Exception, match="not allowed"):
+    with pytest.raises(InvalidName, match="not allowed"):
         service.identity.create_principal(admin, "bad name", PrincipalKind.USER)

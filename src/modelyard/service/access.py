@@ -131,13 +131,16 @@ class AccessControl:
 
     def role(self, caller: Caller, model: str | None, tx: Reader | None = None) -> Role | None:
         """The role the caller may use on ``model`` (None: registry-wide), or None."""
+        return self.roles(caller, [model], tx)[model]
+
+    def roles(
+        self, caller: Caller, models: Sequence[str | None], tx: Reader | None = None
+    ) -> dict[str | None, Role | None]:
+        """``role`` for several models at once, reading the caller's grants once."""
         if caller.local:
-            return Role.ADMIN
-        best: Role | None = None
-        for granted_model, role in self.grants_of(caller, tx):
-            if (granted_model is None or granted_model == model) and (best is None or role > best):
-                best = role
-        return caller.limit(best, model)
+            return dict.fromkeys(models, Role.ADMIN)
+        granted = self.grants_of(caller, tx)
+        return {model: caller.limit(_best(granted, model), model) for model in models}
 
     def require(
         self,
@@ -179,10 +182,8 @@ class AccessControl:
             if caller.scope_model is not None
             else [model for model, _ in self.grants_of(caller)]
         )
-        for model in candidates:
-            role = self.role(caller, model)
-            if role is not None and role >= needed:
-                return
+        if any(r is not None and r >= needed for r in self.roles(caller, candidates).values()):
+            return
         raise _forbidden(caller, permission, None, None)
 
     def visibility(self, caller: Caller) -> Visibility | None:
@@ -190,8 +191,8 @@ class AccessControl:
         if caller.local:
             return None
         granted = self.grants_of(caller)
-        wide = self.role(caller, None)
         if caller.scope_model is None:
+            wide = caller.limit(_best(granted, None), None)
             if wide is Role.ADMIN:
                 return None
             if wide is not None:
@@ -199,6 +200,11 @@ class AccessControl:
             return Visibility(False, frozenset(m for m, _ in granted if m is not None))
         sees_scope = self.role(caller, caller.scope_model) is not None
         return Visibility(False, frozenset({caller.scope_model} if sees_scope else ()))
+
+
+def _best(granted: list[tuple[str | None, Role]], model: str | None) -> Role | None:
+    """The highest role granted on ``model`` or registry-wide."""
+    return max((role for on, role in granted if on is None or on == model), default=None)
 
 
 def _grants(tx: Reader, principal_id: int) -> list[tuple[str | None, Role]]:

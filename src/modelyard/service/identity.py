@@ -133,7 +133,7 @@ class IdentityService:
         with self.db.read() as tx:
             row = _principal(tx, name, kind)
             if kind is PrincipalKind.TEAM:
-                return next(p for p in tx.principals(kind) if p.name == name)
+                return tx.principals(kind, name)[0]
             return principal_from_row(row)
 
     def disable_principal(self, caller: Caller, name: str, kind: PrincipalKind) -> None:
@@ -182,7 +182,7 @@ class IdentityService:
                     now=now_us(),
                     model=None,
                 )
-            return next(p for p in tx.principals(PrincipalKind.TEAM) if p.name == team)
+            return tx.principals(PrincipalKind.TEAM, team)[0]
 
     # -- tokens -------------------------------------------------------------------------------
 
@@ -261,7 +261,7 @@ class IdentityService:
                 "read_only": read_only,
             }
         )
-        info = next(t for t in tx.tokens(principal_id) if t.id == parts.token_id)
+        info = tx.tokens(principal_id, parts.token_id)[0]
         tx.append_event(
             caller,
             kind="token.created",
@@ -301,7 +301,7 @@ class IdentityService:
                     now=now,
                     model=None,
                 )
-            return next(t for t in tx.tokens(record.principal_id) if t.id == token_id)
+            return tx.tokens(record.principal_id, token_id)[0]
 
     # -- grants -------------------------------------------------------------------------------
 

@@ -428,7 +428,7 @@ class LifecycleService:
 
     def _snapshot(self, tx: Reader, model_id: int, version_id: int, stage: str) -> dict[str, Any]:
         return {
-            "version_stage": self._load(tx, version_id).stage,
+            "version_stage": tx.version_stage(version_id),
             "occupants": sorted(o.number for o in tx.stage_occupants(model_id, stage)),
         }
 
@@ -489,12 +489,8 @@ class LifecycleService:
                 model=version.model,
             )
         for request in tx.requests(model_id=model_id, status="open"):
-            snapshot = tx.request_snapshot(request.id)
-            request_version = tx.resolve_id(
-                Reference(request.model, RefKind.NUMBER, request.version)
-            )
-            assert request_version is not None
-            if snapshot != self._snapshot(tx, model_id, request_version, request.to_stage):
+            version_id, snapshot = tx.request_basis(request.id)
+            if snapshot != self._snapshot(tx, model_id, version_id, request.to_stage):
                 self._close(tx, caller, request, "invalidated", "the stage or version changed")
 
     def _execute(

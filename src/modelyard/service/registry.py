@@ -101,10 +101,11 @@ class RegistryService(Comparisons):
         if size is not None and not caller.local:
             with self.db.read() as tx:
                 holders = tx.models_holding_blob(digest)
-            visible = [m for m in holders if self.access.role(caller, m) is not None]
+            roles = self.access.roles(caller, holders)
+            visible = [m for m, role in roles.items() if role is not None]
             if not visible:
                 size = None
-            elif all(self.access.role(caller, m) == Role.VIEWER for m in visible):
+            elif all(roles[m] == Role.VIEWER for m in visible):
                 self.access.require(caller, Permission.DOWNLOAD, visible[0])  # the 403
         if size is None:
             raise NotFound(f"blob sha256:{digest} not found", code="blob_not_found")

@@ -67,10 +67,12 @@ class IdentityReader:
     def principal(self, name: str) -> Row[Any] | None:
         return self.conn.execute(select(principals).where(principals.c.name == name)).first()
 
-    def principals(self, kind: PrincipalKind) -> list[Principal]:
-        rows = self.conn.execute(
-            select(principals).where(principals.c.kind == kind.value).order_by(principals.c.name)
-        ).all()
+    def principals(self, kind: PrincipalKind, name: str | None = None) -> list[Principal]:
+        """Every principal of a kind (or the one named), teams with their members."""
+        stmt = select(principals).where(principals.c.kind == kind.value)
+        if name is not None:
+            stmt = stmt.where(principals.c.name == name)
+        rows = self.conn.execute(stmt.order_by(principals.c.name)).all()
         members: dict[int, list[str]] = {r.id: [] for r in rows}
         if kind is PrincipalKind.TEAM and rows:
             member = principals.alias("member")
@@ -129,13 +131,15 @@ class IdentityReader:
             disabled=row.disabled_at is not None,
         )
 
-    def tokens(self, principal_id: int | None) -> list[Token]:
-        """Tokens of one principal, or of everyone (None), newest first."""
+    def tokens(self, principal_id: int | None, token_id: str | None = None) -> list[Token]:
+        """Tokens of one principal, or of everyone (None), newest first; or the one named."""
         stmt = select(tokens, principals.c.name.label("principal")).join(
             principals, tokens.c.principal_id == principals.c.id
         )
         if principal_id is not None:
             stmt = stmt.where(tokens.c.principal_id == principal_id)
+        if token_id is not None:
+            stmt = stmt.where(tokens.c.id == token_id)
         rows = self.conn.execute(stmt.order_by(tokens.c.created_at.desc()))
         return [
             Token(

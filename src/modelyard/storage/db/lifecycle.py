@@ -105,12 +105,20 @@ class LifecycleReader:
             for r in rows
         ]
 
-    def request_snapshot(self, request_id: int) -> dict[str, Any]:
-        text = self.conn.execute(
-            select(transition_requests.c.snapshot).where(transition_requests.c.id == request_id)
+    def request_basis(self, request_id: int) -> tuple[int, dict[str, Any]]:
+        """The version a request promotes and the snapshot it was made against."""
+        row = self.conn.execute(
+            select(transition_requests.c.version_id, transition_requests.c.snapshot).where(
+                transition_requests.c.id == request_id
+            )
+        ).one()
+        return int(row.version_id), json.loads(row.snapshot)
+
+    def version_stage(self, version_id: int) -> str:
+        stage: str = self.conn.execute(
+            select(versions.c.stage).where(versions.c.id == version_id)
         ).scalar_one()
-        snapshot: dict[str, Any] = json.loads(text)
-        return snapshot
+        return stage
 
     def model_events(self, model: str, kinds: Sequence[str], until_us: int | None) -> list[Event]:
         """The events of one model of these kinds, in order, up to a moment (None: now)."""
