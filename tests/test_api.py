@@ -567,6 +567,11 @@ def test_register_with_inline_files(client: TestClient) -> None:
     assert client.post("/api/v1/blobs/missing", json=asked).json() == {"missing": []}
     got = client.get("/api/v1/models/churn/versions/1/files/config.json")
     assert got.content == small
+    part = client.get(f"/api/v1/blobs/sha256:{sha(small)}", headers={"Range": "bytes=2-5"})
+    assert (part.status_code, part.content) == (206, small[2:6])
+    assert client.head(f"/api/v1/blobs/sha256:{sha(other)}").headers["Content-Length"] == str(
+        len(other)
+    )
     # inline content for a blob the server already holds is fine too
     again = client.post("/api/v1/models/churn/versions", json=body)
     assert again.status_code == 201

@@ -383,6 +383,22 @@ def test_small_files_can_come_inline_with_the_registration(service: RegistryServ
     )
     assert version.files == (entry,)
     assert b"".join(service.read_blob(entry.sha256)) == content
+    assert b"".join(service.read_blob(entry.sha256, 5, 8)) == content[5:8]
+    assert service.blob_size(ME, entry.sha256) == len(content)
+    assert service.missing_blobs(ME, [entry.sha256]) == []
+    # kept in the database, durable with the version's commit: no file in the blob store
+    assert not service.blobs.exists(entry.sha256)
+
+
+def test_a_blob_kept_in_the_database_can_still_be_uploaded(service: RegistryService) -> None:
+    content = b"small, then uploaded too"
+    entry = FileEntry("w.bin", len(content), hashlib.sha256(content).hexdigest())
+    inline = {entry.sha256: content}
+    service.register_version("m", NewVersion(files=[entry]), caller=ME, inline=inline)
+    assert put_blob(service, content) == FileEntry("model.bin", len(content), entry.sha256)
+    assert b"".join(service.read_blob(entry.sha256)) == content
+    service.register_version("m", NewVersion(files=[entry]), caller=ME, inline=inline)
+    assert service.resolve("m", caller=ME).version == 2
 
 
 def test_inline_contents_that_lie_write_nothing(service: RegistryService) -> None:

@@ -97,10 +97,10 @@ class RegistryService(Comparisons):
         """The size of a blob the caller may download: one of a version of a model they
         may read. A blob they cannot see answers as one that does not exist."""
         validate_digest_hex(digest)
-        size = self.blobs.size(digest)
+        with self.db.read() as tx:
+            size = tx.blob_sizes([digest]).get(digest)
+            holders = tx.models_holding_blob(digest) if size is not None else []
         if size is not None and not caller.local:
-            with self.db.read() as tx:
-                holders = tx.models_holding_blob(digest)
             roles = self.access.roles(caller, holders)
             visible = [m for m, role in roles.items() if role is not None]
             if not visible:
@@ -112,8 +112,14 @@ class RegistryService(Comparisons):
         return size
 
     def read_blob(self, digest: str, start: int = 0, end: int | None = None) -> Iterator[bytes]:
-        """The bytes of a blob; callers check access first (blob_size, file_entry)."""
-        return self.blobs.read(validate_digest_hex(digest), start, end)
+        """The bytes of a blob, from the database or the blob store; callers check access
+        first (blob_size, file_entry)."""
+        validate_digest_hex(digest)
+        with self.db.read() as tx:
+            content = tx.blob_content(digest)
+        if content is not None:
+            return iter([content[start:end]])
+        return self.blobs.read(digest, start, end)
 
     # -- models ---------------------------------------------------------------------------
 
@@ -243,22 +249,23 @@ class RegistryService(Comparisons):
     ) -> Version:
         """Create the next version of ``name`` (and the model on first registration).
 
-        Every blob the manifest names must be in the store or come ``inline`` (digest ->
-        bytes, for small files: one request instead of three). Inline blobs are verified
-        and made durable before the transaction that references them. The number is
-        assigned under the journal lock, so numbers are gapless under concurrency.
+        Every blob the manifest names must be held already or come ``inline`` (digest ->
+        bytes, for small files: one request instead of three). Inline blobs are verified,
+        then kept in the database by the very transaction that creates the version: one
+        commit makes both durable. The number is assigned under the journal lock, so
+        numbers are gapless under concurrency.
         """
         validate_model_name(name)
         self.access.require(caller, Permission.REGISTER, name)
         spec = validate_new_version(spec)
-        inline_sizes = self._store_inline(spec, inline or {})
+        inline = self._check_inline(spec, inline or {})
         framework, fmt = spec.framework, spec.format
         if framework is None and fmt is None:
             framework, fmt = detect_framework(f.path for f in spec.files)
         digest = manifest_digest(spec.files)
         size = sum(f.size for f in spec.files)
         with self.db.write() as tx:
-            tx.record_blobs(inline_sizes)
+            tx.record_inline_blobs(inline)
             stored = tx.blob_sizes([f.sha256 for f in spec.files])
             missing = sorted({f.sha256 for f in spec.files} - stored.keys())
             if missing:
@@ -354,18 +361,18 @@ class RegistryService(Comparisons):
             aliases=(),
         )
 
-    def _store_inline(self, spec: NewVersion, inline: Mapping[str, bytes]) -> dict[str, int]:
+    def _check_inline(self, spec: NewVersion, inline: Mapping[str, bytes]) -> Mapping[str, bytes]:
+        """Check the small files that came with a registration: each named by the manifest,
+        within the limits, and hashing to its digest (even when the registry holds the blob
+        already: what is recorded must be the bytes the digest names)."""
         named = {f.sha256 for f in spec.files}
         if sum(len(content) for content in inline.values()) > MAX_INLINE_TOTAL:
             raise TooLarge(f"inline file contents may total at most {MAX_INLINE_TOTAL} bytes")
-        sizes: dict[str, int] = {}
         for digest, content in inline.items():
             if len(content) > MAX_INLINE_FILE:
                 raise TooLarge(f"inline files may be at most {MAX_INLINE_FILE} bytes each")
             if digest not in named:
                 raise InvalidInput(f"inline content sha256:{digest} is not in the manifest")
-            # Checked here even when the store already holds the blob: the size recorded
-            # below comes from these bytes, so they must be the bytes the digest names.
             actual = hashlib.sha256(content).hexdigest()
             if actual != digest:
                 raise DigestMismatch(
@@ -374,12 +381,7 @@ class RegistryService(Comparisons):
                     expected=f"sha256:{digest}",
                     actual=f"sha256:{actual}",
                 )
-            if not self.blobs.exists(digest):
-                upload = self.blobs.begin_upload(digest)
-                upload.write(content)
-                upload.commit()
-            sizes[digest] = len(content)
-        return sizes
+        return inline
 
     def get_version(self, name: str, number: int, *, caller: Caller) -> Version:
         return self.resolve(

@@ -101,6 +101,7 @@ _LOCK_MODEL = select(models).where(models.c.name == bindparam("name")).with_for_
 _BLOB_SIZES = select(blobs.c.digest, blobs.c.size).where(
     blobs.c.digest.in_(bindparam("digests", expanding=True))
 )
+_BLOB_CONTENT = select(blobs.c.content).where(blobs.c.digest == bindparam("digest"))
 _INSERT_VERSION = insert(versions).returning(versions.c.id)
 _BUMP_MODEL = (
     update(models)
@@ -147,7 +148,7 @@ class Database:
         True when this is news, False when the blob was recorded already.
         """
         with self.engine.begin() as conn:
-            return _record_blobs(conn, {digest: size}) > 0
+            return _record_blobs(conn, [(digest, size, None)]) > 0
 
     def head_seq(self) -> int:
         """The journal head's sequence number, read outside any transaction.
@@ -406,6 +407,11 @@ class Reader(IdentityReader, LifecycleReader):
                 sizes[digest] = size
         return sizes
 
+    def blob_content(self, digest: str) -> bytes | None:
+        """The bytes of a blob kept in the database; None for one in the blob store."""
+        content = self.conn.execute(_BLOB_CONTENT, {"digest": digest}).scalar()
+        return None if content is None else bytes(content)
+
     # -- journal --------------------------------------------------------------------------
 
     def events_after(
@@ -444,10 +450,10 @@ class Writer(Reader, IdentityWriter, LifecycleWriter):
         self._seq = head_seq
         self._hash = head_hash
 
-    def record_blobs(self, sizes: Mapping[str, int]) -> None:
-        """Record blobs written for this transaction (inline files of a registration)."""
-        if sizes:
-            _record_blobs(self.conn, sizes)
+    def record_inline_blobs(self, contents: Mapping[str, bytes]) -> None:
+        """Keep the bytes of a registration's inline files, in its own transaction; a blob
+        the registry already holds is left as it is."""
+        _record_blobs(self.conn, [(d, len(content), content) for d, content in contents.items()])
 
     def lock_model(self, name: str) -> Row[Any] | None:
         return self.conn.execute(_LOCK_MODEL, {"name": name}).first()
@@ -611,15 +617,18 @@ def visible_condition(column: Any, visible: Visibility) -> ColumnElement[bool]:
     return column.in_(sorted(visible.models))  # type: ignore[no-any-return]
 
 
-def _record_blobs(conn: Connection, sizes: Mapping[str, int]) -> int:
-    """Insert the blobs not yet recorded; returns how many were new."""
+def _record_blobs(conn: Connection, rows: Sequence[tuple[str, int, bytes | None]]) -> int:
+    """Insert the (digest, size, content) blobs not yet recorded; returns how many were new.
+
+    ``content`` is None for a blob in the blob store, the bytes for one kept in the database.
+    """
     dialect = sqlite if conn.dialect.name == "sqlite" else postgresql
     now = now_us()
     new = 0
     # RETURNING, not rowcount: psycopg reports -1 for an INSERT ... ON CONFLICT here.
     stmt = dialect.insert(blobs).on_conflict_do_nothing().returning(blobs.c.digest)
-    for digest, size in sizes.items():
-        row = {"digest": digest, "size": size, "created_at": now}
+    for digest, size, content in rows:
+        row = {"digest": digest, "size": size, "created_at": now, "content": content}
         new += len(conn.execute(stmt, row).all())
     return new
 

@@ -15,6 +15,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -141,6 +142,9 @@ blobs = Table(
     Column("digest", String(64), primary_key=True),
     Column("size", BigInteger, nullable=False),
     Column("created_at", BigInteger, nullable=False),
+    # The bytes of a small file that came inline with a registration: kept here, they are
+    # durable with the version's own commit (no file, no extra fsyncs). NULL: in the blob store.
+    Column("content", LargeBinary, nullable=True),
 )
 
 events = Table(
