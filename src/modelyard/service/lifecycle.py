@@ -39,30 +39,27 @@ class LifecycleService:
     def __init__(self, db: Database, access: AccessControl) -> None:
         self.db = db
         self.access = access
-        self._policies: dict[str, tuple[int, Policy, int | None]] = {}
+        self._policies: dict[int, Policy] = {}
 
     # -- policies -----------------------------------------------------------------------------
 
     def policy_in_force(self, tx: Reader, model: str) -> tuple[Policy, int | None]:
         """The model's newest policy, else the registry's, else the defaults; and its version.
 
-        Cached while the journal head stands still (applying a policy appends an event):
-        registration asks for it to know a new version's first stage.
+        Registration asks this for a new version's first stage, so it is one small indexed
+        query: a stored policy never changes (applying one adds a row), so each is parsed
+        once per process and kept by id.
         """
-        seq = self.db.head_seq()
-        cached = self._policies.get(model)
-        if cached is not None and cached[0] == seq:
-            return cached[1], cached[2]
-        found: tuple[Policy, int | None] = (Policy(), None)
-        for key in (model, None):
-            row = tx.latest_policy(key)
-            if row is not None:
-                found = (parse_policy(json.loads(row.document)), row.version)
-                break
-        if len(self._policies) >= 4096:
-            self._policies.clear()
-        self._policies[model] = (seq, *found)
-        return found
+        row = tx.policy_in_force(model)
+        if row is None:
+            return Policy(), None
+        policy = self._policies.get(row.id)
+        if policy is None:
+            policy = parse_policy(json.loads(tx.policy_document(row.id)))
+            if len(self._policies) >= 4096:
+                self._policies.clear()
+            self._policies[row.id] = policy
+        return policy, row.version
 
     def get_policy(self, caller: Caller, model: str | None) -> dict[str, Any]:
         """The policy document in force (with its text and version) and the stages."""

@@ -10,7 +10,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, delete, func, insert, select, update
+from sqlalchemy import Connection, bindparam, delete, func, insert, or_, select, update
 
 from modelyard.domain.lifecycle import Approval, Evaluation, TransitionRequest
 from modelyard.domain.models import Event, utc_from_us
@@ -29,6 +29,16 @@ _REQUESTS = (
     .join(versions, transition_requests.c.version_id == versions.c.id)
 )
 
+# Built once: registration runs it on every call, and building a select costs more than
+# running this one.
+_POLICY_IN_FORCE = (
+    select(policies.c.id, policies.c.version)
+    .where(or_(policies.c.model == bindparam("model"), policies.c.model.is_(None)))
+    .order_by(policies.c.model.is_(None), policies.c.version.desc())
+    .limit(1)
+)
+_POLICY_DOCUMENT = select(policies.c.document).where(policies.c.id == bindparam("id"))
+
 
 class LifecycleReader:
     conn: Connection
@@ -42,6 +52,13 @@ class LifecycleReader:
             .order_by(policies.c.version.desc())
             .limit(1)
         ).first()
+
+    def policy_in_force(self, model: str) -> Any:
+        """(id, version) of the model's newest policy, else the registry's; None if neither."""
+        return self.conn.execute(_POLICY_IN_FORCE, {"model": model}).first()
+
+    def policy_document(self, policy_id: int) -> str:
+        return str(self.conn.execute(_POLICY_DOCUMENT, {"id": policy_id}).scalar_one())
 
     def stage_occupants(self, model_id: int, stage: str) -> list[Any]:
         """(id, number) of the versions in a stage, most recently promoted first."""

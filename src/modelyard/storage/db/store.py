@@ -22,7 +22,9 @@ from sqlalchemy import (
     ColumnElement,
     Connection,
     Engine,
+    Insert,
     Row,
+    Table,
     and_,
     bindparam,
     delete,
@@ -502,7 +504,7 @@ class Writer(Reader, IdentityWriter, LifecycleWriter):
         row = {"model_id": model_id, "number": number, "created_at": now, **values}
         version_id = self.conn.execute(_INSERT_VERSION, row).scalar_one()
         self.conn.execute(
-            insert(version_files),
+            _insert_into(version_files),
             [
                 {"version_id": version_id, "path": f.path, "size": f.size, "sha256": f.sha256}
                 for f in files
@@ -605,7 +607,7 @@ class Writer(Reader, IdentityWriter, LifecycleWriter):
     ) -> None:
         if values:
             self.conn.execute(
-                insert(table),
+                _insert_into(table),
                 [{owner_column: owner_id, "key": k, "value": v} for k, v in values.items()],
             )
 
@@ -622,15 +624,27 @@ def _record_blobs(conn: Connection, rows: Sequence[tuple[str, int, bytes | None]
 
     ``content`` is None for a blob in the blob store, the bytes for one kept in the database.
     """
-    dialect = sqlite if conn.dialect.name == "sqlite" else postgresql
+    stmt = _insert_new_blobs(conn.dialect.name)
     now = now_us()
     new = 0
-    # RETURNING, not rowcount: psycopg reports -1 for an INSERT ... ON CONFLICT here.
-    stmt = dialect.insert(blobs).on_conflict_do_nothing().returning(blobs.c.digest)
     for digest, size, content in rows:
         row = {"digest": digest, "size": size, "created_at": now, "content": content}
         new += len(conn.execute(stmt, row).all())
     return new
+
+
+# Statements on the registration path are built once: building one costs about as much
+# as running it.
+@functools.cache
+def _insert_into(table: Table) -> Insert:
+    return insert(table)
+
+
+@functools.cache
+def _insert_new_blobs(dialect_name: str) -> Any:
+    dialect = sqlite if dialect_name == "sqlite" else postgresql
+    # RETURNING, not rowcount: psycopg reports -1 for an INSERT ... ON CONFLICT here.
+    return dialect.insert(blobs).on_conflict_do_nothing().returning(blobs.c.digest)
 
 
 @functools.lru_cache(maxsize=256)
