@@ -155,8 +155,8 @@ class LiveServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 30.0) -> None:
-        self.port = free_port()
+    def start(self, timeout: float = 30.0, port: int | None = None) -> None:
+        self.port = port or free_port()
         command = [sys.executable, "-m", "modelyard", "serve", "--port", str(self.port)]
         command += ["--host", self.host]
         command += ["--data-dir", str(self.data_dir), "--log-level", "warning"]

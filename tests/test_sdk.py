@@ -6,6 +6,7 @@ import hashlib
 import os
 import subprocess
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 
@@ -14,9 +15,11 @@ from fastapi.testclient import TestClient
 
 import modelyard
 from modelyard.api import create_app
+from modelyard.client.connections import proxied
 from modelyard.client.http import HttpTransport
 from modelyard.client.registry import Registry
 from modelyard.service import RegistryService
+from tests.conftest import LiveServer
 
 Tree = Callable[[dict[str, bytes]], Path]
 
@@ -221,3 +224,46 @@ def test_lifecycle_through_the_sdk(reg: Registry, make_tree: Tree) -> None:
     assert reg.resolve("churn@production", as_of=moved_at).version == first.version
     with pytest.raises(modelyard.Conflict):
         reg.rollback("churn", stage="production")  # nothing held it before
+
+
+# -- the SDK's own connections (http.client, keep-alive) against a real server ----------------
+
+
+def test_a_registry_shared_by_threads_gives_each_its_connection(
+    live_server: LiveServer, make_tree: Callable[[dict[str, bytes]], Path]
+) -> None:
+    with modelyard.connect(live_server.url) as reg:
+        for i in range(3):
+            reg.register("m", make_tree({"w.bin": f"weights {i}".encode()}))
+        reg.set_alias("m", "champion", 2)
+        with ThreadPoolExecutor(8) as pool:
+            found = list(pool.map(lambda i: reg.resolve(f"m/{1 + i % 3}").version, range(300)))
+        assert found == [1 + i % 3 for i in range(300)]
+        assert reg.resolve("m@champion").version == 2
+
+
+def test_the_sdk_reconnects_after_the_server_restarts(
+    live_server: LiveServer, make_tree: Callable[[dict[str, bytes]], Path]
+) -> None:
+    with modelyard.connect(live_server.url) as reg:
+        reg.register("m", make_tree({"w.bin": b"weights"}))
+        assert reg.resolve("m").version == 1
+        live_server.stop()  # the kept-alive connection is now closed by the other end
+        live_server.start(port=live_server.port)
+        assert reg.resolve("m").version == 1
+        assert reg.register("m", make_tree({"w.bin": b"new weights"})).version == 2
+
+
+def test_requests_go_through_httpx_when_a_proxy_applies(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+    url = "http://registry.internal:8080"
+    assert not proxied(url)
+    assert HttpTransport(url)._direct is not None
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy.internal:3128")
+    assert proxied(url)
+    assert not proxied("https://registry.internal")
+    assert HttpTransport(url)._direct is None
+    monkeypatch.setenv("NO_PROXY", "registry.internal")
+    assert not proxied(url)

@@ -8,10 +8,11 @@ import json
 from collections.abc import Iterable, Iterator
 from datetime import datetime
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 import httpx
 
+from modelyard.client.connections import DirectConnections, proxied
 from modelyard.domain.access import (
     Grant,
     Identity,
@@ -51,18 +52,45 @@ class HttpTransport:
         self.client = client or httpx.Client(
             base_url=self.url, timeout=httpx.Timeout(timeout, connect=10.0)
         )
+        self._direct = (
+            DirectConnections(self.url, timeout) if client is None and not proxied(url) else None
+        )
 
     # -- plumbing -------------------------------------------------------------------------
 
-    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, Any] | None = None,
+        body: Any = None,
+        content: Iterable[bytes] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> bytes:
+        """Send a request with a JSON ``body`` or streamed ``content``; the answer's body.
+
+        Raises the problem the server answered for a status of 400 or more.
+        """
+        target = f"{path}?{_encode_query(params)}" if params else path
+        sent = {**self._headers, **(headers or {})}
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode()
+            sent["Content-Type"] = "application/json"
         try:
-            headers = {**self._headers, **kwargs.pop("headers", {})}
-            response = self.client.request(method, path, headers=headers, **kwargs)
-        except httpx.TransportError as exc:
+            if self._direct is not None and content is None:
+                status, answer = self._direct.send(method, target, data, sent)
+            else:
+                response = self.client.request(
+                    method, target, content=content if content is not None else data, headers=sent
+                )
+                status, answer = response.status_code, response.content
+        except (httpx.TransportError, OSError, http.client.HTTPException) as exc:
             raise self._unreachable(exc) from None
-        if response.status_code >= 400:
-            raise _error(response)
-        return response
+        if status >= 400:
+            raise _error_from(status, answer)
+        return answer
 
     def _unreachable(self, exc: Exception) -> ModelyardError:
         return Unavailable(
@@ -72,13 +100,13 @@ class HttpTransport:
         )
 
     def _json(self, method: str, path: str, **kwargs: Any) -> Any:
-        return self._request(method, path, **kwargs).json()
+        return json.loads(self._request(method, path, **kwargs))
 
     # -- transport ------------------------------------------------------------------------
 
     def missing_blobs(self, digests: list[str]) -> list[str]:
         body = {"digests": [f"sha256:{d}" for d in digests]}
-        data = self._json("POST", "/api/v1/blobs/missing", json=body)
+        data = self._json("POST", "/api/v1/blobs/missing", body=body)
         return [d.removeprefix("sha256:") for d in data["missing"]]
 
     def upload_blob(self, digest: str | None, chunks: Iterable[bytes], size: int) -> str:
@@ -87,13 +115,13 @@ class HttpTransport:
             if digest is None
             else ("PUT", f"/api/v1/blobs/sha256:{digest}")
         )
-        response = self._request(
+        answer = self._json(
             method,
             url,
             content=chunks,
             headers={"Content-Length": str(size), "Content-Type": "application/octet-stream"},
         )
-        return str(response.json()["digest"]).removeprefix("sha256:")
+        return str(answer["digest"]).removeprefix("sha256:")
 
     def read_file(self, version: Version, path: str, sha256: str) -> Iterator[bytes]:
         if self._direct_downloads:
@@ -153,7 +181,7 @@ class HttpTransport:
             "framework": spec.framework,
             "format": spec.format,
         }
-        data = self._json("POST", f"/api/v1/models/{_seg(name)}/versions", json=body)
+        data = self._json("POST", f"/api/v1/models/{_seg(name)}/versions", body=body)
         return Version.from_dict(data)
 
     def resolve(self, reference: str, as_of: datetime | None = None) -> Version:
@@ -170,7 +198,7 @@ class HttpTransport:
     ) -> Version:
         body = _patch_body(description, tags)
         path = f"/api/v1/models/{_seg(name)}/versions/{number}"
-        return Version.from_dict(self._json("PATCH", path, json=body))
+        return Version.from_dict(self._json("PATCH", path, body=body))
 
     def list_versions(
         self,
@@ -186,7 +214,7 @@ class HttpTransport:
 
     def create_model(self, name: str, description: str, tags: dict[str, str]) -> Model:
         body = {"name": name, "description": description, "tags": tags}
-        return Model.from_dict(self._json("POST", "/api/v1/models", json=body))
+        return Model.from_dict(self._json("POST", "/api/v1/models", body=body))
 
     def get_model(self, name: str) -> Model:
         return Model.from_dict(self._json("GET", f"/api/v1/models/{_seg(name)}"))
@@ -195,7 +223,7 @@ class HttpTransport:
         self, name: str, description: str | None, tags: dict[str, str | None] | None
     ) -> Model:
         body = _patch_body(description, tags)
-        return Model.from_dict(self._json("PATCH", f"/api/v1/models/{_seg(name)}", json=body))
+        return Model.from_dict(self._json("PATCH", f"/api/v1/models/{_seg(name)}", body=body))
 
     def delete_model(self, name: str) -> None:
         self._request("DELETE", f"/api/v1/models/{_seg(name)}")
@@ -213,7 +241,7 @@ class HttpTransport:
 
     def set_alias(self, name: str, alias: str, number: int) -> Version:
         path = f"/api/v1/models/{_seg(name)}/aliases/{_seg(alias)}"
-        return Version.from_dict(self._json("PUT", path, json={"version": number}))
+        return Version.from_dict(self._json("PUT", path, body={"version": number}))
 
     def delete_alias(self, name: str, alias: str) -> None:
         self._request("DELETE", f"/api/v1/models/{_seg(name)}/aliases/{_seg(alias)}")
@@ -229,7 +257,7 @@ class HttpTransport:
 
     def create_principal(self, kind: PrincipalKind, name: str, description: str) -> Principal:
         body = {"name": name, "description": description}
-        return Principal.from_dict(self._json("POST", f"/api/v1/{kind.collection}", json=body))
+        return Principal.from_dict(self._json("POST", f"/api/v1/{kind.collection}", body=body))
 
     def principals(self, kind: PrincipalKind) -> list[Principal]:
         data = self._json("GET", f"/api/v1/{kind.collection}")
@@ -257,7 +285,7 @@ class HttpTransport:
             "model": model,
             "read_only": read_only,
         }
-        return NewToken.from_dict(self._json("POST", "/api/v1/tokens", json=body))
+        return NewToken.from_dict(self._json("POST", "/api/v1/tokens", body=body))
 
     def tokens(self, principal: str | None) -> list[Token]:
         params = {"principal": principal} if principal else {}
@@ -271,7 +299,7 @@ class HttpTransport:
         self, principal: str, role: Role, model: str | None, kind: PrincipalKind | None
     ) -> Grant:
         body = {"role": role.label, "kind": kind.value if kind else None}
-        return Grant.from_dict(self._json("PUT", _grant_path(principal, model), json=body))
+        return Grant.from_dict(self._json("PUT", _grant_path(principal, model), body=body))
 
     def revoke_grant(self, principal: str, model: str | None, kind: PrincipalKind | None) -> None:
         params = {"kind": kind.value} if kind else {}
@@ -283,7 +311,7 @@ class HttpTransport:
 
     def set_protected_aliases(self, model: str, aliases: list[str]) -> Model:
         path = f"/api/v1/models/{_seg(model)}/protected-aliases"
-        return Model.from_dict(self._json("PUT", path, json={"aliases": aliases}))
+        return Model.from_dict(self._json("PUT", path, body={"aliases": aliases}))
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -292,7 +320,7 @@ class HttpTransport:
     ) -> Promotion:
         path = f"/api/v1/models/{_seg(name)}/versions/{number}/promote"
         body = {"to": to, "comment": comment, "override": override}
-        return Promotion.from_dict(self._json("POST", path, json=body))
+        return Promotion.from_dict(self._json("POST", path, body=body))
 
     def requests(self, model: str | None, status: str) -> list[TransitionRequest]:
         params = {"status": status, **({"model": model} if model else {})}
@@ -301,12 +329,12 @@ class HttpTransport:
 
     def decide(self, request_id: int, decision: str, comment: str) -> TransitionRequest:
         path = f"/api/v1/requests/{request_id}/{_seg(decision)}"
-        return TransitionRequest.from_dict(self._json("POST", path, json={"comment": comment}))
+        return TransitionRequest.from_dict(self._json("POST", path, body={"comment": comment}))
 
     def rollback(self, name: str, stage: str, comment: str) -> Version:
         body = {"stage": stage, "comment": comment}
         path = f"/api/v1/models/{_seg(name)}/rollback"
-        return Version.from_dict(self._json("POST", path, json=body))
+        return Version.from_dict(self._json("POST", path, body=body))
 
     def archive(self, name: str, number: int, restore: bool) -> Version:
         action = "restore" if restore else "archive"
@@ -328,10 +356,12 @@ class HttpTransport:
 
     def apply_policy(self, model: str | None, text: str) -> dict[str, Any]:
         path = f"/api/v1/models/{_seg(model)}/policy" if model else "/api/v1/policy"
-        data: dict[str, Any] = self._json("PUT", path, json={"text": text})
+        data: dict[str, Any] = self._json("PUT", path, body={"text": text})
         return data
 
     def close(self) -> None:
+        if self._direct is not None:
+            self._direct.close()
         self.client.close()
 
     # -- champion vs challenger ------------------------------------------------------------
@@ -387,6 +417,18 @@ def _patch_body(description: str | None, tags: dict[str, str | None] | None) -> 
 
 def _error(response: httpx.Response) -> ModelyardError:
     return _error_from(response.status_code, response.content)
+
+
+def _encode_query(params: dict[str, Any]) -> str:
+    """Query parameters as httpx encodes them: lists repeat the key, booleans are
+    'true'/'false', None is empty."""
+    pairs = []
+    for key, value in params.items():
+        for item in value if isinstance(value, list | tuple) else [value]:
+            if isinstance(item, bool):
+                item = "true" if item else "false"
+            pairs.append((key, "" if item is None else str(item)))
+    return urlencode(pairs)
 
 
 def _error_from(status: int, body: bytes) -> ModelyardError:

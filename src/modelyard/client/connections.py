@@ -1,0 +1,83 @@
+"""Keep-alive HTTP/1.1 connections from the standard library, for the SDK's JSON requests.
+
+httpx costs about 0.27 ms per request on top of the server's own time (resolve p50 through
+httpx 0.55 ms, through ``http.client`` 0.29 ms, same server, same run). For ``resolve``,
+the call every downstream service makes, that is half of it. So when the SDK owns its
+connections and no proxy applies, requests go through ``http.client``; an httpx client a
+caller supplies (an in-process app, custom TLS or proxies) is used as it is.
+"""
+
+from __future__ import annotations
+
+import http.client
+import select
+import threading
+import urllib.request
+from urllib.parse import urlsplit
+
+
+class DirectConnections:
+    """One keep-alive connection per thread (``http.client`` connections are not
+    thread-safe), reopened when the server has closed an idle one."""
+
+    def __init__(self, url: str, timeout: float) -> None:
+        parts = urlsplit(url)
+        self._https = parts.scheme == "https"
+        self._host = parts.hostname or ""
+        self._port = parts.port
+        self._prefix = parts.path.rstrip("/")
+        self._timeout = timeout
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._opened: list[http.client.HTTPConnection] = []
+
+    def send(
+        self, method: str, target: str, body: bytes | None, headers: dict[str, str]
+    ) -> tuple[int, bytes]:
+        """Send one request and read the whole answer: (status, body).
+
+        Raises OSError or http.client.HTTPException when the server cannot be reached.
+        """
+        conn = self._connection()
+        try:
+            conn.request(method, self._prefix + target, body=body, headers=headers)
+            response = conn.getresponse()
+            data = response.read()
+        except BaseException:
+            conn.close()  # half-used: the next request opens a fresh one
+            raise
+        if response.will_close:
+            conn.close()
+        return response.status, data
+
+    def _connection(self) -> http.client.HTTPConnection:
+        conn: http.client.HTTPConnection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = (
+                http.client.HTTPSConnection(self._host, self._port, timeout=self._timeout)
+                if self._https
+                else http.client.HTTPConnection(self._host, self._port, timeout=self._timeout)
+            )
+            self._local.conn = conn
+            with self._lock:
+                self._opened.append(conn)
+        elif conn.sock is not None and select.select([conn.sock], [], [], 0)[0]:
+            # Readable while idle: the server closed it (keep-alive timeout) or broke it.
+            conn.close()
+        return conn
+
+    def close(self) -> None:
+        with self._lock:
+            for conn in self._opened:
+                conn.close()
+            self._opened.clear()
+
+
+def proxied(url: str) -> bool:
+    """Whether the environment sends requests for ``url`` through a proxy (as httpx would:
+    HTTP_PROXY, HTTPS_PROXY, ALL_PROXY, NO_PROXY)."""
+    parts = urlsplit(url)
+    proxies = urllib.request.getproxies_environment()
+    if not (proxies.get(parts.scheme) or proxies.get("all")):
+        return False
+    return not urllib.request.proxy_bypass(parts.hostname or "")
