@@ -25,6 +25,7 @@ from modelyard.domain.errors import (
 from modelyard.domain.journal import verify_chain
 from modelyard.domain.manifest import FileEntry, manifest_digest
 from modelyard.domain.models import DatasetRef, Environment, SourceRef
+from modelyard.domain.references import Reference, RefKind
 from modelyard.domain.versions import NewVersion
 from modelyard.service import RegistryService
 
@@ -315,6 +316,25 @@ def test_search_filters_orders_and_pages(service: RegistryService) -> None:
 
     models = service.list_models(filter='name like "fr%"', caller=ME)
     assert [m.name for m in models.items] == ["fraud"]
+
+
+def test_versions_load_in_the_order_given_from_one_list_of_ids(service: RegistryService) -> None:
+    """The ids travel as one parameter (a JSON array, an array): any length, any order."""
+    for i in range(3):
+        spec = spec_with(service, f"w{i}".encode(), metrics={"auc": i / 10}, tags={"n": str(i)})
+        service.register_version("churn", spec, caller=ME)
+    service.set_alias("churn", "champion", 2, caller=ME)
+    with service.db.read() as tx:
+        one, two, three = (tx.resolve_id(Reference("churn", RefKind.NUMBER, n)) for n in (1, 2, 3))
+        assert one is not None and two is not None and three is not None
+        # Longer than any batch or bound-parameter limit would allow, unknown ids skipped.
+        ids = [three, *range(10**6, 10**6 + 40_000), one, two]
+        loaded = tx.load_versions(ids)
+    assert [(v.version, v.metrics, v.tags, v.aliases) for v in loaded] == [
+        (3, {"auc": 0.2}, {"n": "2"}, ()),
+        (1, {"auc": 0.0}, {"n": "0"}, ()),
+        (2, {"auc": 0.1}, {"n": "1"}, ("champion",)),
+    ]
 
 
 def test_every_mutation_is_journaled_and_the_chain_verifies(service: RegistryService) -> None:
