@@ -1070,6 +1070,22 @@ def test_search_pages_through_everything_exactly_once(
         assert keys == sorted(keys)
 
 
+def test_a_version_page_lists_each_environment_once(client: TestClient) -> None:
+    py311 = {"python": "3.11.7", "platform": "Linux", "packages": {"numpy": "2.1.0"}}
+    py312 = {"python": "3.12.1", "platform": "Linux", "packages": {"numpy": "2.2.0"}}
+    for i, env in enumerate([py311, py312, py311, None]):
+        register(client, "m", {"w.bin": f"w{i}".encode()}, environment=env)
+    for url in ("/api/v1/versions", "/api/v1/models/m/versions"):
+        page = client.get(url).json()
+        keys = [item["environment"] for item in page["items"]]  # newest first
+        assert keys[0] is None and keys[1] == keys[3] != keys[2]
+        assert page["environments"] == {keys[1]: py311, keys[2]: py312}
+        canonical = json.dumps(py311, sort_keys=True, separators=(",", ":")).encode()
+        assert keys[1] == hashlib.sha256(canonical).hexdigest()
+        full = client.get("/api/v1/models/m/versions/1").json()
+        assert full["environment"] == py311  # a single version carries its own
+
+
 def test_search_filtered_paging(client: TestClient) -> None:
     seed_search(client)
     params = {"filter": 'tags.team = "growth"', "order_by": "metrics.auc desc", "limit": 2}

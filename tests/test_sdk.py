@@ -18,6 +18,7 @@ from modelyard.api import create_app
 from modelyard.client.connections import proxied
 from modelyard.client.http import HttpTransport
 from modelyard.client.registry import Registry
+from modelyard.domain.models import Environment
 from modelyard.service import RegistryService
 from tests.conftest import LiveServer
 
@@ -224,6 +225,16 @@ def test_lifecycle_through_the_sdk(reg: Registry, make_tree: Tree) -> None:
     assert reg.resolve("churn@production", as_of=moved_at).version == first.version
     with pytest.raises(modelyard.Conflict):
         reg.rollback("churn", stage="production")  # nothing held it before
+
+
+def test_search_results_carry_their_environments(reg: Registry, make_tree: Tree) -> None:
+    captured = reg.register("m", make_tree({"a.bin": b"a"}))
+    other = Environment(python="3.12.1", platform="Linux", packages={"torch": "2.13.0"})
+    reg.register("m", make_tree({"b.bin": b"b"}), environment=other)
+    reg.register("m", make_tree({"c.bin": b"c"}), environment=None)
+    found = {v.version: v.environment for v in reg.search('name = "m"')}
+    assert captured.environment is not None and captured.environment.packages
+    assert found == {1: captured.environment, 2: other, 3: None}
 
 
 # -- the SDK's own connections (http.client, keep-alive) against a real server ----------------

@@ -166,8 +166,18 @@ class ModelOut(BaseModel):
     protected_aliases: list[str]
 
 
+class VersionItemOut(VersionOut):
+    environment: str | None = Field(  # type: ignore[assignment]
+        description="The key of the version's environment in the page's `environments`"
+    )
+
+
 class VersionPageOut(BaseModel):
-    items: list[VersionOut]
+    items: list[VersionItemOut]
+    environments: dict[str, dict[str, Any]] = Field(
+        description="Each distinct environment of the page once, by key (the sha256 of its"
+        " canonical JSON)"
+    )
     next_page_token: str | None
 
 

@@ -25,7 +25,7 @@ from modelyard.domain.access import (
 from modelyard.domain.comparison import Comparison, GateResult
 from modelyard.domain.errors import ModelyardError, Unavailable, error_from_problem
 from modelyard.domain.lifecycle import Promotion, TransitionRequest
-from modelyard.domain.models import Event, Model, Page, Version
+from modelyard.domain.models import Event, Model, Page, Version, version_page_from_dict
 from modelyard.domain.versions import NewVersion
 
 USER_AGENT = "modelyard-client"
@@ -210,7 +210,7 @@ class HttpTransport:
     ) -> Page[Version]:
         path = f"/api/v1/models/{_seg(name)}/versions" if name else "/api/v1/versions"
         data = self._json("GET", path, params=_query(filter, order_by, page_token, limit))
-        return Page([Version.from_dict(v) for v in data["items"]], data["next_page_token"])
+        return version_page_from_dict(data)
 
     def create_model(self, name: str, description: str, tags: dict[str, str]) -> Model:
         body = {"name": name, "description": description, "tags": tags}

@@ -7,7 +7,9 @@ local (in-process) and remote registries hand users exactly the same objects.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import hashlib
+import json
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Generic, TypeVar
 
@@ -171,7 +173,9 @@ class Version:
     def reference(self) -> str:
         return f"{self.model}/{self.version}"
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self, *, environment: bool = True) -> dict[str, Any]:
+        """The version as JSON; ``environment=False`` leaves the environment None, for a
+        page that lists each distinct environment once (``version_page_as_dict``)."""
         return {
             "model": self.model,
             "version": self.version,
@@ -185,7 +189,9 @@ class Version:
             "metrics": dict(self.metrics),
             "dataset": self.dataset.as_dict() if self.dataset else None,
             "source": self.source.as_dict() if self.source else None,
-            "environment": self.environment.as_dict() if self.environment else None,
+            "environment": (
+                self.environment.as_dict() if self.environment and environment else None
+            ),
             "run": self.run,
             "creator": self.creator,
             "created_at": iso(self.created_at),
@@ -276,3 +282,47 @@ class Page(Generic[T]):
 
     items: list[T]
     next_page_token: str | None
+
+
+def environment_key(environment: Environment) -> str:
+    """The sha256 of an environment's canonical JSON: equal environments, equal keys."""
+    text = json.dumps(environment.as_dict(), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def version_page_as_dict(page: Page[Version]) -> dict[str, Any]:
+    """A page of versions as JSON, each distinct environment once.
+
+    The installed packages are most of a version's size and the versions of a page mostly
+    share one environment, so items name theirs by ``environment_key`` and the page's
+    ``environments`` maps each key to the environment: a third of the bytes, nothing lost.
+    """
+    environments: dict[str, dict[str, Any]] = {}
+    keys: dict[int, str] = {}  # id -> key: the store hands out one object per environment
+    items = []
+    for version in page.items:
+        item = version.as_dict(environment=False)
+        if (env := version.environment) is not None:
+            key = keys.get(id(env))
+            if key is None:
+                key = keys[id(env)] = environment_key(env)
+                environments.setdefault(key, env.as_dict())
+            item["environment"] = key
+        items.append(item)
+    return {"items": items, "environments": environments, "next_page_token": page.next_page_token}
+
+
+def version_page_from_dict(data: dict[str, Any]) -> Page[Version]:
+    """The inverse of ``version_page_as_dict``: items get their environments back."""
+    environments = {
+        key: Environment.from_dict(env) for key, env in (data.get("environments") or {}).items()
+    }
+    items = []
+    for item in data["items"]:
+        key = item.get("environment")
+        if isinstance(key, str):
+            version = Version.from_dict({**item, "environment": None})
+            items.append(replace(version, environment=environments[key]))
+        else:
+            items.append(Version.from_dict(item))
+    return Page(items, data.get("next_page_token"))

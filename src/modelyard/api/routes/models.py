@@ -19,7 +19,7 @@ from modelyard.api.schemas import (
     VersionPageOut,
 )
 from modelyard.api.streaming import stream_blob
-from modelyard.domain.models import Model, Page, Version
+from modelyard.domain.models import Model, Page, Version, version_page_as_dict
 from modelyard.domain.references import MAX_VERSION_NUMBER
 
 router = APIRouter(prefix="/api/v1/models", tags=["models"])
@@ -38,13 +38,17 @@ PageToken = Annotated[str | None, Query(max_length=512)]
 Limit = Annotated[int | None, Query(ge=1, le=1000)]
 
 
-def page_response(page: Page[Model] | Page[Version]) -> Response:
+def page_response(page: Page[Model]) -> Response:
     return json_response(
         {
             "items": [item.as_dict() for item in page.items],
             "next_page_token": page.next_page_token,
         }
     )
+
+
+def version_page_response(page: Page[Version]) -> Response:
+    return json_response(version_page_as_dict(page))
 
 
 @router.get("", response_model=ModelPageOut, openapi_extra=needs("model.view"))
@@ -116,7 +120,7 @@ def list_versions(
         page_token=page_token,
         limit=limit,
     )
-    return page_response(page)
+    return version_page_response(page)
 
 
 @router.post(

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from modelyard.api.deps import caller, needs, service
-from modelyard.api.routes.models import Filter, Limit, OrderBy, PageToken, page_response
+from modelyard.api.routes.models import Filter, Limit, OrderBy, PageToken, version_page_response
 from modelyard.api.schemas import VersionPageOut
 
 router = APIRouter(prefix="/api/v1", tags=["search"])
@@ -20,7 +20,11 @@ def search_versions(
     page_token: PageToken = None,
     limit: Limit = None,
 ) -> Response:
-    """Search the versions of every model the caller may see; newest first by default."""
+    """Search the versions of every model the caller may see; newest first by default.
+
+    Each distinct environment comes once, under ``environments``; an item's
+    ``environment`` is its key there.
+    """
     page = service(request).list_versions(
         None,
         caller=caller(request),
@@ -29,4 +33,4 @@ def search_versions(
         page_token=page_token,
         limit=limit,
     )
-    return page_response(page)
+    return version_page_response(page)
