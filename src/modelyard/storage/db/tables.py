@@ -82,6 +82,7 @@ versions = Table(
     Column("stage_updated_at", BigInteger, nullable=True),
     Column("deleted_at", BigInteger, nullable=True),  # soft delete: hidden, kept
     UniqueConstraint("model_id", "number"),
+    Index(None, "number"),  # `version = N` across models (else a walk of every version)
     Index(None, "model_id", "manifest_digest"),
     Index(None, "created_at"),
     Index(None, "creator"),
