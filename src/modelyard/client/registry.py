@@ -9,9 +9,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import queue
 import secrets
-import threading
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -50,14 +48,12 @@ from modelyard.domain.models import (
 )
 from modelyard.domain.names import validate_file_path
 from modelyard.domain.versions import NewVersion
+from modelyard.transfer import FileSink, Pipeline
 
 # Matched to the server's limits (service.registry.MAX_INLINE_FILE / MAX_INLINE_TOTAL),
 # with headroom in the total for base64 and the rest of the JSON body.
 INLINE_FILE_LIMIT = 64 * 1024
 INLINE_TOTAL_LIMIT = 1024 * 1024
-# Chunks a download may have received but not yet written. A few ride out a stalled write;
-# more only hold memory while the disk is the slow side (64 held 256 MiB of a 1 GiB download).
-WRITE_QUEUE_CHUNKS = 4
 
 
 def connect(
@@ -562,38 +558,24 @@ def _write_verified(
 ) -> None:
     """Write to a temporary name, verify the sha256, then rename into place.
 
-    This thread receives and hashes while a second one writes, so a download costs about
-    the slower of the two, not their sum (both release the GIL for large buffers).
+    This thread receives while a ``Pipeline`` hashes and writes on two others, so a
+    download costs about the slowest of the three, not their sum.
     """
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(f".{target.name}.{secrets.token_hex(4)}.partial")
     digest = hashlib.sha256()
-    pending: queue.Queue[bytes | None] = queue.Queue(maxsize=WRITE_QUEUE_CHUNKS)
-    failures: list[BaseException] = []
-
-    def write() -> None:
-        try:
-            with partial.open("wb", buffering=0) as handle:
-                while (chunk := pending.get()) is not None:
-                    handle.write(chunk)
-        except BaseException as exc:  # handed to the receiving thread below
-            failures.append(exc)
-            while pending.get() is not None:
-                pass
-
-    writer = threading.Thread(target=write, name="modelyard-download", daemon=True)
-    writer.start()
+    sink = FileSink(partial)
+    pipeline = Pipeline([digest.update, sink.write])
     try:
         try:
             for chunk in chunks:
-                digest.update(chunk)
-                pending.put(chunk)
+                pipeline.write(chunk)
                 advance(len(chunk))
-        finally:
-            pending.put(None)
-            writer.join()
-        if failures:
-            raise failures[0]
+        except BaseException:
+            pipeline.abort()
+            raise
+        pipeline.close()
+        sink.close()
         if digest.hexdigest() != entry.sha256:
             raise DigestMismatch(
                 f"{entry.path}: downloaded bytes hash to sha256:{digest.hexdigest()},"
@@ -601,5 +583,6 @@ def _write_verified(
             )
         os.replace(partial, target)
     finally:
+        sink.close()
         with contextlib.suppress(FileNotFoundError):
             partial.unlink()

@@ -65,8 +65,8 @@ async def upload_unnamed(request: Request) -> Response:
 
 
 async def _receive(request: Request, hex_digest: str | None) -> Response:
-    # Chunks are hashed and written on the event loop as they arrive: each is small
-    # (tens of KiB), and a hop to a worker thread per chunk costs more than the work.
+    # Chunks (tens of KiB) are copied into the upload's buffers on the event loop; the
+    # blob store hashes and writes full buffers on its own threads meanwhile.
     svc = service(request)
     upload = svc.begin_blob_upload(await run_in_threadpool(caller, request), hex_digest)
     try:

@@ -7,8 +7,11 @@ directory. Only after that may metadata reference the blob.
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import hashlib
 import io
+import mmap
 import os
 import secrets
 import time
@@ -17,9 +20,11 @@ from pathlib import Path
 
 from modelyard.domain.errors import DigestMismatch, NotFound
 from modelyard.domain.manifest import validate_digest_hex
+from modelyard.transfer import FileSink, Pipeline
 
-CHUNK_SIZE = 1024 * 1024
+CHUNK_SIZE = 4 * 1024 * 1024  # a multiple of the O_DIRECT alignment
 STALE_UPLOAD_SECONDS = 3600
+_DIRECT = getattr(os, "O_DIRECT", 0)
 
 
 class LocalBlobStore:
@@ -87,36 +92,65 @@ class LocalBlobStore:
 
 
 def _read_range(handle: io.FileIO, start: int, end: int | None) -> Iterator[bytes]:
-    with handle:
-        handle.seek(start)
-        remaining = None if end is None else end - start
-        while remaining is None or remaining > 0:
-            want = CHUNK_SIZE if remaining is None else min(CHUNK_SIZE, remaining)
-            chunk = handle.read(want)
-            if not chunk:
+    """The bytes [start, end) in aligned windows of ``CHUNK_SIZE``, read with O_DIRECT.
+
+    A read by DMA costs next to no CPU, where filling page-cache pages cost 1.2-1.5 s of
+    server CPU per GiB on the benchmark machine, and a big blob read once per deployment
+    does not evict what is hot. (MinIO reads objects the same way.) Where the filesystem
+    has no O_DIRECT (tmpfs) or refuses an aligned read, it is an ordinary read.
+    """
+    with handle, contextlib.closing(mmap.mmap(-1, CHUNK_SIZE)) as buffer:
+        fd = handle.fileno()
+        end = os.fstat(fd).st_size if end is None else end
+        direct = _set_direct(fd, True)
+        window = start - start % CHUNK_SIZE
+        while window < end and start < end:
+            try:
+                n = os.preadv(fd, [buffer], window)
+            except OSError as exc:
+                if not direct or exc.errno != errno.EINVAL:
+                    raise
+                direct = _set_direct(fd, False)
+                continue
+            if n <= start - window:
                 return
-            if remaining is not None:
-                remaining -= len(chunk)
-            yield chunk
+            yield buffer[max(start - window, 0) : min(end - window, n)]
+            window += CHUNK_SIZE
+
+
+def _set_direct(fd: int, on: bool) -> bool:
+    """Switch O_DIRECT on or off for ``fd``; whether it is now on."""
+    if not _DIRECT:
+        return False
+    flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+    try:
+        fcntl.fcntl(fd, fcntl.F_SETFL, flags | _DIRECT if on else flags & ~_DIRECT)
+    except OSError:
+        return False
+    return on
 
 
 class _LocalUpload:
+    """Hashes and writes on two threads of a ``Pipeline`` while the caller receives."""
+
     def __init__(self, store: LocalBlobStore, digest: str | None, staged: Path) -> None:
         self._store = store
         self._expected = digest
         self._digest = digest or ""
         self._staged = staged
         self._hash = hashlib.sha256()
-        self._file = staged.open("wb", buffering=0)
+        self._file = FileSink(staged)
+        self._pipeline = Pipeline([self._hash.update, self._file.write])
         self._size = 0
 
     def write(self, chunk: bytes) -> None:
-        self._hash.update(chunk)
-        self._file.write(chunk)
+        # Blocks only when every pool buffer is still being hashed or written: backpressure.
+        self._pipeline.write(chunk)
         self._size += len(chunk)
 
     def commit(self) -> int:
         try:
+            self._pipeline.close()
             actual = self._hash.hexdigest()
             if self._expected is None:
                 self._digest = actual
@@ -127,7 +161,7 @@ class _LocalUpload:
                     expected=f"sha256:{self._digest}",
                     actual=f"sha256:{actual}",
                 )
-            os.fsync(self._file.fileno())
+            self._file.fsync()
             self._file.close()
             self._store._publish(self._staged, self._digest)
             return self._size
@@ -140,6 +174,7 @@ class _LocalUpload:
         return self._digest
 
     def abort(self) -> None:
+        self._pipeline.abort()
         self._file.close()
         with contextlib.suppress(FileNotFoundError):
             self._staged.unlink()

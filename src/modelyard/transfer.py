@@ -1,0 +1,220 @@
+"""Moving a big byte stream to a file: receive, sha256 and write on separate threads.
+
+Every byte of an upload (server) or a download (client) is received, hashed and written.
+hashlib and file writes release the GIL for large buffers, so on their own threads the
+three overlap: on a two-core machine a transfer then costs about its slowest step, not
+the sum of all three. The buffers travel from a fixed pool and back, so memory stays flat
+in file size and no chunk is a fresh allocation whose pages have to be faulted in.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import mmap
+import os
+import queue
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+BUFFER_SIZE = 4 * 1024 * 1024
+# One being filled, one being hashed, one being written, one spare to ride out a stall.
+BUFFERS = 4
+# O_DIRECT wants offsets, lengths and addresses aligned to the device's logical block size;
+# 4 KiB covers every common device, and pool buffers are page-aligned (mmap).
+DIRECT_ALIGN = 4096
+
+Step = Callable[[memoryview], None]
+_Item = tuple[mmap.mmap, int] | None
+
+
+class Pipeline:
+    """Buffers from a fixed pool pass through ``steps`` in order, each step on its own thread.
+
+    The caller fills buffers with ``write`` (copies bytes in) or ``fill`` (lets a reader
+    fill one in place), then calls ``close``, which waits for every step and raises the
+    first step's failure. After a failure the steps stop working but keep passing buffers
+    along, so the caller never blocks for ever; ``write`` and ``fill`` raise it early.
+
+    Buffers are mapped and threads started only when needed: a stream that fits in one
+    buffer (most files of a registration) runs its steps on the caller's thread in ``close``.
+    """
+
+    def __init__(
+        self, steps: Sequence[Step], *, buffers: int = BUFFERS, size: int = BUFFER_SIZE
+    ) -> None:
+        self._steps = steps
+        self._size = size
+        self._buffers = buffers
+        self._free: queue.Queue[mmap.mmap] = queue.Queue()
+        self._pool: list[mmap.mmap] = []
+        self._inboxes: list[queue.Queue[_Item]] = [queue.Queue() for _ in steps]
+        self._threads: list[threading.Thread] = []
+        self._current: mmap.mmap | None = None
+        self._filled = 0
+        self._failure: BaseException | None = None
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        """Copy ``data`` into the pool, handing on each buffer as it fills."""
+        with memoryview(data) as view:
+            done = 0
+            while done < len(view):
+                buffer = self._buffer()
+                n = min(len(view) - done, self._size - self._filled)
+                buffer[self._filled : self._filled + n] = view[done : done + n]
+                self._filled += n
+                done += n
+                self._hand_on_if_full()
+
+    def fill(self, readinto: Callable[[memoryview], int]) -> int:
+        """Let ``readinto`` put bytes straight into a pool buffer; its count (0: the end)."""
+        buffer = self._buffer()
+        with memoryview(buffer) as whole, whole[self._filled :] as rest:
+            n = readinto(rest)
+        self._filled += n
+        self._hand_on_if_full()
+        return n
+
+    def close(self) -> None:
+        """Hand on the last partial buffer, wait for every step; raise a step's failure."""
+        try:
+            if self._current is not None and self._failure is None:
+                if self._threads:
+                    self._hand_on()
+                else:
+                    self._run_here()
+            self._finish()
+        finally:
+            self._release()
+        if self._failure is not None:
+            raise self._failure
+
+    def abort(self) -> None:
+        """Stop: the steps skip whatever is still queued. Waits for them to wind down."""
+        if self._failure is None:
+            self._failure = _Aborted()
+        self._finish()
+        self._release()
+
+    def _buffer(self) -> mmap.mmap:
+        if self._failure is not None:
+            raise self._failure
+        if self._current is None:
+            if self._free.empty() and len(self._pool) < self._buffers:
+                self._pool.append(mmap.mmap(-1, self._size))
+                self._free.put(self._pool[-1])
+            self._current = self._free.get()
+            self._filled = 0
+        return self._current
+
+    def _hand_on_if_full(self) -> None:
+        if self._filled == self._size:
+            self._hand_on()
+
+    def _hand_on(self) -> None:
+        assert self._current is not None
+        if not self._threads:
+            self._threads = [
+                threading.Thread(target=self._run, args=(i, step), name="modelyard-transfer")
+                for i, step in enumerate(self._steps)
+            ]
+            for thread in self._threads:
+                thread.start()
+        self._inboxes[0].put((self._current, self._filled))
+        self._current = None
+
+    def _run_here(self) -> None:
+        assert self._current is not None
+        try:
+            with memoryview(self._current) as whole, whole[: self._filled] as view:
+                for step in self._steps:
+                    step(view)
+        except BaseException as exc:  # raised by close, like a step thread's failure
+            self._failure = exc
+
+    def _finish(self) -> None:
+        if self._threads and self._threads[0].is_alive():
+            self._inboxes[0].put(None)
+        for thread in self._threads:
+            thread.join()
+
+    def _release(self) -> None:
+        self._current = None
+        for buffer in self._pool:
+            buffer.close()
+        self._pool = []
+
+    def _run(self, index: int, step: Step) -> None:
+        inbox = self._inboxes[index]
+        outbox = self._inboxes[index + 1] if index + 1 < len(self._inboxes) else None
+        while (item := inbox.get()) is not None:
+            buffer, n = item
+            if self._failure is None:
+                try:
+                    with memoryview(buffer) as whole, whole[:n] as view:
+                        step(view)
+                except BaseException as exc:  # raised to the caller by write/fill/close
+                    self._failure = exc
+            if outbox is not None:
+                outbox.put(item)
+            else:
+                self._free.put(buffer)
+        if outbox is not None:
+            outbox.put(None)
+
+
+class _Aborted(Exception):
+    """Stands in for a failure once the caller gave up; never reaches anyone."""
+
+
+class FileSink:
+    """A new file written from whole buffers, with O_DIRECT where the filesystem allows it.
+
+    O_DIRECT hands the bytes to the disk by DMA instead of copying them into page-cache
+    pages: on this project's benchmark machine that took the CPU cost of writing 1 GiB
+    from 0.2-2.6 s (fresh pages of a VM) to 0.04 s, and left nothing for fsync to flush.
+    A tail that is not a whole number of blocks, a filesystem without O_DIRECT (tmpfs) or
+    one that refuses an aligned write falls back to ordinary buffered writes.
+    """
+
+    def __init__(self, path: Path) -> None:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+        direct = getattr(os, "O_DIRECT", 0)
+        try:
+            self._fd = os.open(path, flags | direct, 0o644)
+            self._direct = bool(direct)
+        except OSError as exc:
+            if not direct or exc.errno != errno.EINVAL:
+                raise
+            self._fd = os.open(path, flags, 0o644)
+            self._direct = False
+
+    def write(self, view: memoryview) -> None:
+        done = 0
+        while done < len(view):
+            if self._direct and (len(view) - done) % DIRECT_ALIGN:
+                self._buffered()
+            try:
+                n = os.write(self._fd, view[done:])
+            except OSError as exc:
+                if not self._direct or exc.errno != errno.EINVAL:
+                    raise
+                self._buffered()
+                continue
+            done += n
+            if done < len(view) and self._direct:  # a short write leaves the offset unaligned
+                self._buffered()
+
+    def fsync(self) -> None:
+        os.fsync(self._fd)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def _buffered(self) -> None:
+        flags = fcntl.fcntl(self._fd, fcntl.F_GETFL)
+        fcntl.fcntl(self._fd, fcntl.F_SETFL, flags & ~os.O_DIRECT)
+        self._direct = False
