@@ -10,6 +10,7 @@ from __future__ import annotations
 import abc
 import argparse
 import contextlib
+import hashlib
 import json
 import os
 import signal
@@ -144,6 +145,30 @@ def write_random(path: Path, size: int) -> None:
             n = min(MIB, left)
             handle.write(os.urandom(n))
             left -= n
+
+
+def machine_references(big: Path, scratch: Path) -> dict[str, float]:
+    """What this machine does with the big file and no registry at all, in the same run:
+    ``cp`` of it on the same disk, and one sha256 pass over it with hashlib (OpenSSL), the
+    pass that each end of a verified transfer has to make."""
+    mib = big.stat().st_size / MIB
+    copy = scratch / "cp.bin"
+    t = time.perf_counter()
+    subprocess.run(["cp", str(big), str(copy)], check=True, timeout=1800)
+    cp_s = time.perf_counter() - t
+    copy.unlink()
+    t = time.perf_counter()
+    digest = hashlib.sha256()
+    with big.open("rb", buffering=0) as handle:
+        while chunk := handle.read(4 * MIB):
+            digest.update(chunk)
+    sha256_s = time.perf_counter() - t
+    return {
+        "cp_s": round(cp_s, 3),
+        "cp_mb_s": round(mib / cp_s, 1),
+        "sha256_s": round(sha256_s, 3),
+        "sha256_mb_s": round(mib / sha256_s, 1),
+    }
 
 
 def sizes_arg(minimum: int) -> Callable[[str], list[int]]:

@@ -14,7 +14,6 @@ import os
 import random
 import shutil
 import statistics
-import subprocess
 import tempfile
 import time
 from collections.abc import Callable
@@ -37,6 +36,7 @@ from benchmarks._common import (
     TEAMS,
     RssSampler,
     concurrent_gets,
+    machine_references,
     ms,
     pct,
     rss_kib,
@@ -296,13 +296,7 @@ def _big_file(root: Path, big_mib: int) -> dict[str, Any]:
                         payloads[label].unlink()
 
                 big = payloads["full"]
-                copy = root / "cp.bin"
-                t = time.perf_counter()
-                subprocess.run(["cp", str(big), str(copy)], check=True, timeout=1800)
-                cp_s = time.perf_counter() - t
-                copy.unlink()
-                out["cp_s"] = round(cp_s, 3)
-                out["cp_mb_s"] = round(big_mib / cp_s, 1)
+                out |= machine_references(big, root)
 
                 with marks.span("reupload"):
                     t = time.perf_counter()

@@ -105,6 +105,21 @@ def test_big_upload_in_network_sized_chunks_round_trips(backend: Backend) -> Non
     assert backend.leftovers() == []
 
 
+@pytest.mark.parametrize(
+    ("start", "end"),
+    [
+        (0, None),
+        (1, 4096 * 3 + 1),  # neither end on a block
+        (4 * 1024 * 1024 - 1, 8 * 1024 * 1024 + 1),  # across read windows of a backend
+        (len(BIG) - 5, None),  # the unaligned tail
+        (len(BIG) - 5, len(BIG) + 100),
+    ],
+)
+def test_big_blob_ranges(backend: Backend, start: int, end: int | None) -> None:
+    digest = put(backend.store, BIG, chunk=1024 * 1024 + 3)
+    assert read_all(backend.store, digest, start, end) == BIG[start:end]
+
+
 def test_big_upload_with_wrong_digest_leaves_nothing(backend: Backend) -> None:
     upload = backend.store.begin_upload(sha(b"something else"))
     for i in range(0, len(BIG), 1024 * 1024):

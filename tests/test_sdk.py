@@ -7,6 +7,7 @@ import os
 import subprocess
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 
@@ -18,11 +19,30 @@ from modelyard.api import create_app
 from modelyard.client.connections import proxied
 from modelyard.client.http import HttpTransport
 from modelyard.client.registry import Registry
+from modelyard.client.transport import Advance
+from modelyard.config import Settings
+from modelyard.domain.errors import DigestMismatch
 from modelyard.domain.models import Environment
 from modelyard.service import RegistryService
 from tests.conftest import LiveServer
 
 Tree = Callable[[dict[str, bytes]], Path]
+
+
+class Recorder:
+    """A Progress that adds up the bytes reported for each task."""
+
+    def __init__(self) -> None:
+        self.done: dict[str, int] = {}
+
+    @contextmanager
+    def task(self, description: str, total: int) -> Iterator[Advance]:
+        self.done[description] = 0
+
+        def advance(n: int) -> None:
+            self.done[description] += n
+
+        yield advance
 
 
 @pytest.fixture
@@ -89,6 +109,34 @@ def test_download_skips_files_already_in_place_and_refuses_corrupt_ones(
     (out / "a.bin").write_bytes(b"tampered")
     reg.download("churn", out)  # notices the wrong content and fetches it again
     assert (out / "a.bin").read_bytes() == (tree / "a.bin").read_bytes()
+
+
+def test_big_download_reports_progress_and_leaves_no_partial_file(
+    client: TestClient, make_tree: Tree, tmp_path: Path
+) -> None:
+    progress = Recorder()
+    reg = Registry(HttpTransport("http://testserver", client=client), progress=progress)
+    data = os.urandom(9 * 1024 * 1024 + 3)  # several of the download's buffers, and a tail
+    reg.register("churn", make_tree({"w.bin": data}))
+    out = tmp_path / "out"
+    reg.download("churn", out)
+    assert (out / "w.bin").read_bytes() == data
+    assert progress.done == {"uploading": len(data), "downloading": len(data)}
+    assert sorted(p.name for p in out.iterdir()) == ["w.bin"]
+
+
+def test_a_corrupt_blob_in_the_store_is_refused_and_nothing_is_written(
+    reg: Registry, make_tree: Tree, tmp_path: Path, settings: Settings
+) -> None:
+    data = os.urandom(5 * 1024 * 1024)
+    version = reg.register("churn", make_tree({"w.bin": data}))
+    digest = version.files[0].sha256
+    blob = settings.data_dir / "blobs" / "sha256" / digest[:2] / digest
+    blob.write_bytes(os.urandom(len(data)))  # bit rot on the server's disk
+    out = tmp_path / "out"
+    with pytest.raises(DigestMismatch):
+        reg.download("churn", out)
+    assert list(out.iterdir()) == []
 
 
 def test_lineage_is_captured_from_git(

@@ -16,7 +16,6 @@ import os
 import random
 import shutil
 import sqlite3
-import subprocess
 import sys
 import time
 import uuid
@@ -37,6 +36,7 @@ from benchmarks._common import (
     SEARCH_SEED,
     TEAMS,
     concurrent_gets,
+    machine_references,
     ms,
     pct,
     sequential_figures,
@@ -252,11 +252,7 @@ def phase_bigfile(cfg: dict[str, Any]) -> dict[str, Any]:
         raise RuntimeError("downloaded artifact differs from the uploaded file")
     shutil.rmtree(dst)
 
-    cp_dst = scratch / "big-cp.bin"
-    t0 = time.perf_counter()
-    subprocess.run(["cp", str(big), str(cp_dst)], check=True, timeout=1800)
-    cp_s = time.perf_counter() - t0
-    cp_dst.unlink()
+    references = machine_references(big, scratch)
 
     marks["reupload_start"] = time.time()
     _, reupload_s = _register_big(client, exp_id, model, big)
@@ -269,8 +265,7 @@ def phase_bigfile(cfg: dict[str, Any]) -> dict[str, Any]:
         "upload_mb_s": round(mib / upload_s, 2),
         "download_s": round(download_s, 3),
         "download_mb_s": round(mib / download_s, 2),
-        "cp_s": round(cp_s, 3),
-        "cp_mb_s": round(mib / cp_s, 2),
+        **references,
         "reupload_s": round(reupload_s, 3),
         "_marks": marks,
     }

@@ -458,7 +458,8 @@ def run_mlflow_benchmark(
         ),
         "bigfile": (
             "mlflow.log_artifact / mlflow.artifacts.download_artifacts through the server's "
-            "artifact proxy; cp of the same file on the same disk; reupload_s = new run + "
+            "artifact proxy; cp of the same file on the same disk and its sha256 with hashlib; "
+            "reupload_s = new run + "
             "log_artifact + create_model_version of the identical file"
         ),
     }
