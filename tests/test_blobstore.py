@@ -110,6 +110,7 @@ def test_big_upload_in_network_sized_chunks_round_trips(backend: Backend) -> Non
     [
         (0, None),
         (1, 4096 * 3 + 1),  # neither end on a block
+        (4096 * 5 + 7, 4096 * 5 + 9),  # a few bytes from the middle
         (4 * 1024 * 1024 - 1, 8 * 1024 * 1024 + 1),  # across read windows of a backend
         (len(BIG) - 5, None),  # the unaligned tail
         (len(BIG) - 5, len(BIG) + 100),
