@@ -18,7 +18,9 @@ import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-BUFFER_SIZE = 4 * 1024 * 1024
+# 2 MiB: each transfer in flight holds BUFFERS of them (8 MiB). 4 MiB measured the same
+# throughput for twice the memory; 1 MiB cost more CPU per GiB (more hand-offs).
+BUFFER_SIZE = 2 * 1024 * 1024
 # One being filled, one being hashed, one being written, one spare to ride out a stall.
 BUFFERS = 4
 # O_DIRECT wants offsets, lengths and addresses aligned to the device's logical block size;
