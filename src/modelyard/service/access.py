@@ -70,8 +70,7 @@ class AccessControl:
         """Whether any user, team or service account exists (else: single-user local mode)."""
         seq = self.db.head_seq()
         if self._configured is None or self._configured[0] != seq:
-            with self.db.read() as tx:
-                self._configured = (seq, tx.has_principals())
+            self._configured = (seq, self.db.has_principals())
         return self._configured[1]
 
     def has_admin(self) -> bool:

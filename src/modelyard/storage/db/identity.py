@@ -86,9 +86,6 @@ class IdentityReader:
                 members[team_id].append(name)
         return [principal_from_row(r, members[r.id]) for r in rows]
 
-    def has_principals(self) -> bool:
-        return self.conn.execute(select(principals.c.id).limit(1)).first() is not None
-
     def has_admin(self) -> bool:
         """An enabled principal holds registry-wide admin (directly; teams count too)."""
         member = principals.alias("member")

@@ -168,6 +168,7 @@ _LOAD_ALIASES = (
 # The statements of the hot paths (registration, resolve), built once: constructing a
 # statement costs more in SQLAlchemy than running it on SQLite.
 _HEAD_SEQ_SQL = "SELECT seq FROM journal_head WHERE id = 1"
+_HAS_PRINCIPALS_SQL = "SELECT EXISTS (SELECT 1 FROM principals)"
 _LOCK_HEAD = (
     select(journal_head.c.seq, journal_head.c.hash).where(journal_head.c.id == 1).with_for_update()
 )
@@ -231,6 +232,14 @@ class Database:
         The resolve cache asks this on every call, so it bypasses the pool and the ORM
         machinery (200 µs) with a connection of its own per thread, in autocommit (10 µs).
         """
+        return int(self._quick_scalar(_HEAD_SEQ_SQL))
+
+    def has_principals(self) -> bool:
+        """Whether any user, team or service account exists, read like ``head_seq``: in
+        local mode every request asks, after any write."""
+        return bool(self._quick_scalar(_HAS_PRINCIPALS_SQL))
+
+    def _quick_scalar(self, sql: str) -> Any:
         conn: Any = getattr(self._local, "conn", None)
         if conn is None:
             proxied = self.engine.raw_connection()
@@ -243,12 +252,12 @@ class Database:
                 self._head_conns.append(conn)
         try:
             cursor = conn.cursor()
-            cursor.execute(_HEAD_SEQ_SQL)
+            cursor.execute(sql)
             row: Any = cursor.fetchone()
         except Exception:
             self._local.conn = None  # a broken connection: the next call opens another
             raise
-        return int(row[0])
+        return row[0]
 
     def close(self) -> None:
         """Close every connection, pooled or not."""
