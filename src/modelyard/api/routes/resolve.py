@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request
 from starlette.responses import Response
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from modelyard.api import problems
 from modelyard.api.auth import authenticate
@@ -36,7 +36,7 @@ async def resolve(
 ) -> Response:
     """Resolve 'NAME', 'NAME/N', 'NAME@ALIAS_OR_STAGE' or 'NAME@sha256:HEX' to a version.
 
-    Documents the route; requests without a query are answered by ResolveFastPath below.
+    Documents the route; requests without a query are answered by fast_resolve below.
     """
     who = caller(request)
     if as_of is not None:
@@ -72,40 +72,34 @@ def resolve_response(
     return Response(body, media_type="application/json", headers=headers)
 
 
-class ResolveFastPath:
-    """Answers GET /api/v1/resolve/... before the framework's router sees the request.
+def is_fast_resolve(scope: Scope) -> bool:
+    """A plain GET /api/v1/resolve/REF (no query: as_of and friends take the route)."""
+    path: str = scope.get("path", "")
+    return (
+        scope["type"] == "http"
+        and scope["method"] == "GET"
+        and not scope.get("query_string")
+        and path.startswith(_PREFIX)
+        and len(path) > len(_PREFIX)
+    )
 
-    The router's matching and dependency solving cost ~170 µs a request, ten times the
-    resolve itself; downstream services poll this endpoint, so it skips them.
-    """
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path: str = scope.get("path", "")
-        if (
-            scope["type"] != "http"
-            or scope["method"] != "GET"
-            or scope.get("query_string")  # as_of and friends: the documented route
-            or not path.startswith(_PREFIX)
-            or len(path) == len(_PREFIX)
-        ):
-            await self.app(scope, receive, send)
-            return
-        if_none_match = authorization = None
-        for name, value in scope["headers"]:
-            if name == b"if-none-match":
-                if_none_match = value.decode("latin-1")
-            elif name == b"authorization":
-                authorization = value.decode("latin-1")
-        app = scope["app"]
-        try:
-            who = authenticate(app, authorization)
-            response = resolve_response(app, path[len(_PREFIX) :], if_none_match, who)
-        except ModelyardError as exc:
-            response = problems.from_error(exc, path)
-        await response(scope, receive, send)
+async def fast_resolve(app: Any, scope: Scope, receive: Receive, send: Send) -> None:
+    """Answer a resolve without the framework: its middleware, router and dependency
+    solving cost several times the resolve itself, and downstream services poll it."""
+    if_none_match = authorization = None
+    for name, value in scope["headers"]:
+        if name == b"if-none-match":
+            if_none_match = value.decode("latin-1")
+        elif name == b"authorization":
+            authorization = value.decode("latin-1")
+    path: str = scope["path"]
+    try:
+        who = authenticate(app, authorization)
+        response = resolve_response(app, path[len(_PREFIX) :], if_none_match, who)
+    except ModelyardError as exc:
+        response = problems.from_error(exc, path)
+    await response(scope, receive, send)
 
 
 _PREFIX = "/api/v1/resolve/"
