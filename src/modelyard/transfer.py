@@ -34,10 +34,10 @@ _Item = tuple[mmap.mmap, int] | None
 class Pipeline:
     """Buffers from a fixed pool pass through ``steps`` in order, each step on its own thread.
 
-    The caller fills buffers with ``write`` (copies bytes in) or ``fill`` (lets a reader
-    fill one in place), then calls ``close``, which waits for every step and raises the
-    first step's failure. After a failure the steps stop working but keep passing buffers
-    along, so the caller never blocks for ever; ``write`` and ``fill`` raise it early.
+    The caller copies bytes in with ``write``, then calls ``close``, which waits for every
+    step and raises the first step's failure. After a failure the steps stop working but
+    keep passing buffers along, so the caller never blocks for ever; ``write`` raises it
+    early.
 
     Buffers are mapped and threads started only when needed: a stream that fits in one
     buffer (most files of a registration) runs its steps on the caller's thread in ``close``.
@@ -68,15 +68,6 @@ class Pipeline:
                 self._filled += n
                 done += n
                 self._hand_on_if_full()
-
-    def fill(self, readinto: Callable[[memoryview], int]) -> int:
-        """Let ``readinto`` put bytes straight into a pool buffer; its count (0: the end)."""
-        buffer = self._buffer()
-        with memoryview(buffer) as whole, whole[self._filled :] as rest:
-            n = readinto(rest)
-        self._filled += n
-        self._hand_on_if_full()
-        return n
 
     def close(self) -> None:
         """Hand on the last partial buffer, wait for every step; raise a step's failure."""
@@ -156,7 +147,7 @@ class Pipeline:
                 try:
                     with memoryview(buffer) as whole, whole[:n] as view:
                         step(view)
-                except BaseException as exc:  # raised to the caller by write/fill/close
+                except BaseException as exc:  # raised to the caller by write/close
                     self._failure = exc
             if outbox is not None:
                 outbox.put(item)
