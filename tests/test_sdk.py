@@ -299,6 +299,9 @@ def test_a_registry_shared_by_threads_gives_each_its_connection(
             found = list(pool.map(lambda i: reg.resolve(f"m/{1 + i % 3}").version, range(300)))
         assert found == [1 + i % 3 for i in range(300)]
         assert reg.resolve("m@champion").version == 2
+        # the pool's threads are gone, and their connections with them: the main one stays
+        direct = reg._transport._direct  # type: ignore[attr-defined]
+        assert len(direct._opened) == 1
 
 
 def test_the_sdk_reconnects_after_the_server_restarts(

@@ -13,6 +13,7 @@ import http.client
 import select
 import threading
 import urllib.request
+import weakref
 from urllib.parse import urlsplit
 
 
@@ -29,7 +30,8 @@ class DirectConnections:
         self._timeout = timeout
         self._local = threading.local()
         self._lock = threading.Lock()
-        self._opened: list[http.client.HTTPConnection] = []
+        # Weak: a thread's connection goes (and its socket closes) with the thread.
+        self._opened: weakref.WeakSet[http.client.HTTPConnection] = weakref.WeakSet()
 
     def send(
         self, method: str, target: str, body: bytes | None, headers: dict[str, str]
@@ -60,7 +62,7 @@ class DirectConnections:
             )
             self._local.conn = conn
             with self._lock:
-                self._opened.append(conn)
+                self._opened.add(conn)
         elif conn.sock is not None and select.select([conn.sock], [], [], 0)[0]:
             # Readable while idle: the server closed it (keep-alive timeout) or broke it.
             conn.close()
@@ -68,9 +70,10 @@ class DirectConnections:
 
     def close(self) -> None:
         with self._lock:
-            for conn in self._opened:
-                conn.close()
+            opened = list(self._opened)
             self._opened.clear()
+        for conn in opened:
+            conn.close()
 
 
 def proxied(url: str) -> bool:
