@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import http.client
 import select
+import socket
 import threading
 import urllib.request
 import weakref
 from urllib.parse import urlsplit
+
+CONNECT_TIMEOUT = 10.0
 
 
 class DirectConnections:
@@ -55,17 +58,21 @@ class DirectConnections:
     def _connection(self) -> http.client.HTTPConnection:
         conn: http.client.HTTPConnection | None = getattr(self._local, "conn", None)
         if conn is None:
-            conn = (
-                http.client.HTTPSConnection(self._host, self._port, timeout=self._timeout)
-                if self._https
-                else http.client.HTTPConnection(self._host, self._port, timeout=self._timeout)
-            )
+            kind = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
+            conn = kind(self._host, self._port)
             self._local.conn = conn
             with self._lock:
                 self._opened.add(conn)
         elif conn.sock is not None and select.select([conn.sock], [], [], 0)[0]:
             # Readable while idle: the server closed it (keep-alive timeout) or broke it.
             conn.close()
+        if conn.sock is None:
+            # A host that does not answer fails within CONNECT_TIMEOUT, as with httpx;
+            # reads then wait up to the transport's timeout.
+            conn.timeout = CONNECT_TIMEOUT
+            conn.connect()
+            sock: socket.socket = conn.sock  # type: ignore[assignment]  # set by connect()
+            sock.settimeout(self._timeout)
         return conn
 
     def close(self) -> None:
