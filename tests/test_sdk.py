@@ -322,10 +322,14 @@ def test_requests_go_through_httpx_when_a_proxy_applies(monkeypatch: pytest.Monk
         monkeypatch.delenv(name.lower(), raising=False)
     url = "http://registry.internal:8080"
     assert not proxied(url)
-    assert HttpTransport(url)._direct is not None
+    direct = HttpTransport(url)
+    assert direct._direct is not None
+    direct.close()
     monkeypatch.setenv("HTTP_PROXY", "http://proxy.internal:3128")
     assert proxied(url)
     assert not proxied("https://registry.internal")
-    assert HttpTransport(url)._direct is None
+    through_httpx = HttpTransport(url)
+    assert through_httpx._direct is None
+    through_httpx.close()
     monkeypatch.setenv("NO_PROXY", "registry.internal")
     assert not proxied(url)

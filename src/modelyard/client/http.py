@@ -49,14 +49,22 @@ class HttpTransport:
         self._headers = {"User-Agent": USER_AGENT}
         if token:
             self._headers["Authorization"] = f"Bearer {token}"
-        self.client = client or httpx.Client(
-            base_url=self.url, timeout=httpx.Timeout(timeout, connect=10.0)
-        )
+        self._client = client
         self._direct = (
             DirectConnections(self.url, timeout) if client is None and not proxied(url) else None
         )
 
     # -- plumbing -------------------------------------------------------------------------
+
+    @property
+    def client(self) -> httpx.Client:
+        """The httpx client: the caller's, else made on first use. Making one costs ~40 ms
+        (its TLS context), which a CLI command that never streams an upload need not pay."""
+        if self._client is None:
+            self._client = httpx.Client(
+                base_url=self.url, timeout=httpx.Timeout(self.timeout, connect=10.0)
+            )
+        return self._client
 
     def _request(
         self,
@@ -362,7 +370,8 @@ class HttpTransport:
     def close(self) -> None:
         if self._direct is not None:
             self._direct.close()
-        self.client.close()
+        if self._client is not None:
+            self._client.close()
 
     # -- champion vs challenger ------------------------------------------------------------
 

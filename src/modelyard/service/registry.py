@@ -99,8 +99,9 @@ class RegistryService(Comparisons):
         validate_digest_hex(digest)
         with self.db.read() as tx:
             size = tx.blob_sizes([digest]).get(digest)
-            holders = tx.models_holding_blob(digest) if size is not None else []
-        if size is not None and not caller.local:
+            judged = size is not None and not caller.local  # local mode may read anything
+            holders = tx.models_holding_blob(digest) if judged else []
+        if judged:
             roles = self.access.roles(caller, holders)
             visible = [m for m, role in roles.items() if role is not None]
             if not visible:
