@@ -36,7 +36,7 @@ HELD: dict[str, Role | None] = {
     "maintainer": Role.MAINTAINER,
     "admin": Role.ADMIN,
 }
-PUBLIC_FRAMEWORK_ROUTES = {"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
+PUBLIC_FRAMEWORK_ROUTES = {"/openapi.json", "/docs", "/docs/oauth2-redirect", "/docs/assets"}
 
 
 def sha(data: bytes) -> str:

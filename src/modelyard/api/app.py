@@ -5,11 +5,17 @@ from __future__ import annotations
 import getpass
 
 from fastapi import FastAPI
-from starlette.types import Receive, Scope, Send
+from fastapi.openapi.docs import get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from swagger_ui_bundle import swagger_ui_path
 
 from modelyard import __version__
 from modelyard.api import problems
 from modelyard.api.limits import BodyLimit
+from modelyard.api.problems import internal_error
 from modelyard.api.routes import (
     access,
     blobs,
@@ -21,20 +27,60 @@ from modelyard.api.routes import (
     resolve,
     versions,
 )
-from modelyard.api.routes.resolve import fast_resolve, is_fast_resolve
+from modelyard.api.routes.resolve import FastResolve, fast_resolve, is_fast_resolve
 from modelyard.service import RegistryService
+
+_NOSNIFF = (b"x-content-type-options", b"nosniff")
+_DOCS_ASSETS = "/docs/assets"
 
 
 class ModelyardApp(FastAPI):
-    """FastAPI, except for a plain resolve, answered before any of the framework runs
-    (its middleware stack and router cost more than the resolve itself)."""
+    """FastAPI, with ``X-Content-Type-Options: nosniff`` on every response, and the plain
+    resolve answered in front of the framework while nothing but the app's own middleware
+    is installed.
+
+    nosniff is added here, outside the whole stack, so that it also covers the error pages
+    the stack writes itself (the 500 of an unexpected exception).
+
+    The resolve: ``FastResolve`` is the innermost middleware, so whatever middleware is
+    added (sessions, metrics, rate limits) wraps it. Until some is, the layers in front of
+    it (FastAPI's telemetry check, its error and body-limit middleware, ``BodyLimit``) do
+    nothing for a bodiless GET but cost ~20 µs, as much as the resolve itself; so then the
+    same function answers here, and an unexpected error gets the same problem+json 500.
+    """
+
+    _own_middleware: tuple[object, ...] = ()
+    _resolve_in_front = False  # decided when the stack is built (at the first request)
+
+    def own_middleware_installed(self) -> None:
+        """Mark the middleware added so far as the app's own."""
+        self._own_middleware = self._middleware_classes()
+
+    def build_middleware_stack(self) -> ASGIApp:
+        self._resolve_in_front = self._middleware_classes() == self._own_middleware
+        return super().build_middleware_stack()
+
+    def _middleware_classes(self) -> tuple[object, ...]:
+        return tuple(m.cls for m in self.user_middleware)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if is_fast_resolve(scope):
-            scope["app"] = self
-            await fast_resolve(self, scope, receive, send)
-        else:
+        if scope["type"] != "http":
             await super().__call__(scope, receive, send)
+            return
+
+        async def send_nosniff(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", ()), _NOSNIFF]
+            await send(message)
+
+        if self._resolve_in_front and is_fast_resolve(scope):
+            scope["app"] = self
+            try:
+                await fast_resolve(self, scope, receive, send_nosniff)
+            except Exception:
+                await internal_error("GET", scope["path"])(scope, receive, send_nosniff)
+            return
+        await super().__call__(scope, receive, send_nosniff)
 
 
 def create_app(
@@ -47,15 +93,48 @@ def create_app(
         version=__version__,
         description="A self-hosted ML model registry. References: NAME, NAME/N, NAME@ALIAS,"
         " NAME@sha256:HEX. Errors are RFC 9457 problem+json with a stable `code`.",
+        docs_url=None,  # served below from the package's own copy of Swagger UI
+        redoc_url=None,  # ReDoc would load its script from a CDN
     )
     app.state.service = service
     app.state.local_user = (local_user or _local_user()) if allow_local else None
     app.state.resolve_bodies = {}
     problems.install(app)
+    # First, so innermost: every middleware added after it (here or by whoever extends the
+    # app: sessions, metrics, rate limits) wraps the fast resolve path too.
+    app.add_middleware(FastResolve)
     app.add_middleware(BodyLimit)
+    app.own_middleware_installed()
     for module in (health, blobs, models, versions, resolve, events, access, lifecycle, compare):
         app.include_router(module.router)
+    _offline_docs(app)
     return app
+
+
+def _offline_docs(app: FastAPI) -> None:
+    """/docs with Swagger UI's assets from the installed package: it works without internet,
+    and no page of the registry makes a browser fetch anything from elsewhere."""
+    title = f"{app.title} API"
+    redirect = "/docs/oauth2-redirect"
+
+    async def docs(request: Request) -> Response:
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title=title,
+            swagger_js_url=f"{_DOCS_ASSETS}/swagger-ui-bundle.js",
+            swagger_css_url=f"{_DOCS_ASSETS}/swagger-ui.css",
+            swagger_favicon_url=f"{_DOCS_ASSETS}/favicon-32x32.png",
+            oauth2_redirect_url=redirect,
+            # The default validator badge is an image from validator.swagger.io.
+            swagger_ui_parameters={"validatorUrl": None},
+        )
+
+    async def oauth2_redirect(request: Request) -> Response:
+        return get_swagger_ui_oauth2_redirect_html()
+
+    app.add_route("/docs", docs, include_in_schema=False)
+    app.add_route(redirect, oauth2_redirect, include_in_schema=False)
+    app.mount(_DOCS_ASSETS, StaticFiles(directory=swagger_ui_path), name="docs-assets")
 
 
 def _local_user() -> str:

@@ -22,8 +22,13 @@ class BodyLimit:
         if scope["type"] != "http" or scope["path"].startswith(_STREAMED):
             await self.app(scope, receive, send)
             return
-        declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+        headers = dict(scope["headers"])
+        declared = headers.get(b"content-length")
+        if declared is None and b"transfer-encoding" not in headers:
+            await self.app(scope, receive, send)  # no body (RFC 9112 6.3): nothing to cap
+            return
+        # 18 digits at most go to int(): thousands of them raise, and cost, before refusing.
+        if declared and declared.isdigit() and (len(declared) > 18 or int(declared) > self.limit):
             await self._refuse(scope, send)
             return
         # Read the (bounded) body here, so an oversized chunked body is refused with 413

@@ -81,11 +81,10 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return problem(
-            500,
-            "internal_error",
-            "Internal error",
-            "the server failed; see its log",
-            request.url.path,
-        )
+        return internal_error(request.method, request.url.path)
+
+
+def internal_error(method: str, path: str) -> Response:
+    """The 500 of an unexpected exception (being handled): logged, and nothing leaked."""
+    log.exception("unhandled error on %s %s", method, path)
+    return problem(500, "internal_error", "Internal error", "the server failed; see its log", path)

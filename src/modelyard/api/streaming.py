@@ -1,15 +1,24 @@
-"""Streaming blob bytes to clients with HTTP Range support, in 1 MiB chunks."""
+"""Streaming blob bytes to clients with HTTP Range support.
+
+The store's iterator is read on worker threads (Starlette iterates a plain iterator in its
+thread pool), so a slow disk never holds up the event loop.
+"""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator
+from urllib.parse import quote
 
 from starlette.responses import Response, StreamingResponse
 
 from modelyard.api.problems import problem
 
+# A position of more than 18 digits lies past the end of any blob (10**18 bytes is an
+# exabyte), so it reads as 10**18: int() of thousands of digits raises, and costs.
 _RANGE_RE = re.compile(r"bytes=(\d*)-(\d*)")
+_MAX_DIGITS = 18
+_BEYOND_ANY_BLOB = 10**_MAX_DIGITS
 
 
 def stream_blob(
@@ -19,33 +28,38 @@ def stream_blob(
     read: Callable[[int, int | None], Iterator[bytes]],
     *,
     instance: str,
+    filename: str,
     head: bool = False,
 ) -> Response:
     """A 200 with the whole blob, or a 206 for one satisfiable byte range (416 otherwise).
 
-    Multi-range requests are answered with the whole blob, which RFC 9110 allows.
+    Multi-range requests are answered with the whole blob, which RFC 9110 allows. Every
+    download is an attachment of a type no browser renders, so an uploaded .html or .svg
+    never runs in the registry's origin; and ``private``, because every download but
+    local mode's takes a token, and a shared cache must not replay it to anyone else.
     """
     headers = {
         "Accept-Ranges": "bytes",
         "ETag": f'"sha256:{digest}"',
         "Docker-Content-Digest": f"sha256:{digest}",
-        "Cache-Control": "public, max-age=31536000, immutable",
+        "Cache-Control": "private, max-age=31536000, immutable",
+        "Content-Disposition": attachment(filename),
     }
     start, end, status = 0, size, 200
     match = _RANGE_RE.fullmatch(range_header.strip()) if range_header else None
     if match and (match.group(1) or match.group(2)):
-        first, last = match.group(1), match.group(2)
-        if first:
-            start = int(first)
-            end = min(int(last) + 1, size) if last else size
+        first, last = _position(match.group(1)), _position(match.group(2))
+        if first is not None:
+            start = first
+            end = min(last + 1, size) if last is not None else size
         else:  # suffix range: the last N bytes
-            start = max(size - int(last), 0)
+            start = max(size - (last or 0), 0)
         if start >= size or start >= end:
             refusal = problem(
                 416,
                 "range_not_satisfiable",
                 "Range not satisfiable",
-                f"range {range_header!r} is outside the {size} bytes of the file",
+                f"range {_shown(range_header)} is outside the {size} bytes of the file",
                 instance,
             )
             refusal.headers["Content-Range"] = f"bytes */{size}"
@@ -58,3 +72,22 @@ def stream_blob(
     return StreamingResponse(
         read(start, end), status_code=status, headers=headers, media_type="application/octet-stream"
     )
+
+
+def attachment(filename: str) -> str:
+    """Content-Disposition for a download saved as ``filename`` (RFC 6266, RFC 8187)."""
+    ascii_name = "".join(
+        c if c.isascii() and c.isprintable() and c not in '"\\' else "_" for c in filename
+    )
+    return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(filename, safe='')}"
+
+
+def _position(digits: str) -> int | None:
+    if not digits:
+        return None
+    return int(digits) if len(digits) <= _MAX_DIGITS else _BEYOND_ANY_BLOB
+
+
+def _shown(header: str | None) -> str:
+    text = repr(header)
+    return text if len(text) <= 80 else text[:77] + "..."

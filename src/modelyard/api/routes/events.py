@@ -11,12 +11,15 @@ from modelyard.api.deps import caller, json_response, needs, service
 from modelyard.api.schemas import EventPageOut
 
 router = APIRouter(prefix="/api/v1", tags=["journal"])
+MAX_SEQ = 2**63 - 1  # a 64-bit column: a larger number is refused here, not by the database
 
 
 @router.get("/events", response_model=EventPageOut, openapi_extra=needs("model.view"))
 def list_events(
     request: Request,
-    after: Annotated[int, Query(ge=0, description="Return events with seq > after")] = 0,
+    after: Annotated[
+        int, Query(ge=0, le=MAX_SEQ, description="Return events with seq > after")
+    ] = 0,
     limit: Annotated[int | None, Query(ge=1, le=1000)] = None,
     subject: Annotated[str | None, Query(max_length=512)] = None,
     kind: Annotated[str | None, Query(max_length=64)] = None,

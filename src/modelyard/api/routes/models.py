@@ -189,6 +189,7 @@ def download_file(
         range,
         lambda start, end: svc.read_blob(entry.sha256, start, end),
         instance=request.url.path,
+        filename=entry.path.rsplit("/", 1)[-1],
         head=request.method == "HEAD",
     )
 

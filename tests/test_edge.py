@@ -1,0 +1,206 @@
+"""The edge of the server: headers on every response, downloads that no browser runs,
+numbers and text bounded before they reach storage, /docs without internet."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from fastapi.testclient import TestClient
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from modelyard.api import create_app
+from modelyard.service import RegistryService
+from tests.test_api import problem, register, sha
+
+HTML = b"<html><script>alert(document.cookie)</script></html>"
+SVG = b'<svg xmlns="http://www.w3.org/2000/svg" onload="alert(1)"/>'
+
+
+@pytest.fixture
+def page(client: TestClient) -> str:
+    """churn/1 holding an HTML page and an SVG: what an attacker would upload."""
+    register(client, "churn", {"site/index.html": HTML, "logo.svg": SVG, "bin": bytes(100)})
+    return "/api/v1/models/churn/versions/1/files"
+
+
+# -- nosniff ------------------------------------------------------------------------------
+
+
+def test_nosniff_on_every_kind_of_response(client: TestClient, page: str) -> None:
+    answers = [
+        client.get("/healthz"),
+        client.get("/api/v1/resolve/churn"),  # the fast path
+        client.get("/api/v1/resolve/nope"),  # the fast path's problem
+        client.get("/api/v1/models/churn"),
+        client.get(f"{page}/site/index.html"),
+        client.get("/api/v1/no-such-route"),
+        client.post("/api/v1/models", content=b"{", headers={"content-type": "application/json"}),
+        client.get("/docs"),
+        client.get("/openapi.json"),
+    ]
+    for response in answers:
+        assert response.headers.get("x-content-type-options") == "nosniff", response.request.url
+
+
+def test_nosniff_on_an_unexpected_500(service: RegistryService) -> None:
+    app = create_app(service, local_user="tester")
+
+    async def boom() -> None:
+        raise RuntimeError("a bug")
+
+    app.add_api_route("/boom", boom)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        response = client.get("/boom")
+    problem(response, 500, "internal_error")
+    assert response.headers["x-content-type-options"] == "nosniff"
+
+
+# -- downloads ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("path", "data"), [("site/index.html", HTML), ("logo.svg", SVG)])
+def test_a_download_is_an_attachment_no_browser_runs(
+    client: TestClient, page: str, path: str, data: bytes
+) -> None:
+    """An uploaded page must not render (and run its script) in the registry's origin."""
+    for url in (f"{page}/{path}", f"/api/v1/blobs/sha256:{sha(data)}"):
+        for method in ("GET", "HEAD"):
+            response = client.request(method, url)
+            assert response.status_code == 200
+            assert response.headers["content-type"] == "application/octet-stream"
+            assert response.headers["content-disposition"].startswith("attachment;")
+            assert response.headers["x-content-type-options"] == "nosniff"
+    name = path.rsplit("/", 1)[-1]
+    disposition = client.get(f"{page}/{path}").headers["content-disposition"]
+    assert f'filename="{name}"' in disposition
+
+
+def test_a_download_names_an_unusual_file_safely(client: TestClient) -> None:
+    register(client, "odd", {'dir/r\u00e9sum\u00e9 "x".txt': b"cv"})
+    response = client.get("/api/v1/models/odd/versions/1/files/dir/r%C3%A9sum%C3%A9%20%22x%22.txt")
+    assert response.status_code == 200
+    disposition = response.headers["content-disposition"]
+    assert 'filename="r_sum_ _x_.txt"' in disposition
+    assert "filename*=UTF-8''r%C3%A9sum%C3%A9%20%22x%22.txt" in disposition
+
+
+def test_a_download_is_private_to_shared_caches(client: TestClient, page: str) -> None:
+    """A shared proxy must not keep bytes that took a token and replay them to anyone."""
+    for url in (f"{page}/bin", f"/api/v1/blobs/sha256:{sha(bytes(100))}"):
+        cache = client.get(url).headers["cache-control"]
+        assert "private" in cache.split(", ")
+        assert "public" not in cache
+
+
+@pytest.mark.parametrize(
+    ("header", "status", "whole"),
+    [
+        ("bytes=" + "9" * 5000 + "-", 416, False),  # was a 500: int() of 5000 digits
+        ("bytes=0-" + "9" * 5000, 206, True),
+        ("bytes=-" + "9" * 5000, 206, True),
+        ("bytes=" + "9" * 19 + "-", 416, False),  # past 2**63
+        ("bytes=1" + "0" * 18 + "-", 416, False),
+    ],
+)
+def test_a_huge_range_is_answered(
+    client: TestClient, page: str, header: str, status: int, whole: bool
+) -> None:
+    response = client.get(f"{page}/bin", headers={"Range": header})
+    if not whole:
+        problem(response, status, "range_not_satisfiable")
+        assert response.headers["content-range"] == "bytes */100"
+    else:
+        assert (response.status_code, response.content) == (status, bytes(100))
+
+
+# -- the fast resolve path inside the middleware stack --------------------------------------
+
+
+class Stamp:
+    """A middleware added after the app is built, as sessions or metrics would be."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.seen: list[str] = []
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def stamped(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message["headers"], (b"x-stamp", b"yes")]
+            await send(message)
+
+        await self.app(scope, receive, stamped)
+
+
+def test_middleware_added_later_covers_the_fast_resolve(service: RegistryService) -> None:
+    app = create_app(service, local_user="tester")
+    app.add_middleware(Stamp)
+    with TestClient(app) as client:
+        register(client, "churn")
+        fast = client.get("/api/v1/resolve/churn")
+        missing = client.get("/api/v1/resolve/nope")
+        routed = client.get("/api/v1/resolve/churn", params={"as_of": "2100-01-01T00:00:00Z"})
+    assert fast.status_code == 200 and fast.json()["version"] == 1
+    assert fast.headers["x-stamp"] == "yes"
+    problem(missing, 404, "model_not_found")
+    assert missing.headers["x-stamp"] == "yes"
+    assert routed.status_code == 200 and routed.headers["x-stamp"] == "yes"
+
+
+@pytest.mark.parametrize("extended", [False, True], ids=["in-front", "in-the-stack"])
+def test_an_unexpected_error_in_the_fast_resolve_is_a_problem(
+    service: RegistryService, extended: bool
+) -> None:
+    """Both places the fast path answers from turn a bug into the same problem+json 500."""
+    app = create_app(service, local_user="tester")
+    if extended:
+        app.add_middleware(Stamp)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        register(client, "churn")
+        app.state.resolve_bodies = None  # a broken cache: resolve_response fails
+        response = client.get("/api/v1/resolve/churn")
+    body = problem(response, 500, "internal_error")
+    assert body["instance"] == "/api/v1/resolve/churn"
+    assert response.headers["x-content-type-options"] == "nosniff"
+
+
+# -- /docs offline -------------------------------------------------------------------------
+
+_REFERENCE = re.compile(r"""(?:src|href)\s*=\s*["']([^"']+)["']""")
+
+
+@pytest.mark.parametrize("page_path", ["/docs", "/docs/oauth2-redirect"])
+def test_docs_pages_reference_nothing_outside(client: TestClient, page_path: str) -> None:
+    response = client.get(page_path)
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/html")
+    html = response.text
+    assert re.search(r"(?i)\b(?:https?:)?//[a-z0-9]", html.replace("window.location", "")) is None
+    for reference in _REFERENCE.findall(html):
+        assert reference.startswith("/"), reference
+        asset = client.get(reference)
+        assert asset.status_code == 200, reference
+        assert len(asset.content) > 0
+
+
+def test_docs_load_the_schema_of_this_server(client: TestClient) -> None:
+    html = client.get("/docs").text
+    assert "url: '/openapi.json'" in html
+    assert "SwaggerUIBundle" in client.get("/docs/assets/swagger-ui-bundle.js").text
+    assert client.get("/redoc").status_code == 404  # ReDoc would load from a CDN
+
+
+# -- numbers bounded at the edge ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("after", [str(2**63), "9" * 5000])
+def test_events_after_past_64_bits_is_refused(client: TestClient, after: str) -> None:
+    """Was a 500: the number reached the database, whose integers have 64 bits."""
+    problem(client.get("/api/v1/events", params={"after": after}), 400, "invalid_input")
+
+
+def test_events_after_the_largest_64_bit_number_is_empty(client: TestClient) -> None:
+    register(client, "churn")
+    response = client.get("/api/v1/events", params={"after": str(2**63 - 1)})
+    assert response.status_code == 200 and response.json()["items"] == []
