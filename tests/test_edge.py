@@ -3,7 +3,11 @@ numbers and text bounded before they reach storage, /docs without internet."""
 
 from __future__ import annotations
 
+import base64
+import json
 import re
+from typing import Any
+from urllib.parse import quote
 
 import pytest
 from fastapi.testclient import TestClient
@@ -11,7 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from modelyard.api import create_app
 from modelyard.service import RegistryService
-from tests.test_api import problem, register, sha
+from tests.test_api import post_raw, problem, register, sha
 
 HTML = b"<html><script>alert(document.cookie)</script></html>"
 SVG = b'<svg xmlns="http://www.w3.org/2000/svg" onload="alert(1)"/>'
@@ -204,3 +208,113 @@ def test_events_after_the_largest_64_bit_number_is_empty(client: TestClient) -> 
     register(client, "churn")
     response = client.get("/api/v1/events", params={"after": str(2**63 - 1)})
     assert response.status_code == 200 and response.json()["items"] == []
+
+
+def _forged(token: str, offset: int) -> str:
+    data = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+    raw = json.dumps({**data, "o": offset}).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+@pytest.mark.parametrize("offset", [2**63, 2**64 + 5, -1])
+@pytest.mark.parametrize("listing", ["/api/v1/versions", "/api/v1/models"])
+def test_a_forged_page_token_is_refused(client: TestClient, listing: str, offset: int) -> None:
+    """Was a 500: a token is base64 JSON, and its offset went to SQL as it was."""
+    register(client, "churn")
+    register(client, "churn-b")
+    token = client.get(listing, params={"limit": 1}).json()["next_page_token"]
+    assert client.get(listing, params={"limit": 1, "page_token": token}).status_code == 200
+    response = client.get(listing, params={"limit": 1, "page_token": _forged(token, offset)})
+    problem(response, 400, "invalid_page_token")
+
+
+def test_a_file_size_past_64_bits_is_refused(client: TestClient) -> None:
+    files = [{"path": "big.bin", "size": 2**63, "sha256": sha(b"")}]
+    response = client.post("/api/v1/models/churn/versions", json={"files": files})
+    problem(response, 400, "invalid_input")
+    problem(client.get("/api/v1/models/churn"), 404, "model_not_found")
+
+
+# -- text that is not Unicode -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "raw"),
+    [  # in JSON, an escape that no text can hold
+        ("/api/v1/models", '{"name": "churn", "description": "x\\ud800y"}'),
+        ("/api/v1/models", '{"name": "churn", "tags": {"team": "\\ud800"}}'),
+        ("/api/v1/models", '{"name": "churn", "tags": {"\\udc00": "x"}}'),
+        ("/api/v1/models", '{"name": "churn", "description": "\\udc00\\ud800"}'),
+        ("/api/v1/models/churn/versions", '{"files": [{"path": "\\ud800", "size": 0}]}'),
+        ("/api/v1/users", '{"name": "bob", "description": "\\ud800"}'),
+    ],
+)
+def test_a_lone_surrogate_is_refused(client: TestClient, path: str, raw: str) -> None:
+    """Was a 500 in any text field: Python's parser accepts it, storing it failed."""
+    body = problem(post_raw(client, path, raw), 400, "malformed_json")
+    assert "surrogate" in body["detail"]
+    problem(client.get("/api/v1/models/churn"), 404, "model_not_found")
+
+
+def test_surrogate_bytes_and_other_non_utf8_are_refused(client: TestClient) -> None:
+    for raw in (
+        '{"name": "churn", "description": "\ud800"}'.encode("utf-8", "surrogatepass"),
+        b'{"name": "churn", "description": "caf\xe9"}',
+    ):
+        body = problem(post_raw(client, "/api/v1/models", raw), 400, "malformed_json")
+        assert "UTF-8" in body["detail"]
+
+
+def test_surrogate_pairs_and_escaped_backslashes_are_text(client: TestClient) -> None:
+    raw = '{"name": "churn", "description": "\\ud83d\\ude00 and \\\\ud800"}'
+    response = post_raw(client, "/api/v1/models", raw)
+    assert response.status_code == 201, response.text
+    assert response.json()["description"] == "\U0001f600 and \\ud800"
+
+
+# -- paths that could be registered but not downloaded ------------------------------------
+
+
+def _register_paths(client: TestClient, paths: list[str]) -> Any:
+    files = [{"path": p, "size": 1, "sha256": sha(b"x"), "content": "eA=="} for p in paths]
+    return client.post("/api/v1/models/churn/versions", json={"files": files})
+
+
+@pytest.mark.parametrize(
+    ("paths", "says"),
+    [
+        (["d/" + "a" * 256], "256 bytes"),
+        (["\u00e9" * 128 + ".bin"], "260 bytes"),  # 132 characters, but 260 bytes
+        (["/".join(["abcdefghi"] * 103)], "1029 bytes"),
+        (["A.txt", "a.txt"], "differ only in case"),
+        (["Dir/x.bin", "dir/x.bin"], "differ only in case"),
+        (["caf\u00e9.txt", "cafe\u0301.txt"], "differ only in case"),  # NFC and NFD
+        (["Data", "data/x.bin"], "both a file and a directory"),
+        (["invoice\u202efdp.exe"], "bidirectional"),
+        (["a\u2066b"], "bidirectional"),
+        (["a\u0085b"], "control character"),
+    ],
+)
+def test_paths_no_platform_can_download_are_refused(
+    client: TestClient, paths: list[str], says: str
+) -> None:
+    body = problem(_register_paths(client, paths), 400, "invalid_path")
+    assert says in body["detail"]
+    problem(client.get("/api/v1/models/churn"), 404, "model_not_found")  # nothing written
+
+
+def test_paths_at_the_limits_are_accepted_and_download(client: TestClient) -> None:
+    longest = "/".join(["d" * 254] * 4) + "/" + "f" * 3  # 1023 bytes
+    paths = [
+        "a" * 255,
+        "\u00e9" * 127,
+        longest,
+        "A.txt",
+        "b.txt",
+        "caf\u00e9/\u05e9\u05dc\u05d5\u05dd",
+    ]
+    response = _register_paths(client, paths)
+    assert response.status_code == 201, response.text
+    for path in paths:
+        download = client.get(f"/api/v1/models/churn/versions/1/files/{quote(path)}")
+        assert (download.status_code, download.content) == (200, b"x"), path

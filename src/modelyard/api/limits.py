@@ -1,16 +1,21 @@
-"""Refuse oversized request bodies before they are read into memory.
+"""Refuse oversized request bodies before they are read into memory, and bodies that are
+not Unicode text.
 
 Blob uploads stream to disk and are exempt; every other body (JSON metadata) is capped.
 """
 
 from __future__ import annotations
 
+import re
+
+import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from modelyard.api.problems import problem
 
 MAX_JSON_BODY = 8 * 1024 * 1024
 _STREAMED = ("/api/v1/blobs/sha256:", "/api/v1/blobs/uploads")
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
 class BodyLimit:
@@ -44,6 +49,12 @@ class BodyLimit:
                 return
             if not message.get("more_body", False):
                 break
+        flaw = text_flaw(bytes(body))
+        if flaw is not None:
+            await problem(400, "malformed_json", "Invalid input", flaw, scope["path"])(
+                scope, _no_receive, send
+            )
+            return
         replayed = False
 
         async def replay() -> Message:
@@ -64,6 +75,31 @@ class BodyLimit:
             scope["path"],
         )
         await response(scope, _no_receive, send)
+
+
+def text_flaw(body: bytes) -> str | None:
+    """Why ``body`` cannot be JSON text (RFC 8259: UTF-8, valid Unicode), or None.
+
+    Python's JSON parser accepts a lone surrogate (``"\\ud800"``, or its bytes), which no
+    text can hold: every text field would carry it until storing or encoding it failed,
+    as a 500. Checked once here for every field of every body, present and future. Only a
+    body with a surrogate escape pays for a second parse (orjson refuses lone ones).
+    """
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return f"request body is not UTF-8: byte {exc.start} cannot be decoded"
+    if _SURROGATE_ESCAPE.search(body) is None:
+        return None
+    try:
+        orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        if "surrogate" in str(exc):
+            return (
+                f"request body has a lone surrogate at position {exc.pos}: a string must"
+                " be valid Unicode (a \\uD800-\\uDFFF escape only as half of a pair)"
+            )
+    return None  # valid, or malformed in a way the framework's parser reports
 
 
 async def _no_receive() -> Message:

@@ -13,9 +13,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from modelyard.domain.errors import InvalidInput, InvalidPath
-from modelyard.domain.names import validate_file_path
+from modelyard.domain.names import path_key, validate_file_path
 
 MAX_FILES_PER_VERSION = 10_000
+MAX_FILE_SIZE = 2**63 - 1  # sizes are 64-bit integers in the database
 _HEX_RE = re.compile(r"[0-9a-f]{64}")
 
 
@@ -42,21 +43,32 @@ def build_manifest(entries: Iterable[FileEntry]) -> list[FileEntry]:
         raise InvalidInput("a version needs at least one file")
     if len(result) > MAX_FILES_PER_VERSION:
         raise InvalidInput(f"a version may have at most {MAX_FILES_PER_VERSION} files")
-    seen: set[str] = set()
+    # Paths by the name a case-insensitive file system gives them: two files that differ
+    # only in case (or Unicode normalisation) would overwrite each other there.
+    seen: dict[str, str] = {}
     for entry in result:
         validate_file_path(entry.path)
         validate_digest_hex(entry.sha256)
         if isinstance(entry.size, bool) or not isinstance(entry.size, int) or entry.size < 0:
             raise InvalidInput(f"file {entry.path!r} has an invalid size {entry.size!r}")
-        if entry.path in seen:
+        if entry.size > MAX_FILE_SIZE:
+            raise InvalidInput(f"file {entry.path!r} is larger than {MAX_FILE_SIZE} bytes")
+        key = path_key(entry.path)
+        other = seen.get(key)
+        if other == entry.path:
             raise InvalidPath(f"file path {entry.path!r} appears twice in the manifest")
-        seen.add(entry.path)
+        if other is not None:
+            raise InvalidPath(
+                f"file paths {other!r} and {entry.path!r} differ only in case; they would be"
+                " one file on macOS and Windows"
+            )
+        seen[key] = entry.path
     # A file and a directory of the same name cannot both exist once downloaded.
     for entry in result:
         parts = entry.path.split("/")
         for depth in range(1, len(parts)):
-            parent = "/".join(parts[:depth])
-            if parent in seen:
+            parent = seen.get(path_key("/".join(parts[:depth])))
+            if parent is not None:
                 raise InvalidPath(f"{parent!r} is both a file and a directory in the manifest")
     return result
 

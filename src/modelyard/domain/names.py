@@ -8,17 +8,25 @@ later break a URL, a file system or a shell.
 from __future__ import annotations
 
 import re
+import unicodedata
 from typing import Final
 
 from modelyard.domain.errors import InvalidName, InvalidPath
 
 MAX_NAME_LENGTH: Final = 128
+# In UTF-8 bytes. A component: the limit of ext4, XFS, APFS and NTFS alike. A path: well
+# inside Linux's PATH_MAX (4096) and macOS's (1024 with the download directory's prefix
+# left out), so a version downloads under any reasonable directory.
+MAX_COMPONENT_BYTES: Final = 255
 MAX_PATH_LENGTH: Final = 1024
 MAX_TAG_VALUE_LENGTH: Final = 1024
 
 _NAME_RE: Final = re.compile(r"[a-z0-9][a-z0-9._-]{0,127}")
 _KEY_RE: Final = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-/:]{0,127}")
-_CONTROL_RE: Final = re.compile(r"[\x00-\x1f\x7f]")
+_CONTROL_RE: Final = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# Bidirectional controls make a name display as another ("evil\u202etxt.exe" shows as
+# "evilexe.txt"): marks, embeddings, overrides and isolates.
+_BIDI_RE: Final = re.compile("[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
 
 def validate_model_name(name: str) -> str:
@@ -79,10 +87,22 @@ def validate_file_path(path: str) -> str:
     """
     if not isinstance(path, str) or not path:
         raise InvalidPath("file path must not be empty")
-    if len(path) > MAX_PATH_LENGTH:
-        raise InvalidPath(f"file path is longer than {MAX_PATH_LENGTH} characters")
+    try:
+        size = len(path.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise InvalidPath(f"file path {_shown(path)} is not valid Unicode") from None
+    if size > MAX_PATH_LENGTH:
+        raise InvalidPath(
+            f"file path {_shown(path)} is {size} bytes in UTF-8; the limit is"
+            f" {MAX_PATH_LENGTH}, so that it can be downloaded on every platform"
+        )
     if _CONTROL_RE.search(path):
         raise InvalidPath(f"file path {_shown(path)} contains a control character or NUL")
+    if _BIDI_RE.search(path):
+        raise InvalidPath(
+            f"file path {_shown(path)} contains a bidirectional control character"
+            " (U+202E and the like), which makes a name display as another"
+        )
     if "\\" in path:
         raise InvalidPath(f"file path {_shown(path)} contains a backslash; use '/'")
     if path.startswith("/") or re.match(r"^[A-Za-z]:", path):
@@ -96,7 +116,18 @@ def validate_file_path(path: str) -> str:
                 f"file path {_shown(path)} has an empty, '.' or '..' component;"
                 " paths must stay inside the version"
             )
+        if len(part.encode("utf-8")) > MAX_COMPONENT_BYTES:
+            raise InvalidPath(
+                f"file path {_shown(path)} has a component of {len(part.encode('utf-8'))}"
+                f" bytes in UTF-8; file systems allow at most {MAX_COMPONENT_BYTES}"
+            )
     return path
+
+
+def path_key(path: str) -> str:
+    """What ``path`` is called on a case-insensitive file system (macOS, Windows) that also
+    equates Unicode normalisation forms: two paths with one key are one file there."""
+    return unicodedata.normalize("NFC", path).casefold()
 
 
 def _shown(value: object) -> str:

@@ -15,6 +15,8 @@ from modelyard.domain.errors import InvalidInput
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
+# Far past any registry, and offset + a page stays a 64-bit integer, as SQL's OFFSET needs.
+MAX_OFFSET = 2**62
 
 
 def _fingerprint(query: str) -> str:
@@ -39,7 +41,11 @@ def decode_token(token: str | None, query: str) -> int:
         raise InvalidInput(
             "page_token is not a token this server issued", code="invalid_page_token"
         ) from None
-    if not isinstance(offset, int) or offset < 0 or fingerprint != _fingerprint(query):
+    if not isinstance(offset, int) or not 0 <= offset <= MAX_OFFSET:
+        raise InvalidInput(
+            "page_token is not a token this server issued", code="invalid_page_token"
+        )
+    if fingerprint != _fingerprint(query):
         raise InvalidInput(
             "page_token belongs to a different query; start again without it",
             code="invalid_page_token",
