@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: serve test bench clean
+.PHONY: serve test fuzz bench clean
 
 # flock: `make serve` and `make test` started together must not install into .venv at once.
 $(STAMP): pyproject.toml
@@ -23,6 +23,9 @@ test: $(STAMP)  ## lint, type-check and run the whole test suite
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/pytest -n 2
+
+fuzz: $(STAMP)  ## Schemathesis on every operation, a long campaign (FUZZ_SECONDS per run)
+	MODELYARD_FUZZ_SECONDS=$(or $(FUZZ_SECONDS),600) $(BIN)/pytest tests/test_fuzz.py -v
 
 bench: $(STAMP)  ## the benchmark, side by side with MLflow (see docs/benchmarks.md)
 	$(BIN)/python -m benchmarks.run

@@ -318,3 +318,75 @@ def test_paths_at_the_limits_are_accepted_and_download(client: TestClient) -> No
     for path in paths:
         download = client.get(f"/api/v1/models/churn/versions/1/files/{quote(path)}")
         assert (download.status_code, download.content) == (200, b"x"), path
+
+
+# -- the OpenAPI document and 405 ----------------------------------------------------------
+
+
+def _operations(client: TestClient) -> list[tuple[str, str, dict[str, Any]]]:
+    paths = client.get("/openapi.json").json()["paths"]
+    return [(m.upper(), p, op) for p, item in paths.items() for m, op in item.items()]
+
+
+def test_openapi_documents_the_problems_and_never_422(client: TestClient) -> None:
+    doc = client.get("/openapi.json").json()
+    assert "HTTPValidationError" not in doc["components"]["schemas"]
+    for method, path, op in _operations(client):
+        responses = op["responses"]
+        assert "422" not in responses, (method, path)
+        if op["x-permission"] != "public":
+            assert "401" in responses, (method, path)
+            assert "WWW-Authenticate" in responses["401"]["headers"]
+        if op.get("parameters") or "requestBody" in op:
+            assert "400" in responses, (method, path)
+        for status, response in responses.items():
+            if int(status) >= 400:
+                media = response["content"]["application/problem+json"]["schema"]
+                assert media == {"$ref": "#/components/schemas/Problem"}
+
+
+def test_openapi_path_parameters_declare_their_patterns(client: TestClient) -> None:
+    for method, path, op in _operations(client):
+        for parameter in op.get("parameters", ()):
+            if parameter["in"] == "path" and parameter["name"] != "path":
+                schema = parameter["schema"]
+                assert "pattern" in schema or schema.get("type") == "integer", (method, path)
+    resolve = next(op for m, p, op in _operations(client) if p == "/api/v1/resolve/{reference}")
+    pattern = re.compile(resolve["parameters"][0]["schema"]["pattern"])
+    for good in ("churn", "churn/42", "churn@champion", "churn@sha256:" + "a" * 64):
+        assert pattern.fullmatch(good), good
+    for bad in ("Churn", "churn/", "churn@", "/churn"):
+        assert not pattern.fullmatch(bad), bad
+
+
+def test_openapi_names_the_statuses_particular_operations_add(client: TestClient) -> None:
+    responses = {(m, p): set(op["responses"]) for m, p, op in _operations(client)}
+    assert {"201", "409"} <= responses[("POST", "/api/v1/models")]
+    assert {"206", "416"} <= responses[("GET", "/api/v1/blobs/{digest}")]
+    assert "304" in responses[("GET", "/api/v1/resolve/{reference}")]
+    assert "202" in responses[("POST", "/api/v1/models/{name}/versions/{number}/promote")]
+    assert "403" not in responses[("GET", "/api/v1/models/{name}")]  # no role: 404
+    assert "409" not in responses[("GET", "/api/v1/models/{name}")]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allow"),
+    [
+        ("POST", "/healthz", "GET"),
+        ("TRACE", "/api/v1/models/churn/aliases/champion", "GET, PUT, DELETE"),
+        ("PATCH", f"/api/v1/blobs/sha256:{'a' * 64}", "GET, HEAD, PUT"),
+        ("PUT", "/api/v1/blobs/uploads", "POST"),  # was a 400: taken for a digest
+        ("POST", "/api/v1/resolve/churn", "GET"),
+    ],
+)
+def test_a_method_a_path_does_not_serve_is_405_with_allow(
+    client: TestClient, method: str, path: str, allow: str
+) -> None:
+    response = client.request(method, path)
+    problem(response, 405, "method_not_allowed")
+    assert response.headers["allow"] == allow
+
+
+def test_the_policy_of_an_invalid_model_name_is_refused(client: TestClient) -> None:
+    """Was a 200 with the defaults: found by the fuzz test."""
+    problem(client.get("/api/v1/models/%C2%84/policy"), 400, "invalid_name")

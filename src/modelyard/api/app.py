@@ -13,7 +13,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from swagger_ui_bundle import swagger_ui_path
 
 from modelyard import __version__
-from modelyard.api import problems
+from modelyard.api import openapi, problems
 from modelyard.api.limits import BodyLimit
 from modelyard.api.problems import internal_error
 from modelyard.api.routes import (
@@ -100,6 +100,7 @@ def create_app(
     app.state.local_user = (local_user or _local_user()) if allow_local else None
     app.state.resolve_bodies = {}
     problems.install(app)
+    openapi.install(app)
     # First, so innermost: every middleware added after it (here or by whoever extends the
     # app: sessions, metrics, rate limits) wraps the fast resolve path too.
     app.add_middleware(FastResolve)

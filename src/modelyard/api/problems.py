@@ -10,6 +10,8 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+from starlette.routing import Match
+from starlette.types import Scope
 
 from modelyard.api.auth import challenge
 from modelyard.domain.errors import ModelyardError, Unauthorized
@@ -17,6 +19,7 @@ from modelyard.domain.errors import ModelyardError, Unauthorized
 log = logging.getLogger("modelyard.api")
 
 PROBLEM_TYPE = "application/problem+json"
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
 
 _HTTP_CODES = {
     404: ("not_found", "Not found"),
@@ -77,11 +80,26 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
         code, title = _HTTP_CODES.get(exc.status_code, ("http_error", "HTTP error"))
-        return problem(exc.status_code, code, title, str(exc.detail), request.url.path)
+        headers = dict(exc.headers) if exc.headers else None
+        detail = str(exc.detail)
+        if exc.status_code == 405:
+            allowed = allowed_methods(request.app, request.scope)
+            headers = {"Allow": ", ".join(allowed)}
+            detail = f"{request.method} is not allowed here; this path allows {', '.join(allowed)}"
+        return problem(exc.status_code, code, title, detail, request.url.path, headers=headers)
 
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> Response:
-        return internal_error(request.method, request.url.path)
+
+def allowed_methods(app: FastAPI, scope: Scope) -> list[str]:
+    """Every method some route serves at this path (RFC 9110's Allow). The router names
+    only the first route whose path matched, though others may serve the same path."""
+    return [
+        method
+        for method in _METHODS
+        if any(
+            route.matches({**scope, "method": method})[0] is Match.FULL
+            for route in app.router.routes
+        )
+    ]
 
 
 def internal_error(method: str, path: str) -> Response:

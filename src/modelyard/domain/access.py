@@ -19,7 +19,8 @@ from modelyard.domain.errors import InvalidName, Unauthorized
 from modelyard.domain.models import iso, parse_iso
 
 TOKEN_PREFIX: Final = "myd"
-_PRINCIPAL_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
+PRINCIPAL_PATTERN: Final = r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}"  # also in OpenAPI
+_PRINCIPAL_RE: Final = re.compile(PRINCIPAL_PATTERN)
 _TOKEN_RE: Final = re.compile(r"myd_([0-9a-f]{16})_([A-Za-z0-9_-]{43})")
 
 

@@ -21,7 +21,8 @@ MAX_COMPONENT_BYTES: Final = 255
 MAX_PATH_LENGTH: Final = 1024
 MAX_TAG_VALUE_LENGTH: Final = 1024
 
-_NAME_RE: Final = re.compile(r"[a-z0-9][a-z0-9._-]{0,127}")
+NAME_PATTERN: Final = r"[a-z0-9][a-z0-9._-]{0,127}"  # models and aliases (also in OpenAPI)
+_NAME_RE: Final = re.compile(NAME_PATTERN)
 _KEY_RE: Final = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-/:]{0,127}")
 _CONTROL_RE: Final = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 # Bidirectional controls make a name display as another ("evil\u202etxt.exe" shows as

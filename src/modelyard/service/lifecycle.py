@@ -27,6 +27,7 @@ from modelyard.domain.lifecycle import (
     parse_policy,
 )
 from modelyard.domain.models import DEFAULT_STAGE, Event, Version, to_us
+from modelyard.domain.names import validate_model_name
 from modelyard.domain.references import Reference, RefKind, parse_reference
 from modelyard.service.access import AccessControl
 from modelyard.storage.db.store import Database, Reader, Writer, now_us
@@ -110,6 +111,7 @@ class LifecycleService:
         """A model's policy: its viewers read it, maintainers change it. The registry's:
         every caller reads it, admins change it."""
         if model is not None:
+            validate_model_name(model)
             self.access.require(caller, permission, model)
         elif permission is not Permission.VIEW:
             self.access.require(caller, Permission.ADMIN)

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 import anyio
 from fastapi import APIRouter, Header, Path, Request
 from starlette.concurrency import run_in_threadpool
+from starlette.convertors import StringConvertor, register_url_convertor
 from starlette.responses import Response
 
 from modelyard.api.deps import caller, json_response, needs, service
@@ -19,6 +20,16 @@ if TYPE_CHECKING:  # the type the service hands out; the API never calls storage
     from modelyard.storage.blobs import BlobUpload
 
 router = APIRouter(prefix="/api/v1/blobs", tags=["blobs"])
+
+
+class _DigestSegment(StringConvertor):
+    """A path segment that names a digest: '/blobs/uploads' is then not a digest to PUT
+    (and gets its 405), while 'sha256:<anything>' still gets the pattern's 400."""
+
+    regex = "sha256:[^/]*"
+
+
+register_url_convertor("digest", _DigestSegment())
 
 DigestPath = Annotated[str, Path(pattern=r"^sha256:[0-9a-f]{64}$", description="sha256:<hex>")]
 
@@ -41,7 +52,10 @@ def missing(body: MissingBlobsIn, request: Request) -> Response:
 
 
 @router.put(
-    "/{digest}", status_code=201, response_model=BlobOut, openapi_extra=needs("model.register")
+    "/{digest:digest}",
+    status_code=201,
+    response_model=BlobOut,
+    openapi_extra=needs("model.register"),
 )
 async def upload(digest: DigestPath, request: Request) -> Response:
     """Stream the bytes of one blob. Verified against the digest before it becomes visible."""
@@ -108,7 +122,7 @@ def _write(upload: BlobUpload, chunks: list[bytes]) -> None:
 
 
 @router.get(
-    "/{digest}",
+    "/{digest:digest}",
     response_class=Response,
     operation_id="get_blob",
     openapi_extra=needs("model.download"),
@@ -132,7 +146,7 @@ def download(
 
 
 router.add_api_route(
-    "/{digest}",
+    "/{digest:digest}",
     download,
     methods=["HEAD"],
     response_class=Response,
