@@ -596,6 +596,7 @@ class RegistryService(Comparisons):
 
     def close(self) -> None:
         self.db.close()
+        self.blobs.close()
 
     def check_ready(self) -> None:
         self.db.ping()
