@@ -128,21 +128,11 @@ def pairs(values: dict[str, Any], limit: int | None = CELL_LIMIT) -> str:
     return " ".join(shown[:limit]) + f" (+{len(shown) - limit} more)"
 
 
-def _pairs_column(table: Table, name: str, cells: Sequence[dict[str, Any]]) -> None:
-    """A column of ``k=v`` pairs that wraps between pairs, never inside one: wide
-    enough for its longest pair (up to 40 characters)."""
-    longest = max((len(p) for c in cells for p in pairs(c, None).split(" ")), default=0)
-    table.add_column(name, overflow="fold", min_width=min(longest, 40))
-
-
 def versions_table(versions: Sequence[Version], title: str | None = None) -> Table:
     table = Table(title=title, show_lines=False)
-    for column in ("reference", "stage", "created", "creator"):
+    for column in ("reference", "stage", "created", "creator", "metrics", "tags", "aliases"):
         table.add_column(column, overflow="fold")
-    _pairs_column(table, "metrics", [v.metrics for v in versions])
-    _pairs_column(table, "tags", [v.tags for v in versions])
-    for column in ("aliases", "size"):
-        table.add_column(column, overflow="fold")
+    table.add_column("size", no_wrap=True)
     for v in versions:
         table.add_row(
             escape(v.reference),
