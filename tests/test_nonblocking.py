@@ -24,7 +24,12 @@ from tests.conftest import free_port
 MIB = 1024 * 1024
 STALL = 0.2  # seconds per MiB: a disk far slower than any real one
 BLOB = random.Random(9).randbytes(10 * MIB + 17)  # ten stalls: two seconds of crawling
-P99_BOUND = 0.050  # a probe that waits for a stalled write takes at least STALL
+# What a crawl may add to the p99 of /healthz: a probe that waits for a stall takes STALL.
+# It is added to the p99 of probes on the idle server, which is what the machine's load
+# alone costs (the bound is about blocking, not about a busy machine's scheduling).
+P99_BOUND = 0.050
+BASELINE_PROBES = 200
+PROBE_EVERY = 0.01
 DIGEST = hashlib.sha256(BLOB).hexdigest()
 
 
@@ -106,14 +111,29 @@ def serve_slowly(port: int, data_dir: Path, database_url: str | None) -> None:
 
 
 def probe_while(busy: subprocess.Popen[bytes], url: str) -> list[float]:
-    """Latencies of /healthz, one probe after another, for as long as ``busy`` runs."""
+    """Latencies of /healthz probes sent every PROBE_EVERY seconds (as a health checker
+    does) for as long as ``busy`` runs. Paced, so the samples spread evenly over time: back
+    to back, thousands of quick probes between a few stalls would hide them from a p99."""
     latencies = []
     with httpx.Client(base_url=url, timeout=10) as client:
+        due = time.perf_counter()
         while busy.poll() is None:
+            time.sleep(max(0.0, due - time.perf_counter()))  # pacing the probes
             start = time.perf_counter()
             assert client.get("/healthz").status_code == 200
             latencies.append(time.perf_counter() - start)
+            due = max(due + PROBE_EVERY, time.perf_counter())  # no bursts to catch up
     return latencies
+
+
+def idle_p99(url: str) -> float:
+    with httpx.Client(base_url=url, timeout=10) as client:
+        latencies = []
+        for _ in range(BASELINE_PROBES):
+            start = time.perf_counter()
+            assert client.get("/healthz").status_code == 200
+            latencies.append(time.perf_counter() - start)
+    return p99(latencies)
 
 
 def p99(latencies: list[float]) -> float:
@@ -125,7 +145,10 @@ def crawl(method: str, url: str, body: Path | None = None) -> subprocess.Popen[b
     """The slow request, from a process of its own: in this one, its client would compete
     with the probes' for the interpreter and lengthen their latencies."""
     command = [sys.executable, "-m", "tests.test_nonblocking", "crawl", method, url]
-    return subprocess.Popen([*command, str(body or "")], stdout=subprocess.PIPE)
+    process = subprocess.Popen([*command, str(body or "")], stdout=subprocess.PIPE)
+    assert process.stdout is not None
+    assert process.stdout.readline() == b"sending\n"  # started up: probe from here on
+    return process
 
 
 def send_and_digest(method: str, url: str, body: str) -> None:
@@ -133,6 +156,7 @@ def send_and_digest(method: str, url: str, body: str) -> None:
     status and the sha256 of the answer."""
     content = in_pieces(Path(body).read_bytes()) if body else None
     with httpx.Client(timeout=120) as client:
+        print("sending", flush=True)
         response = client.request(method, url, content=content)
     print(response.status_code, hashlib.sha256(response.content).hexdigest())
 
@@ -150,12 +174,13 @@ def answer(process: subprocess.Popen[bytes]) -> tuple[int, str]:
 
 def test_health_answers_while_an_upload_crawls(slow_server: str, tmp_path: Path) -> None:
     (tmp_path / "blob").write_bytes(BLOB)
+    bound = P99_BOUND + idle_p99(slow_server)
     upload = crawl("PUT", f"{slow_server}/api/v1/blobs/sha256:{DIGEST}", tmp_path / "blob")
     latencies = probe_while(upload, slow_server)
     assert answer(upload)[0] == 201
     # The upload took its ten stalls at least; the probes ran all through it.
     assert len(latencies) >= 10
-    assert p99(latencies) < P99_BOUND, sorted(latencies)[-12:]
+    assert p99(latencies) < bound, (bound, sorted(latencies)[-12:])
 
 
 def test_health_answers_while_a_download_crawls(slow_server: str) -> None:
@@ -165,11 +190,12 @@ def test_health_answers_while_a_download_crawls(slow_server: str) -> None:
         files = [{"path": "model.bin", "size": len(BLOB), "sha256": DIGEST}]
         registered = client.post("/api/v1/models/churn/versions", json={"files": files})
         assert registered.status_code == 201, registered.text
+    bound = P99_BOUND + idle_p99(slow_server)
     download = crawl("GET", f"{slow_server}/api/v1/models/churn/versions/1/files/model.bin")
     latencies = probe_while(download, slow_server)
     assert answer(download) == (200, DIGEST)
     assert len(latencies) >= 10
-    assert p99(latencies) < P99_BOUND, sorted(latencies)[-12:]
+    assert p99(latencies) < bound, (bound, sorted(latencies)[-12:])
 
 
 if __name__ == "__main__":

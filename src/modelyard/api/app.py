@@ -21,6 +21,7 @@ from modelyard.api.routes import (
     blobs,
     compare,
     events,
+    gc,
     health,
     lifecycle,
     models,
@@ -106,7 +107,18 @@ def create_app(
     app.add_middleware(FastResolve)
     app.add_middleware(BodyLimit)
     app.own_middleware_installed()
-    for module in (health, blobs, models, versions, resolve, events, access, lifecycle, compare):
+    for module in (
+        health,
+        blobs,
+        gc,
+        models,
+        versions,
+        resolve,
+        events,
+        access,
+        lifecycle,
+        compare,
+    ):
         app.include_router(module.router)
     _offline_docs(app)
     return app

@@ -88,6 +88,10 @@ def install(app: FastAPI) -> None:
             detail = f"{request.method} is not allowed here; this path allows {', '.join(allowed)}"
         return problem(exc.status_code, code, title, detail, request.url.path, headers=headers)
 
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> Response:
+        return internal_error(request.method, request.url.path)
+
 
 def allowed_methods(app: FastAPI, scope: Scope) -> list[str]:
     """Every method some route serves at this path (RFC 9110's Allow). The router names

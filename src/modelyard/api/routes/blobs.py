@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import anyio
 from fastapi import APIRouter, Header, Path, Request
@@ -14,10 +14,8 @@ from modelyard.api.deps import caller, json_response, needs, service
 from modelyard.api.schemas import BlobOut, MissingBlobsIn, MissingBlobsOut
 from modelyard.api.streaming import stream_blob
 from modelyard.domain.errors import InvalidInput
+from modelyard.service.blobs import PendingBlob
 from modelyard.transfer import BUFFER_SIZE
-
-if TYPE_CHECKING:  # the type the service hands out; the API never calls storage itself
-    from modelyard.storage.blobs import BlobUpload
 
 router = APIRouter(prefix="/api/v1/blobs", tags=["blobs"])
 
@@ -112,11 +110,11 @@ async def _receive(request: Request, hex_digest: str | None) -> Response:
     return json_response(body, status=201 if created else 200)
 
 
-def _begin(request: Request, hex_digest: str | None) -> BlobUpload:
+def _begin(request: Request, hex_digest: str | None) -> PendingBlob:
     return service(request).begin_blob_upload(caller(request), hex_digest)
 
 
-def _write(upload: BlobUpload, chunks: list[bytes]) -> None:
+def _write(upload: PendingBlob, chunks: list[bytes]) -> None:
     for chunk in chunks:
         upload.write(chunk)
 
