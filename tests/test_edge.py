@@ -228,13 +228,6 @@ def test_a_forged_page_token_is_refused(client: TestClient, listing: str, offset
     problem(response, 400, "invalid_page_token")
 
 
-def test_a_file_size_past_64_bits_is_refused(client: TestClient) -> None:
-    files = [{"path": "big.bin", "size": 2**63, "sha256": sha(b"")}]
-    response = client.post("/api/v1/models/churn/versions", json={"files": files})
-    problem(response, 400, "invalid_input")
-    problem(client.get("/api/v1/models/churn"), 404, "model_not_found")
-
-
 # -- text that is not Unicode -------------------------------------------------------------
 
 

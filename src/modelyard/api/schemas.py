@@ -20,7 +20,7 @@ from pydantic import (
     StrictStr,
 )
 
-from modelyard.domain.manifest import MAX_FILE_SIZE, FileEntry
+from modelyard.domain.manifest import FileEntry
 from modelyard.domain.models import DatasetRef, Environment, SourceRef
 from modelyard.domain.references import MAX_VERSION_NUMBER
 from modelyard.domain.versions import NewVersion
@@ -87,7 +87,7 @@ class PatchIn(_Strict):
 
 class FileIn(_Strict):
     path: StrictStr
-    size: StrictInt = Field(ge=0, le=MAX_FILE_SIZE)
+    size: StrictInt = Field(ge=0)
     sha256: StrictStr
     content: Base64Bytes | None = Field(
         default=None,

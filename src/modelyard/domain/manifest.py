@@ -16,7 +16,6 @@ from modelyard.domain.errors import InvalidInput, InvalidPath
 from modelyard.domain.names import path_key, validate_file_path
 
 MAX_FILES_PER_VERSION = 10_000
-MAX_FILE_SIZE = 2**63 - 1  # sizes are 64-bit integers in the database
 _HEX_RE = re.compile(r"[0-9a-f]{64}")
 
 
@@ -51,8 +50,6 @@ def build_manifest(entries: Iterable[FileEntry]) -> list[FileEntry]:
         validate_digest_hex(entry.sha256)
         if isinstance(entry.size, bool) or not isinstance(entry.size, int) or entry.size < 0:
             raise InvalidInput(f"file {entry.path!r} has an invalid size {entry.size!r}")
-        if entry.size > MAX_FILE_SIZE:
-            raise InvalidInput(f"file {entry.path!r} is larger than {MAX_FILE_SIZE} bytes")
         key = path_key(entry.path)
         other = seen.get(key)
         if other == entry.path:
