@@ -13,6 +13,7 @@ from modelyard.api.limits import BodyLimit
 from modelyard.api.routes import (
     access,
     blobs,
+    checks,
     compare,
     events,
     health,
@@ -53,7 +54,8 @@ def create_app(
     app.state.resolve_bodies = {}
     problems.install(app)
     app.add_middleware(BodyLimit)
-    for module in (health, blobs, models, versions, resolve, events, access, lifecycle, compare):
+    routers = (health, blobs, models, versions, resolve, events, access, lifecycle, compare, checks)
+    for module in routers:
         app.include_router(module.router)
     return app
 

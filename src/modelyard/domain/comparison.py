@@ -16,6 +16,7 @@ from modelyard.domain.errors import InvalidInput
 from modelyard.domain.manifest import FileEntry
 from modelyard.domain.models import Version, iso
 from modelyard.domain.names import validate_key
+from modelyard.domain.rules import Subject, evaluate, relative
 
 Value = str | int | float | bool | None
 
@@ -339,9 +340,13 @@ def _check(
         sides = ((challenger, c, "challenger"), (against, a, "against"))
         where = " and ".join(f"{v.reference} ({role})" for v, value, role in sides if value is None)
         return GateCheck(metric, c, a, False, f"{metric}: missing on {where}: fail")
-    gain = a - c if lower_is_better else c - a
-    # Decimal inputs make binary noise (0.3 - 0.1 < 0.2): a gain equal to min_delta passes.
-    passed = gain >= min_delta or math.isclose(gain, min_delta, rel_tol=1e-9, abs_tol=1e-12)
+    # One rule language: the check is the rule "metrics.M >= current.metrics.M + min_delta"
+    # (<= and - when lower is better), with the champion as current; like every computed
+    # comparison it tolerates binary noise (0.3 - 0.1 >= 0.2 holds).
+    rule = (
+        relative(metric, "<=", -min_delta) if lower_is_better else relative(metric, ">=", min_delta)
+    )
+    passed, _ = evaluate(rule, Subject(challenger), Subject(against))
     # 0.0 - x, not -x: a zero threshold reads "+0", never "-0".
     needs = f"<= {0.0 - min_delta:+g}" if lower_is_better else f">= {min_delta:+g}"
     verdict = "pass" if passed else "fail"

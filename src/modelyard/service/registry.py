@@ -34,6 +34,7 @@ from modelyard.domain.versions import (
     validate_tags,
 )
 from modelyard.service.access import AccessControl, Action
+from modelyard.service.checks import ChecksService
 from modelyard.service.comparison import Comparisons
 from modelyard.service.identity import IdentityService
 from modelyard.service.lifecycle import LifecycleService
@@ -58,6 +59,7 @@ class RegistryService(Comparisons):
         self.access = AccessControl(db)
         self.identity = IdentityService(db, self.access)
         self.lifecycle = LifecycleService(db, self.access)
+        self.checks = ChecksService(db, self.access)
         self._resolved: dict[str, tuple[int, Version]] = {}
 
     # -- blobs ----------------------------------------------------------------------------
@@ -622,7 +624,7 @@ def _patched(current: dict[str, str], patch: dict[str, str | None] | None) -> di
             result.pop(key, None)
         else:
             result[key] = value
-    validate_tags(result)
+    validate_tags(result, kept=current)
     return result
 
 

@@ -57,6 +57,7 @@ from modelyard.domain.models import (
     utc_from_us,
 )
 from modelyard.domain.references import Reference, RefKind
+from modelyard.storage.db.checks import ChecksReader, ChecksWriter
 from modelyard.storage.db.identity import IdentityReader, IdentityWriter, protected_aliases
 from modelyard.storage.db.lifecycle import LifecycleReader, LifecycleWriter, event_from_row
 from modelyard.storage.db.tables import (
@@ -273,7 +274,7 @@ class Database:
             conn.execute(select(journal_head.c.seq)).one()
 
 
-class Reader(IdentityReader, LifecycleReader):
+class Reader(IdentityReader, LifecycleReader, ChecksReader):
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
 
@@ -523,7 +524,7 @@ class Reader(IdentityReader, LifecycleReader):
             ).all()
 
 
-class Writer(Reader, IdentityWriter, LifecycleWriter):
+class Writer(Reader, IdentityWriter, LifecycleWriter, ChecksWriter):
     """A write transaction holding the journal head lock."""
 
     def __init__(self, conn: Connection, head_seq: int, head_hash: str) -> None:
