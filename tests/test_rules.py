@@ -208,4 +208,4 @@ def test_the_gate_is_the_rule_metric_against_current_plus_min_delta() -> None:
     challenger, champion = version(2, 0.3), version(1, 0.1)
     assert evaluate_gate(challenger, champion, ["auc"], min_delta=0.2).passed
     assert not evaluate_gate(challenger, champion, ["auc"], min_delta=0.21).passed
-    assert evaluate_gate(champion, challenger, ["auc"], min_delta=0.2, lower_is_better=True).passed
+    assert evaluate_gate(champion, challenger, ["auc:lower"], min_delta=0.2).passed
