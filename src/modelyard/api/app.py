@@ -16,6 +16,7 @@ from modelyard.api.routes import (
     checks,
     compare,
     events,
+    gc,
     health,
     lifecycle,
     models,
@@ -54,8 +55,19 @@ def create_app(
     app.state.resolve_bodies = {}
     problems.install(app)
     app.add_middleware(BodyLimit)
-    routers = (health, blobs, models, versions, resolve, events, access, lifecycle, compare, checks)
-    for module in routers:
+    for module in (
+        health,
+        blobs,
+        gc,
+        models,
+        versions,
+        resolve,
+        events,
+        access,
+        lifecycle,
+        compare,
+        checks,
+    ):
         app.include_router(module.router)
     return app
 
