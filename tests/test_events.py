@@ -62,6 +62,8 @@ def test_every_kind_is_appended(service: RegistryService) -> None:
     assert second.request is not None
     life.cancel(admin, second.request.id)
     life.delete_version(admin, "churn", v2, hard=False)
+    life.delete_version(admin, "churn", _register(service, admin, "churn", b"three"), hard=True)
+    assert service.collect_garbage(admin).blobs == 1  # the erased version's blob, at once
     service.create_model("empty", caller=admin)
     service.delete_model("empty", caller=admin)
     identity.create_principal(admin, "risk", PrincipalKind.TEAM)

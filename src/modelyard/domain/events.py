@@ -88,6 +88,17 @@ class PrincipalState(TypedDict):
     description: str
 
 
+class GcCounts(TypedDict):
+    """What a garbage collection removed, and the grace period it kept."""
+
+    dry_run: bool
+    grace_seconds: float
+    blobs: int
+    blob_bytes: int
+    uploads: int
+    upload_bytes: int
+
+
 SHAPES: tuple[type, ...] = (
     ModelState,
     ModelChange,
@@ -95,6 +106,7 @@ SHAPES: tuple[type, ...] = (
     DatasetState,
     SourceState,
     PrincipalState,
+    GcCounts,
 )
 
 
@@ -216,6 +228,18 @@ class ScopeEvent(JournalEvent):
     @classmethod
     def parse_subject(cls, subject: str, model: str | None) -> dict[str, Any]:
         return {"model": model}
+
+
+@dataclass(frozen=True, slots=True)
+class RegistryEvent(JournalEvent):
+    """About the registry as a whole; the subject is ``registry``. Admins only read these."""
+
+    def subject(self) -> str:
+        return "registry"
+
+    @classmethod
+    def parse_subject(cls, subject: str, model: str | None) -> dict[str, Any]:
+        return {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -479,6 +503,22 @@ class GrantRevoked(ScopeEvent):
 
 E = TypeVar("E", bound=JournalEvent)
 
+# -- the registry -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class GarbageCollected(RegistryEvent):
+    """A ``modelyard gc`` that removed something (a run that finds nothing is not
+    journaled)."""
+
+    kind: ClassVar[str] = "registry.gc"
+    after: GcCounts
+
+    def describe(self) -> str:
+        a = self.after
+        return f"removed {a['blobs']} blob(s), {a['uploads']} upload(s)"
+
+
 CATALOGUE: Mapping[str, type[JournalEvent]] = {
     cls.kind: cls
     for cls in (
@@ -505,6 +545,7 @@ CATALOGUE: Mapping[str, type[JournalEvent]] = {
         TokenRevoked,
         GrantSet,
         GrantRevoked,
+        GarbageCollected,
     )
 }
 
