@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import random
+import tempfile
 import threading
 from pathlib import Path
 
@@ -31,8 +32,8 @@ def _register_until_failure(
         i = 0
         while not stop.is_set():
             i += 1
-            model_dir = work / f"m{len(acknowledged)}-{i}"
-            model_dir.mkdir()
+            # Unique across rounds, even one that a crash ends before anything is acknowledged.
+            model_dir = Path(tempfile.mkdtemp(dir=work, prefix=f"m{i}-"))
             (model_dir / "weights.bin").write_bytes(
                 rng.randbytes(rng.choice([10, 300_000, 3_000_000]))
             )
