@@ -358,6 +358,7 @@ def test_lifecycle_through_the_sdk(reg: Registry, make_tree: Tree) -> None:
     opened = reg.promote(f"churn/{first.version}", "production", comment="go")
     assert opened.status == "open" and opened.request is not None
     assert [r.id for r in reg.requests("churn")] == [opened.request.id]
+    assert reg.request(opened.request.id) == opened.request
     # Local mode has one user: it may approve its own request.
     assert reg.approve(opened.request.id, comment="ok").status == "executed"
     assert reg.resolve("churn@production").version == first.version

@@ -448,6 +448,10 @@ class Registry:
         data = self._json("GET", "/api/v1/requests", params=params)
         return [TransitionRequest.from_dict(r) for r in data["items"]]
 
+    def request(self, request_id: int) -> TransitionRequest:
+        """One promotion request, with its approvals."""
+        return TransitionRequest.from_dict(self._json("GET", f"/api/v1/requests/{request_id}"))
+
     def approve(self, request_id: int, *, comment: str = "") -> TransitionRequest:
         return self._decide(request_id, "approve", comment)
 
