@@ -32,8 +32,9 @@ def _register_until_failure(
         i = 0
         while not stop.is_set():
             i += 1
-            # Unique across rounds, even one that a crash ends before anything is acknowledged.
-            model_dir = Path(tempfile.mkdtemp(dir=work, prefix=f"m{i}-"))
+            # A fresh directory per attempt: a round that acknowledged nothing (a slow
+            # machine, an early kill) must not collide with the previous round's names.
+            model_dir = Path(tempfile.mkdtemp(prefix=f"m{i}-", dir=work))
             (model_dir / "weights.bin").write_bytes(
                 rng.randbytes(rng.choice([10, 300_000, 3_000_000]))
             )
