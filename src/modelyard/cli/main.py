@@ -111,6 +111,13 @@ def serve(
             " admin's token once), or bind to 127.0.0.1 for single-user local mode."
         )
         raise typer.Exit(1)
+    cleaned = service.clean_up_at_start()
+    if cleaned is not None and (cleaned.blobs or cleaned.uploads):
+        output.errors.print(
+            f"start-up clean-up: removed {cleaned.uploads} unfinished upload(s)"
+            f" ({output.human_size(cleaned.upload_bytes)}) and {cleaned.blobs} blob(s) no"
+            f" version references ({output.human_size(cleaned.blob_bytes)})"
+        )
     backend = "postgresql" if settings.database_url else f"sqlite in {settings.data_dir}"
     output.errors.print(
         f"Modelyard serving on http://{host}:{port} (metadata: {backend},"
