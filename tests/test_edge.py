@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from modelyard.api import create_app
+from modelyard.domain.access import Reach
 from modelyard.service import RegistryService
 from tests.test_api import post_raw, problem, register, sha
 
@@ -48,7 +49,7 @@ def test_nosniff_on_every_kind_of_response(client: TestClient, page: str) -> Non
 
 
 def test_nosniff_on_an_unexpected_500(service: RegistryService) -> None:
-    app = create_app(service, local_user="tester")
+    app = create_app(service, reach=Reach.LOOPBACK, local_user="tester")
 
     async def boom() -> None:
         raise RuntimeError("a bug")
@@ -138,7 +139,7 @@ class Stamp:
 
 
 def test_middleware_added_later_covers_the_fast_resolve(service: RegistryService) -> None:
-    app = create_app(service, local_user="tester")
+    app = create_app(service, reach=Reach.LOOPBACK, local_user="tester")
     app.add_middleware(Stamp)
     with TestClient(app) as client:
         register(client, "churn")
@@ -157,7 +158,7 @@ def test_an_unexpected_error_in_the_fast_resolve_is_a_problem(
     service: RegistryService, extended: bool
 ) -> None:
     """Both places the fast path answers from turn a bug into the same problem+json 500."""
-    app = create_app(service, local_user="tester")
+    app = create_app(service, reach=Reach.LOOPBACK, local_user="tester")
     if extended:
         app.add_middleware(Stamp)
     with TestClient(app, raise_server_exceptions=False) as client:

@@ -19,6 +19,7 @@ import uvicorn
 
 from modelyard.api import create_app
 from modelyard.config import Settings, open_service
+from modelyard.domain.access import Reach
 from tests.conftest import free_port
 
 MIB = 1024 * 1024
@@ -106,7 +107,7 @@ def serve_slowly(port: int, data_dir: Path, database_url: str | None) -> None:
     """The server of ``slow_server``: the real service, its blob store slowed."""
     service = open_service(Settings(data_dir=data_dir, database_url=database_url))
     service.blobs = SlowBlobStore(service.blobs)  # type: ignore[assignment]
-    app = create_app(service, local_user="tester")
+    app = create_app(service, reach=Reach.LOOPBACK, local_user="tester")
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
 
 
