@@ -14,6 +14,7 @@ import json
 import os
 import secrets
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
@@ -38,6 +39,7 @@ from modelyard.domain.access import (
 )
 from modelyard.domain.comparison import Comparison, GateResult
 from modelyard.domain.errors import (
+    Conflict,
     DigestMismatch,
     Forbidden,
     InvalidInput,
@@ -45,7 +47,7 @@ from modelyard.domain.errors import (
     ModelyardError,
     error_from_problem,
 )
-from modelyard.domain.journal import JournalReport, verify_chain
+from modelyard.domain.journal import Checkpoint, JournalReport, verify_chain
 from modelyard.domain.lifecycle import Promotion, TransitionRequest
 from modelyard.domain.manifest import FileEntry
 from modelyard.domain.models import (
@@ -59,6 +61,7 @@ from modelyard.domain.models import (
     version_page_from_dict,
 )
 from modelyard.domain.names import validate_file_path
+from modelyard.domain.projection import Projection, compare
 from modelyard.domain.versions import NewVersion
 from modelyard.transfer import FileSink, Pipeline
 
@@ -402,9 +405,22 @@ class Registry:
         data = self._json("GET", "/api/v1/events", params={"after": after, "limit": limit})
         return [Event.from_dict(e) for e in data["items"]]
 
-    def verify_journal(self) -> JournalReport:
+    def journal_head(self) -> Checkpoint:
+        """The journal's newest event, as the registry records it (admins): keep
+        ``str(head)`` (``SEQ:HASH``) outside the registry, and pass it to
+        ``verify_journal(checkpoint=...)`` later."""
+        data = self._json("GET", "/api/v1/events/head")
+        return Checkpoint(int(data["seq"]), str(data["hash"]))
+
+    def verify_journal(
+        self, *, checkpoint: Checkpoint | None = None, state: bool = False
+    ) -> JournalReport:
         """Read the whole journal and recompute its hash chain here, trusting only the events.
 
+        The chain must reach the head the registry recorded (read first: events appended
+        since only extend it), which catches deleted newest events, and hold ``checkpoint``
+        exactly. ``state``: also replay the journal and compare the models, versions and
+        aliases it implies with those the registry serves, naming every difference.
         Needs an admin: others are shown only the events of their models, not the chain.
         """
         identity = self.whoami()
@@ -414,7 +430,23 @@ class Registry:
                 f" ({identity.name} is not registry-wide admin)",
                 permission=str(Permission.ADMIN),
             )
-        return verify_chain(self._all_events())
+        for _ in range(3):
+            head = self.journal_head()
+            events = list(self._all_events())
+            report = verify_chain(events, head=head, checkpoint=checkpoint)
+            if not state or not report.ok:
+                return report
+            differences = compare(Projection.replay(events), self._all_models(), self.search())
+            if self.journal_head() == report.head:  # nothing changed while the tables were read
+                if not differences:
+                    return report
+                reason = f"{len(differences)} difference(s) between the tables and the journal"
+                return replace(report, ok=False, reason=reason, differences=tuple(differences))
+        raise Conflict(
+            "the registry kept changing while its tables were compared with the journal;"
+            " try again when it is quieter",
+            code="journal_moving",
+        )
 
     def _all_events(self) -> Iterator[Event]:
         after = 0
@@ -424,6 +456,15 @@ class Registry:
             if len(page) < 1000:
                 return
             after = page[-1].seq
+
+    def _all_models(self) -> Iterator[Model]:
+        token: str | None = None
+        while True:
+            page = self.models(page_token=token, limit=1000)
+            yield from page.items
+            if page.next_page_token is None:
+                return
+            token = page.next_page_token
 
     # -- lifecycle ------------------------------------------------------------------------
 

@@ -46,7 +46,7 @@ from sqlalchemy.types import TypeEngine
 
 from modelyard.domain.access import Caller, Visibility
 from modelyard.domain.events import JournalEvent
-from modelyard.domain.journal import event_hash
+from modelyard.domain.journal import CHAIN_VERSION, Checkpoint, event_hash
 from modelyard.domain.manifest import FileEntry
 from modelyard.domain.models import (
     DatasetRef,
@@ -489,6 +489,11 @@ class Reader(IdentityReader, LifecycleReader, BlobReader):
 
     # -- journal --------------------------------------------------------------------------
 
+    def journal_head(self) -> Checkpoint:
+        """The newest event as ``journal_head`` records it (0 and the genesis: none)."""
+        row = self.conn.execute(select(journal_head.c.seq, journal_head.c.hash)).one()
+        return Checkpoint(int(row.seq), str(row.hash))
+
     def events_after(
         self,
         after: int,
@@ -650,6 +655,7 @@ class Writer(Reader, IdentityWriter, LifecycleWriter, BlobWriter):
             subject=subject,
             payload=payload,
             token_id=token_id,
+            model=model,
         )
         self.conn.execute(
             _INSERT_EVENT,
@@ -664,6 +670,7 @@ class Writer(Reader, IdentityWriter, LifecycleWriter, BlobWriter):
                 "hash": digest,
                 "token_id": token_id,
                 "model": model,
+                "chain": CHAIN_VERSION,
             },
         )
         self.conn.execute(_MOVE_HEAD, {"new_seq": seq, "new_hash": digest})
@@ -678,6 +685,7 @@ class Writer(Reader, IdentityWriter, LifecycleWriter, BlobWriter):
             digest,
             token_id,
             model,
+            CHAIN_VERSION,
         )
         self._seq, self._hash = seq, digest
         return appended
