@@ -18,6 +18,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 
 import modelyard
 from modelyard.api import create_app
@@ -391,3 +392,23 @@ def test_a_registry_shared_by_threads(reg: Registry, make_tree: Tree) -> None:
         found = list(pool.map(lambda i: reg.resolve(f"m/{1 + i % 3}").version, range(300)))
     assert found == [1 + i % 3 for i in range(300)]
     assert reg.resolve("m@champion").version == 2
+
+
+def test_journal_head_checkpoint_and_state(
+    reg: Registry, service: RegistryService, make_tree: Tree
+) -> None:
+    reg.register("churn", make_tree({"model.bin": b"w"}), metrics={"auc": 0.9})
+    reg.set_alias("churn", "champion", 1)
+    head = reg.journal_head()
+    assert head.seq == 3  # the model, the version, the alias
+    report = reg.verify_journal(checkpoint=head, state=True)
+    assert (report.ok, report.head, report.differences) == (True, head, ())
+
+    with service.db.engine.begin() as conn:
+        conn.execute(text("UPDATE versions SET description = 'forged'"))
+    report = reg.verify_journal(state=True)
+    assert not report.ok and report.head == head
+    assert [str(d) for d in report.differences] == [
+        "churn/1 description: the journal says '', the tables say 'forged'"
+    ]
+    assert reg.verify_journal().ok  # the chain alone cannot see it

@@ -476,12 +476,12 @@ def journal_list(
 def journal_head(url: UrlOption = DEFAULT_URL, json_out: JsonOption = False) -> None:
     """Print the journal's newest event as a checkpoint, SEQ:HASH (admins).
 
-    Keep it outside the registry (an audit log, a ticket, another machine). Later,
-    'modelyard journal verify --checkpoint SEQ:HASH' proves that the journal still holds
-    that exact event and extends it: deleting the newest events is caught even if the
-    registry's own record of its head was moved back with them.
+    Keep it outside the registry (an audit log, a ticket, another machine).
+    Later, 'modelyard journal verify --checkpoint SEQ:HASH' proves that the
+    journal still holds that exact event and extends it: deleting the newest
+    events is caught even if the registry's own head was moved back too.
 
-    [bold]Example[/bold]: modelyard journal head >> ~/audit/churn-registry.checkpoints
+    [bold]Example[/bold]: modelyard journal head >> audit/registry.checkpoints
     """
     with registry(url) as reg:
         head = reg.journal_head()
@@ -520,10 +520,10 @@ def journal_verify(
 ) -> None:
     """Recompute the journal's hash chain here and name the first broken link, if any.
 
-    Reads every event (admins) and trusts nothing else: each hash is recomputed from
-    the genesis, and the chain must end at the head the registry recorded (deleted newest
-    events are caught) and contain the checkpoint you give. Exits 2 when the journal or
-    (with --state) the tables do not hold.
+    Reads every event (admins) and trusts nothing else: each hash is
+    recomputed from the genesis, the chain must end at the head the registry
+    recorded (so deleted newest events are caught) and hold the checkpoint you
+    give. Exits 2 when the journal, or with --state the tables, do not hold.
 
     [bold]Examples[/bold]: modelyard journal verify
       modelyard journal verify --checkpoint 1042:3f2a... --state
