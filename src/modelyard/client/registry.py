@@ -13,7 +13,7 @@ import hashlib
 import json
 import os
 import secrets
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -57,6 +57,7 @@ from modelyard.domain.models import (
     Model,
     Page,
     SourceRef,
+    T,
     Version,
     version_page_from_dict,
 )
@@ -331,13 +332,11 @@ class Registry:
         self, filter: str | None = None, *, order_by: str | None = None, limit: int | None = None
     ) -> Iterator[Version]:
         """Every version matching ``filter``, across models, fetching page after page."""
-        token: str | None = None
-        while True:
-            page = self.versions(filter=filter, order_by=order_by, page_token=token, limit=limit)
-            yield from page.items
-            if page.next_page_token is None:
-                return
-            token = page.next_page_token
+        return _every_item(
+            lambda token: self.versions(
+                filter=filter, order_by=order_by, page_token=token, limit=limit
+            )
+        )
 
     def update_version(
         self,
@@ -436,7 +435,8 @@ class Registry:
             report = verify_chain(events, head=head, checkpoint=checkpoint)
             if not state or not report.ok:
                 return report
-            differences = compare(Projection.replay(events), self._all_models(), self.search())
+            models = _every_item(lambda token: self.models(page_token=token, limit=1000))
+            differences = compare(Projection.replay(events), models, self.search())
             if self.journal_head() == report.head:  # nothing changed while the tables were read
                 if not differences:
                     return report
@@ -456,15 +456,6 @@ class Registry:
             if len(page) < 1000:
                 return
             after = page[-1].seq
-
-    def _all_models(self) -> Iterator[Model]:
-        token: str | None = None
-        while True:
-            page = self.models(page_token=token, limit=1000)
-            yield from page.items
-            if page.next_page_token is None:
-                return
-            token = page.next_page_token
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -696,6 +687,17 @@ class Registry:
             "lower_is_better": lower_is_better,
         }
         return GateResult.from_dict(self._json("GET", "/api/v1/gate", params=params))
+
+
+def _every_item(fetch: Callable[[str | None], Page[T]]) -> Iterator[T]:
+    """Every item of a listing, fetching page after page (``fetch(page_token)``)."""
+    token: str | None = None
+    while True:
+        page = fetch(token)
+        yield from page.items
+        if page.next_page_token is None:
+            return
+        token = page.next_page_token
 
 
 def _registration(spec: NewVersion, inline: dict[str, bytes]) -> dict[str, Any]:
