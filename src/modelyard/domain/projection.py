@@ -138,11 +138,9 @@ def compare(
         found += _fields(name, dict(expected), state)
         journaled = {a: n for (m, a), n in projection.aliases.items() if m == name}
         for alias in sorted(journaled.keys() | actual.aliases.keys()):
-            if journaled.get(alias) != actual.aliases.get(alias):
-                row = f"{name}@{alias}"
-                found.append(
-                    Difference(row, "version", journaled.get(alias), actual.aliases.get(alias))
-                )
+            says, holds = journaled.get(alias), actual.aliases.get(alias)
+            if says != holds:
+                found.append(Difference(f"{name}@{alias}", "version", says, holds))
     listed = {(v.model, v.version): v for v in versions}
     visible = {k: v for k, v in projection.versions.items() if not v.deleted}
     for key in sorted(visible.keys() | listed.keys()):
@@ -158,17 +156,16 @@ def compare(
     return sorted(found, key=lambda d: (d.row, d.field))
 
 
+# Compared key by key, so that a difference names the metric, param or tag.
+_KEYED = frozenset({"metrics", "params", "tags"})
+
+
 def _fields(row: str, expected: dict[str, Any], actual: dict[str, Any]) -> list[Difference]:
-    """The fields (and, in dicts such as metrics, the keys) that differ."""
+    """The fields (and, in metrics, params and tags, the keys) that differ."""
     found = []
     for name, value in expected.items():
         other = actual.get(name)
-        if (
-            isinstance(value, dict)
-            and isinstance(other, dict)
-            and name != "dataset"
-            and name != "source"
-        ):
+        if name in _KEYED and isinstance(value, dict) and isinstance(other, dict):
             for key in sorted(value.keys() | other.keys()):
                 if value.get(key) != other.get(key):
                     found.append(Difference(row, f"{name}.{key}", value.get(key), other.get(key)))
