@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import text
 
 from modelyard.config import Settings, open_service
@@ -378,3 +379,29 @@ def test_a_restart_after_kills_leaves_no_crash_leftovers(live_server: LiveServer
     (gc,) = [e for e in events if e["kind"] == "registry.gc"]
     assert (gc["payload"]["after"]["uploads"], gc["payload"]["after"]["blobs"]) == (1, 1)
     assert gc["payload"]["after"]["blob_bytes"] == len(data)
+
+
+def test_gc_over_rest(client: TestClient, service: RegistryService) -> None:
+    orphan = put_blob(service, b"nobody registers me")
+    age(service, orphan.sha256, 2 * 3600)
+    dry = client.post("/api/v1/gc", json={"dry_run": True})
+    assert dry.status_code == 200, dry.text
+    assert dry.json() == {
+        "dry_run": True,
+        "grace_seconds": 3600.0,
+        "blobs": 1,
+        "blob_bytes": orphan.size,
+        "uploads": 0,
+        "upload_bytes": 0,
+        "removed": [{"kind": "blob", "name": f"sha256:{orphan.sha256}", "size": orphan.size}],
+        "unlisted": 0,
+    }
+    assert recorded(service, orphan.sha256)
+    done = client.post("/api/v1/gc")  # no body: the defaults
+    assert (done.status_code, done.json()["blobs"]) == (200, 1)
+    assert not recorded(service, orphan.sha256)
+    for bad in ({"grace_seconds": -1}, {"grace_seconds": "1h"}, {"dry_run": "yes"}, {"x": 1}):
+        refused = client.post("/api/v1/gc", json=bad)
+        assert refused.status_code == 400, (bad, refused.text)
+    events = client.get("/api/v1/events").json()["items"]
+    assert [e["payload"]["after"]["blobs"] for e in events if e["kind"] == "registry.gc"] == [1]
