@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from modelyard.domain.events import GcCounts
+
 MAX_LISTED = 1000  # removals a report names one by one; its counts cover them all
 
 
@@ -32,7 +34,7 @@ class GcReport:
         else:
             self.unlisted += 1
 
-    def counts(self) -> dict[str, Any]:
+    def counts(self) -> GcCounts:
         """What the journal keeps of a run."""
         return {
             "dry_run": self.dry_run,

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 from modelyard.domain.access import Caller, Permission, Role
 from modelyard.domain.errors import Conflict, InvalidInput, NotFound
+from modelyard.domain.events import GarbageCollected
 from modelyard.domain.gc import GcReport
 from modelyard.domain.manifest import validate_digest_hex
 from modelyard.service.access import AccessControl
@@ -183,14 +184,7 @@ class BlobService:
         self._collect_unrecorded(report, cutoff, dry_run)
         if not dry_run and (report.blobs or report.uploads):
             with self.db.write() as tx:
-                tx.append_event(
-                    caller,
-                    kind="registry.gc",
-                    subject="registry",
-                    payload={"after": report.counts()},
-                    now=now_us(),
-                    model=None,
-                )
+                tx.append_event(caller, GarbageCollected(report.counts()), now=now_us())
         return report
 
     def _collect_records(self, report: GcReport, cutoff: float, dry_run: bool) -> None:
