@@ -16,6 +16,7 @@ from modelyard.api.routes import (
     blobs,
     compare,
     events,
+    gc,
     health,
     lifecycle,
     models,
@@ -55,7 +56,18 @@ def create_app(
     problems.install(app)
     app.add_middleware(FastRoutes)  # inside BodyLimit: bodies are bounded before it reads
     app.add_middleware(BodyLimit)
-    for module in (health, blobs, models, versions, resolve, events, access, lifecycle, compare):
+    for module in (
+        health,
+        blobs,
+        gc,
+        models,
+        versions,
+        resolve,
+        events,
+        access,
+        lifecycle,
+        compare,
+    ):
         app.include_router(module.router)
     return app
 

@@ -56,6 +56,7 @@ from modelyard.domain.models import (
     utc_from_us,
 )
 from modelyard.domain.references import Reference, RefKind
+from modelyard.storage.db.blobs import BlobReader, BlobWriter
 from modelyard.storage.db.identity import IdentityReader, IdentityWriter, protected_aliases
 from modelyard.storage.db.lifecycle import LifecycleReader, LifecycleWriter, event_from_row
 from modelyard.storage.db.prebuilt import Prebuilt
@@ -226,14 +227,6 @@ class Database:
                 head = conn.execute(_LOCK_HEAD).one()
                 yield Writer(conn, head.seq, head.hash)
 
-    def record_blob(self, digest: str, size: int) -> bool:
-        """Note that the blob store holds ``digest`` (idempotent; not a journaled mutation).
-
-        True when this is news, False when the blob was recorded already.
-        """
-        with self.engine.begin() as conn:
-            return _record_blobs(conn, [(digest, size, None)]) > 0
-
     def head_seq(self) -> int:
         """The journal head's sequence number, read outside any transaction.
 
@@ -281,7 +274,7 @@ class Database:
             conn.execute(select(journal_head.c.seq)).one()
 
 
-class Reader(IdentityReader, LifecycleReader):
+class Reader(IdentityReader, LifecycleReader, BlobReader):
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
 
@@ -532,7 +525,7 @@ class Reader(IdentityReader, LifecycleReader):
             ).all()
 
 
-class Writer(Reader, IdentityWriter, LifecycleWriter):
+class Writer(Reader, IdentityWriter, LifecycleWriter, BlobWriter):
     """A write transaction holding the journal head lock."""
 
     def __init__(self, conn: Connection, head_seq: int, head_hash: str) -> None:
