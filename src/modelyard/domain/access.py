@@ -24,13 +24,19 @@ _TOKEN_RE: Final = re.compile(r"myd_([0-9a-f]{16})_([A-Za-z0-9_-]{43})")
 
 
 class Role(IntEnum):
-    """Ordered: each role can do everything the roles below it can."""
+    """Ordered: each role can do everything the roles below it can.
+
+    Only the labels are stored, so a role may be added between two others. A checker
+    (the CI service account that scans and tests) is a contributor that may also report
+    check results; contributors may not, so nobody passes their own checks.
+    """
 
     VIEWER = 1
     READER = 2
     CONTRIBUTOR = 3
-    MAINTAINER = 4
-    ADMIN = 5
+    CHECKER = 4
+    MAINTAINER = 5
+    ADMIN = 6
 
     @property
     def label(self) -> str:
@@ -61,6 +67,7 @@ class Permission(StrEnum):
     ARCHIVE = "model.archive"
     ROLLBACK = "model.rollback"
     DELETE_VERSION = "version.delete"
+    REPORT_CHECK = "version.check"
     ADMIN = "registry.admin"
 
 
@@ -79,8 +86,26 @@ MINIMUM_ROLE: Final[dict[Permission, Role]] = {
     Permission.ARCHIVE: Role.MAINTAINER,
     Permission.ROLLBACK: Role.MAINTAINER,
     Permission.DELETE_VERSION: Role.MAINTAINER,
+    Permission.REPORT_CHECK: Role.CHECKER,
     Permission.ADMIN: Role.ADMIN,
 }
+
+
+class Reach(StrEnum):
+    """How callers reach the registry: what a request without a token may be trusted as.
+
+    The app is built for one reach (``create_app(service, reach=...)``); access control
+    decides what follows from it (``AccessControl.anonymous``, ``require_servable``).
+    """
+
+    PROCESS = "process"  # the SDK in the caller's own process: ``connect("./dir")``
+    LOOPBACK = "loopback"  # a server bound to 127.0.0.1: this machine's users only
+    NETWORK = "network"  # any other address: other machines too
+
+    @property
+    def allows_local_mode(self) -> bool:
+        """Whether an empty registry may treat a caller without a token as its owner."""
+        return self is not Reach.NETWORK
 
 
 class PrincipalKind(StrEnum):
