@@ -17,6 +17,7 @@ from starlette.types import Receive, Scope, Send
 
 from modelyard.api import create_app
 from modelyard.api.fast import FastRoutes
+from modelyard.domain.access import Reach
 from modelyard.service import RegistryService
 
 SEARCH = "/api/v1/versions"
@@ -24,14 +25,17 @@ SEARCH = "/api/v1/versions"
 
 def framework_only(service: RegistryService) -> FastAPI:
     """The same app with FastRoutes taken out: every request goes through the router."""
-    app = create_app(service)
+    app = create_app(service, reach=Reach.LOOPBACK)
     app.user_middleware = [m for m in app.user_middleware if m.cls is not FastRoutes]
     return app
 
 
 @pytest.fixture
 def clients(service: RegistryService) -> Iterator[tuple[TestClient, TestClient]]:
-    with TestClient(create_app(service)) as fast, TestClient(framework_only(service)) as slow:
+    with (
+        TestClient(create_app(service, reach=Reach.LOOPBACK)) as fast,
+        TestClient(framework_only(service)) as slow,
+    ):
         yield fast, slow
 
 
@@ -116,7 +120,7 @@ def test_registration_answers_as_the_route_does(clients: tuple[TestClient, TestC
 def test_fast_routes_answer_what_the_routes_take(service: RegistryService) -> None:
     """In front of an app that answers 418 to everything, FastRoutes answers the requests
     its routes take and hands on (to the 418) all the others."""
-    app = create_app(service)
+    app = create_app(service, reach=Reach.LOOPBACK)
 
     async def teapot(scope: Scope, receive: Receive, send: Send) -> None:
         await Response(status_code=418)(scope, receive, send)
