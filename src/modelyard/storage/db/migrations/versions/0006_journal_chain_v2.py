@@ -4,7 +4,7 @@ Existing events are version 1 (their hashes leave out the model); new ones are w
 with version 2, which covers the model too.
 
 Revision ID: 0006
-Revises: 0008 (0007 and 0008 landed first)
+Revises: 0010 (0007, 0008 and 0010 landed first)
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0006"
-down_revision = "0008"
+down_revision = "0010"
 branch_labels = None
 depends_on = None
 
