@@ -224,6 +224,7 @@ class EventOut(BaseModel):
     prev_hash: str
     hash: str
     token_id: str | None
+    model: str | None
 
 
 class EventPageOut(BaseModel):

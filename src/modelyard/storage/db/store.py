@@ -45,6 +45,7 @@ from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.types import TypeEngine
 
 from modelyard.domain.access import Caller, Visibility
+from modelyard.domain.events import JournalEvent
 from modelyard.domain.journal import event_hash
 from modelyard.domain.manifest import FileEntry
 from modelyard.domain.models import (
@@ -625,23 +626,21 @@ class Writer(Reader, IdentityWriter, LifecycleWriter, BlobWriter):
             delete(aliases).where(aliases.c.model_id == model_id, aliases.c.name == alias)
         )
 
-    def append_event(
-        self,
-        caller: Caller,
-        *,
-        kind: str,
-        subject: str,
-        payload: dict[str, Any],
-        now: int,
-        model: str | None,
-    ) -> Event:
-        """Append to the hash chain; commits or rolls back with the change it describes.
+    def append_event(self, caller: Caller, event: JournalEvent, *, now: int) -> Event:
+        """Append a catalogue event to the hash chain: the one way into the journal. It
+        commits or rolls back with the change it describes.
 
-        ``model`` is the model the event concerns (None for identity events): readers are
-        shown the events of the models they may see.
+        Its model (None for identity events) is kept beside it: readers are shown the
+        events of the models they may see.
         """
         seq = self._seq + 1
         actor, token_id = caller.name, caller.token_id
+        kind, subject, payload, model = (
+            event.kind,
+            event.subject(),
+            event.payload(),
+            event.model_name(),
+        )
         digest = event_hash(
             self._hash,
             seq=seq,
@@ -668,11 +667,20 @@ class Writer(Reader, IdentityWriter, LifecycleWriter, BlobWriter):
             },
         )
         self.conn.execute(_MOVE_HEAD, {"new_seq": seq, "new_hash": digest})
-        event = Event(
-            seq, utc_from_us(now), actor, kind, subject, payload, self._hash, digest, token_id
+        appended = Event(
+            seq,
+            utc_from_us(now),
+            actor,
+            kind,
+            subject,
+            payload,
+            self._hash,
+            digest,
+            token_id,
+            model,
         )
         self._seq, self._hash = seq, digest
-        return event
+        return appended
 
     def _insert_kv(
         self, table: Any, owner_column: str, owner_id: int, values: Mapping[str, Any]
