@@ -13,6 +13,7 @@ from modelyard.api.limits import BodyLimit
 from modelyard.api.routes import (
     access,
     blobs,
+    checks,
     compare,
     events,
     gc,
@@ -67,6 +68,7 @@ def create_app(service: RegistryService, *, reach: Reach, local_user: str | None
         access,
         lifecycle,
         compare,
+        checks,
     ):
         app.include_router(module.router)
     return app

@@ -41,6 +41,7 @@ from modelyard.domain.lifecycle import (
 )
 from modelyard.domain.models import Event, Version, to_us
 from modelyard.domain.references import Reference, RefKind, parse_reference
+from modelyard.domain.rules import Subject
 from modelyard.service.access import AccessControl
 from modelyard.storage.db.store import Database, Reader, Writer, now_us
 
@@ -155,8 +156,11 @@ class LifecycleService:
                 )
             if version.stage == to_stage:
                 raise Conflict(f"{version.reference} is already in {to_stage}", code="no_change")
+            candidate = Subject(version, tx.check_statuses(version_id))
             current = self._current(tx, ref.model, to_stage)
-            evaluation = _with_version(policy.evaluate(to_stage, version, current), policy_version)
+            evaluation = _with_version(
+                policy.evaluate(to_stage, candidate, current), policy_version
+            )
             now = now_us()
             if override is None and not evaluation.passed:
                 raise _refused(version, to_stage, evaluation)
@@ -403,9 +407,12 @@ class LifecycleService:
     def _load(self, tx: Reader, version_id: int) -> Version:
         return tx.load_versions([version_id])[0]
 
-    def _current(self, tx: Reader, model: str, stage: str) -> Version | None:
+    def _current(self, tx: Reader, model: str, stage: str) -> Subject | None:
+        """The version now in ``stage`` (what ``current.`` names in rules), with its checks."""
         occupants = tx.stage_occupants(_model_id(tx, model), stage)
-        return self._load(tx, occupants[0].id) if occupants else None
+        if not occupants:
+            return None
+        return Subject(self._load(tx, occupants[0].id), tx.check_statuses(occupants[0].id))
 
     def _snapshot(self, tx: Reader, model_id: int, version_id: int, stage: str) -> dict[str, Any]:
         return {
@@ -478,9 +485,10 @@ class LifecycleService:
         """Carry out an approved request, evaluating the policy once more."""
         ref = Reference(request.model, RefKind.NUMBER, request.version)
         version, version_id = self._version(tx, ref)
+        candidate = Subject(version, tx.check_statuses(version_id))
         current = self._current(tx, request.model, request.to_stage)
         evaluation = _with_version(
-            policy.evaluate(request.to_stage, version, current), policy_version
+            policy.evaluate(request.to_stage, candidate, current), policy_version
         )
         tx.update_request(request.id, evaluation=json.dumps(evaluation.as_dict()))
         if not evaluation.passed:

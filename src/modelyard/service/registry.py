@@ -47,6 +47,7 @@ from modelyard.domain.versions import (
 )
 from modelyard.service.access import AccessControl, Action
 from modelyard.service.blobs import BlobService
+from modelyard.service.checks import ChecksService
 from modelyard.service.comparison import Comparisons
 from modelyard.service.identity import IdentityService
 from modelyard.service.lifecycle import LifecycleService
@@ -71,6 +72,7 @@ class RegistryService(Comparisons, BlobService):
         self.access = AccessControl(db)
         self.identity = IdentityService(db, self.access)
         self.lifecycle = LifecycleService(db, self.access)
+        self.checks = ChecksService(db, self.access)
         self._resolved: dict[str, tuple[int, Version]] = {}
 
     # -- models ---------------------------------------------------------------------------
@@ -534,7 +536,7 @@ def _patched(current: dict[str, str], patch: dict[str, str | None] | None) -> di
             result.pop(key, None)
         else:
             result[key] = value
-    validate_tags(result)
+    validate_tags(result, kept=current)
     return result
 
 

@@ -59,6 +59,7 @@ from modelyard.domain.models import (
 )
 from modelyard.domain.references import Reference, RefKind
 from modelyard.storage.db.blobs import BlobReader, BlobWriter
+from modelyard.storage.db.checks import ChecksReader, ChecksWriter
 from modelyard.storage.db.identity import IdentityReader, IdentityWriter, protected_aliases
 from modelyard.storage.db.lifecycle import LifecycleReader, LifecycleWriter, event_from_row
 from modelyard.storage.db.tables import (
@@ -267,7 +268,7 @@ class Database:
             conn.execute(select(journal_head.c.seq)).one()
 
 
-class Reader(IdentityReader, LifecycleReader, BlobReader):
+class Reader(IdentityReader, LifecycleReader, BlobReader, ChecksReader):
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
 
@@ -517,7 +518,7 @@ class Reader(IdentityReader, LifecycleReader, BlobReader):
             ).all()
 
 
-class Writer(Reader, IdentityWriter, LifecycleWriter, BlobWriter):
+class Writer(Reader, IdentityWriter, LifecycleWriter, BlobWriter, ChecksWriter):
     """A write transaction holding the journal head lock."""
 
     def __init__(self, conn: Connection, head_seq: int, head_hash: str) -> None:
