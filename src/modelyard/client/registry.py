@@ -691,7 +691,9 @@ class Registry:
         """Whether ``challenger`` beats ``against`` by at least ``min_delta`` on every metric.
 
         ``against``: an alias or stage of the challenger's model ("production") or any
-        reference. A missing metric fails; ``GateResult.passed`` is the verdict.
+        reference. Each metric is ``NAME`` (higher is better) or ``NAME:lower``;
+        ``lower_is_better`` only turns around those named without a direction. A missing
+        metric fails; ``GateResult.passed`` is the verdict.
         """
         params = {
             "challenger": challenger,
