@@ -14,6 +14,7 @@ from swagger_ui_bundle import swagger_ui_path
 
 from modelyard import __version__
 from modelyard.api import openapi, problems
+from modelyard.api.fast import FastRoutes
 from modelyard.api.limits import BodyLimit
 from modelyard.api.problems import internal_error
 from modelyard.api.routes import (
@@ -108,6 +109,7 @@ def create_app(service: RegistryService, *, reach: Reach, local_user: str | None
     # First, so innermost: every middleware added after it (here or by whoever extends the
     # app: sessions, metrics, rate limits) wraps the fast resolve path too.
     app.add_middleware(FastResolve)
+    app.add_middleware(FastRoutes)  # inside BodyLimit: bodies are bounded before it reads
     app.add_middleware(BodyLimit)
     app.own_middleware_installed()
     for module in (

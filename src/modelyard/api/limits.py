@@ -55,16 +55,7 @@ class BodyLimit:
                 scope, _no_receive, send
             )
             return
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if replayed:
-                return await receive()
-            replayed = True
-            return {"type": "http.request", "body": bytes(body), "more_body": False}
-
-        await self.app(scope, replay, send)
+        await self.app(scope, replay_body(bytes(body), receive), send)
 
     async def _refuse(self, scope: Scope, send: Send) -> None:
         response = problem(
@@ -100,6 +91,20 @@ def text_flaw(body: bytes) -> str | None:
                 " be valid Unicode (a \\uD800-\\uDFFF escape only as half of a pair)"
             )
     return None  # valid, or malformed in a way the framework's parser reports
+
+
+def replay_body(body: bytes, receive: Receive) -> Receive:
+    """A receive that hands the app a body already read, then what the client sends."""
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if sent:
+            return await receive()
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replay
 
 
 async def _no_receive() -> Message:

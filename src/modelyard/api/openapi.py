@@ -16,6 +16,7 @@ from fastapi.openapi.utils import get_openapi
 
 from modelyard.api.problems import PROBLEM_TYPE
 from modelyard.domain.access import PRINCIPAL_PATTERN
+from modelyard.domain.checks import CHECK_NAME_PATTERN
 from modelyard.domain.names import NAME_PATTERN
 
 PROBLEM_SCHEMA: dict[str, Any] = {
@@ -103,6 +104,7 @@ _REFERENCE_PATTERN = (
 )
 _PATH_PATTERNS = {
     "alias": f"^{NAME_PATTERN}$",
+    "check": f"^{CHECK_NAME_PATTERN}$",
     "member": f"^{PRINCIPAL_PATTERN}$",
     "principal": f"^{PRINCIPAL_PATTERN}$",
     "reference": _REFERENCE_PATTERN,

@@ -21,7 +21,8 @@ from modelyard.domain.models import iso, parse_iso
 
 CHECK_TAG_PREFIX: Final = "check."
 MAX_URL: Final = 2048
-_NAME_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}")
+CHECK_NAME_PATTERN: Final = r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}"  # also in OpenAPI
+_NAME_RE: Final = re.compile(CHECK_NAME_PATTERN)
 
 
 class CheckStatus(StrEnum):

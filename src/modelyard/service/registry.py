@@ -34,6 +34,7 @@ from modelyard.domain.events import (
 )
 from modelyard.domain.filters import parse_filter, parse_order_by
 from modelyard.domain.frameworks import detect_framework
+from modelyard.domain.journal import Checkpoint
 from modelyard.domain.manifest import FileEntry, manifest_digest
 from modelyard.domain.models import Event, Model, Page, T, Version, utc_from_us
 from modelyard.domain.names import validate_alias_name, validate_file_path, validate_model_name
@@ -230,10 +231,8 @@ class RegistryService(Comparisons, BlobService):
                     )
             model = tx.lock_model(name)
             stage = self.lifecycle.policy_in_force(tx, name)[0].stages[0].name
-            model_id = (
-                self._create_model(tx, name, caller, "", {}) if model is None else int(model.id)
-            )
-            number = (0 if model is None else int(model.latest_version)) + 1
+            model_id = self._create_model(tx, name, caller, "", {}) if model is None else model[0]
+            number = (0 if model is None else model[1]) + 1
             now = now_us()
             tx.insert_version(
                 model_id=model_id,
@@ -500,6 +499,13 @@ class RegistryService(Comparisons, BlobService):
         limit = validate_page_size(limit)
         with self.db.read() as tx:
             return tx.events_after(after, limit, subject, kind, self._event_visibility(caller))
+
+    def journal_head(self, *, caller: Caller) -> Checkpoint:
+        """The newest event as the registry records it: ``journal verify`` checks that the
+        chain reaches it, and an auditor keeps it outside the registry as a checkpoint."""
+        self.access.require(caller, Permission.ADMIN)
+        with self.db.read() as tx:
+            return tx.journal_head()
 
     def _event_visibility(self, caller: Caller) -> Visibility | None:
         """Admins read the whole journal; others the events of the models they may see."""

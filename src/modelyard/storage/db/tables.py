@@ -17,6 +17,7 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     MetaData,
+    SmallInteger,
     String,
     Table,
     Text,
@@ -89,6 +90,15 @@ versions = Table(
     Index(None, "stage"),
     Index(None, "dataset_name"),
     Index(None, "source_commit"),
+)
+
+# The versions a search walks (not deleted), newest first, without reading their rows.
+Index(
+    "ix_versions_live",
+    versions.c.id,
+    versions.c.model_id,
+    sqlite_where=versions.c.deleted_at.is_(None),
+    postgresql_where=versions.c.deleted_at.is_(None),
 )
 
 version_files = Table(
@@ -178,6 +188,9 @@ events = Table(
     # The model an event concerns (NULL: users, teams, tokens, registry-wide grants), so
     # that a caller reads the events of the models they may see and nothing else.
     Column("model", String(128), nullable=True),
+    # The chain version the hash was computed with (domain/journal.py): 1 for events
+    # written before the hash covered the model.
+    Column("chain", SmallInteger, nullable=False, server_default="1"),
     Index(None, "subject"),
     Index(None, "model"),
 )
