@@ -28,6 +28,7 @@ from modelyard.client.transport import Advance, Request, Response, Transport
 from modelyard.config import Settings
 from modelyard.domain.access import Reach
 from modelyard.domain.errors import DigestMismatch
+from modelyard.domain.gc import GcReport
 from modelyard.domain.models import Environment
 from modelyard.service import RegistryService
 from tests.conftest import serving
@@ -416,3 +417,19 @@ def test_checks_through_the_sdk(reg: Registry, make_tree: Tree) -> None:
     with pytest.raises(modelyard.InvalidInput) as tagged:
         reg.update_version(f"churn/{number}", tags={"check.scan": "pass"})
     assert tagged.value.code == "reserved_tag"
+
+
+def test_collect_garbage_after_a_hard_delete(reg: Registry, make_tree: Tree) -> None:
+    weights = os.urandom(300_000)  # past the inline limit: a file in the blob store
+    version = reg.register("scratch", make_tree({"w.bin": weights}))
+    reg.delete_version(version.reference, hard=True)
+    dry = reg.collect_garbage(dry_run=True)
+    assert isinstance(dry, GcReport)
+    assert (dry.dry_run, dry.blobs, dry.blob_bytes) == (True, 1, len(weights))
+    assert dry.removed == [
+        {"kind": "blob", "name": f"sha256:{hashlib.sha256(weights).hexdigest()}", "size": 300_000}
+    ]
+    done = reg.collect_garbage(grace=timedelta(0))
+    assert (done.dry_run, done.blobs, done.grace_seconds) == (False, 1, 0.0)
+    assert reg.collect_garbage().blobs == 0
+    assert [e.kind for e in reg.events(limit=1000)][-1] == "registry.gc"

@@ -46,6 +46,7 @@ from modelyard.domain.errors import (
     ModelyardError,
     error_from_problem,
 )
+from modelyard.domain.gc import GcReport
 from modelyard.domain.journal import JournalReport, verify_chain
 from modelyard.domain.lifecycle import Promotion, TransitionRequest
 from modelyard.domain.manifest import FileEntry
@@ -396,6 +397,19 @@ class Registry:
 
     def delete_alias(self, name: str, alias: str) -> None:
         self._send("DELETE", f"/api/v1/models/{_seg(name)}/aliases/{_seg(alias)}")
+
+    # -- garbage collection ---------------------------------------------------------------
+
+    def collect_garbage(
+        self, *, dry_run: bool = False, grace: timedelta = timedelta(hours=1)
+    ) -> GcReport:
+        """Remove blobs no version references and uploads never committed (admins).
+
+        Blobs a hard delete released go at once, others once older than ``grace`` (which
+        spares uploads in flight and blobs not registered yet). ``dry_run``: what would go.
+        """
+        body = {"dry_run": dry_run, "grace_seconds": grace.total_seconds()}
+        return GcReport.from_dict(self._json("POST", "/api/v1/gc", body=body))
 
     # -- journal --------------------------------------------------------------------------
 
