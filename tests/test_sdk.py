@@ -18,6 +18,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 
 import modelyard
 from modelyard.api import create_app
@@ -417,6 +418,26 @@ def test_checks_through_the_sdk(reg: Registry, make_tree: Tree) -> None:
     with pytest.raises(modelyard.InvalidInput) as tagged:
         reg.update_version(f"churn/{number}", tags={"check.scan": "pass"})
     assert tagged.value.code == "reserved_tag"
+
+
+def test_journal_head_checkpoint_and_state(
+    reg: Registry, service: RegistryService, make_tree: Tree
+) -> None:
+    reg.register("churn", make_tree({"model.bin": b"w"}), metrics={"auc": 0.9})
+    reg.set_alias("churn", "champion", 1)
+    head = reg.journal_head()
+    assert head.seq == 3  # the model, the version, the alias
+    report = reg.verify_journal(checkpoint=head, state=True)
+    assert (report.ok, report.head, report.differences) == (True, head, ())
+
+    with service.db.engine.begin() as conn:
+        conn.execute(text("UPDATE versions SET description = 'forged'"))
+    report = reg.verify_journal(state=True)
+    assert not report.ok and report.head == head
+    assert [str(d) for d in report.differences] == [
+        "churn/1 description: the journal says '', the tables say 'forged'"
+    ]
+    assert reg.verify_journal().ok  # the chain alone cannot see it
 
 
 def test_collect_garbage_after_a_hard_delete(reg: Registry, make_tree: Tree) -> None:
