@@ -11,6 +11,7 @@ from modelyard.api.limits import BodyLimit
 from modelyard.api.routes import (
     access,
     blobs,
+    checks,
     compare,
     events,
     gc,
@@ -66,6 +67,7 @@ def create_app(service: RegistryService, *, reach: Reach, local_user: str | None
         access,
         lifecycle,
         compare,
+        checks,
     ):
         app.include_router(module.router)
     return app

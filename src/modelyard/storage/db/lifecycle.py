@@ -156,6 +156,7 @@ def event_from_row(r: Any) -> Event:
         prev_hash=r.prev_hash,
         hash=r.hash,
         token_id=r.token_id,
+        model=r.model,
     )
 
 

@@ -45,6 +45,7 @@ from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.types import TypeEngine
 
 from modelyard.domain.access import Caller, Visibility
+from modelyard.domain.events import JournalEvent
 from modelyard.domain.journal import event_hash
 from modelyard.domain.manifest import FileEntry
 from modelyard.domain.models import (
@@ -58,6 +59,7 @@ from modelyard.domain.models import (
 )
 from modelyard.domain.references import Reference, RefKind
 from modelyard.storage.db.blobs import BlobReader, BlobWriter
+from modelyard.storage.db.checks import ChecksReader, ChecksWriter
 from modelyard.storage.db.identity import IdentityReader, IdentityWriter, protected_aliases
 from modelyard.storage.db.lifecycle import LifecycleReader, LifecycleWriter, event_from_row
 from modelyard.storage.db.tables import (
@@ -266,7 +268,7 @@ class Database:
             conn.execute(select(journal_head.c.seq)).one()
 
 
-class Reader(IdentityReader, LifecycleReader, BlobReader):
+class Reader(IdentityReader, LifecycleReader, BlobReader, ChecksReader):
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
 
@@ -516,7 +518,7 @@ class Reader(IdentityReader, LifecycleReader, BlobReader):
             ).all()
 
 
-class Writer(Reader, IdentityWriter, LifecycleWriter, BlobWriter):
+class Writer(Reader, IdentityWriter, LifecycleWriter, BlobWriter, ChecksWriter):
     """A write transaction holding the journal head lock."""
 
     def __init__(self, conn: Connection, head_seq: int, head_hash: str) -> None:
@@ -625,23 +627,21 @@ class Writer(Reader, IdentityWriter, LifecycleWriter, BlobWriter):
             delete(aliases).where(aliases.c.model_id == model_id, aliases.c.name == alias)
         )
 
-    def append_event(
-        self,
-        caller: Caller,
-        *,
-        kind: str,
-        subject: str,
-        payload: dict[str, Any],
-        now: int,
-        model: str | None,
-    ) -> Event:
-        """Append to the hash chain; commits or rolls back with the change it describes.
+    def append_event(self, caller: Caller, event: JournalEvent, *, now: int) -> Event:
+        """Append a catalogue event to the hash chain: the one way into the journal. It
+        commits or rolls back with the change it describes.
 
-        ``model`` is the model the event concerns (None for identity events): readers are
-        shown the events of the models they may see.
+        Its model (None for identity events) is kept beside it: readers are shown the
+        events of the models they may see.
         """
         seq = self._seq + 1
         actor, token_id = caller.name, caller.token_id
+        kind, subject, payload, model = (
+            event.kind,
+            event.subject(),
+            event.payload(),
+            event.model_name(),
+        )
         digest = event_hash(
             self._hash,
             seq=seq,
@@ -668,11 +668,20 @@ class Writer(Reader, IdentityWriter, LifecycleWriter, BlobWriter):
             },
         )
         self.conn.execute(_MOVE_HEAD, {"new_seq": seq, "new_hash": digest})
-        event = Event(
-            seq, utc_from_us(now), actor, kind, subject, payload, self._hash, digest, token_id
+        appended = Event(
+            seq,
+            utc_from_us(now),
+            actor,
+            kind,
+            subject,
+            payload,
+            self._hash,
+            digest,
+            token_id,
+            model,
         )
         self._seq, self._hash = seq, digest
-        return event
+        return appended
 
     def _insert_kv(
         self, table: Any, owner_column: str, owner_id: int, values: Mapping[str, Any]

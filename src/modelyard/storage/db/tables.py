@@ -128,6 +128,18 @@ version_metrics = Table(
     Index(None, "key", "value"),
 )
 
+# The latest result of each check on a version (the journal keeps every report).
+version_checks = Table(
+    "version_checks",
+    metadata,
+    Column("version_id", Integer, ForeignKey("versions.id", ondelete="CASCADE"), primary_key=True),
+    Column("name", String(64), primary_key=True),
+    Column("status", String(16), nullable=False),
+    Column("url", String(2048), nullable=True),
+    Column("reporter", String(256), nullable=False),
+    Column("reported_at", BigInteger, nullable=False),
+)
+
 aliases = Table(
     "aliases",
     metadata,
