@@ -8,7 +8,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, insert, select
 
 from modelyard.api import create_app
-from modelyard.domain.access import Caller, PrincipalKind, Role
+from modelyard.domain.access import Caller, PrincipalKind, Reach, Role
 from modelyard.domain.errors import Forbidden, InvalidInput, InvalidName, NotFound, PolicyFailed
 from modelyard.domain.versions import NewVersion
 from modelyard.service import RegistryService
@@ -162,7 +162,7 @@ def test_checks_over_rest(service: RegistryService) -> None:
     }
     assert ci.name == "ci"
     url = f"/api/v1/models/churn/versions/{number}/checks"
-    with TestClient(create_app(service, local_user="tester")) as client:
+    with TestClient(create_app(service, reach=Reach.LOOPBACK, local_user="tester")) as client:
 
         def as_(name: str) -> dict[str, str]:
             return {"Authorization": f"Bearer {tokens[name]}"}
