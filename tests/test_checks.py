@@ -162,7 +162,7 @@ def test_checks_over_rest(service: RegistryService) -> None:
     }
     assert ci.name == "ci"
     url = f"/api/v1/models/churn/versions/{number}/checks"
-    with TestClient(create_app(service, reach=Reach.LOOPBACK, local_user="tester")) as client:
+    with TestClient(create_app(service, reach=Reach.NETWORK)) as client:
 
         def as_(name: str) -> dict[str, str]:
             return {"Authorization": f"Bearer {tokens[name]}"}

@@ -66,6 +66,7 @@ def test_every_kind_is_appended(service: RegistryService) -> None:
     assert service.collect_garbage(admin).blobs == 1  # the erased version's blob, at once
     service.create_model("empty", caller=admin)
     service.delete_model("empty", caller=admin)
+    service.checks.report(admin, "churn", v1, "scan", status="pass")
     identity.create_principal(admin, "risk", PrincipalKind.TEAM)
     identity.set_membership(admin, "risk", "mia", present=True)
     identity.set_membership(admin, "risk", "mia", present=False)

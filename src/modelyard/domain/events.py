@@ -88,6 +88,13 @@ class PrincipalState(TypedDict):
     description: str
 
 
+class CheckState(TypedDict):
+    """A check's result as reported."""
+
+    status: str
+    url: str | None
+
+
 class GcCounts(TypedDict):
     """What a garbage collection removed, and the grace period it kept."""
 
@@ -106,6 +113,7 @@ SHAPES: tuple[type, ...] = (
     DatasetState,
     SourceState,
     PrincipalState,
+    CheckState,
     GcCounts,
 )
 
@@ -405,6 +413,19 @@ class RequestApproved(VersionEvent):
 
 
 @dataclass(frozen=True, slots=True)
+class VersionCheckReported(VersionEvent):
+    """A checker reported the result of a check; the latest report counts."""
+
+    kind: ClassVar[str] = "version.check_reported"
+    check: str
+    before: CheckState | None
+    after: CheckState
+
+    def describe(self) -> str:
+        return f"{self.check}: {self.after['status']}"
+
+
+@dataclass(frozen=True, slots=True)
 class RequestClosed(VersionEvent):
     """``status``: executed is not one (see version.stage); rejected, cancelled,
     invalidated or refused."""
@@ -530,6 +551,7 @@ CATALOGUE: Mapping[str, type[JournalEvent]] = {
         VersionUpdated,
         VersionStaged,
         VersionDeleted,
+        VersionCheckReported,
         AliasSet,
         AliasDeleted,
         RequestOpened,

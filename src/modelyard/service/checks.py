@@ -15,6 +15,7 @@ from modelyard.domain.checks import (
     validate_check_url,
 )
 from modelyard.domain.errors import NotFound
+from modelyard.domain.events import CheckState, VersionCheckReported
 from modelyard.domain.names import validate_model_name
 from modelyard.domain.references import Reference, RefKind
 from modelyard.service.access import AccessControl
@@ -51,18 +52,14 @@ class ChecksService:
                 check,
                 {"status": verdict.value, "url": url, "reporter": caller.name, "reported_at": now},
             )
-            tx.append_event(
-                caller,
-                kind="version.check_reported",
-                subject=f"{model}/{number}",
-                payload={
-                    "check": check,
-                    "before": _state(before[0]) if before else None,
-                    "after": {"status": verdict.value, "url": url},
-                },
-                now=now,
+            event = VersionCheckReported(
                 model=model,
+                version=number,
+                check=check,
+                before=_state(before[0]) if before else None,
+                after={"status": verdict.value, "url": url},
             )
+            tx.append_event(caller, event, now=now)
             return tx.checks(version_id, check)[0]
 
     def results(self, caller: Caller, model: str, number: int) -> list[CheckResult]:
@@ -83,5 +80,5 @@ def _version_id(tx: Reader, model: str, number: int) -> int:
     return version_id
 
 
-def _state(result: CheckResult) -> dict[str, str | None]:
+def _state(result: CheckResult) -> CheckState:
     return {"status": result.status.value, "url": result.url}
