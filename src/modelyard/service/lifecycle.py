@@ -68,13 +68,14 @@ class LifecycleService:
         row = tx.policy_in_force(model)
         if row is None:
             return Policy(), None
-        policy = self._policies.get(row.id)
+        policy_id, version = row
+        policy = self._policies.get(policy_id)
         if policy is None:
-            policy = parse_policy(json.loads(tx.policy_document(row.id)))
+            policy = parse_policy(json.loads(tx.policy_document(policy_id)))
             if len(self._policies) >= 4096:
                 self._policies.clear()
-            self._policies[row.id] = policy
-        return policy, row.version
+            self._policies[policy_id] = policy
+        return policy, version
 
     def get_policy(self, caller: Caller, model: str | None) -> dict[str, Any]:
         """The policy document in force (with its text and version) and the stages."""

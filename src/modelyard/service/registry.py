@@ -230,10 +230,8 @@ class RegistryService(Comparisons, BlobService):
                     )
             model = tx.lock_model(name)
             stage = self.lifecycle.policy_in_force(tx, name)[0].stages[0].name
-            model_id = (
-                self._create_model(tx, name, caller, "", {}) if model is None else int(model.id)
-            )
-            number = (0 if model is None else int(model.latest_version)) + 1
+            model_id = self._create_model(tx, name, caller, "", {}) if model is None else model[0]
+            number = (0 if model is None else model[1]) + 1
             now = now_us()
             tx.insert_version(
                 model_id=model_id,

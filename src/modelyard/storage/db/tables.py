@@ -91,6 +91,15 @@ versions = Table(
     Index(None, "source_commit"),
 )
 
+# The versions a search walks (not deleted), newest first, without reading their rows.
+Index(
+    "ix_versions_live",
+    versions.c.id,
+    versions.c.model_id,
+    sqlite_where=versions.c.deleted_at.is_(None),
+    postgresql_where=versions.c.deleted_at.is_(None),
+)
+
 version_files = Table(
     "version_files",
     metadata,
