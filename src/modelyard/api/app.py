@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import getpass
-
 from fastapi import FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
 from starlette.requests import Request
@@ -31,6 +29,7 @@ from modelyard.api.routes import (
     versions,
 )
 from modelyard.api.routes.resolve import FastResolve, fast_resolve, is_fast_resolve
+from modelyard.config import os_user
 from modelyard.domain.access import Reach
 from modelyard.service import RegistryService
 
@@ -102,7 +101,7 @@ def create_app(service: RegistryService, *, reach: Reach, local_user: str | None
     )
     app.state.service = service
     app.state.reach = reach
-    app.state.local_user = local_user or _local_user()
+    app.state.local_user = local_user or os_user()
     app.state.resolve_bodies = {}
     problems.install(app)
     openapi.install(app)
@@ -154,10 +153,3 @@ def _offline_docs(app: FastAPI) -> None:
     app.add_route("/docs", docs, include_in_schema=False)
     app.add_route(redirect, oauth2_redirect, include_in_schema=False)
     app.mount(_DOCS_ASSETS, StaticFiles(directory=swagger_ui_path), name="docs-assets")
-
-
-def _local_user() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return "local"
