@@ -32,6 +32,7 @@ from sqlalchemy import (
     and_,
     bindparam,
     delete,
+    event,
     func,
     insert,
     select,
@@ -167,10 +168,14 @@ _LOAD_ALIASES = (
 
 # The statements of the hot paths (registration, resolve), built once: constructing a
 # statement costs more in SQLAlchemy than running it on SQLite.
-_HEAD_SEQ_SQL = "SELECT seq FROM journal_head WHERE id = 1"
+_IDENTITY_STAMP_SQL = "SELECT identity_seq FROM journal_head WHERE id = 1"
+# max() over the (model, seq) index: one seek, however many events the model has.
+_MODEL_STAMP_SQL = "SELECT max(seq) FROM events WHERE model = {}"
 _HAS_PRINCIPALS_SQL = "SELECT EXISTS (SELECT 1 FROM principals)"
 _LOCK_HEAD = (
-    select(journal_head.c.seq, journal_head.c.hash).where(journal_head.c.id == 1).with_for_update()
+    select(journal_head.c.seq, journal_head.c.hash, journal_head.c.identity_seq)
+    .where(journal_head.c.id == 1)
+    .with_for_update()
 )
 _MODEL_ID = select(models.c.id).where(models.c.name == bindparam("name"))
 _LOCK_MODEL = select(models).where(models.c.name == bindparam("name")).with_for_update()
@@ -188,8 +193,30 @@ _INSERT_EVENT = insert(events)
 _MOVE_HEAD = (
     update(journal_head)
     .where(journal_head.c.id == 1)
-    .values(seq=bindparam("new_seq"), hash=bindparam("new_hash"))
+    .values(
+        seq=bindparam("new_seq"),
+        hash=bindparam("new_hash"),
+        identity_seq=bindparam("identity_seq"),
+    )
 )
+# Event kinds that change only a model's own state (its versions, aliases, stages, requests,
+# policy): they leave the identity stamp, and so token, grant and local-mode caches, as
+# they are. Every other kind, a kind added later included, moves it.
+_MODEL_STATE_KINDS = ("model.", "version.", "alias.", "request.", "policy.")
+
+
+# The write transactions that append no event, each by name with the reason. The caches
+# trust that every other committed change moved a stamp; see Database.write.
+NON_JOURNALED: dict[str, str] = {
+    "blob.recorded": "the blob store holds these bytes: a blob is content-addressed and"
+    " belongs to no model until a version names it, in a journaled registration",
+}
+# Statements that changed rows on a PostgreSQL connection so far, in its Connection.info.
+_CHANGES = "modelyard.changed_rows"
+
+
+class UnjournaledWrite(RuntimeError):
+    """A write transaction changed rows but appended no event and declared none."""
 
 
 def now_us() -> int:
@@ -203,6 +230,9 @@ class Database:
         self._local = threading.local()
         self._head_lock = threading.Lock()
         self._head_conns: list[Any] = []
+        self._model_stamp_sql = _MODEL_STAMP_SQL.format("?" if self.is_sqlite else "%s")
+        if not self.is_sqlite:
+            event.listen(engine, "after_cursor_execute", _count_changes)
 
     @contextmanager
     def read(self) -> Iterator[Reader]:
@@ -210,36 +240,65 @@ class Database:
             yield Reader(conn)
 
     @contextmanager
-    def write(self) -> Iterator[Writer]:
+    def write(self, unjournaled: str | None = None) -> Iterator[Writer]:
+        """A write transaction holding the journal head lock: the one way the service writes.
+
+        It commits only if it appended an event, or changed no row, or is ``unjournaled``
+        by a name in ``NON_JOURNALED``. Anything else raises ``UnjournaledWrite`` and rolls
+        back: every cache is stamped by the journal, so a change without an event would be
+        served stale from every replica's caches.
+        """
+        if unjournaled is not None and unjournaled not in NON_JOURNALED:
+            raise ValueError(f"{unjournaled!r} is not declared in NON_JOURNALED")
         with self.engine.connect() as conn:
             if self.is_sqlite:
                 conn = conn.execution_options(sqlite_immediate=True)
             with conn.begin():
                 head = conn.execute(_LOCK_HEAD).one()
-                yield Writer(conn, head.seq, head.hash)
+                changes = self._changes(conn)
+                writer = Writer(conn, head.seq, head.hash, head.identity_seq)
+                yield writer
+                if not writer.journaled and unjournaled is None and self._changes(conn) != changes:
+                    raise UnjournaledWrite(
+                        "a write transaction changed rows without appending an event;"
+                        " append one, or declare the write in NON_JOURNALED; rolled back"
+                    )
+
+    def _changes(self, conn: Connection) -> int:
+        """A counter of the rows this connection has changed (inserted, updated, deleted)."""
+        if self.is_sqlite:
+            return int(conn.connection.dbapi_connection.total_changes)  # type: ignore[union-attr]
+        return int(conn.info.get(_CHANGES, 0))
 
     def record_blob(self, digest: str, size: int) -> bool:
-        """Note that the blob store holds ``digest`` (idempotent; not a journaled mutation).
+        """Note that the blob store holds ``digest`` (idempotent).
 
         True when this is news, False when the blob was recorded already.
         """
-        with self.engine.begin() as conn:
-            return _record_blobs(conn, [(digest, size, None)]) > 0
+        with self.write(unjournaled="blob.recorded") as tx:
+            return _record_blobs(tx.conn, [(digest, size, None)]) > 0
 
-    def head_seq(self) -> int:
-        """The journal head's sequence number, read outside any transaction.
+    def model_stamp(self, model: str) -> int:
+        """The stamp of a model's cached answers: the seq of its newest event (0: none).
 
-        The resolve cache asks this on every call, so it bypasses the pool and the ORM
-        machinery (200 µs) with a connection of its own per thread, in autocommit (10 µs).
+        Read outside any transaction on every cached resolve, so it bypasses the pool and
+        the ORM machinery (200 µs) with a connection of its own per thread, in autocommit
+        (10 µs).
         """
-        return int(self._quick_scalar(_HEAD_SEQ_SQL))
+        return int(self._quick_scalar(self._model_stamp_sql, (model,)) or 0)
+
+    def identity_stamp(self) -> int:
+        """The stamp of cached authentication and authorization answers (tokens, grants,
+        local mode), read like ``model_stamp``: the seq of the newest event that may change
+        who may do what."""
+        return int(self._quick_scalar(_IDENTITY_STAMP_SQL))
 
     def has_principals(self) -> bool:
-        """Whether any user, team or service account exists, read like ``head_seq``: in
-        local mode every request asks, after any write."""
+        """Whether any user, team or service account exists, read like ``model_stamp``: in
+        local mode every request asks, after any change to identities."""
         return bool(self._quick_scalar(_HAS_PRINCIPALS_SQL))
 
-    def _quick_scalar(self, sql: str) -> Any:
+    def _quick_scalar(self, sql: str, params: tuple[Any, ...] = ()) -> Any:
         conn: Any = getattr(self._local, "conn", None)
         if conn is None:
             proxied = self.engine.raw_connection()
@@ -252,7 +311,7 @@ class Database:
                 self._head_conns.append(conn)
         try:
             cursor = conn.cursor()
-            cursor.execute(sql)
+            cursor.execute(sql, params)
             row: Any = cursor.fetchone()
         except Exception:
             self._local.conn = None  # a broken connection: the next call opens another
@@ -526,10 +585,17 @@ class Reader(IdentityReader, LifecycleReader):
 class Writer(Reader, IdentityWriter, LifecycleWriter):
     """A write transaction holding the journal head lock."""
 
-    def __init__(self, conn: Connection, head_seq: int, head_hash: str) -> None:
+    def __init__(self, conn: Connection, head_seq: int, head_hash: str, identity_seq: int) -> None:
         super().__init__(conn)
         self._seq = head_seq
         self._hash = head_hash
+        self._identity_seq = identity_seq
+        self._first_seq = head_seq
+
+    @property
+    def journaled(self) -> bool:
+        """Whether this transaction appended an event."""
+        return self._seq != self._first_seq
 
     def record_inline_blobs(self, contents: Mapping[str, bytes]) -> None:
         """Keep the bytes of a registration's inline files, in its own transaction; a blob
@@ -674,7 +740,13 @@ class Writer(Reader, IdentityWriter, LifecycleWriter):
                 "model": model,
             },
         )
-        self.conn.execute(_MOVE_HEAD, {"new_seq": seq, "new_hash": digest})
+        # The event is its model's new cache stamp by itself (model_stamp); the identity
+        # stamp moves with the head unless the event only changes a model's own state.
+        if model is None or not kind.startswith(_MODEL_STATE_KINDS):
+            self._identity_seq = seq
+        self.conn.execute(
+            _MOVE_HEAD, {"new_seq": seq, "new_hash": digest, "identity_seq": self._identity_seq}
+        )
         event = Event(
             seq, utc_from_us(now), actor, kind, subject, payload, self._hash, digest, token_id
         )
@@ -689,6 +761,21 @@ class Writer(Reader, IdentityWriter, LifecycleWriter):
                 _insert_into(table),
                 [{owner_column: owner_id, "key": k, "value": v} for k, v in values.items()],
             )
+
+
+def _count_changes(
+    conn: Connection,
+    cursor: Any,
+    statement: str,
+    parameters: Any,
+    context: Any,
+    executemany: bool,
+) -> None:
+    """Count the PostgreSQL statements that changed rows, for Database.write (on SQLite the
+    connection counts changed rows itself). An unknown row count (-1) counts as a change."""
+    dml = context is not None and (context.isinsert or context.isupdate or context.isdelete)
+    if dml and cursor.rowcount != 0:
+        conn.info[_CHANGES] = conn.info.get(_CHANGES, 0) + 1
 
 
 def visible_condition(column: Any, visible: Visibility) -> ColumnElement[bool]:
