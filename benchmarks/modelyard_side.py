@@ -34,6 +34,7 @@ from benchmarks._common import (
     SEARCH_REPS,
     SEARCH_WARMUP,
     TEAMS,
+    CpuWindow,
     RssSampler,
     concurrent_gets,
     machine_references,
@@ -187,18 +188,21 @@ def _register_and_resolve(
 
         for i in range(REGISTER_WARMUP):
             register(i)
-        t0 = time.perf_counter()
-        for i in range(REGISTER_WARMUP, REGISTER_WARMUP + n):
-            register(i)
-        elapsed = time.perf_counter() - t0
+        with CpuWindow(server.pid) as cpu:
+            t0 = time.perf_counter()
+            for i in range(REGISTER_WARMUP, REGISTER_WARMUP + n):
+                register(i)
+            elapsed = time.perf_counter() - t0
         out["register_n"] = n
         out["register_s"] = round(elapsed, 3)
         out["register_per_s"] = round(n / elapsed, 2)
         out["register_ms_mean"] = ms(elapsed / n)
+        out["register_cpu_ms"] = ms(cpu.seconds / n)
 
         reg.set_alias(MODEL, "champion", 1)
         out.update(_guard(errors, "resolve_sdk", log, _resolve_sdk, reg, quick) or {})
-        out.update(_guard(errors, "resolve_http", log, _resolve_http, server.url, quick) or {})
+        resolve_http = _guard(errors, "resolve_http", log, _resolve_http, server, quick)
+        out.update(resolve_http or {})
 
 
 def _resolve_sdk(reg: modelyard.Registry, quick: bool) -> dict[str, Any]:
@@ -216,13 +220,18 @@ def _resolve_sdk(reg: modelyard.Registry, quick: bool) -> dict[str, Any]:
     return sequential_figures(samples)
 
 
-def _resolve_http(url: str, quick: bool) -> dict[str, Any]:
-    """GET /api/v1/resolve/NAME@champion over keep-alive with plain clients: one, then 16
-    client processes at once."""
+def _resolve_http(server: ModelyardServer, quick: bool) -> dict[str, Any]:
+    """GET /api/v1/resolve/NAME@champion over keep-alive with plain clients: one (with the
+    server's CPU time per request), then 16 client processes at once."""
     path = f"/api/v1/resolve/{MODEL}@champion"
-    raw = _resolve_raw(url, path, 300 if quick else 2000)
-    figures = {"raw_resolve_p50_ms": ms(pct(raw, 50))}
-    figures |= concurrent_gets(url, path, RESOLVE_PER_CLIENT_QUICK if quick else RESOLVE_PER_CLIENT)
+    with CpuWindow(server.pid) as cpu:
+        raw = _resolve_raw(server.url, path, 300 if quick else 2000)
+    figures = {
+        "raw_resolve_p50_ms": ms(pct(raw, 50)),
+        "raw_resolve_cpu_ms": ms(cpu.seconds / (len(raw) + RESOLVE_WARMUP)),
+    }
+    per_client = RESOLVE_PER_CLIENT_QUICK if quick else RESOLVE_PER_CLIENT
+    figures |= concurrent_gets(server.url, path, per_client)
     return figures
 
 
@@ -323,7 +332,8 @@ def _big_file(root: Path, big_mib: int) -> dict[str, Any]:
 
 
 def _search(root: Path, n: int) -> dict[str, Any]:
-    """Median time of one 100-item page per query, on a database seeded with ``n`` versions."""
+    """Median time of one 100-item page per query, on a database seeded with ``n`` versions,
+    and the server's CPU time per page."""
     seed = seed_search_db(root / "data", n)
     result: dict[str, Any] = {"seed_s": seed["seed_s"], "reps": SEARCH_REPS}
     with (
@@ -343,10 +353,15 @@ def _search(root: Path, n: int) -> dict[str, Any]:
                 _check_page(label, items)
                 return len(response.content)
 
-            median, fastest, size = time_median(page, SEARCH_REPS, SEARCH_WARMUP)
+            for _ in range(SEARCH_WARMUP):
+                page()
+            with CpuWindow(server.pid) as cpu:
+                median, fastest, size = time_median(page, SEARCH_REPS, 0)
             result[f"{label}_ms"] = median
             result[f"{label}_min_ms"] = fastest
             result[f"{label}_bytes"] = size
+            result[f"{label}_cpu_ms"] = ms(cpu.seconds / SEARCH_REPS)
+        result["cpu_ms_worst"] = max(result[f"{label}_cpu_ms"] for label in SEARCH_QUERIES)
     shutil.rmtree(root, ignore_errors=True)
     return result
 
