@@ -165,6 +165,7 @@ SAMPLES: dict[tuple[str, str], Sample] = {
         params={"digest": "sha256:{upload}"}, content=b"upload of {role}", scope="anywhere"
     ),
     ("POST", "/api/v1/blobs/uploads"): Sample(content=b"unnamed of {role}", scope="anywhere"),
+    ("POST", "/api/v1/gc"): Sample(json={"dry_run": True}, scope=REGISTRY),
     ("GET", "/api/v1/blobs/{digest}"): Sample(params={"digest": "sha256:{blob}"}, scope="blob"),
     ("HEAD", "/api/v1/blobs/{digest}"): Sample(params={"digest": "sha256:{blob}"}, scope="blob"),
     ("GET", "/api/v1/models"): Sample(scope="listing"),

@@ -1,6 +1,7 @@
 """Conformance suite for the BlobStore interface (storage/blobs/base.py).
 
-Every backend runs the same tests through the ``blobs`` fixture. To add a backend (S3 via a
+Every backend (the local directory and memory) runs the same tests through the ``blobs``
+fixture. To add a backend (S3 via a
 moto server, say), write one factory that returns a ``Backend`` and add it to ``BACKENDS``:
 ``store`` is the BlobStore under test and ``leftovers`` lists whatever an upload may leave
 behind before it is published (staged files, incomplete multipart uploads), so the suite can
@@ -13,14 +14,14 @@ import hashlib
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from modelyard.domain.errors import DigestMismatch, InvalidInput, NotFound
-from modelyard.storage.blobs import BlobStore, LocalBlobStore
+from modelyard.storage.blobs import BlobStore, LocalBlobStore, MemoryBlobStore
 
 
 @dataclass
@@ -35,12 +36,22 @@ def _local(tmp_path: Path, request: pytest.FixtureRequest) -> Backend:
     return Backend(store, lambda: sorted(p.name for p in (root / "staging").iterdir()))
 
 
-BACKENDS: dict[str, Callable[[Path, pytest.FixtureRequest], Backend]] = {"local": _local}
+def _memory(tmp_path: Path, request: pytest.FixtureRequest) -> Backend:
+    store = MemoryBlobStore()
+    return Backend(store, lambda: sorted(u.name for u in store.uploads()))
+
+
+BACKENDS: dict[str, Callable[[Path, pytest.FixtureRequest], Backend]] = {
+    "local": _local,
+    "memory": _memory,
+}
 
 
 @pytest.fixture(params=sorted(BACKENDS))
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
-    return BACKENDS[request.param](tmp_path, request)
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    made = BACKENDS[request.param](tmp_path, request)
+    yield made
+    made.store.close()
 
 
 @pytest.fixture
@@ -70,11 +81,10 @@ PAYLOAD = bytes(range(256)) * 40 + b"tail"  # 10244 bytes, not a multiple of any
 
 def test_upload_commit_then_exists_size_read(blobs: BlobStore) -> None:
     digest = sha(PAYLOAD)
-    assert not blobs.exists(digest)
-    assert blobs.size(digest) is None
+    assert blobs.stat(digest) is None
     put(blobs, PAYLOAD)
-    assert blobs.exists(digest)
-    assert blobs.size(digest) == len(PAYLOAD)
+    assert blobs.stat(digest) is not None
+    assert blobs.stat(digest).size == len(PAYLOAD)
     assert read_all(blobs, digest) == PAYLOAD
 
 
@@ -82,10 +92,9 @@ def test_blob_is_invisible_until_commit(blobs: BlobStore) -> None:
     digest = sha(PAYLOAD)
     upload = blobs.begin_upload(digest)
     upload.write(PAYLOAD)
-    assert not blobs.exists(digest)
-    assert blobs.size(digest) is None
+    assert blobs.stat(digest) is None
     upload.commit()
-    assert blobs.exists(digest)
+    assert blobs.stat(digest) is not None
 
 
 def test_large_blob_round_trips_in_large_chunks(blobs: BlobStore) -> None:
@@ -127,7 +136,7 @@ def test_big_upload_with_wrong_digest_leaves_nothing(backend: Backend) -> None:
         upload.write(BIG[i : i + 1024 * 1024])
     with pytest.raises(DigestMismatch):
         upload.commit()
-    assert not backend.store.exists(sha(BIG))
+    assert backend.store.stat(sha(BIG)) is None
     assert backend.leftovers() == []
 
 
@@ -135,14 +144,14 @@ def test_big_upload_abort_leaves_nothing(backend: Backend) -> None:
     upload = backend.store.begin_upload(sha(BIG))
     upload.write(BIG[: 8 * 1024 * 1024])
     upload.abort()
-    assert not backend.store.exists(sha(BIG))
+    assert backend.store.stat(sha(BIG)) is None
     assert backend.leftovers() == []
 
 
 def test_empty_blob(blobs: BlobStore) -> None:
     digest = put(blobs, b"")
-    assert blobs.exists(digest)
-    assert blobs.size(digest) == 0
+    assert blobs.stat(digest) is not None
+    assert blobs.stat(digest).size == 0
     assert read_all(blobs, digest) == b""
 
 
@@ -187,7 +196,7 @@ def test_unnamed_upload_is_named_by_what_it_hashes_to(backend: Backend) -> None:
     upload = blobs.begin_upload(None)
     for i in range(0, len(PAYLOAD), 1000):
         upload.write(PAYLOAD[i : i + 1000])
-    assert not blobs.exists(sha(PAYLOAD))
+    assert blobs.stat(sha(PAYLOAD)) is None
     assert upload.commit() == len(PAYLOAD)
     assert upload.digest == sha(PAYLOAD)
     assert read_all(blobs, sha(PAYLOAD)) == PAYLOAD
@@ -209,7 +218,7 @@ def test_unnamed_upload_abort_leaves_nothing(backend: Backend) -> None:
     upload = backend.store.begin_upload(None)
     upload.write(b"partial")
     upload.abort()
-    assert not backend.store.exists(sha(b"partial"))
+    assert backend.store.stat(sha(b"partial")) is None
     assert backend.leftovers() == []
 
 
@@ -223,8 +232,7 @@ def test_digest_mismatch_raises_and_leaves_nothing(backend: Backend) -> None:
     assert excinfo.value.code == "digest_mismatch"
     assert excinfo.value.details["expected"] == f"sha256:{claimed}"
     assert excinfo.value.details["actual"] == f"sha256:{sha(b'what the client sent')}"
-    assert not blobs.exists(claimed)
-    assert blobs.size(claimed) is None
+    assert blobs.stat(claimed) is None
     with pytest.raises(NotFound):
         read_all(blobs, claimed)
     assert backend.leftovers() == []
@@ -247,8 +255,7 @@ def test_abort_leaves_nothing(backend: Backend) -> None:
     upload = blobs.begin_upload(digest)
     upload.write(PAYLOAD[:100])
     upload.abort()
-    assert not blobs.exists(digest)
-    assert blobs.size(digest) is None
+    assert blobs.stat(digest) is None
     assert backend.leftovers() == []
     upload.abort()  # aborting twice is harmless
     assert backend.leftovers() == []
@@ -257,7 +264,7 @@ def test_abort_leaves_nothing(backend: Backend) -> None:
 def test_abort_without_writing_leaves_nothing(backend: Backend) -> None:
     upload = backend.store.begin_upload(sha(b"x"))
     upload.abort()
-    assert not backend.store.exists(sha(b"x"))
+    assert backend.store.stat(sha(b"x")) is None
     assert backend.leftovers() == []
 
 
@@ -270,7 +277,7 @@ def test_idempotent_reupload(backend: Backend) -> None:
     blobs = backend.store
     digest = put(blobs, PAYLOAD)
     assert put(blobs, PAYLOAD, chunk=1000) == digest
-    assert blobs.size(digest) == len(PAYLOAD)
+    assert blobs.stat(digest).size == len(PAYLOAD)
     assert read_all(blobs, digest) == PAYLOAD
     assert backend.leftovers() == []
 
@@ -279,8 +286,7 @@ def test_delete(blobs: BlobStore) -> None:
     keep = put(blobs, b"keep me")
     digest = put(blobs, PAYLOAD)
     blobs.delete(digest)
-    assert not blobs.exists(digest)
-    assert blobs.size(digest) is None
+    assert blobs.stat(digest) is None
     with pytest.raises(NotFound):
         read_all(blobs, digest)
     blobs.delete(digest)  # deleting an absent blob is not an error
@@ -315,9 +321,9 @@ def test_invalid_digest_is_refused(blobs: BlobStore, bad: str) -> None:
     with pytest.raises(InvalidInput):
         blobs.begin_upload(bad)
     with pytest.raises(InvalidInput):
-        blobs.exists(bad)
+        blobs.stat(bad)
     with pytest.raises(InvalidInput):
-        blobs.size(bad)
+        blobs.url(bad)
     with pytest.raises(InvalidInput):
         read_all(blobs, bad)
     with pytest.raises(InvalidInput):
@@ -380,6 +386,95 @@ def test_a_reader_keeps_its_bytes_while_the_blob_is_replaced(blobs: BlobStore) -
     assert b"".join(reader) == PAYLOAD
 
 
+def test_stat_tells_size_and_when_the_bytes_were_published(blobs: BlobStore) -> None:
+    before = time.time()
+    digest = put(blobs, PAYLOAD)
+    info = blobs.stat(digest)
+    assert info is not None
+    assert info.size == len(PAYLOAD)
+    assert before - 2 <= info.modified <= time.time() + 2
+
+
+def test_republishing_moves_the_publication_time(blobs: BlobStore) -> None:
+    """A collector's grace period must spare bytes that were just uploaded again."""
+    digest = put(blobs, PAYLOAD)
+    first = blobs.stat(digest)
+    assert first is not None
+    if isinstance(blobs, LocalBlobStore):
+        long_ago = time.time() - 3 * 3600
+        os.utime(blobs.path_of(digest), (long_ago, long_ago))
+    else:
+        assert isinstance(blobs, MemoryBlobStore)
+        blobs._blobs[digest] = (PAYLOAD, first.modified - 3 * 3600)
+    put(blobs, PAYLOAD)
+    again = blobs.stat(digest)
+    assert again is not None
+    assert again.modified >= first.modified - 1
+
+
+def test_url_is_none_where_the_server_streams_the_bytes(blobs: BlobStore) -> None:
+    digest = put(blobs, PAYLOAD)
+    assert blobs.url(digest) is None
+
+
+def test_digests_lists_every_stored_blob_and_nothing_else(blobs: BlobStore) -> None:
+    assert list(blobs.digests()) == []
+    stored = {put(blobs, PAYLOAD), put(blobs, b""), put(blobs, b"third")}
+    upload = blobs.begin_upload(sha(b"not committed"))
+    upload.write(b"not committed")
+    assert sorted(blobs.digests()) == sorted(stored)
+    blobs.delete(sha(b"third"))
+    assert sorted(blobs.digests()) == sorted(stored - {sha(b"third")})
+    upload.abort()
+
+
+def test_uploads_lists_what_is_in_flight_until_committed(backend: Backend) -> None:
+    blobs = backend.store
+    assert blobs.uploads() == []
+    named, unnamed = blobs.begin_upload(sha(PAYLOAD)), blobs.begin_upload(None)
+    named.write(PAYLOAD[:100])
+    unnamed.write(b"abc")
+    found = {u.name: u for u in blobs.uploads()}
+    assert sorted(found) == backend.leftovers()
+    assert len(found) == 2
+    assert sorted(u.size for u in found.values()) in ([0, 0], [3, 100])  # buffered or not
+    assert all(time.time() - 60 < u.modified <= time.time() + 1 for u in found.values())
+    named.write(PAYLOAD[100:])
+    named.commit()
+    assert [u.name for u in blobs.uploads()] == backend.leftovers()
+    assert len(blobs.uploads()) == 1
+    unnamed.abort()
+    assert blobs.uploads() == []
+
+
+def test_remove_upload_discards_a_leftover(backend: Backend) -> None:
+    blobs = backend.store
+    upload = blobs.begin_upload(sha(PAYLOAD))
+    upload.write(PAYLOAD)
+    (leftover,) = blobs.uploads()
+    blobs.remove_upload(leftover.name)
+    assert blobs.uploads() == []
+    assert backend.leftovers() == []
+    blobs.remove_upload(leftover.name)  # already gone: not an error
+    with pytest.raises(Exception):  # noqa: B017 - the upload's bytes are gone, it cannot commit
+        upload.commit()
+    assert blobs.stat(sha(PAYLOAD)) is None
+    assert backend.leftovers() == []
+
+
+@pytest.mark.parametrize("bad", ["", "../escape.part", "notes.txt", "a/b.part", "x" * 300])
+def test_remove_upload_refuses_what_is_not_an_upload(blobs: BlobStore, bad: str) -> None:
+    with pytest.raises(InvalidInput):
+        blobs.remove_upload(bad)
+
+
+def test_exclusive_when_nothing_else_shares_the_store(blobs: BlobStore) -> None:
+    with blobs.exclusive() as alone:
+        assert alone
+        digest = put(blobs, PAYLOAD)  # the store stays usable while held
+    assert read_all(blobs, digest) == PAYLOAD
+
+
 def test_check_passes_on_a_usable_store(backend: Backend) -> None:
     backend.store.check()
     assert backend.leftovers() == []
@@ -388,21 +483,62 @@ def test_check_passes_on_a_usable_store(backend: Backend) -> None:
 # -- LocalBlobStore specifics -------------------------------------------------------------------
 
 
-def test_local_store_sweeps_only_stale_staging_files_when_it_opens(tmp_path: Path) -> None:
+def test_local_store_is_private_to_its_os_user(tmp_path: Path) -> None:
+    """Other local users must not read artifacts past the server's access control."""
+    old = os.umask(0o022)  # the usual umask, which alone would make everything readable
+    try:
+        store = LocalBlobStore(tmp_path / "blobs")
+        digest = put(store, PAYLOAD)
+        upload = store.begin_upload(sha(b"in flight"))
+        upload.write(b"in flight")
+        staged = tmp_path / "blobs" / "staging" / store.uploads()[0].name
+        assert staged.stat().st_mode & 0o777 == 0o600
+        upload.abort()
+    finally:
+        os.umask(old)
+    for directory in (tmp_path / "blobs", store.path_of(digest).parent, staged.parent):
+        assert directory.stat().st_mode & 0o777 == 0o700, directory
+    assert store.path_of(digest).stat().st_mode & 0o777 == 0o600
+
+
+def test_local_store_tightens_a_directory_made_world_readable(tmp_path: Path) -> None:
     root = tmp_path / "blobs"
-    LocalBlobStore(root)
-    staging = root / "staging"
-    stale, fresh, other = staging / "a.1.part", staging / "b.2.part", staging / "notes.txt"
-    for path in (stale, fresh, other):
-        path.write_bytes(b"half an upload")
-    hours_ago = time.time() - 2 * 3600
-    os.utime(stale, (hours_ago, hours_ago))
-    os.utime(other, (hours_ago, hours_ago))
-    store = LocalBlobStore(root)  # a server restarting after a crash
-    assert not stale.exists()
-    assert fresh.exists(), "a recent upload may belong to another live process"
-    assert other.exists()
-    assert put(store, PAYLOAD) == sha(PAYLOAD)
+    root.mkdir(mode=0o755)
+    root.chmod(0o755)
+    LocalBlobStore(root).close()
+    assert root.stat().st_mode & 0o777 == 0o700
+
+
+def test_local_store_is_exclusive_only_while_no_other_store_has_it_open(tmp_path: Path) -> None:
+    first = LocalBlobStore(tmp_path / "blobs")
+    with first.exclusive() as alone:
+        assert alone
+    second = LocalBlobStore(tmp_path / "blobs")  # another process sharing the directory
+    with first.exclusive() as alone:
+        assert not alone
+    with second.exclusive() as alone:
+        assert not alone
+    second.close()
+    with first.exclusive() as alone:
+        assert alone
+    # The shared lock is back after each block: a newcomer is refused the directory alone.
+    third = LocalBlobStore(tmp_path / "blobs")
+    with third.exclusive() as alone:
+        assert not alone
+    third.close()
+    first.close()
+
+
+def test_local_store_lists_only_its_own_files(tmp_path: Path) -> None:
+    root = tmp_path / "blobs"
+    store = LocalBlobStore(root)
+    digest = put(store, PAYLOAD)
+    (root / "sha256" / "zz").mkdir()
+    (root / "sha256" / "zz" / "notes.txt").write_bytes(b"x")
+    (root / "sha256" / digest[:2] / "notes.txt").write_bytes(b"x")
+    (root / "staging" / "notes.txt").write_bytes(b"x")
+    assert list(store.digests()) == [digest]
+    assert store.uploads() == []
 
 
 def test_local_store_layout(tmp_path: Path) -> None:

@@ -304,3 +304,5 @@ def _busy_scenario(service: RegistryService) -> None:
     identity.set_membership(admin, "t", "u", present=False)
     identity.revoke_grant(admin, "u", model="m")
     identity.delete_team(admin, "t")
+    assert service.collect_garbage(admin, dry_run=True).blobs  # m/4's, released
+    assert service.collect_garbage(admin).blobs

@@ -7,6 +7,7 @@ independent invocations run side by side.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -18,12 +19,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from unittest.mock import patch
 
 import httpx
 import pytest
 import typer.main
+from rich.text import Text
 from typer.testing import CliRunner
 
+import modelyard
+from modelyard.cli import output
 from modelyard.cli.main import app, is_loopback
 from tests.conftest import LiveServer, free_port
 
@@ -547,3 +552,141 @@ def test_readme_shared_server_and_churn_story_run_verbatim(
     assert resolved == ["churn/2", "churn/1", "churn/2"], done.stdout
     assert "churn@production is churn/1 again" in done.stdout
     assert "request 1: churn/2 → production" in done.stdout
+
+
+# -- the CLI in scripts: --json everywhere, nothing cut on a pipe --------------------------------
+
+# Commands that print nothing a script would parse, and why.
+PRINT_NO_JSON = {"serve": "runs the server; it logs to stderr"}
+
+
+def test_every_command_that_prints_has_json() -> None:
+    """Walks the whole command tree, so a command added without --json fails here."""
+    leaves, _ = _command_paths()
+    root = typer.main.get_command(app)
+    lacking = []
+    for path in leaves:
+        command: Any = root
+        for name in path:
+            command = command.commands[name]
+        options = {opt for param in command.params for opt in getattr(param, "opts", [])}
+        if "--json" not in options and " ".join(path) not in PRINT_NO_JSON:
+            lacking.append(" ".join(path))
+    assert lacking == [], f"commands that print without --json: {lacking}"
+    assert set(PRINT_NO_JSON) <= {" ".join(p) for p in leaves}  # no stale exemptions
+
+
+LONG = "a-rather-long-model-name-that-scripts-pass-around"
+METRICS = {
+    "auc": 0.998,
+    "f1": 0.91,
+    "logloss": 0.0421,
+    "precision": 0.93,
+    "recall": 0.89,
+    "val/auc": 0.997,
+    "train:accuracy": 0.999,
+}
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_output_for_scripts_and_json_on_every_command(
+    live_server: LiveServer, make_tree: Callable[[dict[str, bytes]], Path], tmp_path: Path
+) -> None:
+    url = live_server.url
+    env = {"MODELYARD_CONFIG": os.devnull, "COLUMNS": "80", "FORCE_COLOR": None}
+    runner = CliRunner()
+
+    def cli(*args: str) -> str:
+        result = runner.invoke(app, [*args, "--url", url], env=env)
+        assert result.exit_code == 0, (args, result.output)
+        return result.stdout
+
+    def cli_json(*args: str) -> Any:
+        return json.loads(cli(*args, "--json"))
+
+    model = make_tree({"model.bin": b"weights"})
+    metrics = [f"--metric={k}={v}" for k, v in METRICS.items()]
+    for _ in range(2):
+        cli("register", LONG, str(model), *metrics, "--no-capture")
+    promoted = cli_json("promote", f"{LONG}/1", "--to", "production", "--override", "first")
+    assert promoted["status"] == "executed" and promoted["version"]["stage"] == "production"
+
+    # resolve: reference and digest on one line however long, so `read REF DIGEST` works
+    line = cli("resolve", f"{LONG}@production")
+    ref, digest = line.split()
+    assert line == f"{ref} {digest}\n" and ref == f"{LONG}/1"
+    resolved = cli_json("resolve", f"{LONG}@production")
+    assert (resolved["reference"], resolved["manifest_digest"]) == (ref, digest)
+
+    # versions: every metric whole, on the row of its version, with the stage
+    rows = {r.split()[1]: r for r in cli("versions", LONG).splitlines() if f"{LONG}/" in r}
+    assert set(rows) == {f"{LONG}/1", f"{LONG}/2"}, rows
+    for reference, stage in ((f"{LONG}/1", "production"), (f"{LONG}/2", "development")):
+        assert stage in rows[reference].split()
+        for key, value in METRICS.items():
+            assert f"{key}={value:g}" in rows[reference].split(), (key, rows[reference])
+        assert "…" not in rows[reference] and "more)" not in rows[reference]
+
+    # on a terminal the table fits, wraps between pairs and says how many it left out
+    with modelyard.connect(url) as reg:
+        page = reg.versions(LONG)
+    screen = _Terminal()
+    terminal = output._Console(file=screen, width=120)
+    with patch.object(output, "console", terminal):
+        terminal.print(output.versions_table(page.items))
+        cell = output.pairs(METRICS)
+    assert cell == "auc=0.998 f1=0.91 logloss=0.0421 precision=0.93 (+3 more)"
+    shown = screen.getvalue()
+    assert max(map(len, Text.from_ansi(shown).plain.splitlines())) <= 120, shown
+    assert shown.count("(+3") == 2, shown
+    for pair in ("auc=0.998", "f1=0.91", "logloss=0.0421"):
+        assert pair in shown, (pair, shown)  # the first pairs, never split
+
+    # --json on the commands that lacked it: resolve (above), promote (above), approve,
+    # alias list, download, edit, rollback
+    request = cli_json("promote", f"{LONG}/2", "--to", "production", "--comment", "weekly")
+    assert request["status"] == "open" and request["request"]["to_stage"] == "production"
+    approved = cli_json("approve", str(request["request"]["id"]), "--comment", "ok")
+    assert approved["status"] == "executed" and approved["id"] == request["request"]["id"]
+    assert cli("resolve", f"{LONG}@production").split()[0] == f"{LONG}/2"
+    rolled = cli_json("rollback", LONG, "--stage", "production", "--comment", "back")
+    assert (rolled["reference"], rolled["stage"]) == (f"{LONG}/1", "production")
+
+    alias = cli_json("alias", "set", LONG, "champion", "2")
+    assert alias["reference"] == f"{LONG}/2" and "champion" in alias["aliases"]
+    assert cli_json("alias", "list", LONG) == {
+        "items": [{"alias": "champion", "version": 2, "reference": f"{LONG}/2"}]
+    }
+    edited = cli_json("edit", f"{LONG}/2", "--tag", "reviewed=yes")
+    assert edited["tags"] == {"reviewed": "yes"}
+    out = tmp_path / "deploy"
+    downloaded = cli_json("download", f"{LONG}@champion", "-o", str(out))
+    assert downloaded["directory"] == str(out)
+    assert downloaded["version"]["reference"] == f"{LONG}/2"
+    assert (out / "model.bin").read_bytes() == b"weights"
+    deleted = cli_json("alias", "delete", LONG, "champion")
+    assert deleted == {"model": LONG, "alias": "champion", "deleted": True}
+    report = cli_json("journal", "verify")
+    assert report["ok"] is True and report["events"] > 0
+
+    # and through a real pipe, as a shell script reads it
+    script = (
+        f'modelyard resolve {LONG}@production | {{ read -r REF DIGEST; echo "$REF|$DIGEST"; }}\n'
+        f"modelyard versions {LONG} | grep -c 'val/auc=0.997 '\n"
+    )
+    piped = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script],
+        env={**environment(url), "PATH": f"{_SCRIPT.parent}{os.pathsep}{os.environ['PATH']}"},
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        cwd=tmp_path,
+    )
+    assert piped.returncode == 0, piped.stdout + piped.stderr
+    first, count = piped.stdout.splitlines()
+    assert first == f"{LONG}/1|{digest}"
+    assert count == "2"

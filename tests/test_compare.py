@@ -20,6 +20,7 @@ from modelyard.domain.access import PrincipalKind, Role
 from modelyard.domain.comparison import (
     Comparison,
     Difference,
+    GateMetric,
     GateResult,
     against_reference,
     compare_versions,
@@ -196,6 +197,44 @@ def test_gate_lower_is_better_and_every_metric_must_pass() -> None:
     assert len(evaluate_gate(CHALLENGER, CHAMPION, ["auc", "auc"]).checks) == 1
 
 
+def test_gate_each_metric_has_its_own_direction() -> None:
+    # one gate holds AUC up and loss down: 0.87 > 0.85 and 0.25 < 0.30
+    mixed = evaluate_gate(CHALLENGER, CHAMPION, ["auc", "loss:lower"], min_delta=0.01)
+    assert mixed.passed, mixed
+    assert [(c.metric, c.direction) for c in mixed.checks] == [
+        ("auc", "higher"),
+        ("loss", "lower"),
+    ]
+    assert "higher is better, needs >= +0.01" in mixed.checks[0].message
+    assert "lower is better, needs <= -0.01" in mixed.checks[1].message
+    # the same two, each the wrong way round, both fail
+    reversed_ = evaluate_gate(CHALLENGER, CHAMPION, ["auc:lower", "loss:higher"])
+    assert [c.passed for c in reversed_.checks] == [False, False]
+    # the old switch is the default for metrics that name no direction, and only for them
+    old = evaluate_gate(CHALLENGER, CHAMPION, ["loss", "auc:higher"], lower_is_better=True)
+    assert [(c.direction, c.passed) for c in old.checks] == [("lower", True), ("higher", True)]
+    assert GateResult.from_dict(mixed.as_dict()) == mixed
+    assert mixed.as_dict()["checks"][1]["direction"] == "lower"
+
+
+def test_gate_metric_names_may_hold_colons() -> None:
+    assert GateMetric.parse("val:loss") == GateMetric("val:loss", "higher")
+    assert GateMetric.parse("val:loss:lower") == GateMetric("val:loss", "lower")
+    assert GateMetric.parse("loss", lower_is_better=True) == GateMetric("loss", "lower")
+    better, worse = version(44, metrics={"val:loss": 0.2}), version(45, metrics={"val:loss": 0.3})
+    assert evaluate_gate(better, worse, ["val:loss:lower"]).passed
+    assert not evaluate_gate(better, worse, ["val:loss"]).passed
+
+
+def test_gate_refuses_one_metric_both_ways() -> None:
+    with pytest.raises(InvalidInput, match="both auc:higher and auc:lower"):
+        evaluate_gate(CHALLENGER, CHAMPION, ["auc", "auc:lower"])
+    with pytest.raises(InvalidInput, match="both loss:lower and loss:higher"):
+        evaluate_gate(CHALLENGER, CHAMPION, ["loss", "loss:higher"], lower_is_better=True)
+    with pytest.raises(InvalidName):
+        evaluate_gate(CHALLENGER, CHAMPION, [":lower"])
+
+
 def test_gate_fails_on_a_missing_metric_and_says_where() -> None:
     result = evaluate_gate(CHALLENGER, CHAMPION, ["f1", "auc"])
     f1 = result.checks[0]
@@ -336,7 +375,11 @@ def test_gate_over_rest(reg: modelyard.Registry, client: TestClient) -> None:
         min_delta=0.01,
         lower_is_better="true",
     )
-    assert both["passed"] is True and both["lower_is_better"] is True
+    assert both["passed"] is True and both["checks"][0]["direction"] == "lower"
+    # each metric its own way: AUC up (0.85 -> 0.87) and loss down (0.30 -> 0.28)
+    mixed = gate(client, challenger="churn/2", against="production", metric=["auc", "loss:lower"])
+    assert mixed["passed"] is True, mixed
+    assert [c["direction"] for c in mixed["checks"]] == ["higher", "lower"]
     higher = gate(client, challenger="churn/2", against="production", metric=["auc", "loss"])
     assert [c["passed"] for c in higher["checks"]] == [True, False]
     assert higher["passed"] is False
@@ -363,6 +406,11 @@ def test_gate_over_rest(reg: modelyard.Registry, client: TestClient) -> None:
             "invalid_input",
         ),
         ({"challenger": "churn@", "against": "production", "metric": "auc"}, 400, None),
+        (
+            {"challenger": "churn/2", "against": "production", "metric": ["auc", "auc:lower"]},
+            400,
+            "invalid_input",
+        ),
     ],
 )
 def test_gate_errors_are_problems(
@@ -451,6 +499,8 @@ def test_cli_compare_and_gate_exit_codes(
         "passed": [*challenge, "--metric", "auc", "--min-delta", "0"],
         "lost": [*challenge, "-m", "auc", "-m", "f1"],
         "lower": ["gate", "churn/2", "--against", "churn/1", "-m", "loss", "--lower-is-better"],
+        "mixed": [*challenge, "-m", "auc", "-m", "loss:lower", "--json"],
+        "mixed_lost": [*challenge, "-m", "auc:lower", "-m", "loss:lower"],
         "lost_json": [*challenge, "-m", "auc", "--min-delta", "0.05", "--json"],
         "no_metric": challenge,
         "bad_alias": ["compare", "churn@staging", "churn/2"],
@@ -465,9 +515,24 @@ def test_cli_compare_and_gate_exit_codes(
     assert json.loads(out["across"].ok().stdout)["b"] == "fraud/1"
 
     passed = out["passed"].ok().stdout
-    assert "auc: 0.87 (churn/2) vs 0.85 (churn/1), delta +0.02 (needs >= +0): pass" in passed
+    assert (
+        "auc: 0.87 (churn/2) vs 0.85 (churn/1), delta +0.02 (higher is better, needs >= +0): pass"
+        in passed
+    )
     assert "passed: churn/2 against churn/1, 1 of 1 checks passed" in passed
-    assert "needs <= +0" in out["lower"].ok().stdout
+    # the deprecated switch still works, and says what to write instead
+    assert "lower is better, needs <= +0): pass" in out["lower"].ok().stdout
+    assert "--lower-is-better is deprecated" in out["lower"].stderr
+    assert "--metric NAME:lower" in out["lower"].stderr
+    mixed = json.loads(out["mixed"].ok().stdout)
+    assert [(c["metric"], c["direction"], c["passed"]) for c in mixed["checks"]] == [
+        ("auc", "higher", True),
+        ("loss", "lower", True),
+    ]
+    assert "deprecated" not in out["mixed"].stderr
+    mixed_lost = out["mixed_lost"]
+    assert mixed_lost.returncode == 1, mixed_lost.output
+    assert "failed: churn/2 against churn/1, 1 of 2 checks passed" in mixed_lost.stdout
 
     lost = out["lost"]
     assert lost.returncode == 1 and "Traceback" not in lost.output, lost.output

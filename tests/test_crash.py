@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import random
+import tempfile
 import threading
 from pathlib import Path
 
@@ -31,8 +32,9 @@ def _register_until_failure(
         i = 0
         while not stop.is_set():
             i += 1
-            model_dir = work / f"m{len(acknowledged)}-{i}"
-            model_dir.mkdir()
+            # A fresh directory per attempt: a round that acknowledged nothing (a slow
+            # machine, an early kill) must not collide with the previous round's names.
+            model_dir = Path(tempfile.mkdtemp(prefix=f"m{i}-", dir=work))
             (model_dir / "weights.bin").write_bytes(
                 rng.randbytes(rng.choice([10, 300_000, 3_000_000]))
             )

@@ -407,7 +407,7 @@ def test_small_files_can_come_inline_with_the_registration(service: RegistryServ
     assert service.blob_size(ME, entry.sha256) == len(content)
     assert service.missing_blobs(ME, [entry.sha256]) == []
     # kept in the database, durable with the version's commit: no file in the blob store
-    assert not service.blobs.exists(entry.sha256)
+    assert service.blobs.stat(entry.sha256) is None
 
 
 def test_a_blob_kept_in_the_database_can_still_be_uploaded(service: RegistryService) -> None:

@@ -39,15 +39,26 @@ class Settings:
 
 
 def open_service(settings: Settings) -> RegistryService:
-    """Create the data directory, migrate the schema and return a ready service."""
+    """Create the data directory, migrate the schema and return a ready service.
+
+    The data directory is private to the OS user (0700, the SQLite files 0600): other local
+    users could otherwise read every artifact and the database past access control.
+    """
     # Imported here: the CLI reads this module's defaults on every command, and most
     # commands talk HTTP and should not pay for loading SQLAlchemy and Alembic.
     from modelyard.service import RegistryService
     from modelyard.storage.blobs import LocalBlobStore
     from modelyard.storage.db.engine import create_db_engine, migrate
     from modelyard.storage.db.store import Database
+    from modelyard.storage.private import private_dir, private_file
 
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(settings.data_dir)
+    if settings.database_url is None:
+        # SQLite creates its -wal and -shm files with the database file's mode.
+        for suffix in ("", "-wal", "-shm"):
+            path = settings.data_dir / f"registry.db{suffix}"
+            if suffix == "" or path.exists():
+                private_file(path)
     engine = create_db_engine(settings.effective_database_url)
     migrate(engine)
     return RegistryService(Database(engine), LocalBlobStore(settings.data_dir / "blobs"))

@@ -171,16 +171,16 @@ class FileSink:
     one that refuses an aligned write falls back to ordinary buffered writes.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, mode: int = 0o644) -> None:
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
         direct = getattr(os, "O_DIRECT", 0)
         try:
-            self._fd = os.open(path, flags | direct, 0o644)
+            self._fd = os.open(path, flags | direct, mode)
             self._direct = bool(direct)
         except OSError as exc:
             if not direct or exc.errno != errno.EINVAL:
                 raise
-            self._fd = os.open(path, flags, 0o644)
+            self._fd = os.open(path, flags, mode)
             self._direct = False
 
     def write(self, view: memoryview) -> None:

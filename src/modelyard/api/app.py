@@ -15,6 +15,7 @@ from modelyard.api.routes import (
     blobs,
     compare,
     events,
+    gc,
     health,
     lifecycle,
     models,
@@ -53,7 +54,18 @@ def create_app(
     app.state.resolve_bodies = {}
     problems.install(app)
     app.add_middleware(BodyLimit)
-    for module in (health, blobs, models, versions, resolve, events, access, lifecycle, compare):
+    for module in (
+        health,
+        blobs,
+        gc,
+        models,
+        versions,
+        resolve,
+        events,
+        access,
+        lifecycle,
+        compare,
+    ):
         app.include_router(module.router)
     return app
 

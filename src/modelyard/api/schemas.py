@@ -44,6 +44,34 @@ class BlobOut(BaseModel):
     created: bool
 
 
+class GcIn(_Strict):
+    dry_run: StrictBool = Field(False, description="Report what would go; remove nothing.")
+    grace_seconds: StrictInt | StrictFloat = Field(
+        3600,
+        ge=0,
+        le=10 * 365 * 86400,
+        description="Spare blobs and uploads younger than this: uploads still in flight,"
+        " blobs uploaded and not yet registered. Blobs a hard delete released go at once.",
+    )
+
+
+class GcRemoved(BaseModel):
+    kind: str = Field(description="'blob' or 'upload' (staged bytes never committed)")
+    name: str
+    size: int
+
+
+class GcOut(BaseModel):
+    dry_run: bool
+    grace_seconds: float
+    blobs: int
+    blob_bytes: int
+    uploads: int
+    upload_bytes: int
+    removed: list[GcRemoved] = Field(description="The first 1000 removals, one by one")
+    unlisted: int = Field(description="Removals counted but not listed")
+
+
 class ModelIn(_Strict):
     name: StrictStr
     description: StrictStr = ""

@@ -15,7 +15,7 @@ from modelyard.cli.common import JsonOption, UrlOption, handles_errors, registry
 from modelyard.client.credentials import save_token
 from modelyard.client.registry import Registry, connect
 from modelyard.config import DEFAULT_DATA_DIR, DEFAULT_URL
-from modelyard.domain.access import Grant, Principal, PrincipalKind, Token
+from modelyard.domain.access import Grant, NewToken, Principal, PrincipalKind, Token
 from modelyard.domain.errors import InvalidInput
 from modelyard.domain.models import iso
 
@@ -44,6 +44,7 @@ def login(
         typer.Option(help="The token; asked for (hidden) when absent, '-' reads stdin."),
     ] = None,
     url: UrlOption = DEFAULT_URL,
+    json_out: JsonOption = False,
 ) -> None:
     """Check a token against the registry and save it for this URL (mode 0600).
 
@@ -59,16 +60,25 @@ def login(
     with connect(url, token=token) as reg:
         identity = reg.whoami()
     path = save_token(url, token)
-    output.console.print(f"logged in to {url} as [bold]{identity.name}[/bold] (saved in {path})")
+    output.emit(
+        json_out,
+        {"url": url, "saved_in": str(path), "identity": identity.as_dict()},
+        f"logged in to {output.escape(url)} as [bold]{identity.name}[/bold] (saved in"
+        f" {output.escape(str(path))})",
+    )
 
 
-def logout(url: UrlOption = DEFAULT_URL) -> None:
+def logout(url: UrlOption = DEFAULT_URL, json_out: JsonOption = False) -> None:
     """Forget the token saved for this URL (the token itself stays valid: revoke it too).
 
     [bold]Example[/bold]: modelyard logout
     """
     path = save_token(url, None)
-    output.console.print(f"forgot the token for {url} ({path})")
+    output.emit(
+        json_out,
+        {"url": url, "saved_in": str(path)},
+        f"forgot the token for {output.escape(url)} ({output.escape(str(path))})",
+    )
 
 
 def whoami(url: UrlOption = DEFAULT_URL, json_out: JsonOption = False) -> None:
@@ -115,10 +125,11 @@ def _principal_app(kind: PrincipalKind) -> typer.Typer:
         name: NameArgument,
         description: Annotated[str, typer.Option(help="What it is for.")] = "",
         url: UrlOption = DEFAULT_URL,
+        json_out: JsonOption = False,
     ) -> None:
         with registry(url) as reg:
             made = _operations(reg, kind)[0](name, description=description)
-        output.console.print(f"created {what} [bold]{made.name}[/bold]")
+        output.emit(json_out, made.as_dict(), f"created {what} [bold]{made.name}[/bold]")
 
     def listing(url: UrlOption = DEFAULT_URL, json_out: JsonOption = False) -> None:
         with registry(url) as reg:
@@ -129,13 +140,14 @@ def _principal_app(kind: PrincipalKind) -> typer.Typer:
             output.console.print(_principals_table(found))
 
     def remove(
-        name: NameArgument,
-        url: UrlOption = DEFAULT_URL,
+        name: NameArgument, url: UrlOption = DEFAULT_URL, json_out: JsonOption = False
     ) -> None:
         with registry(url) as reg:
             _operations(reg, kind)[2](name)
-        done = "deleted" if kind is PrincipalKind.TEAM else "disabled (its tokens are revoked)"
-        output.console.print(f"{what} {name} {done}")
+        team = kind is PrincipalKind.TEAM
+        done = "deleted" if team else "disabled (its tokens are revoked)"
+        status = {"name": name, "kind": kind.value, "deleted" if team else "disabled": True}
+        output.emit(json_out, status, f"{what} {name} {done}")
 
     create.__doc__ = f"Create a {what}.\n\n[bold]Example[/bold]: modelyard {group} create NAME"
     listing.__doc__ = f"List {what}s.\n\n[bold]Example[/bold]: modelyard {group} list"
@@ -175,12 +187,18 @@ MembersArgument = Annotated[list[str], typer.Argument(help="Users or service acc
 def _membership_command(present: bool) -> Callable[..., None]:
     """`teams add` and `teams remove`."""
 
-    def change(team: TeamArgument, members: MembersArgument, url: UrlOption = DEFAULT_URL) -> None:
+    def change(
+        team: TeamArgument,
+        members: MembersArgument,
+        url: UrlOption = DEFAULT_URL,
+        json_out: JsonOption = False,
+    ) -> None:
         with registry(url) as reg:
             update = reg.add_team_member if present else reg.remove_team_member
             for member in members:
                 found = update(team, member)
-        output.console.print(f"team {team}: {', '.join(found.members) or '(no members)'}")
+        shown = f"team {team}: {', '.join(found.members) or '(no members)'}"
+        output.emit(json_out, found.as_dict(), shown)
 
     change.__doc__ = (
         "Add users or service accounts to a team.\n\n" + _example("teams add risk alice bob")
@@ -213,8 +231,10 @@ def tokens_create(
     model: Annotated[str | None, typer.Option(help="Limit the token to this model.")] = None,
     read_only: Annotated[bool, typer.Option("--read-only", help="It can only read.")] = False,
     url: UrlOption = DEFAULT_URL,
+    json_out: JsonOption = False,
 ) -> None:
-    """Create a token. The secret goes to stdout, alone, once: only its hash is kept.
+    """Create a token. The secret goes to stdout, alone, once: only its hash is kept
+    (--json: the secret and the token's details).
 
     [bold]Example[/bold]: modelyard tokens create --for ci-churn --model churn --expires 90d
     """
@@ -234,7 +254,7 @@ def tokens_create(
         + (", read-only" if info.read_only else "")
         + ". Store it now: it is not shown again."
     )
-    print(made.token)
+    _print_secret(made, json_out)
 
 
 @tokens_app.command("list")
@@ -263,6 +283,7 @@ def tokens_list(
 def tokens_revoke(
     token_id: Annotated[str, typer.Argument(help="The token's id (see tokens list).")],
     url: UrlOption = DEFAULT_URL,
+    json_out: JsonOption = False,
 ) -> None:
     """Revoke a token: it stops working at once.
 
@@ -270,7 +291,7 @@ def tokens_revoke(
     """
     with registry(url) as reg:
         token = reg.revoke_token(token_id)
-    output.console.print(f"revoked token {token.id} of {token.principal}")
+    output.emit(json_out, token.as_dict(), f"revoked token {token.id} of {token.principal}")
 
 
 def parse_expiry(text: str | None) -> datetime | timedelta | None:
@@ -320,6 +341,7 @@ def grant(
     team: TeamOption = None,
     service_account: AccountOption = None,
     url: UrlOption = DEFAULT_URL,
+    json_out: JsonOption = False,
 ) -> None:
     """Grant a role on a model (maintainers) or registry-wide (admins); replaces the old one.
 
@@ -332,7 +354,8 @@ def grant(
     with registry(url) as reg:
         made = reg.grant(role, who, model=model, kind=kind)
     where = f"on {made.model}" if made.model else "registry-wide"
-    output.console.print(f"{made.kind.label} {made.principal} is {made.role.label} {where}")
+    shown = f"{made.kind.label} {made.principal} is {made.role.label} {where}"
+    output.emit(json_out, made.as_dict(), shown)
 
 
 def revoke(
@@ -341,6 +364,7 @@ def revoke(
     team: TeamOption = None,
     service_account: AccountOption = None,
     url: UrlOption = DEFAULT_URL,
+    json_out: JsonOption = False,
 ) -> None:
     """Take away the role granted on a model (or registry-wide).
 
@@ -349,8 +373,10 @@ def revoke(
     who, kind = _grantee(user, team, service_account)
     with registry(url) as reg:
         reg.revoke(who, model=model, kind=kind)
-    output.console.print(
-        f"{who} no longer holds a role {f'on {model}' if model else 'registry-wide'}"
+    output.emit(
+        json_out,
+        {"principal": who, "kind": kind.value, "model": model, "revoked": True},
+        f"{who} no longer holds a role {f'on {model}' if model else 'registry-wide'}",
     )
 
 
@@ -384,8 +410,13 @@ AliasesArgument = Annotated[list[str], typer.Argument(help="Alias names.")]
 def _protection_command(protect: bool) -> Callable[..., None]:
     """`alias protect` and `alias unprotect`."""
 
-    def change(name: ModelArgument, aliases: AliasesArgument, url: UrlOption = DEFAULT_URL) -> None:
-        _change_protection(url, name, aliases, protect=protect)
+    def change(
+        name: ModelArgument,
+        aliases: AliasesArgument,
+        url: UrlOption = DEFAULT_URL,
+        json_out: JsonOption = False,
+    ) -> None:
+        _change_protection(url, name, aliases, protect=protect, json_out=json_out)
 
     change.__doc__ = (
         "Protect aliases: only maintainers may move them (champion, production by default)."
@@ -397,13 +428,17 @@ def _protection_command(protect: bool) -> Callable[..., None]:
     return change
 
 
-def _change_protection(url: str, name: str, aliases: list[str], *, protect: bool) -> None:
+def _change_protection(
+    url: str, name: str, aliases: list[str], *, protect: bool, json_out: bool
+) -> None:
     with registry(url) as reg:
         current = set(reg.model(name).protected_aliases)
         wanted = current | set(aliases) if protect else current - set(aliases)
         model = reg.protect_aliases(name, sorted(wanted))
-    output.console.print(
-        f"protected aliases of {name}: {', '.join(model.protected_aliases) or '(none)'}"
+    output.emit(
+        json_out,
+        {"model": name, "protected_aliases": list(model.protected_aliases)},
+        f"protected aliases of {name}: {', '.join(model.protected_aliases) or '(none)'}",
     )
 
 
@@ -428,6 +463,7 @@ def admin_create(
         str | None,
         typer.Option(envvar="MODELYARD_DATABASE_URL", help="Its PostgreSQL URL, if it uses one."),
     ] = None,
+    json_out: JsonOption = False,
 ) -> None:
     """Make NAME a registry-wide admin and print a new token for it, once.
 
@@ -449,7 +485,15 @@ def admin_create(
         f"{name} is an admin; token {made.info.id} below. Store it now: it is not shown"
         " again. Then: modelyard login --url URL-OF-THE-SERVER"
     )
-    print(made.token)
+    _print_secret(made, json_out)
+
+
+def _print_secret(made: NewToken, json_out: bool) -> None:
+    """A new token on stdout: the secret alone on its line, or with its details as JSON."""
+    if json_out:
+        output.print_json(made.as_dict())
+    else:
+        print(made.token)
 
 
 # -- tables -----------------------------------------------------------------------------------

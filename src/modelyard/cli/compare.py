@@ -54,13 +54,22 @@ def gate(
     ],
     metric: Annotated[
         list[str] | None,
-        typer.Option("--metric", "-m", help="Metric to compare; repeatable, all must pass."),
+        typer.Option(
+            "--metric",
+            "-m",
+            help="NAME (higher is better) or NAME:lower (for losses); repeatable, all must pass.",
+        ),
     ] = None,
     min_delta: Annotated[
         float, typer.Option(help="How much better the challenger must be (negative: may lose).")
     ] = 0.0,
     lower_is_better: Annotated[
-        bool, typer.Option("--lower-is-better", help="For losses: the challenger must be lower.")
+        bool,
+        typer.Option(
+            "--lower-is-better",
+            help="Deprecated: write --metric NAME:lower. Makes every --metric without a"
+            " direction lower-is-better.",
+        ),
     ] = False,
     url: UrlOption = DEFAULT_URL,
     json_out: JsonOption = False,
@@ -69,8 +78,19 @@ def gate(
     --min-delta, 1 when it does not (a metric missing on either side fails), 2 when it
     cannot be checked (a bad reference, an unreachable registry).
 
+    Higher is better unless the metric says NAME:lower, so one gate can hold AUC up and
+    log-loss down.
+
     [bold]Example[/bold]: modelyard gate churn/43 --against production --metric auc --min-delta 0
+
+    [bold]Example[/bold]: modelyard gate churn/43 --against production -m auc -m logloss:lower
     """
+    if lower_is_better:
+        output.errors.print(
+            "warning: --lower-is-better is deprecated and applies to every --metric without"
+            " a direction; write --metric NAME:lower instead",
+            highlight=False,
+        )
     with registry(url) as reg:
         result = reg.gate(
             challenger,

@@ -42,6 +42,7 @@ def promote(
         str | None, typer.Option(help="Admins: execute now despite the policy; the reason.")
     ] = None,
     url: UrlOption = DEFAULT_URL,
+    json_out: JsonOption = False,
 ) -> None:
     """Promote a version. Unprotected stages change at once; protected ones (staging,
     production by default) open a request for reviewers. The policy is checked first:
@@ -51,6 +52,9 @@ def promote(
     """
     with registry(url) as reg:
         result = reg.promote(reference, to, comment=comment, override=override)
+    if json_out:
+        output.print_json(result.as_dict())
+        return
     version = result.version
     if result.status == "executed":
         output.console.print(f"{version.reference} is in {version.stage}")
@@ -107,11 +111,16 @@ _DECISIONS = {
 def _decision_command(decision: str, doc: str) -> Callable[..., None]:
     """`approve`, `reject` and `cancel`: one shape."""
 
-    def decide(request_id: RequestId, comment: Comment = "", url: UrlOption = DEFAULT_URL) -> None:
+    def decide(
+        request_id: RequestId,
+        comment: Comment = "",
+        url: UrlOption = DEFAULT_URL,
+        json_out: JsonOption = False,
+    ) -> None:
         with registry(url) as reg:
             method = {"approve": reg.approve, "reject": reg.reject, "cancel": reg.cancel}
             found = method[decision](request_id, comment=comment)
-        output.console.print(_request_line(found))
+        output.emit(json_out, found.as_dict(), _request_line(found))
 
     decide.__doc__ = f"{doc}\n\n[bold]Example[/bold]: modelyard {decision} 7 --comment 'checked'"
     return decide
@@ -129,6 +138,7 @@ def rollback(
     stage: Annotated[str, typer.Option(help="The stage to roll back.")] = "production",
     comment: Comment = "",
     url: UrlOption = DEFAULT_URL,
+    json_out: JsonOption = False,
 ) -> None:
     """Put back the version that held the stage before the current one, in one step.
     Maintainers; no approval needed: it is the emergency exit.
@@ -137,27 +147,31 @@ def rollback(
     """
     with registry(url) as reg:
         version = reg.rollback(name, stage=stage, comment=comment)
-    output.console.print(f"{name}@{stage} is {version.reference} again")
+    output.emit(json_out, version.as_dict(), f"{name}@{stage} is {version.reference} again")
 
 
-def archive(reference: Reference, url: UrlOption = DEFAULT_URL) -> None:
+def archive(
+    reference: Reference, url: UrlOption = DEFAULT_URL, json_out: JsonOption = False
+) -> None:
     """Archive a version: kept, but not promotable until restored.
 
     [bold]Example[/bold]: modelyard archive churn/40
     """
     with registry(url) as reg:
         version = reg.archive(reference)
-    output.console.print(f"{version.reference} is archived")
+    output.emit(json_out, version.as_dict(), f"{version.reference} is archived")
 
 
-def restore(reference: Reference, url: UrlOption = DEFAULT_URL) -> None:
+def restore(
+    reference: Reference, url: UrlOption = DEFAULT_URL, json_out: JsonOption = False
+) -> None:
     """Restore an archived version to the first stage.
 
     [bold]Example[/bold]: modelyard restore churn/40
     """
     with registry(url) as reg:
         version = reg.restore(reference)
-    output.console.print(f"{version.reference} is in {version.stage}")
+    output.emit(json_out, version.as_dict(), f"{version.reference} is in {version.stage}")
 
 
 def delete(
@@ -166,6 +180,7 @@ def delete(
         bool, typer.Option("--hard", help="Erase it (admins; never once in a protected stage).")
     ] = False,
     url: UrlOption = DEFAULT_URL,
+    json_out: JsonOption = False,
 ) -> None:
     """Delete a version: hidden from every listing and reference, but kept (--hard erases).
 
@@ -173,7 +188,11 @@ def delete(
     """
     with registry(url) as reg:
         reg.delete_version(reference, hard=hard)
-    output.console.print(f"{reference} {'erased' if hard else 'deleted (kept, hidden)'}")
+    output.emit(
+        json_out,
+        {"reference": reference, "deleted": True, "hard": hard},
+        f"{reference} {'erased' if hard else 'deleted (kept, hidden)'}",
+    )
 
 
 def history(name: ModelName, url: UrlOption = DEFAULT_URL, json_out: JsonOption = False) -> None:
@@ -225,26 +244,30 @@ PolicyFile = Annotated[Path, typer.Argument(help="The policy, YAML.")]
 
 @policy_app.command("apply")
 @handles_errors
-def policy_apply(name: ModelName, file: PolicyFile, url: UrlOption = DEFAULT_URL) -> None:
+def policy_apply(
+    name: ModelName, file: PolicyFile, url: UrlOption = DEFAULT_URL, json_out: JsonOption = False
+) -> None:
     """Store a new version of a model's policy (maintainers); it is in force at once.
 
     [bold]Example[/bold]: modelyard policy apply churn policy.yaml
     """
     with registry(url) as reg:
         shown = reg.apply_policy(name, file.read_text())
-    output.console.print(f"policy version {shown['version']} of {name} is in force")
+    output.emit(json_out, shown, f"policy version {shown['version']} of {name} is in force")
 
 
 @policy_app.command("apply-registry")
 @handles_errors
-def policy_apply_registry(file: PolicyFile, url: UrlOption = DEFAULT_URL) -> None:
+def policy_apply_registry(
+    file: PolicyFile, url: UrlOption = DEFAULT_URL, json_out: JsonOption = False
+) -> None:
     """Store the registry-wide policy (admins): in force for models without their own.
 
     [bold]Example[/bold]: modelyard policy apply-registry policy.yaml
     """
     with registry(url) as reg:
         shown = reg.apply_policy(None, file.read_text())
-    output.console.print(f"registry policy version {shown['version']} is in force")
+    output.emit(json_out, shown, f"registry policy version {shown['version']} is in force")
 
 
 @policy_app.command("show")

@@ -6,6 +6,7 @@ http://127.0.0.1:8080); a directory path instead of a URL works in-process, no s
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 from datetime import datetime
 from pathlib import Path
@@ -110,6 +111,13 @@ def serve(
             " admin's token once), or bind to 127.0.0.1 for single-user local mode."
         )
         raise typer.Exit(1)
+    cleaned = service.clean_up_at_start()
+    if cleaned is not None and (cleaned.blobs or cleaned.uploads):
+        output.errors.print(
+            f"start-up clean-up: removed {cleaned.uploads} unfinished upload(s)"
+            f" ({output.human_size(cleaned.upload_bytes)}) and {cleaned.blobs} blob(s) no"
+            f" version references ({output.human_size(cleaned.blob_bytes)})"
+        )
     backend = "postgresql" if settings.database_url else f"sqlite in {settings.data_dir}"
     output.errors.print(
         f"Modelyard serving on http://{host}:{port} (metadata: {backend},"
@@ -212,7 +220,7 @@ def register(
     else:
         output.console.print(
             f"registered [bold]{version.reference}[/bold] ({len(version.files)} files,"
-            f" {output.human_size(version.size)}, {version.manifest_digest[:19]}…)"
+            f" {output.human_size(version.size)}, {output.abbreviate(version.manifest_digest, 19)})"
         )
 
 
@@ -235,7 +243,9 @@ def show(
     output.console.print(output.version_details(version))
     table = output.Table("path", "size", "sha256")
     for f in version.files:
-        table.add_row(output.escape(f.path), output.human_size(f.size), f.sha256[:16] + "…")
+        table.add_row(
+            output.escape(f.path), output.human_size(f.size), output.abbreviate(f.sha256, 16)
+        )
     output.console.print(table)
 
 
@@ -248,14 +258,18 @@ def resolve(
         typer.Option(help="What it pointed to then: an ISO time, e.g. 2026-03-03T12:00Z."),
     ] = None,
     url: UrlOption = DEFAULT_URL,
+    json_out: JsonOption = False,
 ) -> None:
-    """Print the version a reference points at, as NAME/N and its manifest digest.
+    """Print the version a reference points at: NAME/N and its manifest digest, on one
+    line, so that a script can read both (--json: the whole version).
 
     [bold]Example[/bold]: modelyard resolve churn@production --as-of 2026-03-03T12:00Z
+
+    [bold]Example[/bold]: modelyard resolve churn@production | read REF DIGEST
     """
     with registry(url) as reg:
         version = reg.resolve(reference, as_of=parse_moment(as_of) if as_of else None)
-    output.console.print(f"{version.reference} {version.manifest_digest}", highlight=False)
+    output.emit(json_out, version.as_dict(), f"{version.reference} {version.manifest_digest}")
 
 
 @app.command()
@@ -264,6 +278,7 @@ def download(
     reference: Annotated[str, typer.Argument(help="NAME, NAME/N, NAME@ALIAS or NAME@sha256:…")],
     out: Annotated[Path, typer.Option("--output", "-o", help="Directory to write the files to.")],
     url: UrlOption = DEFAULT_URL,
+    json_out: JsonOption = False,
 ) -> None:
     """Download a version's files, verifying every sha256 and writing atomically.
 
@@ -271,9 +286,11 @@ def download(
     """
     with registry(url) as reg:
         version = reg.download(reference, out)
-    output.console.print(
+    output.emit(
+        json_out,
+        {"directory": str(out), "version": version.as_dict()},
         f"downloaded [bold]{version.reference}[/bold] ({len(version.files)} files,"
-        f" {output.human_size(version.size)}) to {out}"
+        f" {output.human_size(version.size)}) to {output.escape(str(out))}",
     )
 
 
@@ -361,6 +378,7 @@ def edit(
     tag: Annotated[list[str] | None, typer.Option("--tag", "-t", help="KEY=VALUE to set.")] = None,
     untag: Annotated[list[str] | None, typer.Option("--untag", help="KEY to remove.")] = None,
     url: UrlOption = DEFAULT_URL,
+    json_out: JsonOption = False,
 ) -> None:
     """Edit a version's description or tags (its files never change). Journaled.
 
@@ -370,7 +388,7 @@ def edit(
     patch.update({key: None for key in untag or []})
     with registry(url) as reg:
         version = reg.update_version(reference, description=description, tags=patch or None)
-    output.console.print(f"updated [bold]{version.reference}[/bold]")
+    output.emit(json_out, version.as_dict(), f"updated [bold]{version.reference}[/bold]")
 
 
 # -- aliases ----------------------------------------------------------------------------------
@@ -383,6 +401,7 @@ def alias_set(
     alias: Annotated[str, typer.Argument(help="Alias, e.g. champion.")],
     version: Annotated[int, typer.Argument(help="Version number to point at.")],
     url: UrlOption = DEFAULT_URL,
+    json_out: JsonOption = False,
 ) -> None:
     """Point NAME@ALIAS at a version (creates or moves it).
 
@@ -390,7 +409,7 @@ def alias_set(
     """
     with registry(url) as reg:
         target = reg.set_alias(name, alias, version)
-    output.console.print(f"{name}@{alias} → {target.reference}")
+    output.emit(json_out, target.as_dict(), f"{name}@{alias} → {target.reference}")
 
 
 @alias_app.command("delete")
@@ -399,6 +418,7 @@ def alias_delete(
     name: Annotated[str, typer.Argument(help="Model name.")],
     alias: Annotated[str, typer.Argument(help="Alias to delete.")],
     url: UrlOption = DEFAULT_URL,
+    json_out: JsonOption = False,
 ) -> None:
     """Delete an alias (the version itself stays).
 
@@ -406,7 +426,9 @@ def alias_delete(
     """
     with registry(url) as reg:
         reg.delete_alias(name, alias)
-    output.console.print(f"deleted {name}@{alias}")
+    output.emit(
+        json_out, {"model": name, "alias": alias, "deleted": True}, f"deleted {name}@{alias}"
+    )
 
 
 @alias_app.command("list")
@@ -414,6 +436,7 @@ def alias_delete(
 def alias_list(
     name: Annotated[str, typer.Argument(help="Model name.")],
     url: UrlOption = DEFAULT_URL,
+    json_out: JsonOption = False,
 ) -> None:
     """List a model's aliases.
 
@@ -423,8 +446,12 @@ def alias_list(
         model = reg.model(name)
     table = output.Table("alias", "version")
     for alias, number in model.aliases.items():
-        table.add_row(alias, f"{name}/{number}")
-    output.console.print(table)
+        table.add_row(output.escape(alias), f"{name}/{number}")
+    items = [
+        {"alias": alias, "version": number, "reference": f"{name}/{number}"}
+        for alias, number in model.aliases.items()
+    ]
+    output.emit(json_out, {"items": items}, table)
 
 
 # -- journal ----------------------------------------------------------------------------------
@@ -452,13 +479,18 @@ def journal_list(
 
 @journal_app.command("verify")
 @handles_errors
-def journal_verify(url: UrlOption = DEFAULT_URL) -> None:
+def journal_verify(url: UrlOption = DEFAULT_URL, json_out: JsonOption = False) -> None:
     """Recompute the journal's hash chain here and name the first broken link, if any.
 
     [bold]Example[/bold]: modelyard journal verify
     """
     with registry(url) as reg:
         report = reg.verify_journal()
+    if json_out:
+        output.print_json(dataclasses.asdict(report))
+        if not report.ok:
+            raise typer.Exit(2)
+        return
     if report.ok:
         output.console.print(f"journal intact: {report.events} events, chain verified")
         return

@@ -1,4 +1,9 @@
-"""How the CLI shows things: Rich tables, progress bars, one-line errors."""
+"""How the CLI shows things: Rich tables, progress bars, one-line errors, JSON.
+
+On a terminal, tables fit its width and long cells are abbreviated (saying how much was
+left out). When stdout is a pipe or a file, a script reads it: nothing is wrapped, cut
+or abbreviated, and every command also prints JSON with --json.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from rich.console import Console
+from rich.console import Console, ConsoleDimensions, RenderableType
 from rich.markup import escape
 from rich.progress import (
     BarColumn,
@@ -25,7 +30,39 @@ from modelyard.domain.models import Event, Model, Version
 
 __all__ = ["Table", "escape"]  # re-exported for the commands
 
-console = Console()
+# Wide enough for any line a command prints; Rich pads nothing to it (tables do not expand).
+UNBOUNDED = 1_000_000
+
+
+class _Console(Console):
+    """Rich's console, but unbounded in width when its file is not a terminal.
+
+    Rich otherwise lays out for 80 columns (or the terminal on stdin or stderr) even
+    when stdout is piped, so `modelyard resolve LONG@production | read REF DIGEST` got
+    the digest on a second line. Decided at each print, from the file itself (FORCE_COLOR
+    may make Rich treat a pipe as a terminal; a pipe still has no width).
+    """
+
+    @property
+    def size(self) -> ConsoleDimensions:
+        size = super().size
+        return size if is_terminal(self) else ConsoleDimensions(UNBOUNDED, size.height)
+
+    @size.setter
+    def size(self, new_size: tuple[int, int]) -> None:
+        self._width, self._height = new_size
+
+
+def is_terminal(target: Console) -> bool:
+    """Whether a person reads this console (its file is a tty), rather than a script."""
+    isatty = getattr(target.file, "isatty", None)
+    try:
+        return bool(isatty and isatty())
+    except ValueError:  # a closed file
+        return False
+
+
+console = _Console()
 errors = Console(stderr=True, soft_wrap=True)  # an error stays one line in a log
 
 # Below this a transfer is over before a bar would be worth drawing.
@@ -56,31 +93,54 @@ def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
 
 
-def _metrics(values: dict[str, float], limit: int = 4) -> str:
-    shown = [f"{k}={v:g}" for k, v in sorted(values.items())[:limit]]
-    if len(values) > limit:
-        shown.append("…")
-    return " ".join(shown)
+def emit(json_out: bool, data: Any, shown: RenderableType) -> None:
+    """What a command prints, in one place: ``data`` as JSON with --json, else ``shown``
+    (a line or a table) for people."""
+    if json_out:
+        print_json(data)
+    else:
+        console.print(shown, highlight=False)
 
 
-def _kv(values: dict[str, str], limit: int = 4) -> str:
-    shown = [f"{k}={v}" for k, v in sorted(values.items())[:limit]]
-    if len(values) > limit:
-        shown.append("…")
-    return " ".join(shown)
+def whole() -> bool:
+    """Whether stdout takes everything uncut: true when it is not a terminal."""
+    return not is_terminal(console)
+
+
+def abbreviate(text: str, keep: int) -> str:
+    """The first ``keep`` characters and an ellipsis on a terminal; all of it in a pipe."""
+    return text if whole() or len(text) <= keep else text[:keep] + "…"
+
+
+# How many metrics, tags or params a table cell shows on a terminal before "+N more".
+CELL_LIMIT = 4
+
+
+def pairs(values: dict[str, Any], limit: int | None = CELL_LIMIT) -> str:
+    """``k=v`` pairs sorted by key; past ``limit`` (on a terminal), how many were left out.
+
+    ``limit=None`` shows every pair, as does a pipe.
+    """
+    items = sorted(values.items())
+    shown = [f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in items]
+    if limit is None or whole() or len(shown) <= limit:
+        return " ".join(shown)
+    return " ".join(shown[:limit]) + f" (+{len(shown) - limit} more)"
 
 
 def versions_table(versions: Sequence[Version], title: str | None = None) -> Table:
     table = Table(title=title, show_lines=False)
-    for column in ("reference", "created", "creator", "metrics", "tags", "aliases", "size"):
+    for column in ("reference", "stage", "created", "creator", "metrics", "tags", "aliases"):
         table.add_column(column, overflow="fold")
+    table.add_column("size", no_wrap=True)
     for v in versions:
         table.add_row(
             escape(v.reference),
+            v.stage,
             v.created_at.strftime("%Y-%m-%d %H:%M"),
             escape(v.creator),
-            escape(_metrics(v.metrics)),
-            escape(_kv(v.tags)),
+            escape(pairs(v.metrics)),
+            escape(pairs(v.tags)),
             escape(", ".join(v.aliases)),
             human_size(v.size),
         )
@@ -96,9 +156,9 @@ def models_table(models: Sequence[Model]) -> Table:
             escape(m.name),
             str(m.latest_version or "-"),
             escape(" ".join(f"{a}→{n}" for a, n in m.aliases.items())),
-            escape(_kv(m.tags)),
+            escape(pairs(m.tags)),
             m.updated_at.strftime("%Y-%m-%d %H:%M"),
-            escape(m.description.splitlines()[0][:60] if m.description else ""),
+            escape(abbreviate(m.description.splitlines()[0], 60) if m.description else ""),
         )
     return table
 
@@ -114,7 +174,7 @@ def events_table(events: Sequence[Event]) -> Table:
             escape(e.actor),
             e.kind,
             escape(e.subject),
-            e.hash[:12],
+            abbreviate(e.hash, 12),
         )
     return table
 
@@ -131,9 +191,9 @@ def version_details(v: Version) -> Table:
         ("aliases", ", ".join(v.aliases) or "-"),
         ("framework", " / ".join(x for x in (v.framework, v.format) if x) or "-"),
         ("files", f"{len(v.files)} ({human_size(v.size)})"),
-        ("metrics", _metrics(v.metrics, 20) or "-"),
-        ("params", _kv(v.params, 20) or "-"),
-        ("tags", _kv(v.tags, 20) or "-"),
+        ("metrics", pairs(v.metrics, None) or "-"),
+        ("params", pairs(v.params, None) or "-"),
+        ("tags", pairs(v.tags, None) or "-"),
     ]
     if v.dataset:
         ds = v.dataset

@@ -220,11 +220,49 @@ def _platform(v: Version) -> dict[str, Value]:
 # -- the gate ---------------------------------------------------------------------------------
 
 
+HIGHER = "higher"
+LOWER = "lower"
+DIRECTIONS = (HIGHER, LOWER)
+
+
+@dataclass(frozen=True, slots=True)
+class GateMetric:
+    """A metric to gate on and which way is better: ``auc`` (higher), ``logloss:lower``."""
+
+    name: str
+    direction: str = HIGHER
+
+    @classmethod
+    def parse(cls, spec: str, *, lower_is_better: bool = False) -> GateMetric:
+        """``NAME``, ``NAME:higher`` or ``NAME:lower``; without a suffix, higher is better
+        unless ``lower_is_better`` (the old all-metrics switch) says otherwise.
+
+        Metric names may hold ':' themselves, so only a last part that is a direction is
+        one: ``val:loss`` is a metric, ``val:loss:lower`` that metric, lower is better.
+        """
+        name, sep, direction = spec.rpartition(":")
+        if not (sep and direction in DIRECTIONS):
+            name, direction = spec, LOWER if lower_is_better else HIGHER
+        return cls(validate_key(name, "metric name"), direction)
+
+    @property
+    def lower_is_better(self) -> bool:
+        return self.direction == LOWER
+
+    def gain(self, challenger: float, against: float) -> float:
+        """How much better the challenger is: the one place that knows what "better" means."""
+        return against - challenger if self.lower_is_better else challenger - against
+
+    def __str__(self) -> str:
+        return f"{self.name}:{self.direction}"
+
+
 @dataclass(frozen=True, slots=True)
 class GateCheck:
     """One metric of the gate: both values, and whether the challenger did well enough."""
 
     metric: str
+    direction: str
     challenger: float | None
     against: float | None
     passed: bool
@@ -237,6 +275,7 @@ class GateCheck:
     def as_dict(self) -> dict[str, Any]:
         return {
             "metric": self.metric,
+            "direction": self.direction,
             "challenger": self.challenger,
             "against": self.against,
             "delta": self.delta,
@@ -248,6 +287,7 @@ class GateCheck:
     def from_dict(cls, data: Mapping[str, Any]) -> GateCheck:
         return cls(
             metric=data["metric"],
+            direction=data.get("direction", HIGHER),
             challenger=data.get("challenger"),
             against=data.get("against"),
             passed=bool(data["passed"]),
@@ -257,12 +297,12 @@ class GateCheck:
 
 @dataclass(frozen=True, slots=True)
 class GateResult:
-    """The verdict for CI/CD: ``passed`` only when every check passed."""
+    """The verdict for CI/CD: ``passed`` only when every check passed. Each check says
+    which way its metric is better."""
 
     challenger: str
     against: str
     min_delta: float
-    lower_is_better: bool
     checks: tuple[GateCheck, ...]
 
     @property
@@ -275,7 +315,6 @@ class GateResult:
             "challenger": self.challenger,
             "against": self.against,
             "min_delta": self.min_delta,
-            "lower_is_better": self.lower_is_better,
             "checks": [check.as_dict() for check in self.checks],
         }
 
@@ -285,7 +324,6 @@ class GateResult:
             challenger=data["challenger"],
             against=data["against"],
             min_delta=float(data["min_delta"]),
-            lower_is_better=bool(data["lower_is_better"]),
             checks=tuple(GateCheck.from_dict(c) for c in data["checks"]),
         )
 
@@ -300,15 +338,26 @@ def against_reference(challenger_model: str, against: str) -> str:
     return f"{challenger_model}@{against}"
 
 
-def validate_gate(metrics: Sequence[str], min_delta: float) -> list[str]:
-    """The metrics to check, each once in the order given; refuses a gate that checks nothing."""
+def validate_gate(
+    metrics: Sequence[str], min_delta: float, *, lower_is_better: bool = False
+) -> list[GateMetric]:
+    """The metrics to check, each once in the order given; refuses a gate that checks
+    nothing, or one metric asked for both ways."""
     if not metrics:
         raise InvalidInput("a gate needs at least one metric to compare (--metric auc)")
     if len(metrics) > MAX_GATE_METRICS:
         raise InvalidInput(f"a gate compares at most {MAX_GATE_METRICS} metrics")
     if not math.isfinite(min_delta):
         raise InvalidInput(f"min_delta must be a finite number, got {min_delta}")
-    return list(dict.fromkeys(validate_key(m, "metric name") for m in metrics))
+    chosen: dict[str, GateMetric] = {}
+    for spec in metrics:
+        metric = GateMetric.parse(spec, lower_is_better=lower_is_better)
+        seen = chosen.setdefault(metric.name, metric)
+        if seen != metric:
+            raise InvalidInput(
+                f"metric {metric.name!r} is asked for as both {seen} and {metric}: pick one"
+            )
+    return list(chosen.values())
 
 
 def evaluate_gate(
@@ -321,32 +370,34 @@ def evaluate_gate(
 ) -> GateResult:
     """Does ``challenger`` beat ``against`` by at least ``min_delta`` on every metric?
 
-    Higher is better unless ``lower_is_better`` (then the challenger must be at least
-    ``min_delta`` lower). A metric missing on either side fails its check.
+    Each metric says its direction (``logloss:lower``); one without is higher-is-better,
+    unless ``lower_is_better`` (then the challenger must be at least ``min_delta`` lower).
+    A metric missing on either side fails its check.
     """
     checks = tuple(
-        _check(metric, challenger, against, min_delta, lower_is_better)
-        for metric in validate_gate(metrics, min_delta)
+        _check(metric, challenger, against, min_delta)
+        for metric in validate_gate(metrics, min_delta, lower_is_better=lower_is_better)
     )
-    return GateResult(challenger.reference, against.reference, min_delta, lower_is_better, checks)
+    return GateResult(challenger.reference, against.reference, min_delta, checks)
 
 
 def _check(
-    metric: str, challenger: Version, against: Version, min_delta: float, lower_is_better: bool
+    metric: GateMetric, challenger: Version, against: Version, min_delta: float
 ) -> GateCheck:
-    c, a = challenger.metrics.get(metric), against.metrics.get(metric)
+    name = metric.name
+    c, a = challenger.metrics.get(name), against.metrics.get(name)
     if c is None or a is None:
         sides = ((challenger, c, "challenger"), (against, a, "against"))
         where = " and ".join(f"{v.reference} ({role})" for v, value, role in sides if value is None)
-        return GateCheck(metric, c, a, False, f"{metric}: missing on {where}: fail")
-    gain = a - c if lower_is_better else c - a
+        return GateCheck(name, metric.direction, c, a, False, f"{name}: missing on {where}: fail")
+    gain = metric.gain(c, a)
     # Decimal inputs make binary noise (0.3 - 0.1 < 0.2): a gain equal to min_delta passes.
     passed = gain >= min_delta or math.isclose(gain, min_delta, rel_tol=1e-9, abs_tol=1e-12)
     # 0.0 - x, not -x: a zero threshold reads "+0", never "-0".
-    needs = f"<= {0.0 - min_delta:+g}" if lower_is_better else f">= {min_delta:+g}"
+    needs = f"<= {0.0 - min_delta:+g}" if metric.lower_is_better else f">= {min_delta:+g}"
     verdict = "pass" if passed else "fail"
     message = (
-        f"{metric}: {c:g} ({challenger.reference}) vs {a:g} ({against.reference}),"
-        f" delta {c - a:+g} (needs {needs}): {verdict}"
+        f"{name}: {c:g} ({challenger.reference}) vs {a:g} ({against.reference}),"
+        f" delta {c - a:+g} ({metric.direction} is better, needs {needs}): {verdict}"
     )
-    return GateCheck(metric, c, a, passed, message)
+    return GateCheck(name, metric.direction, c, a, passed, message)

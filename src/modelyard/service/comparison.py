@@ -45,7 +45,8 @@ class Comparisons:
         lower_is_better: bool = False,
     ) -> GateResult:
         """Judge ``challenger`` against ``against`` (an alias of its model, or a reference)."""
-        validate_gate(metrics, min_delta)  # before any lookup: bad input is the first answer
+        # Before any lookup: bad input is the first answer.
+        validate_gate(metrics, min_delta, lower_is_better=lower_is_better)
         ref = parse_reference(challenger)
         return evaluate_gate(
             self.resolve(ref, caller=caller),

@@ -367,6 +367,8 @@ class LifecycleService:
                         code="version_protected",
                     )
                 tx.purge_version(version_id)
+                # Its bytes must not outlive it: what no version names now, gc takes at once.
+                tx.release_blobs([f.sha256 for f in version.files], now_us())
             else:
                 tx.mark_deleted(version_id, now_us())
             tx.append_event(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 from modelyard.domain.access import Caller, Permission, Role, Visibility
@@ -22,7 +22,7 @@ from modelyard.domain.errors import (
 )
 from modelyard.domain.filters import parse_filter, parse_order_by
 from modelyard.domain.frameworks import detect_framework
-from modelyard.domain.manifest import FileEntry, manifest_digest, validate_digest_hex
+from modelyard.domain.manifest import FileEntry, manifest_digest
 from modelyard.domain.models import Event, Model, Page, T, Version, utc_from_us
 from modelyard.domain.names import validate_alias_name, validate_file_path, validate_model_name
 from modelyard.domain.pagination import decode_token, encode_token, validate_page_size
@@ -34,11 +34,12 @@ from modelyard.domain.versions import (
     validate_tags,
 )
 from modelyard.service.access import AccessControl, Action
+from modelyard.service.blobs import BlobService
 from modelyard.service.caches import StampedCache
 from modelyard.service.comparison import Comparisons
 from modelyard.service.identity import IdentityService
 from modelyard.service.lifecycle import LifecycleService
-from modelyard.storage.blobs import BlobStore, BlobUpload
+from modelyard.storage.blobs import BlobStore
 from modelyard.storage.db.filters import (
     model_condition,
     model_order_by,
@@ -51,7 +52,7 @@ MAX_INLINE_FILE = 64 * 1024
 MAX_INLINE_TOTAL = 4 * 1024 * 1024
 
 
-class RegistryService(Comparisons):
+class RegistryService(Comparisons, BlobService):
     def __init__(self, db: Database, blobs: BlobStore) -> None:
         self.db = db
         self.blobs = blobs
@@ -61,68 +62,6 @@ class RegistryService(Comparisons):
         self._resolved: StampedCache[Reference, Version] = StampedCache(
             lambda ref: db.model_stamp(ref.model)
         )
-
-    # -- blobs ----------------------------------------------------------------------------
-
-    def missing_blobs(self, caller: Caller, digests: Sequence[str]) -> list[str]:
-        stored = self.stored_blobs(caller, digests)
-        return [d for d in dict.fromkeys(digests) if d not in stored]
-
-    def stored_blobs(self, caller: Caller, digests: Sequence[str]) -> dict[str, int]:
-        """The sizes of those of ``digests`` the registry holds (for uploaders)."""
-        self.access.require_anywhere(caller, Permission.REGISTER)
-        if len(digests) > 10_000:
-            raise InvalidInput("ask about at most 10000 digests at a time")
-        for digest in digests:
-            validate_digest_hex(digest)
-        with self.db.read() as tx:
-            return tx.blob_sizes(digests)
-
-    def begin_blob_upload(self, caller: Caller, digest: str | None = None) -> BlobUpload:
-        """Start an upload named by its digest, or (None) named by what it hashes to.
-
-        Anyone who may register a version somewhere may upload: blobs belong to no model
-        until a version names them.
-        """
-        self.access.require_anywhere(caller, Permission.REGISTER)
-        return self.blobs.begin_upload(None if digest is None else validate_digest_hex(digest))
-
-    def finish_blob_upload(self, upload: BlobUpload) -> tuple[int, bool]:
-        """Verify and publish the bytes, then record the blob.
-
-        Returns its size and whether it is new (False: the registry held these bytes).
-        """
-        size = upload.commit()
-        return size, self.db.record_blob(upload.digest, size)
-
-    def blob_size(self, caller: Caller, digest: str) -> int:
-        """The size of a blob the caller may download: one of a version of a model they
-        may read. A blob they cannot see answers as one that does not exist."""
-        validate_digest_hex(digest)
-        with self.db.read() as tx:
-            size = tx.blob_sizes([digest]).get(digest)
-            judged = size is not None and not caller.local  # local mode may read anything
-            holders = tx.models_holding_blob(digest) if judged else []
-        if judged:
-            roles = self.access.roles(caller, holders)
-            visible = [m for m, role in roles.items() if role is not None]
-            if not visible:
-                size = None
-            elif all(roles[m] == Role.VIEWER for m in visible):
-                self.access.require(caller, Permission.DOWNLOAD, visible[0])  # the 403
-        if size is None:
-            raise NotFound(f"blob sha256:{digest} not found", code="blob_not_found")
-        return size
-
-    def read_blob(self, digest: str, start: int = 0, end: int | None = None) -> Iterator[bytes]:
-        """The bytes of a blob, from the database or the blob store; callers check access
-        first (blob_size, file_entry)."""
-        validate_digest_hex(digest)
-        with self.db.read() as tx:
-            content = tx.blob_content(digest)
-        if content is not None:
-            return iter([content[start:end]])
-        return self.blobs.read(digest, start, end)
 
     # -- models ---------------------------------------------------------------------------
 
@@ -252,8 +191,9 @@ class RegistryService(Comparisons):
     ) -> Version:
         """Create the next version of ``name`` (and the model on first registration).
 
-        Every blob the manifest names must be held already or come ``inline`` (digest ->
-        bytes, for small files: one request instead of three). Inline blobs are verified,
+        Every blob the manifest names must come ``inline`` (digest -> bytes, for small
+        files: one request instead of three) or be held already, and the caller may name
+        it (``BlobService._nameable``). Inline blobs are verified,
         then kept in the database by the very transaction that creates the version: one
         commit makes both durable. The number is assigned under the journal lock, so
         numbers are gapless under concurrency.
@@ -270,7 +210,11 @@ class RegistryService(Comparisons):
         with self.db.write() as tx:
             tx.record_inline_blobs(inline)
             stored = tx.blob_sizes([f.sha256 for f in spec.files])
-            missing = sorted({f.sha256 for f in spec.files} - stored.keys())
+            # A digest is no read key: naming a blob takes its bytes (inline, or uploaded
+            # before) or reader on a model holding it. To others it is missing, not denied.
+            named = stored.keys() - inline.keys()
+            nameable = inline.keys() | self._nameable(tx, caller, sorted(named))
+            missing = sorted({f.sha256 for f in spec.files} - (stored.keys() & nameable))
             if missing:
                 raise MissingBlobs(
                     f"the manifest names {len(missing)} blob(s) the server does not have;"
@@ -591,6 +535,7 @@ class RegistryService(Comparisons):
 
     def close(self) -> None:
         self.db.close()
+        self.blobs.close()
 
     def check_ready(self) -> None:
         self.db.ping()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel
@@ -46,6 +46,7 @@ class ComparisonOut(BaseModel):
 
 class GateCheckOut(BaseModel):
     metric: str
+    direction: Literal["higher", "lower"]
     challenger: float | None
     against: float | None
     delta: float | None
@@ -58,7 +59,6 @@ class GateOut(BaseModel):
     challenger: str
     against: str
     min_delta: float
-    lower_is_better: bool
     checks: list[GateCheckOut]
 
 
@@ -81,9 +81,18 @@ def gate(
             " or any reference",
         ),
     ],
-    metric: Annotated[list[str] | None, Query(description="Repeatable; all must pass")] = None,
+    metric: Annotated[
+        list[str] | None,
+        Query(
+            description="NAME (higher is better), NAME:higher or NAME:lower;"
+            " repeatable, all must pass"
+        ),
+    ] = None,
     min_delta: float = 0.0,
-    lower_is_better: bool = False,
+    lower_is_better: Annotated[
+        bool,
+        Query(description="Deprecated: the direction of every metric named without one"),
+    ] = False,
 ) -> Response:
     """Does the challenger beat ``against`` by at least ``min_delta`` on every metric?
 

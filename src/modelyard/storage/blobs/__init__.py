@@ -1,6 +1,14 @@
 """Content-addressed blob stores behind one small interface."""
 
-from modelyard.storage.blobs.base import BlobStore, BlobUpload
+from modelyard.storage.blobs.base import BlobInfo, BlobStore, BlobUpload, UploadLeftover
 from modelyard.storage.blobs.local import LocalBlobStore
+from modelyard.storage.blobs.memory import MemoryBlobStore
 
-__all__ = ["BlobStore", "BlobUpload", "LocalBlobStore"]
+__all__ = [
+    "BlobInfo",
+    "BlobStore",
+    "BlobUpload",
+    "LocalBlobStore",
+    "MemoryBlobStore",
+    "UploadLeftover",
+]

@@ -1,7 +1,10 @@
 """A blob store in a local directory: ``<root>/sha256/ab/abcdef...``.
 
 Durability order on commit: fsync the staged file, rename it into place, fsync the
-directory. Only after that may metadata reference the blob.
+directory. Only after that may metadata reference the blob. Everything is created 0700
+(directories) and 0600 (files): the bytes are for the server to hand out, not other users.
+Every store holds a shared lock on ``<root>/.lock`` while open, so a process can tell
+whether it has the directory to itself (``exclusive``).
 """
 
 from __future__ import annotations
@@ -13,55 +16,92 @@ import hashlib
 import io
 import mmap
 import os
+import re
 import secrets
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from modelyard.domain.errors import DigestMismatch, NotFound
+from modelyard.domain.errors import DigestMismatch, InvalidInput, NotFound
 from modelyard.domain.manifest import validate_digest_hex
+from modelyard.storage.blobs.base import (
+    BlobInfo,
+    UploadLeftover,
+    new_upload_name,
+    validate_upload_name,
+)
+from modelyard.storage.private import FILE_MODE, private_dir, private_file
 from modelyard.transfer import DIRECT_ALIGN, FileSink, Pipeline
 
 CHUNK_SIZE = 4 * 1024 * 1024
-STALE_UPLOAD_SECONDS = 3600
 _DIRECT = getattr(os, "O_DIRECT", 0)
+_HEX_NAME = re.compile(r"[0-9a-f]{64}")
 
 
 class LocalBlobStore:
     def __init__(self, root: Path) -> None:
-        self.root = root
-        self._objects = root / "sha256"
-        self._staging = root / "staging"
-        self._objects.mkdir(parents=True, exist_ok=True)
-        self._staging.mkdir(parents=True, exist_ok=True)
-        self._sweep_staging()
-
-    def _sweep_staging(self) -> None:
-        """Remove uploads a crash left behind. Only old ones: another process sharing this
-        directory (the in-process SDK beside a server) may be writing the recent ones."""
-        cutoff = time.time() - STALE_UPLOAD_SECONDS
-        for leftover in self._staging.glob("*.part"):
-            with contextlib.suppress(FileNotFoundError):
-                if leftover.stat().st_mtime < cutoff:
-                    leftover.unlink()
+        self.root = private_dir(root)
+        self._objects = private_dir(root / "sha256")
+        self._staging = private_dir(root / "staging")
+        self._lock = os.open(private_file(root / ".lock"), os.O_RDONLY | os.O_CLOEXEC)
+        fcntl.flock(self._lock, fcntl.LOCK_SH)
 
     def path_of(self, digest: str) -> Path:
         validate_digest_hex(digest)
         return self._objects / digest[:2] / digest
 
-    def exists(self, digest: str) -> bool:
-        return self.path_of(digest).is_file()
-
-    def size(self, digest: str) -> int | None:
+    def stat(self, digest: str) -> BlobInfo | None:
         try:
-            return self.path_of(digest).stat().st_size
+            found = self.path_of(digest).stat()
         except FileNotFoundError:
             return None
+        return BlobInfo(found.st_size, found.st_mtime)
+
+    def url(self, digest: str) -> str | None:
+        validate_digest_hex(digest)
+        return None  # the server streams local files itself
+
+    def digests(self) -> Iterator[str]:
+        for shard in self._objects.iterdir():
+            for blob in shard.iterdir() if shard.is_dir() else ():
+                if _HEX_NAME.fullmatch(blob.name) and blob.name[:2] == shard.name:
+                    yield blob.name
+
+    def uploads(self) -> list[UploadLeftover]:
+        found = []
+        for staged in self._staging.iterdir():
+            with contextlib.suppress(FileNotFoundError):  # committed meanwhile
+                if _is_upload_name(staged.name):
+                    info = staged.stat()
+                    found.append(UploadLeftover(staged.name, info.st_size, info.st_mtime))
+        return found
+
+    def remove_upload(self, name: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            (self._staging / validate_upload_name(name)).unlink()
+
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[bool]:
+        # flock converts a shared lock to an exclusive one by dropping it first, so a
+        # refusal leaves none: take the shared one back either way.
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fcntl.flock(self._lock, fcntl.LOCK_SH)
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(self._lock, fcntl.LOCK_SH)
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            os.close(self._lock)
 
     def begin_upload(self, digest: str | None) -> _LocalUpload:
         if digest is not None:
             validate_digest_hex(digest)
-        staged = self._staging / f"{digest or 'unnamed'}.{secrets.token_hex(8)}.part"
+        staged = self._staging / new_upload_name(digest)
         return _LocalUpload(self, digest, staged)
 
     def read(self, digest: str, start: int = 0, end: int | None = None) -> Iterator[bytes]:
@@ -82,11 +122,10 @@ class LocalBlobStore:
         probe.unlink()
 
     def _publish(self, staged: Path, digest: str) -> None:
+        # Replaces a stored blob too (the same bytes, content-addressed): its mtime moves,
+        # so a collector's grace period spares what was just uploaded again.
         target = self.path_of(digest)
-        if target.is_file():  # content-addressed: the stored blob is these very bytes
-            staged.unlink()
-            return
-        target.parent.mkdir(exist_ok=True)
+        target.parent.mkdir(mode=0o700, exist_ok=True)
         os.replace(staged, target)
         _fsync_dir(target.parent)
 
@@ -142,7 +181,7 @@ class _LocalUpload:
         self._digest = digest or ""
         self._staged = staged
         self._hash = hashlib.sha256()
-        self._file = FileSink(staged)
+        self._file = FileSink(staged, mode=FILE_MODE)
         self._pipeline = Pipeline([self._hash.update, self._file.write])
         self._size = 0
 
@@ -189,3 +228,11 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _is_upload_name(name: str) -> bool:
+    try:
+        validate_upload_name(name)
+    except InvalidInput:
+        return False
+    return True

@@ -21,8 +21,6 @@ from modelyard.storage.db.tables import (
     principals,
     team_members,
     tokens,
-    version_files,
-    versions,
 )
 
 
@@ -203,17 +201,6 @@ class IdentityReader:
             select(models.c.protected_aliases).where(models.c.name == model)
         ).scalar()
         return protected_aliases(text)
-
-    def models_holding_blob(self, digest: str) -> list[str]:
-        """Names of the models with a version that has a file with these bytes."""
-        stmt = (
-            select(models.c.name)
-            .distinct()
-            .join(versions, versions.c.model_id == models.c.id)
-            .join(version_files, version_files.c.version_id == versions.c.id)
-            .where(version_files.c.sha256 == digest)
-        )
-        return list(self.conn.execute(stmt).scalars())
 
 
 class IdentityWriter(IdentityReader):

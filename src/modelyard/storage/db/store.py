@@ -58,6 +58,7 @@ from modelyard.domain.models import (
     utc_from_us,
 )
 from modelyard.domain.references import Reference, RefKind
+from modelyard.storage.db.blobs import BlobReader, BlobWriter
 from modelyard.storage.db.identity import IdentityReader, IdentityWriter, protected_aliases
 from modelyard.storage.db.lifecycle import LifecycleReader, LifecycleWriter, event_from_row
 from modelyard.storage.db.tables import (
@@ -208,8 +209,10 @@ _MODEL_STATE_KINDS = ("model.", "version.", "alias.", "request.", "policy.")
 # The write transactions that append no event, each by name with the reason. The caches
 # trust that every other committed change moved a stamp; see Database.write.
 NON_JOURNALED: dict[str, str] = {
-    "blob.recorded": "the blob store holds these bytes: a blob is content-addressed and"
-    " belongs to no model until a version names it, in a journaled registration",
+    "blob.recorded": "the blob store holds these bytes, uploaded by this caller: a blob is"
+    " content-addressed and belongs to no model until a journaled registration names it",
+    "blob.collected": "garbage collection forgets blobs no version names, batch by batch;"
+    " the run is journaled once, as registry.gc with its counts",
 }
 # Statements that changed rows on a PostgreSQL connection so far, in its Connection.info.
 _CHANGES = "modelyard.changed_rows"
@@ -270,14 +273,6 @@ class Database:
             return int(conn.connection.dbapi_connection.total_changes)  # type: ignore[union-attr]
         return int(conn.info.get(_CHANGES, 0))
 
-    def record_blob(self, digest: str, size: int) -> bool:
-        """Note that the blob store holds ``digest`` (idempotent).
-
-        True when this is news, False when the blob was recorded already.
-        """
-        with self.write(unjournaled="blob.recorded") as tx:
-            return _record_blobs(tx.conn, [(digest, size, None)]) > 0
-
     def model_stamp(self, model: str) -> int:
         """The stamp of a model's cached answers: the seq of its newest event (0: none).
 
@@ -332,7 +327,7 @@ class Database:
             conn.execute(select(journal_head.c.seq)).one()
 
 
-class Reader(IdentityReader, LifecycleReader):
+class Reader(IdentityReader, LifecycleReader, BlobReader):
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
 
@@ -582,7 +577,7 @@ class Reader(IdentityReader, LifecycleReader):
             ).all()
 
 
-class Writer(Reader, IdentityWriter, LifecycleWriter):
+class Writer(Reader, IdentityWriter, LifecycleWriter, BlobWriter):
     """A write transaction holding the journal head lock."""
 
     def __init__(self, conn: Connection, head_seq: int, head_hash: str, identity_seq: int) -> None:

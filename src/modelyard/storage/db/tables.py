@@ -146,6 +146,9 @@ blobs = Table(
     # The bytes of a small file that came inline with a registration: kept here, they are
     # durable with the version's own commit (no file, no extra fsyncs). NULL: in the blob store.
     Column("content", LargeBinary, nullable=True),
+    # When a hard delete took the last version holding it: collectable at once, without
+    # the grace period that spares uploads not yet registered. NULL while held or new.
+    Column("released_at", BigInteger, nullable=True),
 )
 
 events = Table(
@@ -296,4 +299,20 @@ request_approvals = Table(
     Column("approver", String(256), primary_key=True),
     Column("comment", Text, nullable=False, default=""),
     Column("at", BigInteger, nullable=False),
+)
+
+# Who proved they hold a blob's bytes by uploading them: only they (or readers of a version
+# holding it) may name it in a registration, so a digest seen in metadata is no read key.
+blob_possession = Table(
+    "blob_possession",
+    metadata,
+    Column("digest", String(64), ForeignKey("blobs.digest", ondelete="CASCADE"), primary_key=True),
+    Column(
+        "principal_id",
+        Integer,
+        ForeignKey("principals.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("created_at", BigInteger, nullable=False),
+    Index(None, "principal_id"),
 )

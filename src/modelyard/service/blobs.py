@@ -1,0 +1,278 @@
+"""Blobs as use cases: ask, upload, read, and collect what nothing references.
+
+Blobs belong to no model until a version names them. A digest alone is no read key: a
+caller may name an existing blob (in a registration, or learn that the registry holds it)
+only when they may read a version holding it or proved they have the bytes by uploading
+them (``blob_possession``, per principal), as the Docker registry's cross-repository
+mount requires. To anyone else such a blob is "missing": they upload it, which proves
+possession, and the server keeps one copy.
+
+Garbage collection removes blob records and bytes no version names, and uploads never
+committed. A grace period spares a blob uploaded but not yet registered and an upload in
+flight; a hard delete releases its blobs for collection at once. Deciding and deleting
+happen under the journal lock, the lock registrations and upload records take, so a
+registration never names a blob being collected.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from typing import Any
+
+from modelyard.domain.access import Caller, Permission, Role
+from modelyard.domain.errors import Conflict, InvalidInput, NotFound
+from modelyard.domain.manifest import validate_digest_hex
+from modelyard.service.access import AccessControl
+from modelyard.storage.blobs import BlobStore, BlobUpload
+from modelyard.storage.db.store import Database, Reader, Writer, now_us
+
+DEFAULT_GRACE_SECONDS = 3600.0
+MAX_LISTED = 1000  # removals a report names one by one; its counts cover them all
+_BATCH = 500
+# Not a principal name (those have no ':'), so the journal cannot confuse it with one.
+START_UP = Caller.local_user("modelyard:start-up")
+
+
+@dataclass(frozen=True, slots=True)
+class PendingBlob:
+    """An upload begun by a caller: the store's upload, and who is proving possession."""
+
+    upload: BlobUpload
+    caller: Caller
+
+    @property
+    def digest(self) -> str:
+        return self.upload.digest
+
+    def write(self, chunk: bytes) -> None:
+        self.upload.write(chunk)
+
+    def abort(self) -> None:
+        self.upload.abort()
+
+
+@dataclass
+class GcReport:
+    """What a collection removed (or, in a dry run, would remove)."""
+
+    dry_run: bool
+    grace_seconds: float
+    blobs: int = 0
+    blob_bytes: int = 0
+    uploads: int = 0
+    upload_bytes: int = 0
+    removed: list[dict[str, Any]] = field(default_factory=list)
+
+    def add(self, kind: str, name: str, size: int) -> None:
+        if kind == "upload":
+            self.uploads += 1
+            self.upload_bytes += size
+        else:
+            self.blobs += 1
+            self.blob_bytes += size
+        if len(self.removed) < MAX_LISTED:
+            self.removed.append({"kind": kind, "name": name, "size": size})
+
+    def counts(self) -> dict[str, Any]:
+        return {
+            "dry_run": self.dry_run,
+            "grace_seconds": self.grace_seconds,
+            "blobs": self.blobs,
+            "blob_bytes": self.blob_bytes,
+            "uploads": self.uploads,
+            "upload_bytes": self.upload_bytes,
+        }
+
+    def as_dict(self) -> dict[str, Any]:
+        listed = len(self.removed)
+        return {
+            **self.counts(),
+            "removed": self.removed,
+            "unlisted": self.blobs + self.uploads - listed,
+        }
+
+
+class BlobService:
+    """Mixed into RegistryService: ``service.missing_blobs``, ``service.collect_garbage``..."""
+
+    db: Database
+    blobs: BlobStore
+    access: AccessControl
+
+    # -- asking and uploading --------------------------------------------------------------
+
+    def missing_blobs(self, caller: Caller, digests: Sequence[str]) -> list[str]:
+        stored = self.stored_blobs(caller, digests)
+        return [d for d in dict.fromkeys(digests) if d not in stored]
+
+    def stored_blobs(self, caller: Caller, digests: Sequence[str]) -> dict[str, int]:
+        """The sizes of those of ``digests`` the caller may name; to them, the others are
+        missing (held or not: existence is not revealed to who cannot read it)."""
+        self.access.require_anywhere(caller, Permission.REGISTER)
+        if len(digests) > 10_000:
+            raise InvalidInput("ask about at most 10000 digests at a time")
+        for digest in digests:
+            validate_digest_hex(digest)
+        with self.db.read() as tx:
+            sizes = tx.blob_sizes(digests)
+            nameable = self._nameable(tx, caller, list(sizes))
+        return {d: size for d, size in sizes.items() if d in nameable}
+
+    def _nameable(self, tx: Reader, caller: Caller, digests: Sequence[str]) -> set[str]:
+        """Those of ``digests`` the caller may name: uploaded by them, or held by a version
+        of a model they may read."""
+        if caller.local or not digests:
+            return set(digests)
+        owned = tx.possessed_blobs(caller.principal_id, digests) if caller.principal_id else set()
+        holders = tx.models_holding_blobs([d for d in digests if d not in owned])
+        roles = self.access.roles(caller, sorted({m for ms in holders.values() for m in ms}), tx)
+        readable = {m for m, role in roles.items() if role is not None and role >= Role.READER}
+        return owned | {d for d, ms in holders.items() if ms & readable}
+
+    def begin_blob_upload(self, caller: Caller, digest: str | None = None) -> PendingBlob:
+        """Start an upload named by its digest, or (None) named by what it hashes to.
+
+        Anyone who may register a version somewhere may upload: blobs belong to no model
+        until a version names them.
+        """
+        self.access.require_anywhere(caller, Permission.REGISTER)
+        upload = self.blobs.begin_upload(None if digest is None else validate_digest_hex(digest))
+        return PendingBlob(upload, caller)
+
+    def finish_blob_upload(self, pending: PendingBlob) -> tuple[int, bool]:
+        """Verify and publish the bytes, then record the blob and that the caller has it.
+
+        Returns its size and whether it is new to the caller: False only when they could
+        name these bytes before (to anyone else the registry never admits holding them).
+        """
+        size = pending.upload.commit()
+        digest = pending.digest
+        with self.db.write(unjournaled="blob.recorded") as tx:
+            if self.blobs.stat(digest) is None:
+                # Collected between its publication and this record (rare): start again.
+                raise Conflict(
+                    f"blob sha256:{digest} was collected while it was uploaded; upload it again",
+                    code="blob_collected",
+                )
+            known = bool(tx.blob_sizes([digest])) and bool(
+                self._nameable(tx, pending.caller, [digest])
+            )
+            tx.record_uploaded_blob(digest, size, pending.caller.principal_id, now_us())
+        return size, not known
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def blob_size(self, caller: Caller, digest: str) -> int:
+        """The size of a blob the caller may download: one of a version of a model they
+        may read. A blob they cannot see answers as one that does not exist."""
+        validate_digest_hex(digest)
+        with self.db.read() as tx:
+            size = tx.blob_sizes([digest]).get(digest)
+            judged = size is not None and not caller.local  # local mode may read anything
+            holders = sorted(tx.models_holding_blobs([digest]).get(digest, ())) if judged else []
+        if judged:
+            roles = self.access.roles(caller, holders)
+            visible = [m for m, role in roles.items() if role is not None]
+            if not visible:
+                size = None
+            elif all(roles[m] == Role.VIEWER for m in visible):
+                self.access.require(caller, Permission.DOWNLOAD, visible[0])  # the 403
+        if size is None:
+            raise NotFound(f"blob sha256:{digest} not found", code="blob_not_found")
+        return size
+
+    def read_blob(self, digest: str, start: int = 0, end: int | None = None) -> Iterator[bytes]:
+        """The bytes of a blob, from the database or the blob store; callers check access
+        first (blob_size, file_entry)."""
+        validate_digest_hex(digest)
+        with self.db.read() as tx:
+            content = tx.blob_content(digest)
+        if content is not None:
+            return iter([content[start:end]])
+        return self.blobs.read(digest, start, end)
+
+    # -- garbage collection ----------------------------------------------------------------
+
+    def collect_garbage(
+        self, caller: Caller, *, grace_seconds: float = DEFAULT_GRACE_SECONDS, dry_run: bool = False
+    ) -> GcReport:
+        """Remove blobs no version names and uploads never committed, older than the grace
+        period (blobs a hard delete released: at once); journaled as ``registry.gc``."""
+        self.access.require(caller, Permission.ADMIN)
+        if not 0 <= grace_seconds <= 10 * 365 * 86400:
+            raise InvalidInput("the grace period must be between 0 seconds and 10 years")
+        return self._collect(caller, grace_seconds, dry_run)
+
+    def clean_up_at_start(self) -> GcReport | None:
+        """At server start, when no other process has the blob store open (so no upload
+        can be in flight): remove every leftover of a crash, with no grace period. None
+        when another process shares the store; ``gc`` then collects with its grace."""
+        with self.blobs.exclusive() as alone:
+            return self._collect(START_UP, 0.0, dry_run=False) if alone else None
+
+    def _collect(self, caller: Caller, grace_seconds: float, dry_run: bool) -> GcReport:
+        report = GcReport(dry_run=dry_run, grace_seconds=grace_seconds)
+        cutoff = time.time() - grace_seconds
+        for leftover in self.blobs.uploads():
+            if leftover.modified < cutoff:
+                if not dry_run:
+                    self.blobs.remove_upload(leftover.name)
+                report.add("upload", leftover.name, leftover.size)
+        self._collect_records(report, cutoff, dry_run)
+        self._collect_unrecorded(report, cutoff, dry_run)
+        if not dry_run and (report.blobs or report.uploads):
+            with self.db.write() as tx:
+                tx.append_event(
+                    caller,
+                    kind="registry.gc",
+                    subject="registry",
+                    payload={"after": report.counts()},
+                    now=now_us(),
+                    model=None,
+                )
+        return report
+
+    def _collect_records(self, report: GcReport, cutoff: float, dry_run: bool) -> None:
+        """Recorded blobs no version names: released ones, and those past the grace."""
+        after = ""
+        while True:
+            with self._batch(dry_run) as tx:
+                batch = tx.unreferenced_blobs(after, int(cutoff * 1_000_000), _BATCH)
+                if not batch:
+                    return
+                after = batch[-1].digest
+                # Bytes published again just now belong to an upload about to be recorded.
+                doomed = [b for b in batch if b.released or not self._fresh(b.digest, cutoff)]
+                if isinstance(tx, Writer):
+                    tx.delete_blob_records([b.digest for b in doomed])
+                    for blob in doomed:
+                        self.blobs.delete(blob.digest)  # held inline, or in the store too
+            for blob in doomed:
+                report.add("blob", f"sha256:{blob.digest}", blob.size)
+
+    def _fresh(self, digest: str, cutoff: float) -> bool:
+        info = self.blobs.stat(digest)
+        return info is not None and info.modified >= cutoff
+
+    def _collect_unrecorded(self, report: GcReport, cutoff: float, dry_run: bool) -> None:
+        """Bytes in the store that no record names: published by an upload whose record
+        never came (a crash), once past the grace."""
+        stored = list(self.blobs.digests())
+        for start in range(0, len(stored), _BATCH):
+            batch = stored[start : start + _BATCH]
+            with self._batch(dry_run) as tx:
+                recorded = tx.blob_sizes(batch)
+                for digest in batch:
+                    info = self.blobs.stat(digest)
+                    if digest in recorded or info is None or info.modified >= cutoff:
+                        continue
+                    if isinstance(tx, Writer):
+                        self.blobs.delete(digest)
+                    report.add("blob", f"sha256:{digest}", info.size)
+
+    def _batch(self, dry_run: bool) -> AbstractContextManager[Reader]:
+        """A write transaction (under the journal lock), or only a read for a dry run."""
+        return self.db.read() if dry_run else self.db.write(unjournaled="blob.collected")
