@@ -5,6 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+PORT ?= 8080
 
 .PHONY: serve test bench clean
 
@@ -15,8 +16,8 @@ $(STAMP): pyproject.toml
 	  && $(BIN)/pip install --quiet -e ".[dev]" \
 	  && touch $(STAMP)'
 
-serve: $(STAMP)  ## start the registry on http://127.0.0.1:8080 (SQLite + ./modelyard-data)
-	$(BIN)/modelyard serve
+serve: $(STAMP)  ## start the registry on http://127.0.0.1:$(PORT) (SQLite + ./modelyard-data)
+	$(BIN)/modelyard serve --port $(PORT)
 
 test: $(STAMP)  ## lint, type-check and run the whole test suite
 	$(BIN)/ruff check .

@@ -12,19 +12,24 @@ import secrets
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
+import uvicorn
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.exc import OperationalError
+from starlette.types import ASGIApp
 
 from modelyard.api import create_app
 from modelyard.config import Settings, open_service
+from modelyard.domain.access import Reach
 from modelyard.domain.journal import GENESIS_HASH
 from modelyard.service import RegistryService
 from modelyard.storage.db.engine import create_db_engine, migrate
@@ -108,7 +113,7 @@ def service(settings: Settings) -> Iterator[RegistryService]:
 
 @pytest.fixture
 def client(service: RegistryService) -> Iterator[TestClient]:
-    with TestClient(create_app(service, local_user="tester")) as test_client:
+    with TestClient(create_app(service, reach=Reach.LOOPBACK, local_user="tester")) as test_client:
         yield test_client
 
 
@@ -196,3 +201,25 @@ def live_server(tmp_path: Path, database_url: str | None) -> Iterator[LiveServer
     server.start()
     yield server
     server.stop()
+
+
+@contextmanager
+def serving(app: ASGIApp) -> Iterator[str]:
+    """uvicorn serving ``app`` on a free loopback port, in a thread; yields its URL.
+
+    The socket listens before uvicorn starts, so connections wait in its backlog rather
+    than failing: nothing to poll for.
+    """
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(128)
+    config = uvicorn.Config(app, log_level="warning", access_log=False)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(30)
+        sock.close()

@@ -20,7 +20,14 @@ from fastapi.testclient import TestClient
 from sqlalchemy import text
 
 from modelyard.api import create_app
-from modelyard.domain.access import MINIMUM_ROLE, Caller, Permission, PrincipalKind, Role
+from modelyard.domain.access import (
+    MINIMUM_ROLE,
+    Caller,
+    Permission,
+    PrincipalKind,
+    Reach,
+    Role,
+)
 from modelyard.domain.errors import Conflict, InvalidInput, InvalidName
 from modelyard.domain.journal import verify_chain
 from modelyard.domain.manifest import FileEntry
@@ -74,7 +81,9 @@ def build_world(service: RegistryService) -> World:
     root = service.identity.bootstrap_admin("root", operator="test")
     admin = service.access.authenticate(root.token)
     identity = service.identity
-    world = World(service, TestClient(create_app(service, local_user="tester")))
+    world = World(
+        service, TestClient(create_app(service, reach=Reach.LOOPBACK, local_user="tester"))
+    )
     identity.create_principal(admin, "everyone", PrincipalKind.TEAM)
     # Requests into staging stay open (five approvals) and any member may review them.
     review = "promotion:\n  staging:\n    approvals: {count: 5, team: everyone}\n"
@@ -258,9 +267,18 @@ for _kind, _victim in (
     SAMPLES[("DELETE", _base + "/{name}")] = Sample(params={"name": _victim}, scope=REGISTRY)
 
 
+class _RoutesOnly:
+    """Just enough of a service to build the app and read its route table."""
+
+    class access:  # stands in for RegistryService.access
+        @staticmethod
+        def require_servable(reach: Reach) -> None:
+            return None
+
+
 def app_routes() -> list[tuple[str, str, str | None]]:
     """(method, path, declared permission) of every route the app serves."""
-    app = create_app(cast(RegistryService, object()))
+    app = create_app(cast(RegistryService, _RoutesOnly()), reach=Reach.LOOPBACK)
     found = []
     for route in _walk(app.routes):
         declared = (route.openapi_extra or {}).get("x-permission")
@@ -565,7 +583,7 @@ def test_journal_names_actor_and_token_for_every_change(
 
 def test_first_user_needs_an_admin_and_local_mode_ends(service: RegistryService) -> None:
     local = Caller.local_user("owner")
-    with TestClient(create_app(service, local_user="owner")) as client:
+    with TestClient(create_app(service, reach=Reach.LOOPBACK, local_user="owner")) as client:
         assert client.get("/api/v1/whoami").json() == {
             "name": "owner",
             "kind": "local",
@@ -583,8 +601,27 @@ def test_first_user_needs_an_admin_and_local_mode_ends(service: RegistryService)
         assert (response.status_code, response.json()["code"]) == (401, "token_missing")
         headers = {"Authorization": f"Bearer {made.token}"}
         assert client.get("/api/v1/whoami", headers=headers).json()["name"] == "alice"
-    with TestClient(create_app(service, allow_local=False)) as remote:
+    with TestClient(create_app(service, reach=Reach.NETWORK)) as remote:
         assert remote.get("/api/v1/models").status_code == 401
+
+
+def test_the_app_is_built_for_how_it_is_reached(service: RegistryService) -> None:
+    """Local mode follows from the reach, decided by access control where the app is built."""
+    with pytest.raises(Conflict) as refused:  # other machines, and nobody to answer for it
+        create_app(service, reach=Reach.NETWORK)
+    assert refused.value.code == "no_admin"
+    assert "modelyard admin create" in refused.value.message
+    for reach in (Reach.PROCESS, Reach.LOOPBACK):
+        with TestClient(create_app(service, reach=reach, local_user="owner")) as client:
+            assert client.get("/api/v1/whoami").json()["local"] is True, reach
+    made = service.identity.bootstrap_admin("alice", operator="owner")
+    bearer = {"Authorization": f"Bearer {made.token}"}
+    for reach in Reach:  # a registry with users: a token everywhere, in-process too
+        with TestClient(create_app(service, reach=reach, local_user="owner")) as client:
+            response = client.get("/api/v1/models")
+            assert (response.status_code, response.json()["code"]) == (401, "token_missing")
+            assert response.headers["www-authenticate"] == 'Bearer realm="modelyard"'
+            assert client.get("/api/v1/whoami", headers=bearer).json()["name"] == "alice"
 
 
 def test_users_teams_and_service_accounts_share_one_namespace(service: RegistryService) -> None:

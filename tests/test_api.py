@@ -15,6 +15,7 @@ from fastapi.testclient import TestClient
 
 from modelyard.api import create_app
 from modelyard.config import open_service
+from modelyard.domain.access import Reach
 from modelyard.domain.journal import GENESIS_HASH
 from modelyard.domain.manifest import FileEntry, manifest_digest
 
@@ -774,7 +775,9 @@ def test_resolve_on_one_replica_sees_changes_made_on_another(
 ) -> None:
     other_service = open_service(settings)  # a second server process on the same database
     try:
-        with TestClient(create_app(other_service, local_user="other")) as other:
+        with TestClient(
+            create_app(other_service, reach=Reach.LOOPBACK, local_user="other")
+        ) as other:
             seed_churn(client)
             assert other.get("/api/v1/resolve/churn@champion").json()["version"] == 1
             assert client.get("/api/v1/resolve/churn@champion").json()["version"] == 1

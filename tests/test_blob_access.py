@@ -18,7 +18,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from modelyard.api import create_app
-from modelyard.domain.access import PrincipalKind, Role
+from modelyard.domain.access import PrincipalKind, Reach, Role
 from modelyard.service import RegistryService
 
 SECRET = b"alice's proprietary weights " * 5000
@@ -72,7 +72,7 @@ def registry(service: RegistryService) -> Iterator[Registry]:
         for model, role in held:
             identity.set_grant(admin, name, role, model=model)
         tokens[name] = identity.create_token(admin, principal=name).token
-    with TestClient(create_app(service, local_user="tester")) as client:
+    with TestClient(create_app(service, reach=Reach.LOOPBACK, local_user="tester")) as client:
         built = Registry(client, tokens)
         put = built.call("alice", "PUT", f"/api/v1/blobs/sha256:{sha(SECRET)}", content=SECRET)
         assert put.status_code == 201, put.text

@@ -546,6 +546,7 @@ def test_readme_shared_server_and_churn_story_run_verbatim(
     finally:
         server.stop()
     assert done.returncode == 0, done.stdout + done.stderr
+    assert (work / "ci.token").stat().st_mode & 0o777 == 0o600  # a secret, for you alone
     lines = done.stdout.splitlines()
     resolved = [line.split()[0] for line in lines if re.match(r"churn/\d+ sha256:", line)]
     # after the approval, after the rollback, and as of Tuesday noon
@@ -690,3 +691,90 @@ def test_output_for_scripts_and_json_on_every_command(
     first, count = piped.stdout.splitlines()
     assert first == f"{LONG}/1|{digest}"
     assert count == "2"
+
+
+def readme_code(heading: str, language: str = "sh") -> list[str]:
+    """The code blocks of one README section in one language."""
+    text = README.read_text()
+    section = text.split(f"## {heading}\n", 1)[1].split("\n## ", 1)[0]
+    return [block.split("```", 1)[0] for block in section.split(f"```{language}\n")[1:]]
+
+
+def test_readme_tour_runs_verbatim(tmp_path: Path) -> None:
+    """The five-minute tour, shell and Python, pasted as a newcomer would, on a server at
+    another port than 8080: only the one line that says where the server is changes."""
+    server = LiveServer(tmp_path / "data", None)
+    server.start()
+    try:
+        (shell,) = readme_code("A five-minute tour")
+        (python,) = readme_code("A five-minute tour", "python")
+        assert shell.count("127.0.0.1:8080") == 1  # in the export only: the rest follow it
+        assert "8080" not in python
+        script = shell.replace("http://127.0.0.1:8080", server.url)
+        script = script.replace(". .venv/bin/activate\n", "")  # the test's venv is on PATH
+        env = {
+            **environment(None),
+            "PATH": f"{_SCRIPT.parent}{os.pathsep}{os.environ['PATH']}",
+        }
+        tour = subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", script + f"python - <<'PYTHON'\n{python}PYTHON\n"],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT,
+        )
+    finally:
+        server.stop()
+    assert tour.returncode == 0, tour.stdout + tour.stderr
+    out = tour.stdout
+    # model created, two versions, the alias
+    for expected in ("registered churn/1", "registered churn/2", "journal intact: 4 events"):
+        assert expected in out, (expected, out)
+    # curl's answer, then what the Python part prints
+    rest = out[out.index("\n{") + 1 :]
+    resolved, end = json.JSONDecoder().raw_decode(rest)
+    assert resolved["reference"] == "churn/1"  # the alias, over plain HTTP
+    assert rest[end:].strip().splitlines() == ["{'auc': 0.88}", "churn/3 0.88", "churn/1 0.87"]
+    assert tree_files(tmp_path / "deploy") == tree_files(tmp_path / "model_dir")
+
+
+def test_make_serve_takes_a_port() -> None:
+    root = README.parent
+    env = {k: v for k, v in os.environ.items() if k not in ("PORT", "MAKEFLAGS", "MFLAGS")}
+
+    def dry_run(*args: str) -> str:
+        done = subprocess.run(
+            ["make", "-n", "serve", *args], cwd=root, env=env, capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    assert "modelyard serve --port 8090" in dry_run("PORT=8090")
+    assert "modelyard serve --port 8080" in dry_run()
+
+
+def test_gitignore_covers_what_the_readme_writes(tmp_path: Path) -> None:
+    """Every file and directory the README's steps create stays out of git."""
+    text = README.read_text()
+    blocks = [b.split("```", 1)[0] for b in text.split("```sh\n")[1:]]
+    files: set[str] = set()
+    directories = {"modelyard-data"}  # make serve's default
+    for block in blocks:
+        files |= set(re.findall(r"> ([\w./-]+)", block))  # redirections
+        directories |= set(re.findall(r"(?:mkdir -p|-o|--data-dir) (?:\./)?([\w-]+)", block))
+    assert {"alice.token", "ci.token", "policy.yaml"} <= files, files
+    assert {"shared-data", "deploy", "model_dir"} <= directories, directories
+    shutil.copy(README.parent / ".gitignore", tmp_path / ".gitignore")
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    for path in files | {f"{d}/file" for d in directories}:
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text("x")
+    status = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=all"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
+    assert status == ["?? .gitignore"], status

@@ -13,8 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 import modelyard
-from modelyard.client.http import HttpTransport
-from modelyard.client.local import LocalTransport
+from modelyard.client.asgi import AsgiTransport
 from modelyard.config import Settings
 from modelyard.domain.access import PrincipalKind, Role
 from modelyard.domain.comparison import (
@@ -295,10 +294,10 @@ def seed(reg: modelyard.Registry, make_tree: Tree) -> None:
 
 
 @pytest.fixture
-def reg(client: TestClient, make_tree: Tree) -> modelyard.Registry:
-    registry = modelyard.Registry(HttpTransport("http://testserver", client=client))
-    seed(registry, make_tree)
-    return registry
+def reg(client: TestClient, make_tree: Tree) -> Iterator[modelyard.Registry]:
+    with modelyard.Registry(AsgiTransport(client.app)) as registry:  # the client's app
+        seed(registry, make_tree)
+        yield registry
 
 
 # -- REST, on SQLite and PostgreSQL ---------------------------------------------------------------
@@ -453,7 +452,7 @@ def test_a_model_the_caller_may_not_see_does_not_exist(
 def test_the_sdk_returns_the_same_objects_over_http_and_in_process(
     reg: modelyard.Registry, settings: Settings
 ) -> None:
-    with modelyard.Registry(LocalTransport(settings.data_dir, settings.database_url)) as local:
+    with modelyard.connect(settings.data_dir, database_url=settings.database_url) as local:
         for registry in (reg, local):
             result = registry.compare("churn@production", "churn/2")
             assert isinstance(result, modelyard.Comparison)
@@ -490,7 +489,7 @@ def test_cli_compare_and_gate_exit_codes(
     sqlite_server: LiveServer, make_tree: Tree, tmp_path: Path
 ) -> None:
     url = sqlite_server.url
-    with modelyard.Registry(HttpTransport(url)) as registry:
+    with modelyard.connect(url) as registry:
         seed(registry, make_tree)
     challenge = ["gate", "churn/2", "--against", "production"]
     commands = {

@@ -1,4 +1,9 @@
-"""The SDK over REST (the app in-process through httpx) and over a local directory."""
+"""The SDK, every test over both transports: HTTP to a real server, and in-process.
+
+``target`` parametrises each test (on SQLite and PostgreSQL): ``http`` serves the test's
+registry with uvicorn on a loopback port, ``process`` opens its data directory in-process
+(the same app, driven without a socket). So the two cannot drift.
+"""
 
 from __future__ import annotations
 
@@ -8,25 +13,27 @@ import subprocess
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from fastapi.testclient import TestClient
 
 import modelyard
 from modelyard.api import create_app
-from modelyard.client.connections import proxied
-from modelyard.client.http import HttpTransport
-from modelyard.client.registry import Registry
-from modelyard.client.transport import Advance
+from modelyard.client.credentials import save_token
+from modelyard.client.progress import Progress
+from modelyard.client.registry import Registry, open_transport
+from modelyard.client.transport import Advance, Request, Response, Transport
 from modelyard.config import Settings
+from modelyard.domain.access import Reach
 from modelyard.domain.errors import DigestMismatch
 from modelyard.domain.models import Environment
 from modelyard.service import RegistryService
-from tests.conftest import LiveServer
+from tests.conftest import serving
 
 Tree = Callable[[dict[str, bytes]], Path]
+TRANSPORTS = ["http", "process"]
 
 
 class Recorder:
@@ -45,18 +52,66 @@ class Recorder:
         yield advance
 
 
-@pytest.fixture
-def requests_seen(client: TestClient) -> list[str]:
-    seen: list[str] = []
-    client.event_hooks["request"] = [lambda r: seen.append(f"{r.method} {r.url.path}")]
-    return seen
+class Recording:
+    """A transport around another that notes each request: the seam, observed."""
+
+    def __init__(self, inner: Transport, seen: list[str]) -> None:
+        self.inner = inner
+        self.seen = seen
+
+    def send(self, request: Request) -> Response:
+        self.seen.append(f"{request.method} {request.path}")
+        return self.inner.send(request)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+@dataclass
+class Target:
+    """Where the SDK reaches the test's registry: a server's URL, or its data directory."""
+
+    location: str
+    database_url: str | None = None
+    seen: list[str] = field(default_factory=list)
+    opened: list[Registry] = field(default_factory=list)
+
+    def connect(self, *, token: str | None = None, progress: Progress | None = None) -> Registry:
+        """What ``modelyard.connect`` opens, with every request noted in ``seen``."""
+        transport = Recording(open_transport(self.location, self.database_url), self.seen)
+        reg = Registry(transport, token=token, progress=progress)
+        self.opened.append(reg)
+        return reg
+
+    def close(self) -> None:
+        for reg in self.opened:
+            reg.close()
+
+
+@pytest.fixture(params=TRANSPORTS)
+def target(
+    request: pytest.FixtureRequest, service: RegistryService, settings: Settings
+) -> Iterator[Target]:
+    if request.param == "http":
+        with serving(create_app(service, reach=Reach.LOOPBACK)) as url:
+            found = Target(url)
+            yield found
+            found.close()
+    else:
+        found = Target(str(settings.data_dir), settings.database_url)
+        yield found
+        found.close()
 
 
 @pytest.fixture
-def reg(client: TestClient) -> Iterator[Registry]:
-    # The real REST app, in-process: TestClient is an httpx.Client.
-    transport = HttpTransport("http://testserver", client=client)
-    yield Registry(transport)
+def reg(target: Target) -> Registry:
+    """No token, on an empty registry: single-user local mode, over either transport."""
+    return target.connect()
+
+
+@pytest.fixture
+def requests_seen(target: Target) -> list[str]:
+    return target.seen
 
 
 def test_register_and_download_a_directory(reg: Registry, make_tree: Tree, tmp_path: Path) -> None:
@@ -112,10 +167,10 @@ def test_download_skips_files_already_in_place_and_refuses_corrupt_ones(
 
 
 def test_big_download_reports_progress_and_leaves_no_partial_file(
-    client: TestClient, make_tree: Tree, tmp_path: Path
+    target: Target, make_tree: Tree, tmp_path: Path
 ) -> None:
     progress = Recorder()
-    reg = Registry(HttpTransport("http://testserver", client=client), progress=progress)
+    reg = target.connect(progress=progress)
     data = os.urandom(9 * 1024 * 1024 + 3)  # several of the download's buffers, and a tail
     reg.register("churn", make_tree({"w.bin": data}))
     out = tmp_path / "out"
@@ -159,22 +214,12 @@ def test_lineage_is_captured_from_git(
     assert version.source.dirty is True
 
 
-def test_local_directory_registry_needs_no_server(tmp_path: Path, make_tree: Tree) -> None:
-    with modelyard.connect(tmp_path / "registry") as reg:
-        reg.register("churn", make_tree({"w.bin": os.urandom(300_000)}), metrics={"auc": 0.8})
-        reg.set_alias("churn", "champion", 1)
-        assert reg.resolve("churn@champion").metrics == {"auc": 0.8}
-        assert [v.reference for v in reg.search("metrics.auc > 0.5")] == ["churn/1"]
-        assert reg.verify_journal().ok
-
-
-def test_unreachable_server_is_a_clear_error() -> None:
-    reg = modelyard.connect("http://127.0.0.1:9")
-    with pytest.raises(modelyard.ModelyardError) as caught:
-        reg.resolve("churn")
-    assert caught.value.code == "unreachable"
-    assert "modelyard serve" in caught.value.message
-    reg.close()
+def test_register_alias_resolve_search_and_verify(reg: Registry, make_tree: Tree) -> None:
+    reg.register("churn", make_tree({"w.bin": os.urandom(300_000)}), metrics={"auc": 0.8})
+    reg.set_alias("churn", "champion", 1)
+    assert reg.resolve("churn@champion").metrics == {"auc": 0.8}
+    assert [v.reference for v in reg.search("metrics.auc > 0.5")] == ["churn/1"]
+    assert reg.verify_journal().ok
 
 
 def test_errors_from_the_server_keep_their_code(reg: Registry) -> None:
@@ -186,60 +231,112 @@ def test_errors_from_the_server_keep_their_code(reg: Registry) -> None:
     assert bad.value.details["position"] == 13
 
 
-def test_identity_and_access_through_the_sdk(service: RegistryService, tmp_path: Path) -> None:
-    """The SDK's access methods over REST, and the same calls in-process (local mode)."""
+def test_identity_and_access_through_the_sdk(
+    target: Target, service: RegistryService, tmp_path: Path
+) -> None:
+    # An empty registry: no token needed, and local mode stays local until an admin exists.
+    local = target.connect()
+    assert local.whoami().local
+    with pytest.raises(modelyard.Conflict):
+        local.create_user("bob")
+
     made = service.identity.bootstrap_admin("alice", operator="test")
-    with TestClient(create_app(service)) as client:
+    admin = target.connect(token=made.token)
+    assert admin.whoami().registry_role is modelyard.Role.ADMIN
+    admin.create_user("bob")
+    admin.create_team("risk")
+    assert admin.add_team_member("risk", "bob").members == ("bob",)
+    admin.create_service_account("ci", description="pipeline")
+    assert [p.name for p in admin.service_accounts()] == ["ci"]
+    grant = admin.grant("contributor", "ci", model="churn", kind="service_account")
+    assert (grant.role, grant.model) == (modelyard.Role.CONTRIBUTOR, "churn")
+    ci_token = admin.create_token(principal="ci", model="churn", expires=timedelta(days=1))
+    assert ci_token.info.expires_at is not None and ci_token.info.model == "churn"
 
-        def as_token(token: str) -> Registry:
-            return Registry(HttpTransport("http://testserver", token=token, client=client))
-
-        admin = as_token(made.token)
-        assert admin.whoami().registry_role is modelyard.Role.ADMIN
-        admin.create_user("bob")
-        admin.create_team("risk")
-        assert admin.add_team_member("risk", "bob").members == ("bob",)
-        admin.create_service_account("ci", description="pipeline")
-        assert [p.name for p in admin.service_accounts()] == ["ci"]
-        grant = admin.grant("contributor", "ci", model="churn", kind="service_account")
-        assert (grant.role, grant.model) == (modelyard.Role.CONTRIBUTOR, "churn")
-        ci_token = admin.create_token(principal="ci", model="churn", expires=timedelta(days=1))
-        assert ci_token.info.expires_at is not None and ci_token.info.model == "churn"
-
-        ci = as_token(ci_token.token)
-        version = ci.register("churn", _file(tmp_path, b"weights"))
-        assert version.creator == "ci"
-        with pytest.raises(modelyard.NotFound):
-            ci.register("fraud", _file(tmp_path, b"other"))
-        with pytest.raises(modelyard.Forbidden) as denied:
-            ci.set_alias("churn", "champion", 1)
-        assert denied.value.details["permission"] == "alias.set_protected"
-        with pytest.raises(modelyard.Forbidden):
-            ci.verify_journal()
-        assert admin.verify_journal().ok
-
-        assert {(g.principal, g.role.label) for g in admin.grants("churn")} >= {
-            ("ci", "contributor"),
-            ("alice", "admin"),
-        }
-        admin.protect_aliases("churn", ["canary"])
+    ci = target.connect(token=ci_token.token)
+    version = ci.register("churn", _file(tmp_path, b"weights"))
+    assert version.creator == "ci"
+    with pytest.raises(modelyard.NotFound):
+        ci.register("fraud", _file(tmp_path, b"other"))
+    with pytest.raises(modelyard.Forbidden) as denied:
         ci.set_alias("churn", "champion", 1)
-        admin.revoke("ci", model="churn")
-        with pytest.raises(modelyard.NotFound):
-            ci.resolve("churn@champion")
-        admin.revoke_token(ci_token.info.id)
-        with pytest.raises(modelyard.Unauthorized):
-            ci.whoami()
-        admin.disable_user("bob")
-        assert [u.disabled for u in admin.users() if u.name == "bob"] == [True]
-        admin.delete_team("risk")
-        assert admin.teams() == []
+    assert denied.value.details["permission"] == "alias.set_protected"
+    with pytest.raises(modelyard.Forbidden):
+        ci.verify_journal()
+    assert admin.verify_journal().ok
 
-    # In-process the directory's owner is the local admin: the same calls, no token.
-    with modelyard.connect(tmp_path / "local") as local:
-        assert local.whoami().local
-        with pytest.raises(modelyard.Conflict):  # no admin yet: local mode stays local
-            local.create_user("bob")
+    assert {(g.principal, g.role.label) for g in admin.grants("churn")} >= {
+        ("ci", "contributor"),
+        ("alice", "admin"),
+    }
+    admin.protect_aliases("churn", ["canary"])
+    ci.set_alias("churn", "champion", 1)
+    admin.revoke("ci", model="churn")
+    with pytest.raises(modelyard.NotFound):
+        ci.resolve("churn@champion")
+    admin.revoke_token(ci_token.info.id)
+    with pytest.raises(modelyard.Unauthorized):
+        ci.whoami()
+    admin.disable_user("bob")
+    assert [u.disabled for u in admin.users() if u.name == "bob"] == [True]
+    admin.delete_team("risk")
+    assert admin.teams() == []
+
+
+def test_once_users_exist_a_caller_without_a_token_can_do_nothing(
+    target: Target, service: RegistryService
+) -> None:
+    """The attack: open the registry with no token (in-process: just its directory) and make
+    yourself admin. 401 without a token, 403 with a viewer's; nothing is written."""
+    made = service.identity.bootstrap_admin("alice", operator="test")
+    admin = target.connect(token=made.token)
+    admin.create_user("vic")
+    admin.grant("viewer", "vic")
+    viewer = target.connect(token=admin.create_token(principal="vic").token)
+    seq = admin.events(limit=1000)[-1].seq
+
+    anonymous = target.connect()
+    for attempt in (
+        lambda reg: reg.create_user("mallory"),
+        lambda reg: reg.grant("admin", "vic"),
+        lambda reg: reg.create_token(principal="alice"),
+    ):
+        with pytest.raises(modelyard.Unauthorized) as unauthenticated:
+            attempt(anonymous)
+        assert unauthenticated.value.code == "token_missing"
+        with pytest.raises(modelyard.Forbidden) as forbidden:
+            attempt(viewer)
+        assert forbidden.value.details["permission"] == "registry.admin"
+    with pytest.raises(modelyard.Unauthorized):
+        anonymous.whoami()
+    assert [u.name for u in admin.users()] == ["alice", "vic"]
+    assert {(g.principal, g.role.label) for g in admin.grants()} == {
+        ("alice", "admin"),
+        ("vic", "viewer"),
+    }
+    assert admin.events(after=seq) == []
+
+
+def test_the_token_comes_from_the_environment_or_the_login_file(
+    target: Target, service: RegistryService, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As the CLI finds it: MODELYARD_TOKEN, else what 'modelyard login' saved for this URL
+    or directory."""
+    made = service.identity.bootstrap_admin("alice", operator="test")
+    monkeypatch.setenv("MODELYARD_CONFIG", str(tmp_path / "config.json"))
+    monkeypatch.delenv("MODELYARD_TOKEN", raising=False)
+
+    def whoami() -> str:
+        with modelyard.connect(target.location, database_url=target.database_url) as reg:
+            return reg.whoami().name
+
+    with pytest.raises(modelyard.Unauthorized):
+        whoami()
+    save_token(target.location, made.token)
+    assert whoami() == "alice"
+    save_token(target.location, None)
+    monkeypatch.setenv("MODELYARD_TOKEN", made.token)
+    assert whoami() == "alice"
 
 
 def _file(tmp_path: Path, content: bytes) -> Path:
@@ -261,6 +358,7 @@ def test_lifecycle_through_the_sdk(reg: Registry, make_tree: Tree) -> None:
     opened = reg.promote(f"churn/{first.version}", "production", comment="go")
     assert opened.status == "open" and opened.request is not None
     assert [r.id for r in reg.requests("churn")] == [opened.request.id]
+    assert reg.request(opened.request.id) == opened.request
     # Local mode has one user: it may approve its own request.
     assert reg.approve(opened.request.id, comment="ok").status == "executed"
     assert reg.resolve("churn@production").version == first.version
@@ -285,51 +383,11 @@ def test_search_results_carry_their_environments(reg: Registry, make_tree: Tree)
     assert found == {1: captured.environment, 2: other, 3: None}
 
 
-# -- the SDK's own connections (http.client, keep-alive) against a real server ----------------
-
-
-def test_a_registry_shared_by_threads_gives_each_its_connection(
-    live_server: LiveServer, make_tree: Callable[[dict[str, bytes]], Path]
-) -> None:
-    with modelyard.connect(live_server.url) as reg:
-        for i in range(3):
-            reg.register("m", make_tree({"w.bin": f"weights {i}".encode()}))
-        reg.set_alias("m", "champion", 2)
-        with ThreadPoolExecutor(8) as pool:
-            found = list(pool.map(lambda i: reg.resolve(f"m/{1 + i % 3}").version, range(300)))
-        assert found == [1 + i % 3 for i in range(300)]
-        assert reg.resolve("m@champion").version == 2
-        # the pool's threads are gone, and their connections with them: the main one stays
-        direct = reg._transport._direct  # type: ignore[attr-defined]
-        assert len(direct._opened) == 1
-
-
-def test_the_sdk_reconnects_after_the_server_restarts(
-    live_server: LiveServer, make_tree: Callable[[dict[str, bytes]], Path]
-) -> None:
-    with modelyard.connect(live_server.url) as reg:
-        reg.register("m", make_tree({"w.bin": b"weights"}))
-        assert reg.resolve("m").version == 1
-        live_server.stop()  # the kept-alive connection is now closed by the other end
-        live_server.start(port=live_server.port)
-        assert reg.resolve("m").version == 1
-        assert reg.register("m", make_tree({"w.bin": b"new weights"})).version == 2
-
-
-def test_requests_go_through_httpx_when_a_proxy_applies(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
-        monkeypatch.delenv(name, raising=False)
-        monkeypatch.delenv(name.lower(), raising=False)
-    url = "http://registry.internal:8080"
-    assert not proxied(url)
-    direct = HttpTransport(url)
-    assert direct._direct is not None
-    direct.close()
-    monkeypatch.setenv("HTTP_PROXY", "http://proxy.internal:3128")
-    assert proxied(url)
-    assert not proxied("https://registry.internal")
-    through_httpx = HttpTransport(url)
-    assert through_httpx._direct is None
-    through_httpx.close()
-    monkeypatch.setenv("NO_PROXY", "registry.internal")
-    assert not proxied(url)
+def test_a_registry_shared_by_threads(reg: Registry, make_tree: Tree) -> None:
+    for i in range(3):
+        reg.register("m", make_tree({"w.bin": f"weights {i}".encode()}))
+    reg.set_alias("m", "champion", 2)
+    with ThreadPoolExecutor(8) as pool:
+        found = list(pool.map(lambda i: reg.resolve(f"m/{1 + i % 3}").version, range(300)))
+    assert found == [1 + i % 3 for i in range(300)]
+    assert reg.resolve("m@champion").version == 2

@@ -23,6 +23,7 @@ from modelyard.api.routes import (
     versions,
 )
 from modelyard.api.routes.resolve import fast_resolve, is_fast_resolve
+from modelyard.domain.access import Reach
 from modelyard.service import RegistryService
 
 
@@ -38,11 +39,11 @@ class ModelyardApp(FastAPI):
             await super().__call__(scope, receive, send)
 
 
-def create_app(
-    service: RegistryService, *, allow_local: bool = True, local_user: str | None = None
-) -> FastAPI:
-    """The app. ``allow_local``: answer requests without a token as ``local_user`` (the
-    OS user by default) while no user exists; only for a server bound to loopback."""
+def create_app(service: RegistryService, *, reach: Reach, local_user: str | None = None) -> FastAPI:
+    """The app, for callers who reach it as ``reach`` says: in-process, over loopback, or
+    from the network. Access control decides what that allows (single-user local mode as
+    ``local_user``, the OS user by default) and refuses NETWORK while no admin exists."""
+    service.access.require_servable(reach)
     app = ModelyardApp(
         title="Modelyard",
         version=__version__,
@@ -50,7 +51,8 @@ def create_app(
         " NAME@sha256:HEX. Errors are RFC 9457 problem+json with a stable `code`.",
     )
     app.state.service = service
-    app.state.local_user = (local_user or _local_user()) if allow_local else None
+    app.state.reach = reach
+    app.state.local_user = local_user or _local_user()
     app.state.resolve_bodies = {}
     problems.install(app)
     app.add_middleware(BodyLimit)

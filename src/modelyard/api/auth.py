@@ -1,4 +1,5 @@
-"""Who is calling: a bearer token, or (loopback, nobody configured) the local user."""
+"""Who is calling: a bearer token, or (nobody configured, not reached from the network) the
+local user."""
 
 from __future__ import annotations
 
@@ -13,19 +14,13 @@ REALM = 'Bearer realm="modelyard"'
 def authenticate(app: Any, authorization: str | None) -> Caller:
     """The caller of a request, from its Authorization header.
 
-    Without a header: the server's local user in single-user local mode (bound to loopback
-    and no user, team or service account exists yet), else 401.
+    Without a header, access control decides from how the app is reached
+    (``app.state.reach``): the local user in single-user local mode, else 401.
     """
     service = app.state.service
     if authorization is None:
-        local_user: str | None = app.state.local_user
-        if local_user is not None and not service.access.is_configured():
-            return Caller.local_user(local_user)
-        raise Unauthorized(
-            "this registry needs a token: send 'Authorization: Bearer <token>'"
-            " (the CLI and SDK read MODELYARD_TOKEN or what 'modelyard login' saved)",
-            code="token_missing",
-        )
+        anonymous: Caller = service.access.anonymous(app.state.reach, app.state.local_user)
+        return anonymous
     scheme, _, token = authorization.strip().partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized(

@@ -472,15 +472,15 @@ def admin_create(
 
     [bold]Example[/bold]: modelyard admin create alice --data-dir /srv/modelyard
     """
-    from modelyard.client.local import LocalTransport
-    from modelyard.config import Settings
+    import getpass
 
-    settings = Settings.from_env(data_dir, database_url)
-    transport = LocalTransport(settings.data_dir, settings.database_url)
+    from modelyard.config import Settings, open_service
+
+    service = open_service(Settings.from_env(data_dir, database_url))
     try:
-        made = transport.service.identity.bootstrap_admin(name, operator=transport.caller.name)
+        made = service.identity.bootstrap_admin(name, operator=getpass.getuser())
     finally:
-        transport.close()
+        service.close()
     output.errors.print(
         f"{name} is an admin; token {made.info.id} below. Store it now: it is not shown"
         " again. Then: modelyard login --url URL-OF-THE-SERVER"

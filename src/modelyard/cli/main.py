@@ -17,6 +17,7 @@ import typer
 from modelyard.cli import access, compare, lifecycle, output
 from modelyard.cli.common import JsonOption, UrlOption, handles_errors, registry
 from modelyard.config import DEFAULT_DATA_DIR, DEFAULT_HOST, DEFAULT_PORT, DEFAULT_URL
+from modelyard.domain.access import Reach
 from modelyard.domain.errors import InvalidInput, ModelyardError
 
 app = typer.Typer(
@@ -101,16 +102,15 @@ def serve(
     except ModelyardError as exc:
         output.errors.print(f"[red]error:[/red] {output.escape(exc.message)}")
         raise typer.Exit(1) from None
-    local = is_loopback(host)
-    if not local and not service.access.has_admin():
+    reach = Reach.LOOPBACK if is_loopback(host) else Reach.NETWORK
+    try:
+        app = create_app(service, reach=reach)
+    except ModelyardError as exc:
         service.close()
         output.errors.print(
-            f"[red]error:[/red] refusing to serve on {host}, beyond this machine, with no admin:"
-            " anyone could use it. Create the first admin where the data lives, with"
-            f" 'modelyard admin create NAME --data-dir {settings.data_dir}' (it prints the"
-            " admin's token once), or bind to 127.0.0.1 for single-user local mode."
+            f"[red]error:[/red] {output.escape(exc.message)} (data: {settings.data_dir})"
         )
-        raise typer.Exit(1)
+        raise typer.Exit(1) from None
     cleaned = service.clean_up_at_start()
     if cleaned is not None and (cleaned.blobs or cleaned.uploads):
         output.errors.print(
@@ -125,17 +125,11 @@ def serve(
     )
     mode = (
         "single-user local mode until a user exists"
-        if local and not service.access.is_configured()
+        if service.access.local_mode(reach)
         else "tokens required"
     )
     output.errors.print(f"access: {mode}")
-    uvicorn.run(
-        create_app(service, allow_local=local),
-        host=host,
-        port=port,
-        log_level=log_level,
-        access_log=False,
-    )
+    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)
 
 
 def parse_moment(text: str) -> datetime:

@@ -2,9 +2,8 @@
 
 httpx costs about 0.27 ms per request on top of the server's own time (resolve p50 through
 httpx 0.55 ms, through ``http.client`` 0.29 ms, same server, same run). For ``resolve``,
-the call every downstream service makes, that is half of it. So when the SDK owns its
-connections and no proxy applies, requests go through ``http.client``; an httpx client a
-caller supplies (an in-process app, custom TLS or proxies) is used as it is.
+the call every downstream service makes, that is half of it. So when no proxy applies,
+requests go through ``http.client``; httpx carries uploads and anything a proxy must see.
 """
 
 from __future__ import annotations
@@ -38,8 +37,8 @@ class DirectConnections:
 
     def send(
         self, method: str, target: str, body: bytes | None, headers: dict[str, str]
-    ) -> tuple[int, bytes]:
-        """Send one request and read the whole answer: (status, body).
+    ) -> tuple[int, dict[str, str], bytes]:
+        """Send one request and read the whole answer: (status, headers, body).
 
         Raises OSError or http.client.HTTPException when the server cannot be reached.
         """
@@ -53,7 +52,7 @@ class DirectConnections:
             raise
         if response.will_close:
             conn.close()
-        return response.status, data
+        return response.status, {k.lower(): v for k, v in response.getheaders()}, data
 
     def _connection(self) -> http.client.HTTPConnection:
         conn: http.client.HTTPConnection | None = getattr(self._local, "conn", None)

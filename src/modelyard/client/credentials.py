@@ -1,7 +1,8 @@
 """Where the CLI and SDK find a token: MODELYARD_TOKEN, else what `modelyard login` saved.
 
-The config file holds one token per registry URL. It is written with mode 0600 in a 0700
-directory, atomically, so a half-written file or a moment of wider permissions never exists.
+The config file holds one token per registry URL (or data directory, opened in-process). It
+is written with mode 0600 in a 0700 directory, atomically, so a half-written file or a
+moment of wider permissions never exists.
 """
 
 from __future__ import annotations
@@ -30,12 +31,15 @@ def _read() -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def _key(url: str) -> str:
-    return url.rstrip("/")
+def _key(target: str) -> str:
+    """A URL without its trailing slash; a data directory as its absolute path."""
+    if target.startswith(("http://", "https://")):
+        return target.rstrip("/")
+    return os.path.abspath(target)
 
 
 def token_for(url: str) -> str | None:
-    """The token to send to ``url``: the environment's, else the saved one, else None."""
+    """The token for ``url`` (or a directory): the environment's, else the saved one."""
     from_env = os.environ.get("MODELYARD_TOKEN")
     if from_env:
         return from_env.strip()

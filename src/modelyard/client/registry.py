@@ -1,13 +1,16 @@
 """The Python SDK: ``modelyard.connect(url_or_directory)`` returns a ``Registry``.
 
-A URL talks to a server over REST; a directory path opens the same registry in-process,
-with no server. Both behave identically because everything here sits on a Transport.
+A URL talks to a server over HTTP; a directory path opens the same registry in-process and
+drives the server's own app, with no server. ``Registry`` builds every REST request and
+parses every answer, once, for both: a transport only carries them (``client/transport``).
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
+import json
 import os
 import secrets
 from collections.abc import Iterator, Mapping, Sequence
@@ -15,13 +18,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
+from urllib.parse import quote, urlencode
 
 from modelyard.client.capture import capture_environment, capture_source
 from modelyard.client.credentials import token_for
 from modelyard.client.hashing import CHUNK, HashCache, file_stamp
 from modelyard.client.http import HttpTransport
 from modelyard.client.progress import NoProgress, Progress
-from modelyard.client.transport import Advance, Transport
+from modelyard.client.transport import Advance, Request, Response, Transport
 from modelyard.domain.access import (
     Grant,
     Identity,
@@ -33,7 +37,14 @@ from modelyard.domain.access import (
     Token,
 )
 from modelyard.domain.comparison import Comparison, GateResult
-from modelyard.domain.errors import DigestMismatch, Forbidden, InvalidInput, InvalidPath
+from modelyard.domain.errors import (
+    DigestMismatch,
+    Forbidden,
+    InvalidInput,
+    InvalidPath,
+    ModelyardError,
+    error_from_problem,
+)
 from modelyard.domain.journal import JournalReport, verify_chain
 from modelyard.domain.lifecycle import Promotion, TransitionRequest
 from modelyard.domain.manifest import FileEntry
@@ -45,6 +56,7 @@ from modelyard.domain.models import (
     Page,
     SourceRef,
     Version,
+    version_page_from_dict,
 )
 from modelyard.domain.names import validate_file_path
 from modelyard.domain.versions import NewVersion
@@ -56,6 +68,9 @@ INLINE_FILE_LIMIT = 64 * 1024
 INLINE_TOTAL_LIMIT = 1024 * 1024
 
 
+USER_AGENT = "modelyard-client"
+
+
 def connect(
     target: str | os.PathLike[str],
     *,
@@ -65,24 +80,38 @@ def connect(
 ) -> Registry:
     """Open a registry: an ``http(s)://`` URL of a server, or a local data directory.
 
-    Over HTTP the token is ``token``, else $MODELYARD_TOKEN, else what ``modelyard login``
-    saved for that URL. A directory needs none: whoever can open it owns the registry.
+    The token is ``token``, else $MODELYARD_TOKEN, else what ``modelyard login`` saved for
+    that URL or directory. An empty registry needs none in-process or over loopback
+    (single-user local mode); once it has users, a directory needs a token too.
     """
     text = os.fspath(target)
-    transport: Transport
-    if text.startswith(("http://", "https://")):
-        transport = HttpTransport(text, token=token or token_for(text))
-    else:
-        # Imported here so that HTTP-only users never load the server-side stack.
-        from modelyard.client.local import LocalTransport
+    return Registry(
+        open_transport(text, database_url), token=token or token_for(text), progress=progress
+    )
 
-        transport = LocalTransport(Path(text), database_url)
-    return Registry(transport, progress=progress)
+
+def open_transport(target: str, database_url: str | None = None) -> Transport:
+    """How ``connect`` reaches ``target``: HTTP for a URL, the app in-process for a path."""
+    if target.startswith(("http://", "https://")):
+        return HttpTransport(target)
+    # Imported here so that HTTP-only users never load the server-side stack.
+    from modelyard.client.local import open_local
+
+    return open_local(Path(target), database_url)
 
 
 class Registry:
-    def __init__(self, transport: Transport, *, progress: Progress | None = None) -> None:
+    def __init__(
+        self,
+        transport: Transport,
+        *,
+        token: str | None = None,
+        progress: Progress | None = None,
+    ) -> None:
         self._transport = transport
+        self._headers = {"User-Agent": USER_AGENT}
+        if token:
+            self._headers["Authorization"] = f"Bearer {token}"
         self._progress: Progress = progress or NoProgress()
         self._hashes = HashCache()
 
@@ -100,6 +129,42 @@ class Registry:
     def close(self) -> None:
         self._transport.close()
         self._hashes.close()
+
+    # -- requests: every operation below is one of these ------------------------------------
+
+    def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        body: Any = None,
+        content: Iterator[bytes] | None = None,
+        headers: Mapping[str, str] | None = None,
+        stream: bool = False,
+    ) -> Response:
+        """Send a request with a JSON ``body`` or streamed ``content``; the answer.
+
+        Raises the error the registry answered for a status of 400 or more.
+        """
+        sent = {**self._headers, **(headers or {})}
+        data: bytes | Iterator[bytes] = b""
+        if content is not None:
+            data = content
+        elif body is not None:
+            data = json.dumps(body).encode()
+            sent["Content-Type"] = "application/json"
+        query = _encode_query(params) if params else ""
+        response = self._transport.send(Request(method, path, query, sent, data, stream))
+        if response.status >= 400:
+            try:
+                raise _error_from(response.status, response.read())
+            finally:
+                response.close()
+        return response
+
+    def _json(self, method: str, path: str, **kwargs: Any) -> Any:
+        return json.loads(self._send(method, path, **kwargs).body)
 
     # -- registering ----------------------------------------------------------------------
 
@@ -140,7 +205,8 @@ class Registry:
             framework=framework,
             format=format,
         )
-        return self._transport.register_version(name, spec, inline)
+        path = f"/api/v1/models/{_seg(name)}/versions"
+        return Version.from_dict(self._json("POST", path, body=_registration(spec, inline)))
 
     def _send_files(self, files: dict[str, Path]) -> tuple[list[FileEntry], dict[str, bytes]]:
         """Get every file's bytes to the registry at the least cost; return the manifest.
@@ -170,16 +236,16 @@ class Registry:
                 unknown[rel] = (local, size, stamp)
 
         known_digests = sorted({d for _, _, d in known.values()})
-        missing = set(self._transport.missing_blobs(known_digests)) if known_digests else set()
+        missing = set(self._missing_blobs(known_digests)) if known_digests else set()
         to_send = {d: (p, n) for p, n, d in known.values() if d in missing}
         total = sum(n for _, n in to_send.values()) + sum(n for _, n, _ in unknown.values())
         with self._progress.task("uploading", total) as advance:
             for digest, (local, size) in to_send.items():
-                self._transport.upload_blob(digest, _read_chunks(local, advance), size)
+                self._upload_blob(digest, _read_chunks(local, advance), size)
             for rel, (local, size, stamp) in unknown.items():
                 hasher = hashlib.sha256()
                 chunks = _read_chunks(local, advance, hasher)
-                stored = self._transport.upload_blob(None, chunks, size)
+                stored = self._upload_blob(None, chunks, size)
                 if stored != hasher.hexdigest():
                     raise DigestMismatch(
                         f"{rel}: the registry stored sha256:{stored} but the file hashes to"
@@ -191,6 +257,23 @@ class Registry:
             entries[rel] = FileEntry(rel, size, digest)
         return [entries[rel] for rel in files], inline
 
+    def _missing_blobs(self, digests: list[str]) -> list[str]:
+        body = {"digests": [f"sha256:{d}" for d in digests]}
+        data = self._json("POST", "/api/v1/blobs/missing", body=body)
+        return [d.removeprefix("sha256:") for d in data["missing"]]
+
+    def _upload_blob(self, digest: str | None, chunks: Iterator[bytes], size: int) -> str:
+        """Upload ``size`` bytes; with no ``digest`` the registry names the blob by what
+        they hash to. Returns the digest it stored them under."""
+        method, path = (
+            ("POST", "/api/v1/blobs/uploads")
+            if digest is None
+            else ("PUT", f"/api/v1/blobs/sha256:{digest}")
+        )
+        headers = {"Content-Length": str(size), "Content-Type": "application/octet-stream"}
+        answer = self._json(method, path, content=chunks, headers=headers)
+        return str(answer["digest"]).removeprefix("sha256:")
+
     # -- reading --------------------------------------------------------------------------
 
     def resolve(self, reference: str, *, as_of: datetime | None = None) -> Version:
@@ -198,7 +281,9 @@ class Registry:
 
         ``as_of``: what the reference pointed to at that moment (from the journal).
         """
-        return self._transport.resolve(reference, as_of)
+        params = {"as_of": as_of.isoformat()} if as_of is not None else None
+        path = f"/api/v1/resolve/{_seg(reference, '/@:')}"
+        return Version.from_dict(self._json("GET", path, params=params))
 
     def download(self, reference: str | Version, dest: str | os.PathLike[str]) -> Version:
         """Write every file of the version under ``dest``, verified and atomically.
@@ -213,8 +298,11 @@ class Registry:
         total = sum(e.size for e in todo)
         with self._progress.task("downloading", total) as advance:
             for entry in todo:
-                chunks = self._transport.read_file(version, entry.path, entry.sha256)
-                _write_verified(targets[entry.path], entry, chunks, advance)
+                response = self._send("GET", f"/api/v1/blobs/sha256:{entry.sha256}", stream=True)
+                try:
+                    _write_verified(targets[entry.path], entry, _chunks_of(response), advance)
+                finally:
+                    response.close()
         return version
 
     def _already_there(self, target: Path, entry: FileEntry) -> bool:
@@ -232,7 +320,9 @@ class Registry:
         limit: int | None = None,
     ) -> Page[Version]:
         """One page of versions (of one model, or of all), filtered with the search language."""
-        return self._transport.list_versions(name, filter, order_by, page_token, limit)
+        path = f"/api/v1/models/{_seg(name)}/versions" if name else "/api/v1/versions"
+        data = self._json("GET", path, params=_query(filter, order_by, page_token, limit))
+        return version_page_from_dict(data)
 
     def search(
         self, filter: str | None = None, *, order_by: str | None = None, limit: int | None = None
@@ -256,17 +346,19 @@ class Registry:
         """Edit a version's description and tags (a tag set to None is removed)."""
         version = self.resolve(reference)
         patch = dict(tags) if tags is not None else None
-        return self._transport.update_version(version.model, version.version, description, patch)
+        path = f"/api/v1/models/{_seg(version.model)}/versions/{version.version}"
+        return Version.from_dict(self._json("PATCH", path, body=_patch_body(description, patch)))
 
     # -- models ---------------------------------------------------------------------------
 
     def create_model(
         self, name: str, *, description: str = "", tags: Mapping[str, str] | None = None
     ) -> Model:
-        return self._transport.create_model(name, description, dict(tags or {}))
+        body = {"name": name, "description": description, "tags": dict(tags or {})}
+        return Model.from_dict(self._json("POST", "/api/v1/models", body=body))
 
     def model(self, name: str) -> Model:
-        return self._transport.get_model(name)
+        return Model.from_dict(self._json("GET", f"/api/v1/models/{_seg(name)}"))
 
     def update_model(
         self,
@@ -276,10 +368,11 @@ class Registry:
         tags: Mapping[str, str | None] | None = None,
     ) -> Model:
         patch = dict(tags) if tags is not None else None
-        return self._transport.update_model(name, description, patch)
+        body = _patch_body(description, patch)
+        return Model.from_dict(self._json("PATCH", f"/api/v1/models/{_seg(name)}", body=body))
 
     def delete_model(self, name: str) -> None:
-        self._transport.delete_model(name)
+        self._send("DELETE", f"/api/v1/models/{_seg(name)}")
 
     def models(
         self,
@@ -289,21 +382,25 @@ class Registry:
         page_token: str | None = None,
         limit: int | None = None,
     ) -> Page[Model]:
-        return self._transport.list_models(filter, order_by, page_token, limit)
+        params = _query(filter, order_by, page_token, limit)
+        data = self._json("GET", "/api/v1/models", params=params)
+        return Page([Model.from_dict(m) for m in data["items"]], data["next_page_token"])
 
     # -- aliases --------------------------------------------------------------------------
 
     def set_alias(self, name: str, alias: str, version: int) -> Version:
         """Point ``name@alias`` at ``version`` (creates or moves the alias)."""
-        return self._transport.set_alias(name, alias, version)
+        path = f"/api/v1/models/{_seg(name)}/aliases/{_seg(alias)}"
+        return Version.from_dict(self._json("PUT", path, body={"version": version}))
 
     def delete_alias(self, name: str, alias: str) -> None:
-        self._transport.delete_alias(name, alias)
+        self._send("DELETE", f"/api/v1/models/{_seg(name)}/aliases/{_seg(alias)}")
 
     # -- journal --------------------------------------------------------------------------
 
     def events(self, *, after: int = 0, limit: int = 100) -> list[Event]:
-        return self._transport.events(after, limit)
+        data = self._json("GET", "/api/v1/events", params={"after": after, "limit": limit})
+        return [Event.from_dict(e) for e in data["items"]]
 
     def verify_journal(self) -> JournalReport:
         """Read the whole journal and recompute its hash chain here, trusting only the events.
@@ -322,7 +419,7 @@ class Registry:
     def _all_events(self) -> Iterator[Event]:
         after = 0
         while True:
-            page = self._transport.events(after, 1000)
+            page = self.events(after=after, limit=1000)
             yield from page
             if len(page) < 1000:
                 return
@@ -339,93 +436,126 @@ class Registry:
         Admins may ``override`` with a reason.
         """
         version = self.resolve(reference)
-        return self._transport.promote(version.model, version.version, to, comment, override)
+        path = f"/api/v1/models/{_seg(version.model)}/versions/{version.version}/promote"
+        body = {"to": to, "comment": comment, "override": override}
+        return Promotion.from_dict(self._json("POST", path, body=body))
 
     def requests(
         self, model: str | None = None, *, status: str = "open"
     ) -> list[TransitionRequest]:
         """The promotion queue: open requests (``status="all"`` for every one)."""
-        return self._transport.requests(model, status)
+        params = {"status": status, **({"model": model} if model else {})}
+        data = self._json("GET", "/api/v1/requests", params=params)
+        return [TransitionRequest.from_dict(r) for r in data["items"]]
+
+    def request(self, request_id: int) -> TransitionRequest:
+        """One promotion request, with its approvals."""
+        return TransitionRequest.from_dict(self._json("GET", f"/api/v1/requests/{request_id}"))
 
     def approve(self, request_id: int, *, comment: str = "") -> TransitionRequest:
-        return self._transport.decide(request_id, "approve", comment)
+        return self._decide(request_id, "approve", comment)
 
     def reject(self, request_id: int, *, comment: str = "") -> TransitionRequest:
-        return self._transport.decide(request_id, "reject", comment)
+        return self._decide(request_id, "reject", comment)
 
     def cancel(self, request_id: int, *, comment: str = "") -> TransitionRequest:
-        return self._transport.decide(request_id, "cancel", comment)
+        return self._decide(request_id, "cancel", comment)
 
     def rollback(self, name: str, *, stage: str = "production", comment: str = "") -> Version:
         """Put back the version that held ``stage`` before the current one."""
-        return self._transport.rollback(name, stage, comment)
+        body = {"stage": stage, "comment": comment}
+        path = f"/api/v1/models/{_seg(name)}/rollback"
+        return Version.from_dict(self._json("POST", path, body=body))
+
+    def _decide(self, request_id: int, decision: str, comment: str) -> TransitionRequest:
+        path = f"/api/v1/requests/{request_id}/{decision}"
+        return TransitionRequest.from_dict(self._json("POST", path, body={"comment": comment}))
 
     def archive(self, reference: str) -> Version:
-        version = self.resolve(reference)
-        return self._transport.archive(version.model, version.version, False)
+        return self._version_action(reference, "archive")
 
     def restore(self, reference: str) -> Version:
         """Bring an archived version back to the first stage."""
+        return self._version_action(reference, "restore")
+
+    def _version_action(self, reference: str, action: str) -> Version:
         version = self.resolve(reference)
-        return self._transport.archive(version.model, version.version, True)
+        path = f"/api/v1/models/{_seg(version.model)}/versions/{version.version}/{action}"
+        return Version.from_dict(self._json("POST", path))
 
     def delete_version(self, reference: str, *, hard: bool = False) -> None:
         """Soft delete (hidden, kept), or with ``hard`` erase (admins)."""
         version = self.resolve(reference)
-        self._transport.delete_version(version.model, version.version, hard)
+        path = f"/api/v1/models/{_seg(version.model)}/versions/{version.version}"
+        self._send("DELETE", path, params={"hard": hard})
 
     def history(self, name: str) -> list[Event]:
         """Stage moves, alias changes, requests, approvals and policies of a model."""
-        return self._transport.history(name)
+        data = self._json("GET", f"/api/v1/models/{_seg(name)}/history")
+        return [Event.from_dict(e) for e in data["items"]]
 
     def policy(self, model: str | None = None) -> dict[str, Any]:
         """The policy in force for ``model`` (or the registry's) and its stages."""
-        return self._transport.policy(model)
+        data: dict[str, Any] = self._json("GET", _policy_path(model))
+        return data
 
     def apply_policy(self, model: str | None, text: str) -> dict[str, Any]:
         """Store a new version of a model's (or, with None, the registry's) policy (YAML)."""
-        return self._transport.apply_policy(model, text)
+        data: dict[str, Any] = self._json("PUT", _policy_path(model), body={"text": text})
+        return data
 
     # -- identity and access --------------------------------------------------------------
 
     def whoami(self) -> Identity:
         """Who this connection acts as, its registry-wide role, teams and token limits."""
-        return self._transport.whoami()
+        return Identity.from_dict(self._json("GET", "/api/v1/whoami"))
 
     def create_user(self, name: str, *, description: str = "") -> Principal:
-        return self._transport.create_principal(PrincipalKind.USER, name, description)
+        return self._create_principal(PrincipalKind.USER, name, description)
 
     def create_service_account(self, name: str, *, description: str = "") -> Principal:
         """An identity for a pipeline or CI job; give it a token with ``create_token``."""
-        return self._transport.create_principal(PrincipalKind.SERVICE_ACCOUNT, name, description)
+        return self._create_principal(PrincipalKind.SERVICE_ACCOUNT, name, description)
 
     def create_team(self, name: str, *, description: str = "") -> Principal:
-        return self._transport.create_principal(PrincipalKind.TEAM, name, description)
+        return self._create_principal(PrincipalKind.TEAM, name, description)
+
+    def _create_principal(self, kind: PrincipalKind, name: str, description: str) -> Principal:
+        body = {"name": name, "description": description}
+        return Principal.from_dict(self._json("POST", f"/api/v1/{kind.collection}", body=body))
 
     def users(self) -> list[Principal]:
-        return self._transport.principals(PrincipalKind.USER)
+        return self._principals(PrincipalKind.USER)
 
     def service_accounts(self) -> list[Principal]:
-        return self._transport.principals(PrincipalKind.SERVICE_ACCOUNT)
+        return self._principals(PrincipalKind.SERVICE_ACCOUNT)
 
     def teams(self) -> list[Principal]:
-        return self._transport.principals(PrincipalKind.TEAM)
+        return self._principals(PrincipalKind.TEAM)
+
+    def _principals(self, kind: PrincipalKind) -> list[Principal]:
+        data = self._json("GET", f"/api/v1/{kind.collection}")
+        return [Principal.from_dict(p) for p in data["items"]]
 
     def disable_user(self, name: str) -> None:
         """Disable a user and revoke its tokens; its name stays in the history."""
-        self._transport.remove_principal(PrincipalKind.USER, name)
+        self._send("DELETE", f"/api/v1/{PrincipalKind.USER.collection}/{_seg(name)}")
 
     def disable_service_account(self, name: str) -> None:
-        self._transport.remove_principal(PrincipalKind.SERVICE_ACCOUNT, name)
+        self._send("DELETE", f"/api/v1/{PrincipalKind.SERVICE_ACCOUNT.collection}/{_seg(name)}")
 
     def delete_team(self, name: str) -> None:
-        self._transport.remove_principal(PrincipalKind.TEAM, name)
+        self._send("DELETE", f"/api/v1/{PrincipalKind.TEAM.collection}/{_seg(name)}")
 
     def add_team_member(self, team: str, member: str) -> Principal:
-        return self._transport.set_membership(team, member, True)
+        return self._membership("PUT", team, member)
 
     def remove_team_member(self, team: str, member: str) -> Principal:
-        return self._transport.set_membership(team, member, False)
+        return self._membership("DELETE", team, member)
+
+    def _membership(self, method: str, team: str, member: str) -> Principal:
+        path = f"/api/v1/teams/{_seg(team)}/members/{_seg(member)}"
+        return Principal.from_dict(self._json(method, path))
 
     def create_token(
         self,
@@ -443,14 +573,23 @@ class Registry:
         """
         if isinstance(expires, timedelta):
             expires = datetime.now(UTC) + expires
-        return self._transport.create_token(principal, name, expires, model, read_only)
+        body = {
+            "principal": principal,
+            "name": name,
+            "expires_at": expires.isoformat() if expires else None,
+            "model": model,
+            "read_only": read_only,
+        }
+        return NewToken.from_dict(self._json("POST", "/api/v1/tokens", body=body))
 
     def tokens(self, principal: str | None = None) -> list[Token]:
         """Your tokens; admins may name anyone, or ``"*"`` for everyone's."""
-        return self._transport.tokens(principal)
+        params = {"principal": principal} if principal else None
+        data = self._json("GET", "/api/v1/tokens", params=params)
+        return [Token.from_dict(t) for t in data["items"]]
 
     def revoke_token(self, token_id: str) -> Token:
-        return self._transport.revoke_token(token_id)
+        return Token.from_dict(self._json("DELETE", f"/api/v1/tokens/{_seg(token_id)}"))
 
     def grant(
         self,
@@ -462,7 +601,9 @@ class Registry:
     ) -> Grant:
         """Grant ``role`` on ``model``, or registry-wide without one. ``kind`` is checked."""
         role = role if isinstance(role, Role) else Role.parse(role)
-        return self._transport.set_grant(principal, role, model, PrincipalKind.parse(kind))
+        parsed = PrincipalKind.parse(kind)
+        body = {"role": role.label, "kind": parsed.value if parsed else None}
+        return Grant.from_dict(self._json("PUT", _grant_path(principal, model), body=body))
 
     def revoke(
         self,
@@ -471,22 +612,26 @@ class Registry:
         model: str | None = None,
         kind: str | PrincipalKind | None = None,
     ) -> None:
-        self._transport.revoke_grant(principal, model, PrincipalKind.parse(kind))
+        parsed = PrincipalKind.parse(kind)
+        params = {"kind": parsed.value} if parsed else None
+        self._send("DELETE", _grant_path(principal, model), params=params)
 
     def grants(self, model: str | None = None) -> list[Grant]:
         """Who holds which role on ``model`` (with the registry-wide roles), or all grants."""
-        return self._transport.grants(model)
+        path = f"/api/v1/models/{_seg(model)}/grants" if model else "/api/v1/grants"
+        return [Grant.from_dict(g) for g in self._json("GET", path)["items"]]
 
     def protect_aliases(self, model: str, aliases: list[str]) -> Model:
         """Set which aliases only maintainers may move (default: champion, production)."""
-        return self._transport.set_protected_aliases(model, aliases)
+        path = f"/api/v1/models/{_seg(model)}/protected-aliases"
+        return Model.from_dict(self._json("PUT", path, body={"aliases": aliases}))
 
     # -- champion vs challenger -----------------------------------------------------------
 
     def compare(self, a: str, b: str) -> Comparison:
         """Two versions side by side (any references, even of different models): metrics
         with deltas (b - a), params, lineage, environment and files that differ."""
-        return self._transport.compare(a, b)
+        return Comparison.from_dict(self._json("GET", "/api/v1/compare", params={"a": a, "b": b}))
 
     def gate(
         self,
@@ -502,7 +647,93 @@ class Registry:
         ``against``: an alias or stage of the challenger's model ("production") or any
         reference. A missing metric fails; ``GateResult.passed`` is the verdict.
         """
-        return self._transport.gate(challenger, against, list(metrics), min_delta, lower_is_better)
+        params = {
+            "challenger": challenger,
+            "against": against,
+            "metric": list(metrics),
+            "min_delta": min_delta,
+            "lower_is_better": lower_is_better,
+        }
+        return GateResult.from_dict(self._json("GET", "/api/v1/gate", params=params))
+
+
+def _registration(spec: NewVersion, inline: dict[str, bytes]) -> dict[str, Any]:
+    """The body that registers ``spec``; ``inline`` holds the bytes of small files by digest."""
+    files = []
+    for entry in spec.files:
+        item: dict[str, object] = entry.as_dict()
+        if entry.sha256 in inline:
+            item["content"] = base64.b64encode(inline[entry.sha256]).decode("ascii")
+        files.append(item)
+    return {
+        "files": files,
+        "params": spec.params,
+        "metrics": spec.metrics,
+        "tags": spec.tags,
+        "description": spec.description,
+        "dataset": spec.dataset.as_dict() if spec.dataset else None,
+        "source": spec.source.as_dict() if spec.source else None,
+        "environment": spec.environment.as_dict() if spec.environment else None,
+        "run": spec.run,
+        "framework": spec.framework,
+        "format": spec.format,
+    }
+
+
+def _seg(value: str, safe: str = "") -> str:
+    """Quote a path segment so that user input can never change the URL's shape."""
+    return quote(value, safe=safe)
+
+
+def _grant_path(principal: str, model: str | None) -> str:
+    if model is None:
+        return f"/api/v1/grants/{_seg(principal)}"
+    return f"/api/v1/models/{_seg(model)}/grants/{_seg(principal)}"
+
+
+def _policy_path(model: str | None) -> str:
+    return f"/api/v1/models/{_seg(model)}/policy" if model else "/api/v1/policy"
+
+
+def _query(
+    filter: str | None, order_by: str | None, page_token: str | None, limit: int | None
+) -> dict[str, Any]:
+    params = {"filter": filter, "order_by": order_by, "page_token": page_token, "limit": limit}
+    return {k: v for k, v in params.items() if v is not None}
+
+
+def _patch_body(description: str | None, tags: dict[str, str | None] | None) -> dict[str, Any]:
+    body: dict[str, Any] = {}
+    if description is not None:
+        body["description"] = description
+    if tags is not None:
+        body["tags"] = tags
+    return body
+
+
+def _encode_query(params: Mapping[str, Any]) -> str:
+    """Lists repeat the key, booleans are 'true'/'false', None is empty."""
+    pairs = []
+    for key, value in params.items():
+        for item in value if isinstance(value, list | tuple) else [value]:
+            if isinstance(item, bool):
+                item = "true" if item else "false"
+            pairs.append((key, "" if item is None else str(item)))
+    return urlencode(pairs)
+
+
+def _error_from(status: int, body: bytes) -> ModelyardError:
+    try:
+        problem = json.loads(body)
+        if not isinstance(problem, dict):
+            raise ValueError
+    except ValueError:
+        problem = {"detail": f"HTTP {status}: {body[:200].decode(errors='replace')}"}
+    return error_from_problem(status, problem)
+
+
+def _chunks_of(response: Response) -> Iterator[bytes]:
+    return response.chunks if response.chunks is not None else iter([response.body])
 
 
 def _read_chunks(path: Path, advance: Advance, hasher: Any = None) -> Iterator[bytes]:

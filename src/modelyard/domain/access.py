@@ -83,6 +83,23 @@ MINIMUM_ROLE: Final[dict[Permission, Role]] = {
 }
 
 
+class Reach(StrEnum):
+    """How callers reach the registry: what a request without a token may be trusted as.
+
+    The app is built for one reach (``create_app(service, reach=...)``); access control
+    decides what follows from it (``AccessControl.anonymous``, ``require_servable``).
+    """
+
+    PROCESS = "process"  # the SDK in the caller's own process: ``connect("./dir")``
+    LOOPBACK = "loopback"  # a server bound to 127.0.0.1: this machine's users only
+    NETWORK = "network"  # any other address: other machines too
+
+    @property
+    def allows_local_mode(self) -> bool:
+        """Whether an empty registry may treat a caller without a token as its owner."""
+        return self is not Reach.NETWORK
+
+
 class PrincipalKind(StrEnum):
     USER = "user"
     TEAM = "team"

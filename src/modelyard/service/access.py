@@ -21,12 +21,13 @@ from modelyard.domain.access import (
     MINIMUM_ROLE,
     Caller,
     Permission,
+    Reach,
     Role,
     Visibility,
     parse_token,
     secret_matches,
 )
-from modelyard.domain.errors import Forbidden, NotFound, Unauthorized
+from modelyard.domain.errors import Conflict, Forbidden, NotFound, Unauthorized
 from modelyard.service.caches import StampedCache
 from modelyard.storage.db.store import Database, Reader, now_us
 
@@ -81,6 +82,36 @@ class AccessControl:
     def has_admin(self) -> bool:
         with self.db.read() as tx:
             return tx.has_admin()
+
+    def local_mode(self, reach: Reach) -> bool:
+        """Single-user local mode: a caller without a token acts as the registry's owner.
+
+        Only while no user, team or service account exists, and never for a registry
+        reached from other machines. In-process callers get no exception: once users
+        exist they need a token too (``modelyard admin create`` is the way in).
+        """
+        return reach.allows_local_mode and not self.is_configured()
+
+    def anonymous(self, reach: Reach, local_user: str) -> Caller:
+        """The caller of a request that carries no token: the local user, else 401."""
+        if self.local_mode(reach):
+            return Caller.local_user(local_user)
+        raise Unauthorized(
+            "this registry needs a token: send 'Authorization: Bearer <token>'"
+            " (the CLI and SDK read MODELYARD_TOKEN or what 'modelyard login' saved)",
+            code="token_missing",
+        )
+
+    def require_servable(self, reach: Reach) -> None:
+        """Refuse to serve other machines before an admin exists: anyone could use it."""
+        if reach is Reach.NETWORK and not self.has_admin():
+            raise Conflict(
+                "refusing to serve beyond this machine with no admin: anyone could use it."
+                " Create the first admin where the data lives, with 'modelyard admin create"
+                " NAME' (it prints the admin's token once), or bind to 127.0.0.1 for"
+                " single-user local mode",
+                code="no_admin",
+            )
 
     # -- authentication -----------------------------------------------------------------------
 
