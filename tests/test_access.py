@@ -34,12 +34,13 @@ from modelyard.domain.manifest import FileEntry
 from modelyard.domain.versions import NewVersion
 from modelyard.service import RegistryService
 
-ROLES = ("anonymous", "none", "viewer", "reader", "contributor", "maintainer", "admin")
+ROLES = ("anonymous", "none", "viewer", "reader", "contributor", "checker", "maintainer", "admin")
 HELD: dict[str, Role | None] = {
     "none": None,
     "viewer": Role.VIEWER,
     "reader": Role.READER,
     "contributor": Role.CONTRIBUTOR,
+    "checker": Role.CHECKER,
     "maintainer": Role.MAINTAINER,
     "admin": Role.ADMIN,
 }
@@ -248,6 +249,10 @@ SAMPLES: dict[tuple[str, str], Sample] = {
     ("DELETE", "/api/v1/teams/{name}/members/{member}"): Sample(
         params={"name": "vteam-{role}", "member": "victim-{role}"}, scope=REGISTRY
     ),
+    ("PUT", "/api/v1/models/{name}/versions/{number}/checks/{check}"): Sample(
+        params={**V, "check": "scan"}, json={"status": "pass", "url": "https://ci.example/1"}
+    ),
+    ("GET", "/api/v1/models/{name}/versions/{number}/checks"): Sample(params=V),
     ("GET", "/api/v1/compare"): Sample(query={"a": "m-{role}/1", "b": "m-{role}@candidate"}),
     ("GET", "/api/v1/gate"): Sample(
         query={"challenger": "m-{role}@candidate", "against": "champion", "metric": "auc"}

@@ -275,6 +275,7 @@ def _busy_scenario(service: RegistryService) -> None:
         service.set_alias("m", "best", 1, caller=ME)
         identity.set_protected_aliases(ME, "m", ["gold"])
     service.delete_alias("m", "best", caller=ME)
+    service.checks.report(ME, "m", 1, "scan", status="pass")
     life.apply_policy(ME, "m", "promotion:\n  staging:\n    approvals: {count: 1}\n")
     life.promote(ME, "m/1", "production", override="first release")
     for close in (life.cancel, life.reject, life.approve):

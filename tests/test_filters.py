@@ -22,6 +22,7 @@ from modelyard.domain.filters import (
     parse_filter,
     parse_order_by,
 )
+from modelyard.domain.rules import Subject, evaluate, parse_rule
 from modelyard.storage.db.filters import (
     model_condition,
     model_order_by,
@@ -29,6 +30,7 @@ from modelyard.storage.db.filters import (
     version_order_by,
     version_sort_key,
 )
+from modelyard.storage.db.store import Reader
 from modelyard.storage.db.tables import (
     metadata,
     model_tags,
@@ -600,3 +602,28 @@ def test_compiling_a_field_of_the_other_target_is_a_bug(registry_db: Engine) -> 
     assert node is not None
     with pytest.raises(ValueError, match="'version' is not a field of this search"):
         model_condition(node)
+
+
+def test_rules_judge_a_version_as_the_search_does(registry_db: Engine) -> None:
+    """domain/rules.py evaluates in Python what storage compiles to SQL: on both backends,
+    a rule holds for exactly the versions the same text finds."""
+    sources = [
+        "metrics.auc >= 0.87", "metrics.auc = 0.9", "metrics.auc != 0.81",
+        "not metrics.auc = 0.81", "metrics.`val/loss` < 1", 'tags.team != "growth"',
+        'not tags.team = "growth"', "params.max_depth > 6", "params.max_depth = 5",
+        "params.max_depth != 5", 'params.max_depth in (12, "none")',
+        "params.max_depth not in (5, 12)", 'params.max_depth < "6"',
+        'params.criterion like "G%"', 'name like "CH%"', 'description like "élan%"',
+        'description like "Élan%"', 'run like "exp_1%"', 'run like "exp\\_1%"',
+        'framework not like "%boost"', 'not framework like "%boost"', 'framework != "sklearn"',
+        'stage not in ("production")', "version in (1, 3)",
+        'not (name = "churn" or metrics.auc > 0.9)', 'framework > "a"',
+        'created >= "2024-09-01"', 'dataset.name = "customers" and creator = "alice"',
+        'description != ""',
+    ]  # fmt: skip
+    with registry_db.connect() as conn:
+        loaded = Reader(conn).load_versions([1, 2, 3, 4, 5])
+    for source in sources:
+        node = parse_rule(source)
+        judged = [v.reference for v in loaded if evaluate(node, Subject(v), None)[0]]
+        assert judged == matching(registry_db, source), source

@@ -9,10 +9,12 @@ from starlette.types import Receive, Scope, Send
 
 from modelyard import __version__
 from modelyard.api import problems
+from modelyard.api.fast import FastRoutes
 from modelyard.api.limits import BodyLimit
 from modelyard.api.routes import (
     access,
     blobs,
+    checks,
     compare,
     events,
     gc,
@@ -55,6 +57,7 @@ def create_app(service: RegistryService, *, reach: Reach, local_user: str | None
     app.state.local_user = local_user or _local_user()
     app.state.resolve_bodies = {}
     problems.install(app)
+    app.add_middleware(FastRoutes)  # inside BodyLimit: bodies are bounded before it reads
     app.add_middleware(BodyLimit)
     for module in (
         health,
@@ -67,6 +70,7 @@ def create_app(service: RegistryService, *, reach: Reach, local_user: str | None
         access,
         lifecycle,
         compare,
+        checks,
     ):
         app.include_router(module.router)
     return app

@@ -39,16 +39,7 @@ class BodyLimit:
                 return
             if not message.get("more_body", False):
                 break
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if replayed:
-                return await receive()
-            replayed = True
-            return {"type": "http.request", "body": bytes(body), "more_body": False}
-
-        await self.app(scope, replay, send)
+        await self.app(scope, replay_body(bytes(body), receive), send)
 
     async def _refuse(self, scope: Scope, send: Send) -> None:
         response = problem(
@@ -59,6 +50,20 @@ class BodyLimit:
             scope["path"],
         )
         await response(scope, _no_receive, send)
+
+
+def replay_body(body: bytes, receive: Receive) -> Receive:
+    """A receive that hands the app a body already read, then what the client sends."""
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if sent:
+            return await receive()
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replay
 
 
 async def _no_receive() -> Message:

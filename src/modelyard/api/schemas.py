@@ -224,6 +224,7 @@ class EventOut(BaseModel):
     prev_hash: str
     hash: str
     token_id: str | None
+    model: str | None
 
 
 class EventPageOut(BaseModel):
@@ -327,3 +328,27 @@ class RollbackIn(_Strict):
 
 class PolicyIn(_Strict):
     text: StrictStr = Field(description="The policy document, YAML (JSON is YAML too).")
+
+
+# -- checks ------------------------------------------------------------------------------------
+
+
+class CheckIn(_Strict):
+    status: StrictStr = Field(description="pass, fail or pending.")
+    url: StrictStr | None = Field(
+        default=None, max_length=2048, description="Where the details are (http or https)."
+    )
+
+
+class CheckOut(BaseModel):
+    model: str
+    version: int
+    name: str
+    status: str = Field(description="pass, fail or pending.")
+    url: str | None
+    reporter: str = Field(description="Who reported it: a checker.")
+    reported_at: datetime
+
+
+class CheckListOut(BaseModel):
+    items: list[CheckOut]

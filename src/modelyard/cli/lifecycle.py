@@ -11,8 +11,8 @@ import typer
 from modelyard.cli import output
 from modelyard.cli.common import JsonOption, UrlOption, handles_errors, registry
 from modelyard.config import DEFAULT_URL
+from modelyard.domain.events import describe
 from modelyard.domain.lifecycle import TransitionRequest
-from modelyard.domain.models import Event
 
 Reference = Annotated[str, typer.Argument(help="A version: NAME/N, NAME@ALIAS_OR_STAGE, ...")]
 ModelName = Annotated[str, typer.Argument(help="Model name.")]
@@ -213,30 +213,9 @@ def history(name: ModelName, url: UrlOption = DEFAULT_URL, json_out: JsonOption 
             output.escape(e.actor),
             e.kind,
             output.escape(e.subject),
-            output.escape(_detail(e)),
+            output.escape(describe(e)),
         )
     output.console.print(table)
-
-
-def _detail(e: Event) -> str:
-    p = e.payload
-    if e.kind == "version.stage":
-        text = f"{p.get('before')} → {p.get('after')} ({p.get('reason')})"
-        if p.get("request"):
-            text += f", request {p['request']} approved by {', '.join(p.get('approvals', []))}"
-        if p.get("override"):
-            text += f", override: {p['override']}"
-        return text
-    if e.kind in ("alias.set", "alias.deleted"):
-        return f"{p.get('before')} → {p.get('after')}"
-    if e.kind == "request.opened":
-        verdict = "passed" if p.get("evaluation", {}).get("passed") else "failed"
-        return f"request {p.get('request')} → {p.get('to_stage')}, policy {verdict}"
-    if e.kind in ("request.approved", "request.closed"):
-        return f"request {p.get('request')} {p.get('status', 'approved')} {p.get('comment', '')}"
-    if e.kind == "policy.applied":
-        return f"policy version {p.get('version')}"
-    return ""
 
 
 PolicyFile = Annotated[Path, typer.Argument(help="The policy, YAML.")]

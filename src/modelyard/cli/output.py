@@ -26,6 +26,7 @@ from rich.progress import (
 from rich.table import Table
 
 from modelyard.client.transport import Advance
+from modelyard.domain.events import describe
 from modelyard.domain.models import Event, Model, Version
 
 __all__ = ["Table", "escape"]  # re-exported for the commands
@@ -165,7 +166,7 @@ def models_table(models: Sequence[Model]) -> Table:
 
 def events_table(events: Sequence[Event]) -> Table:
     table = Table()
-    for column in ("seq", "time", "actor", "kind", "subject", "hash"):
+    for column in ("seq", "time", "actor", "kind", "subject", "detail", "hash"):
         table.add_column(column)
     for e in events:
         table.add_row(
@@ -174,6 +175,7 @@ def events_table(events: Sequence[Event]) -> Table:
             escape(e.actor),
             e.kind,
             escape(e.subject),
+            escape(describe(e)),
             abbreviate(e.hash, 12),
         )
     return table

@@ -24,13 +24,19 @@ _TOKEN_RE: Final = re.compile(r"myd_([0-9a-f]{16})_([A-Za-z0-9_-]{43})")
 
 
 class Role(IntEnum):
-    """Ordered: each role can do everything the roles below it can."""
+    """Ordered: each role can do everything the roles below it can.
+
+    Only the labels are stored, so a role may be added between two others. A checker
+    (the CI service account that scans and tests) is a contributor that may also report
+    check results; contributors may not, so nobody passes their own checks.
+    """
 
     VIEWER = 1
     READER = 2
     CONTRIBUTOR = 3
-    MAINTAINER = 4
-    ADMIN = 5
+    CHECKER = 4
+    MAINTAINER = 5
+    ADMIN = 6
 
     @property
     def label(self) -> str:
@@ -61,6 +67,7 @@ class Permission(StrEnum):
     ARCHIVE = "model.archive"
     ROLLBACK = "model.rollback"
     DELETE_VERSION = "version.delete"
+    REPORT_CHECK = "version.check"
     ADMIN = "registry.admin"
 
 
@@ -79,6 +86,7 @@ MINIMUM_ROLE: Final[dict[Permission, Role]] = {
     Permission.ARCHIVE: Role.MAINTAINER,
     Permission.ROLLBACK: Role.MAINTAINER,
     Permission.DELETE_VERSION: Role.MAINTAINER,
+    Permission.REPORT_CHECK: Role.CHECKER,
     Permission.ADMIN: Role.ADMIN,
 }
 

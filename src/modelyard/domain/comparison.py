@@ -13,9 +13,11 @@ from dataclasses import dataclass
 from typing import Any, TypeGuard, TypeVar
 
 from modelyard.domain.errors import InvalidInput
+from modelyard.domain.filters import Comparison as Rule
 from modelyard.domain.manifest import FileEntry
 from modelyard.domain.models import Version, iso
 from modelyard.domain.names import validate_key
+from modelyard.domain.rules import Subject, evaluate, relative
 
 Value = str | int | float | bool | None
 
@@ -249,9 +251,14 @@ class GateMetric:
     def lower_is_better(self) -> bool:
         return self.direction == LOWER
 
-    def gain(self, challenger: float, against: float) -> float:
-        """How much better the challenger is: the one place that knows what "better" means."""
-        return against - challenger if self.lower_is_better else challenger - against
+    def rule(self, min_delta: float) -> Rule:
+        """The rule the challenger must pass, with the champion as ``current``: the one
+        place that knows what "better" means. ``metrics.auc >= current.metrics.auc + d``,
+        or ``<= ... - d`` when lower is better; like every computed comparison of the rule
+        language it tolerates binary noise (0.3 - 0.1 >= 0.2 holds)."""
+        if self.lower_is_better:
+            return relative(self.name, "<=", -min_delta)
+        return relative(self.name, ">=", min_delta)
 
     def __str__(self) -> str:
         return f"{self.name}:{self.direction}"
@@ -390,9 +397,7 @@ def _check(
         sides = ((challenger, c, "challenger"), (against, a, "against"))
         where = " and ".join(f"{v.reference} ({role})" for v, value, role in sides if value is None)
         return GateCheck(name, metric.direction, c, a, False, f"{name}: missing on {where}: fail")
-    gain = metric.gain(c, a)
-    # Decimal inputs make binary noise (0.3 - 0.1 < 0.2): a gain equal to min_delta passes.
-    passed = gain >= min_delta or math.isclose(gain, min_delta, rel_tol=1e-9, abs_tol=1e-12)
+    passed, _ = evaluate(metric.rule(min_delta), Subject(challenger), Subject(against))
     # 0.0 - x, not -x: a zero threshold reads "+0", never "-0".
     needs = f"<= {0.0 - min_delta:+g}" if metric.lower_is_better else f">= {min_delta:+g}"
     verdict = "pass" if passed else "fail"

@@ -10,6 +10,10 @@ Keywords are case-insensitive. Values are quoted strings (``"..."`` or ``'...'``
 escapes ``\\\\ \\" \\' \\n \\t \\r``; ``\\%`` and ``\\_`` are kept as written so that they
 escape the wildcard in ``like`` patterns), numbers and ``true``/``false``. Keys that do not
 fit ``[A-Za-z0-9_.-/:]`` can be quoted with backticks: ``metrics.`my key```.
+
+Policy rules (target ``rules``, evaluated by ``domain/rules.py``) are the same language over
+the versions' fields plus ``checks.NAME``; a comparison may take ``current.FIELD [+|- N]``
+(the version in the target stage) where a value goes, and ``==`` means ``=``.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ class Target(StrEnum):
 
     VERSIONS = "versions"
     MODELS = "models"
+    RULES = "rules"  # policy rules: versions' fields, checks.NAME and current.FIELD
 
 
 class FieldType(Enum):
@@ -61,11 +66,16 @@ class Field:
 
 @dataclass(frozen=True, slots=True)
 class Comparison:
-    """One test. ``value`` is a tuple for in/not in; times are microseconds since the epoch."""
+    """One test. ``value`` is a tuple for in/not in; times are microseconds since the epoch.
+
+    In rules only, ``against`` names a field of the current version (``current.FIELD``)
+    and ``value`` is then the number added to it (0 without ``+ N``/``- N``).
+    """
 
     field: Field
     op: Op
     value: Scalar | tuple[Scalar, ...]
+    against: Field | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,11 +130,14 @@ _FIELDS: Final[dict[Target, dict[str, FieldType]]] = {
         "latest_version": _Type.NUMBER,
     },
 }
+_FIELDS[Target.RULES] = _FIELDS[Target.VERSIONS]
 # Namespaces whose keys are free-form (key/value tables).
 _KEYED: Final[dict[Target, dict[str, FieldType]]] = {
     Target.VERSIONS: {"tags": _Type.TEXT, "params": _Type.PARAM, "metrics": _Type.NUMBER},
     Target.MODELS: {"tags": _Type.TEXT},
 }
+_KEYED[Target.RULES] = {**_KEYED[Target.VERSIONS], "checks": _Type.TEXT}
+CURRENT: Final = "current."  # in rules: the version now in the target stage
 
 _ORDERING_OPS: Final = frozenset({"<", "<=", ">", ">="})
 _KEYWORDS: Final = frozenset({"and", "or", "not", "like", "in", "true", "false", "asc", "desc"})
@@ -132,9 +145,10 @@ _SPACE_RE: Final = re.compile(r"\s+")
 _WORD_RE: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-/:]*")
 _PLAIN_KEY_RE: Final = re.compile(r"[A-Za-z0-9_.\-/:]+")
 _NUMBER_RE: Final = re.compile(r"-?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?")
-_OP_RE: Final = re.compile(r"<=|>=|!=|[=<>]")
+_OP_RE: Final = re.compile(r"==|<=|>=|!=|[=<>]")
 _COMPARISON_OPS: Final[dict[str, Op]] = {
     "=": "=",
+    "==": "=",  # rules only: the policy syntax before rules were filters had it
     "!=": "!=",
     "<": "<",
     "<=": "<=",
@@ -189,7 +203,7 @@ def valid_fields(target: Target | str = Target.VERSIONS) -> list[str]:
 
 @dataclass(frozen=True, slots=True)
 class _Token:
-    kind: Literal["word", "string", "number", "bool", "op", "(", ")", ",", "end"]
+    kind: Literal["word", "string", "number", "bool", "op", "(", ")", ",", "+", "-", "end"]
     text: str
     pos: int
     value: Scalar = ""
@@ -270,8 +284,12 @@ class _Parser:
         field, field_type = self.field()
         token = self.advance()
         if token.kind == "op":
+            if token.text == "==" and self.target is not Target.RULES:
+                raise self.fail(token.pos, "'==' is written '=' here")
             op = _COMPARISON_OPS[token.text]
             self._check_op(field, field_type, op, token.pos)
+            if self.target is Target.RULES and self.peek.text.lower().startswith(CURRENT):
+                return self._relative(field, field_type, op)
             value, position = self._value(token.text)
             return Comparison(field, op, self._check(field, field_type, op, value, position))
         negated = token.keyword == "not"
@@ -310,8 +328,31 @@ class _Parser:
             if token.kind != ",":
                 raise self.fail(token.pos, f"expected ',' or ')' in the '{op}' list")
 
-    def field(self) -> tuple[Field, FieldType]:
-        """Consume a field name and resolve it against the target's fields."""
+    def _relative(self, field: Field, field_type: FieldType, op: Op) -> Comparison:
+        """``current.FIELD``, then for numbers an optional ``+ N`` or ``- N``."""
+        token = self.peek
+        against, against_type = self.field(skip=len(CURRENT))
+        if against_type is not field_type:
+            raise self.fail(
+                token.pos,
+                f"'{field}' takes {field_type.value}, and '{token.text}' is {against_type.value}",
+            )
+        sign = self.peek
+        if sign.kind not in ("+", "-") and not (sign.kind == "number" and sign.text[0] == "-"):
+            return Comparison(field, op, 0, against)
+        if field_type is not FieldType.NUMBER:
+            raise self.fail(sign.pos, f"only numbers take '+ N' or '- N'; '{field}' does not")
+        if sign.kind != "number":
+            self.advance()
+        number = self.advance()
+        if number.kind != "number" or isinstance(number.value, str):
+            raise self.fail(number.pos, f"expected a number after '{sign.text}'", _found(number))
+        offset = -number.value if sign.kind == "-" else number.value
+        return Comparison(field, op, offset, against)
+
+    def field(self, skip: int = 0) -> tuple[Field, FieldType]:
+        """Consume a field name (after ``skip`` characters, as of ``current.``) and resolve
+        it against the target's fields."""
         token = self.peek
         if token.kind != "word" or token.keyword is not None:
             raise self.fail(
@@ -319,18 +360,19 @@ class _Parser:
             )
         self.advance()
         fields, keyed = _FIELDS[self.target], _KEYED[self.target]
-        namespace, dot, key = token.text.partition(".")
+        namespace, dot, key = token.text[skip:].partition(".")
         if token.quoted_key is not None:
             key = token.quoted_key
-        elif token.text in fields:
-            return Field(namespace if dot else None, key if dot else namespace), fields[token.text]
+        elif token.text[skip:] in fields:
+            name = token.text[skip:]
+            return Field(namespace if dot else None, key if dot else namespace), fields[name]
         if namespace in keyed:
             if not key:
                 raise self.fail(token.pos, f"'{namespace}' needs a key, as in {namespace}.<key>")
             return Field(namespace, key), keyed[namespace]
         raise self.fail(
             token.pos,
-            f"unknown field '{token.text}' for {self.target.value}",
+            f"unknown field '{token.text[skip:]}' for {self.target.value}",
             f"; valid fields: {', '.join(valid_fields(self.target))}",
         )
 
@@ -421,6 +463,9 @@ class _Parser:
             elif char in _PUNCTUATION:
                 end = pos + 1
                 tokens.append(_Token(_PUNCTUATION[char], char, pos))
+            elif char in "+-":  # an offset's sign, as in current.metrics.auc - 0.005
+                end = pos + 1
+                tokens.append(_Token("+" if char == "+" else "-", char, pos))
             else:
                 raise self.fail(pos, f"unexpected character {char!r}")
             pos = end
@@ -456,7 +501,10 @@ class _Parser:
         key = self.text[tick + 1 : close]
         if not key or any(ord(c) < 32 or c == "\x7f" for c in key):
             raise self.fail(tick, "a `quoted key` must be non-empty and printable")
-        if "." in self.text[start : tick - 1]:
+        namespace = self.text[start : tick - 1]
+        if self.target is Target.RULES and namespace.lower().startswith(CURRENT):
+            namespace = namespace[len(CURRENT) :]
+        if "." in namespace:
             raise self.fail(start, "a `quoted key` must follow the namespace, as in metrics.`a b`")
         return key, close + 1
 
@@ -474,6 +522,23 @@ class _Parser:
         if math.isinf(value):
             raise self.fail(pos, "number out of range")
         return value
+
+
+# A param value that both databases can CAST to a float without an error or overflow;
+# \A and \Z mean the same in Python's re (SQLite's REGEXP) and PostgreSQL's regexes.
+# Rules (domain/rules.py) read params by the same definitions as the SQL does.
+NUMERIC_TEXT: Final = r"\A[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]{1,2})?\Z"
+MAX_NUMERIC_TEXT: Final = 32
+
+
+def number_texts(value: Scalar) -> tuple[str, ...]:
+    """How a value may have been stored as text: a string as is, a number as str() of an int
+    or a float (5 -> "5", "5.0"; 0.1 -> "0.1"; 1e20 -> "100000000000000000000", "1e+20")."""
+    if isinstance(value, str):
+        return (value,)
+    number = float(value)
+    forms = [str(int(number)), repr(number)] if number.is_integer() else [repr(number)]
+    return tuple(dict.fromkeys(forms))
 
 
 def _micros(text: str) -> int | None:

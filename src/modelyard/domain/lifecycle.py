@@ -14,33 +14,40 @@ A policy is a document (YAML or JSON) stored and versioned in the registry:
           - description               # a model card
           - dataset
           - source.commit
-          - check: artifact_scan      # a named hook: tag check.artifact_scan = pass
+          - checks.artifact_scan = "pass"   # reported by a checker (or: check: artifact_scan)
         approvals: {count: 1, team: risk}
+
+Each rule is a rule of domain/rules.py: the search language, with ``current.FIELD`` naming
+the version now in the target stage and ``checks.NAME`` the checks reported on the
+candidate. The bare fields ``description``, ``dataset``, ``dataset.digest``, ``source`` and
+``source.commit`` mean "present", and ``{check: NAME}`` means ``checks.NAME = "pass"``: the
+policy syntax from before rules were filters, kept so that stored policies still work.
 
 The service evaluates it when a promotion is requested and again when it executes.
 """
 
 from __future__ import annotations
 
-import math
-import operator
-import re
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final
 
-from modelyard.domain.errors import InvalidInput
+from modelyard.domain.errors import InvalidFilter, InvalidInput
+from modelyard.domain.filters import Field, Node
 from modelyard.domain.models import Version, iso, parse_iso
 from modelyard.domain.names import validate_alias_name
+from modelyard.domain.rules import Subject, evaluate, parse_rule
 
 ARCHIVED: Final = "archived"
 MAX_POLICY_TEXT: Final = 64 * 1024
-REQUIRED_FIELDS: Final = ("description", "dataset", "dataset.digest", "source", "source.commit")
-_EXPR = re.compile(
-    r"\s*(metrics\.[\w.\-/:]+)\s*(>=|<=|==|!=|>|<)\s*"
-    r"(?:(current\.metrics\.[\w.\-/:]+)\s*(?:([+-])\s*([0-9.eE+-]+))?|([-+]?[0-9.eE+-]+))\s*"
-)
+# The old "is present" rules, as the field each reads.
+REQUIRED_FIELDS: Final = {
+    "description": "description",
+    "dataset": "dataset.name",
+    "dataset.digest": "dataset.digest",
+    "source": "source.repo",
+    "source.commit": "source.commit",
+}
 
 
 class PolicyError(InvalidInput):
@@ -133,8 +140,16 @@ class Evaluation:
 
 
 @dataclass(frozen=True, slots=True)
+class PolicyRule:
+    """A rule as the policy states it (``text``, shown in evaluations) and as parsed."""
+
+    text: str
+    node: Node
+
+
+@dataclass(frozen=True, slots=True)
 class StagePolicy:
-    require: tuple[str, ...] = ()
+    require: tuple[PolicyRule, ...] = ()
     approvals: Approvals = field(default_factory=Approvals)
 
 
@@ -160,9 +175,13 @@ class Policy:
     def for_stage(self, name: str) -> StagePolicy:
         return self.promotion.get(name, StagePolicy())
 
-    def evaluate(self, stage: str, version: Version, current: Version | None) -> Evaluation:
-        rules = self.for_stage(stage).require
-        return Evaluation(stage, tuple(evaluate_rule(rule, version, current) for rule in rules))
+    def evaluate(self, stage: str, candidate: Subject, current: Subject | None) -> Evaluation:
+        """Every rule of the stage against the candidate and the stage's current version."""
+        results = []
+        for rule in self.for_stage(stage).require:
+            passed, detail = evaluate(rule.node, candidate, current)
+            results.append(RuleResult(rule.text, passed, detail))
+        return Evaluation(stage, tuple(results))
 
 
 def parse_policy(data: Any) -> Policy:
@@ -221,16 +240,12 @@ def _parse_stages(raw: Any) -> tuple[StageSpec, ...]:
 def _parse_stage_policy(stage: str, entry: Any) -> StagePolicy:
     if not isinstance(entry, dict) or set(entry) - {"require", "approvals"}:
         raise PolicyError(f"promotion.{stage}: use 'require' (a list) and 'approvals'")
-    require = []
-    for item in entry.get("require") or []:
-        if isinstance(item, dict) and set(item) == {"check"}:
-            rule = f"check: {item['check']}"
-        elif isinstance(item, str):
-            rule = item.strip()
-        else:
-            raise PolicyError(f"promotion.{stage}.require: {item!r} is not a rule")
-        _check_rule(rule, f"promotion.{stage}.require")
-        require.append(rule)
+    require = entry.get("require") or []
+    if not isinstance(require, list):
+        raise PolicyError(f"promotion.{stage}.require is a list of rules")
+    rules = tuple(
+        _parse_rule(item, f"promotion.{stage}.require[{i}]") for i, item in enumerate(require)
+    )
     approvals = entry.get("approvals") or {}
     if not isinstance(approvals, dict) or set(approvals) - {"count", "team", "allow_self"}:
         raise PolicyError(f"promotion.{stage}.approvals: use count, team, allow_self")
@@ -239,7 +254,7 @@ def _parse_stage_policy(stage: str, entry: Any) -> StagePolicy:
         raise PolicyError(f"promotion.{stage}.approvals.count must be a number from 0 to 20")
     team = approvals.get("team")
     return StagePolicy(
-        require=tuple(require),
+        require=rules,
         approvals=Approvals(
             count=count,
             team=str(team) if team is not None else None,
@@ -254,81 +269,24 @@ def _bool(value: Any, what: str) -> bool:
     return value
 
 
-def _check_rule(rule: str, where: str) -> None:
-    if rule.startswith("check: ") and re.fullmatch(r"check: [\w.\-]{1,64}", rule):
-        return
-    if rule in REQUIRED_FIELDS or _EXPR.fullmatch(rule):
-        return
-    raise PolicyError(
-        f"{where}: {rule!r} is not a rule; use e.g. 'metrics.auc >= 0.85',"
-        " 'metrics.auc >= current.metrics.auc - 0.005', one of"
-        f" {', '.join(REQUIRED_FIELDS)}, or {{check: NAME}}"
-    )
-
-
-# -- evaluation ---------------------------------------------------------------------------------
-
-
-def _equal(a: float, b: float) -> bool:
-    return math.isclose(a, b, rel_tol=0, abs_tol=1e-12)
-
-
-def _unequal(a: float, b: float) -> bool:
-    return not _equal(a, b)
-
-
-_OPS: Final[dict[str, Callable[[float, float], bool]]] = {
-    ">=": operator.ge,
-    "<=": operator.le,
-    ">": operator.gt,
-    "<": operator.lt,
-    "==": _equal,
-    "!=": _unequal,
-}
-
-
-def evaluate_rule(rule: str, version: Version, current: Version | None) -> RuleResult:
-    """One rule against the candidate and the current occupant of the target stage."""
-    if rule.startswith("check: "):
-        name = rule.removeprefix("check: ")
-        verdict = version.tags.get(f"check.{name}")
-        return RuleResult(
-            rule, verdict == "pass", f"tag check.{name} = {verdict!r}" if verdict else "no verdict"
-        )
-    if rule in REQUIRED_FIELDS:
-        value = _field(version, rule)
-        return RuleResult(rule, bool(value), f"{rule} = {value!r}" if value else f"no {rule}")
-    match = _EXPR.fullmatch(rule)
-    assert match is not None  # rules are validated when the policy is stored
-    lhs, op, other, sign, offset, number = match.groups()
-    ours = version.metrics.get(lhs.removeprefix("metrics."))
-    if ours is None:
-        return RuleResult(rule, False, f"{lhs} is missing")
-    if other is None:
-        target = float(number)
-        shown = f"{lhs} = {ours:g}"
+def _parse_rule(item: Any, where: str) -> PolicyRule:
+    """A rule of the search language, or one of the older forms, translated into it."""
+    if isinstance(item, dict) and set(item) == {"check"} and isinstance(item["check"], str):
+        text = f'{Field("checks", item["check"])} = "pass"'
+    elif isinstance(item, str) and item.strip():
+        text = item.strip()
     else:
-        if current is None:
-            return RuleResult(rule, True, "no current version in the stage to compare with")
-        theirs = current.metrics.get(other.removeprefix("current.metrics."))
-        if theirs is None:
-            return RuleResult(rule, False, f"{other} is missing ({current.reference})")
-        delta = float(offset or 0) * (-1 if sign == "-" else 1)
-        target = theirs + delta
-        shown = f"{lhs} = {ours:g}, {other} = {theirs:g} ({current.reference})"
-    return RuleResult(rule, _OPS[op](ours, target), f"{shown}; needs {op} {target:g}")
-
-
-def _field(version: Version, name: str) -> str | None:
-    if name == "description":
-        return version.description.strip() or None
-    if name == "dataset":
-        return version.dataset.name if version.dataset else None
-    if name == "dataset.digest":
-        return version.dataset.digest if version.dataset else None
-    if name == "source":
-        return version.source.repo if version.source else None
-    return version.source.commit if version.source else None
+        raise PolicyError(
+            f"{where}: {item!r} is not a rule; use e.g. 'metrics.auc >= 0.85',"
+            " 'metrics.auc >= current.metrics.auc - 0.005', 'checks.scan = \"pass\"'"
+        )
+    try:
+        node = parse_rule(f'{REQUIRED_FIELDS[text]} != ""' if text in REQUIRED_FIELDS else text)
+    except InvalidFilter as exc:
+        raise PolicyError(
+            f"{where}: {text!r} is not a rule: {exc}", rule=text, **exc.details
+        ) from None
+    return PolicyRule(text, node)
 
 
 # -- requests -----------------------------------------------------------------------------------

@@ -244,6 +244,9 @@ class Event:
     prev_hash: str
     hash: str
     token_id: str | None = None
+    # The model the event concerns (None: identity and registry-wide events): history,
+    # as-of answers and visibility select events by it.
+    model: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -256,6 +259,7 @@ class Event:
             "prev_hash": self.prev_hash,
             "hash": self.hash,
             "token_id": self.token_id,
+            "model": self.model,
         }
 
     @classmethod
@@ -270,6 +274,7 @@ class Event:
             prev_hash=data["prev_hash"],
             hash=data["hash"],
             token_id=data.get("token_id"),
+            model=data.get("model"),
         )
 
 

@@ -10,6 +10,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from modelyard.domain.checks import refuse_check_tags
 from modelyard.domain.errors import InvalidInput, TooLarge
 from modelyard.domain.manifest import FileEntry, build_manifest
 from modelyard.domain.models import DatasetRef, Environment, SourceRef
@@ -97,8 +98,12 @@ def validate_new_version(spec: NewVersion) -> NewVersion:
     )
 
 
-def validate_tags(tags: dict[str, str]) -> None:
+def validate_tags(tags: dict[str, str], kept: Mapping[str, str] | None = None) -> None:
+    """``kept``: the tags before an edit, whose unchanged entries pass as they are (a
+    ``check.`` tag from before they were refused may stay, but not be set)."""
     _check_count(tags, MAX_TAGS, "tags")
+    kept = kept or {}
+    refuse_check_tags(key for key, value in tags.items() if kept.get(key) != value)
     for key, value in tags.items():
         validate_key(key, "tag name")
         validate_tag_value(value, f"tag {key!r}")

@@ -24,6 +24,7 @@ from typing import Any
 
 from modelyard.domain.access import Caller, Permission, Role
 from modelyard.domain.errors import Conflict, InvalidInput, NotFound
+from modelyard.domain.events import GarbageCollected, GcCounts
 from modelyard.domain.manifest import validate_digest_hex
 from modelyard.service.access import AccessControl
 from modelyard.storage.blobs import BlobStore, BlobUpload
@@ -76,7 +77,7 @@ class GcReport:
         if len(self.removed) < MAX_LISTED:
             self.removed.append({"kind": kind, "name": name, "size": size})
 
-    def counts(self) -> dict[str, Any]:
+    def counts(self) -> GcCounts:
         return {
             "dry_run": self.dry_run,
             "grace_seconds": self.grace_seconds,
@@ -225,14 +226,7 @@ class BlobService:
         self._collect_unrecorded(report, cutoff, dry_run)
         if not dry_run and (report.blobs or report.uploads):
             with self.db.write() as tx:
-                tx.append_event(
-                    caller,
-                    kind="registry.gc",
-                    subject="registry",
-                    payload={"after": report.counts()},
-                    now=now_us(),
-                    model=None,
-                )
+                tx.append_event(caller, GarbageCollected(report.counts()), now=now_us())
         return report
 
     def _collect_records(self, report: GcReport, cutoff: float, dry_run: bool) -> None:

@@ -27,6 +27,18 @@ from modelyard.domain.access import (
     validate_principal_name,
 )
 from modelyard.domain.errors import Conflict, Forbidden, InvalidInput, NotFound
+from modelyard.domain.events import (
+    GrantRevoked,
+    GrantSet,
+    PrincipalCreated,
+    PrincipalDisabled,
+    ProtectedAliasesSet,
+    TeamDeleted,
+    TeamMemberAdded,
+    TeamMemberRemoved,
+    TokenCreated,
+    TokenRevoked,
+)
 from modelyard.domain.models import Model, to_us
 from modelyard.domain.names import validate_alias_name, validate_model_name
 from modelyard.service.access import AccessControl
@@ -113,14 +125,8 @@ class IdentityService:
             )
         now = now_us()
         principal_id = tx.insert_principal(name, kind, description, caller.name, now)
-        tx.append_event(
-            caller,
-            kind="principal.created",
-            subject=name,
-            payload={"after": {"kind": kind.value, "description": description}},
-            now=now,
-            model=None,
-        )
+        created = PrincipalCreated(name, {"kind": kind.value, "description": description})
+        tx.append_event(caller, created, now=now)
         return principal_id
 
     def principals(self, caller: Caller, kind: PrincipalKind) -> list[Principal]:
@@ -147,9 +153,7 @@ class IdentityService:
                 return
             now = now_us()
             tx.disable_principal(row.id, now)
-            tx.append_event(
-                caller, kind="principal.disabled", subject=name, payload={}, now=now, model=None
-            )
+            tx.append_event(caller, PrincipalDisabled(name), now=now)
 
     def delete_team(self, caller: Caller, name: str) -> None:
         """Delete a team, its memberships and its grants."""
@@ -157,9 +161,7 @@ class IdentityService:
         with self.db.write() as tx:
             row = _principal(tx, name, PrincipalKind.TEAM)
             tx.delete_principal(row.id)
-            tx.append_event(
-                caller, kind="team.deleted", subject=name, payload={}, now=now_us(), model=None
-            )
+            tx.append_event(caller, TeamDeleted(name), now=now_us())
 
     def set_membership(self, caller: Caller, team: str, member: str, *, present: bool) -> Principal:
         """Add ``member`` (a user or service account) to ``team``, or remove it."""
@@ -174,14 +176,8 @@ class IdentityService:
             else:
                 changed = tx.remove_member(team_row.id, member_row.id)
             if changed:
-                tx.append_event(
-                    caller,
-                    kind="team.member_added" if present else "team.member_removed",
-                    subject=team,
-                    payload={"member": member},
-                    now=now_us(),
-                    model=None,
-                )
+                event = TeamMemberAdded if present else TeamMemberRemoved
+                tx.append_event(caller, event(team, member), now=now_us())
             return tx.principals(PrincipalKind.TEAM, team)[0]
 
     # -- tokens -------------------------------------------------------------------------------
@@ -262,14 +258,7 @@ class IdentityService:
             }
         )
         info = tx.tokens(principal_id, parts.token_id)[0]
-        tx.append_event(
-            caller,
-            kind="token.created",
-            subject=holder,
-            payload={"after": info.as_dict()},
-            now=now,
-            model=None,
-        )
+        tx.append_event(caller, TokenCreated(holder, info.as_dict()), now=now)
         return NewToken(token, info)
 
     def tokens(self, caller: Caller, principal: str | None = None) -> list[Token]:
@@ -293,14 +282,7 @@ class IdentityService:
             if record.revoked_at is None:
                 now = now_us()
                 tx.revoke_token(token_id, now)
-                tx.append_event(
-                    caller,
-                    kind="token.revoked",
-                    subject=record.principal,
-                    payload={"token": token_id},
-                    now=now,
-                    model=None,
-                )
+                tx.append_event(caller, TokenRevoked(record.principal, token_id), now=now)
             return tx.tokens(record.principal_id, token_id)[0]
 
     # -- grants -------------------------------------------------------------------------------
@@ -335,18 +317,8 @@ class IdentityService:
             return
         now = now_us()
         tx.set_grant(principal_id, model, role, caller.name, now)
-        tx.append_event(
-            caller,
-            kind="grant.set",
-            subject=model or "registry",
-            payload={
-                "principal": principal,
-                "before": before.label if before else None,
-                "after": role.label,
-            },
-            now=now,
-            model=model,
-        )
+        granted = GrantSet(model, principal, before.label if before else None, role.label)
+        tx.append_event(caller, granted, now=now)
 
     def revoke_grant(
         self,
@@ -364,14 +336,7 @@ class IdentityService:
                 where = f"on model {model!r}" if model else "registry-wide"
                 raise NotFound(f"{principal!r} holds no role {where}", code="grant_not_found")
             tx.delete_grant(row.id, model)
-            tx.append_event(
-                caller,
-                kind="grant.revoked",
-                subject=model or "registry",
-                payload={"principal": principal, "before": before.label, "after": None},
-                now=now_us(),
-                model=model,
-            )
+            tx.append_event(caller, GrantRevoked(model, principal, before.label), now=now_us())
 
     def _require_grant_rights(self, caller: Caller, model: str | None, role: Role | None) -> None:
         if model is None:
@@ -412,14 +377,7 @@ class IdentityService:
             if before != after:
                 now = now_us()
                 tx.set_protected_aliases(model_id, after)
-                tx.append_event(
-                    caller,
-                    kind="model.protected_aliases",
-                    subject=model,
-                    payload={"before": before, "after": after},
-                    now=now,
-                    model=model,
-                )
+                tx.append_event(caller, ProtectedAliasesSet(model, before, after), now=now)
             found = tx.get_model(model)
             assert found is not None
             return found

@@ -16,6 +16,19 @@ import yaml
 
 from modelyard.domain.access import Caller, Permission, Role
 from modelyard.domain.errors import Conflict, Forbidden, InvalidInput, NotFound, PolicyFailed
+from modelyard.domain.events import (
+    AliasDeleted,
+    AliasSet,
+    PolicyApplied,
+    RequestApproved,
+    RequestClosed,
+    RequestOpened,
+    VersionDeleted,
+    VersionRegistered,
+    VersionStaged,
+    decode,
+    of_kind,
+)
 from modelyard.domain.lifecycle import (
     ARCHIVED,
     MAX_POLICY_TEXT,
@@ -26,13 +39,15 @@ from modelyard.domain.lifecycle import (
     TransitionRequest,
     parse_policy,
 )
-from modelyard.domain.models import DEFAULT_STAGE, Event, Version, to_us
+from modelyard.domain.models import Event, Version, to_us
 from modelyard.domain.references import Reference, RefKind, parse_reference
+from modelyard.domain.rules import Subject
 from modelyard.service.access import AccessControl
 from modelyard.storage.db.store import Database, Reader, Writer, now_us
 
-HISTORY_KINDS = ("version.registered", "version.stage", "alias.set", "alias.deleted")
-REQUEST_KINDS = ("request.opened", "request.approved", "request.closed")
+# What as-of answers replay, and what a model's history shows besides.
+HISTORY_KINDS = tuple(e.kind for e in (VersionRegistered, VersionStaged, AliasSet, AliasDeleted))
+REQUEST_KINDS = tuple(e.kind for e in (RequestOpened, RequestApproved, RequestClosed))
 
 
 class LifecycleService:
@@ -53,13 +68,14 @@ class LifecycleService:
         row = tx.policy_in_force(model)
         if row is None:
             return Policy(), None
-        policy = self._policies.get(row.id)
+        policy_id, version = row
+        policy = self._policies.get(policy_id)
         if policy is None:
-            policy = parse_policy(json.loads(tx.policy_document(row.id)))
+            policy = parse_policy(json.loads(tx.policy_document(policy_id)))
             if len(self._policies) >= 4096:
                 self._policies.clear()
-            self._policies[row.id] = policy
-        return policy, row.version
+            self._policies[policy_id] = policy
+        return policy, version
 
     def get_policy(self, caller: Caller, model: str | None) -> dict[str, Any]:
         """The policy document in force (with its text and version) and the stages."""
@@ -94,14 +110,7 @@ class LifecycleService:
             version = (row.version if row else 0) + 1
             now = now_us()
             tx.insert_policy(model, version, text, document, caller.name, now)
-            tx.append_event(
-                caller,
-                kind="policy.applied",
-                subject=model or "registry",
-                payload={"version": version, "document": document},
-                now=now,
-                model=model,
-            )
+            tx.append_event(caller, PolicyApplied(model, version, document), now=now)
         return self.get_policy(caller, model)
 
     def _require_model_or_registry(
@@ -148,8 +157,11 @@ class LifecycleService:
                 )
             if version.stage == to_stage:
                 raise Conflict(f"{version.reference} is already in {to_stage}", code="no_change")
+            candidate = Subject(version, tx.check_statuses(version_id))
             current = self._current(tx, ref.model, to_stage)
-            evaluation = _with_version(policy.evaluate(to_stage, version, current), policy_version)
+            evaluation = _with_version(
+                policy.evaluate(to_stage, candidate, current), policy_version
+            )
             now = now_us()
             if override is None and not evaluation.passed:
                 raise _refused(version, to_stage, evaluation)
@@ -163,11 +175,9 @@ class LifecycleService:
                     policy,
                     now,
                     reason="promotion" if override is None else "override",
-                    extra={
-                        "comment": comment,
-                        "evaluation": evaluation.as_dict(),
-                        **({"override": override} if override is not None else {}),
-                    },
+                    comment=comment,
+                    evaluation=evaluation.as_dict(),
+                    override=override,
                 )
                 return Promotion("executed", self._load(tx, version_id))
             model_id = _model_id(tx, ref.model)
@@ -187,19 +197,10 @@ class LifecycleService:
                     "decision": "",
                 }
             )
-            tx.append_event(
-                caller,
-                kind="request.opened",
-                subject=f"{version.reference}",
-                payload={
-                    "request": request_id,
-                    "to_stage": to_stage,
-                    "comment": comment,
-                    "evaluation": evaluation.as_dict(),
-                },
-                now=now,
-                model=ref.model,
+            opened = RequestOpened(
+                version.model, version.version, request_id, to_stage, comment, evaluation.as_dict()
             )
+            tx.append_event(caller, opened, now=now)
             request = self._request(tx, request_id)
             if request.approvals_needed == 0:
                 request = self._execute(tx, caller, request, policy, now)
@@ -241,14 +242,8 @@ class LifecycleService:
             now = now_us()
             tx.add_approval(request_id, caller.name, comment, now)
             tx.update_request(request_id, updated_at=now)
-            tx.append_event(
-                caller,
-                kind="request.approved",
-                subject=f"{request.model}/{request.version}",
-                payload={"request": request_id, "comment": comment},
-                now=now,
-                model=request.model,
-            )
+            approved = RequestApproved(request.model, request.version, request_id, comment)
+            tx.append_event(caller, approved, now=now)
             request = self._request(tx, request_id)
             if len(request.approvals) >= request.approvals_needed:
                 request = self._execute(tx, caller, request, policy, now, policy_version)
@@ -284,9 +279,8 @@ class LifecycleService:
             if not occupants:
                 raise Conflict(f"{model}@{stage} is empty: nothing to roll back", code="no_change")
             current = occupants[0].number
-            previous = _previous_occupant(
-                tx.model_events(model, ("version.stage",), None), stage, current
-            )
+            moves = of_kind(tx.model_events(model, (VersionStaged.kind,), None), VersionStaged)
+            previous = _previous_occupant(moves, stage, current)
             if previous is None:
                 raise Conflict(
                     f"no version held {model}@{stage} before {model}/{current}",
@@ -308,7 +302,7 @@ class LifecycleService:
                     policy,
                     now,
                     reason="rollback",
-                    extra={"comment": comment},
+                    comment=comment,
                 )
             self._move(
                 tx,
@@ -319,7 +313,8 @@ class LifecycleService:
                 policy,
                 now,
                 reason="rollback",
-                extra={"comment": comment, "replaces": current},
+                comment=comment,
+                replaces=current,
             )
             return self._load(tx, version_id)
 
@@ -344,7 +339,6 @@ class LifecycleService:
                 policy,
                 now_us(),
                 reason="restore" if restore else "archive",
-                extra={},
             )
             return self._load(tx, version_id)
 
@@ -357,10 +351,8 @@ class LifecycleService:
         with self.db.write() as tx:
             version, version_id = self._version(tx, Reference(model, RefKind.NUMBER, number))
             if hard:
-                moves = tx.model_events(model, ("version.stage",), None)
-                if any(
-                    e.subject == version.reference and e.payload.get("protected") for e in moves
-                ):
+                moves = of_kind(tx.model_events(model, (VersionStaged.kind,), None), VersionStaged)
+                if any(m.version == number and m.protected for m in moves):
                     raise Conflict(
                         f"{version.reference} was in a protected stage: what ran in"
                         " production is kept (a soft delete hides it)",
@@ -372,12 +364,7 @@ class LifecycleService:
             else:
                 tx.mark_deleted(version_id, now_us())
             tx.append_event(
-                caller,
-                kind="version.deleted",
-                subject=version.reference,
-                payload={"hard": hard, "stage": version.stage},
-                now=now_us(),
-                model=model,
+                caller, VersionDeleted(model, number, hard, version.stage), now=now_us()
             )
 
     # -- history and time travel -----------------------------------------------------------
@@ -385,7 +372,7 @@ class LifecycleService:
     def history(self, caller: Caller, model: str, *, limit: int = 1000) -> list[Event]:
         """Every stage move, alias change, request and approval of a model, oldest first."""
         self.access.require(caller, Permission.VIEW, model)
-        kinds = (*HISTORY_KINDS, *REQUEST_KINDS, "version.deleted", "policy.applied")
+        kinds = (*HISTORY_KINDS, *REQUEST_KINDS, VersionDeleted.kind, PolicyApplied.kind)
         with self.db.read() as tx:
             _model_id(tx, model)
             return tx.model_events(model, kinds, None)[-limit:]
@@ -421,9 +408,12 @@ class LifecycleService:
     def _load(self, tx: Reader, version_id: int) -> Version:
         return tx.load_versions([version_id])[0]
 
-    def _current(self, tx: Reader, model: str, stage: str) -> Version | None:
+    def _current(self, tx: Reader, model: str, stage: str) -> Subject | None:
+        """The version now in ``stage`` (what ``current.`` names in rules), with its checks."""
         occupants = tx.stage_occupants(_model_id(tx, model), stage)
-        return self._load(tx, occupants[0].id) if occupants else None
+        if not occupants:
+            return None
+        return Subject(self._load(tx, occupants[0].id), tx.check_statuses(occupants[0].id))
 
     def _snapshot(self, tx: Reader, model_id: int, version_id: int, stage: str) -> dict[str, Any]:
         return {
@@ -442,10 +432,13 @@ class LifecycleService:
         now: int,
         *,
         reason: str,
-        extra: dict[str, Any],
+        **context: Any,
     ) -> None:
         """Change a version's stage, demote the occupant of an exclusive target, journal
-        both, and invalidate the model's open requests that this change overtakes."""
+        both, and invalidate the model's open requests that this change overtakes.
+
+        ``context``: the other fields of the ``VersionStaged`` event (comment, request...).
+        """
         target = policy.stage(to_stage) if to_stage != ARCHIVED else None
         model_id = _model_id(tx, version.model)
         displaced = (
@@ -454,39 +447,28 @@ class LifecycleService:
             else []
         )
         tx.set_stage(version_id, to_stage, now)
-        tx.append_event(
-            caller,
-            kind="version.stage",
-            subject=version.reference,
-            payload={
-                "version": version.version,
-                "before": version.stage,
-                "after": to_stage,
-                "reason": reason,
-                "protected": bool(target and target.protected),
-                **extra,
-            },
-            now=now,
-            model=version.model,
+        moved = VersionStaged(
+            version.model,
+            version.version,
+            version.stage,
+            to_stage,
+            reason,
+            protected=bool(target and target.protected),
+            **context,
         )
+        tx.append_event(caller, moved, now=now)
         for occupant in displaced:
             assert target is not None
             tx.set_stage(occupant.id, target.demote_to, now)
-            tx.append_event(
-                caller,
-                kind="version.stage",
-                subject=f"{version.model}/{occupant.number}",
-                payload={
-                    "version": occupant.number,
-                    "before": to_stage,
-                    "after": target.demote_to,
-                    "reason": "demotion",
-                    "protected": False,
-                    "replaced_by": version.version,
-                },
-                now=now,
-                model=version.model,
+            demoted = VersionStaged(
+                version.model,
+                occupant.number,
+                to_stage,
+                target.demote_to,
+                "demotion",
+                replaced_by=version.version,
             )
+            tx.append_event(caller, demoted, now=now)
         for request in tx.requests(model_id=model_id, status="open"):
             version_id, snapshot = tx.request_basis(request.id)
             if snapshot != self._snapshot(tx, model_id, version_id, request.to_stage):
@@ -504,9 +486,10 @@ class LifecycleService:
         """Carry out an approved request, evaluating the policy once more."""
         ref = Reference(request.model, RefKind.NUMBER, request.version)
         version, version_id = self._version(tx, ref)
+        candidate = Subject(version, tx.check_statuses(version_id))
         current = self._current(tx, request.model, request.to_stage)
         evaluation = _with_version(
-            policy.evaluate(request.to_stage, version, current), policy_version
+            policy.evaluate(request.to_stage, candidate, current), policy_version
         )
         tx.update_request(request.id, evaluation=json.dumps(evaluation.as_dict()))
         if not evaluation.passed:
@@ -521,12 +504,10 @@ class LifecycleService:
             policy,
             now,
             reason="promotion",
-            extra={
-                "request": request.id,
-                "requester": request.requester,
-                "approvals": [a.approver for a in self._request(tx, request.id).approvals],
-                "evaluation": evaluation.as_dict(),
-            },
+            request=request.id,
+            requester=request.requester,
+            approvals=[a.approver for a in self._request(tx, request.id).approvals],
+            evaluation=evaluation.as_dict(),
         )
         return self._request(tx, request.id)
 
@@ -537,14 +518,8 @@ class LifecycleService:
         tx.update_request(
             request.id, status=status, updated_at=now, decided_by=caller.name, decision=comment
         )
-        tx.append_event(
-            caller,
-            kind="request.closed",
-            subject=f"{request.model}/{request.version}",
-            payload={"request": request.id, "status": status, "comment": comment},
-            now=now,
-            model=request.model,
-        )
+        closed = RequestClosed(request.model, request.version, request.id, status, comment)
+        tx.append_event(caller, closed, now=now)
         return self._request(tx, request.id)
 
     def _request(self, tx: Reader, request_id: int) -> TransitionRequest:
@@ -625,9 +600,9 @@ def _refused(version: Version, stage: str, evaluation: Evaluation) -> PolicyFail
     )
 
 
-def _previous_occupant(moves: list[Event], stage: str, current: int) -> int | None:
+def _previous_occupant(moves: list[VersionStaged], stage: str, current: int) -> int | None:
     """The version that entered ``stage`` last before ``current`` did."""
-    entered = [int(e.payload["version"]) for e in moves if e.payload.get("after") == stage]
+    entered = [m.version for m in moves if m.after == stage]
     while entered and entered[-1] == current:
         entered.pop()
     return entered[-1] if entered else None
@@ -640,17 +615,18 @@ def _replay(events: list[Event], ref: Reference) -> int | None:
     entered: dict[int, int] = {}  # version -> seq it entered its current stage
     aliases: dict[str, int | None] = {}
     for event in events:
-        if event.kind == "version.registered":
-            number = int(event.subject.rsplit("/", 1)[1])
-            registered.append(number)
-            stage_of[number] = event.payload.get("after", {}).get("stage", DEFAULT_STAGE)
-            entered[number] = event.seq
-        elif event.kind == "version.stage":
-            number = int(event.payload["version"])
-            stage_of[number] = event.payload["after"]
-            entered[number] = event.seq
-        else:
-            aliases[event.subject.split("@", 1)[1]] = event.payload.get("after")
+        match decode(event):
+            case VersionRegistered(version=number, after=after):
+                registered.append(number)
+                stage_of[number] = after["stage"]
+                entered[number] = event.seq
+            case VersionStaged(version=number, after=stage):
+                stage_of[number] = stage
+                entered[number] = event.seq
+            case AliasSet(alias=alias, after=number):
+                aliases[alias] = number
+            case AliasDeleted(alias=alias):
+                aliases[alias] = None
     if ref.kind is RefKind.NUMBER:
         return int(str(ref.value)) if ref.value in registered else None
     if ref.kind is RefKind.LATEST:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from typing import Any
 
 from modelyard.domain.access import Caller, Permission, Role, Visibility
 from modelyard.domain.errors import (
@@ -19,6 +18,19 @@ from modelyard.domain.errors import (
     MissingBlobs,
     NotFound,
     TooLarge,
+)
+from modelyard.domain.events import (
+    CATALOGUE,
+    AliasDeleted,
+    AliasSet,
+    ModelChange,
+    ModelCreated,
+    ModelDeleted,
+    ModelState,
+    ModelUpdated,
+    VersionRegistered,
+    VersionUpdated,
+    version_state,
 )
 from modelyard.domain.filters import parse_filter, parse_order_by
 from modelyard.domain.frameworks import detect_framework
@@ -36,6 +48,7 @@ from modelyard.domain.versions import (
 from modelyard.service.access import AccessControl, Action
 from modelyard.service.blobs import BlobService
 from modelyard.service.caches import StampedCache
+from modelyard.service.checks import ChecksService
 from modelyard.service.comparison import Comparisons
 from modelyard.service.identity import IdentityService
 from modelyard.service.lifecycle import LifecycleService
@@ -59,6 +72,7 @@ class RegistryService(Comparisons, BlobService):
         self.access = AccessControl(db)
         self.identity = IdentityService(db, self.access)
         self.lifecycle = LifecycleService(db, self.access)
+        self.checks = ChecksService(db, self.access)
         self._resolved: StampedCache[Reference, Version] = StampedCache(
             lambda ref: db.model_stamp(ref.model)
         )
@@ -90,12 +104,7 @@ class RegistryService(Comparisons, BlobService):
         now = now_us()
         model_id = tx.insert_model(name, description, tags, now)
         tx.append_event(
-            caller,
-            kind="model.created",
-            subject=name,
-            payload={"after": {"description": description, "tags": tags}},
-            now=now,
-            model=name,
+            caller, ModelCreated(name, {"description": description, "tags": tags}), now=now
         )
         return model_id
 
@@ -126,20 +135,14 @@ class RegistryService(Comparisons, BlobService):
             if changes:
                 now = now_us()
                 tx.update_model(model_id, description, new_tags, now)
-                tx.append_event(
-                    caller,
-                    kind="model.updated",
-                    subject=name,
-                    payload=changes,
-                    now=now,
-                    model=name,
-                )
+                tx.append_event(caller, ModelUpdated(name, *changes), now=now)
             return self._model(tx, name)
 
     def delete_model(self, name: str, *, caller: Caller) -> None:
         validate_model_name(name)
         self.access.require(caller, Permission.DELETE_MODEL, name)
         with self.db.write() as tx:
+            before = self._model(tx, name)
             model_id = _require(tx.model_id(name), name)
             count = tx.count_versions(model_id)
             if count:
@@ -149,9 +152,8 @@ class RegistryService(Comparisons, BlobService):
                     code="model_not_empty",
                 )
             tx.delete_model(model_id)
-            tx.append_event(
-                caller, kind="model.deleted", subject=name, payload={}, now=now_us(), model=name
-            )
+            state: ModelState = {"description": before.description, "tags": before.tags}
+            tx.append_event(caller, ModelDeleted(name, state), now=now_us())
 
     def list_models(
         self,
@@ -230,10 +232,8 @@ class RegistryService(Comparisons, BlobService):
                     )
             model = tx.lock_model(name)
             stage = self.lifecycle.policy_in_force(tx, name)[0].stages[0].name
-            model_id = (
-                self._create_model(tx, name, caller, "", {}) if model is None else int(model.id)
-            )
-            number = (0 if model is None else int(model.latest_version)) + 1
+            model_id = self._create_model(tx, name, caller, "", {}) if model is None else model[0]
+            number = (0 if model is None else model[1]) + 1
             now = now_us()
             tx.insert_version(
                 model_id=model_id,
@@ -266,47 +266,33 @@ class RegistryService(Comparisons, BlobService):
                 metrics=spec.metrics,
                 now=now,
             )
-            tx.append_event(
-                caller,
-                kind="version.registered",
-                subject=f"{name}/{number}",
-                payload={
-                    "after": {
-                        "manifest_digest": digest,
-                        "files": len(spec.files),
-                        "size": size,
-                        "metrics": spec.metrics,
-                        "params": spec.params,
-                        "tags": spec.tags,
-                        "stage": stage,
-                    }
-                },
-                now=now,
+            # Built from what was written rather than read back: six queries saved on the
+            # registration path, and a test compares it with what resolve reads.
+            version = Version(
                 model=name,
+                version=number,
+                manifest_digest=digest,
+                files=tuple(spec.files),
+                size=size,
+                framework=framework,
+                format=fmt,
+                params=spec.params,
+                metrics=spec.metrics,
+                dataset=spec.dataset,
+                source=spec.source,
+                environment=spec.environment,
+                run=spec.run,
+                creator=caller.name,
+                created_at=utc_from_us(now),
+                tags=spec.tags,
+                description=spec.description,
+                stage=stage,
+                aliases=(),
             )
-        # Built from what was just written rather than read back: six queries saved on
-        # the registration path, and a test compares it with what resolve reads.
-        return Version(
-            model=name,
-            version=number,
-            manifest_digest=digest,
-            files=tuple(spec.files),
-            size=size,
-            framework=framework,
-            format=fmt,
-            params=spec.params,
-            metrics=spec.metrics,
-            dataset=spec.dataset,
-            source=spec.source,
-            environment=spec.environment,
-            run=spec.run,
-            creator=caller.name,
-            created_at=utc_from_us(now),
-            tags=spec.tags,
-            description=spec.description,
-            stage=stage,
-            aliases=(),
-        )
+            tx.append_event(
+                caller, VersionRegistered(name, number, version_state(version)), now=now
+            )
+        return version
 
     def _check_inline(self, spec: NewVersion, inline: Mapping[str, bytes]) -> Mapping[str, bytes]:
         """Check the small files that came with a registration: each named by the manifest,
@@ -392,14 +378,7 @@ class RegistryService(Comparisons, BlobService):
             changes = _changes(before.description, before.tags, description, new_tags)
             if changes:
                 tx.update_version(version_id, description, new_tags)
-                tx.append_event(
-                    caller,
-                    kind="version.updated",
-                    subject=str(ref),
-                    payload=changes,
-                    now=now_us(),
-                    model=name,
-                )
+                tx.append_event(caller, VersionUpdated(name, number, *changes), now=now_us())
             return tx.load_versions([version_id])[0]
 
     def list_versions(
@@ -481,14 +460,7 @@ class RegistryService(Comparisons, BlobService):
             if before != number:
                 now = now_us()
                 tx.set_alias(model_id, alias, version_id, now)
-                tx.append_event(
-                    caller,
-                    kind="alias.set",
-                    subject=f"{name}@{alias}",
-                    payload={"before": before, "after": number},
-                    now=now,
-                    model=name,
-                )
+                tx.append_event(caller, AliasSet(name, alias, before, number), now=now)
             return tx.load_versions([version_id])[0]
 
     def delete_alias(self, name: str, alias: str, *, caller: Caller) -> None:
@@ -501,14 +473,7 @@ class RegistryService(Comparisons, BlobService):
             if before is None:
                 raise NotFound(f"model {name!r} has no alias {alias!r}", code="alias_not_found")
             tx.delete_alias(model_id, alias)
-            tx.append_event(
-                caller,
-                kind="alias.deleted",
-                subject=f"{name}@{alias}",
-                payload={"before": before, "after": None},
-                now=now_us(),
-                model=name,
-            )
+            tx.append_event(caller, AliasDeleted(name, alias, before), now=now_us())
 
     # -- journal --------------------------------------------------------------------------
 
@@ -523,6 +488,8 @@ class RegistryService(Comparisons, BlobService):
     ) -> list[Event]:
         if after < 0:
             raise InvalidInput("'after' must be 0 or a sequence number")
+        if kind is not None and kind not in CATALOGUE:
+            raise InvalidInput(f"unknown event kind {kind!r}; the kinds: {', '.join(CATALOGUE)}")
         limit = validate_page_size(limit)
         with self.db.read() as tx:
             return tx.events_after(after, limit, subject, kind, self._event_visibility(caller))
@@ -562,7 +529,7 @@ def _patched(current: dict[str, str], patch: dict[str, str | None] | None) -> di
             result.pop(key, None)
         else:
             result[key] = value
-    validate_tags(result)
+    validate_tags(result, kept=current)
     return result
 
 
@@ -571,15 +538,15 @@ def _changes(
     old_tags: dict[str, str],
     description: str | None,
     tags: dict[str, str] | None,
-) -> dict[str, Any]:
-    """The before/after payload of an edit, or {} when nothing actually changes."""
-    before: dict[str, Any] = {}
-    after: dict[str, Any] = {}
+) -> tuple[ModelChange, ModelChange] | None:
+    """(before, after) of what an edit changes, or None when nothing actually changes."""
+    before: ModelChange = {}
+    after: ModelChange = {}
     if description is not None and description != old_description:
         before["description"], after["description"] = old_description, description
     if tags is not None and tags != old_tags:
         before["tags"], after["tags"] = old_tags, tags
-    return {"before": before, "after": after} if after else {}
+    return (before, after) if after else None
 
 
 def _page(items: list[T], limit: int, offset: int, query: str) -> Page[T]:

@@ -1,8 +1,9 @@
 """Engines for SQLite (the embedded default) and PostgreSQL, and schema migration at start.
 
-SQLite runs in WAL mode with synchronous=FULL (a committed version survives power loss)
-and foreign keys on. Write transactions start with BEGIN IMMEDIATE so concurrent writers
-queue on the busy timeout instead of failing on a lock upgrade.
+SQLite runs in WAL mode with synchronous=FULL (a committed version survives power loss),
+foreign keys on, and reads through a memory map. Write transactions start with BEGIN
+IMMEDIATE so concurrent writers queue on the busy timeout instead of failing on a lock
+upgrade.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from modelyard.domain.errors import InvalidInput
 from modelyard.storage.db.migrations import HEAD_REVISION
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
+_MMAP_BYTES = 256 * 1024 * 1024
 
 
 def normalize_url(url: str) -> str:
@@ -60,6 +62,10 @@ def _configure_sqlite(engine: Engine) -> None:
         cursor.execute("PRAGMA synchronous=FULL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA busy_timeout=30000")
+        # Read through a shared memory map instead of each connection's 2 MB page cache: a
+        # page of 100 versions scattered over the file (ordered by a metric) touches ~700
+        # pages, which thrashed that cache into a pread and a copy each (1.8 -> 1.15 ms).
+        cursor.execute(f"PRAGMA mmap_size={_MMAP_BYTES}")
         cursor.close()
 
     @event.listens_for(engine, "begin")

@@ -40,7 +40,20 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.functions import FunctionElement
 
-from modelyard.domain.filters import And, Comparison, Field, Node, Not, Op, Or, OrderTerm, Scalar
+from modelyard.domain.filters import (
+    MAX_NUMERIC_TEXT,
+    NUMERIC_TEXT,
+    And,
+    Comparison,
+    Field,
+    Node,
+    Not,
+    Op,
+    Or,
+    OrderTerm,
+    Scalar,
+    number_texts,
+)
 from modelyard.storage.db.tables import (
     model_tags,
     models,
@@ -50,10 +63,6 @@ from modelyard.storage.db.tables import (
     versions,
 )
 
-# A param value that both databases can CAST to a float without an error or overflow;
-# \A and \Z mean the same in Python's re (SQLite's REGEXP) and PostgreSQL's regexes.
-_NUMERIC_TEXT: Final = r"\A[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]{1,2})?\Z"
-_MAX_NUMERIC_TEXT: Final = 32
 _ASCII_LOWER: Final = str.maketrans(ascii_uppercase, ascii_lowercase)
 
 
@@ -227,27 +236,17 @@ def _param_test(
     if isinstance(value, str):
         return _test(column, op, value)
     if isinstance(value, tuple):
-        return _test(column, op, tuple(text for item in value for text in _texts(item)))
+        return _test(column, op, tuple(text for item in value for text in number_texts(item)))
     if op in ("=", "!="):
-        return _test(column, "in" if op == "=" else "not in", _texts(value))
+        return _test(column, "in" if op == "=" else "not in", number_texts(value))
     numeric = case(
         (
-            and_(func.length(column) <= _MAX_NUMERIC_TEXT, column.regexp_match(_NUMERIC_TEXT)),
+            and_(func.length(column) <= MAX_NUMERIC_TEXT, column.regexp_match(NUMERIC_TEXT)),
             cast(column, Float),
         ),
         else_=None,
     )
     return _compare(numeric, op, value)
-
-
-def _texts(value: Scalar) -> tuple[str, ...]:
-    """How a value may have been stored as text: a string as is, a number as str() of an int
-    or a float (5 -> "5", "5.0"; 0.1 -> "0.1"; 1e20 -> "100000000000000000000", "1e+20")."""
-    if isinstance(value, str):
-        return (value,)
-    number = float(value)
-    forms = [str(int(number)), repr(number)] if number.is_integer() else [repr(number)]
-    return tuple(dict.fromkeys(forms))
 
 
 def _compare(left: ColumnElement[Any], op: Op, right: Scalar) -> ColumnElement[bool]:

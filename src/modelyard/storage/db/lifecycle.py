@@ -14,6 +14,7 @@ from sqlalchemy import Connection, bindparam, delete, func, insert, or_, select,
 
 from modelyard.domain.lifecycle import Approval, Evaluation, TransitionRequest
 from modelyard.domain.models import Event, utc_from_us
+from modelyard.storage.db.prebuilt import Prebuilt
 from modelyard.storage.db.tables import (
     events,
     models,
@@ -31,7 +32,7 @@ _REQUESTS = (
 
 # Built once: registration runs it on every call, and building a select costs more than
 # running this one.
-_POLICY_IN_FORCE = (
+_POLICY_IN_FORCE = Prebuilt(
     select(policies.c.id, policies.c.version)
     .where(or_(policies.c.model == bindparam("model"), policies.c.model.is_(None)))
     .order_by(policies.c.model.is_(None), policies.c.version.desc())
@@ -53,9 +54,10 @@ class LifecycleReader:
             .limit(1)
         ).first()
 
-    def policy_in_force(self, model: str) -> Any:
+    def policy_in_force(self, model: str) -> tuple[int, int] | None:
         """(id, version) of the model's newest policy, else the registry's; None if neither."""
-        return self.conn.execute(_POLICY_IN_FORCE, {"model": model}).first()
+        rows = _POLICY_IN_FORCE.rows(self.conn, {"model": model})
+        return (int(rows[0][0]), int(rows[0][1])) if rows else None
 
     def policy_document(self, policy_id: int) -> str:
         return str(self.conn.execute(_POLICY_DOCUMENT, {"id": policy_id}).scalar_one())
@@ -156,6 +158,7 @@ def event_from_row(r: Any) -> Event:
         prev_hash=r.prev_hash,
         hash=r.hash,
         token_id=r.token_id,
+        model=r.model,
     )
 
 

@@ -24,7 +24,6 @@ from sqlalchemy import (
     Connection,
     Dialect,
     Engine,
-    Insert,
     Row,
     Table,
     Text,
@@ -46,6 +45,7 @@ from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.types import TypeEngine
 
 from modelyard.domain.access import Caller, Visibility
+from modelyard.domain.events import JournalEvent
 from modelyard.domain.journal import event_hash
 from modelyard.domain.manifest import FileEntry
 from modelyard.domain.models import (
@@ -59,8 +59,10 @@ from modelyard.domain.models import (
 )
 from modelyard.domain.references import Reference, RefKind
 from modelyard.storage.db.blobs import BlobReader, BlobWriter
+from modelyard.storage.db.checks import ChecksReader, ChecksWriter
 from modelyard.storage.db.identity import IdentityReader, IdentityWriter, protected_aliases
 from modelyard.storage.db.lifecycle import LifecycleReader, LifecycleWriter, event_from_row
+from modelyard.storage.db.prebuilt import CHANGES, Prebuilt, count_change
 from modelyard.storage.db.tables import (
     aliases,
     blobs,
@@ -124,7 +126,7 @@ def _in_ids_postgresql(element: _InIds, compiler: SQLCompiler, **kw: Any) -> str
 # Loading a page of versions: six statements, built once, each taking the ids as one list.
 _IDS: BindParameter[Any] = bindparam("ids", type_=_IdList())
 # Its columns in the order _version_from_row unpacks them.
-_LOAD_VERSIONS = (
+_LOAD_VERSIONS = Prebuilt(
     select(
         versions.c.id,
         models.c.name,
@@ -150,17 +152,21 @@ _LOAD_VERSIONS = (
     .join(models, versions.c.model_id == models.c.id)
     .where(_InIds(versions.c.id, _IDS))
 )
-_LOAD_FILES = (
+_LOAD_FILES = Prebuilt(
     select(version_files.c.version_id, version_files.c.path, version_files.c.size)
     .add_columns(version_files.c.sha256)
     .where(_InIds(version_files.c.version_id, _IDS))
     .order_by(version_files.c.path)
 )
 _LOAD_KEY_VALUES = tuple(
-    select(table.c.version_id, table.c.key, table.c.value).where(_InIds(table.c.version_id, _IDS))
+    Prebuilt(
+        select(table.c.version_id, table.c.key, table.c.value).where(
+            _InIds(table.c.version_id, _IDS)
+        )
+    )
     for table in (version_tags, version_params, version_metrics)
 )
-_LOAD_ALIASES = (
+_LOAD_ALIASES = Prebuilt(
     select(aliases.c.version_id, aliases.c.name)
     .where(_InIds(aliases.c.version_id, _IDS))
     .order_by(aliases.c.name)
@@ -178,20 +184,24 @@ _LOCK_HEAD = (
     .where(journal_head.c.id == 1)
     .with_for_update()
 )
-_MODEL_ID = select(models.c.id).where(models.c.name == bindparam("name"))
-_LOCK_MODEL = select(models).where(models.c.name == bindparam("name")).with_for_update()
+_MODEL_ID = Prebuilt(select(models.c.id).where(models.c.name == bindparam("name")))
+_LOCK_MODEL = Prebuilt(
+    select(models.c.id, models.c.latest_version)
+    .where(models.c.name == bindparam("name"))
+    .with_for_update()
+)
 _BLOB_SIZES = select(blobs.c.digest, blobs.c.size).where(
     blobs.c.digest.in_(bindparam("digests", expanding=True))
 )
 _BLOB_CONTENT = select(blobs.c.content).where(blobs.c.digest == bindparam("digest"))
-_INSERT_VERSION = insert(versions).returning(versions.c.id)
-_BUMP_MODEL = (
+_INSERT_VERSION = Prebuilt(insert(versions).returning(versions.c.id))
+_BUMP_MODEL = Prebuilt(
     update(models)
     .where(models.c.id == bindparam("model"))
     .values(latest_version=bindparam("number"), updated_at=bindparam("now"))
 )
-_INSERT_EVENT = insert(events)
-_MOVE_HEAD = (
+_INSERT_EVENT = Prebuilt(insert(events))
+_MOVE_HEAD = Prebuilt(
     update(journal_head)
     .where(journal_head.c.id == 1)
     .values(
@@ -214,8 +224,6 @@ NON_JOURNALED: dict[str, str] = {
     "blob.collected": "garbage collection forgets blobs no version names, batch by batch;"
     " the run is journaled once, as registry.gc with its counts",
 }
-# Statements that changed rows on a PostgreSQL connection so far, in its Connection.info.
-_CHANGES = "modelyard.changed_rows"
 
 
 class UnjournaledWrite(RuntimeError):
@@ -271,7 +279,7 @@ class Database:
         """A counter of the rows this connection has changed (inserted, updated, deleted)."""
         if self.is_sqlite:
             return int(conn.connection.dbapi_connection.total_changes)  # type: ignore[union-attr]
-        return int(conn.info.get(_CHANGES, 0))
+        return int(conn.info.get(CHANGES, 0))
 
     def model_stamp(self, model: str) -> int:
         """The stamp of a model's cached answers: the seq of its newest event (0: none).
@@ -327,14 +335,15 @@ class Database:
             conn.execute(select(journal_head.c.seq)).one()
 
 
-class Reader(IdentityReader, LifecycleReader, BlobReader):
+class Reader(IdentityReader, LifecycleReader, BlobReader, ChecksReader):
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
 
     # -- models ---------------------------------------------------------------------------
 
     def model_id(self, name: str) -> int | None:
-        return self.conn.execute(_MODEL_ID, {"name": name}).scalar()
+        found: int | None = _MODEL_ID.scalar(self.conn, {"name": name})
+        return found
 
     def get_model(self, name: str) -> Model | None:
         row = self.conn.execute(select(models).where(models.c.name == name)).first()
@@ -443,15 +452,15 @@ class Reader(IdentityReader, LifecycleReader, BlobReader):
             if i in rows
         ]
 
-    def _key_values(self, stmt: Any, ids: Sequence[int]) -> dict[int, dict[str, Any]]:
+    def _key_values(self, stmt: Prebuilt, ids: Sequence[int]) -> dict[int, dict[str, Any]]:
         result: dict[int, dict[str, Any]] = defaultdict(dict)
         for version_id, key, value in self._by_ids(stmt, ids):
             result[version_id][key] = value
         return result
 
-    def _by_ids(self, stmt: Any, ids: Sequence[int]) -> Sequence[Any]:
+    def _by_ids(self, stmt: Prebuilt, ids: Sequence[int]) -> list[tuple[Any, ...]]:
         """Run a prebuilt statement taking ``_IDS``."""
-        return self.conn.execute(stmt, {"ids": list(ids)}).all()
+        return stmt.rows(self.conn, {"ids": list(ids)})
 
     def search_version_ids(
         self,
@@ -577,7 +586,7 @@ class Reader(IdentityReader, LifecycleReader, BlobReader):
             ).all()
 
 
-class Writer(Reader, IdentityWriter, LifecycleWriter, BlobWriter):
+class Writer(Reader, IdentityWriter, LifecycleWriter, BlobWriter, ChecksWriter):
     """A write transaction holding the journal head lock."""
 
     def __init__(self, conn: Connection, head_seq: int, head_hash: str, identity_seq: int) -> None:
@@ -597,8 +606,10 @@ class Writer(Reader, IdentityWriter, LifecycleWriter, BlobWriter):
         the registry already holds is left as it is."""
         _record_blobs(self.conn, [(d, len(content), content) for d, content in contents.items()])
 
-    def lock_model(self, name: str) -> Row[Any] | None:
-        return self.conn.execute(_LOCK_MODEL, {"name": name}).first()
+    def lock_model(self, name: str) -> tuple[int, int] | None:
+        """(id, latest_version) of a model, locked for the transaction; None if none."""
+        rows = _LOCK_MODEL.rows(self.conn, {"name": name})
+        return (int(rows[0][0]), int(rows[0][1])) if rows else None
 
     def insert_model(self, name: str, description: str, tags: Mapping[str, str], now: int) -> int:
         model_id = self.conn.execute(
@@ -642,9 +653,9 @@ class Writer(Reader, IdentityWriter, LifecycleWriter, BlobWriter):
         now: int,
     ) -> int:
         row = {"model_id": model_id, "number": number, "created_at": now, **values}
-        version_id = self.conn.execute(_INSERT_VERSION, row).scalar_one()
-        self.conn.execute(
-            _insert_into(version_files),
+        version_id = int(_INSERT_VERSION.scalar(self.conn, row))
+        _insert_into(version_files).many(
+            self.conn,
             [
                 {"version_id": version_id, "path": f.path, "size": f.size, "sha256": f.sha256}
                 for f in files
@@ -653,8 +664,8 @@ class Writer(Reader, IdentityWriter, LifecycleWriter, BlobWriter):
         self._insert_kv(version_tags, "version_id", version_id, tags)
         self._insert_kv(version_params, "version_id", version_id, params)
         self._insert_kv(version_metrics, "version_id", version_id, metrics)
-        self.conn.execute(_BUMP_MODEL, {"model": model_id, "number": number, "now": now})
-        return int(version_id)
+        _BUMP_MODEL.rows(self.conn, {"model": model_id, "number": number, "now": now})
+        return version_id
 
     def update_version(
         self, version_id: int, description: str | None, tags: Mapping[str, str] | None
@@ -693,23 +704,21 @@ class Writer(Reader, IdentityWriter, LifecycleWriter, BlobWriter):
             delete(aliases).where(aliases.c.model_id == model_id, aliases.c.name == alias)
         )
 
-    def append_event(
-        self,
-        caller: Caller,
-        *,
-        kind: str,
-        subject: str,
-        payload: dict[str, Any],
-        now: int,
-        model: str | None,
-    ) -> Event:
-        """Append to the hash chain; commits or rolls back with the change it describes.
+    def append_event(self, caller: Caller, event: JournalEvent, *, now: int) -> Event:
+        """Append a catalogue event to the hash chain: the one way into the journal. It
+        commits or rolls back with the change it describes.
 
-        ``model`` is the model the event concerns (None for identity events): readers are
-        shown the events of the models they may see.
+        Its model (None for identity events) is kept beside it: readers are shown the
+        events of the models they may see.
         """
         seq = self._seq + 1
         actor, token_id = caller.name, caller.token_id
+        kind, subject, payload, model = (
+            event.kind,
+            event.subject(),
+            event.payload(),
+            event.model_name(),
+        )
         digest = event_hash(
             self._hash,
             seq=seq,
@@ -720,8 +729,8 @@ class Writer(Reader, IdentityWriter, LifecycleWriter, BlobWriter):
             payload=payload,
             token_id=token_id,
         )
-        self.conn.execute(
-            _INSERT_EVENT,
+        _INSERT_EVENT.rows(
+            self.conn,
             {
                 "seq": seq,
                 "time_us": now,
@@ -739,21 +748,30 @@ class Writer(Reader, IdentityWriter, LifecycleWriter, BlobWriter):
         # stamp moves with the head unless the event only changes a model's own state.
         if model is None or not kind.startswith(_MODEL_STATE_KINDS):
             self._identity_seq = seq
-        self.conn.execute(
-            _MOVE_HEAD, {"new_seq": seq, "new_hash": digest, "identity_seq": self._identity_seq}
+        _MOVE_HEAD.rows(
+            self.conn, {"new_seq": seq, "new_hash": digest, "identity_seq": self._identity_seq}
         )
-        event = Event(
-            seq, utc_from_us(now), actor, kind, subject, payload, self._hash, digest, token_id
+        appended = Event(
+            seq,
+            utc_from_us(now),
+            actor,
+            kind,
+            subject,
+            payload,
+            self._hash,
+            digest,
+            token_id,
+            model,
         )
         self._seq, self._hash = seq, digest
-        return event
+        return appended
 
     def _insert_kv(
         self, table: Any, owner_column: str, owner_id: int, values: Mapping[str, Any]
     ) -> None:
         if values:
-            self.conn.execute(
-                _insert_into(table),
+            _insert_into(table).many(
+                self.conn,
                 [{owner_column: owner_id, "key": k, "value": v} for k, v in values.items()],
             )
 
@@ -766,11 +784,11 @@ def _count_changes(
     context: Any,
     executemany: bool,
 ) -> None:
-    """Count the PostgreSQL statements that changed rows, for Database.write (on SQLite the
-    connection counts changed rows itself). An unknown row count (-1) counts as a change."""
+    """Count the PostgreSQL statements run through SQLAlchemy that changed rows, for
+    Database.write (``Prebuilt`` counts its own; on SQLite the connection does)."""
     dml = context is not None and (context.isinsert or context.isupdate or context.isdelete)
-    if dml and cursor.rowcount != 0:
-        conn.info[_CHANGES] = conn.info.get(_CHANGES, 0) + 1
+    if dml:
+        count_change(conn, cursor)
 
 
 def visible_condition(column: Any, visible: Visibility) -> ColumnElement[bool]:
@@ -790,22 +808,22 @@ def _record_blobs(conn: Connection, rows: Sequence[tuple[str, int, bytes | None]
     new = 0
     for digest, size, content in rows:
         row = {"digest": digest, "size": size, "created_at": now, "content": content}
-        new += len(conn.execute(stmt, row).all())
+        new += len(stmt.rows(conn, row))
     return new
 
 
 # Statements on the registration path are built once: building one costs about as much
 # as running it.
 @functools.cache
-def _insert_into(table: Table) -> Insert:
-    return insert(table)
+def _insert_into(table: Table) -> Prebuilt:
+    return Prebuilt(insert(table))
 
 
 @functools.cache
-def _insert_new_blobs(dialect_name: str) -> Any:
+def _insert_new_blobs(dialect_name: str) -> Prebuilt:
     dialect = sqlite if dialect_name == "sqlite" else postgresql
     # RETURNING, not rowcount: psycopg reports -1 for an INSERT ... ON CONFLICT here.
-    return dialect.insert(blobs).on_conflict_do_nothing().returning(blobs.c.digest)
+    return Prebuilt(dialect.insert(blobs).on_conflict_do_nothing().returning(blobs.c.digest))
 
 
 @functools.lru_cache(maxsize=256)
@@ -861,7 +879,12 @@ def _version_from_row(
             DatasetRef(dataset_name, dataset_version, dataset_digest) if dataset_name else None
         ),
         source=(
-            SourceRef(source_repo, source_commit, source_branch, source_dirty)
+            SourceRef(
+                source_repo,
+                source_commit,
+                source_branch,
+                None if source_dirty is None else bool(source_dirty),  # SQLite: 0 or 1
+            )
             if has_source
             else None
         ),

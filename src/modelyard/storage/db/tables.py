@@ -91,6 +91,15 @@ versions = Table(
     Index(None, "source_commit"),
 )
 
+# The versions a search walks (not deleted), newest first, without reading their rows.
+Index(
+    "ix_versions_live",
+    versions.c.id,
+    versions.c.model_id,
+    sqlite_where=versions.c.deleted_at.is_(None),
+    postgresql_where=versions.c.deleted_at.is_(None),
+)
+
 version_files = Table(
     "version_files",
     metadata,
@@ -126,6 +135,18 @@ version_metrics = Table(
     Column("key", String(128), primary_key=True),
     Column("value", Float, nullable=False),
     Index(None, "key", "value"),
+)
+
+# The latest result of each check on a version (the journal keeps every report).
+version_checks = Table(
+    "version_checks",
+    metadata,
+    Column("version_id", Integer, ForeignKey("versions.id", ondelete="CASCADE"), primary_key=True),
+    Column("name", String(64), primary_key=True),
+    Column("status", String(16), nullable=False),
+    Column("url", String(2048), nullable=True),
+    Column("reporter", String(256), nullable=False),
+    Column("reported_at", BigInteger, nullable=False),
 )
 
 aliases = Table(

@@ -1,0 +1,648 @@
+"""The catalogue of journal events: one typed definition per kind, and the only way in.
+
+The journal is read by the CLI, the REST API, history and time travel, ``journal verify
+--state`` and (later) webhooks and the UI, so each kind is defined once here, as a frozen
+dataclass, and everyone encodes and decodes through it. Every event has a subject (what it
+is about, as a string: ``churn``, ``churn/3``, ``churn@champion``, ``alice``, ``registry``)
+and a payload that says what changed in one shape: ``before`` and ``after`` where a state
+changes (absent for creation and deletion respectively), plus the context of the change.
+
+The fields of a definition are its subject's parts (``model``, ``version``, ...) and then
+its payload's keys, every one written in every event. A field added to an existing kind
+needs a default, so that events written before it still decode (the chain covers their
+payloads as they were written).
+
+Adding a kind:
+
+1. a dataclass below, subclassing the subject it is about, with ``kind`` and its fields,
+   listed in ``CATALOGUE``;
+2. its section in ``docs/events.md`` (``tests/test_events.py`` checks that both agree);
+3. ``tx.append_event(caller, TheEvent(...), now=now)`` in the service, and a step in
+   ``tests/test_events.py::test_every_kind_is_appended`` that makes the service append it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar, NotRequired, TypedDict, TypeVar
+
+from modelyard.domain.models import Event, Version, environment_key
+
+# -- the shapes that payloads share -----------------------------------------------------------
+
+
+class ModelState(TypedDict):
+    """A model's editable metadata."""
+
+    description: str
+    tags: dict[str, str]
+
+
+class ModelChange(TypedDict, total=False):
+    """The fields of a model or version that an edit changed (only those)."""
+
+    description: str
+    tags: dict[str, str]
+
+
+class DatasetState(TypedDict):
+    name: str
+    version: str | None
+    digest: str | None
+
+
+class SourceState(TypedDict):
+    repo: str | None
+    commit: str | None
+    branch: str | None
+    dirty: bool | None
+
+
+class VersionState(TypedDict):
+    """What a registration recorded; enough to replay the version's metadata.
+
+    Registrations journaled before these were recorded lack the ``NotRequired`` keys.
+    """
+
+    manifest_digest: str
+    files: int
+    size: int
+    metrics: dict[str, float]
+    params: dict[str, str]
+    tags: dict[str, str]
+    stage: str
+    description: NotRequired[str]
+    framework: NotRequired[str | None]
+    format: NotRequired[str | None]
+    dataset: NotRequired[DatasetState | None]
+    source: NotRequired[SourceState | None]
+    run: NotRequired[str | None]
+    # The environment's key: the sha256 of its canonical JSON (environment_key).
+    environment: NotRequired[str | None]
+
+
+class PrincipalState(TypedDict):
+    kind: str
+    description: str
+
+
+class CheckState(TypedDict):
+    """A check's result as reported."""
+
+    status: str
+    url: str | None
+
+
+class GcCounts(TypedDict):
+    """What a garbage collection removed, and the grace period it kept."""
+
+    dry_run: bool
+    grace_seconds: float
+    blobs: int
+    blob_bytes: int
+    uploads: int
+    upload_bytes: int
+
+
+SHAPES: tuple[type, ...] = (
+    ModelState,
+    ModelChange,
+    VersionState,
+    DatasetState,
+    SourceState,
+    PrincipalState,
+    CheckState,
+    GcCounts,
+)
+
+
+# -- subjects ---------------------------------------------------------------------------------
+
+
+class UndecodableEvent(ValueError):
+    """An event whose subject or payload does not fit its kind's definition."""
+
+
+@dataclass(frozen=True, slots=True)
+class JournalEvent:
+    """What happened, without the envelope (seq, time, actor, hashes) the journal adds."""
+
+    kind: ClassVar[str]
+    # The fields that the subject string carries rather than the payload.
+    subject_fields: ClassVar[tuple[str, ...]] = ()
+
+    def subject(self) -> str:
+        raise NotImplementedError
+
+    def model_name(self) -> str | None:
+        """The model the event concerns (None: users, teams, tokens, the registry)."""
+        return None
+
+    def payload(self) -> dict[str, Any]:
+        """Every field but the subject's: readers find each key in every event of a kind."""
+        return {
+            f.name: getattr(self, f.name)
+            for f in dataclasses.fields(self)
+            if f.name not in self.subject_fields
+        }
+
+    def describe(self) -> str:
+        """One line for people (the CLI's history and journal tables)."""
+        return ""
+
+    @classmethod
+    def parse_subject(cls, subject: str, model: str | None) -> dict[str, Any]:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True, slots=True)
+class ModelEvent(JournalEvent):
+    """About a model; the subject is its name."""
+
+    model: str
+    subject_fields: ClassVar[tuple[str, ...]] = ("model",)
+
+    def subject(self) -> str:
+        return self.model
+
+    def model_name(self) -> str | None:
+        return self.model
+
+    @classmethod
+    def parse_subject(cls, subject: str, model: str | None) -> dict[str, Any]:
+        return {"model": subject}
+
+
+@dataclass(frozen=True, slots=True)
+class VersionEvent(JournalEvent):
+    """About a version; the subject is ``MODEL/N``."""
+
+    model: str
+    version: int
+    subject_fields: ClassVar[tuple[str, ...]] = ("model", "version")
+
+    def subject(self) -> str:
+        return f"{self.model}/{self.version}"
+
+    def model_name(self) -> str | None:
+        return self.model
+
+    @classmethod
+    def parse_subject(cls, subject: str, model: str | None) -> dict[str, Any]:
+        name, _, number = subject.rpartition("/")
+        if not name or not number.isdigit():
+            raise UndecodableEvent(f"{subject!r} does not name a version (MODEL/N)")
+        return {"model": name, "version": int(number)}
+
+
+@dataclass(frozen=True, slots=True)
+class AliasEvent(JournalEvent):
+    """About an alias; the subject is ``MODEL@ALIAS``."""
+
+    model: str
+    alias: str
+    subject_fields: ClassVar[tuple[str, ...]] = ("model", "alias")
+
+    def subject(self) -> str:
+        return f"{self.model}@{self.alias}"
+
+    def model_name(self) -> str | None:
+        return self.model
+
+    @classmethod
+    def parse_subject(cls, subject: str, model: str | None) -> dict[str, Any]:
+        name, _, alias = subject.partition("@")
+        if not name or not alias:
+            raise UndecodableEvent(f"{subject!r} does not name an alias (MODEL@ALIAS)")
+        return {"model": name, "alias": alias}
+
+
+@dataclass(frozen=True, slots=True)
+class ScopeEvent(JournalEvent):
+    """About a model, or (``model`` None) the whole registry; the subject is the model's
+    name or ``registry``, told apart by the event's model (a model may be named so)."""
+
+    model: str | None
+    subject_fields: ClassVar[tuple[str, ...]] = ("model",)
+
+    def subject(self) -> str:
+        return self.model or "registry"
+
+    def model_name(self) -> str | None:
+        return self.model
+
+    @classmethod
+    def parse_subject(cls, subject: str, model: str | None) -> dict[str, Any]:
+        return {"model": model}
+
+
+@dataclass(frozen=True, slots=True)
+class RegistryEvent(JournalEvent):
+    """About the registry as a whole; the subject is ``registry``. Admins only read these."""
+
+    def subject(self) -> str:
+        return "registry"
+
+    @classmethod
+    def parse_subject(cls, subject: str, model: str | None) -> dict[str, Any]:
+        return {}
+
+
+@dataclass(frozen=True, slots=True)
+class PrincipalEvent(JournalEvent):
+    """About a user, team or service account; the subject is its name. Admins only read
+    these (they concern no model)."""
+
+    principal: str
+    subject_fields: ClassVar[tuple[str, ...]] = ("principal",)
+
+    def subject(self) -> str:
+        return self.principal
+
+    @classmethod
+    def parse_subject(cls, subject: str, model: str | None) -> dict[str, Any]:
+        return {"principal": subject}
+
+
+# -- models -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ModelCreated(ModelEvent):
+    kind: ClassVar[str] = "model.created"
+    after: ModelState
+
+
+@dataclass(frozen=True, slots=True)
+class ModelUpdated(ModelEvent):
+    kind: ClassVar[str] = "model.updated"
+    before: ModelChange
+    after: ModelChange
+
+    def describe(self) -> str:
+        return _changed(self.before, self.after)
+
+
+@dataclass(frozen=True, slots=True)
+class ModelDeleted(ModelEvent):
+    kind: ClassVar[str] = "model.deleted"
+    before: ModelState | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ProtectedAliasesSet(ModelEvent):
+    kind: ClassVar[str] = "model.protected_aliases"
+    before: list[str]
+    after: list[str]
+
+    def describe(self) -> str:
+        return f"protected aliases {', '.join(self.before) or '-'} → {', '.join(self.after) or '-'}"
+
+
+# -- versions ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class VersionRegistered(VersionEvent):
+    kind: ClassVar[str] = "version.registered"
+    after: VersionState
+
+    def describe(self) -> str:
+        return f"{self.after['files']} file(s), {self.after['size']} bytes, {self.after['stage']}"
+
+
+@dataclass(frozen=True, slots=True)
+class VersionUpdated(VersionEvent):
+    kind: ClassVar[str] = "version.updated"
+    before: ModelChange
+    after: ModelChange
+
+    def describe(self) -> str:
+        return _changed(self.before, self.after)
+
+
+@dataclass(frozen=True, slots=True)
+class VersionStaged(VersionEvent):
+    """A stage change; ``reason`` is promotion, demotion, rollback, override, archive or
+    restore, and the other fields say what decided it."""
+
+    kind: ClassVar[str] = "version.stage"
+    before: str
+    after: str
+    reason: str
+    protected: bool = False
+    comment: str = ""
+    evaluation: dict[str, Any] | None = None
+    override: str | None = None
+    request: int | None = None
+    requester: str | None = None
+    approvals: list[str] | None = None
+    replaces: int | None = None
+    replaced_by: int | None = None
+
+    def describe(self) -> str:
+        text = f"{self.before} → {self.after} ({self.reason})"
+        if self.request is not None:
+            text += f", request {self.request} approved by {', '.join(self.approvals or [])}"
+        if self.override:
+            text += f", override: {self.override}"
+        return text
+
+
+@dataclass(frozen=True, slots=True)
+class VersionDeleted(VersionEvent):
+    """``hard``: erased with its metadata (and its aliases); else hidden and kept."""
+
+    kind: ClassVar[str] = "version.deleted"
+    hard: bool
+    stage: str
+
+    def describe(self) -> str:
+        return "erased" if self.hard else "deleted (kept, hidden)"
+
+
+# -- aliases ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AliasSet(AliasEvent):
+    kind: ClassVar[str] = "alias.set"
+    before: int | None
+    after: int
+
+    def describe(self) -> str:
+        return f"{self.before} → {self.after}"
+
+
+@dataclass(frozen=True, slots=True)
+class AliasDeleted(AliasEvent):
+    kind: ClassVar[str] = "alias.deleted"
+    before: int
+    after: None = None
+
+    def describe(self) -> str:
+        return f"{self.before} → None"
+
+
+# -- promotion requests and policies ----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RequestOpened(VersionEvent):
+    kind: ClassVar[str] = "request.opened"
+    request: int
+    to_stage: str
+    comment: str
+    evaluation: dict[str, Any]
+
+    def describe(self) -> str:
+        verdict = "passed" if self.evaluation.get("passed") else "failed"
+        return f"request {self.request} → {self.to_stage}, policy {verdict}"
+
+
+@dataclass(frozen=True, slots=True)
+class RequestApproved(VersionEvent):
+    kind: ClassVar[str] = "request.approved"
+    request: int
+    comment: str
+
+    def describe(self) -> str:
+        return f"request {self.request} approved {self.comment}".rstrip()
+
+
+@dataclass(frozen=True, slots=True)
+class VersionCheckReported(VersionEvent):
+    """A checker reported the result of a check; the latest report counts."""
+
+    kind: ClassVar[str] = "version.check_reported"
+    check: str
+    before: CheckState | None
+    after: CheckState
+
+    def describe(self) -> str:
+        return f"{self.check}: {self.after['status']}"
+
+
+@dataclass(frozen=True, slots=True)
+class RequestClosed(VersionEvent):
+    """``status``: executed is not one (see version.stage); rejected, cancelled,
+    invalidated or refused."""
+
+    kind: ClassVar[str] = "request.closed"
+    request: int
+    status: str
+    comment: str
+
+    def describe(self) -> str:
+        return f"request {self.request} {self.status} {self.comment}".rstrip()
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyApplied(ScopeEvent):
+    kind: ClassVar[str] = "policy.applied"
+    version: int
+    document: dict[str, Any]
+
+    def describe(self) -> str:
+        return f"policy version {self.version}"
+
+
+# -- identity and access ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PrincipalCreated(PrincipalEvent):
+    kind: ClassVar[str] = "principal.created"
+    after: PrincipalState
+
+
+@dataclass(frozen=True, slots=True)
+class PrincipalDisabled(PrincipalEvent):
+    kind: ClassVar[str] = "principal.disabled"
+
+
+@dataclass(frozen=True, slots=True)
+class TeamDeleted(PrincipalEvent):
+    kind: ClassVar[str] = "team.deleted"
+
+
+@dataclass(frozen=True, slots=True)
+class TeamMemberAdded(PrincipalEvent):
+    """The subject is the team."""
+
+    kind: ClassVar[str] = "team.member_added"
+    member: str
+
+
+@dataclass(frozen=True, slots=True)
+class TeamMemberRemoved(PrincipalEvent):
+    """The subject is the team."""
+
+    kind: ClassVar[str] = "team.member_removed"
+    member: str
+
+
+@dataclass(frozen=True, slots=True)
+class TokenCreated(PrincipalEvent):
+    """The subject is the token's holder; ``after`` is the token as listed (no secret)."""
+
+    kind: ClassVar[str] = "token.created"
+    after: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class TokenRevoked(PrincipalEvent):
+    """The subject is the token's holder."""
+
+    kind: ClassVar[str] = "token.revoked"
+    token: str
+
+
+@dataclass(frozen=True, slots=True)
+class GrantSet(ScopeEvent):
+    kind: ClassVar[str] = "grant.set"
+    principal: str
+    before: str | None
+    after: str
+
+    def describe(self) -> str:
+        return f"{self.principal}: {self.before} → {self.after}"
+
+
+@dataclass(frozen=True, slots=True)
+class GrantRevoked(ScopeEvent):
+    kind: ClassVar[str] = "grant.revoked"
+    principal: str
+    before: str
+    after: None = None
+
+    def describe(self) -> str:
+        return f"{self.principal}: {self.before} → None"
+
+
+E = TypeVar("E", bound=JournalEvent)
+
+# -- the registry -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class GarbageCollected(RegistryEvent):
+    """A ``modelyard gc`` that removed something (a run that finds nothing is not
+    journaled)."""
+
+    kind: ClassVar[str] = "registry.gc"
+    after: GcCounts
+
+    def describe(self) -> str:
+        a = self.after
+        return f"removed {a['blobs']} blob(s), {a['uploads']} upload(s)"
+
+
+CATALOGUE: Mapping[str, type[JournalEvent]] = {
+    cls.kind: cls
+    for cls in (
+        ModelCreated,
+        ModelUpdated,
+        ModelDeleted,
+        ProtectedAliasesSet,
+        VersionRegistered,
+        VersionUpdated,
+        VersionStaged,
+        VersionDeleted,
+        VersionCheckReported,
+        AliasSet,
+        AliasDeleted,
+        RequestOpened,
+        RequestApproved,
+        RequestClosed,
+        PolicyApplied,
+        PrincipalCreated,
+        PrincipalDisabled,
+        TeamDeleted,
+        TeamMemberAdded,
+        TeamMemberRemoved,
+        TokenCreated,
+        TokenRevoked,
+        GrantSet,
+        GrantRevoked,
+        GarbageCollected,
+    )
+}
+
+
+def version_state(version: Version) -> VersionState:
+    """What a registration journals of a version, and what ``journal verify --state``
+    compares: the same function reads both sides."""
+    dataset, source = version.dataset, version.source
+    return {
+        "manifest_digest": version.manifest_digest,
+        "files": len(version.files),
+        "size": version.size,
+        "metrics": dict(version.metrics),
+        "params": dict(version.params),
+        "tags": dict(version.tags),
+        "stage": version.stage,
+        "description": version.description,
+        "framework": version.framework,
+        "format": version.format,
+        "dataset": (
+            None
+            if dataset is None
+            else {"name": dataset.name, "version": dataset.version, "digest": dataset.digest}
+        ),
+        "source": (
+            None
+            if source is None
+            else {
+                "repo": source.repo,
+                "commit": source.commit,
+                "branch": source.branch,
+                "dirty": source.dirty,
+            }
+        ),
+        "run": version.run,
+        "environment": (
+            None if version.environment is None else environment_key(version.environment)
+        ),
+    }
+
+
+def decode(event: Event) -> JournalEvent:
+    """The typed event an envelope carries. Payload keys the definition does not know are
+    ignored (older events may carry some); a missing required one is an error."""
+    cls = CATALOGUE.get(event.kind)
+    if cls is None:
+        raise UndecodableEvent(f"event {event.seq}: unknown kind {event.kind!r}")
+    known = {f.name for f in dataclasses.fields(cls)}
+    values = {k: v for k, v in event.payload.items() if k in known}
+    try:
+        values.update(cls.parse_subject(event.subject, event.model))
+        return cls(**values)
+    except (TypeError, UndecodableEvent) as exc:
+        raise UndecodableEvent(f"event {event.seq} ({event.kind}): {exc}") from None
+
+
+def of_kind(events: Iterable[Event], kind: type[E]) -> list[E]:
+    """The events of one kind, decoded (a reader that asked the store for that kind)."""
+    return [e for e in map(decode, events) if isinstance(e, kind)]
+
+
+def describe(event: Event) -> str:
+    """``decode(event).describe()``, or why it does not decode: a reader shows every event."""
+    try:
+        return decode(event).describe()
+    except UndecodableEvent as exc:
+        return str(exc)
+
+
+def _changed(before: ModelChange, after: ModelChange) -> str:
+    parts = []
+    if "description" in after:
+        parts.append("description")
+    if "tags" in after:
+        old, new = before.get("tags", {}), after["tags"]
+        changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+        parts.append("tags " + ", ".join(changed))
+    return "changed " + "; ".join(parts) if parts else ""

@@ -1,0 +1,56 @@
+"""Queries over check results, mixed into ``Reader`` and ``Writer`` (store.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Connection, and_, insert, select, update
+
+from modelyard.domain.checks import CheckResult, CheckStatus
+from modelyard.domain.models import utc_from_us
+from modelyard.storage.db.tables import models, version_checks, versions
+
+_CHECKS = (
+    select(version_checks, models.c.name.label("model"), versions.c.number)
+    .join(versions, version_checks.c.version_id == versions.c.id)
+    .join(models, versions.c.model_id == models.c.id)
+)
+
+
+class ChecksReader:
+    conn: Connection
+
+    def checks(self, version_id: int, name: str | None = None) -> list[CheckResult]:
+        """The latest result of each check on a version (or of the one named), by name."""
+        stmt = _CHECKS.where(version_checks.c.version_id == version_id)
+        if name is not None:
+            stmt = stmt.where(version_checks.c.name == name)
+        return [
+            CheckResult(
+                model=r.model,
+                version=r.number,
+                name=r.name,
+                status=CheckStatus(r.status),
+                url=r.url,
+                reporter=r.reporter,
+                reported_at=utc_from_us(r.reported_at),
+            )
+            for r in self.conn.execute(stmt.order_by(version_checks.c.name))
+        ]
+
+    def check_statuses(self, version_id: int) -> dict[str, str]:
+        """name -> status of a version's checks: what a policy rule reads."""
+        stmt = select(version_checks.c.name, version_checks.c.status).where(
+            version_checks.c.version_id == version_id
+        )
+        return {name: status for name, status in self.conn.execute(stmt)}
+
+
+class ChecksWriter(ChecksReader):
+    def put_check(self, version_id: int, name: str, values: dict[str, Any]) -> None:
+        """Record the latest result of a check (status, url, reporter, reported_at)."""
+        key = and_(version_checks.c.version_id == version_id, version_checks.c.name == name)
+        if self.conn.execute(update(version_checks).where(key).values(**values)).rowcount == 0:
+            self.conn.execute(
+                insert(version_checks).values(version_id=version_id, name=name, **values)
+            )
