@@ -203,6 +203,7 @@ SAMPLES: dict[tuple[str, str], Sample] = {
     ("GET", "/api/v1/versions"): Sample(scope="listing"),
     ("GET", "/api/v1/resolve/{reference}"): Sample(params={"reference": "m-{role}@candidate"}),
     ("GET", "/api/v1/events"): Sample(scope="listing"),
+    ("GET", "/api/v1/events/head"): Sample(scope=REGISTRY),
     ("GET", "/api/v1/whoami"): Sample(),
     ("POST", "/api/v1/tokens"): Sample(json={"name": "more"}),
     ("GET", "/api/v1/tokens"): Sample(),

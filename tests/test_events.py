@@ -27,6 +27,7 @@ from modelyard.domain.events import (
 )
 from modelyard.domain.manifest import FileEntry
 from modelyard.domain.models import Event
+from modelyard.domain.projection import Projection, compare
 from modelyard.domain.versions import NewVersion
 from modelyard.service import RegistryService
 
@@ -61,6 +62,7 @@ def test_every_kind_is_appended(service: RegistryService) -> None:
     second = life.promote(admin, f"churn/{v2}", "staging")
     assert second.request is not None
     life.cancel(admin, second.request.id)
+    life.archive(admin, f"churn/{v1}")
     life.delete_version(admin, "churn", v2, hard=False)
     life.delete_version(admin, "churn", _register(service, admin, "churn", b"three"), hard=True)
     assert service.collect_garbage(admin).blobs == 1  # the erased version's blob, at once
@@ -87,6 +89,11 @@ def test_every_kind_is_appended(service: RegistryService) -> None:
             event.payload,
             event.model,
         )
+    # And the tables are exactly what the journal replays to (archived, soft- and
+    # hard-deleted versions, moved and deleted aliases, edits included).
+    models = service.list_models(caller=admin, limit=1000).items
+    versions = service.list_versions(caller=admin, limit=1000).items
+    assert compare(Projection.replay(journal), models, versions) == []
 
 
 def test_events_written_before_a_field_existed_still_decode() -> None:

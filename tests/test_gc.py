@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import threading
 import time
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import text
 
 from modelyard.config import Settings, open_service
@@ -23,6 +25,7 @@ from modelyard.domain.versions import NewVersion
 from modelyard.service import RegistryService
 from modelyard.storage.blobs import LocalBlobStore
 from tests.conftest import LiveServer
+from tests.test_cli import assert_user_error, run
 
 ME = Caller.local_user("tester")
 
@@ -378,3 +381,48 @@ def test_a_restart_after_kills_leaves_no_crash_leftovers(live_server: LiveServer
     (gc,) = [e for e in events if e["kind"] == "registry.gc"]
     assert (gc["payload"]["after"]["uploads"], gc["payload"]["after"]["blobs"]) == (1, 1)
     assert gc["payload"]["after"]["blob_bytes"] == len(data)
+
+
+def test_gc_over_rest(client: TestClient, service: RegistryService) -> None:
+    orphan = put_blob(service, b"nobody registers me")
+    age(service, orphan.sha256, 2 * 3600)
+    dry = client.post("/api/v1/gc", json={"dry_run": True})
+    assert dry.status_code == 200, dry.text
+    assert dry.json() == {
+        "dry_run": True,
+        "grace_seconds": 3600.0,
+        "blobs": 1,
+        "blob_bytes": orphan.size,
+        "uploads": 0,
+        "upload_bytes": 0,
+        "removed": [{"kind": "blob", "name": f"sha256:{orphan.sha256}", "size": orphan.size}],
+        "unlisted": 0,
+    }
+    assert recorded(service, orphan.sha256)
+    done = client.post("/api/v1/gc")  # no body: the defaults
+    assert (done.status_code, done.json()["blobs"]) == (200, 1)
+    assert not recorded(service, orphan.sha256)
+    for bad in ({"grace_seconds": -1}, {"grace_seconds": "1h"}, {"dry_run": "yes"}, {"x": 1}):
+        refused = client.post("/api/v1/gc", json=bad)
+        assert refused.status_code == 400, (bad, refused.text)
+    events = client.get("/api/v1/events").json()["items"]
+    assert [e["payload"]["after"]["blobs"] for e in events if e["kind"] == "registry.gc"] == [1]
+
+
+def test_gc_from_the_command_line(live_server: LiveServer, tmp_path: Path) -> None:
+    data = b"uploaded, never registered" * 1000
+    url = live_server.url
+    assert httpx.put(f"{url}/api/v1/blobs/sha256:{sha(data)}", content=data).status_code == 201
+    dry_run = run("gc", "--dry-run", "--grace", "0s", "--json", url=url, cwd=tmp_path)
+    dry = json.loads(dry_run.ok().stdout)
+    assert (dry["dry_run"], dry["blobs"], dry["blob_bytes"]) == (True, 1, len(data))
+    assert dry["removed"] == [{"kind": "blob", "name": f"sha256:{sha(data)}", "size": len(data)}]
+    listed = run("gc", "--dry-run", "--grace", "0s", url=url, cwd=tmp_path).ok().stdout
+    assert f"sha256:{sha(data)}" in listed and "would remove 1 blob(s)" in listed
+    kept = run("gc", url=url, cwd=tmp_path).ok().stdout  # the default hour spares it
+    assert "removed 0 blob(s)" in kept
+    done = run("gc", "--grace", "0s", url=url, cwd=tmp_path).ok().stdout
+    assert "removed 1 blob(s) no version references (25.4 KiB)" in done
+    asked = {"digests": [f"sha256:{sha(data)}"]}
+    assert httpx.post(f"{url}/api/v1/blobs/missing", json=asked).json()["missing"] != []
+    assert_user_error(run("gc", "--grace", "soon", url=url, cwd=tmp_path), contains="--grace")

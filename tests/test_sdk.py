@@ -18,6 +18,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 
 import modelyard
 from modelyard.api import create_app
@@ -28,6 +29,7 @@ from modelyard.client.transport import Advance, Request, Response, Transport
 from modelyard.config import Settings
 from modelyard.domain.access import Reach
 from modelyard.domain.errors import DigestMismatch
+from modelyard.domain.gc import GcReport
 from modelyard.domain.models import Environment
 from modelyard.service import RegistryService
 from tests.conftest import serving
@@ -391,3 +393,39 @@ def test_a_registry_shared_by_threads(reg: Registry, make_tree: Tree) -> None:
         found = list(pool.map(lambda i: reg.resolve(f"m/{1 + i % 3}").version, range(300)))
     assert found == [1 + i % 3 for i in range(300)]
     assert reg.resolve("m@champion").version == 2
+
+
+def test_journal_head_checkpoint_and_state(
+    reg: Registry, service: RegistryService, make_tree: Tree
+) -> None:
+    reg.register("churn", make_tree({"model.bin": b"w"}), metrics={"auc": 0.9})
+    reg.set_alias("churn", "champion", 1)
+    head = reg.journal_head()
+    assert head.seq == 3  # the model, the version, the alias
+    report = reg.verify_journal(checkpoint=head, state=True)
+    assert (report.ok, report.head, report.differences) == (True, head, ())
+
+    with service.db.engine.begin() as conn:
+        conn.execute(text("UPDATE versions SET description = 'forged'"))
+    report = reg.verify_journal(state=True)
+    assert not report.ok and report.head == head
+    assert [str(d) for d in report.differences] == [
+        "churn/1 description: the journal says '', the tables say 'forged'"
+    ]
+    assert reg.verify_journal().ok  # the chain alone cannot see it
+
+
+def test_collect_garbage_after_a_hard_delete(reg: Registry, make_tree: Tree) -> None:
+    weights = os.urandom(300_000)  # past the inline limit: a file in the blob store
+    version = reg.register("scratch", make_tree({"w.bin": weights}))
+    reg.delete_version(version.reference, hard=True)
+    dry = reg.collect_garbage(dry_run=True)
+    assert isinstance(dry, GcReport)
+    assert (dry.dry_run, dry.blobs, dry.blob_bytes) == (True, 1, len(weights))
+    assert dry.removed == [
+        {"kind": "blob", "name": f"sha256:{hashlib.sha256(weights).hexdigest()}", "size": 300_000}
+    ]
+    done = reg.collect_garbage(grace=timedelta(0))
+    assert (done.dry_run, done.blobs, done.grace_seconds) == (False, 1, 0.0)
+    assert reg.collect_garbage().blobs == 0
+    assert [e.kind for e in reg.events(limit=1000)][-1] == "registry.gc"

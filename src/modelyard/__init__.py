@@ -28,6 +28,7 @@ from modelyard.domain.errors import (
     PolicyFailed,
     Unauthorized,
 )
+from modelyard.domain.gc import GcReport
 from modelyard.domain.journal import JournalReport
 from modelyard.domain.lifecycle import Evaluation, Promotion, TransitionRequest
 from modelyard.domain.manifest import FileEntry
@@ -47,6 +48,7 @@ __all__ = [
     "Forbidden",
     "GateCheck",
     "GateResult",
+    "GcReport",
     "Grant",
     "Identity",
     "InvalidFilter",

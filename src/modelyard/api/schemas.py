@@ -225,11 +225,18 @@ class EventOut(BaseModel):
     hash: str
     token_id: str | None
     model: str | None
+    chain: int
 
 
 class EventPageOut(BaseModel):
     items: list[EventOut]
     next_after: int | None
+
+
+class CheckpointOut(BaseModel):
+    seq: int
+    hash: str
+    checkpoint: str
 
 
 # -- identity and access ---------------------------------------------------------------------

@@ -19,8 +19,8 @@ from modelyard.domain.access import Grant, NewToken, Principal, PrincipalKind, T
 from modelyard.domain.errors import InvalidInput
 from modelyard.domain.models import iso
 
-_DURATION = re.compile(r"(\d+)([dhm])")
-_UNITS = {"d": "days", "h": "hours", "m": "minutes"}
+_DURATION = re.compile(r"(\d+)([dhms])")
+_UNITS = {"d": "days", "h": "hours", "m": "minutes", "s": "seconds"}
 
 
 def install(app: typer.Typer, alias_app: typer.Typer) -> None:
@@ -294,12 +294,20 @@ def tokens_revoke(
     output.emit(json_out, token.as_dict(), f"revoked token {token.id} of {token.principal}")
 
 
+def parse_duration(text: str) -> timedelta | None:
+    """'90d', '12h', '30m' or '45s' as a duration; None when ``text`` is not one."""
+    duration = _DURATION.fullmatch(text.strip())
+    if duration is None:
+        return None
+    return timedelta(**{_UNITS[duration.group(2)]: int(duration.group(1))})
+
+
 def parse_expiry(text: str | None) -> datetime | timedelta | None:
     if text is None:
         return None
-    duration = _DURATION.fullmatch(text.strip())
-    if duration:
-        return timedelta(**{_UNITS[duration.group(2)]: int(duration.group(1))})
+    duration = parse_duration(text)
+    if duration is not None:
+        return duration
     try:
         moment = datetime.fromisoformat(text.strip())
     except ValueError:

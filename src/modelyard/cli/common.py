@@ -24,7 +24,9 @@ UrlOption = Annotated[
         show_default=True,
     ),
 ]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+JsonOption = Annotated[
+    bool, typer.Option("--json", help="Print the result as JSON (for scripts) instead of text.")
+]
 
 
 def handles_errors(func: F, exit_code: int = 1) -> F:

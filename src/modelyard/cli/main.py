@@ -6,7 +6,6 @@ http://127.0.0.1:8080); a directory path instead of a URL works in-process, no s
 
 from __future__ import annotations
 
-import dataclasses
 import ipaddress
 from datetime import datetime
 from pathlib import Path
@@ -14,11 +13,12 @@ from typing import Annotated
 
 import typer
 
-from modelyard.cli import access, compare, lifecycle, output
+from modelyard.cli import access, compare, gc, lifecycle, output
 from modelyard.cli.common import JsonOption, UrlOption, handles_errors, registry
 from modelyard.config import DEFAULT_DATA_DIR, DEFAULT_HOST, DEFAULT_PORT, DEFAULT_URL
 from modelyard.domain.access import Reach
 from modelyard.domain.errors import InvalidInput, ModelyardError
+from modelyard.domain.journal import Checkpoint
 
 app = typer.Typer(
     name="modelyard",
@@ -471,33 +471,94 @@ def journal_list(
         output.console.print(output.events_table(events))
 
 
-@journal_app.command("verify")
+@journal_app.command("head")
 @handles_errors
-def journal_verify(url: UrlOption = DEFAULT_URL, json_out: JsonOption = False) -> None:
-    """Recompute the journal's hash chain here and name the first broken link, if any.
+def journal_head(url: UrlOption = DEFAULT_URL, json_out: JsonOption = False) -> None:
+    """Print the journal's newest event as a checkpoint, SEQ:HASH (admins).
 
-    [bold]Example[/bold]: modelyard journal verify
+    Keep it outside the registry (an audit log, a ticket, another machine).
+    Later, 'modelyard journal verify --checkpoint SEQ:HASH' proves that the
+    journal still holds that exact event and extends it: deleting the newest
+    events is caught even if the registry's own head was moved back too.
+
+    [bold]Example[/bold]: modelyard journal head >> audit/registry.checkpoints
     """
     with registry(url) as reg:
-        report = reg.verify_journal()
+        head = reg.journal_head()
     if json_out:
-        output.print_json(dataclasses.asdict(report))
-        if not report.ok:
-            raise typer.Exit(2)
-        return
-    if report.ok:
-        output.console.print(f"journal intact: {report.events} events, chain verified")
-        return
-    output.errors.print(
-        f"[red]journal broken[/red] at event {report.first_broken_seq}: {report.reason}"
-    )
-    raise typer.Exit(2)
+        output.print_json(head.as_dict())
+    else:
+        output.console.print(str(head), highlight=False)
+
+
+Checkpoint_ = Annotated[
+    str | None,
+    typer.Option(
+        "--checkpoint",
+        metavar="SEQ:HASH",
+        help="A checkpoint printed earlier by 'journal head': the journal must still hold"
+        " that exact event.",
+    ),
+]
+StateOption = Annotated[
+    bool,
+    typer.Option(
+        "--state",
+        help="Also replay the journal and compare the models, versions (stage, metadata)"
+        " and aliases it implies with the tables, naming every row that differs.",
+    ),
+]
+
+
+@journal_app.command("verify")
+@handles_errors
+def journal_verify(
+    checkpoint: Checkpoint_ = None,
+    state: StateOption = False,
+    url: UrlOption = DEFAULT_URL,
+    json_out: JsonOption = False,
+) -> None:
+    """Recompute the journal's hash chain here and name the first broken link, if any.
+
+    Reads every event (admins) and trusts nothing else: each hash is
+    recomputed from the genesis, the chain must end at the head the registry
+    recorded (so deleted newest events are caught) and hold the checkpoint you
+    give. Exits 2 when the journal, or with --state the tables, do not hold.
+
+    [bold]Examples[/bold]: modelyard journal verify
+      modelyard journal verify --checkpoint 1042:3f2a... --state
+    """
+    mark = Checkpoint.parse(checkpoint) if checkpoint is not None else None
+    with registry(url) as reg:
+        report = reg.verify_journal(checkpoint=mark, state=state)
+    if json_out:
+        output.print_json(report.as_dict())
+    elif report.ok:
+        checked = [f"chain verified up to its head {report.head}"]
+        if mark is not None:
+            checked.append(f"checkpoint {mark.seq} found")
+        if state:
+            checked.append("tables match the journal")
+        output.console.print(f"journal intact: {report.events} events, {', '.join(checked)}")
+    elif report.differences:
+        output.errors.print(
+            f"[red]tables differ from the journal[/red] in {len(report.differences)} place(s):"
+        )
+        for difference in report.differences:
+            output.errors.print(f"  {output.escape(str(difference))}", highlight=False)
+    else:
+        output.errors.print(
+            f"[red]journal broken[/red] at event {report.first_broken_seq}: {report.reason}"
+        )
+    if not report.ok:
+        raise typer.Exit(2)
 
 
 # After the core commands, so that --help lists those first.
 lifecycle.install(app)
 access.install(app, alias_app)
 compare.install(app)
+gc.install(app)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -13,7 +13,8 @@ import hashlib
 import json
 import os
 import secrets
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
@@ -38,6 +39,7 @@ from modelyard.domain.access import (
 )
 from modelyard.domain.comparison import Comparison, GateResult
 from modelyard.domain.errors import (
+    Conflict,
     DigestMismatch,
     Forbidden,
     InvalidInput,
@@ -45,7 +47,8 @@ from modelyard.domain.errors import (
     ModelyardError,
     error_from_problem,
 )
-from modelyard.domain.journal import JournalReport, verify_chain
+from modelyard.domain.gc import GcReport
+from modelyard.domain.journal import Checkpoint, JournalReport, verify_chain
 from modelyard.domain.lifecycle import Promotion, TransitionRequest
 from modelyard.domain.manifest import FileEntry
 from modelyard.domain.models import (
@@ -55,10 +58,12 @@ from modelyard.domain.models import (
     Model,
     Page,
     SourceRef,
+    T,
     Version,
     version_page_from_dict,
 )
 from modelyard.domain.names import validate_file_path
+from modelyard.domain.projection import Projection, compare
 from modelyard.domain.versions import NewVersion
 from modelyard.transfer import FileSink, Pipeline
 
@@ -328,13 +333,11 @@ class Registry:
         self, filter: str | None = None, *, order_by: str | None = None, limit: int | None = None
     ) -> Iterator[Version]:
         """Every version matching ``filter``, across models, fetching page after page."""
-        token: str | None = None
-        while True:
-            page = self.versions(filter=filter, order_by=order_by, page_token=token, limit=limit)
-            yield from page.items
-            if page.next_page_token is None:
-                return
-            token = page.next_page_token
+        return _every_item(
+            lambda token: self.versions(
+                filter=filter, order_by=order_by, page_token=token, limit=limit
+            )
+        )
 
     def update_version(
         self,
@@ -396,15 +399,41 @@ class Registry:
     def delete_alias(self, name: str, alias: str) -> None:
         self._send("DELETE", f"/api/v1/models/{_seg(name)}/aliases/{_seg(alias)}")
 
+    # -- garbage collection ---------------------------------------------------------------
+
+    def collect_garbage(
+        self, *, dry_run: bool = False, grace: timedelta = timedelta(hours=1)
+    ) -> GcReport:
+        """Remove blobs no version references and uploads never committed (admins).
+
+        Blobs a hard delete released go at once, others once older than ``grace`` (which
+        spares uploads in flight and blobs not registered yet). ``dry_run``: what would go.
+        """
+        body = {"dry_run": dry_run, "grace_seconds": grace.total_seconds()}
+        return GcReport.from_dict(self._json("POST", "/api/v1/gc", body=body))
+
     # -- journal --------------------------------------------------------------------------
 
     def events(self, *, after: int = 0, limit: int = 100) -> list[Event]:
         data = self._json("GET", "/api/v1/events", params={"after": after, "limit": limit})
         return [Event.from_dict(e) for e in data["items"]]
 
-    def verify_journal(self) -> JournalReport:
+    def journal_head(self) -> Checkpoint:
+        """The journal's newest event, as the registry records it (admins): keep
+        ``str(head)`` (``SEQ:HASH``) outside the registry, and pass it to
+        ``verify_journal(checkpoint=...)`` later."""
+        data = self._json("GET", "/api/v1/events/head")
+        return Checkpoint(int(data["seq"]), str(data["hash"]))
+
+    def verify_journal(
+        self, *, checkpoint: Checkpoint | None = None, state: bool = False
+    ) -> JournalReport:
         """Read the whole journal and recompute its hash chain here, trusting only the events.
 
+        The chain must reach the head the registry recorded (read first: events appended
+        since only extend it), which catches deleted newest events, and hold ``checkpoint``
+        exactly. ``state``: also replay the journal and compare the models, versions and
+        aliases it implies with those the registry serves, naming every difference.
         Needs an admin: others are shown only the events of their models, not the chain.
         """
         identity = self.whoami()
@@ -414,7 +443,24 @@ class Registry:
                 f" ({identity.name} is not registry-wide admin)",
                 permission=str(Permission.ADMIN),
             )
-        return verify_chain(self._all_events())
+        for _ in range(3):
+            head = self.journal_head()
+            events = list(self._all_events())
+            report = verify_chain(events, head=head, checkpoint=checkpoint)
+            if not state or not report.ok:
+                return report
+            models = _every_item(lambda token: self.models(page_token=token, limit=1000))
+            differences = compare(Projection.replay(events), models, self.search())
+            if self.journal_head() == report.head:  # nothing changed while the tables were read
+                if not differences:
+                    return report
+                reason = f"{len(differences)} difference(s) between the tables and the journal"
+                return replace(report, ok=False, reason=reason, differences=tuple(differences))
+        raise Conflict(
+            "the registry kept changing while its tables were compared with the journal;"
+            " try again when it is quieter",
+            code="journal_moving",
+        )
 
     def _all_events(self) -> Iterator[Event]:
         after = 0
@@ -645,7 +691,9 @@ class Registry:
         """Whether ``challenger`` beats ``against`` by at least ``min_delta`` on every metric.
 
         ``against``: an alias or stage of the challenger's model ("production") or any
-        reference. A missing metric fails; ``GateResult.passed`` is the verdict.
+        reference. Each metric is ``NAME`` (higher is better) or ``NAME:lower``;
+        ``lower_is_better`` only turns around those named without a direction. A missing
+        metric fails; ``GateResult.passed`` is the verdict.
         """
         params = {
             "challenger": challenger,
@@ -655,6 +703,17 @@ class Registry:
             "lower_is_better": lower_is_better,
         }
         return GateResult.from_dict(self._json("GET", "/api/v1/gate", params=params))
+
+
+def _every_item(fetch: Callable[[str | None], Page[T]]) -> Iterator[T]:
+    """Every item of a listing, fetching page after page (``fetch(page_token)``)."""
+    token: str | None = None
+    while True:
+        page = fetch(token)
+        yield from page.items
+        if page.next_page_token is None:
+            return
+        token = page.next_page_token
 
 
 def _registration(spec: NewVersion, inline: dict[str, bytes]) -> dict[str, Any]:

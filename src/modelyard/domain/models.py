@@ -247,6 +247,8 @@ class Event:
     # The model the event concerns (None: identity and registry-wide events): history,
     # as-of answers and visibility select events by it.
     model: str | None = None
+    # The chain version its hash was computed with (domain/journal.py).
+    chain: int = 1
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -260,6 +262,7 @@ class Event:
             "hash": self.hash,
             "token_id": self.token_id,
             "model": self.model,
+            "chain": self.chain,
         }
 
     @classmethod
@@ -275,6 +278,7 @@ class Event:
             hash=data["hash"],
             token_id=data.get("token_id"),
             model=data.get("model"),
+            chain=int(data.get("chain", 1)),
         )
 
 

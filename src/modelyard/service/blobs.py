@@ -19,19 +19,18 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 from modelyard.domain.access import Caller, Permission, Role
 from modelyard.domain.errors import Conflict, InvalidInput, NotFound
-from modelyard.domain.events import GarbageCollected, GcCounts
+from modelyard.domain.events import GarbageCollected
+from modelyard.domain.gc import GcReport
 from modelyard.domain.manifest import validate_digest_hex
 from modelyard.service.access import AccessControl
 from modelyard.storage.blobs import BlobStore, BlobUpload
 from modelyard.storage.db.store import Database, Reader, Writer, now_us
 
 DEFAULT_GRACE_SECONDS = 3600.0
-MAX_LISTED = 1000  # removals a report names one by one; its counts cover them all
 _BATCH = 500
 # Not a principal name (those have no ':'), so the journal cannot confuse it with one.
 START_UP = Caller.local_user("modelyard:start-up")
@@ -53,47 +52,6 @@ class PendingBlob:
 
     def abort(self) -> None:
         self.upload.abort()
-
-
-@dataclass
-class GcReport:
-    """What a collection removed (or, in a dry run, would remove)."""
-
-    dry_run: bool
-    grace_seconds: float
-    blobs: int = 0
-    blob_bytes: int = 0
-    uploads: int = 0
-    upload_bytes: int = 0
-    removed: list[dict[str, Any]] = field(default_factory=list)
-
-    def add(self, kind: str, name: str, size: int) -> None:
-        if kind == "upload":
-            self.uploads += 1
-            self.upload_bytes += size
-        else:
-            self.blobs += 1
-            self.blob_bytes += size
-        if len(self.removed) < MAX_LISTED:
-            self.removed.append({"kind": kind, "name": name, "size": size})
-
-    def counts(self) -> GcCounts:
-        return {
-            "dry_run": self.dry_run,
-            "grace_seconds": self.grace_seconds,
-            "blobs": self.blobs,
-            "blob_bytes": self.blob_bytes,
-            "uploads": self.uploads,
-            "upload_bytes": self.upload_bytes,
-        }
-
-    def as_dict(self) -> dict[str, Any]:
-        listed = len(self.removed)
-        return {
-            **self.counts(),
-            "removed": self.removed,
-            "unlisted": self.blobs + self.uploads - listed,
-        }
 
 
 class BlobService:

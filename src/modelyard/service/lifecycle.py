@@ -26,7 +26,6 @@ from modelyard.domain.events import (
     VersionDeleted,
     VersionRegistered,
     VersionStaged,
-    decode,
     of_kind,
 )
 from modelyard.domain.lifecycle import (
@@ -40,6 +39,7 @@ from modelyard.domain.lifecycle import (
     parse_policy,
 )
 from modelyard.domain.models import Event, Version, to_us
+from modelyard.domain.projection import Projection
 from modelyard.domain.references import Reference, RefKind, parse_reference
 from modelyard.domain.rules import Subject
 from modelyard.service.access import AccessControl
@@ -610,31 +610,13 @@ def _previous_occupant(moves: list[VersionStaged], stage: str, current: int) -> 
 
 def _replay(events: list[Event], ref: Reference) -> int | None:
     """The version number ``ref`` meant once ``events`` (in order) had happened."""
-    registered: list[int] = []
-    stage_of: dict[int, str] = {}
-    entered: dict[int, int] = {}  # version -> seq it entered its current stage
-    aliases: dict[str, int | None] = {}
-    for event in events:
-        match decode(event):
-            case VersionRegistered(version=number, after=after):
-                registered.append(number)
-                stage_of[number] = after["stage"]
-                entered[number] = event.seq
-            case VersionStaged(version=number, after=stage):
-                stage_of[number] = stage
-                entered[number] = event.seq
-            case AliasSet(alias=alias, after=number):
-                aliases[alias] = number
-            case AliasDeleted(alias=alias):
-                aliases[alias] = None
+    state = Projection.replay(events)
+    numbers = [number for model, number in state.versions if model == ref.model]
     if ref.kind is RefKind.NUMBER:
-        return int(str(ref.value)) if ref.value in registered else None
+        return int(str(ref.value)) if int(str(ref.value)) in numbers else None
     if ref.kind is RefKind.LATEST:
-        return max(registered, default=None)
+        return max(numbers, default=None)
     if ref.kind is RefKind.ALIAS:
-        name = str(ref.value)
-        if aliases.get(name) is not None:
-            return aliases[name]
-        in_stage = [n for n, s in stage_of.items() if s == name]
-        return max(in_stage, key=lambda n: entered[n], default=None)
+        alias = state.aliases.get((ref.model, str(ref.value)))
+        return alias if alias is not None else state.in_stage(ref.model, str(ref.value))
     raise InvalidInput("an as-of query takes NAME, NAME/N or NAME@ALIAS (not a digest)")

@@ -34,6 +34,7 @@ from modelyard.domain.events import (
 )
 from modelyard.domain.filters import parse_filter, parse_order_by
 from modelyard.domain.frameworks import detect_framework
+from modelyard.domain.journal import Checkpoint
 from modelyard.domain.manifest import FileEntry, manifest_digest
 from modelyard.domain.models import Event, Model, Page, T, Version, utc_from_us
 from modelyard.domain.names import validate_alias_name, validate_file_path, validate_model_name
@@ -493,6 +494,13 @@ class RegistryService(Comparisons, BlobService):
         limit = validate_page_size(limit)
         with self.db.read() as tx:
             return tx.events_after(after, limit, subject, kind, self._event_visibility(caller))
+
+    def journal_head(self, *, caller: Caller) -> Checkpoint:
+        """The newest event as the registry records it: ``journal verify`` checks that the
+        chain reaches it, and an auditor keeps it outside the registry as a checkpoint."""
+        self.access.require(caller, Permission.ADMIN)
+        with self.db.read() as tx:
+            return tx.journal_head()
 
     def _event_visibility(self, caller: Caller) -> Visibility | None:
         """Admins read the whole journal; others the events of the models they may see."""

@@ -8,9 +8,19 @@ from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
 from modelyard.api.deps import caller, json_response, needs, service
-from modelyard.api.schemas import EventPageOut
+from modelyard.api.schemas import CheckpointOut, EventPageOut
 
 router = APIRouter(prefix="/api/v1", tags=["journal"])
+
+
+@router.get("/events/head", response_model=CheckpointOut, openapi_extra=needs("registry.admin"))
+def journal_head(request: Request) -> Response:
+    """The newest event as the registry records it (``checkpoint`` is ``SEQ:HASH``).
+
+    ``modelyard journal verify`` checks that the chain reaches it; an auditor keeps it
+    outside the registry, to prove later that the journal still holds that exact event.
+    """
+    return json_response(service(request).journal_head(caller=caller(request)).as_dict())
 
 
 @router.get("/events", response_model=EventPageOut, openapi_extra=needs("model.view"))

@@ -159,6 +159,7 @@ def event_from_row(r: Any) -> Event:
         hash=r.hash,
         token_id=r.token_id,
         model=r.model,
+        chain=r.chain,
     )
 
 

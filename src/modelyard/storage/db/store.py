@@ -46,7 +46,7 @@ from sqlalchemy.types import TypeEngine
 
 from modelyard.domain.access import Caller, Visibility
 from modelyard.domain.events import JournalEvent
-from modelyard.domain.journal import event_hash
+from modelyard.domain.journal import CHAIN_VERSION, Checkpoint, event_hash
 from modelyard.domain.manifest import FileEntry
 from modelyard.domain.models import (
     DatasetRef,
@@ -558,6 +558,11 @@ class Reader(IdentityReader, LifecycleReader, BlobReader, ChecksReader):
 
     # -- journal --------------------------------------------------------------------------
 
+    def journal_head(self) -> Checkpoint:
+        """The newest event as ``journal_head`` records it (0 and the genesis: none)."""
+        row = self.conn.execute(select(journal_head.c.seq, journal_head.c.hash)).one()
+        return Checkpoint(int(row.seq), str(row.hash))
+
     def events_after(
         self,
         after: int,
@@ -728,6 +733,7 @@ class Writer(Reader, IdentityWriter, LifecycleWriter, BlobWriter, ChecksWriter):
             subject=subject,
             payload=payload,
             token_id=token_id,
+            model=model,
         )
         _INSERT_EVENT.rows(
             self.conn,
@@ -742,6 +748,7 @@ class Writer(Reader, IdentityWriter, LifecycleWriter, BlobWriter, ChecksWriter):
                 "hash": digest,
                 "token_id": token_id,
                 "model": model,
+                "chain": CHAIN_VERSION,
             },
         )
         # The event is its model's new cache stamp by itself (model_stamp); the identity
@@ -762,6 +769,7 @@ class Writer(Reader, IdentityWriter, LifecycleWriter, BlobWriter, ChecksWriter):
             digest,
             token_id,
             model,
+            CHAIN_VERSION,
         )
         self._seq, self._hash = seq, digest
         return appended

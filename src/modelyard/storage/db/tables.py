@@ -17,6 +17,7 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     MetaData,
+    SmallInteger,
     String,
     Table,
     Text,
@@ -187,6 +188,9 @@ events = Table(
     # The model an event concerns (NULL: users, teams, tokens, registry-wide grants), so
     # that a caller reads the events of the models they may see and nothing else.
     Column("model", String(128), nullable=True),
+    # The chain version the hash was computed with (domain/journal.py): 1 for events
+    # written before the hash covered the model.
+    Column("chain", SmallInteger, nullable=False, server_default="1"),
     Index(None, "subject"),
     # Also each model's cache stamp: the seq of its newest event is one seek away.
     Index(None, "model", "seq"),

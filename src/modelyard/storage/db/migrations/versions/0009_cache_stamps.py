@@ -6,7 +6,7 @@ index did). ``journal_head.identity_seq`` is the seq of the newest event that ma
 authentication or authorization; token, grant and local-mode caches hold while it stays.
 
 Revision ID: 0009
-Revises: 0010
+Revises: 0006
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0009"
-down_revision = "0010"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 
