@@ -1,8 +1,10 @@
-"""Shared fixtures: real databases (SQLite and PostgreSQL), a service, an API client, a server.
+"""Shared fixtures: real databases (SQLite and PostgreSQL), a service, an API client, a
+server process (``live_server``) and uvicorn in a thread (``serving``).
 
-PostgreSQL is the server at 127.0.0.1:5432 (trust auth). Each test that needs it gets a
-database of its own, created here and dropped afterwards. When it is unreachable those
-tests skip with the reason, except in CI (CI=true), where that is a failure.
+PostgreSQL is the server at 127.0.0.1:5432 (trust auth). Each test process migrates one
+database of its own there, empties it before every test and drops it at the end. When the
+server is unreachable those tests skip with the reason, except in CI (CI=true), where that
+is a failure.
 """
 
 from __future__ import annotations

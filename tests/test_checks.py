@@ -3,6 +3,9 @@ and no tag stands in for them (the attacker's tests are here too)."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, insert, select
@@ -13,6 +16,7 @@ from modelyard.domain.errors import Forbidden, InvalidInput, InvalidName, NotFou
 from modelyard.domain.versions import NewVersion
 from modelyard.service import RegistryService
 from modelyard.storage.db.tables import journal_head, version_checks, version_tags, versions
+from tests.test_cli import dead_url, run, run_many
 from tests.test_lifecycle import People, people, register
 
 # Staging needs a passing scan and no approval: a promotion executes at once when it passes.
@@ -215,3 +219,38 @@ def test_a_hard_delete_takes_the_checks_with_it(service: RegistryService) -> Non
     assert [c.version for c in service.checks.results(p.ds, "churn", keep)] == [keep]
     with service.db.engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(version_checks)).scalar() == 1
+
+
+def test_the_cli_reports_and_lists_checks(tmp_path: Path) -> None:
+    """In-process (--url DIR), as a CI step would run it; errors are one line."""
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "model.bin").write_bytes(b"weights")
+
+    def cli(*args: str) -> list[str]:
+        return [*args, "--url", "./registry"]
+
+    run(*cli("register", "churn", "model", "--no-capture"), url=dead_url(), cwd=tmp_path).ok()
+    reported = run(
+        *cli("check", "churn/1", "scan", "--status", "pass", "-d", "https://ci.example.com/7"),
+        url=dead_url(),
+        cwd=tmp_path,
+    ).ok()
+    assert reported.stdout.startswith("churn/1: scan = pass (reported by ")
+    listed, table, bad, tagged = run_many(
+        [
+            cli("checks", "churn/1", "--json"),
+            cli("checks", "churn/1"),
+            cli("check", "churn/1", "scan", "--status", "maybe"),
+            cli("edit", "churn/1", "--tag", "check.scan=pass"),
+        ],
+        url=dead_url(),
+        cwd=tmp_path,
+    )
+    items = json.loads(listed.ok().stdout)["items"]
+    assert [(c["name"], c["status"], c["url"]) for c in items] == [
+        ("scan", "pass", "https://ci.example.com/7")
+    ]
+    assert "scan" in table.ok().stdout and "https://ci.example.com/7" in table.stdout
+    for refused, message in ((bad, "use pass, fail or pending"), (tagged, "reserved")):
+        assert refused.returncode == 1 and message in refused.stderr
+        assert len(refused.stderr.strip().splitlines()) == 1 and "Traceback" not in refused.stderr

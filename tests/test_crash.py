@@ -25,7 +25,7 @@ KILLS = 4
 
 
 def _register_until_failure(
-    url: str, work: Path, acknowledged: list[int], stop: threading.Event
+    url: str, work: Path, acknowledged: list[int], going: threading.Event, stop: threading.Event
 ) -> None:
     rng = random.Random(os.getpid())
     with modelyard.connect(url) as reg:
@@ -44,6 +44,7 @@ def _register_until_failure(
             except ModelyardError:
                 return
             acknowledged.append(version.version)
+            going.set()
 
 
 @pytest.mark.parametrize("seed", [7])
@@ -53,13 +54,16 @@ def test_kill_9_during_registrations_leaves_whole_versions_only(
     rng = random.Random(seed)
     acknowledged: list[int] = []
     for _ in range(KILLS):
-        stop = threading.Event()
+        going, stop = threading.Event(), threading.Event()
         worker = threading.Thread(
-            target=_register_until_failure, args=(live_server.url, tmp_path, acknowledged, stop)
+            target=_register_until_failure,
+            args=(live_server.url, tmp_path, acknowledged, going, stop),
         )
         before = len(acknowledged)
         worker.start()
-        # Let it get going, then crash the server somewhere inside a registration.
+        # Once it is going (a loaded machine takes seconds for the first registration, which
+        # captures the environment), crash the server somewhere inside a registration.
+        assert going.wait(120), "no registration was acknowledged in two minutes"
         stop.wait(rng.uniform(0.3, 1.5))
         live_server.kill()
         stop.set()

@@ -395,6 +395,31 @@ def test_a_registry_shared_by_threads(reg: Registry, make_tree: Tree) -> None:
     assert reg.resolve("m@champion").version == 2
 
 
+def test_checks_through_the_sdk(reg: Registry, make_tree: Tree) -> None:
+    """Local mode's one user may report (it holds every role); the policy reads the result."""
+    number = reg.register("churn", make_tree({"model.bin": b"weights"})).version
+    policy = "promotion:\n  staging:\n    require: [{check: scan}]\n    approvals: {count: 0}\n"
+    reg.apply_policy("churn", policy)
+    with pytest.raises(modelyard.PolicyFailed):
+        reg.promote("churn@latest", "staging")
+    url = "https://ci.example.com/runs/7"
+    result = reg.report_check("churn@latest", "scan", "pass", url=url)
+    assert (result.reference, result.name, result.status, result.url) == (
+        f"churn/{number}",
+        "scan",
+        "pass",
+        url,
+    )
+    assert reg.checks(f"churn/{number}") == [result]
+    assert reg.promote(f"churn/{number}", "staging").status == "executed"
+    with pytest.raises(modelyard.InvalidInput) as refused:
+        reg.report_check(f"churn/{number}", "scan", "maybe")
+    assert refused.value.code == "invalid_status"
+    with pytest.raises(modelyard.InvalidInput) as tagged:
+        reg.update_version(f"churn/{number}", tags={"check.scan": "pass"})
+    assert tagged.value.code == "reserved_tag"
+
+
 def test_journal_head_checkpoint_and_state(
     reg: Registry, service: RegistryService, make_tree: Tree
 ) -> None:

@@ -6,6 +6,7 @@ engine, migrations, blob store), used by the server and by the in-process SDK al
 
 from __future__ import annotations
 
+import getpass
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,14 @@ class Settings:
     def effective_database_url(self) -> str:
         """PostgreSQL when configured, else SQLite in the data directory."""
         return self.database_url or f"sqlite:///{self.data_dir.resolve() / 'registry.db'}"
+
+
+def os_user() -> str:
+    """Who runs this process: the actor of local mode and of 'modelyard admin create'."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry and no LOGNAME/USER (some containers)
+        return "local"
 
 
 def open_service(settings: Settings) -> RegistryService:

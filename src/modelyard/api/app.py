@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import getpass
-
 from fastapi import FastAPI
 from starlette.types import Receive, Scope, Send
 
@@ -25,6 +23,7 @@ from modelyard.api.routes import (
     versions,
 )
 from modelyard.api.routes.resolve import fast_resolve, is_fast_resolve
+from modelyard.config import os_user
 from modelyard.domain.access import Reach
 from modelyard.service import RegistryService
 
@@ -54,7 +53,7 @@ def create_app(service: RegistryService, *, reach: Reach, local_user: str | None
     )
     app.state.service = service
     app.state.reach = reach
-    app.state.local_user = local_user or _local_user()
+    app.state.local_user = local_user or os_user()
     app.state.resolve_bodies = {}
     problems.install(app)
     app.add_middleware(FastRoutes)  # inside BodyLimit: bodies are bounded before it reads
@@ -74,10 +73,3 @@ def create_app(service: RegistryService, *, reach: Reach, local_user: str | None
     ):
         app.include_router(module.router)
     return app
-
-
-def _local_user() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return "local"

@@ -480,13 +480,11 @@ def admin_create(
 
     [bold]Example[/bold]: modelyard admin create alice --data-dir /srv/modelyard
     """
-    import getpass
-
-    from modelyard.config import Settings, open_service
+    from modelyard.config import Settings, open_service, os_user
 
     service = open_service(Settings.from_env(data_dir, database_url))
     try:
-        made = service.identity.bootstrap_admin(name, operator=getpass.getuser())
+        made = service.identity.bootstrap_admin(name, operator=os_user())
     finally:
         service.close()
     output.errors.print(

@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from modelyard.cli import access, compare, gc, lifecycle, output
+from modelyard.cli import access, checks, compare, gc, lifecycle, output
 from modelyard.cli.common import JsonOption, UrlOption, handles_errors, registry
 from modelyard.config import DEFAULT_DATA_DIR, DEFAULT_HOST, DEFAULT_PORT, DEFAULT_URL
 from modelyard.domain.access import Reach
@@ -558,6 +558,7 @@ def journal_verify(
 lifecycle.install(app)
 access.install(app, alias_app)
 compare.install(app)
+checks.install(app)
 gc.install(app)
 
 if __name__ == "__main__":  # pragma: no cover

@@ -52,7 +52,11 @@ class AsgiTransport:
             self._call(exchange.run(self._app, scope))
             return Response(exchange.status, exchange.headers, bytes(exchange.buffer))
         task = asyncio.run_coroutine_threadsafe(exchange.run(self._app, scope), self._loop)
-        self._call(exchange.started.wait())
+        try:
+            self._call(exchange.started.wait())
+        except BaseException:
+            task.cancel()
+            raise
         if not exchange.answered:
             task.result()  # raises what the app raised before answering
         return Response(exchange.status, exchange.headers, chunks=self._chunks(exchange, task))
@@ -97,7 +101,14 @@ class AsgiTransport:
     # -- the loop and the app's lifespan ----------------------------------------------------
 
     def _call(self, coroutine: Coroutine[Any, Any, T]) -> T:
-        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
+        """Run ``coroutine`` on the app's loop and wait for it; an interrupted wait (Ctrl-C)
+        cancels it there too, as a closed connection would under a server."""
+        future = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
+        try:
+            return future.result()
+        except BaseException:
+            future.cancel()
+            raise
 
     async def _startup(self) -> None:
         messages: asyncio.Queue[Message] = asyncio.Queue()

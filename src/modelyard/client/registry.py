@@ -37,6 +37,7 @@ from modelyard.domain.access import (
     Role,
     Token,
 )
+from modelyard.domain.checks import CheckResult
 from modelyard.domain.comparison import Comparison, GateResult
 from modelyard.domain.errors import (
     Conflict,
@@ -471,6 +472,22 @@ class Registry:
                 return
             after = page[-1].seq
 
+    # -- checks ---------------------------------------------------------------------------
+
+    def report_check(
+        self, reference: str, name: str, status: str, *, url: str | None = None
+    ) -> CheckResult:
+        """Report the result of check ``name`` on a version: pass, fail or pending, with a
+        details ``url``. Takes the checker role; the latest report counts."""
+        version = self.resolve(reference)
+        path = f"{_checks_path(version)}/{_seg(name)}"
+        return CheckResult.from_dict(self._json("PUT", path, body={"status": status, "url": url}))
+
+    def checks(self, reference: str) -> list[CheckResult]:
+        """The latest result of every check reported on a version, by name."""
+        data = self._json("GET", _checks_path(self.resolve(reference)))
+        return [CheckResult.from_dict(c) for c in data["items"]]
+
     # -- lifecycle ------------------------------------------------------------------------
 
     def promote(
@@ -742,6 +759,10 @@ def _registration(spec: NewVersion, inline: dict[str, bytes]) -> dict[str, Any]:
 def _seg(value: str, safe: str = "") -> str:
     """Quote a path segment so that user input can never change the URL's shape."""
     return quote(value, safe=safe)
+
+
+def _checks_path(version: Version) -> str:
+    return f"/api/v1/models/{_seg(version.model)}/versions/{version.version}/checks"
 
 
 def _grant_path(principal: str, model: str | None) -> str:
