@@ -16,6 +16,7 @@ two databases differ, the choice is made here once so that both return the same 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from string import ascii_lowercase, ascii_uppercase
@@ -115,6 +116,7 @@ _MODELS: Final = _Schema(
 )
 
 
+@functools.lru_cache(maxsize=256)
 def version_condition(node: Node) -> ColumnElement[bool]:
     """WHERE clause for ``versions JOIN models``, from a filter parsed with target "versions".
 
@@ -124,6 +126,9 @@ def version_condition(node: Node) -> ColumnElement[bool]:
     Params are text: ordering against a number compares numerically (values that are not
     numbers never match), and ``=``/``!=``/``in`` against a number compare with its usual
     text forms (5 matches "5" and "5.0"; 0.1 matches "0.1").
+
+    Kept per filter (ASTs are frozen, SQL expressions immutable): building one cost more
+    than SQLite takes to find a page's ids, and the same searches come again and again.
     """
     return _condition(node, _VERSIONS)
 

@@ -10,6 +10,7 @@ the transaction's own connection, so it commits or rolls back with everything el
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -92,13 +93,21 @@ class Prebuilt:
         dml = compiled.isinsert or compiled.isupdate or compiled.isdelete
         counted = dml and dialect.name != "sqlite"
 
+        names = list(positions) if positions is not None else list(processors)
+        if not fixed and not any(processors.values()):  # the common case: values as given
+            if positions is None:
+                return compiled.string, lambda params: params, counted
+            if len(names) == 1:
+                only = names[0]
+                return compiled.string, lambda params: (params[only],), counted
+            pick = operator.itemgetter(*names)
+            return compiled.string, lambda params: pick(params), counted
+
         def value(params: Mapping[str, Any], name: str) -> Any:
             given = params[name] if name in params or name not in fixed else fixed[name]
             process = processors[name]
             return given if process is None else process(given)
 
         if positions is not None:
-            order = list(positions)
-            return compiled.string, lambda params: tuple(value(params, n) for n in order), counted
-        names = list(processors)
+            return compiled.string, lambda params: tuple(value(params, n) for n in names), counted
         return compiled.string, lambda params: {n: value(params, n) for n in names}, counted

@@ -473,7 +473,7 @@ class Reader(IdentityReader, LifecycleReader, BlobReader, ChecksReader):
     ) -> list[int]:
         stmt = self._version_search(condition, model_id, visible)
         stmt = stmt.order_by(*order, versions.c.id.desc()).limit(limit).offset(offset)
-        return list(self.conn.execute(stmt).scalars())
+        return list(self.conn.execute(stmt).scalars().all())
 
     def search_version_ids_by_metric(
         self,
@@ -502,7 +502,9 @@ class Reader(IdentityReader, LifecycleReader, BlobReader, ChecksReader):
         ids = list(
             self.conn.execute(
                 with_metric.order_by(value, *then, versions.c.id.desc()).limit(limit).offset(offset)
-            ).scalars()
+            )
+            .scalars()
+            .all()
         )
         if len(ids) == limit:
             return ids
@@ -513,7 +515,7 @@ class Reader(IdentityReader, LifecycleReader, BlobReader, ChecksReader):
         )
         rest = without.order_by(*then, versions.c.id.desc())
         rest = rest.limit(limit - len(ids)).offset(max(0, offset - before))
-        return ids + list(self.conn.execute(rest).scalars())
+        return ids + list(self.conn.execute(rest).scalars().all())
 
     def _version_search(
         self,
