@@ -80,9 +80,12 @@ def sequential_figures(seq: list[float]) -> dict[str, Any]:
     }
 
 
-def concurrent_gets(url: str, path: str, per_client: int) -> dict[str, Any]:
+def concurrent_gets(
+    url: str, path: str, per_client: int, prefix: str = "resolve16_proc"
+) -> dict[str, Any]:
     """``RESOLVE_CLIENTS`` client processes (``_client.py``), each timing ``per_client`` GETs
     of ``path`` on its own keep-alive connection, started together once all are connected.
+    The figures' keys start with ``prefix``.
 
     Processes, not threads: 16 threads of one Python process share one GIL, and against a
     server answering in half a millisecond they measure their own queueing for it. Both
@@ -123,10 +126,10 @@ def concurrent_gets(url: str, path: str, per_client: int) -> dict[str, Any]:
     samples = [x for run in runs for x in run["samples"]]
     wall = max(run["end"] for run in runs) - min(run["start"] for run in runs)
     return {
-        "resolve16_proc_n": len(samples),
-        "resolve16_proc_p50_ms": ms(pct(samples, 50)),
-        "resolve16_proc_p99_ms": ms(pct(samples, 99)),
-        "resolve16_proc_rps": round(len(samples) / wall, 2),
+        f"{prefix}_n": len(samples),
+        f"{prefix}_p50_ms": ms(pct(samples, 50)),
+        f"{prefix}_p99_ms": ms(pct(samples, 99)),
+        f"{prefix}_rps": round(len(samples) / wall, 2),
     }
 
 

@@ -15,6 +15,7 @@ import random
 import shutil
 import statistics
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -52,6 +53,7 @@ Log = Callable[[str], None]
 
 STARTS = 5
 MODEL = "bench-register"
+WRITER_MODEL = "bench-writer"  # registered while MODEL is resolved
 
 # label -> (filter, order_by). "metric" is the headline query from the brief; "tag" exists to
 # have one row that matches MLflow's search_model_versions exactly.
@@ -232,6 +234,47 @@ def _resolve_http(server: ModelyardServer, quick: bool) -> dict[str, Any]:
     }
     per_client = RESOLVE_PER_CLIENT_QUICK if quick else RESOLVE_PER_CLIENT
     figures |= concurrent_gets(server.url, path, per_client)
+    figures |= resolve_while_registering(server.url, path, per_client)
+    return figures
+
+
+def resolve_while_registering(url: str, path: str, per_client: int) -> dict[str, Any]:
+    """The 16 client processes again, resolving ``path`` while one SDK client registers
+    versions of another model (1 KiB each) as fast as it can, from before the clients
+    start until they are done.
+
+    Resolve answers are cached per model: a registration of one model must not cost the
+    readers of another their cached answers.
+    """
+    stop = threading.Event()
+    registered: list[float] = []
+    failures: list[BaseException] = []
+
+    def write() -> None:
+        try:
+            with tempfile.TemporaryDirectory() as scratch, modelyard.connect(url) as reg:
+                file = Path(scratch) / "model.bin"
+                while not stop.is_set():
+                    file.write_bytes(os.urandom(1024))
+                    reg.register(WRITER_MODEL, file)
+                    registered.append(time.perf_counter())
+        except BaseException as exc:  # reported below, after the readers' figures
+            failures.append(exc)
+
+    writer = threading.Thread(target=write, name="writer")
+    writer.start()
+    t0 = time.perf_counter()
+    try:
+        figures = concurrent_gets(url, path, per_client, prefix="resolve16_write")
+    finally:
+        stop.set()
+        writer.join()
+    elapsed = time.perf_counter() - t0
+    if failures:
+        raise RuntimeError(f"the writer failed: {failures[0]!r}")
+    during = sum(1 for t in registered if t >= t0)
+    figures["resolve16_write_registrations"] = during
+    figures["resolve16_write_registrations_per_s"] = round(during / elapsed, 2)
     return figures
 
 

@@ -5,9 +5,10 @@ own grants and their teams', on the model or registry-wide, narrowed by the toke
 the permission the action needs. Rules may raise what an action needs: a protected alias
 needs ``alias.set_protected`` (maintainer); the lifecycle's "needs approval" plugs in there.
 
-Decisions are cached per process and stay valid while the journal head is unchanged: every
-change to users, tokens and grants appends an event, so one indexed read of the head (the
-one resolve already makes) tells whether a cached decision still holds.
+Authentication, grants and local mode are cached per process (``StampedCache``) under the
+identity stamp: every change to users, teams, tokens and grants appends an event that moves
+it, so one indexed read tells whether a cached answer still holds, while registrations and
+other changes to models leave these caches warm.
 """
 
 from __future__ import annotations
@@ -27,9 +28,8 @@ from modelyard.domain.access import (
     secret_matches,
 )
 from modelyard.domain.errors import Conflict, Forbidden, NotFound, Unauthorized
+from modelyard.service.caches import StampedCache
 from modelyard.storage.db.store import Database, Reader, now_us
-
-_CACHE_SIZE = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,18 +61,23 @@ class AccessControl:
         self.db = db
         self.rules = list(rules)
         self.clock: Callable[[], int] = now_us  # microseconds; tests move it to expire tokens
-        self._callers: dict[str, tuple[int, Caller, int | None]] = {}
-        self._grants: dict[int, tuple[int, list[tuple[str | None, Role]]]] = {}
-        self._configured: tuple[int, bool] | None = None
+        # Keyed by the sha256 of the token (never the secret itself): (caller, expiry).
+        self._callers: StampedCache[str, tuple[Caller, int | None]] = StampedCache(
+            self._identity_stamp
+        )
+        self._grants: StampedCache[int, list[tuple[str | None, Role]]] = StampedCache(
+            self._identity_stamp
+        )
+        self._configured: StampedCache[None, bool] = StampedCache(self._identity_stamp)
+
+    def _identity_stamp(self, _key: object) -> int:
+        return self.db.identity_stamp()
 
     # -- modes --------------------------------------------------------------------------------
 
     def is_configured(self) -> bool:
         """Whether any user, team or service account exists (else: single-user local mode)."""
-        seq = self.db.head_seq()
-        if self._configured is None or self._configured[0] != seq:
-            self._configured = (seq, self.db.has_principals())
-        return self._configured[1]
+        return self._configured.get(None, self.db.has_principals)
 
     def has_admin(self) -> bool:
         with self.db.read() as tx:
@@ -112,12 +117,15 @@ class AccessControl:
 
     def authenticate(self, token: str) -> Caller:
         """The caller a bearer token stands for; Unauthorized unless it is valid right now."""
-        key = hashlib.sha256(token.encode()).hexdigest()  # never keep the secret itself
-        seq = self.db.head_seq()
-        now = self.clock()
-        cached = self._callers.get(key)
-        if cached is not None and cached[0] == seq and (cached[2] is None or now < cached[2]):
-            return cached[1]
+        key = hashlib.sha256(token.encode()).hexdigest()
+        caller, expires_at = self._callers.get(key, lambda: self._load_caller(token))
+        if expires_at is not None and self.clock() >= expires_at:
+            raise Unauthorized(f"token {caller.token_id} has expired", code="token_expired")
+        return caller
+
+    def _load_caller(self, token: str) -> tuple[Caller, int | None]:
+        """The caller of a token that exists, matches and is not revoked; and its expiry
+        (checked on every request by ``authenticate``, not here)."""
         parts = parse_token(token)
         with self.db.read() as tx:
             record = tx.token(parts.token_id)
@@ -125,8 +133,6 @@ class AccessControl:
             raise Unauthorized("the token is not valid", code="token_invalid")
         if record.revoked_at is not None or record.disabled:
             raise Unauthorized(f"token {record.id} has been revoked", code="token_revoked")
-        if record.expires_at is not None and now >= record.expires_at:
-            raise Unauthorized(f"token {record.id} has expired", code="token_expired")
         caller = Caller(
             name=record.principal,
             principal_id=record.principal_id,
@@ -134,30 +140,23 @@ class AccessControl:
             scope_model=record.model,
             read_only=record.read_only,
         )
-        if len(self._callers) >= _CACHE_SIZE:
-            self._callers.clear()
-        self._callers[key] = (seq, caller, record.expires_at)
-        return caller
+        return caller, record.expires_at
 
     # -- authorization ------------------------------------------------------------------------
 
     def grants_of(self, caller: Caller, tx: Reader | None = None) -> list[tuple[str | None, Role]]:
         """(model or None, role) of every grant to the caller and to the caller's teams."""
-        if caller.principal_id is None:
+        principal_id = caller.principal_id
+        if principal_id is None:
             return []
-        seq = self.db.head_seq()
-        cached = self._grants.get(caller.principal_id)
-        if cached is not None and cached[0] == seq:
-            return cached[1]
-        if tx is None:
+
+        def load() -> list[tuple[str | None, Role]]:
+            if tx is not None:
+                return _grants(tx, principal_id)
             with self.db.read() as own:
-                found = _grants(own, caller.principal_id)
-        else:
-            found = _grants(tx, caller.principal_id)
-        if len(self._grants) >= _CACHE_SIZE:
-            self._grants.clear()
-        self._grants[caller.principal_id] = (seq, found)
-        return found
+                return _grants(own, principal_id)
+
+        return self._grants.get(principal_id, load)
 
     def role(self, caller: Caller, model: str | None, tx: Reader | None = None) -> Role | None:
         """The role the caller may use on ``model`` (None: registry-wide), or None."""

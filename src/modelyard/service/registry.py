@@ -48,6 +48,7 @@ from modelyard.domain.versions import (
 )
 from modelyard.service.access import AccessControl, Action
 from modelyard.service.blobs import BlobService
+from modelyard.service.caches import StampedCache
 from modelyard.service.checks import ChecksService
 from modelyard.service.comparison import Comparisons
 from modelyard.service.identity import IdentityService
@@ -61,7 +62,6 @@ from modelyard.storage.db.filters import (
 )
 from modelyard.storage.db.store import Database, Reader, Writer, now_us
 
-RESOLVE_CACHE_SIZE = 4096
 MAX_INLINE_FILE = 64 * 1024
 MAX_INLINE_TOTAL = 4 * 1024 * 1024
 
@@ -74,7 +74,9 @@ class RegistryService(Comparisons, BlobService):
         self.identity = IdentityService(db, self.access)
         self.lifecycle = LifecycleService(db, self.access)
         self.checks = ChecksService(db, self.access)
-        self._resolved: dict[str, tuple[int, Version]] = {}
+        self._resolved: StampedCache[Reference, Version] = StampedCache(
+            lambda ref: db.model_stamp(ref.model)
+        )
 
     # -- models ---------------------------------------------------------------------------
 
@@ -323,28 +325,21 @@ class RegistryService(Comparisons, BlobService):
     def resolve(self, reference: str | Reference, *, caller: Caller) -> Version:
         """The version a reference points at: the hot path of every downstream service.
 
-        Answers come from a per-process cache that is valid while the journal head has
-        not moved: every mutation appends an event, so one indexed read of the head tells
-        whether anything changed, here or on any other replica sharing the database.
+        Answers come from a per-process cache, each valid while its model has no newer
+        event: every change appends one, so one indexed read tells whether the model
+        changed, here or on any other replica sharing the database, and changes to other
+        models leave the answer warm.
         """
         ref = parse_reference(reference) if isinstance(reference, str) else reference
         self.access.require(caller, Permission.VIEW, ref.model)
-        key = str(ref)
-        seq = self.db.head_seq()
-        cached = self._resolved.get(key)
-        if cached is not None and cached[0] == seq:
-            return cached[1]
+        return self._resolved.get(ref, lambda: self._load_resolved(ref))
+
+    def _load_resolved(self, ref: Reference) -> Version:
         with self.db.read() as tx:
             version_id = tx.resolve_id(ref)
             if version_id is None:
                 raise self._unresolved(tx, ref)
-            version = tx.load_versions([version_id])[0]
-        if len(self._resolved) >= RESOLVE_CACHE_SIZE:
-            self._resolved.clear()
-        # Cached under the head read before the version: if a commit slipped in between,
-        # the entry is merely refreshed on the next call, never served stale.
-        self._resolved[key] = (seq, version)
-        return version
+            return tx.load_versions([version_id])[0]
 
     def _unresolved(self, tx: Reader, ref: Reference) -> NotFound:
         if tx.model_id(ref.model) is None:

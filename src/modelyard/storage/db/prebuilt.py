@@ -19,7 +19,18 @@ from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.compiler import SQLCompiler
 
 Args = tuple[Any, ...] | dict[str, Any]
-_Compiled = tuple[str, Callable[[Mapping[str, Any]], Args]]  # the SQL, its parameters
+# The SQL, its parameters, and whether to count its changed rows.
+_Compiled = tuple[str, Callable[[Mapping[str, Any]], Args], bool]
+# Statements that changed rows on a PostgreSQL connection so far, in its Connection.info:
+# Database.write refuses a transaction that changed rows without an event (SQLite counts
+# changed rows itself).
+CHANGES = "modelyard.changed_rows"
+
+
+def count_change(conn: Connection, cursor: Any) -> None:
+    """Count a DML statement that changed rows (an unknown count, -1, counts)."""
+    if cursor.rowcount != 0:
+        conn.info[CHANGES] = conn.info.get(CHANGES, 0) + 1
 
 
 class Prebuilt:
@@ -33,10 +44,12 @@ class Prebuilt:
 
     def rows(self, conn: Connection, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
         """Run it; the rows it returns, as tuples in the order of its columns."""
-        sql, args = self._for(conn.dialect, params)
+        sql, args, counted = self._for(conn.dialect, params)
         cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
         try:
             cursor.execute(sql, args(params))
+            if counted:
+                count_change(conn, cursor)
             return list(cursor.fetchall()) if cursor.description is not None else []
         finally:
             cursor.close()
@@ -50,10 +63,12 @@ class Prebuilt:
         """Run it once per parameter set (executemany; all with the keys of the first)."""
         if not rows:
             return
-        sql, args = self._for(conn.dialect, rows[0])
+        sql, args, counted = self._for(conn.dialect, rows[0])
         cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
         try:
             cursor.executemany(sql, [args(row) for row in rows])  # type: ignore[arg-type]
+            if counted:
+                count_change(conn, cursor)
         finally:
             cursor.close()
 
@@ -75,16 +90,18 @@ class Prebuilt:
         # Literals of the statement itself (``id = 1``) travel as parameters too.
         fixed = {name: bind.effective_value for name, bind in binds.items() if not bind.required}
         positions = compiled.positiontup  # None for a named paramstyle (psycopg)
+        dml = compiled.isinsert or compiled.isupdate or compiled.isdelete
+        counted = dml and dialect.name != "sqlite"
 
         names = list(positions) if positions is not None else list(processors)
         if not fixed and not any(processors.values()):  # the common case: values as given
             if positions is None:
-                return compiled.string, lambda params: params
+                return compiled.string, lambda params: params, counted
             if len(names) == 1:
                 only = names[0]
-                return compiled.string, lambda params: (params[only],)
+                return compiled.string, lambda params: (params[only],), counted
             pick = operator.itemgetter(*names)
-            return compiled.string, lambda params: pick(params)
+            return compiled.string, lambda params: pick(params), counted
 
         def value(params: Mapping[str, Any], name: str) -> Any:
             given = params[name] if name in params or name not in fixed else fixed[name]
@@ -92,5 +109,5 @@ class Prebuilt:
             return given if process is None else process(given)
 
         if positions is not None:
-            return compiled.string, lambda params: tuple(value(params, n) for n in names)
-        return compiled.string, lambda params: {n: value(params, n) for n in names}
+            return compiled.string, lambda params: tuple(value(params, n) for n in names), counted
+        return compiled.string, lambda params: {n: value(params, n) for n in names}, counted

@@ -31,6 +31,7 @@ from sqlalchemy import (
     and_,
     bindparam,
     delete,
+    event,
     func,
     insert,
     select,
@@ -61,7 +62,7 @@ from modelyard.storage.db.blobs import BlobReader, BlobWriter
 from modelyard.storage.db.checks import ChecksReader, ChecksWriter
 from modelyard.storage.db.identity import IdentityReader, IdentityWriter, protected_aliases
 from modelyard.storage.db.lifecycle import LifecycleReader, LifecycleWriter, event_from_row
-from modelyard.storage.db.prebuilt import Prebuilt
+from modelyard.storage.db.prebuilt import CHANGES, Prebuilt, count_change
 from modelyard.storage.db.tables import (
     aliases,
     blobs,
@@ -174,10 +175,14 @@ _LOAD_ALIASES = Prebuilt(
 
 # The statements of the hot paths (registration, resolve), built once: constructing a
 # statement costs more in SQLAlchemy than running it on SQLite.
-_HEAD_SEQ_SQL = "SELECT seq FROM journal_head WHERE id = 1"
+_IDENTITY_STAMP_SQL = "SELECT identity_seq FROM journal_head WHERE id = 1"
+# max() over the (model, seq) index: one seek, however many events the model has.
+_MODEL_STAMP_SQL = "SELECT max(seq) FROM events WHERE model = {}"
 _HAS_PRINCIPALS_SQL = "SELECT EXISTS (SELECT 1 FROM principals)"
 _LOCK_HEAD = (
-    select(journal_head.c.seq, journal_head.c.hash).where(journal_head.c.id == 1).with_for_update()
+    select(journal_head.c.seq, journal_head.c.hash, journal_head.c.identity_seq)
+    .where(journal_head.c.id == 1)
+    .with_for_update()
 )
 _MODEL_ID = Prebuilt(select(models.c.id).where(models.c.name == bindparam("name")))
 _LOCK_MODEL = Prebuilt(
@@ -199,8 +204,30 @@ _INSERT_EVENT = Prebuilt(insert(events))
 _MOVE_HEAD = Prebuilt(
     update(journal_head)
     .where(journal_head.c.id == 1)
-    .values(seq=bindparam("new_seq"), hash=bindparam("new_hash"))
+    .values(
+        seq=bindparam("new_seq"),
+        hash=bindparam("new_hash"),
+        identity_seq=bindparam("identity_seq"),
+    )
 )
+# Event kinds that change only a model's own state (its versions, aliases, stages, requests,
+# policy): they leave the identity stamp, and so token, grant and local-mode caches, as
+# they are. Every other kind, a kind added later included, moves it.
+_MODEL_STATE_KINDS = ("model.", "version.", "alias.", "request.", "policy.")
+
+
+# The write transactions that append no event, each by name with the reason. The caches
+# trust that every other committed change moved a stamp; see Database.write.
+NON_JOURNALED: dict[str, str] = {
+    "blob.recorded": "the blob store holds these bytes, uploaded by this caller: a blob is"
+    " content-addressed and belongs to no model until a journaled registration names it",
+    "blob.collected": "garbage collection forgets blobs no version names, batch by batch;"
+    " the run is journaled once, as registry.gc with its counts",
+}
+
+
+class UnjournaledWrite(RuntimeError):
+    """A write transaction changed rows but appended no event and declared none."""
 
 
 def now_us() -> int:
@@ -214,6 +241,9 @@ class Database:
         self._local = threading.local()
         self._head_lock = threading.Lock()
         self._head_conns: list[Any] = []
+        self._model_stamp_sql = _MODEL_STAMP_SQL.format("?" if self.is_sqlite else "%s")
+        if not self.is_sqlite:
+            event.listen(engine, "after_cursor_execute", _count_changes)
 
     @contextmanager
     def read(self) -> Iterator[Reader]:
@@ -221,28 +251,57 @@ class Database:
             yield Reader(conn)
 
     @contextmanager
-    def write(self) -> Iterator[Writer]:
+    def write(self, unjournaled: str | None = None) -> Iterator[Writer]:
+        """A write transaction holding the journal head lock: the one way the service writes.
+
+        It commits only if it appended an event, or changed no row, or is ``unjournaled``
+        by a name in ``NON_JOURNALED``. Anything else raises ``UnjournaledWrite`` and rolls
+        back: every cache is stamped by the journal, so a change without an event would be
+        served stale from every replica's caches.
+        """
+        if unjournaled is not None and unjournaled not in NON_JOURNALED:
+            raise ValueError(f"{unjournaled!r} is not declared in NON_JOURNALED")
         with self.engine.connect() as conn:
             if self.is_sqlite:
                 conn = conn.execution_options(sqlite_immediate=True)
             with conn.begin():
                 head = conn.execute(_LOCK_HEAD).one()
-                yield Writer(conn, head.seq, head.hash)
+                changes = self._changes(conn)
+                writer = Writer(conn, head.seq, head.hash, head.identity_seq)
+                yield writer
+                if not writer.journaled and unjournaled is None and self._changes(conn) != changes:
+                    raise UnjournaledWrite(
+                        "a write transaction changed rows without appending an event;"
+                        " append one, or declare the write in NON_JOURNALED; rolled back"
+                    )
 
-    def head_seq(self) -> int:
-        """The journal head's sequence number, read outside any transaction.
+    def _changes(self, conn: Connection) -> int:
+        """A counter of the rows this connection has changed (inserted, updated, deleted)."""
+        if self.is_sqlite:
+            return int(conn.connection.dbapi_connection.total_changes)  # type: ignore[union-attr]
+        return int(conn.info.get(CHANGES, 0))
 
-        The resolve cache asks this on every call, so it bypasses the pool and the ORM
-        machinery (200 µs) with a connection of its own per thread, in autocommit (10 µs).
+    def model_stamp(self, model: str) -> int:
+        """The stamp of a model's cached answers: the seq of its newest event (0: none).
+
+        Read outside any transaction on every cached resolve, so it bypasses the pool and
+        the ORM machinery (200 µs) with a connection of its own per thread, in autocommit
+        (10 µs).
         """
-        return int(self._quick_scalar(_HEAD_SEQ_SQL))
+        return int(self._quick_scalar(self._model_stamp_sql, (model,)) or 0)
+
+    def identity_stamp(self) -> int:
+        """The stamp of cached authentication and authorization answers (tokens, grants,
+        local mode), read like ``model_stamp``: the seq of the newest event that may change
+        who may do what."""
+        return int(self._quick_scalar(_IDENTITY_STAMP_SQL))
 
     def has_principals(self) -> bool:
-        """Whether any user, team or service account exists, read like ``head_seq``: in
-        local mode every request asks, after any write."""
+        """Whether any user, team or service account exists, read like ``model_stamp``: in
+        local mode every request asks, after any change to identities."""
         return bool(self._quick_scalar(_HAS_PRINCIPALS_SQL))
 
-    def _quick_scalar(self, sql: str) -> Any:
+    def _quick_scalar(self, sql: str, params: tuple[Any, ...] = ()) -> Any:
         conn: Any = getattr(self._local, "conn", None)
         if conn is None:
             proxied = self.engine.raw_connection()
@@ -255,7 +314,7 @@ class Database:
                 self._head_conns.append(conn)
         try:
             cursor = conn.cursor()
-            cursor.execute(sql)
+            cursor.execute(sql, params)
             row: Any = cursor.fetchone()
         except Exception:
             self._local.conn = None  # a broken connection: the next call opens another
@@ -537,10 +596,17 @@ class Reader(IdentityReader, LifecycleReader, BlobReader, ChecksReader):
 class Writer(Reader, IdentityWriter, LifecycleWriter, BlobWriter, ChecksWriter):
     """A write transaction holding the journal head lock."""
 
-    def __init__(self, conn: Connection, head_seq: int, head_hash: str) -> None:
+    def __init__(self, conn: Connection, head_seq: int, head_hash: str, identity_seq: int) -> None:
         super().__init__(conn)
         self._seq = head_seq
         self._hash = head_hash
+        self._identity_seq = identity_seq
+        self._first_seq = head_seq
+
+    @property
+    def journaled(self) -> bool:
+        """Whether this transaction appended an event."""
+        return self._seq != self._first_seq
 
     def record_inline_blobs(self, contents: Mapping[str, bytes]) -> None:
         """Keep the bytes of a registration's inline files, in its own transaction; a blob
@@ -687,7 +753,13 @@ class Writer(Reader, IdentityWriter, LifecycleWriter, BlobWriter, ChecksWriter):
                 "chain": CHAIN_VERSION,
             },
         )
-        _MOVE_HEAD.rows(self.conn, {"new_seq": seq, "new_hash": digest})
+        # The event is its model's new cache stamp by itself (model_stamp); the identity
+        # stamp moves with the head unless the event only changes a model's own state.
+        if model is None or not kind.startswith(_MODEL_STATE_KINDS):
+            self._identity_seq = seq
+        _MOVE_HEAD.rows(
+            self.conn, {"new_seq": seq, "new_hash": digest, "identity_seq": self._identity_seq}
+        )
         appended = Event(
             seq,
             utc_from_us(now),
@@ -712,6 +784,21 @@ class Writer(Reader, IdentityWriter, LifecycleWriter, BlobWriter, ChecksWriter):
                 self.conn,
                 [{owner_column: owner_id, "key": k, "value": v} for k, v in values.items()],
             )
+
+
+def _count_changes(
+    conn: Connection,
+    cursor: Any,
+    statement: str,
+    parameters: Any,
+    context: Any,
+    executemany: bool,
+) -> None:
+    """Count the PostgreSQL statements run through SQLAlchemy that changed rows, for
+    Database.write (``Prebuilt`` counts its own; on SQLite the connection does)."""
+    dml = context is not None and (context.isinsert or context.isupdate or context.isdelete)
+    if dml:
+        count_change(conn, cursor)
 
 
 def visible_condition(column: Any, visible: Visibility) -> ColumnElement[bool]:

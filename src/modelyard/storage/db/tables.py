@@ -192,7 +192,8 @@ events = Table(
     # written before the hash covered the model.
     Column("chain", SmallInteger, nullable=False, server_default="1"),
     Index(None, "subject"),
-    Index(None, "model"),
+    # Also each model's cache stamp: the seq of its newest event is one seek away.
+    Index(None, "model", "seq"),
 )
 
 # One row (id = 1): the head of the journal. Every write transaction locks it first, which
@@ -203,6 +204,9 @@ journal_head = Table(
     Column("id", Integer, primary_key=True, autoincrement=False),
     Column("seq", BigInteger, nullable=False),
     Column("hash", String(64), nullable=False),
+    # The seq of the newest event that may change who may do what: the stamp of the token,
+    # grant and local-mode caches, so that registrations leave them warm.
+    Column("identity_seq", BigInteger, nullable=False, server_default="0"),
 )
 
 
