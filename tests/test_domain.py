@@ -10,10 +10,11 @@ from modelyard.client.capture import capture_source, strip_credentials
 from modelyard.client.hashing import HashCache, hash_file
 from modelyard.domain.errors import InvalidInput, InvalidName, InvalidPath, InvalidReference
 from modelyard.domain.frameworks import detect_framework
+from modelyard.domain.keys import ServerKey
 from modelyard.domain.manifest import FileEntry, build_manifest, manifest_digest
 from modelyard.domain.models import DatasetRef, parse_iso, to_us, utc_from_us
 from modelyard.domain.names import validate_alias_name, validate_file_path, validate_model_name
-from modelyard.domain.pagination import decode_token, encode_token
+from modelyard.domain.pagination import PageTokens
 from modelyard.domain.references import RefKind, parse_reference
 
 HEX = "a" * 64
@@ -88,13 +89,35 @@ def test_times_round_trip_exactly_to_the_microsecond() -> None:
 
 
 def test_page_tokens_are_bound_to_their_query() -> None:
-    token = encode_token(200, "q1")
-    assert decode_token(token, "q1") == 200
-    assert decode_token(None, "q1") == 0
-    with pytest.raises(InvalidInput):
-        decode_token(token, "q2")
-    with pytest.raises(InvalidInput):
-        decode_token("not-a-token!", "q1")
+    tokens = PageTokens(ServerKey.random().derive("page-tokens"))
+    token = tokens.encode(200, "q1")
+    assert tokens.decode(token, "q1") == 200
+    assert tokens.decode(None, "q1") == 0
+    with pytest.raises(InvalidInput, match="different query"):
+        tokens.decode(token, "q2")
+    with pytest.raises(InvalidInput, match="not a token this server issued"):
+        tokens.decode("not-a-token!", "q1")
+
+
+def test_a_page_token_signed_under_another_key_is_refused() -> None:
+    """Another registry's token, or one a client built itself, names no position here."""
+    ours, theirs = (PageTokens(ServerKey.random().derive("page-tokens")) for _ in range(2))
+    with pytest.raises(InvalidInput, match="not a token this server issued"):
+        ours.decode(theirs.encode(100, "q1"), "q1")
+
+
+def test_page_tokens_survive_a_restart_under_the_same_key() -> None:
+    key = ServerKey.from_text("k" * 40)
+    token = PageTokens(key.derive("page-tokens")).encode(300, "q")
+    assert PageTokens(ServerKey.from_text("k" * 40).derive("page-tokens")).decode(token, "q") == 300
+
+
+def test_each_purpose_gets_its_own_key_and_a_short_secret_is_refused() -> None:
+    key = ServerKey.random()
+    assert key.derive("page-tokens") != key.derive("sessions")
+    assert repr(key) == "ServerKey()"  # the secret is never printed
+    with pytest.raises(InvalidInput, match="at least 32 bytes"):
+        ServerKey.from_text("short")
 
 
 def test_git_remote_credentials_are_stripped() -> None:

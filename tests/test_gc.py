@@ -67,7 +67,7 @@ def test_the_data_directory_is_private_to_its_os_user(
     assert {p.stat().st_mode & 0o777 for p in directories} == {0o700}, directories
     assert {p.stat().st_mode & 0o777 for p in files} == {0o600}, files
     names = {p.name for p in files}
-    assert entry.sha256 in names
+    assert entry.sha256 in names and "secret.key" in names
     if settings.database_url is None:
         assert "registry.db" in names
 
@@ -83,6 +83,33 @@ def test_an_existing_world_readable_data_directory_is_tightened(
     assert settings.data_dir.stat().st_mode & 0o777 == 0o700
     if settings.database_url is None:
         assert (settings.data_dir / "registry.db").stat().st_mode & 0o777 == 0o600
+
+
+def test_page_tokens_hold_across_a_restart_and_only_under_the_registry_key(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The key lives in the data directory (or MODELYARD_SECRET_KEY): a client paging
+    through a restart keeps its place, and a token of another registry is refused."""
+    monkeypatch.delenv("MODELYARD_SECRET_KEY", raising=False)
+    first = open_service(settings)
+    try:
+        for model in ("a", "b"):
+            first.create_model(model, caller=ME)
+        token = first.list_models(caller=ME, limit=1).next_page_token
+    finally:
+        first.close()
+    again = open_service(settings)
+    try:
+        assert [m.name for m in again.list_models(caller=ME, limit=1, page_token=token).items]
+    finally:
+        again.close()
+    monkeypatch.setenv("MODELYARD_SECRET_KEY", "another registry's key, 32 chars+")
+    other = open_service(settings)
+    try:
+        with pytest.raises(InvalidInput, match="not a token this server issued"):
+            other.list_models(caller=ME, limit=1, page_token=token)
+    finally:
+        other.close()
 
 
 # -- garbage collection ------------------------------------------------------------------------

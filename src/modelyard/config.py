@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from modelyard.domain.keys import ServerKey
     from modelyard.service import RegistryService
 
 DEFAULT_DATA_DIR = "./modelyard-data"
@@ -70,4 +71,36 @@ def open_service(settings: Settings) -> RegistryService:
                 private_file(path)
     engine = create_db_engine(settings.effective_database_url)
     migrate(engine)
-    return RegistryService(Database(engine), LocalBlobStore(settings.data_dir / "blobs"))
+    blobs = LocalBlobStore(settings.data_dir / "blobs")
+    return RegistryService(Database(engine), blobs, server_key(settings.data_dir))
+
+
+def server_key(data_dir: Path) -> ServerKey:
+    """``MODELYARD_SECRET_KEY``, else the data directory's ``secret.key`` (made 0600 once).
+
+    Replicas behind one load balancer must share it (set the variable on each), so a page
+    token one issued is read by the next.
+    """
+    from modelyard.domain.keys import KEY_BYTES, ServerKey
+
+    text = os.environ.get("MODELYARD_SECRET_KEY")
+    if text:
+        return ServerKey.from_text(text)
+    path = data_dir / "secret.key"
+    if not path.exists():
+        # Written whole under a private name, then linked into place: a process starting
+        # beside this one reads either no key or the whole key, and only one key wins.
+        staged = data_dir / f".secret.key.{os.getpid()}"
+        fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        try:
+            os.write(fd, os.urandom(KEY_BYTES))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        try:
+            os.link(staged, path)
+        except FileExistsError:
+            pass
+        finally:
+            staged.unlink()
+    return ServerKey(path.read_bytes())

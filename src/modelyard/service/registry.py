@@ -35,10 +35,11 @@ from modelyard.domain.events import (
 from modelyard.domain.filters import parse_filter, parse_order_by
 from modelyard.domain.frameworks import detect_framework
 from modelyard.domain.journal import Checkpoint
+from modelyard.domain.keys import ServerKey
 from modelyard.domain.manifest import FileEntry, manifest_digest
 from modelyard.domain.models import Event, Model, Page, T, Version, utc_from_us
 from modelyard.domain.names import validate_alias_name, validate_file_path, validate_model_name
-from modelyard.domain.pagination import decode_token, encode_token, validate_page_size
+from modelyard.domain.pagination import PageTokens, validate_page_size
 from modelyard.domain.references import Reference, RefKind, parse_reference
 from modelyard.domain.versions import (
     NewVersion,
@@ -67,9 +68,11 @@ MAX_INLINE_TOTAL = 4 * 1024 * 1024
 
 
 class RegistryService(Comparisons, BlobService):
-    def __init__(self, db: Database, blobs: BlobStore) -> None:
+    def __init__(self, db: Database, blobs: BlobStore, key: ServerKey | None = None) -> None:
+        """``key`` signs page tokens; without one, a random key for this process."""
         self.db = db
         self.blobs = blobs
+        self.page_tokens = PageTokens((key or ServerKey.random()).derive("page-tokens"))
         self.access = AccessControl(db)
         self.identity = IdentityService(db, self.access)
         self.lifecycle = LifecycleService(db, self.access)
@@ -169,12 +172,18 @@ class RegistryService(Comparisons, BlobService):
         node = parse_filter(filter or "", target="models")
         order = model_order_by(parse_order_by(order_by or "name", target="models"))
         query = f"models|{filter}|{order_by}"
-        offset = decode_token(page_token, query)
+        offset = self.page_tokens.decode(page_token, query)
         with self.db.read() as tx:
             condition = model_condition(node) if node is not None else None
             visible = self.access.visibility(caller)
             items = tx.list_models(condition, order, limit + 1, offset, visible)
-        return _page(items, limit, offset, query)
+        return self._page(items, limit, offset, query)
+
+    def _page(self, items: list[T], limit: int, offset: int, query: str) -> Page[T]:
+        """``items`` holds one more than a page when a next page exists."""
+        if len(items) > limit:
+            return Page(items[:limit], self.page_tokens.encode(offset + limit, query))
+        return Page(items, None)
 
     def _model(self, tx: Reader, name: str) -> Model:
         model = tx.get_model(name)
@@ -397,7 +406,7 @@ class RegistryService(Comparisons, BlobService):
         node = parse_filter(filter or "", target="versions")
         terms = parse_order_by(order_by or "", target="versions")
         query = f"versions|{name}|{filter}|{order_by}"
-        offset = decode_token(page_token, query)
+        offset = self.page_tokens.decode(page_token, query)
         with self.db.read() as tx:
             model_id = None
             visible = None
@@ -424,7 +433,7 @@ class RegistryService(Comparisons, BlobService):
                 order = version_order_by(terms)
                 ids = tx.search_version_ids(condition, order, limit + 1, offset, model_id, visible)
             items = tx.load_versions(ids)
-        return _page(items, limit, offset, query)
+        return self._page(items, limit, offset, query)
 
     def file_entry(self, name: str, number: int, path: str, *, caller: Caller) -> FileEntry:
         validate_file_path(path)
@@ -555,9 +564,3 @@ def _changes(
     if tags is not None and tags != old_tags:
         before["tags"], after["tags"] = old_tags, tags
     return (before, after) if after else None
-
-
-def _page(items: list[T], limit: int, offset: int, query: str) -> Page[T]:
-    if len(items) > limit:
-        return Page(items[:limit], encode_token(offset + limit, query))
-    return Page(items, None)
