@@ -6,8 +6,8 @@ every version walked (a 20,000-version search for 101 matches of a metric and a 
 walked ~1,350 of them). The index holds what the walk needs (id and model), so the rows
 are read only for the page itself.
 
-Revision ID: 0010
-Revises: 0008
+Revision ID: 0008
+Revises: 0007
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0010"
-down_revision = "0008"
+revision = "0008"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 

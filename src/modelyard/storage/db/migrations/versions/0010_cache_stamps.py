@@ -5,8 +5,8 @@ events, one index seek on ``(model, seq)``, which also serves every query the ``
 index did). ``journal_head.identity_seq`` is the seq of the newest event that may change
 authentication or authorization; token, grant and local-mode caches hold while it stays.
 
-Revision ID: 0009
-Revises: 0006
+Revision ID: 0010
+Revises: 0009
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0009"
-down_revision = "0006"
+revision = "0010"
+down_revision = "0009"
 branch_labels = None
 depends_on = None
 

@@ -3,8 +3,8 @@
 Existing events are version 1 (their hashes leave out the model); new ones are written
 with version 2, which covers the model too.
 
-Revision ID: 0006
-Revises: 0010 (0007, 0008 and 0010 landed first)
+Revision ID: 0009
+Revises: 0008
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0006"
-down_revision = "0010"
+revision = "0009"
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 
