@@ -190,3 +190,11 @@ def test_the_docs_mark_the_subject_fields() -> None:
         section = text.split(f"### `{kind}`", 1)[1].split("### ", 1)[0]
         marked = re.findall(r"\| `(\w+)` \(subject\)", section)
         assert tuple(marked) == cls.subject_fields, kind
+
+
+def test_only_a_models_own_state_leaves_the_identity_stamp() -> None:
+    """The token, grant and local-mode caches trust this flag: a kind that changes who may
+    do what and said otherwise would keep a revoked token working."""
+    own_state = ("model.", "version.", "alias.", "request.", "policy.")
+    for kind, cls in CATALOGUE.items():
+        assert cls.changes_access is not kind.startswith(own_state), kind

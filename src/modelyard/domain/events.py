@@ -132,6 +132,10 @@ class JournalEvent:
     kind: ClassVar[str]
     # The fields that the subject string carries rather than the payload.
     subject_fields: ClassVar[tuple[str, ...]] = ()
+    # Whether the event may change who can do what (users, tokens, grants, the registry):
+    # such events move the identity stamp, which the token, grant and local-mode caches
+    # are kept under. True unless a kind says otherwise, so a new kind is never missed.
+    changes_access: ClassVar[bool] = True
 
     def subject(self) -> str:
         raise NotImplementedError
@@ -163,6 +167,7 @@ class ModelEvent(JournalEvent):
 
     model: str
     subject_fields: ClassVar[tuple[str, ...]] = ("model",)
+    changes_access: ClassVar[bool] = False  # a model's own state
 
     def subject(self) -> str:
         return self.model
@@ -182,6 +187,7 @@ class VersionEvent(JournalEvent):
     model: str
     version: int
     subject_fields: ClassVar[tuple[str, ...]] = ("model", "version")
+    changes_access: ClassVar[bool] = False  # a model's own state
 
     def subject(self) -> str:
         return f"{self.model}/{self.version}"
@@ -204,6 +210,7 @@ class AliasEvent(JournalEvent):
     model: str
     alias: str
     subject_fields: ClassVar[tuple[str, ...]] = ("model", "alias")
+    changes_access: ClassVar[bool] = False  # a model's own state
 
     def subject(self) -> str:
         return f"{self.model}@{self.alias}"
@@ -442,6 +449,7 @@ class RequestClosed(VersionEvent):
 @dataclass(frozen=True, slots=True)
 class PolicyApplied(ScopeEvent):
     kind: ClassVar[str] = "policy.applied"
+    changes_access: ClassVar[bool] = False  # who approves, not who may act
     version: int
     document: dict[str, Any]
 

@@ -210,12 +210,6 @@ _MOVE_HEAD = Prebuilt(
         identity_seq=bindparam("identity_seq"),
     )
 )
-# Event kinds that change only a model's own state (its versions, aliases, stages, requests,
-# policy): they leave the identity stamp, and so token, grant and local-mode caches, as
-# they are. Every other kind, a kind added later included, moves it.
-_MODEL_STATE_KINDS = ("model.", "version.", "alias.", "request.", "policy.")
-
-
 # The write transactions that append no event, each by name with the reason. The caches
 # trust that every other committed change moved a stamp; see Database.write.
 NON_JOURNALED: dict[str, str] = {
@@ -754,8 +748,8 @@ class Writer(Reader, IdentityWriter, LifecycleWriter, BlobWriter, ChecksWriter):
             },
         )
         # The event is its model's new cache stamp by itself (model_stamp); the identity
-        # stamp moves with the head unless the event only changes a model's own state.
-        if model is None or not kind.startswith(_MODEL_STATE_KINDS):
+        # stamp moves with the head when the catalogue says the kind may change access.
+        if event.changes_access:
             self._identity_seq = seq
         _MOVE_HEAD.rows(
             self.conn, {"new_seq": seq, "new_hash": digest, "identity_seq": self._identity_seq}
