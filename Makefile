@@ -26,7 +26,7 @@ test: $(STAMP)  ## lint, type-check and run the whole test suite
 	$(BIN)/pytest -n 2
 
 fuzz: $(STAMP)  ## Schemathesis on every operation, a long campaign (FUZZ_SECONDS per run)
-	MODELYARD_FUZZ_SECONDS=$(or $(FUZZ_SECONDS),600) $(BIN)/pytest tests/test_fuzz.py -v
+	MODELYARD_FUZZ_SEED=random MODELYARD_FUZZ_SECONDS=$(or $(FUZZ_SECONDS),600) $(BIN)/pytest tests/test_fuzz.py -v
 
 bench: $(STAMP)  ## the benchmark, side by side with MLflow (see docs/benchmarks.md)
 	$(BIN)/python -m benchmarks.run

@@ -386,3 +386,12 @@ def test_a_method_a_path_does_not_serve_is_405_with_allow(
 def test_the_policy_of_an_invalid_model_name_is_refused(client: TestClient) -> None:
     """Was a 200 with the defaults: found by the fuzz test."""
     problem(client.get("/api/v1/models/%C2%84/policy"), 400, "invalid_name")
+
+
+def test_the_policy_of_a_deleted_model_is_not_found(client: TestClient) -> None:
+    """Was a 200 with the defaults after DELETE: found by the fuzz test's stateful phase."""
+    assert client.post("/api/v1/models", json={"name": "gone"}).status_code == 201
+    assert client.get("/api/v1/models/gone/policy").status_code == 200
+    assert client.delete("/api/v1/models/gone").status_code == 204
+    problem(client.get("/api/v1/models/gone/policy"), 404, "model_not_found")
+    problem(client.get("/api/v1/models/never/policy"), 404, "model_not_found")

@@ -4,7 +4,8 @@ type, headers, body) as /openapi.json documents it; schema-violating requests re
 methods a path does not serve answered 405 with Allow.
 
 Each run fuzzes for MODELYARD_FUZZ_SECONDS (default 10; with Schemathesis's start-up and
-its coverage phase the two runs take about a minute); ``make fuzz`` runs a long campaign.
+its coverage phase the two runs take about a minute) from the seed MODELYARD_FUZZ_SEED;
+``make fuzz`` runs a long campaign from a random seed.
 A failure prints Schemathesis's report, with the seed and a curl command for each case.
 """
 
@@ -18,6 +19,9 @@ from pathlib import Path
 from tests.conftest import LiveServer
 
 FUZZ_SECONDS = os.environ.get("MODELYARD_FUZZ_SECONDS", "10")
+# A fixed seed in the suite, so a red run is reproducible and CI does not flip on luck;
+# ``make fuzz`` sets MODELYARD_FUZZ_SEED=random for a fresh campaign.
+FUZZ_SEED = os.environ.get("MODELYARD_FUZZ_SEED", "20261201")
 # positive_data_acceptance expects a 2xx for every schema-valid request, but a valid name
 # of a model that does not exist is rightly a 404.
 EXCLUDED_CHECKS = "positive_data_acceptance"
@@ -45,6 +49,8 @@ def test_every_operation_keeps_its_documented_contract(
         command += [f"{server.url}/openapi.json", *headers]
         command += ["--checks", "all", "--exclude-checks", EXCLUDED_CHECKS]
         command += ["--max-time", FUZZ_SECONDS, "--workers", "1", "--no-shrink"]
+        if FUZZ_SEED != "random":
+            command += ["--seed", FUZZ_SEED]
         env = {**os.environ, "NO_COLOR": "1", "SCHEMATHESIS_HOOKS": ""}
         result = subprocess.run(
             command, cwd=tmp_path, capture_output=True, text=True, env=env, check=False

@@ -82,6 +82,8 @@ class LifecycleService:
         """The policy document in force (with its text and version) and the stages."""
         self._require_model_or_registry(caller, Permission.VIEW, model)
         with self.db.read() as tx:
+            if model is not None and tx.model_id(model) is None:
+                raise NotFound(f"model {model!r} not found", code="model_not_found")
             row = tx.latest_policy(model)
             policy, version = self.policy_in_force(tx, model) if model else (Policy(), None)
             if model is None and row is not None:
