@@ -33,6 +33,7 @@ from modelyard.domain.journal import verify_chain
 from modelyard.domain.manifest import FileEntry
 from modelyard.domain.versions import NewVersion
 from modelyard.service import RegistryService
+from modelyard.web.routing import PageRoute
 
 ROLES = ("anonymous", "none", "viewer", "reader", "contributor", "checker", "maintainer", "admin")
 HELD: dict[str, Role | None] = {
@@ -44,7 +45,13 @@ HELD: dict[str, Role | None] = {
     "maintainer": Role.MAINTAINER,
     "admin": Role.ADMIN,
 }
-PUBLIC_FRAMEWORK_ROUTES = {"/openapi.json", "/docs", "/docs/oauth2-redirect", "/docs/assets"}
+PUBLIC_FRAMEWORK_ROUTES = {
+    "/openapi.json",
+    "/docs",
+    "/docs/oauth2-redirect",
+    "/docs/assets",
+    "/static",  # the UI's stylesheet, script and icon
+}
 
 
 def sha(data: bytes) -> str:
@@ -294,6 +301,8 @@ def app_routes() -> list[tuple[str, str, str | None]]:
 
 def _walk(routes: list[Any]) -> Iterator[APIRoute]:
     for route in routes:
+        if isinstance(route, PageRoute):
+            continue  # the UI's pages: HTML over the same service (tests/test_web.py)
         if isinstance(route, APIRoute):
             yield route
         elif hasattr(route, "original_router"):  # an included router, as newer FastAPI keeps it

@@ -10,7 +10,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from swagger_ui_bundle import swagger_ui_path
 
-from modelyard import __version__
+from modelyard import __version__, web
 from modelyard.api import openapi, problems
 from modelyard.api.fast import FastRoutes
 from modelyard.api.limits import BodyLimit
@@ -126,6 +126,7 @@ def create_app(service: RegistryService, *, reach: Reach, local_user: str | None
     ):
         app.include_router(module.router)
     _offline_docs(app)
+    web.install(app)
     return app
 
 

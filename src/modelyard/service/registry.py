@@ -69,10 +69,12 @@ MAX_INLINE_TOTAL = 4 * 1024 * 1024
 
 class RegistryService(Comparisons, BlobService):
     def __init__(self, db: Database, blobs: BlobStore, key: ServerKey | None = None) -> None:
-        """``key`` signs page tokens; without one, a random key for this process."""
+        """``key`` signs page tokens and the UI's cookies; without one, a random key for
+        this process."""
         self.db = db
         self.blobs = blobs
-        self.page_tokens = PageTokens((key or ServerKey.random()).derive("page-tokens"))
+        self.key = key or ServerKey.random()
+        self.page_tokens = PageTokens(self.key.derive("page-tokens"))
         self.access = AccessControl(db)
         self.identity = IdentityService(db, self.access)
         self.lifecycle = LifecycleService(db, self.access)
