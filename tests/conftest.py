@@ -42,7 +42,7 @@ from modelyard.storage.db.store import Database
 from modelyard.storage.db.tables import metadata
 
 if TYPE_CHECKING:
-    from playwright.sync_api import Browser, BrowserContext
+    from playwright.sync_api import Browser, BrowserContext, Page
 
 PG_ADMIN_URL = os.environ.get(
     "MODELYARD_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -88,6 +88,11 @@ def pg_database(pg_admin: Engine) -> Iterator[str]:
 @pytest.fixture
 def pg_url(pg_database: str) -> str:
     """The per-process PostgreSQL database, emptied for this test (faster than a new one)."""
+    return emptied(pg_database)
+
+
+def emptied(pg_database: str) -> str:
+    """Empty the per-process PostgreSQL database (every table, the journal's head reset)."""
     engine = create_engine(pg_database)
     names = ", ".join(t.name for t in metadata.sorted_tables if t.name != "journal_head")
     with engine.begin() as conn:
@@ -248,10 +253,11 @@ class CountedQueries:
         return len(self.statements)
 
 
+CountQueries = Callable[[], AbstractContextManager[CountedQueries]]
+
+
 @pytest.fixture
-def count_queries(
-    monkeypatch: pytest.MonkeyPatch,
-) -> Iterator[Callable[[], AbstractContextManager[CountedQueries]]]:
+def count_queries(monkeypatch: pytest.MonkeyPatch) -> Iterator[CountQueries]:
     """``with count_queries() as counted: client.get(...)``, then ``counted.count``.
 
     Counts every statement this process runs on any database, by each of the three ways
@@ -349,3 +355,14 @@ def browser_context(browser: Browser) -> Iterator[Callable[..., BrowserContext]]
     yield new
     for context in made:
         context.close()
+
+
+def sign_in(page: Page, user: str, password: str) -> None:
+    """Sign the page's browser context in through the /signin form, as a person does."""
+    from playwright.sync_api import expect
+
+    page.goto("/signin")
+    page.fill("#signin-user", user)
+    page.fill("#signin-password", password)
+    page.get_by_role("button", name="Sign in", exact=True).click()
+    expect(page.locator("header .who .user")).to_contain_text(user)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from playwright.sync_api import BrowserContext, ConsoleMessage, Dialog, Page, Request, expect
+from playwright.sync_api import BrowserContext, ConsoleMessage, Dialog, Page, Request
 
 from tests.conftest import LiveServer
 
@@ -58,12 +58,17 @@ def open_page(context: BrowserContext, server: LiveServer) -> tuple[Page, Watch]
     return watch.attach(context.new_page()), watch
 
 
-def test_the_api_docs_load_everything_from_the_registry_itself(
+def test_the_ui_assets_ship_in_the_package_and_load_from_the_registry(
     live_server: LiveServer, browser_context: NewContext
 ) -> None:
-    """No CDN: Swagger UI renders the API from assets the package ships."""
-    page, watch = open_page(browser_context(live_server.url), live_server)
-    page.goto("/docs")
-    expect(page.locator(".swagger-ui .info .title")).to_contain_text("Modelyard")
-    expect(page.locator(".opblock").first).to_be_visible()
-    watch.assert_quiet()
+    """No CDN: the stylesheet and script come from the registry, typed and nosniff."""
+    context = browser_context(live_server.url)
+    for path, kind in (
+        ("/static/modelyard.css", "text/css"),
+        ("/static/modelyard.js", "javascript"),
+    ):
+        response = context.request.get(path)
+        assert response.status == 200, path
+        assert kind in response.headers["content-type"], response.headers
+        assert response.headers["x-content-type-options"] == "nosniff"
+        assert b"http://" not in response.body() and b"https://" not in response.body()
