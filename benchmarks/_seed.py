@@ -21,8 +21,10 @@ from sqlalchemy import create_engine, func, insert, select
 from benchmarks._common import SEARCH_MODELS, SEARCH_SEED, TEAMS
 from modelyard.client.capture import capture_environment
 from modelyard.config import Settings, open_service
+from modelyard.domain.access import Caller
+from modelyard.domain.events import VersionRegistered
 from modelyard.domain.manifest import FileEntry, manifest_digest
-from modelyard.domain.models import DEFAULT_STAGE
+from modelyard.domain.models import DEFAULT_STAGE, environment_key
 from modelyard.storage.db import tables as t
 
 _BATCH = 20_000
@@ -34,11 +36,14 @@ def seed_search_db(
     *,
     n_models: int = SEARCH_MODELS,
     dense: int = 0,
+    journal: bool = False,
 ) -> dict[str, Any]:
     """Create the schema in ``data_dir`` and insert ``n`` versions over ``n_models`` models.
 
     ``dense``: ``model-000`` holds exactly the first ``dense`` versions and the other models
     share the rest (the UI benchmark's model of 2,000 versions, at every size).
+    ``journal``: then journal each registration (``version.registered``, through the
+    journal's own writer, so the chain is real), for the pages that read the journal.
     """
     if dense and not dense < n:
         raise ValueError(f"a model of {dense} versions needs more than {n} in all")
@@ -78,10 +83,7 @@ def seed_search_db(
                     "params": [],
                 }
                 for i in range(start, min(n, start + _BATCH)):
-                    if not dense:
-                        m = i % n_models
-                    else:
-                        m = 0 if i < dense else 1 + (i - dense) % (n_models - 1)
+                    m = _model_of(i, n_models, dense)
                     per_model[m] += 1
                     vid = i + 1
                     sha = hashlib.sha256(f"bench-blob-{i}".encode()).hexdigest()
@@ -131,4 +133,51 @@ def seed_search_db(
         engine.dispose()
     if count != n:
         raise RuntimeError(f"seeding {n} versions left {count} rows")
+    if journal:
+        _journal_registrations(settings, n, n_models, dense, now_us)
     return {"versions": n, "models": n_models, "seed_s": round(time.perf_counter() - t0, 2)}
+
+
+def _model_of(i: int, n_models: int, dense: int) -> int:
+    """The model of the i-th seeded version."""
+    if not dense:
+        return i % n_models
+    return 0 if i < dense else 1 + (i - dense) % (n_models - 1)
+
+
+def _journal_registrations(
+    settings: Settings, n: int, n_models: int, dense: int, now_us: int
+) -> None:
+    """One ``version.registered`` event per seeded version, as the registration would have
+    journaled it; the seed's random draws are replayed to know each version's metric."""
+    rng = random.Random(SEARCH_SEED)
+    environment = environment_key(capture_environment())
+    per_model = [0] * n_models
+    owner = Caller.local_user("bench")
+    service = open_service(settings)
+    try:
+        with service.db.write() as tx:
+            for i in range(n):
+                m = _model_of(i, n_models, dense)
+                per_model[m] += 1
+                sha = hashlib.sha256(f"bench-blob-{i}".encode()).hexdigest()
+                state: dict[str, Any] = {
+                    "manifest_digest": manifest_digest([FileEntry("model.bin", 1024, sha)]),
+                    "files": 1,
+                    "size": 1024,
+                    "metrics": {"auc": rng.uniform(0.5, 1.0)},
+                    "params": {"lr": "0.01", "depth": str(i % 12), "opt": "adam"},
+                    "tags": {"team": TEAMS[i % len(TEAMS)]},
+                    "stage": DEFAULT_STAGE,
+                    "description": "",
+                    "framework": None,
+                    "format": None,
+                    "dataset": None,
+                    "source": None,
+                    "run": None,
+                    "environment": environment,
+                }
+                registered = VersionRegistered(f"model-{m:03d}", per_model[m], state)
+                tx.append_event(owner, registered, now=now_us + i)
+    finally:
+        service.close()

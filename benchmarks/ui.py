@@ -72,7 +72,7 @@ def page_key(label: str) -> str:
 def ui_benchmark(root: Path, n: int, log: Log = print) -> dict[str, Any]:
     """Seed ``n`` versions, give the dense model a life, then time every page."""
     data = root / "data"
-    seed = seed_search_db(data, n, dense=DENSE_VERSIONS)
+    seed = seed_search_db(data, n, dense=DENSE_VERSIONS, journal=True)
     log(f"ui {n}: seeded in {seed['seed_s']} s; writing the scene through the service")
     events = write_scene(data)
     result: dict[str, Any] = {"seed_s": seed["seed_s"], "events": events, "reps": UI_REPS}
