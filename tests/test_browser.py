@@ -20,6 +20,7 @@ import struct
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -31,10 +32,14 @@ from playwright.sync_api import (
     Request,
     expect,
 )
+from starlette.applications import Starlette
+from starlette.requests import Request as StarletteRequest
+from starlette.responses import HTMLResponse
+from starlette.routing import Route
 
 import modelyard
 from modelyard.config import Settings, open_service
-from tests.conftest import BACKENDS, LiveServer, emptied, sign_in
+from tests.conftest import BACKENDS, LiveServer, emptied, serving, sign_in
 
 NewContext = Callable[..., BrowserContext]
 PASSWORD = "correct horse battery staple"
@@ -293,3 +298,271 @@ def test_a_person_signs_in_with_a_password_and_out_again(
     page.goto("/requests")
     expect(page).to_have_url(re.compile(r"/signin"))
     watch.assert_quiet()
+
+
+# -- the churn story ------------------------------------------------------------------------
+
+
+def test_the_churn_story_from_search_to_rollback(
+    registry: Registry, person: Callable[[str], tuple[Page, Watch]]
+) -> None:
+    first = register_week(registry, "churn", 10, 0.86)
+    with registry.sdk("alice") as admin:
+        admin.apply_policy("churn", POLICY)
+    promote_through_the_sdk(registry, f"churn/{first}")
+    promote_through_the_sdk(registry, f"churn/{register_week(registry, 'churn', 11, 0.88)}")
+    challenger = register_week(registry, "churn", 12, 0.91)
+    before_approval = datetime.now(UTC)
+
+    # A data scientist signs in, searches, and opens this week's version.
+    ds, ds_watch = person("ds")
+    ds.goto("/")
+    screenshot(ds, "models")
+    ds.fill("#filter", 'name like "chu%"')
+    ds.get_by_role("button", name="Search").click()
+    row = ds.locator('[data-test="model-row"][data-model="churn"]')
+    expect(row).to_be_visible()
+    row.get_by_role("link", name="churn", exact=True).click()
+    expect(ds).to_have_url(f"{registry.url}/models/churn")
+    expect(ds.locator('[data-test="card"] h1')).to_contain_text("week 11")  # production's
+    expect(ds.locator('[data-test="metric-chart-svg"]')).to_be_visible()
+    expect(ds.locator('[data-test="production-band"]').first).to_be_attached()
+    screenshot(ds, "model")
+    ds.locator(f'[data-test="version-row"][data-version="{challenger}"] a').first.click()
+    expect(ds).to_have_url(f"{registry.url}/models/churn/versions/{challenger}")
+    expect(ds.locator('[data-test="card"] h1')).to_contain_text("week 12")
+    image_loaded(ds, 'img[src*="confusion.png"]')
+    screenshot(ds, "version")
+
+    # Compare with production, then ask for the promotion.
+    ds.locator('[data-test="compare-link"]').click()
+    expect(ds.locator('[data-test="compare-metrics"]')).to_contain_text("auc")
+    screenshot(ds, "compare")
+    ds.go_back()
+    ds.locator('form[action$="/promote"] select[name="stage"]').select_option("production")
+    ds.locator('form[action$="/promote"] textarea[name="comment"]').fill("AUC up 0.03")
+    ds.locator('form[action$="/promote"] button[type="submit"]').click()
+    expect(ds).to_have_url(re.compile(r"/requests/[0-9]+$"))
+    expect(ds.locator("h1")).to_contain_text(f"churn/{challenger}")
+    request_url = ds.url
+    expect(ds.locator(".why-not")).to_be_visible()  # the requester may not approve
+    expect(ds.get_by_role("button", name="Approve")).to_have_count(0)
+    ds_watch.assert_quiet()
+
+    # The reviewer reads the evaluation and the evidence, and approves.
+    rita, rita_watch = person("rita")
+    rita.goto("/requests")
+    rita.get_by_role("link", name=f"churn/{challenger}").first.click()
+    expect(rita).to_have_url(request_url)
+    expect(rita.locator("section.workflow").nth(1)).to_contain_text("metrics.auc")
+    image_loaded(rita, 'img[src*="confusion.png"]')
+    screenshot(rita, "request")
+    rita.locator("#decision-comment").fill("Plots look right.")
+    rita.get_by_role("button", name="Approve").click()
+    expect(rita.locator("body")).to_contain_text("executed")
+    rita_watch.assert_quiet()
+
+    # The maintainer rolls back; history and the as-of view tell what happened.
+    mia, _ = person("mia")
+    mia.goto("/models/churn")
+    rollback = mia.locator('form[action$="/rollback"]')
+    rollback.locator('select[name="stage"]').select_option("production")
+    rollback.locator('textarea[name="comment"]').fill("alerts from the canary")
+    rollback.locator('input[name="confirm"]').check()
+    mia.once("dialog", lambda dialog: dialog.accept())  # "Roll back churn?"
+    rollback.locator('button[type="submit"]').click()
+    expect(mia).to_have_url(f"{registry.url}/models/churn")
+    with registry.sdk("mia") as reg:
+        assert reg.resolve("churn@production").version == challenger - 1
+    mia.goto("/models/churn/history")
+    expect(mia.locator("body")).to_contain_text("rollback")
+    screenshot(mia, "history")
+    mia.goto(f"/models/churn/as-of?at={before_approval.strftime('%Y-%m-%dT%H:%M:%S.%fZ')}")
+    as_of = mia.locator("table.as-of")
+    expect(as_of).to_contain_text(f"churn/{challenger - 1}")
+    expect(as_of.locator("tr", has_text="production")).not_to_contain_text(f"churn/{challenger}")
+
+
+def test_a_viewer_sees_the_evidence_but_no_download_link_and_gets_403_on_the_bytes(
+    registry: Registry, person: Callable[[str], tuple[Page, Watch]]
+) -> None:
+    number = register_week(registry, "fraud", 1, 0.84)
+    vic, watch = person("vic")
+    vic.goto(f"/models/fraud/versions/{number}")
+    expect(vic.locator('[data-test="no-download"]')).to_be_visible()
+    expect(vic.locator('[data-test="files"] a[href*="/files/"]')).to_have_count(0)
+    image_loaded(vic, 'img[src*="confusion.png"]')  # the evidence is for whoever may approve
+    for path in (
+        f"/api/v1/models/fraud/versions/{number}/files/model.pkl",
+        f"/models/fraud/versions/{number}/files/model.pkl",
+    ):
+        assert vic.request.get(path).status == 403, path
+    ds, _ = person("ds")  # a contributor is a reader: the link is there and works
+    ds.goto(f"/models/fraud/versions/{number}")
+    link = ds.locator('[data-test="files"] a[href*="model.pkl"]')
+    expect(link).to_be_visible()
+    assert ds.request.get(link.get_attribute("href") or "").status == 200
+    watch.assert_quiet()
+
+
+# -- hostile content ------------------------------------------------------------------------
+
+# Each payload, if it ever ran, would leave a trace the test reads: a dialog, a global, the
+# page's title, or a request for /stolen carrying the cookie.
+RUN = "window.__pwned=1;document.title='pwned';alert(document.domain)"
+SCRIPT = f"<script>{RUN}</script>"
+HANDLER = f'<img src=x onerror="{RUN}">'
+HOSTILE_CARD = f"""# Churn, the hostile edition
+
+{SCRIPT}
+
+{HANDLER}
+
+[a link](javascript:{RUN})
+
+<a href="javascript:{RUN}">another link</a>
+
+<svg onload="{RUN}"><circle r="4"/></svg>
+
+<iframe src="javascript:{RUN}"></iframe>
+"""
+HOSTILE_SVG = f"""<svg xmlns="http://www.w3.org/2000/svg" width="40" height="40" onload="{RUN}">
+<script>{RUN}</script><rect width="40" height="40" fill="#c00"/></svg>
+"""
+STEAL = "new Image().src='/stolen?c='+encodeURIComponent(document.cookie)"
+HOSTILE_REPORT = f"""<!doctype html><html><head><title>Fairness report</title></head>
+<body><h1>Fairness report</h1><p>Nothing to see.</p>
+<script>{STEAL};parent.document.title='pwned';{RUN}</script>
+<img src=x onerror="{STEAL}">
+<form action="/signout" method="post"><button>go</button></form>
+</body></html>
+"""
+FILE_NAME = f'<img src=x onerror="{RUN}">.bin'  # no "/": a file name, not a path
+ATTACHMENT_NAME = f'"><svg onload="{RUN}">.txt'
+WATCH_VIOLATIONS = """
+document.addEventListener("securitypolicyviolation", (event) => {
+  (window.__violations = window.__violations || []).push(
+    `${event.violatedDirective} ${event.blockedURI}`);
+});
+"""
+
+
+def assert_inert(page: Page, watch: Watch) -> None:
+    """Nothing of the payloads ran: no dialog, no global, the title kept, no cookie read,
+    no request for /stolen, no request elsewhere, nothing the CSP had to stop."""
+    watch.assert_quiet()
+    assert page.evaluate("window.__pwned") is None
+    assert "pwned" not in page.title()
+    assert [u for u in watch.requests if "/stolen" in u] == []
+    assert "myd_session" not in page.evaluate("document.cookie")  # HttpOnly
+    assert page.evaluate("window.__violations || []") == []
+    assert page.locator('[href^="javascript:" i], [src^="javascript:" i]').count() == 0
+    assert page.locator("[onerror], [onload], [onclick]").count() == 0
+
+
+def test_hostile_content_stays_inert_on_every_page_that_shows_it(
+    registry: Registry, person: Callable[[str], tuple[Page, Watch]]
+) -> None:
+    root = registry.work / "hostile"
+    write_tree(
+        root / "model",
+        {"model.pkl": b"weights", "MODEL_CARD.md": HOSTILE_CARD, FILE_NAME: b"x"},
+    )
+    write_tree(
+        root / "eval",
+        {
+            "plot.svg": HOSTILE_SVG,
+            "report.html": HOSTILE_REPORT,
+            "confusion.png": png(20, 20, (0, 128, 0)),
+            ATTACHMENT_NAME: f"{SCRIPT}\n",
+        },
+    )
+    with registry.sdk("ds") as reg:
+        version = reg.register(
+            "hostile",
+            root / "model",
+            attachments=[root / "eval"],
+            metrics={"auc": 0.9},
+            tags={"team": SCRIPT, "note": HANDLER},
+            description=f"{SCRIPT} {HANDLER} [x](javascript:{RUN})",
+        )
+        reg.comment(f"hostile/{version.version}", HOSTILE_CARD)
+        promotion = reg.promote(f"hostile/{version.version}", "staging", comment=HOSTILE_CARD)
+    assert promotion.request is not None
+    page, watch = person("rita")
+    page.context.add_init_script(WATCH_VIOLATIONS)
+    here = f"/models/hostile/versions/{version.version}"
+    for path in (
+        "/",
+        "/models/hostile",
+        here,
+        f"/requests/{promotion.request.id}",
+        f"/compare?a=hostile/{version.version}&b=hostile/{version.version}",
+        "/models/hostile/history",
+    ):
+        response = page.goto(path)
+        assert response is not None and response.status == 200, path
+        expect(page.locator("main")).to_be_visible()
+        assert_inert(page, watch)
+    page.goto(here)
+    expect(page.locator("main")).to_contain_text("Churn, the hostile edition")  # the card
+    expect(page.locator("main")).to_contain_text(FILE_NAME)  # shown as text
+    expect(page.locator("main")).to_contain_text(ATTACHMENT_NAME)
+    svg = page.locator('img[src*="plot.svg"]')  # an SVG goes through <img>, never inline
+    expect(svg).to_be_visible()
+    report = page.locator('iframe[src*="report.html"]')
+    expect(report).to_be_attached()
+    sandbox = report.get_attribute("sandbox")
+    assert sandbox is not None and "allow-scripts" not in sandbox
+    assert "allow-same-origin" not in sandbox
+    assert_inert(page, watch)
+    # Opened on their own, the SVG and the report still run nothing (their CSP sandboxes them).
+    for name in ("plot.svg", "report.html"):
+        response = page.goto(f"{here}/attachments/{name}")
+        assert response is not None and response.status == 200
+        assert "sandbox" in response.headers.get("content-security-policy", ""), name
+        watch.assert_quiet()
+        assert [u for u in watch.requests if "/stolen" in u] == []
+
+
+# -- forms without their token, or from elsewhere --------------------------------------------
+
+
+def test_a_form_without_its_csrf_token_or_from_another_origin_is_refused(
+    registry: Registry, person: Callable[[str], tuple[Page, Watch]], browser_context: NewContext
+) -> None:
+    number = register_week(registry, "csrf", 1, 0.85)
+    with registry.sdk("ds") as reg:
+        promotion = reg.promote(f"csrf/{number}", "production", comment="please")
+    assert promotion.request is not None
+    approve = f"{registry.url}/requests/{promotion.request.id}/approve"
+    mia, _ = person("mia")  # the default policy: maintainers approve
+    mia.goto(f"/requests/{promotion.request.id}")
+    token = mia.locator('form[action$="/approve"] input[name="csrf"]').input_value()
+    assert token
+    # Signed in, but the form lacks its token; then the right token from another origin.
+    without = mia.request.post(approve, form={"comment": "no token"})
+    assert without.status == 403, without.text()
+    elsewhere = mia.request.post(
+        approve, form={"csrf": token, "comment": "forged"}, headers={"Origin": "http://evil.test"}
+    )
+    assert elsewhere.status == 403, elsewhere.text()
+    # A real hostile page on another loopback origin posts the form itself.
+    hostile_page = f"""<!doctype html><form method="post" action="{approve}">
+<input name="csrf" value="{token}"><input name="comment" value="forged"></form>
+<script>document.forms[0].submit()</script>"""
+    with serving(_html_app(hostile_page)) as evil:
+        navigation = mia.goto(evil)
+        expect(mia.locator("body")).to_contain_text("refused")
+        assert navigation is not None
+    with registry.sdk("mia") as reg:
+        assert reg.request(promotion.request.id).status == "open"
+
+
+def _html_app(html: str) -> Starlette:
+    """Another origin's page (a second loopback server): what a hostile site serves."""
+
+    def serve(_: StarletteRequest) -> HTMLResponse:
+        return HTMLResponse(html)
+
+    return Starlette(routes=[Route("/", serve)])
