@@ -331,8 +331,9 @@ def browser() -> Iterator[Browser]:
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(f"{reason} (CI=true: the browser tests must run)")
         pytest.skip(reason)
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
 
+    expect.set_options(timeout=10_000)  # a shared 2-core machine: generous, never a sleep
     with sync_playwright() as playwright:
         launched = playwright.chromium.launch(executable_path=str(CHROMIUM))
         try:
