@@ -136,6 +136,7 @@ class Watch:
     requests for a stolen cookie."""
 
     origin: str
+    confirmations: list[str] = field(default_factory=list)  # expected: accepted, not noted
     dialogs: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     requests: list[str] = field(default_factory=list)
@@ -149,6 +150,10 @@ class Watch:
         return page
 
     def _dialog(self, dialog: Dialog) -> None:
+        if dialog.type == "confirm" and dialog.message in self.confirmations:
+            self.confirmations.remove(dialog.message)
+            dialog.accept()
+            return
         self.dialogs.append(f"{dialog.type}: {dialog.message}")
         dialog.dismiss()
 
@@ -342,9 +347,9 @@ def test_the_churn_story_from_search_to_rollback(
     ds.locator('form[action$="/promote"] select[name="stage"]').select_option("production")
     ds.locator('form[action$="/promote"] textarea[name="comment"]').fill("AUC up 0.03")
     ds.locator('form[action$="/promote"] button[type="submit"]').click()
-    expect(ds).to_have_url(re.compile(r"/requests/[0-9]+$"))
+    expect(ds).to_have_url(re.compile(r"/requests/[0-9]+\?done=request_opened$"))
     expect(ds.locator("h1")).to_contain_text(f"churn/{challenger}")
-    request_url = ds.url
+    request_url = ds.url.split("?")[0]
     expect(ds.locator(".why-not")).to_be_visible()  # the requester may not approve
     expect(ds.get_by_role("button", name="Approve")).to_have_count(0)
     ds_watch.assert_quiet()
@@ -352,7 +357,8 @@ def test_the_churn_story_from_search_to_rollback(
     # The reviewer reads the evaluation and the evidence, and approves.
     rita, rita_watch = person("rita")
     rita.goto("/requests")
-    rita.get_by_role("link", name=f"churn/{challenger}").first.click()
+    queued = rita.locator("tr", has_text=f"churn/{challenger}")
+    queued.get_by_role("link", name=re.compile(r"^#[0-9]+$")).click()
     expect(rita).to_have_url(request_url)
     expect(rita.locator("section.workflow").nth(1)).to_contain_text("metrics.auc")
     image_loaded(rita, 'img[src*="confusion.png"]')
@@ -361,26 +367,39 @@ def test_the_churn_story_from_search_to_rollback(
     rita.get_by_role("button", name="Approve").click()
     expect(rita.locator("body")).to_contain_text("executed")
     rita_watch.assert_quiet()
+    with registry.sdk("rita") as reg:
+        assert reg.resolve("churn@production").version == challenger
+    after_approval = datetime.now(UTC)
 
     # The maintainer rolls back; history and the as-of view tell what happened.
-    mia, _ = person("mia")
+    mia, mia_watch = person("mia")
     mia.goto("/models/churn")
     rollback = mia.locator('form[action$="/rollback"]')
     rollback.locator('select[name="stage"]').select_option("production")
     rollback.locator('textarea[name="comment"]').fill("alerts from the canary")
     rollback.locator('input[name="confirm"]').check()
-    mia.once("dialog", lambda dialog: dialog.accept())  # "Roll back churn?"
+    mia_watch.confirmations.append("Roll back churn?")  # the script asks first
     rollback.locator('button[type="submit"]').click()
-    expect(mia).to_have_url(f"{registry.url}/models/churn")
+    expect(mia).to_have_url(f"{registry.url}/models/churn?done=rolled_back")
+    assert mia_watch.confirmations == []
     with registry.sdk("mia") as reg:
         assert reg.resolve("churn@production").version == challenger - 1
     mia.goto("/models/churn/history")
-    expect(mia.locator("body")).to_contain_text("rollback")
+    expect(mia.locator("main")).to_contain_text(
+        f"mia rolled churn@production back to churn/{challenger - 1}"
+    )
     screenshot(mia, "history")
-    mia.goto(f"/models/churn/as-of?at={before_approval.strftime('%Y-%m-%dT%H:%M:%S.%fZ')}")
-    as_of = mia.locator("table.as-of")
-    expect(as_of).to_contain_text(f"churn/{challenger - 1}")
-    expect(as_of.locator("tr", has_text="production")).not_to_contain_text(f"churn/{challenger}")
+    # What production held then: week 11 before the approval, week 12 until the rollback.
+    week11, week12 = challenger - 1, challenger
+    for moment, held, not_held in (
+        (before_approval, week11, week12),
+        (after_approval, week12, week11),
+    ):
+        mia.goto(f"/models/churn/as-of?at={moment.isoformat()}".replace("+", "%2B"))
+        production = mia.locator("table.as-of tr", has_text="production")
+        expect(production).to_contain_text(f"churn/{held}")
+        expect(production).not_to_contain_text(f"churn/{not_held}")
+    screenshot(mia, "as-of")
 
 
 def test_a_viewer_sees_the_evidence_but_no_download_link_and_gets_403_on_the_bytes(
