@@ -161,7 +161,7 @@ class LifecycleService:
                 )
             if version.stage == to_stage:
                 raise Conflict(f"{version.reference} is already in {to_stage}", code="no_change")
-            candidate = Subject(version, tx.check_statuses(version_id))
+            candidate = _subject(tx, version, version_id)
             current = self._current(tx, ref.model, to_stage)
             evaluation = _with_version(
                 policy.evaluate(to_stage, candidate, current), policy_version
@@ -362,9 +362,10 @@ class LifecycleService:
                         " production is kept (a soft delete hides it)",
                         code="version_protected",
                     )
+                evidence = [a.sha256 for a in tx.attachments(version_id)]
                 tx.purge_version(version_id)
                 # Its bytes must not outlive it: what no version names now, gc takes at once.
-                tx.release_blobs([f.sha256 for f in version.files], now_us())
+                tx.release_blobs([f.sha256 for f in version.files] + evidence, now_us())
             else:
                 tx.mark_deleted(version_id, now_us())
             tx.append_event(
@@ -417,7 +418,7 @@ class LifecycleService:
         occupants = tx.stage_occupants(_model_id(tx, model), stage)
         if not occupants:
             return None
-        return Subject(self._load(tx, occupants[0].id), tx.check_statuses(occupants[0].id))
+        return _subject(tx, self._load(tx, occupants[0].id), occupants[0].id)
 
     def _snapshot(self, tx: Reader, model_id: int, version_id: int, stage: str) -> dict[str, Any]:
         return {
@@ -490,7 +491,7 @@ class LifecycleService:
         """Carry out an approved request, evaluating the policy once more."""
         ref = Reference(request.model, RefKind.NUMBER, request.version)
         version, version_id = self._version(tx, ref)
-        candidate = Subject(version, tx.check_statuses(version_id))
+        candidate = _subject(tx, version, version_id)
         current = self._current(tx, request.model, request.to_stage)
         evaluation = _with_version(
             policy.evaluate(request.to_stage, candidate, current), policy_version
@@ -526,22 +527,32 @@ class LifecycleService:
         tx.append_event(caller, closed, now=now)
         return self._request(tx, request.id)
 
-    def _request(self, tx: Reader, request_id: int) -> TransitionRequest:
+    def _request(self, tx: Reader, request_id: int, hint: str = "") -> TransitionRequest:
         found = tx.requests(request_id=request_id)
         if not found:
-            raise NotFound(f"request {request_id} not found", code="request_not_found")
+            raise _request_not_found(request_id, hint)
         return found[0]
 
-    def _visible_request(self, tx: Reader, caller: Caller, request_id: int) -> TransitionRequest:
-        request = self._request(tx, request_id)
+    def _visible_request(
+        self, tx: Reader, caller: Caller, request_id: int, hint: str = ""
+    ) -> TransitionRequest:
+        request = self._request(tx, request_id, hint)
         if self.access.role(caller, request.model, tx) is None:
-            raise NotFound(f"request {request_id} not found", code="request_not_found")
+            raise _request_not_found(request_id, hint)
         return request
 
     def _open_request(
         self, tx: Reader, caller: Caller, request_id: int, permission: Permission
     ) -> TransitionRequest:
-        request = self._visible_request(tx, caller, request_id)
+        # Whoever may not see the model is told what reviewing takes, whether the request
+        # exists or not: a team the policy names still needs viewer to read the evidence.
+        hint = (
+            "; reviewing a request takes at least viewer on its model (to read its evidence),"
+            " besides what the stage's policy asks"
+            if permission is Permission.APPROVE
+            else ""
+        )
+        request = self._visible_request(tx, caller, request_id, hint)
         self.access.require(caller, permission, request.model, tx)
         if request.status != "open":
             raise Conflict(f"request {request_id} is {request.status}", code="request_closed")
@@ -579,11 +590,21 @@ class LifecycleService:
             )
 
 
+def _subject(tx: Reader, version: Version, version_id: int) -> Subject:
+    """What a policy rule reads of a version: its fields, its checks and its card."""
+    card = tx.card(version_id)
+    return Subject(version, tx.check_statuses(version_id), card.text if card else None)
+
+
 def _model_id(tx: Reader, model: str) -> int:
     model_id = tx.model_id(model)
     if model_id is None:
         raise NotFound(f"model {model!r} not found", code="model_not_found")
     return model_id
+
+
+def _request_not_found(request_id: int, hint: str = "") -> NotFound:
+    return NotFound(f"request {request_id} not found{hint}", code="request_not_found")
 
 
 def _check_comment(comment: str) -> None:
