@@ -4,4 +4,6 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-PAGE_ROUTERS: list[APIRouter] = []
+from modelyard.web.pages import actions, history, requests
+
+PAGE_ROUTERS: list[APIRouter] = [requests.router, history.router, actions.router]
