@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,7 @@ from modelyard.domain.models import Version
 from modelyard.domain.versions import NewVersion
 from modelyard.service import RegistryService
 from tests.conftest import make_tree as make_tree
+from tests.test_cli import run_with
 from tests.test_sdk import Tree, reg, target  # noqa: F401  (fixtures)
 
 ME = Caller.local_user("tester")
@@ -546,3 +548,55 @@ def test_sdk_evidence(reg: Registry, make_tree: Tree, tmp_path: Path) -> None:  
     reg.comment(opened.id, "Approve?")
     assert [c.body for c in reg.comments("churn/1")] == ["Looks right.", "Approve?"]
     assert [c.body for c in reg.comments(opened.id)] == ["Approve?"]
+
+
+# -- the CLI ----------------------------------------------------------------------------------
+
+
+def test_cli_evidence_commands(tmp_path: Path, make_tree: Tree) -> None:
+    """register --attach --card, attach, attachments (--save), card show|set|edit|history,
+    comment and comments, in-process on a data directory, as a user types them."""
+    data = str(tmp_path / "data")
+    model = make_tree({"model.bin": b"weights"})
+    evaluation = make_tree({"roc.png": PNG, "metrics.csv": b"auc\n0.9\n"})
+    card = tmp_path / "card.md"
+    card.write_text("# Churn one\n")
+
+    def cli(*args: str, stdin: str = "", env: dict[str, str] | None = None) -> str:
+        return run_with(*args, url=data, cwd=tmp_path, env=env or {}, stdin=stdin).ok().stdout
+
+    cli("register", "churn", str(model), "--attach", str(evaluation), "--card", str(card))
+    later = tmp_path / "fairness.html"
+    later.write_text("<h1>fair</h1>")
+    assert "attached fairness.html (text/html" in cli("attach", "churn/1", str(later))
+    refused = run_with("attach", "churn/1", str(later), url=data, cwd=tmp_path, env={})
+    assert refused.returncode == 1 and "never replaced" in refused.stderr
+    listed = json.loads(cli("attachments", "churn/1", "--json"))["items"]
+    assert [(a["path"], a["media_type"]) for a in listed] == [
+        ("fairness.html", "text/html"),
+        ("metrics.csv", "text/csv"),
+        ("roc.png", "image/png"),
+    ]
+    cli("attachments", "churn/1", "--save", "roc.png", "-o", str(tmp_path))
+    assert (tmp_path / "roc.png").read_bytes() == PNG
+
+    assert cli("card", "show", "churn/1") == "# Churn one\n"
+    cli("card", "set", "churn/1", "-", stdin="# Churn two\n")
+    cli("card", "edit", "churn/1", env={"EDITOR": "sed -i s/two/three/", "VISUAL": ""})
+    assert cli("card", "show", "churn/1") == "# Churn three\n"
+    history = json.loads(cli("card", "history", "churn/1", "--json"))["items"]
+    assert [c["revision"] for c in history] == [1, 2, 3]
+    unchanged = cli("card", "edit", "churn/1", env={"EDITOR": "true", "VISUAL": ""})
+    assert "unchanged" in unchanged
+
+    cli("comment", "churn/1", "The *ROC* plot looks right.")
+    request = json.loads(cli("promote", "churn/1", "--to", "staging", "--json"))["request"]
+    cli("comment", "--request", str(request["id"]), "Ship it?")
+    shown = json.loads(cli("comments", "churn/1", "--json"))["items"]
+    assert [(c["body"], c["request_id"]) for c in shown] == [
+        ("The *ROC* plot looks right.", None),
+        ("Ship it?", request["id"]),
+    ]
+    assert "Ship it?" in cli("comments", "--request", str(request["id"]))
+    wrong = run_with("comment", "churn/1", url=data, cwd=tmp_path, env={})
+    assert wrong.returncode == 1 and "REF TEXT" in wrong.stderr
