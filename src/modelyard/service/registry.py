@@ -52,6 +52,7 @@ from modelyard.service.comparison import Comparisons
 from modelyard.service.evidence import EvidenceService
 from modelyard.service.identity import IdentityService
 from modelyard.service.lifecycle import LifecycleService
+from modelyard.service.sessions import SessionService
 from modelyard.storage.blobs import BlobStore
 from modelyard.storage.db.filters import (
     model_condition,
@@ -75,6 +76,7 @@ class RegistryService(Comparisons, BlobService):
         self.lifecycle = LifecycleService(db, self.access)
         self.checks = ChecksService(db, self.access)
         self.evidence = EvidenceService(db, self.access, self)
+        self.sessions = SessionService(db, self.access, self.identity, self.key)
         self._resolved: StampedCache[Reference, Version] = StampedCache(
             lambda ref: db.model_stamp(ref.model)
         )

@@ -4,6 +4,6 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from modelyard.web.pages import actions, history, requests
+from modelyard.web.pages import actions, history, requests, signin
 
-PAGE_ROUTERS: list[APIRouter] = [requests.router, history.router, actions.router]
+PAGE_ROUTERS: list[APIRouter] = [requests.router, history.router, actions.router, signin.router]
