@@ -349,7 +349,7 @@ def test_the_churn_story_from_search_to_rollback(
     ds.locator('form[action$="/promote"] textarea[name="comment"]').fill("AUC up 0.03")
     ds.locator('form[action$="/promote"] button[type="submit"]').click()
     expect(ds).to_have_url(re.compile(r"/requests/[0-9]+\?done=request_opened$"))
-    expect(ds.locator("h1")).to_contain_text(f"churn/{challenger}")
+    expect(ds.locator("h1").first).to_contain_text(f"churn/{challenger}")
     request_url = ds.url.split("?")[0]
     expect(ds.locator(".why-not")).to_be_visible()  # the requester may not approve
     expect(ds.get_by_role("button", name="Approve")).to_have_count(0)
@@ -362,8 +362,13 @@ def test_the_churn_story_from_search_to_rollback(
     queued.get_by_role("link", name=re.compile(r"^#[0-9]+$")).click()
     expect(rita).to_have_url(request_url)
     expect(rita.locator("section.workflow").nth(1)).to_contain_text("metrics.auc")
-    image_loaded(rita, 'img[src*="confusion.png"]')
+    evidence = rita.locator("section.evidence")
+    expect(evidence).to_contain_text("week 12")  # the candidate's card
+    expect(evidence.get_by_role("link", name="confusion.png")).to_be_visible()
     screenshot(rita, "request")
+    evidence.get_by_role("link", name="The version's page").click()  # the plots, inline
+    image_loaded(rita, 'img[src*="confusion.png"]')
+    rita.go_back()
     rita.locator("#decision-comment").fill("Plots look right.")
     rita.get_by_role("button", name="Approve").click()
     expect(rita.locator("body")).to_contain_text("executed")
