@@ -11,6 +11,7 @@ is a failure.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import socket
 import subprocess
@@ -358,12 +359,14 @@ def browser_context(browser: Browser) -> Iterator[Callable[..., BrowserContext]]
         context.close()
 
 
-def sign_in(page: Page, user: str, password: str) -> None:
-    """Sign the page's browser context in through the /signin form, as a person does."""
+def sign_in(page: Page, user: str, password: str, then: str = "/requests") -> None:
+    """Sign the page's browser context in through the /signin form, as a person does, and
+    land on ``then``."""
     from playwright.sync_api import expect
 
-    page.goto("/signin")
+    page.goto(f"/signin?next={then}")
     page.fill("#signin-user", user)
     page.fill("#signin-password", password)
     page.get_by_role("button", name="Sign in", exact=True).click()
+    expect(page).to_have_url(re.compile(f"{re.escape(then)}$"))
     expect(page.locator("header .who .user")).to_contain_text(user)

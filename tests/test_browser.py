@@ -180,9 +180,12 @@ def watched(context: BrowserContext, origin: str) -> tuple[Page, Watch]:
     return watch.attach(context.new_page()), watch
 
 
-def screenshot(page: Page, name: str) -> None:
-    """Save the viewport for the docs when asked (MODELYARD_SCREENSHOTS=DIR)."""
+def screenshot(page: Page, name: str, anchor: str | None = None) -> None:
+    """Save the viewport for the docs when asked (MODELYARD_SCREENSHOTS=DIR), scrolled to
+    ``anchor`` (past the forms above it)."""
     if SCREENSHOTS:
+        if anchor:
+            page.locator(anchor).evaluate("element => element.scrollIntoView()")
         Path(SCREENSHOTS).mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(Path(SCREENSHOTS) / f"{name}.png"))
 
@@ -333,12 +336,12 @@ def test_the_churn_story_from_search_to_rollback(
     expect(ds.locator('[data-test="card"] h1')).to_contain_text("week 11")  # production's
     expect(ds.locator('[data-test="metric-chart-svg"]')).to_be_visible()
     expect(ds.locator('[data-test="production-band"]').first).to_be_attached()
-    screenshot(ds, "model")
+    screenshot(ds, "model", anchor="#card")
     ds.locator(f'[data-test="version-row"][data-version="{challenger}"] a').first.click()
     expect(ds).to_have_url(f"{registry.url}/models/churn/versions/{challenger}")
     expect(ds.locator('[data-test="card"] h1')).to_contain_text("week 12")
     image_loaded(ds, 'img[src*="confusion.png"]')
-    screenshot(ds, "version")
+    screenshot(ds, "version", anchor="#card")
 
     # Compare with production, then ask for the promotion.
     ds.locator('[data-test="compare-link"]').click()
@@ -394,7 +397,6 @@ def test_the_churn_story_from_search_to_rollback(
     expect(mia.locator("main")).to_contain_text(
         f"mia rolled churn@production back to churn/{challenger - 1}"
     )
-    screenshot(mia, "history")
     # What production held then: week 11 before the approval, week 12 until the rollback.
     week11, week12 = challenger - 1, challenger
     for moment, held, not_held in (
@@ -405,7 +407,6 @@ def test_the_churn_story_from_search_to_rollback(
         production = mia.locator("table.as-of tr", has_text="production")
         expect(production).to_contain_text(f"churn/{held}")
         expect(production).not_to_contain_text(f"churn/{not_held}")
-    screenshot(mia, "as-of")
 
 
 def test_a_viewer_sees_the_evidence_but_no_download_link_and_gets_403_on_the_bytes(
