@@ -193,6 +193,12 @@ class AccessControl:
             raise NotFound(f"model {model!r} not found{hint}", code="model_not_found")
         raise _forbidden(caller, permission, model, role)
 
+    def allows(self, caller: Caller, permission: Permission, model: str | None = None) -> bool:
+        """Whether ``require`` would pass: for an adapter deciding what to offer (a
+        download link), never instead of the check the action itself makes."""
+        role = self.role(caller, model)
+        return role is not None and role >= MINIMUM_ROLE[permission]
+
     def check(self, tx: Reader, caller: Caller, action: Action) -> None:
         """``require`` for the action's permission and for every one its rules add."""
         self.require(caller, action.permission, action.model, tx)

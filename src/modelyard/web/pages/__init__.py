@@ -4,4 +4,6 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-PAGE_ROUTERS: list[APIRouter] = []
+from modelyard.web.pages import compare, models, versions
+
+PAGE_ROUTERS: list[APIRouter] = [models.router, versions.router, compare.router]
