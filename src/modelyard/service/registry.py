@@ -227,9 +227,7 @@ class RegistryService(Comparisons, BlobService):
             )
         return Page(rows, page.next_page_token)
 
-    def metric_series(
-        self, name: str, metric: str, *, caller: Caller
-    ) -> tuple[MetricPoint, ...]:
+    def metric_series(self, name: str, metric: str, *, caller: Caller) -> tuple[MetricPoint, ...]:
         """One metric of every version of a model that has it, oldest first (a chart).
         Cached under the model's stamp: thousands of rows, read again only after a change."""
         validate_model_name(name)

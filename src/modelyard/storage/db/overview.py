@@ -16,7 +16,6 @@ from modelyard.domain.overview import MetricPoint
 from modelyard.storage.db.prebuilt import Prebuilt
 from modelyard.storage.db.tables import events, models, policies, version_metrics, versions
 
-
 # Thousands of rows for a chart: prebuilt, read off the DBAPI cursor (store.py explains).
 _METRIC_SERIES = Prebuilt(
     select(versions.c.number, versions.c.created_at, version_metrics.c.value)
