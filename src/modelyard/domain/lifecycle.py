@@ -386,3 +386,22 @@ class Promotion:
             version=Version.from_dict(data["version"]),
             request=TransitionRequest.from_dict(request) if request else None,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class ModelAsOf:
+    """What every stage and alias of a model held at a moment, replayed from the journal:
+    an auditor's "what was in production when this prediction was made"."""
+
+    model: str
+    at: datetime
+    stages: dict[str, tuple[int, ...]]  # each stage's versions, the newest to enter first
+    aliases: dict[str, int]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "at": iso(self.at),
+            "stages": {stage: list(numbers) for stage, numbers in self.stages.items()},
+            "aliases": dict(self.aliases),
+        }

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Generic, TypeVar
 
+from modelyard.domain.errors import InvalidInput
 from modelyard.domain.manifest import FileEntry
 
 DEFAULT_STAGE = "development"
@@ -282,6 +283,22 @@ class Event:
             model=data.get("model"),
             chain=int(data.get("chain", 1)),
         )
+
+
+@dataclass(frozen=True, slots=True)
+class EventFilter:
+    """Which events of the journal an auditor reads: by actor, model, and a time range
+    (both ends included, each optional)."""
+
+    actor: str | None = None
+    model: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+    def __post_init__(self) -> None:
+        for moment in (self.since, self.until):
+            if moment is not None and moment.tzinfo is None:
+                raise InvalidInput("a time needs a time zone, e.g. 2026-03-03T12:00Z")
 
 
 T = TypeVar("T")

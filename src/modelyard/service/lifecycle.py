@@ -16,7 +16,14 @@ from typing import Any
 import yaml
 
 from modelyard.domain.access import Caller, Permission, Role
-from modelyard.domain.errors import Conflict, Forbidden, InvalidInput, NotFound, PolicyFailed
+from modelyard.domain.errors import (
+    Conflict,
+    Forbidden,
+    InvalidInput,
+    ModelyardError,
+    NotFound,
+    PolicyFailed,
+)
 from modelyard.domain.events import (
     AliasDeleted,
     AliasSet,
@@ -34,6 +41,7 @@ from modelyard.domain.lifecycle import (
     ARCHIVED,
     MAX_POLICY_TEXT,
     Evaluation,
+    ModelAsOf,
     Policy,
     PolicyError,
     Promotion,
@@ -271,12 +279,11 @@ class LifecycleService:
         """Approve; with enough distinct approvals the promotion executes (policy re-checked)."""
         _check_comment(comment)
         with self.db.write() as tx:
-            request = self._open_request(tx, caller, request_id, Permission.APPROVE)
+            request = self._visible_request(tx, caller, request_id)
             policy, policy_version = self.policy_in_force(tx, request.model)
-            rule = policy.for_stage(request.to_stage).approvals
-            self._check_approver(tx, caller, request, rule.team, rule.allow_self)
-            if any(a.approver == caller.name for a in request.approvals):
-                raise Conflict(f"{caller.name} already approved request {request_id}")
+            refusal = self._refusal(tx, caller, request, policy, approving=True)
+            if refusal is not None:
+                raise refusal
             now = now_us()
             tx.add_approval(request_id, caller.name, comment, now)
             tx.update_request(request_id, updated_at=now)
@@ -288,11 +295,40 @@ class LifecycleService:
             return request
 
     def reject(self, caller: Caller, request_id: int, *, comment: str = "") -> TransitionRequest:
+        _check_comment(comment)
         with self.db.write() as tx:
-            request = self._open_request(tx, caller, request_id, Permission.APPROVE)
-            rule = self.policy_in_force(tx, request.model)[0].for_stage(request.to_stage)
-            self._check_approver(tx, caller, request, rule.approvals.team, True)
+            request = self._visible_request(tx, caller, request_id)
+            policy = self.policy_in_force(tx, request.model)[0]
+            refusal = self._refusal(tx, caller, request, policy, approving=False)
+            if refusal is not None:
+                raise refusal
             return self._close(tx, caller, request, "rejected", comment)
+
+    def can_decide(self, caller: Caller, request_id: int) -> tuple[bool, str]:
+        """Whether the caller may approve the request now, and if not why, in a sentence.
+
+        Read-only, for pages that show approve buttons only to reviewers: ``approve``
+        refuses by the very same rule (``_refusal``), so the page cannot disagree with it.
+        """
+        with self.db.read() as tx:
+            request = self._visible_request(tx, caller, request_id)
+            policy = self.policy_in_force(tx, request.model)[0]
+            refusal = self._refusal(tx, caller, request, policy, approving=True)
+        return (True, "") if refusal is None else (False, refusal.message)
+
+    def evaluate_request(self, caller: Caller, request_id: int) -> Evaluation:
+        """The request's policy evaluated again against the registry as it is now (the
+        request keeps the one made when it was opened; execution makes a third)."""
+        with self.db.read() as tx:
+            request = self._visible_request(tx, caller, request_id)
+            policy, policy_version = self.policy_in_force(tx, request.model)
+            ref = Reference(request.model, RefKind.NUMBER, request.version)
+            version, version_id = self._version(tx, ref)
+            candidate = Subject(version, tx.check_statuses(version_id))
+            current = self._current(tx, request.model, request.to_stage)
+            return _with_version(
+                policy.evaluate(request.to_stage, candidate, current), policy_version
+            )
 
     def cancel(self, caller: Caller, request_id: int, *, comment: str = "") -> TransitionRequest:
         """The requester, or a maintainer of the model, withdraws a request."""
@@ -449,6 +485,35 @@ class LifecycleService:
                 )
             return self._version(tx, Reference(ref.model, RefKind.NUMBER, number))[0]
 
+    def model_as_of(self, caller: Caller, model: str, at: datetime) -> ModelAsOf:
+        """Every stage's and alias's versions of ``model`` at ``at``, replayed from the
+        journal like ``resolve_as_of`` (versions deleted by then are left out)."""
+        if at.tzinfo is None:
+            raise InvalidInput("an as-of time needs a time zone, e.g. 2026-03-03T12:00Z")
+        validate_model_name(model)
+        self.access.require(caller, Permission.VIEW, model)
+        with self.db.read() as tx:
+            _model_id(tx, model)
+            stages = self.policy_in_force(tx, model)[0].stage_names
+            past = tx.model_events(model, (*HISTORY_KINDS, VersionDeleted.kind), to_us(at))
+        state = Projection.replay(past)
+        entered: dict[str, list[tuple[int, int]]] = {stage: [] for stage in (*stages, ARCHIVED)}
+        for (name, number), replayed in state.versions.items():
+            if name == model and not replayed.deleted:
+                stage = replayed.state["stage"]
+                entered.setdefault(stage, []).append((replayed.entered, number))
+        return ModelAsOf(
+            model=model,
+            at=at,
+            stages={
+                stage: tuple(number for _, number in sorted(held, reverse=True))
+                for stage, held in entered.items()
+            },
+            aliases={
+                alias: n for (name, alias), n in sorted(state.aliases.items()) if name == model
+            },
+        )
+
     # -- internals ------------------------------------------------------------------------------
 
     def _version(self, tx: Reader, ref: Reference) -> tuple[Version, int]:
@@ -597,36 +662,50 @@ class LifecycleService:
             raise Conflict(f"request {request_id} is {request.status}", code="request_closed")
         return request
 
-    def _check_approver(
+    def _refusal(
         self,
         tx: Reader,
         caller: Caller,
         request: TransitionRequest,
-        team: str | None,
-        allow_self: bool,
-    ) -> None:
-        """Who counts as a reviewer: the policy's team, else the model's maintainers; not
-        the requester (single-user local mode excepted: there is nobody else)."""
+        policy: Policy,
+        *,
+        approving: bool,
+    ) -> ModelyardError | None:
+        """Why the caller may not approve (or reject) the request, or None.
+
+        Who decides: the stage policy's team, else the model's maintainers; not the
+        requester when approving (single-user local mode excepted: there is nobody else).
+        """
+        try:
+            self.access.require(caller, Permission.APPROVE, request.model, tx)
+        except Forbidden as exc:
+            return exc
+        if request.status != "open":
+            return Conflict(f"request {request.id} is {request.status}", code="request_closed")
         if caller.local:
-            return
-        if request.requester == caller.name and not allow_self:
-            raise Forbidden(
+            return None
+        rule = policy.for_stage(request.to_stage).approvals
+        if approving and request.requester == caller.name and not rule.allow_self:
+            return Forbidden(
                 "the requester cannot approve their own request", permission="model.approve"
             )
-        if team is not None:
+        if rule.team is not None:
             assert caller.principal_id is not None
-            if team not in {t.name for t in tx.teams_of(caller.principal_id)}:
-                raise Forbidden(
-                    f"approvals for {request.to_stage} come from team {team!r}",
+            if rule.team not in {t.name for t in tx.teams_of(caller.principal_id)}:
+                return Forbidden(
+                    f"approvals for {request.to_stage} come from team {rule.team!r}",
                     permission="model.approve",
                 )
-            return
-        role = self.access.role(caller, request.model, tx)
-        if role is None or role < Role.MAINTAINER:
-            raise Forbidden(
-                f"approvals for {request.to_stage} come from maintainers of {request.model}",
-                permission="model.approve",
-            )
+        else:
+            role = self.access.role(caller, request.model, tx)
+            if role is None or role < Role.MAINTAINER:
+                return Forbidden(
+                    f"approvals for {request.to_stage} come from maintainers of {request.model}",
+                    permission="model.approve",
+                )
+        if approving and any(a.approver == caller.name for a in request.approvals):
+            return Conflict(f"{caller.name} already approved request {request.id}")
+        return None
 
 
 def _model_id(tx: Reader, model: str) -> int:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 
 from modelyard.domain.access import Caller, Permission, Role, Visibility
 from modelyard.domain.errors import (
@@ -34,10 +34,10 @@ from modelyard.domain.events import (
 )
 from modelyard.domain.filters import parse_filter, parse_order_by
 from modelyard.domain.frameworks import detect_framework
-from modelyard.domain.journal import Checkpoint
+from modelyard.domain.journal import Checkpoint, JournalReport, verify_chain
 from modelyard.domain.keys import ServerKey
 from modelyard.domain.manifest import FileEntry, manifest_digest
-from modelyard.domain.models import Event, Model, Page, T, Version, utc_from_us
+from modelyard.domain.models import Event, EventFilter, Model, Page, T, Version, to_us, utc_from_us
 from modelyard.domain.names import (
     validate_alias_name,
     validate_file_path,
@@ -556,14 +556,45 @@ class RegistryService(Comparisons, BlobService):
         limit: int | None = None,
         subject: str | None = None,
         kind: str | None = None,
+        filters: EventFilter | None = None,
+        before: int | None = None,
     ) -> list[Event]:
-        if after < 0:
-            raise InvalidInput("'after' must be 0 or a sequence number")
+        """The journal in order after ``after``; or, with ``before``, the newest events
+        before that seq, newest first (the UI's journal reads backwards from the head)."""
+        if after < 0 or (before is not None and before < 0):
+            raise InvalidInput("'after' and 'before' must be 0 or a sequence number")
         if kind is not None and kind not in CATALOGUE:
             raise InvalidInput(f"unknown event kind {kind!r}; the kinds: {', '.join(CATALOGUE)}")
         limit = validate_page_size(limit)
+        where = filters or EventFilter()
         with self.db.read() as tx:
-            return tx.events_after(after, limit, subject, kind, self._event_visibility(caller))
+            return tx.events_after(
+                after,
+                limit,
+                subject,
+                kind,
+                self._event_visibility(caller),
+                actor=where.actor,
+                model=where.model,
+                since_us=to_us(where.since) if where.since else None,
+                until_us=to_us(where.until) if where.until else None,
+                before=before,
+            )
+
+    def verify_journal(
+        self, *, caller: Caller, checkpoint: Checkpoint | None = None
+    ) -> JournalReport:
+        """Recompute the whole hash chain here, up to the head the registry recorded (read
+        first: events appended since only extend it), and hold ``checkpoint`` exactly.
+
+        For the UI's "verify" button (admins). It trusts this server's reading of the
+        database; ``modelyard journal verify`` recomputes on the client instead, and the
+        checkpoint kept elsewhere is what a rewritten database cannot forge.
+        """
+        self.access.require(caller, Permission.ADMIN)
+        with self.db.read() as tx:
+            head = tx.journal_head()
+            return verify_chain(_every_event(tx), head=head, checkpoint=checkpoint)
 
     def journal_head(self, *, caller: Caller) -> Checkpoint:
         """The newest event as the registry records it: ``journal verify`` checks that the
@@ -585,6 +616,17 @@ class RegistryService(Comparisons, BlobService):
     def check_ready(self) -> None:
         self.db.ping()
         self.blobs.check()
+
+
+def _every_event(tx: Reader, batch: int = 1000) -> Iterator[Event]:
+    """The whole journal in order, read a batch at a time."""
+    after = 0
+    while True:
+        page = tx.events_after(after, batch)
+        yield from page
+        if len(page) < batch:
+            return
+        after = page[-1].seq
 
 
 def _require(model_id: int | None, name: str) -> int:

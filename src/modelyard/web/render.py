@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
 from modelyard import __version__
+from modelyard.web.forms import may, notice_for, stage_names
 from modelyard.web.security import PAGE_HEADERS, csrf_token, set_csrf_cookie
 from modelyard.web.session import signed_in
 
@@ -88,6 +89,7 @@ environment = Environment(
 )
 environment.filters.update(markdown=markdown, when=when, size=size, metric=metric)
 environment.globals["version"] = __version__
+environment.globals.update(may=may, notice_for=notice_for, stage_names=stage_names)
 
 
 def page(

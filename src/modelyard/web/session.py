@@ -14,7 +14,13 @@ def web_caller(request: Request) -> Caller:
     found: Caller | None = getattr(request.state, "caller", None)
     if found is None:
         app = request.app
-        found = app.state.service.access.anonymous(app.state.reach, app.state.local_user)
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() == "bearer" and token.strip():
+            # A token, as the API takes it (scripts, tests): a browser never sends one by
+            # itself, so a form from elsewhere cannot ride on it.
+            found = app.state.service.access.authenticate(token.strip())
+        else:
+            found = app.state.service.access.anonymous(app.state.reach, app.state.local_user)
         request.state.caller = found
     return found
 

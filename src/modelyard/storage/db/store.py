@@ -567,16 +567,35 @@ class Reader(IdentityReader, LifecycleReader, BlobReader, ChecksReader, Overview
         subject: str | None = None,
         kind: str | None = None,
         visible: Visibility | None = None,
+        *,
+        actor: str | None = None,
+        model: str | None = None,
+        since_us: int | None = None,
+        until_us: int | None = None,
+        before: int | None = None,
     ) -> list[Event]:
-        """Events after ``after``; ``visible`` limits them to those models (None: all)."""
+        """Events after ``after`` in order; ``visible`` limits them to those models (None:
+        all). With ``before``, the newest ``limit`` events before that seq, newest first."""
         stmt = select(events).where(events.c.seq > after)
         if visible is not None:
             stmt = stmt.where(visible_condition(events.c.model, visible))
-        if subject is not None:
-            stmt = stmt.where(events.c.subject == subject)
-        if kind is not None:
-            stmt = stmt.where(events.c.kind == kind)
-        rows = self.conn.execute(stmt.order_by(events.c.seq).limit(limit))
+        for column, value in (
+            (events.c.subject, subject),
+            (events.c.kind, kind),
+            (events.c.actor, actor),
+            (events.c.model, model),
+        ):
+            if value is not None:
+                stmt = stmt.where(column == value)
+        if since_us is not None:
+            stmt = stmt.where(events.c.time_us >= since_us)
+        if until_us is not None:
+            stmt = stmt.where(events.c.time_us <= until_us)
+        if before is not None:
+            stmt = stmt.where(events.c.seq < before).order_by(events.c.seq.desc())
+        else:
+            stmt = stmt.order_by(events.c.seq)
+        rows = self.conn.execute(stmt.limit(limit))
         return [event_from_row(r) for r in rows]
 
     # -- helpers --------------------------------------------------------------------------

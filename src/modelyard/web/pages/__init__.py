@@ -4,6 +4,13 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from modelyard.web.pages import compare, models, versions
+from modelyard.web.pages import actions, compare, history, models, requests, versions
 
-PAGE_ROUTERS: list[APIRouter] = [models.router, versions.router, compare.router]
+PAGE_ROUTERS: list[APIRouter] = [
+    models.router,
+    versions.router,
+    compare.router,
+    requests.router,
+    history.router,
+    actions.router,
+]

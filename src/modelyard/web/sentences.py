@@ -1,0 +1,135 @@
+"""Journal events as sentences people read ("alice promoted churn/3 to production
+(approved by bob)"), decoded through the catalogue like every other reader."""
+
+from __future__ import annotations
+
+from modelyard.domain.events import (
+    AliasDeleted,
+    AliasSet,
+    GrantRevoked,
+    GrantSet,
+    JournalEvent,
+    ModelCreated,
+    ModelDeleted,
+    ModelUpdated,
+    PolicyApplied,
+    PrincipalCreated,
+    PrincipalDisabled,
+    ProtectedAliasesSet,
+    RequestApproved,
+    RequestClosed,
+    RequestOpened,
+    TeamDeleted,
+    TeamMemberAdded,
+    TeamMemberRemoved,
+    TokenCreated,
+    TokenRevoked,
+    UndecodableEvent,
+    VersionCheckReported,
+    VersionDeleted,
+    VersionRegistered,
+    VersionStaged,
+    VersionUpdated,
+    decode,
+)
+from modelyard.domain.models import Event
+
+
+def sentence(event: Event) -> str:
+    """What happened, in one sentence; a kind this module does not know (or an event that
+    does not decode) is still shown, with its kind and subject."""
+    try:
+        decoded = decode(event)
+    except UndecodableEvent as exc:
+        return f"{event.actor} {event.kind} {event.subject} ({exc})"
+    said = _said(event.actor, decoded)
+    if said is None:
+        detail = decoded.describe()
+        return f"{event.actor}: {event.kind} {event.subject}" + (f" ({detail})" if detail else "")
+    return said
+
+
+def _said(actor: str, event: JournalEvent) -> str | None:
+    match event:
+        case VersionRegistered(model=m, version=n, after=after):
+            return f"{actor} registered {m}/{n} ({after['files']} file(s), in {after['stage']})"
+        case VersionStaged():
+            return _staged(actor, event)
+        case VersionUpdated(model=m, version=n):
+            return f"{actor} edited {m}/{n}: {event.describe()}"
+        case VersionDeleted(model=m, version=n, hard=hard):
+            return f"{actor} {'erased' if hard else 'deleted'} {m}/{n}"
+        case VersionCheckReported(model=m, version=n, check=check, after=after):
+            return f"{actor} reported check {check} on {m}/{n}: {after['status']}"
+        case AliasSet(model=m, alias=alias, before=before, after=after):
+            moved = f" (it was {m}/{before})" if before is not None else ""
+            return f"{actor} pointed {m}@{alias} at {m}/{after}{moved}"
+        case AliasDeleted(model=m, alias=alias, before=before):
+            return f"{actor} removed {m}@{alias} (it was {m}/{before})"
+        case RequestOpened(model=m, version=n, request=rid, to_stage=stage, evaluation=ev):
+            verdict = "passes" if ev.get("passed") else "fails"
+            return (
+                f"{actor} asked to promote {m}/{n} to {stage} (request {rid}; the policy {verdict})"
+            )
+        case RequestApproved(model=m, version=n, request=rid):
+            return f"{actor} approved request {rid} for {m}/{n}"
+        case RequestClosed(model=m, version=n, request=rid, status=status, comment=comment):
+            why = f": {comment}" if comment else ""
+            return f"request {rid} for {m}/{n} was {status} by {actor}{why}"
+        case PolicyApplied(model=m, version=v):
+            return f"{actor} applied version {v} of the policy of {m or 'the registry'}"
+        case ModelCreated(model=m):
+            return f"{actor} created model {m}"
+        case ModelUpdated(model=m):
+            return f"{actor} edited model {m}: {event.describe()}"
+        case ModelDeleted(model=m):
+            return f"{actor} deleted model {m}"
+        case ProtectedAliasesSet(model=m):
+            return f"{actor} changed the protected aliases of {m}: {event.describe()}"
+        case PrincipalCreated(principal=p, after=after):
+            return f"{actor} created {after['kind'].replace('_', ' ')} {p}"
+        case PrincipalDisabled(principal=p):
+            return f"{actor} disabled {p}"
+        case TeamDeleted(principal=p):
+            return f"{actor} deleted team {p}"
+        case TeamMemberAdded(principal=team, member=member):
+            return f"{actor} added {member} to team {team}"
+        case TeamMemberRemoved(principal=team, member=member):
+            return f"{actor} removed {member} from team {team}"
+        case TokenCreated(principal=p, after=after):
+            return f"{actor} created token {after.get('id')} for {p}"
+        case TokenRevoked(principal=p, token=token):
+            return f"{actor} revoked token {token} of {p}"
+        case GrantSet(model=m, principal=p, after=role):
+            return f"{actor} granted {p} {role} {_where(m)}"
+        case GrantRevoked(model=m, principal=p, before=role):
+            return f"{actor} removed {p}'s {role} role {_where(m)}"
+    return None
+
+
+def _staged(actor: str, e: VersionStaged) -> str:
+    subject = f"{e.model}/{e.version}"
+    if e.reason == "demotion":
+        by = f" (replaced by {e.model}/{e.replaced_by})" if e.replaced_by else ""
+        return f"{subject} left {e.before} for {e.after}{by}"
+    if e.reason == "rollback":
+        if e.replaces is not None:
+            was = f"{e.model}/{e.replaces}"
+            return f"{actor} rolled {e.model}@{e.after} back to {subject} (from {was})"
+        return f"{actor} moved {subject} out of {e.before} to {e.after} (rollback)"
+    if e.reason == "archive":
+        return f"{actor} archived {subject} (it was in {e.before})"
+    if e.reason == "restore":
+        return f"{actor} restored {subject} to {e.after}"
+    if e.reason == "override":
+        return f"{actor} promoted {subject} to {e.after}, overriding the policy: {e.override}"
+    if e.request is not None:
+        approvers = ", ".join(e.approvals or []) or "nobody"
+        by = e.requester or actor
+        how = f"approved by {approvers}, request {e.request}"
+        return f"{by} promoted {subject} to {e.after} ({how})"
+    return f"{actor} promoted {subject} to {e.after}"
+
+
+def _where(model: str | None) -> str:
+    return f"on {model}" if model else "registry-wide"

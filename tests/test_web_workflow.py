@@ -1,0 +1,452 @@
+"""The UI's workflow pages on SQLite and PostgreSQL: the approvals queue and its decisions,
+the actions of the model and version pages, history, as-of and the journal, and
+administration; each refusal and each attack beside the rule it tests."""
+
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import event, text
+
+from modelyard.api import create_app
+from modelyard.domain.access import PrincipalKind, Reach, Role
+from modelyard.service import RegistryService
+from tests.test_lifecycle import POLICY, People, people, register
+
+CSRF = re.compile(r'name="csrf" value="([^"]+)"')
+
+
+@dataclass
+class Browser:
+    """One person's browser: their token (until sign-in sessions) and the CSRF cookie."""
+
+    client: TestClient
+    token: str
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+    def get(self, path: str, **kwargs: Any) -> Any:
+        return self.client.get(path, headers=self.auth, **kwargs)
+
+    def csrf(self) -> str:
+        found = CSRF.search(self.get("/requests").text)
+        assert found is not None
+        return found.group(1)
+
+    def post(self, path: str, data: dict[str, str], *, csrf: bool = True, **headers: str) -> Any:
+        form = {**data, "csrf": self.csrf()} if csrf else data
+        return self.client.post(
+            path, data=form, headers={**self.auth, **headers}, follow_redirects=False
+        )
+
+
+@dataclass
+class Story:
+    service: RegistryService
+    people: People
+    request_id: int
+    browsers: dict[str, Browser]
+
+    def __getitem__(self, name: str) -> Browser:
+        return self.browsers[name]
+
+
+@pytest.fixture
+def story(service: RegistryService) -> Iterator[Story]:
+    """churn/1 in production, churn/2 asked for production by ds (rita of team risk
+    reviews), and a browser for each person."""
+    p = people(service)
+    life = service.lifecycle
+    register(service, p.ds, 0.86)
+    life.apply_policy(p.mia, "churn", POLICY)
+    life.promote(p.admin, "churn/1", "production", override="first release")
+    register(service, p.ds, 0.87)
+    opened = life.promote(p.ds, "churn/2", "production", comment="weekly retrain")
+    assert opened.request is not None
+    admin = service.identity
+    admin.create_principal(p.admin, "vic", PrincipalKind.USER)
+    admin.set_grant(p.admin, "vic", Role.VIEWER, model="churn")
+    browsers = {}
+    with TestClient(create_app(service, reach=Reach.LOOPBACK)) as client:
+        for name in ("alice", "ds", "rita", "mia", "vic"):
+            token = admin.create_token(p.admin, principal=name).token
+            # Each person their own cookie jar, as each has their own browser.
+            own = TestClient(client.app)
+            browsers[name] = Browser(own, token)
+        yield Story(service, p, opened.request.id, browsers)
+
+
+def head(service: RegistryService) -> int:
+    with service.db.read() as tx:
+        return tx.journal_head().seq
+
+
+def stage(story: Story, number: int) -> str:
+    return story.service.get_version("churn", number, caller=story.people.admin).stage
+
+
+def main(page: str) -> str:
+    return page[page.index("<main>") :]
+
+
+# -- the approvals queue -------------------------------------------------------------------
+
+
+def test_the_queue_lists_the_request_and_its_page_shows_each_rule_and_the_comparison(
+    story: Story,
+) -> None:
+    queue = story["rita"].get("/requests")
+    assert queue.status_code == 200
+    assert f'href="/requests/{story.request_id}"' in queue.text and "churn/2" in queue.text
+
+    page = story["rita"].get(f"/requests/{story.request_id}")
+    assert page.status_code == 200
+    body = html.unescape(main(page.text))
+    for rule in ("metrics.auc >= 0.80", "metrics.auc >= current.metrics.auc - 0.005", "dataset"):
+        assert f"<code>{rule}</code>" in body
+    assert "current.metrics.auc = 0.86 (churn/1)" in body  # the actual values, rule by rule
+    assert "churn/1</a> (now in production) beside churn/2" in body
+    assert "+0.01" in body  # the metric's change against the occupant
+    assert 'action="/requests/1/approve"' in body and "Reject" in body
+
+
+def test_a_reviewer_approves_with_the_form_and_the_version_moves(story: Story) -> None:
+    answer = story["rita"].post(
+        f"/requests/{story.request_id}/approve", {"comment": "AUC holds; card reviewed"}
+    )
+    assert answer.status_code == 303
+    assert answer.headers["location"] == f"/requests/{story.request_id}?done=executed"
+    assert stage(story, 2) == "production" and stage(story, 1) == "archived"
+    shown = story["rita"].get(answer.headers["location"])
+    assert "Approved: the promotion was carried out." in shown.text
+    assert "This request is executed" in shown.text
+
+    history = html.unescape(story["ds"].get("/models/churn/history").text)
+    assert "ds promoted churn/2 to production (approved by rita, request 1)" in history
+    assert "churn/1 left production for archived (replaced by churn/2)" in history
+    assert "rita approved request 1 for churn/2" in history
+
+
+def test_the_requester_and_others_are_told_why_they_cannot_approve(story: Story) -> None:
+    own = main(story["ds"].get(f"/requests/{story.request_id}").text)
+    assert "You cannot approve this request: the requester cannot approve their own request." in (
+        own
+    )
+    assert "/approve" not in own and "Withdraw the request" in own
+    other = html.unescape(main(story["mia"].get(f"/requests/{story.request_id}").text))
+    assert "approvals for production come from team 'risk'" in other and "/approve" not in other
+
+    before = head(story.service)
+    refused = story["ds"].post(f"/requests/{story.request_id}/approve", {})
+    assert refused.status_code == 403
+    assert "the requester cannot approve their own request" in refused.text
+    assert head(story.service) == before and stage(story, 2) == "development"
+
+
+def test_the_requester_withdraws_and_a_reviewer_rejects(story: Story) -> None:
+    rejected = story["rita"].post(f"/requests/{story.request_id}/reject", {"comment": "no"})
+    assert rejected.status_code == 303 and rejected.headers["location"].endswith("done=rejected")
+    assert story.service.lifecycle.request(story.people.admin, story.request_id).status == (
+        "rejected"
+    )
+    again = story["rita"].post(f"/requests/{story.request_id}/approve", {})
+    assert again.status_code == 409 and "request 1 is rejected" in again.text
+
+
+# -- actions and their refusals -----------------------------------------------------------
+
+POSTS = [
+    "/requests/1/approve",
+    "/requests/1/reject",
+    "/requests/1/cancel",
+    "/models/churn/versions/2/promote",
+    "/models/churn/rollback",
+    "/models/churn/versions/2/archive",
+    "/models/churn/versions/1/restore",
+    "/models/churn/versions/2/delete",
+    "/models/churn/aliases",
+    "/models/churn/aliases/champion/delete",
+    "/models/churn/versions/2/edit",
+    "/models/churn/edit",
+    "/journal/verify",
+]
+FULL_FORM = {
+    "stage": "production",
+    "confirm": "yes",
+    "alias": "champion",
+    "version": "2",
+    "description": "changed",
+    "tags": "team=risk",
+    "comment": "x",
+}
+
+
+@pytest.mark.parametrize("path", POSTS)
+def test_every_form_posted_without_its_csrf_token_is_refused_and_changes_nothing(
+    story: Story, path: str
+) -> None:
+    before = head(story.service)
+    answer = story["alice"].post(path, FULL_FORM, csrf=False)
+    assert answer.status_code == 403 and "did not come from this registry" in answer.text
+    forged = story["alice"].client.post(
+        path, data={**FULL_FORM, "csrf": "forged"}, headers=story["alice"].auth
+    )
+    assert forged.status_code == 403
+    assert head(story.service) == before
+
+
+def test_a_form_posted_from_another_origin_is_refused(story: Story) -> None:
+    before = head(story.service)
+    for path in ("/requests/1/approve", "/models/churn/versions/2/archive"):
+        answer = story["rita"].post(path, FULL_FORM, Origin="https://evil.example")
+        assert answer.status_code == 403 and "https://evil.example" in answer.text
+        cross = story["rita"].post(path, FULL_FORM, **{"Sec-Fetch-Site": "cross-site"})
+        assert cross.status_code == 403
+    assert head(story.service) == before and stage(story, 2) == "development"
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/models/churn/versions/2/promote",
+        "/models/churn/versions/2/archive",
+        "/models/churn/aliases",
+        "/models/churn/rollback",
+        "/models/churn/versions/2/edit",
+    ],
+)
+def test_a_viewers_post_is_refused_by_the_service_and_changes_nothing(
+    story: Story, path: str
+) -> None:
+    before = head(story.service)
+    answer = story["vic"].post(path, {**FULL_FORM, "stage": "staging"})
+    assert answer.status_code == 403
+    assert "vic holds viewer" in html.unescape(answer.text)
+    assert head(story.service) == before
+
+
+def test_promote_opens_a_request_or_moves_at_once_as_the_policy_says(story: Story) -> None:
+    opened = story["ds"].post("/models/churn/versions/2/promote", {"stage": "staging"})
+    assert opened.status_code == 303 and opened.headers["location"].startswith("/requests/2?")
+    register(story.service, story.people.ds, 0.88)
+    moved = story["ds"].post("/models/churn/versions/3/promote", {"stage": "development"})
+    assert moved.status_code == 409  # already there: the service's sentence, status kept
+    assert "churn/3 is already in development" in moved.text
+
+
+def test_destructive_actions_ask_for_confirmation(story: Story) -> None:
+    before = head(story.service)
+    unconfirmed = {k: v for k, v in FULL_FORM.items() if k != "confirm"}
+    for path in ("/models/churn/versions/2/archive", "/models/churn/rollback"):
+        answer = story["mia"].post(path, unconfirmed)
+        assert answer.status_code == 400 and "I confirm" in answer.text
+    story.service.set_alias("churn", "champion", 1, caller=story.people.mia)
+    moved = story["mia"].post("/models/churn/aliases", {"alias": "champion", "version": "2"})
+    assert moved.status_code == 400 and "protected alias" in moved.text
+    assert head(story.service) == before + 1  # only the alias set directly above
+
+    archived = story["mia"].post("/models/churn/versions/2/archive", {"confirm": "yes"})
+    assert archived.status_code == 303 and stage(story, 2) == "archived"
+    assert story["mia"].post("/models/churn/versions/2/restore", {}).status_code == 303
+    assert stage(story, 2) == "development"
+    alias = story["mia"].post(
+        "/models/churn/aliases", {"alias": "champion", "version": "2", "confirm": "yes"}
+    )
+    assert alias.status_code == 303
+    assert story.service.resolve("churn@champion", caller=story.people.mia).version == 2
+
+
+def test_rollback_then_history_and_as_of(story: Story) -> None:
+    before_approval = datetime.now(UTC)
+    story["rita"].post(f"/requests/{story.request_id}/approve", {})
+    rolled = story["mia"].post(
+        "/models/churn/rollback", {"stage": "production", "confirm": "yes", "comment": "bad"}
+    )
+    assert rolled.status_code == 303 and rolled.headers["location"] == (
+        "/models/churn?done=rolled_back"
+    )
+    assert stage(story, 1) == "production"
+    history = html.unescape(story["vic"].get("/models/churn/history").text)
+    assert "mia rolled churn@production back to churn/1 (from churn/2)" in history
+
+    past = story["vic"].get("/models/churn/as-of", params={"at": before_approval.isoformat()})
+    assert past.status_code == 200
+    production = re.search(r"badge production\">production</span></td>\s*<td>(.*?)</td>", past.text)
+    assert production is not None and ">churn/1<" in production.group(1)
+    assert "churn/2" not in production.group(1)
+    naive = story["vic"].get("/models/churn/as-of", params={"at": "2000-01-01T10:00"})
+    assert naive.status_code == 200 and "empty" in naive.text  # UTC, before anything
+    bad = story["vic"].get("/models/churn/as-of", params={"at": "yesterday"})
+    assert bad.status_code == 400 and "is not a time" in html.unescape(bad.text)
+
+
+def test_edit_tags_and_description_of_a_version(story: Story) -> None:
+    edited = story["ds"].post(
+        "/models/churn/versions/2/edit", {"description": "Weekly.\r\nRetrained.", "tags": "a=1\n"}
+    )
+    assert edited.status_code == 303
+    version = story.service.get_version("churn", 2, caller=story.people.ds)
+    assert version.description == "Weekly.\nRetrained." and version.tags == {"a": "1"}
+    story["ds"].post("/models/churn/versions/2/edit", {"description": "Weekly.", "tags": ""})
+    assert story.service.get_version("churn", 2, caller=story.people.ds).tags == {}
+    bad = story["ds"].post("/models/churn/versions/2/edit", {"tags": "no equals sign"})
+    assert bad.status_code == 400 and "key=value" in bad.text
+
+
+def test_hostile_text_is_escaped(story: Story) -> None:
+    payloads = ['<script>alert("x")</script>', '<img src=x onerror="alert(1)">']
+    p, life = story.people, story.service.lifecycle
+    story.service.update_version(
+        "churn", 2, caller=p.ds, description=payloads[1], tags={"note": payloads[0]}
+    )
+    life.reject(p.rita, story.request_id, comment=payloads[0])
+    opened = life.promote(p.ds, "churn/2", "production", comment=payloads[1])
+    assert opened.request is not None
+    for path in (
+        "/requests?status=rejected",
+        f"/requests/{story.request_id}",
+        f"/requests/{opened.request.id}",
+        "/models/churn/history",
+        "/journal",
+    ):
+        page = story["alice"].get(path).text
+        assert "<script>alert" not in page and "<img src=x" not in page, path
+
+
+# -- the journal ---------------------------------------------------------------------------
+
+
+def test_the_journal_is_for_admins_and_filters_by_actor_kind_model_and_time(story: Story) -> None:
+    assert story["mia"].get("/journal").status_code == 403
+    everything = story["alice"].get("/journal")
+    assert everything.status_code == 200
+    with story.service.db.read() as tx:
+        checkpoint = str(tx.journal_head())
+    assert checkpoint in everything.text  # the checkpoint to keep, as `journal head` prints
+
+    def seqs(**query: str) -> list[int]:
+        page = story["alice"].get("/journal", params=query)
+        assert page.status_code == 200
+        return [int(s) for s in re.findall(r'<td class="num">(\d+)</td>', page.text)]
+
+    by_ds = seqs(actor="ds")
+    events = story.service.events(caller=story.people.admin, limit=1000)
+    assert by_ds == sorted((e.seq for e in events if e.actor == "ds"), reverse=True)
+    opened = seqs(kind="request.opened", model="churn")
+    assert opened == [e.seq for e in events if e.kind == "request.opened"]
+    assert seqs(model="nothing") == []
+    last = events[-1].time
+    assert seqs(since=last.isoformat()) == [e.seq for e in events if e.time >= last][::-1]
+    assert seqs(until="2000-01-01T00:00") == []
+    bad = story["alice"].get("/journal", params={"kind": "nonsense"})
+    assert bad.status_code == 400 and "unknown event kind" in bad.text
+
+
+def test_the_journal_pages_backwards_from_the_head(story: Story) -> None:
+    for number in range(3, 130):
+        story.service.set_alias("churn", f"a{number}", 1, caller=story.people.mia)
+    first = story["alice"].get("/journal").text
+    older = re.search(r'before=(\d+)">Older', first)
+    assert older is not None
+    second = story["alice"].get(f"/journal?before={older.group(1)}").text
+    shown = [int(s) for s in re.findall(r'<td class="num">(\d+)</td>', first + second)]
+    assert shown == list(range(head(story.service), 0, -1))
+
+
+def test_verify_chain_says_ok_then_names_the_break_after_a_row_is_tampered(story: Story) -> None:
+    ok = story["alice"].post("/journal/verify", {})
+    assert ok.status_code == 200 and "The chain holds" in ok.text
+    checkpoint = re.search(r'<code class="checkpoint">([^<]+)</code>', ok.text)
+    assert checkpoint is not None
+    kept = story["alice"].post("/journal/verify", {"checkpoint": checkpoint.group(1)})
+    assert "still holds checkpoint" in kept.text
+    assert story["mia"].post("/journal/verify", {}).status_code == 403
+
+    with story.service.db.engine.begin() as conn:
+        conn.execute(text("UPDATE events SET actor = 'mallory' WHERE seq = 3"))
+    broken = story["alice"].post("/journal/verify", {})
+    assert broken.status_code == 200 and "The chain is broken at event 3" in broken.text
+    assert "The chain holds" not in broken.text
+
+
+# -- a fixed number of queries whatever the rows --------------------------------------------
+
+
+@contextmanager
+def counted(service: RegistryService) -> Iterator[list[str]]:
+    """Every statement run through the service's engine while the block runs (on SQLite
+    also those the hot paths run on the DBAPI cursor directly)."""
+    engine = service.db.engine
+    statements: list[str] = []
+
+    def before(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(statement)
+
+    def traced(dbapi: Any, record: Any, proxy: Any) -> None:
+        dbapi.set_trace_callback(statements.append)
+
+    def untraced(dbapi: Any, record: Any) -> None:
+        dbapi.set_trace_callback(None)
+
+    sqlite = service.db.is_sqlite
+    if sqlite:
+        event.listen(engine, "checkout", traced)
+        event.listen(engine, "checkin", untraced)
+    else:
+        event.listen(engine, "before_cursor_execute", before)
+    try:
+        yield statements
+    finally:
+        if sqlite:
+            event.remove(engine, "checkout", traced)
+            event.remove(engine, "checkin", untraced)
+        else:
+            event.remove(engine, "before_cursor_execute", before)
+
+
+def queries(story: Story, who: str, path: str) -> int:
+    story[who].get(path)  # warm: caches and the CSRF cookie
+    with counted(story.service) as statements:
+        assert story[who].get(path).status_code == 200
+    return len(statements)
+
+
+def grow(story: Story) -> None:
+    """More of every row the pages list: requests, events, versions, aliases."""
+    p = story.people
+    for auc in (0.9, 0.91, 0.92):
+        number = register(story.service, p.ds, auc)
+        story.service.lifecycle.promote(p.ds, f"churn/{number}", "staging")
+        story.service.set_alias("churn", f"try{number}", number, caller=p.mia)
+
+
+@pytest.mark.parametrize(
+    ("who", "path"),
+    [
+        ("rita", "/requests"),
+        ("rita", "/requests/1"),
+        ("vic", "/models/churn/history"),
+        ("vic", "/models/churn/as-of?at=2100-01-01T00:00"),
+        ("alice", "/journal"),
+    ],
+)
+def test_each_page_runs_a_fixed_number_of_queries(story: Story, who: str, path: str) -> None:
+    few = queries(story, who, path)
+    grow(story)
+    assert queries(story, who, path) == few
+
+
+def test_pages_stay_small(story: Story) -> None:
+    grow(story)
+    for who, path in (("rita", "/requests"), ("rita", "/requests/1"), ("alice", "/journal")):
+        assert len(story[who].get(path).content) < 150_000
