@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from modelyard.web.pages import actions, compare, history, models, requests, versions
+from modelyard.web.pages import actions, compare, history, models, requests, signin, versions
 
 PAGE_ROUTERS: list[APIRouter] = [
     models.router,
@@ -13,4 +13,5 @@ PAGE_ROUTERS: list[APIRouter] = [
     requests.router,
     history.router,
     actions.router,
+    signin.router,
 ]
