@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import event
 
 from modelyard.api import create_app
-from modelyard.domain.access import Caller, Permission, PrincipalKind, Reach, Role
+from modelyard.domain.access import Caller, PrincipalKind, Reach, Role
 from modelyard.domain.manifest import FileEntry
 from modelyard.domain.models import DatasetRef, Environment, SourceRef
 from modelyard.domain.versions import NewVersion
@@ -242,20 +242,32 @@ def test_file_download_through_the_page_route(service: RegistryService, client: 
     assert client.get("/models/churn/versions/1/files/nope.bin").status_code == 404
 
 
-def test_download_links_follow_the_download_permission(service: RegistryService) -> None:
-    """A viewer sees no download links: the page asks AccessControl, as the bytes do."""
+def test_a_viewer_sees_no_download_links_and_gets_403_on_the_bytes(
+    service: RegistryService, client: TestClient
+) -> None:
+    """The page asks AccessControl (as the bytes do); a reader downloads."""
     register(service, "churn", 1)
     root = service.identity.bootstrap_admin("root", operator="test")
     admin = service.access.authenticate(root.token)
-    callers = {}
+    headers = {}
     for role in (Role.VIEWER, Role.READER):
         service.identity.create_principal(admin, role.label, PrincipalKind.USER)
         service.identity.set_grant(admin, role.label, role, model="churn")
         token = service.identity.create_token(admin, principal=role.label).token
-        callers[role] = service.access.authenticate(token)
-    assert not service.access.allows(callers[Role.VIEWER], Permission.DOWNLOAD, "churn")
-    assert service.access.allows(callers[Role.READER], Permission.DOWNLOAD, "churn")
-    assert service.access.allows(callers[Role.VIEWER], Permission.VIEW, "churn")
+        headers[role] = {"Authorization": f"Bearer {token}"}
+    file_url = "/models/churn/versions/1/files/model.pkl"
+    as_viewer = client.get("/models/churn/versions/1", headers=headers[Role.VIEWER])
+    assert as_viewer.status_code == 200 and "model.pkl" in as_viewer.text
+    assert file_url not in as_viewer.text and 'data-test="download"' not in as_viewer.text
+    assert 'data-test="no-download"' in as_viewer.text
+    refused = client.get(file_url, headers=headers[Role.VIEWER])
+    assert refused.status_code == 403 and b"weights" not in refused.content
+    as_reader = client.get("/models/churn/versions/1", headers=headers[Role.READER])
+    assert f'href="{file_url}"' in as_reader.text
+    assert client.get(file_url, headers=headers[Role.READER]).content == b"weights churn 1"
+    # Nobody signed in: sent to sign in, for the page and for the bytes alike.
+    for path in ("/models/churn/versions/1", file_url):
+        assert client.get(path, follow_redirects=False).headers["location"].startswith("/signin")
 
 
 def test_hostile_metadata_is_escaped(service: RegistryService, client: TestClient) -> None:
