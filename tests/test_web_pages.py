@@ -16,11 +16,13 @@ from sqlalchemy import event
 
 from modelyard.api import create_app
 from modelyard.domain.access import Caller, PrincipalKind, Reach, Role
+from modelyard.domain.evidence import AttachmentIn
 from modelyard.domain.manifest import FileEntry
 from modelyard.domain.models import DatasetRef, Environment, SourceRef
 from modelyard.domain.versions import NewVersion
 from modelyard.service import RegistryService
 from modelyard.web.links import commit_url
+from modelyard.web.security import REPORT_POLICY
 
 ME = Caller.local_user("tester")
 HOSTILE = '<script>alert(1)</script><img src=x onerror="alert(2)">'
@@ -242,6 +244,12 @@ def test_file_download_through_the_page_route(service: RegistryService, client: 
     assert client.get("/models/churn/versions/1/files/nope.bin").status_code == 404
 
 
+def bearer(service: RegistryService, admin: Caller, principal: str) -> dict[str, str]:
+    """Headers that make a page's caller ``principal`` (a new token of theirs)."""
+    token = service.identity.create_token(admin, principal=principal).token
+    return {"Authorization": f"Bearer {token}"}
+
+
 def test_a_viewer_sees_no_download_links_and_gets_403_on_the_bytes(
     service: RegistryService, client: TestClient
 ) -> None:
@@ -253,8 +261,7 @@ def test_a_viewer_sees_no_download_links_and_gets_403_on_the_bytes(
     for role in (Role.VIEWER, Role.READER):
         service.identity.create_principal(admin, role.label, PrincipalKind.USER)
         service.identity.set_grant(admin, role.label, role, model="churn")
-        token = service.identity.create_token(admin, principal=role.label).token
-        headers[role] = {"Authorization": f"Bearer {token}"}
+        headers[role] = bearer(service, admin, role.label)
     file_url = "/models/churn/versions/1/files/model.pkl"
     as_viewer = client.get("/models/churn/versions/1", headers=headers[Role.VIEWER])
     assert as_viewer.status_code == 200 and "model.pkl" in as_viewer.text
@@ -280,6 +287,9 @@ def test_hostile_metadata_is_escaped(service: RegistryService, client: TestClien
         files={"<img src=x onerror=alert(3)>.txt": b"x"},
     )
     service.update_model("churn", caller=ME, description=HOSTILE, tags={"key_metric": HOSTILE})
+    attach(service, "churn", 1, {f"{HOSTILE}.csv": HOSTILE.encode(), "a.md": HOSTILE.encode()})
+    service.evidence.set_card(ME, "churn", 1, HOSTILE + "\n[x](javascript:alert(5))")
+    service.evidence.comment(ME, model="churn", version=1, body=HOSTILE)
     for path in ["/", "/models/churn", "/models/churn/versions/1", "/compare?a=churn/1&b=churn/1"]:
         elements = Elements.of(client.get(path).text)
         # The page's own script, from /static; no element a payload made; no handler.
@@ -291,6 +301,8 @@ def test_hostile_metadata_is_escaped(service: RegistryService, client: TestClien
         sources = [a["src"] or "" for t, a in elements.found if t == "img" and "src" in a]
         assert all(src.startswith("/") for src in sources), path  # the sanitiser's rule
         assert not [a for _, attrs in elements.found for a in attrs if a.startswith("on")], path
+        values = [v or "" for _, attrs in elements.found for v in attrs.values()]
+        assert not [v for v in values if v.strip().lower().startswith("javascript:")], path
 
 
 class Elements(HTMLParser):
@@ -308,6 +320,101 @@ class Elements(HTMLParser):
         parser = cls()
         parser.feed(html)
         return parser
+
+
+PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 32
+EVIDENCE = {
+    "eval/roc.png": PNG,
+    "eval/confusion.jpg": b"\xff\xd8\xff\xe0" + b"\x00" * 32,
+    "eval/pr.svg": b'<svg xmlns="http://www.w3.org/2000/svg"><script>alert(1)</script></svg>',
+    "eval/report.html": b"<html><script>fetch('/x?c='+document.cookie)</script>report</html>",
+    "eval/metrics.csv": b"threshold,precision\n0.5,<b>0.91</b>\n",
+    "eval/metrics.json": b'{"auc": 0.83}',
+    "eval/fairness.pdf": b"%PDF-1.4 fairness",
+    "eval/<img src=x onerror=alert(4)>.txt": b"hostile name",
+}
+
+
+def attach(service: RegistryService, name: str, number: int, files: dict[str, bytes]) -> None:
+    items = [AttachmentIn(path, len(data), sha(data), data) for path, data in files.items()]
+    service.evidence.attach(ME, name, number, items)
+
+
+def test_version_page_shows_the_evidence_each_through_its_safe_view(
+    service: RegistryService, client: TestClient
+) -> None:
+    churn(service)
+    attach(service, "churn", 3, EVIDENCE)
+    service.evidence.set_card(ME, "churn", 3, "# Churn card\n\nEdited **card**.")
+    service.evidence.comment(ME, model="churn", version=3, body="Looks *good*")
+    html = client.get("/models/churn/versions/3").text
+    views = {
+        path: view for view, path in re.findall(r'data-view="(\w+)" data-path="([^"]+)"', html)
+    }
+    assert views["eval/roc.png"] == views["eval/confusion.jpg"] == views["eval/pr.svg"] == "image"
+    assert views["eval/report.html"] == "report" and views["eval/fairness.pdf"] == "other"
+    assert views["eval/metrics.csv"] == views["eval/metrics.json"] == "text"
+    base = "/models/churn/versions/3/attachments/"
+    assert f'<img src="{base}eval/roc.png"' in html and f'<img src="{base}eval/pr.svg"' in html
+    assert f'<iframe class="report" sandbox src="{base}eval/report.html"' in html
+    assert "0.5,&lt;b&gt;0.91&lt;/b&gt;" in html  # the CSV's first lines, escaped
+    assert "<h1>Churn card</h1>" in section(html, "card")
+    assert "<em>good</em>" in section(html, "comments")
+    assert html.count('data-test="attachment"') == len(EVIDENCE)
+    assert html.count("?download=1") == len(EVIDENCE)  # each can be saved
+
+
+def test_attachment_views_carry_their_type_and_policy(
+    service: RegistryService, client: TestClient
+) -> None:
+    churn(service)
+    attach(service, "churn", 3, EVIDENCE)
+    base = "/models/churn/versions/3/attachments/"
+    png = client.get(base + "eval/roc.png")
+    assert png.content == PNG and png.headers["content-type"] == "image/png"
+    assert png.headers["x-content-type-options"] == "nosniff"
+    svg = client.get(base + "eval/pr.svg")
+    assert svg.headers["content-type"] == "image/svg+xml"
+    assert svg.headers["content-security-policy"] == (
+        "default-src 'none'; style-src 'unsafe-inline'; sandbox"
+    )
+    report = client.get(base + "eval/report.html")
+    assert report.headers["content-type"].startswith("text/html")
+    assert report.headers["content-security-policy"] == REPORT_POLICY
+    csv = client.get(base + "eval/metrics.csv")
+    assert csv.headers["content-type"].startswith("text/plain")
+    assert "sandbox" in csv.headers["content-security-policy"]
+    pdf = client.get(base + "eval/fairness.pdf")
+    assert pdf.headers["content-type"] == "application/octet-stream"
+    assert pdf.headers["content-disposition"].startswith("attachment;")
+    saved = client.get(base + "eval/report.html", params={"download": "1"})
+    assert saved.headers["content-type"] == "application/octet-stream"
+    assert saved.headers["content-disposition"].startswith("attachment;")
+    assert client.get(base + "eval/missing.png").status_code == 404
+
+
+def test_a_viewer_sees_the_evidence_it_may_review(
+    service: RegistryService, client: TestClient
+) -> None:
+    churn(service)
+    attach(service, "churn", 3, {"eval/roc.png": PNG})
+    root = service.identity.bootstrap_admin("root", operator="test")
+    admin = service.access.authenticate(root.token)
+    service.identity.create_principal(admin, "ann", PrincipalKind.USER)
+    service.identity.set_grant(admin, "ann", Role.VIEWER, model="churn")
+    viewer = {
+        "Authorization": f"Bearer {service.identity.create_token(admin, principal='ann').token}"
+    }
+    page_html = client.get("/models/churn/versions/3", headers=viewer).text
+    assert 'data-path="eval/roc.png"' in page_html and 'data-test="download"' not in page_html
+    image = client.get("/models/churn/versions/3/attachments/eval/roc.png", headers=viewer)
+    assert image.status_code == 200 and image.content == PNG
+    service.identity.create_principal(admin, "eve", PrincipalKind.USER)
+    stranger = {
+        "Authorization": f"Bearer {service.identity.create_token(admin, principal='eve').token}"
+    }
+    hidden = client.get("/models/churn/versions/3/attachments/eval/roc.png", headers=stranger)
+    assert hidden.status_code == 404
 
 
 # -- compare -----------------------------------------------------------------------------------
@@ -397,6 +504,8 @@ def test_each_page_runs_a_fixed_number_of_queries(service: RegistryService) -> N
                 if number % 2 == 0:
                     promote(service, f"churn/{number}", "production")
             promote(service, f"churn/{total}", "staging")
+            if done == 0:
+                attach(service, "churn", 3, EVIDENCE)
             done = total
             for path in PAGES:  # warm the caches first: a page then costs what it will
                 assert client.get(path).status_code == 200

@@ -4,11 +4,21 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from modelyard.web.pages import actions, compare, history, models, requests, signin, versions
+from modelyard.web.pages import (
+    actions,
+    attachments,
+    compare,
+    history,
+    models,
+    requests,
+    signin,
+    versions,
+)
 
 PAGE_ROUTERS: list[APIRouter] = [
     models.router,
     versions.router,
+    attachments.router,
     compare.router,
     requests.router,
     history.router,

@@ -112,6 +112,7 @@ def model_page(
         production = service.resolve(f"{name}@{top}", caller=caller)
     except NotFound:
         production = None
+    card = service.evidence.card(caller, name, production.version) if production else None
     metric_names = sorted({k for v in versions.items for k in v.metrics})
     chosen = metric or key_metric(model.tags, versions.items[0].metrics if versions.items else ())
     periods = service.lifecycle.stage_periods(caller, name)
@@ -136,6 +137,7 @@ def model_page(
         top=top,
         archived=ARCHIVED,
         production=production,
+        card=card,
         versions=versions.items,
         next_link=next_link,
         first_page=bool(page_token),

@@ -13,6 +13,7 @@ from modelyard.api.streaming import stream_blob
 from modelyard.domain.access import Permission
 from modelyard.domain.events import describe
 from modelyard.domain.overview import top_stage
+from modelyard.web.evidence import DOWNLOAD_POLICY, shown
 from modelyard.web.links import commit_url, web_url
 from modelyard.web.pages.models import service_of
 from modelyard.web.render import page
@@ -24,21 +25,20 @@ router = page_router()
 # A version's files listed on its page: the rest through the CLI or the API.
 MAX_FILES = 500
 HISTORY_EVENTS = 200
-# Were a browser ever to render a download, nothing in it may run or load.
-DOWNLOAD_POLICY = "default-src 'none'; sandbox"
 Number = Annotated[int, Path(ge=1, le=2**31 - 1)]
 
 
 @router.get("/models/{name}/versions/{number}")
 def version_page(request: Request, name: str, number: Number) -> Response:
     """Every piece of a version's metadata, its files (download links for readers), its
-    card and its history."""
+    card, attachments, comments and history."""
     caller = web_caller(request)
     service = service_of(request)
     version = service.get_version(name, number, caller=caller)
     policy, _, _ = service.lifecycle.policy(caller, name)
     top = top_stage(policy)
     history = service.events(caller=caller, subject=version.reference, limit=HISTORY_EVENTS)
+    evidence = service.evidence.attachments(caller, name, number)
     source = version.source
     compare = {"a": f"{name}@{top}", "b": version.reference}
     return page(
@@ -53,6 +53,9 @@ def version_page(request: Request, name: str, number: Number) -> Response:
         history=[(e, describe(e)) for e in reversed(history)],
         top=top,
         compare_link="/compare?" + urlencode(compare),
+        card=service.evidence.card(caller, name, number),
+        attachments=shown(service, name, number, evidence),
+        comments=service.evidence.comments(caller, model=name, version=number),
     )
 
 
