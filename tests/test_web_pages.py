@@ -447,6 +447,9 @@ def test_compare_defaults_and_errors(service: RegistryService, client: TestClien
     assert empty.status_code == 200 and 'name="a"' in empty.text
     missing = client.get("/compare", params={"a": "churn/9", "b": "churn/1"})
     assert missing.status_code == 404 and "churn/9" in missing.text
+    against_production = client.get("/compare", params={"b": "churn/3"}).text
+    assert 'value="churn@production"' in against_production
+    assert 'A: <a href="/models/churn/versions/2">churn/2</a>' in against_production
     bad_metric = client.get("/compare", params={"a": "churn/1", "b": "churn/2", "metric": "a b"})
     assert bad_metric.status_code == 200 and 'data-test="gate-error"' in bad_metric.text
 

@@ -10,7 +10,7 @@ from starlette.responses import Response
 
 from modelyard.domain.comparison import GateResult
 from modelyard.domain.errors import InvalidInput
-from modelyard.domain.overview import key_metric
+from modelyard.domain.overview import key_metric, top_stage
 from modelyard.domain.references import parse_reference
 from modelyard.web.charts import metric_bars
 from modelyard.web.pages.models import service_of
@@ -27,11 +27,15 @@ _Reference = Annotated[str, Query(max_length=512)]
 def compare_page(
     request: Request, a: _Reference = "", b: _Reference = "", metric: _Reference = ""
 ) -> Response:
-    """``a`` (say the champion) beside ``b`` (the challenger), and the gate's verdict on
-    ``metric`` (``auc``, ``logloss:lower``; default: the model's key metric)."""
+    """``a`` (say the champion; default: the version in production of ``b``'s model)
+    beside ``b`` (the challenger), and the gate's verdict on ``metric`` (``auc``,
+    ``logloss:lower``; default: the model's key metric)."""
     caller = web_caller(request)
     service = service_of(request)
     a, b, metric = a.strip(), b.strip(), metric.strip()
+    if b and not a:  # this one against the occupant of production (the top stage)
+        model = parse_reference(b).model
+        a = f"{model}@{top_stage(service.lifecycle.policy(caller, model)[0])}"
     if not a or not b:
         return page(request, "compare.html", a=a, b=b, metric=metric, comparison=None)
     comparison = service.compare(a, b, caller=caller)
