@@ -4,6 +4,24 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from modelyard.web.pages import actions, history, requests, signin
+from modelyard.web.pages import (
+    actions,
+    attachments,
+    compare,
+    history,
+    models,
+    requests,
+    signin,
+    versions,
+)
 
-PAGE_ROUTERS: list[APIRouter] = [requests.router, history.router, actions.router, signin.router]
+PAGE_ROUTERS: list[APIRouter] = [
+    models.router,
+    versions.router,
+    attachments.router,
+    compare.router,
+    requests.router,
+    history.router,
+    actions.router,
+    signin.router,
+]
