@@ -95,8 +95,8 @@ def metric_chart(
     bottom, right = HEIGHT - _BOTTOM, WIDTH - _RIGHT
     times = [p.created_us / 1e6 for p in points]
     held = [p for p in periods if p.stage == top_stage][-MAX_PERIODS:]
-    start = min(times[0], *(p.start.timestamp() for p in held))
-    end = max(times[-1], *((p.end or p.start).timestamp() for p in held))
+    start = min([times[0], *(p.start.timestamp() for p in held)])
+    end = max([times[-1], *((p.end or p.start).timestamp() for p in held)])
     x = _Scale(start, end, _LEFT, right)
     values = [p.value for p in points]
     y = _Scale(min(values), max(values), bottom, _TOP)
