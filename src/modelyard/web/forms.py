@@ -8,6 +8,7 @@ this module holds for it: a link cannot make a page say anything else.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Final
 from urllib.parse import urlencode
 
@@ -80,6 +81,20 @@ def number(form: FormData, name: str) -> int:
     if not value.isdigit() or len(value) > 18:
         raise InvalidInput(f"{name.replace('_', ' ')} must be a whole number, not {value!r}")
     return int(value)
+
+
+def moment(text: str | None, what: str) -> datetime | None:
+    """A time typed in a form or pasted in a URL; without a zone it is UTC, as the pages
+    show every time."""
+    if not text:
+        return None
+    try:
+        parsed = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise InvalidInput(
+            f"{what} {text!r} is not a time: write it as 2026-12-01T10:00 (UTC)"
+        ) from None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
 
 
 def require_confirmation(form: FormData, what: str) -> None:

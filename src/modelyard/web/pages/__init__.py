@@ -4,6 +4,11 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from modelyard.web.pages import actions, history, requests
+from modelyard.web.pages import actions, admin, history, requests
 
-PAGE_ROUTERS: list[APIRouter] = [requests.router, history.router, actions.router]
+PAGE_ROUTERS: list[APIRouter] = [
+    requests.router,
+    history.router,
+    actions.router,
+    admin.router,
+]

@@ -3,18 +3,15 @@ and (admins) the whole journal with its filters and the check of its hash chain.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from modelyard.domain.errors import InvalidInput
 from modelyard.domain.events import CATALOGUE
 from modelyard.domain.journal import Checkpoint
 from modelyard.domain.models import EventFilter
 from modelyard.service import RegistryService
-from modelyard.web.forms import optional, posted
+from modelyard.web.forms import moment, optional, posted
 from modelyard.web.render import page
 from modelyard.web.routing import page_router
 from modelyard.web.sentences import sentence
@@ -28,20 +25,6 @@ JOURNAL_ROWS = 100
 def _service(request: Request) -> RegistryService:
     service: RegistryService = request.app.state.service
     return service
-
-
-def moment(text: str | None, what: str) -> datetime | None:
-    """A time typed in a form or pasted in a URL; without a zone it is UTC, as the pages
-    show every time."""
-    if not text:
-        return None
-    try:
-        parsed = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    except ValueError:
-        raise InvalidInput(
-            f"{what} {text!r} is not a time: write it as 2026-12-01T10:00 (UTC)"
-        ) from None
-    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
 
 
 @router.get("/models/{name}/history")
