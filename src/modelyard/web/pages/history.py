@@ -18,7 +18,7 @@ from modelyard.web.sentences import sentence
 from modelyard.web.session import web_caller
 
 router = page_router()
-HISTORY_ROWS = 200  # a page stays well under 150 KB; the CLI and the journal hold the rest
+HISTORY_ROWS = 200  # a page stays well under 150 KB
 JOURNAL_ROWS = 100
 
 
@@ -28,15 +28,17 @@ def _service(request: Request) -> RegistryService:
 
 
 @router.get("/models/{name}/history")
-def history(request: Request, name: str) -> Response:
-    events = _service(request).lifecycle.history(web_caller(request), name)
-    shown = events[-HISTORY_ROWS:][::-1]
+def history(request: Request, name: str, before: int | None = None) -> Response:
+    """A model's timeline, newest first, a page at a time."""
+    events = _service(request).lifecycle.history(
+        web_caller(request), name, limit=HISTORY_ROWS, before=before
+    )
     return page(
         request,
         "history.html",
         name=name,
-        rows=[(e, sentence(e)) for e in shown],
-        more=len(events) > len(shown),
+        rows=[(e, sentence(e)) for e in reversed(events)],
+        older=events[0].seq if len(events) == HISTORY_ROWS else None,
     )
 
 

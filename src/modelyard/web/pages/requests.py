@@ -18,6 +18,7 @@ from modelyard.web.routing import page_router
 from modelyard.web.session import web_caller
 
 router = page_router()
+QUEUE_ROWS = 200
 STATUSES = ("open", "executed", "rejected", "cancelled", "invalidated", "refused")
 
 
@@ -31,9 +32,21 @@ def queue(request: Request, status: str = "open", model: str = "") -> Response:
     """Requests of the models the caller sees, open ones first by default."""
     caller = web_caller(request)
     chosen = status if status in STATUSES else "open"
-    found = _service(request).lifecycle.requests(caller, model=model or None, status=chosen)
+    found = _service(request).lifecycle.requests(
+        caller,
+        model=model or None,
+        status=chosen,
+        limit=QUEUE_ROWS,
+        newest_first=chosen != "open",  # first come, first reviewed; the closed, newest first
+    )
     return page(
-        request, "requests.html", requests=found, shown=chosen, model=model, statuses=STATUSES
+        request,
+        "requests.html",
+        requests=found,
+        shown=chosen,
+        model=model,
+        statuses=STATUSES,
+        limit=QUEUE_ROWS,
     )
 
 
