@@ -14,6 +14,7 @@ from urllib.parse import urlencode
 
 from jinja2 import pass_context
 from jinja2.runtime import Context
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData, UploadFile
 from starlette.requests import Request
 from starlette.responses import RedirectResponse
@@ -54,10 +55,12 @@ NOTICES: Final = {
 
 
 async def posted(request: Request) -> FormData:
-    """The submitted form, once it is known to come from this registry's own page."""
+    """The submitted form, once it is known to come from this registry's own page; the
+    caller is then looked up off the event loop (``web_caller`` keeps it for the handler)."""
     form = await request.form()
     token = form.get(CSRF_FIELD)
     verify_csrf(request, token if isinstance(token, str) else None)
+    await run_in_threadpool(web_caller, request)
     return form
 
 
