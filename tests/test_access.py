@@ -212,6 +212,9 @@ SAMPLES: dict[tuple[str, str], Sample] = {
     ("GET", "/api/v1/events"): Sample(scope="listing"),
     ("GET", "/api/v1/events/head"): Sample(scope=REGISTRY),
     ("GET", "/api/v1/whoami"): Sample(),
+    ("PUT", "/api/v1/users/{name}/password"): Sample(
+        params={"name": "{role}"}, json={"password": "a long password of {role}"}
+    ),
     ("POST", "/api/v1/tokens"): Sample(json={"name": "more"}),
     ("GET", "/api/v1/tokens"): Sample(),
     ("DELETE", "/api/v1/tokens/{token_id}"): Sample(params={"token_id": "{spare}"}),

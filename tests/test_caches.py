@@ -297,6 +297,11 @@ def _busy_scenario(service: RegistryService) -> None:
     identity.create_principal(admin, "t", PrincipalKind.TEAM)
     identity.create_principal(admin, "sa", PrincipalKind.SERVICE_ACCOUNT)
     token = identity.create_token(admin, principal="u").info.id
+    identity.set_password(admin, "u", "a long enough password")
+    cookie, _ = service.sessions.start_session("u", "a long enough password")
+    for _ in range(2):  # the second sign-out finds the session ended: nothing to write
+        service.sessions.end_session(cookie)
+    service.sessions.end_session(service.sessions.start_session_with_token(root.token)[0])
     for _ in range(2):
         identity.set_membership(admin, "t", "u", present=True)
         identity.set_grant(admin, "u", Role.VIEWER, model="m")

@@ -553,6 +553,7 @@ def test_readme_shared_server_and_churn_story_run_verbatim(
     assert resolved == ["churn/2", "churn/1", "churn/2"], done.stdout
     assert "churn@production is churn/1 again" in done.stdout
     assert "request 1: churn/2 → production" in done.stdout
+    assert "password set for bob" in done.stdout
 
 
 # -- the CLI in scripts: --json everywhere, nothing cut on a pipe --------------------------------

@@ -75,6 +75,9 @@ def test_every_kind_is_appended(service: RegistryService) -> None:
     identity.revoke_grant(admin, "mia", model="churn")
     token = identity.create_token(admin, name="spare")
     identity.revoke_token(admin, token.info.id)
+    identity.set_password(admin, "mia", "a long enough password")
+    cookie, _ = service.sessions.start_session("mia", "a long enough password")
+    service.sessions.end_session(cookie)
     identity.disable_principal(admin, "mia", PrincipalKind.USER)
     identity.delete_team(admin, "risk")
 

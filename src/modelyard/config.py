@@ -22,22 +22,44 @@ DEFAULT_PORT = 8080
 DEFAULT_URL = f"http://{DEFAULT_HOST}:{DEFAULT_PORT}"
 
 
+DEFAULT_SESSION_HOURS = 12.0
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     data_dir: Path
     database_url: str | None = None
+    session_hours: float = DEFAULT_SESSION_HOURS  # how long a web UI sign-in lasts
 
     @classmethod
     def from_env(cls, data_dir: str | None = None, database_url: str | None = None) -> Settings:
         return cls(
             data_dir=Path(data_dir or os.environ.get("MODELYARD_DATA_DIR") or DEFAULT_DATA_DIR),
             database_url=database_url or os.environ.get("MODELYARD_DATABASE_URL") or None,
+            session_hours=_session_hours(os.environ.get("MODELYARD_SESSION_HOURS")),
         )
 
     @property
     def effective_database_url(self) -> str:
         """PostgreSQL when configured, else SQLite in the data directory."""
         return self.database_url or f"sqlite:///{self.data_dir.resolve() / 'registry.db'}"
+
+
+def _session_hours(text: str | None) -> float:
+    """MODELYARD_SESSION_HOURS: a positive number of hours, at most 30 days."""
+    if not text:
+        return DEFAULT_SESSION_HOURS
+    try:
+        hours = float(text)
+    except ValueError:
+        hours = 0.0
+    if not 0 < hours <= 720:
+        from modelyard.domain.errors import InvalidInput
+
+        raise InvalidInput(
+            f"MODELYARD_SESSION_HOURS={text!r}: give a number of hours between 0 and 720"
+        )
+    return hours
 
 
 def os_user() -> str:
@@ -72,7 +94,9 @@ def open_service(settings: Settings) -> RegistryService:
     engine = create_db_engine(settings.effective_database_url)
     migrate(engine)
     blobs = LocalBlobStore(settings.data_dir / "blobs")
-    return RegistryService(Database(engine), blobs, server_key(settings.data_dir))
+    service = RegistryService(Database(engine), blobs, server_key(settings.data_dir))
+    service.sessions.lifetime_us = round(settings.session_hours * 3_600_000_000)
+    return service
 
 
 def server_key(data_dir: Path) -> ServerKey:

@@ -56,6 +56,7 @@ _CONFLICTS = {
     "POST /api/v1/teams",
     "POST /api/v1/service-accounts",
     "DELETE /api/v1/users/{name}",
+    "PUT /api/v1/users/{name}/password",
     "DELETE /api/v1/teams/{name}",
     "DELETE /api/v1/service-accounts/{name}",
     "POST /api/v1/tokens",

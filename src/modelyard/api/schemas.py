@@ -247,6 +247,12 @@ class PrincipalIn(_Strict):
     description: StrictStr = Field(default="", max_length=4096)
 
 
+class PasswordIn(_Strict):
+    password: StrictStr = Field(
+        description="At least 12 characters; only its Argon2id hash is kept"
+    )
+
+
 class PrincipalOut(BaseModel):
     name: str
     kind: str

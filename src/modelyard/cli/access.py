@@ -15,7 +15,14 @@ from modelyard.cli.common import JsonOption, UrlOption, handles_errors, registry
 from modelyard.client.credentials import save_token
 from modelyard.client.registry import Registry, connect
 from modelyard.config import DEFAULT_DATA_DIR, DEFAULT_URL
-from modelyard.domain.access import Grant, NewToken, Principal, PrincipalKind, Token
+from modelyard.domain.access import (
+    Grant,
+    NewToken,
+    Principal,
+    PrincipalKind,
+    Token,
+    validate_password,
+)
 from modelyard.domain.errors import InvalidInput
 from modelyard.domain.models import iso
 
@@ -131,6 +138,23 @@ def _principal_app(kind: PrincipalKind) -> typer.Typer:
             made = _operations(reg, kind)[0](name, description=description)
         output.emit(json_out, made.as_dict(), f"created {what} [bold]{made.name}[/bold]")
 
+    def create_user(
+        name: NameArgument,
+        description: Annotated[str, typer.Option(help="What it is for.")] = "",
+        password: PasswordOption = False,
+        password_stdin: PasswordStdinOption = False,
+        url: UrlOption = DEFAULT_URL,
+        json_out: JsonOption = False,
+    ) -> None:
+        secret = read_password(password, password_stdin)  # asked, and checked, before creating
+        with registry(url) as reg:
+            made = reg.create_user(name, description=description)
+            if secret is not None:
+                reg.set_password(name, secret)
+        data = {**made.as_dict(), "password_set": secret is not None}
+        signs_in = " (it can sign in to the web UI)" if secret is not None else ""
+        output.emit(json_out, data, f"created {what} [bold]{made.name}[/bold]{signs_in}")
+
     def listing(url: UrlOption = DEFAULT_URL, json_out: JsonOption = False) -> None:
         with registry(url) as reg:
             found = _operations(reg, kind)[1]()
@@ -150,8 +174,14 @@ def _principal_app(kind: PrincipalKind) -> typer.Typer:
         output.emit(json_out, status, f"{what} {name} {done}")
 
     create.__doc__ = f"Create a {what}.\n\n[bold]Example[/bold]: modelyard {group} create NAME"
+    create_user.__doc__ = (
+        "Create a user; with --password, also the password they sign in to the web UI with."
+        "\n\n" + _example("users create bob --password")
+    )
     listing.__doc__ = f"List {what}s.\n\n[bold]Example[/bold]: modelyard {group} list"
-    sub.command("create")(handles_errors(create))
+    sub.command("create")(handles_errors(create_user if kind is PrincipalKind.USER else create))
+    if kind is PrincipalKind.USER:
+        sub.command("passwd")(handles_errors(passwd))
     sub.command("list")(handles_errors(listing))
     if kind is PrincipalKind.TEAM:
         remove.__doc__ = "Delete a team, its memberships and its grants.\n\n" + _example(
@@ -178,6 +208,55 @@ def _operations(
     if kind is PrincipalKind.SERVICE_ACCOUNT:
         return reg.create_service_account, reg.service_accounts, reg.disable_service_account
     return reg.create_team, reg.teams, reg.delete_team
+
+
+# -- passwords --------------------------------------------------------------------------------
+
+PasswordOption = Annotated[
+    bool, typer.Option("--password", help="Ask for a password (hidden, twice) to set.")
+]
+PasswordStdinOption = Annotated[
+    bool,
+    typer.Option(
+        "--password-stdin", help="Read the password from the first line of stdin (scripts)."
+    ),
+]
+
+
+def read_password(prompt: bool, from_stdin: bool) -> str | None:
+    """The password the options ask for (None: neither), checked before anything is sent."""
+    if from_stdin:
+        secret = sys.stdin.readline().rstrip("\r\n")
+    elif prompt:
+        secret = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    else:
+        return None
+    return validate_password(secret)
+
+
+def passwd(
+    name: NameArgument,
+    password_stdin: PasswordStdinOption = False,
+    url: UrlOption = DEFAULT_URL,
+    json_out: JsonOption = False,
+) -> None:
+    """Set the password a user signs in to the web UI with: your own, or (admins) anyone's.
+
+    Asks for it twice, hidden (or reads it from stdin with --password-stdin). It ends the
+    user's web sessions; the registry keeps only an Argon2id hash of it.
+
+    [bold]Example[/bold]: modelyard users passwd bob
+    """
+    secret = read_password(True, password_stdin)
+    assert secret is not None
+    with registry(url) as reg:
+        reg.set_password(name, secret)
+    output.emit(
+        json_out,
+        {"name": name, "password_set": True},
+        f"password set for [bold]{output.escape(name)}[/bold]; any web sessions they had"
+        " were ended",
+    )
 
 
 TeamArgument = Annotated[str, typer.Argument(help="The team.")]
@@ -471,20 +550,28 @@ def admin_create(
         str | None,
         typer.Option(envvar="MODELYARD_DATABASE_URL", help="Its PostgreSQL URL, if it uses one."),
     ] = None,
+    password: PasswordOption = False,
+    password_stdin: PasswordStdinOption = False,
     json_out: JsonOption = False,
 ) -> None:
     """Make NAME a registry-wide admin and print a new token for it, once.
 
     Works on the data directory (or database) itself, so run it where the server runs.
     Creates the user if needed; also the way back in when every admin token is lost.
+    With --password (or --password-stdin), also sets the password NAME signs in to the
+    web UI with.
 
     [bold]Example[/bold]: modelyard admin create alice --data-dir /srv/modelyard
     """
     from modelyard.config import Settings, open_service, os_user
+    from modelyard.domain.access import Caller
 
+    secret = read_password(password, password_stdin)
     service = open_service(Settings.from_env(data_dir, database_url))
     try:
         made = service.identity.bootstrap_admin(name, operator=os_user())
+        if secret is not None:
+            service.identity.set_password(Caller.local_user(os_user()), name, secret)
     finally:
         service.close()
     output.errors.print(

@@ -600,6 +600,12 @@ class Registry:
         data = self._json("GET", f"/api/v1/{kind.collection}")
         return [Principal.from_dict(p) for p in data["items"]]
 
+    def set_password(self, user: str, password: str) -> None:
+        """Set a user's password for the web UI (your own, or as an admin anyone's); it ends
+        their web sessions. At least 12 characters; the registry keeps only a hash."""
+        path = f"/api/v1/{PrincipalKind.USER.collection}/{_seg(user)}/password"
+        self._send("PUT", path, body={"password": password})
+
     def disable_user(self, name: str) -> None:
         """Disable a user and revoke its tokens; its name stays in the history."""
         self._send("DELETE", f"/api/v1/{PrincipalKind.USER.collection}/{_seg(name)}")

@@ -6,6 +6,7 @@ SDK only carry them; so a REST caller, the CLI and the in-process SDK are judged
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import re
@@ -15,13 +16,16 @@ from datetime import datetime
 from enum import IntEnum, StrEnum
 from typing import Any, Final
 
-from modelyard.domain.errors import InvalidName, Unauthorized
+from modelyard.domain.errors import InvalidInput, InvalidName, Unauthorized
 from modelyard.domain.models import iso, parse_iso
 
 TOKEN_PREFIX: Final = "myd"
 PRINCIPAL_PATTERN: Final = r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}"  # also in OpenAPI
 _PRINCIPAL_RE: Final = re.compile(PRINCIPAL_PATTERN)
 _TOKEN_RE: Final = re.compile(r"myd_([0-9a-f]{16})_([A-Za-z0-9_-]{43})")
+_SESSION_RE: Final = re.compile(r"([0-9a-f]{16})\.([A-Za-z0-9_-]{43})\.([A-Za-z0-9_-]{43})")
+MIN_PASSWORD_LENGTH: Final = 12
+MAX_PASSWORD_LENGTH: Final = 1024
 
 
 class Role(IntEnum):
@@ -186,6 +190,8 @@ class Visibility:
 
 @dataclass(frozen=True, slots=True)
 class SecretParts:
+    """A public id and its secret: of a token, or of a web session."""
+
     token_id: str
     secret: str
 
@@ -215,6 +221,58 @@ def secret_matches(salt: str, secret: str, stored_hash: str) -> bool:
 
 def new_salt() -> str:
     return secrets.token_hex(16)
+
+
+# -- passwords and web sessions ---------------------------------------------------------------
+
+
+def validate_password(password: str) -> str:
+    """Long enough to resist guessing (NIST SP 800-63B: length, not composition rules);
+    bounded so that hashing stays cheap. The message never repeats the password."""
+    if not isinstance(password, str) or len(password) < MIN_PASSWORD_LENGTH:
+        raise InvalidInput(
+            f"a password needs at least {MIN_PASSWORD_LENGTH} characters; a few words make"
+            " a good one",
+            code="password_too_short",
+        )
+    if len(password) > MAX_PASSWORD_LENGTH:
+        raise InvalidInput(
+            f"a password may have at most {MAX_PASSWORD_LENGTH} characters",
+            code="password_too_long",
+        )
+    return password
+
+
+def new_session() -> SecretParts:
+    """A session's public id (16 hex) and its secret (256 random bits)."""
+    return SecretParts(secrets.token_hex(8), secrets.token_urlsafe(32))
+
+
+def _session_mac(key: bytes, session_id: str, secret: str) -> str:
+    mac = hmac.new(key, f"{session_id}.{secret}".encode(), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(mac).decode().rstrip("=")
+
+
+def session_cookie(key: bytes, parts: SecretParts) -> str:
+    """The cookie's value: ``ID.SECRET.MAC``, signed with the server's session key."""
+    return f"{parts.token_id}.{parts.secret}.{_session_mac(key, parts.token_id, parts.secret)}"
+
+
+def parse_session_cookie(key: bytes, value: str) -> SecretParts | None:
+    """The id and secret of a cookie this server signed; None for anything else (forged,
+    truncated, from another registry), decided without reading the database."""
+    match = _SESSION_RE.fullmatch(value)
+    if match is None:
+        return None
+    session_id, secret, mac = match.groups()
+    if not hmac.compare_digest(_session_mac(key, session_id, secret), mac):
+        return None
+    return SecretParts(session_id, secret)
+
+
+def session_secret_hash(secret: str) -> str:
+    """What the sessions table keeps of a cookie's secret (256 random bits: SHA-256)."""
+    return hashlib.sha256(secret.encode()).hexdigest()
 
 
 # -- values ---------------------------------------------------------------------------------

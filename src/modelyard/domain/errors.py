@@ -104,6 +104,14 @@ class PolicyFailed(Conflict):
     title = "Policy failed"
 
 
+class TooManyRequests(ModelyardError):
+    """Refused for a while: too many failed sign-ins for a user or from an address."""
+
+    status = 429
+    default_code = "too_many_requests"
+    title = "Too many requests"
+
+
 class Unavailable(ModelyardError):
     status = 503
     default_code = "unavailable"

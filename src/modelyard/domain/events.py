@@ -509,6 +509,41 @@ class TokenRevoked(PrincipalEvent):
 
 
 @dataclass(frozen=True, slots=True)
+class PasswordSet(PrincipalEvent):
+    """The subject is the user; the password itself is in no event. Setting it ends the
+    user's web sessions (``sessions_ended`` of them)."""
+
+    kind: ClassVar[str] = "user.password_set"
+    sessions_ended: int
+
+
+@dataclass(frozen=True, slots=True)
+class SessionStarted(PrincipalEvent):
+    """A sign-in to the web UI; the subject is who signed in, ``session`` its public id."""
+
+    kind: ClassVar[str] = "session.started"
+    session: str
+    method: str  # password | token
+    expires_at: str
+    client: str | None
+
+    def describe(self) -> str:
+        return f"session {self.session} by {self.method} from {self.client or 'unknown'}"
+
+
+@dataclass(frozen=True, slots=True)
+class SessionEnded(PrincipalEvent):
+    """A sign-out; it moves the identity stamp, so the session stops on every replica."""
+
+    kind: ClassVar[str] = "session.ended"
+    session: str
+    reason: str  # signed_out
+
+    def describe(self) -> str:
+        return f"session {self.session} {self.reason.replace('_', ' ')}"
+
+
+@dataclass(frozen=True, slots=True)
 class GrantSet(ScopeEvent):
     kind: ClassVar[str] = "grant.set"
     principal: str
@@ -573,6 +608,9 @@ CATALOGUE: Mapping[str, type[JournalEvent]] = {
         TeamMemberRemoved,
         TokenCreated,
         TokenRevoked,
+        PasswordSet,
+        SessionStarted,
+        SessionEnded,
         GrantSet,
         GrantRevoked,
         GarbageCollected,

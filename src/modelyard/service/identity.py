@@ -6,9 +6,12 @@ the authenticated actor and the token that acted, like every other change.
 
 from __future__ import annotations
 
+import threading
 from datetime import datetime
 from typing import Any
 
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import Row
 
 from modelyard.domain.access import (
@@ -24,12 +27,14 @@ from modelyard.domain.access import (
     hash_secret,
     new_salt,
     new_token,
+    validate_password,
     validate_principal_name,
 )
-from modelyard.domain.errors import Conflict, Forbidden, InvalidInput, NotFound
+from modelyard.domain.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthorized
 from modelyard.domain.events import (
     GrantRevoked,
     GrantSet,
+    PasswordSet,
     PrincipalCreated,
     PrincipalDisabled,
     ProtectedAliasesSet,
@@ -46,12 +51,18 @@ from modelyard.storage.db.identity import principal_from_row
 from modelyard.storage.db.store import Database, Reader, Writer, now_us
 
 MAX_TOKEN_NAME = 128
+WRONG_PASSWORD = "wrong user name or password"
 
 
 class IdentityService:
     def __init__(self, db: Database, access: AccessControl) -> None:
         self.db = db
         self.access = access
+        # Argon2id with argon2-cffi's defaults (RFC 9106's second recommendation: 64 MiB,
+        # 3 passes); a hash stored with other parameters is rehashed at the next sign-in.
+        self.passwords = PasswordHasher()
+        self._dummy: tuple[PasswordHasher, str] | None = None
+        self._dummy_lock = threading.Lock()
 
     # -- who am I -----------------------------------------------------------------------------
 
@@ -179,6 +190,63 @@ class IdentityService:
                 event = TeamMemberAdded if present else TeamMemberRemoved
                 tx.append_event(caller, event(team, member), now=now_us())
             return tx.principals(PrincipalKind.TEAM, team)[0]
+
+    # -- passwords ----------------------------------------------------------------------------
+
+    def set_password(self, caller: Caller, user: str, password: str) -> None:
+        """Set a user's password (the user themselves, or an admin); ends their web sessions.
+
+        Only the Argon2id hash is stored. A token limited to a model or to reading cannot
+        change credentials, not even its holder's own.
+        """
+        validate_principal_name(user)
+        validate_password(password)
+        if caller.name != user or caller.local or caller.scope_model or caller.read_only:
+            self.access.require(caller, Permission.ADMIN)
+        hashed = self.passwords.hash(password)  # outside the transaction: it takes a while
+        with self.db.write() as tx:
+            row = _principal(tx, user, PrincipalKind.USER)
+            if row.disabled_at is not None:
+                raise Conflict(f"{user!r} is disabled", code="principal_disabled")
+            now = now_us()
+            tx.set_password(row.id, hashed, caller.name, now)
+            ended = tx.end_web_sessions(now, principal_id=row.id)
+            tx.append_event(caller, PasswordSet(user, ended), now=now)
+
+    def verify_password(self, user: str, password: str) -> Caller:
+        """The caller a user name and password stand for; Unauthorized, with one message
+        and one cost whatever was wrong (no such user, no password, disabled, mismatch)."""
+        return self.check_password(user, password)[0]
+
+    def check_password(self, user: str, password: str) -> tuple[Caller, str | None]:
+        """``verify_password``, and a fresh hash when the stored one has old parameters."""
+        with self.db.read() as tx:
+            record = tx.password(user) if isinstance(user, str) and len(user) <= 64 else None
+        usable = (
+            record is not None
+            and record.kind == PrincipalKind.USER.value
+            and not record.disabled
+            and record.hash is not None
+        )
+        stored = record.hash if usable and record is not None else None
+        hasher = self.passwords
+        try:
+            hasher.verify(stored or self._dummy_hash(hasher), password)
+        except (VerificationError, InvalidHashError):
+            stored = None
+        if stored is None or record is None:
+            raise Unauthorized(WRONG_PASSWORD, code="signin_failed")
+        rehashed = hasher.hash(password) if hasher.check_needs_rehash(stored) else None
+        return Caller(name=record.name, principal_id=record.principal_id), rehashed
+
+    def _dummy_hash(self, hasher: PasswordHasher) -> str:
+        """What a user who does not exist (or has no password) is verified against, so
+        that a wrong name costs what a wrong password costs: timing tells nothing. Made
+        once per hasher, with its parameters."""
+        with self._dummy_lock:
+            if self._dummy is None or self._dummy[0] is not hasher:
+                self._dummy = (hasher, hasher.hash(new_salt()))
+            return self._dummy[1]
 
     # -- tokens -------------------------------------------------------------------------------
 

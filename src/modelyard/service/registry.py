@@ -54,6 +54,7 @@ from modelyard.service.checks import ChecksService
 from modelyard.service.comparison import Comparisons
 from modelyard.service.identity import IdentityService
 from modelyard.service.lifecycle import LifecycleService
+from modelyard.service.sessions import SessionService
 from modelyard.storage.blobs import BlobStore
 from modelyard.storage.db.filters import (
     model_condition,
@@ -79,6 +80,7 @@ class RegistryService(Comparisons, BlobService):
         self.identity = IdentityService(db, self.access)
         self.lifecycle = LifecycleService(db, self.access)
         self.checks = ChecksService(db, self.access)
+        self.sessions = SessionService(db, self.access, self.identity, self.key)
         self._resolved: StampedCache[Reference, Version] = StampedCache(
             lambda ref: db.model_stamp(ref.model)
         )

@@ -1,11 +1,16 @@
 """What keeps the UI's pages safe in a browser: the headers on every page, and the CSRF
 check on every form that changes something.
 
-CSRF uses a signed double submit: a random value in a cookie (HttpOnly, SameSite=Strict)
-and, in each form, an HMAC of it under the server's key. Another site can make a browser
-post to the registry, even one in local mode on loopback, but can neither read the cookie
-nor compute the token; ``Origin`` and ``Sec-Fetch-Site``, when the browser sends them,
-must also name the registry itself.
+CSRF uses a signed double submit: a random seed in a cookie (HttpOnly, SameSite=Lax) and,
+in each form, an HMAC under the server's key of the seed and the session cookie. Another
+site can make a browser post to the registry, even one in local mode on loopback, but can
+neither read the cookies nor compute the token; ``Origin`` and ``Sec-Fetch-Site``, when the
+browser sends them, must also name the registry itself. Binding the token to the session
+means a token obtained in one session (say, an attacker's own) is worthless in another,
+even if the attacker could plant their seed cookie; signing in and out also rotates the
+seed. Lax, not Strict: a Strict cookie is not sent when a person follows a link from chat,
+so that page would mint a new seed and break the forms open in other tabs; a cross-site
+POST carries no Lax cookie either way.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from modelyard.domain.errors import Forbidden
+from modelyard.web.session import SESSION_COOKIE
 
 CSRF_COOKIE = "myd_csrf"
 CSRF_FIELD = "csrf"
@@ -49,7 +55,8 @@ def is_https(request: Request) -> bool:
 
 def _sign(request: Request, seed: str) -> str:
     key = request.app.state.service.key.derive("csrf")
-    mac = hmac.new(key, seed.encode(), hashlib.sha256).digest()
+    session = request.cookies.get(SESSION_COOKIE, "")
+    mac = hmac.new(key, f"{seed}\n{session}".encode(), hashlib.sha256).digest()
     return base64.urlsafe_b64encode(mac).decode().rstrip("=")
 
 
@@ -67,8 +74,15 @@ def set_csrf_cookie(request: Request, response: Response) -> None:
     seed = getattr(request.state, "new_csrf_seed", None)
     if seed is not None:
         response.set_cookie(
-            CSRF_COOKIE, seed, httponly=True, samesite="strict", secure=is_https(request)
+            CSRF_COOKIE, seed, httponly=True, samesite="lax", secure=is_https(request)
         )
+
+
+def rotate_csrf(request: Request, response: Response) -> None:
+    """A new seed with the response: at sign-in and sign-out, so that nothing learnt before
+    (a seed planted or seen) carries over into the new session."""
+    request.state.new_csrf_seed = secrets.token_urlsafe(32)
+    set_csrf_cookie(request, response)
 
 
 def verify_csrf(request: Request, submitted: str | None) -> None:

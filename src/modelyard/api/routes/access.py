@@ -15,6 +15,7 @@ from modelyard.api.schemas import (
     IdentityOut,
     ModelOut,
     NewTokenOut,
+    PasswordIn,
     PrincipalIn,
     PrincipalOut,
     ProtectedAliasesIn,
@@ -129,6 +130,21 @@ for _present, _method in ((True, "PUT"), (False, "DELETE")):
         200,
         PrincipalOut,
     )
+
+
+@router.put(
+    "/users/{name}/password",
+    status_code=204,
+    response_class=Response,
+    openapi_extra=needs("authenticated"),
+)
+def set_password(name: Who, body: PasswordIn, request: Request) -> Response:
+    """Set a user's password, for signing in to the web UI: your own, or (admins) anyone's.
+
+    Ends the user's web sessions. A token limited to a model or to reading cannot.
+    """
+    identity(request).set_password(caller(request), name, body.password)
+    return Response(status_code=204)
 
 
 # -- tokens -----------------------------------------------------------------------------------

@@ -18,9 +18,11 @@ from modelyard.domain.models import DEFAULT_PROTECTED_ALIASES, utc_from_us
 from modelyard.storage.db.tables import (
     grants,
     models,
+    passwords,
     principals,
     team_members,
     tokens,
+    web_sessions,
 )
 
 
@@ -57,6 +59,44 @@ _TOKEN = select(
     principals.c.name.label("principal"),
     principals.c.disabled_at,
 ).join(principals, tokens.c.principal_id == principals.c.id)
+
+
+@dataclass(frozen=True, slots=True)
+class PasswordRecord:
+    """A principal as signing in needs it: its kind, whether it is enabled, its hash."""
+
+    principal_id: int
+    name: str
+    kind: str
+    disabled: bool
+    hash: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRecord:
+    """A web session with what decides whether it still stands: its holder, its token."""
+
+    id: str
+    secret_hash: str
+    expires_at: int
+    ended_at: int | None
+    principal_id: int
+    principal: str
+    disabled: bool
+    token: TokenRecord | None
+
+
+_PASSWORD = select(
+    principals.c.id,
+    principals.c.name,
+    principals.c.kind,
+    principals.c.disabled_at,
+    passwords.c.hash,
+).outerjoin(passwords, passwords.c.principal_id == principals.c.id)
+
+_SESSION = select(web_sessions, principals.c.name, principals.c.disabled_at).join(
+    principals, web_sessions.c.principal_id == principals.c.id
+)
 
 
 class IdentityReader:
@@ -124,6 +164,27 @@ class IdentityReader:
             principal_id=row.principal_id,
             principal=row.principal,
             disabled=row.disabled_at is not None,
+        )
+
+    def password(self, name: str) -> PasswordRecord | None:
+        row = self.conn.execute(_PASSWORD.where(principals.c.name == name)).first()
+        if row is None:
+            return None
+        return PasswordRecord(row.id, row.name, row.kind, row.disabled_at is not None, row.hash)
+
+    def web_session(self, session_id: str) -> SessionRecord | None:
+        row = self.conn.execute(_SESSION.where(web_sessions.c.id == session_id)).first()
+        if row is None:
+            return None
+        return SessionRecord(
+            id=row.id,
+            secret_hash=row.secret_hash,
+            expires_at=row.expires_at,
+            ended_at=row.ended_at,
+            principal_id=row.principal_id,
+            principal=row.name,
+            disabled=row.disabled_at is not None,
+            token=self.token(row.token_id) if row.token_id is not None else None,
         )
 
     def tokens(self, principal_id: int | None, token_id: str | None = None) -> list[Token]:
@@ -255,6 +316,38 @@ class IdentityWriter(IdentityReader):
 
     def revoke_token(self, token_id: str, now: int) -> None:
         self.conn.execute(update(tokens).where(tokens.c.id == token_id).values(revoked_at=now))
+
+    def set_password(self, principal_id: int, hashed: str, set_by: str, now: int) -> None:
+        self.conn.execute(delete(passwords).where(passwords.c.principal_id == principal_id))
+        self.conn.execute(
+            insert(passwords).values(
+                principal_id=principal_id, hash=hashed, set_at=now, set_by=set_by
+            )
+        )
+
+    def insert_web_session(self, values: dict[str, Any]) -> None:
+        self.conn.execute(insert(web_sessions).values(**values))
+
+    def end_web_sessions(
+        self, now: int, *, session_id: str | None = None, principal_id: int | None = None
+    ) -> int:
+        """End one session, or every live one of a principal; how many ended."""
+        stmt = update(web_sessions).where(
+            web_sessions.c.ended_at.is_(None), web_sessions.c.expires_at > now
+        )
+        if session_id is not None:
+            stmt = stmt.where(web_sessions.c.id == session_id)
+        if principal_id is not None:
+            stmt = stmt.where(web_sessions.c.principal_id == principal_id)
+        return int(self.conn.execute(stmt.values(ended_at=now)).rowcount)
+
+    def purge_web_sessions(self, now: int) -> None:
+        """Forget sessions that ended or expired: the journal keeps their story."""
+        self.conn.execute(
+            delete(web_sessions).where(
+                (web_sessions.c.expires_at <= now) | web_sessions.c.ended_at.is_not(None)
+            )
+        )
 
     def set_grant(
         self, principal_id: int, model: str | None, role: Role, created_by: str, now: int

@@ -254,6 +254,39 @@ tokens = Table(
     Index(None, "principal_id"),
 )
 
+# A user's password: only its Argon2id hash (salt and parameters inside), kept apart from
+# the principals that every listing reads.
+passwords = Table(
+    "passwords",
+    metadata,
+    Column(
+        "principal_id", Integer, ForeignKey("principals.id", ondelete="CASCADE"), primary_key=True
+    ),
+    Column("hash", String(256), nullable=False),
+    Column("set_at", BigInteger, nullable=False),
+    Column("set_by", String(256), nullable=False),
+)
+
+# Web UI sign-ins. The id is public (it names the session in the journal); of the secret
+# the cookie carries only a SHA-256 is kept. A session made with a token keeps the token's
+# limits and dies with it.
+web_sessions = Table(
+    "web_sessions",
+    metadata,
+    Column("id", String(16), primary_key=True),
+    Column(
+        "principal_id", Integer, ForeignKey("principals.id", ondelete="CASCADE"), nullable=False
+    ),
+    Column("token_id", String(16), ForeignKey("tokens.id", ondelete="CASCADE"), nullable=True),
+    Column("secret_hash", String(64), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("expires_at", BigInteger, nullable=False),
+    Column("ended_at", BigInteger, nullable=True),
+    Index(None, "principal_id"),
+    Index(None, "token_id"),
+    Index(None, "expires_at"),
+)
+
 # A role on a model (by name, so that access can be granted before the first version is
 # registered), or registry-wide when model is NULL. One grant per principal and model.
 grants = Table(
