@@ -27,28 +27,29 @@ CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 
 @dataclass
 class Browser:
-    """One person's browser: their token (until sign-in sessions) and the CSRF cookie."""
+    """One person's browser, signed in (with their token, through the sign-in form): the
+    session and CSRF cookies are in its jar."""
 
     client: TestClient
     token: str
 
-    @property
-    def auth(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token}"}
+    def __post_init__(self) -> None:
+        signed = self.client.post(
+            "/signin", data={"token": self.token, "csrf": self.csrf()}, follow_redirects=False
+        )
+        assert signed.status_code == 303, signed.text
 
     def get(self, path: str, **kwargs: Any) -> Any:
-        return self.client.get(path, headers=self.auth, **kwargs)
+        return self.client.get(path, **kwargs)
 
     def csrf(self) -> str:
-        found = CSRF.search(self.get("/requests").text)
+        found = CSRF.search(self.get("/signin").text)
         assert found is not None
         return found.group(1)
 
     def post(self, path: str, data: dict[str, str], *, csrf: bool = True, **headers: str) -> Any:
         form = {**data, "csrf": self.csrf()} if csrf else data
-        return self.client.post(
-            path, data=form, headers={**self.auth, **headers}, follow_redirects=False
-        )
+        return self.client.post(path, data=form, headers=headers, follow_redirects=False)
 
 
 @dataclass
@@ -188,6 +189,7 @@ POSTS = [
     "/admin/tokens/0123456789abcdef/revoke",
     "/admin/grants",
     "/admin/grants/remove",
+    "/admin/users/vic/password",
 ]
 FULL_FORM = {
     "stage": "production",
@@ -203,6 +205,8 @@ FULL_FORM = {
     "role": "admin",
     "member": "vic",
     "action": "add",
+    "password": "correct horse battery staple",
+    "repeat": "correct horse battery staple",
 }
 
 
@@ -213,9 +217,7 @@ def test_every_form_posted_without_its_csrf_token_is_refused_and_changes_nothing
     for path in POSTS:
         answer = story["alice"].post(path, FULL_FORM, csrf=False)
         assert answer.status_code == 403 and "did not come from this registry" in answer.text
-        forged = story["alice"].client.post(
-            path, data={**FULL_FORM, "csrf": "forged"}, headers=story["alice"].auth
-        )
+        forged = story["alice"].client.post(path, data={**FULL_FORM, "csrf": "forged"})
         assert forged.status_code == 403, path
     assert head(story.service) == before
 
@@ -481,6 +483,11 @@ def test_users_teams_members_and_grants_through_the_forms(story: Story) -> None:
     assert identity.get_principal(admin, "eve", PrincipalKind.USER).disabled
     alice.post("/admin/teams/ops/delete", {"confirm": "yes"})
     assert "ops" not in {t.name for t in identity.principals(admin, PrincipalKind.TEAM)}
+    differ = alice.post("/admin/users/vic/password", {"password": "a long pass 1", "repeat": "x"})
+    assert differ.status_code == 400 and "the two passwords differ" in differ.text
+    chosen = {"password": "correct horse battery staple", "repeat": "correct horse battery staple"}
+    assert alice.post("/admin/users/vic/password", chosen).status_code == 303
+    assert story.service.identity.verify_password("vic", chosen["password"]).name == "vic"
     page = html.unescape(alice.get("/journal").text)
     assert "alice added eve to team ops" in page and "alice granted eve reader on churn" in page
 

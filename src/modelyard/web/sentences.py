@@ -12,6 +12,7 @@ from modelyard.domain.events import (
     ModelCreated,
     ModelDeleted,
     ModelUpdated,
+    PasswordSet,
     PolicyApplied,
     PrincipalCreated,
     PrincipalDisabled,
@@ -19,6 +20,8 @@ from modelyard.domain.events import (
     RequestApproved,
     RequestClosed,
     RequestOpened,
+    SessionEnded,
+    SessionStarted,
     TeamDeleted,
     TeamMemberAdded,
     TeamMemberRemoved,
@@ -104,6 +107,12 @@ def _said(actor: str, event: JournalEvent) -> str | None:
             return f"{actor} granted {p} {role} {_where(m)}"
         case GrantRevoked(model=m, principal=p, before=role):
             return f"{actor} removed {p}'s {role} role {_where(m)}"
+        case PasswordSet(principal=p):
+            return f"{actor} set the password of {p}"
+        case SessionStarted(principal=p, method=method, client=client):
+            return f"{p} signed in with a {method}" + (f" from {client}" if client else "")
+        case SessionEnded(principal=p):
+            return f"{p} signed out"
     return None
 
 

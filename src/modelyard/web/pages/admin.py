@@ -72,6 +72,17 @@ async def disable(request: Request, name: str) -> Response:
     return done("/admin", "disabled")
 
 
+@router.post("/admin/users/{name}/password")
+async def set_password(request: Request, name: str) -> Response:
+    """An admin sets a user's password (which ends that user's web sessions)."""
+    form = await posted(request)
+    password = form.get("password")
+    if not isinstance(password, str) or password != form.get("repeat"):
+        raise InvalidInput("the two passwords differ: type the same one twice")
+    await _run(_service(request).identity.set_password, web_caller(request), name, password)
+    return done("/admin", "password_set")
+
+
 @router.post("/admin/teams/{name}/delete")
 async def delete_team(request: Request, name: str) -> Response:
     form = await posted(request)
