@@ -111,8 +111,8 @@ def _said(actor: str, event: JournalEvent) -> str | None:
             return f"{actor} set the password of {p}"
         case SessionStarted(principal=p, method=method, client=client):
             return f"{p} signed in with a {method}" + (f" from {client}" if client else "")
-        case SessionEnded(principal=p):
-            return f"{p} signed out"
+        case SessionEnded(principal=p, reason=reason):
+            return f"{p}'s session ended ({reason.replace('_', ' ')})"
     return None
 
 
