@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PORT ?= 8080
 
-.PHONY: serve test fuzz bench clean
+.PHONY: serve test browser fuzz bench clean
 
 # flock: `make serve` and `make test` started together must not install into .venv at once.
 $(STAMP): pyproject.toml
@@ -19,11 +19,14 @@ $(STAMP): pyproject.toml
 serve: $(STAMP)  ## start the registry on http://127.0.0.1:$(PORT) (SQLite + ./modelyard-data)
 	$(BIN)/modelyard serve --port $(PORT)
 
-test: $(STAMP)  ## lint, type-check and run the whole test suite
+test: $(STAMP) browser  ## lint, type-check and run the whole test suite
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/pytest -n 2
+
+browser:  ## Debian's chromium for the browser tests, installed when missing (root + apt)
+	@sh tests/ensure_chromium.sh
 
 fuzz: $(STAMP)  ## Schemathesis on every operation, a long campaign (FUZZ_SECONDS per run)
 	MODELYARD_FUZZ_SEED=random MODELYARD_FUZZ_SECONDS=$(or $(FUZZ_SECONDS),600) $(BIN)/pytest tests/test_fuzz.py -v

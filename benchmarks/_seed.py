@@ -28,8 +28,20 @@ from modelyard.storage.db import tables as t
 _BATCH = 20_000
 
 
-def seed_search_db(data_dir: Path, n: int, *, n_models: int = SEARCH_MODELS) -> dict[str, Any]:
-    """Create the schema in ``data_dir`` and insert ``n`` versions over ``n_models`` models."""
+def seed_search_db(
+    data_dir: Path,
+    n: int,
+    *,
+    n_models: int = SEARCH_MODELS,
+    dense: int = 0,
+) -> dict[str, Any]:
+    """Create the schema in ``data_dir`` and insert ``n`` versions over ``n_models`` models.
+
+    ``dense``: ``model-000`` holds exactly the first ``dense`` versions and the other models
+    share the rest (the UI benchmark's model of 2,000 versions, at every size).
+    """
+    if dense and not dense < n:
+        raise ValueError(f"a model of {dense} versions needs more than {n} in all")
     settings = Settings(data_dir=data_dir)
     service = open_service(settings)  # runs the migrations: the schema the server expects
     service.close()
@@ -66,7 +78,10 @@ def seed_search_db(data_dir: Path, n: int, *, n_models: int = SEARCH_MODELS) -> 
                     "params": [],
                 }
                 for i in range(start, min(n, start + _BATCH)):
-                    m = i % n_models
+                    if not dense:
+                        m = i % n_models
+                    else:
+                        m = 0 if i < dense else 1 + (i - dense) % (n_models - 1)
                     per_model[m] += 1
                     vid = i + 1
                     sha = hashlib.sha256(f"bench-blob-{i}".encode()).hexdigest()

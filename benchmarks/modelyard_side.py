@@ -48,8 +48,12 @@ from benchmarks._common import (
 )
 from benchmarks._harness import Marks, ModelyardServer
 from benchmarks._seed import seed_search_db
+from benchmarks.ui import ui_benchmark
 
 Log = Callable[[str], None]
+
+# What `python -m benchmarks.run --only` can name; all of them by default.
+PHASES = ("startup", "registry", "big_file", "search", "ui")
 
 STARTS = 5
 MODEL = "bench-register"
@@ -72,8 +76,11 @@ def run_modelyard_benchmark(
     search_sizes: list[int],
     workdir: Path,
     log: Log = print,
+    phases: tuple[str, ...] = PHASES,
+    ui_sizes: list[int] | None = None,
 ) -> dict[str, Any]:
-    """Run every Modelyard measurement; returns a flat dict (plus ``search``: size -> ms)."""
+    """Run the Modelyard measurements of ``phases``; returns a flat dict (plus ``search``
+    and ``ui``: size -> figures). The UI is measured at ``ui_sizes``, else the search's."""
     workdir.mkdir(parents=True, exist_ok=True)
     root = Path(tempfile.mkdtemp(prefix="modelyard-bench-", dir=workdir))
     # The SDK's hash cache is per run: nothing carries over from earlier runs or the user's
@@ -84,28 +91,42 @@ def run_modelyard_benchmark(
     errors: dict[str, str] = {}
     out["errors"] = errors
     try:
-        log("serve start-up")
-        out.update(_guard(errors, "startup", log, _startup, root / "startup") or {})
-        log("registration and resolve")
-        _guard(
-            errors,
-            "registry",
-            log,
-            _register_and_resolve,
-            root / "registry",
-            out,
-            errors,
-            log,
-            quick,
-        )
-        log(f"big file ({big_mib} MiB) and server RSS")
-        out.update(_guard(errors, "big_file", log, _big_file, root / "big", big_mib) or {})
-        out["search"] = {}
-        for n in search_sizes:
-            log(f"search over {n} versions")
-            result = _guard(errors, f"search_{n}", log, _search, root / f"search-{n}", n)
-            if result is not None:
-                out["search"][str(n)] = result
+        if "startup" in phases:
+            log("serve start-up")
+            out.update(_guard(errors, "startup", log, _startup, root / "startup") or {})
+        if "registry" in phases:
+            log("registration and resolve")
+            _guard(
+                errors,
+                "registry",
+                log,
+                _register_and_resolve,
+                root / "registry",
+                out,
+                errors,
+                log,
+                quick,
+            )
+        if "big_file" in phases:
+            log(f"big file ({big_mib} MiB) and server RSS")
+            out.update(_guard(errors, "big_file", log, _big_file, root / "big", big_mib) or {})
+        if "search" in phases:
+            out["search"] = {}
+            for n in search_sizes:
+                log(f"search over {n} versions")
+                result = _guard(errors, f"search_{n}", log, _search, root / f"search-{n}", n)
+                if result is not None:
+                    out["search"][str(n)] = result
+        if "ui" in phases:
+            out["ui"] = {}
+            for n in ui_sizes if ui_sizes is not None else search_sizes:
+                log(f"the UI's pages over {n} versions")
+                result = _guard(errors, f"ui_{n}", log, ui_benchmark, root / f"ui-{n}", n, log)
+                if result is not None:
+                    out["ui"][str(n)] = result
+                    for key, figures in result.items():
+                        if isinstance(figures, dict) and "error" in figures:
+                            errors[f"ui_{n}.{key}"] = figures["error"]
     finally:
         if old_cache is None:
             os.environ.pop("MODELYARD_CACHE_DIR", None)

@@ -7,7 +7,9 @@ PASS/FAIL. Ratios, not absolute times, are what carry over between machines.
 
     python -m benchmarks.run [--quick] [--skip-mlflow] [--big-mib 1024]
         [--search-sizes 20000,200000] [--search-1m] [--json out.json]
-        [--mlflow-json mlflow.json]
+        [--mlflow-json mlflow.json] [--only ui,search]
+
+``--only ui`` measures the UI's pages alone (benchmarks/ui.py), without MLflow.
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ from rich.table import Table
 
 from benchmarks._common import sizes_arg
 from benchmarks._harness import machine_info
-from benchmarks.modelyard_side import SEARCH_QUERIES, run_modelyard_benchmark
+from benchmarks.modelyard_side import PHASES, SEARCH_QUERIES, run_modelyard_benchmark
+from benchmarks.ui import P95_TARGET_MS, WEIGHT_TARGET_KB, page_key, ui_pages
 
 # Piped output (make bench | tee) would otherwise wrap at 80 columns.
 console = Console(width=None if sys.stdout.isatty() else 150)
@@ -251,6 +254,39 @@ def build_rows(ours: dict[str, Any], theirs: dict[str, Any] | None) -> list[Row]
         target, checks = ("info", []) if limit is None else (f"<= {limit:g} ms", [at_most(limit)])
         add("server CPU", label, key, None, "ms", "lower", target, checks)
 
+    for size in sorted(ours.get("ui", {}), key=int):
+        section = f"UI pages, {int(size):,}"
+        for ui_page in ui_pages():
+            key = f"ui.{size}.{page_key(ui_page.label)}"
+            p95 = [at_most(P95_TARGET_MS)]
+            add(section, f"{ui_page.label}: p50", f"{key}.p50_ms", None, "ms", "lower", "info", [])
+            add(
+                section,
+                f"{ui_page.label}: p95",
+                f"{key}.p95_ms",
+                None,
+                "ms",
+                "lower",
+                f"<= {P95_TARGET_MS:g} ms",
+                p95,
+            )
+            weight = _get(ours, f"{key}.weight_bytes")
+            kb = None if weight is None else weight / 1024
+            rows.append(
+                Row(
+                    section=section,
+                    label=f"{ui_page.label}: HTML+CSS+JS",
+                    modelyard=_fmt(kb, "KB"),
+                    mlflow="-",
+                    ratio="n/a",
+                    target=f"<= {WEIGHT_TARGET_KB:g} KB",
+                    result=_verdict([None if kb is None else kb <= WEIGHT_TARGET_KB]),
+                    modelyard_value=kb,
+                    mlflow_value=None,
+                    ratio_value=None,
+                )
+            )
+
     big = int(ours.get("big_mib", 0))
     cp = _get(ours, "cp_mb_s")
     beat_cp = [at_least_times(3), at_least(None if cp is None else 0.6 * cp)]
@@ -378,6 +414,14 @@ def _run_mlflow(args: argparse.Namespace, sizes: list[int]) -> tuple[dict[str, A
     return result, f"mlflow {version}, measured in this run by benchmarks/mlflow/side.py"
 
 
+def _phases_arg(text: str) -> tuple[str, ...]:
+    chosen = tuple(part.strip() for part in text.split(",") if part.strip())
+    unknown = [phase for phase in chosen if phase not in PHASES]
+    if unknown or not chosen:
+        raise argparse.ArgumentTypeError(f"phases are {', '.join(PHASES)}; not {text!r}")
+    return chosen
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.run", description="Modelyard vs MLflow, side by side."
@@ -401,6 +445,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--workdir", type=Path, default=Path(tempfile.gettempdir()), help="scratch space"
     )
+    parser.add_argument(
+        "--only",
+        type=_phases_arg,
+        default=PHASES,
+        help=f"measure only these phases, comma-separated: {','.join(PHASES)} (no MLflow)",
+    )
     args = parser.parse_args(argv)
     args.big_mib = args.big_mib or (64 if args.quick else 1024)
     sizes: list[int] = args.search_sizes or ([2000, 20000] if args.quick else [20000, 200000])
@@ -417,10 +467,16 @@ def main(argv: list[str] | None = None) -> int:
         search_sizes=ours_sizes,
         workdir=args.workdir,
         log=lambda msg: errors.log(f"Modelyard: {msg}"),
+        phases=args.only,
+        ui_sizes=sizes,
     )
+    if args.only != PHASES:
+        args.skip_mlflow = True  # a partial run compares with nothing
     theirs, mlflow_note = _run_mlflow(args, sizes)
     machine["loadavg_1m_end"] = round(os.getloadavg()[0], 2)
     rows = build_rows(ours, theirs)
+    if args.only != PHASES:  # a partial run: only what it measured
+        rows = [row for row in rows if row.modelyard_value is not None]
     render(rows, machine, mlflow_note, ours.get("errors", {}))
     elapsed = round(time.perf_counter() - started, 1)
     if args.markdown:
@@ -429,7 +485,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         report = {
             "machine": machine,
-            "args": {"quick": args.quick, "big_mib": args.big_mib, "search_sizes": ours_sizes},
+            "args": {
+                "quick": args.quick,
+                "big_mib": args.big_mib,
+                "search_sizes": ours_sizes,
+                "phases": list(args.only),
+            },
             "elapsed_s": elapsed,
             "modelyard": ours,
             "mlflow": theirs,

@@ -1,5 +1,6 @@
 """Shared fixtures: real databases (SQLite and PostgreSQL), a service, an API client, a
-server process (``live_server``) and uvicorn in a thread (``serving``).
+server process (``live_server``), uvicorn in a thread (``serving``), a statement counter
+(``count_queries``) and a real browser (``browser``, ``browser_context``).
 
 PostgreSQL is the server at 127.0.0.1:5432 (trust auth). Each test process migrates one
 database of its own there, empties it before every test and drops it at the end. When the
@@ -17,15 +18,16 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
 import uvicorn
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.exc import OperationalError
 from starlette.types import ASGIApp
 
@@ -35,7 +37,12 @@ from modelyard.domain.access import Reach
 from modelyard.domain.journal import GENESIS_HASH
 from modelyard.service import RegistryService
 from modelyard.storage.db.engine import create_db_engine, migrate
+from modelyard.storage.db.prebuilt import Prebuilt
+from modelyard.storage.db.store import Database
 from modelyard.storage.db.tables import metadata
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser, BrowserContext, Page
 
 PG_ADMIN_URL = os.environ.get(
     "MODELYARD_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -81,6 +88,11 @@ def pg_database(pg_admin: Engine) -> Iterator[str]:
 @pytest.fixture
 def pg_url(pg_database: str) -> str:
     """The per-process PostgreSQL database, emptied for this test (faster than a new one)."""
+    return emptied(pg_database)
+
+
+def emptied(pg_database: str) -> str:
+    """Empty the per-process PostgreSQL database (every table, the journal's head reset)."""
     engine = create_engine(pg_database)
     names = ", ".join(t.name for t in metadata.sorted_tables if t.name != "journal_head")
     with engine.begin() as conn:
@@ -228,3 +240,129 @@ def serving(app: ASGIApp) -> Iterator[str]:
         server.should_exit = True
         thread.join(30)
         sock.close()
+
+
+@dataclass
+class CountedQueries:
+    """The SQL statements run while a ``count_queries()`` block was open, in order."""
+
+    statements: list[str] = field(default_factory=list)
+
+    @property
+    def count(self) -> int:
+        return len(self.statements)
+
+
+CountQueries = Callable[[], AbstractContextManager[CountedQueries]]
+
+
+@pytest.fixture
+def count_queries(monkeypatch: pytest.MonkeyPatch) -> Iterator[CountQueries]:
+    """``with count_queries() as counted: client.get(...)``, then ``counted.count``.
+
+    Counts every statement this process runs on any database, by each of the three ways
+    the code reaches one: SQLAlchemy's execution (its ``before_cursor_execute`` event),
+    ``Prebuilt`` statements on the DBAPI cursor, and the stamp reads on a detached
+    connection (``Database._quick_scalar``). Caches fill on a first request, so warm a
+    page up before counting it, then compare two sizes: a page's count must not grow with
+    its rows.
+    """
+    active: list[CountedQueries] = []
+
+    def record(sql: str) -> None:
+        for counted in active:
+            counted.statements.append(sql)
+
+    def on_execute(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        record(statement)
+
+    original_rows, original_many = Prebuilt.rows, Prebuilt.many
+    original_quick = Database._quick_scalar
+
+    def rows(self: Prebuilt, conn: Any, params: Any) -> list[tuple[Any, ...]]:
+        record(str(self.statement))
+        return original_rows(self, conn, params)
+
+    def many(self: Prebuilt, conn: Any, params: Any) -> None:
+        record(str(self.statement))
+        original_many(self, conn, params)
+
+    def quick(self: Database, sql: str, params: tuple[Any, ...] = ()) -> Any:
+        record(sql)
+        return original_quick(self, sql, params)
+
+    monkeypatch.setattr(Prebuilt, "rows", rows)
+    monkeypatch.setattr(Prebuilt, "many", many)
+    monkeypatch.setattr(Database, "_quick_scalar", quick)
+    event.listen(Engine, "before_cursor_execute", on_execute)
+
+    @contextmanager
+    def counting() -> Iterator[CountedQueries]:
+        counted = CountedQueries()
+        active.append(counted)
+        try:
+            yield counted
+        finally:
+            active.remove(counted)
+
+    try:
+        yield counting
+    finally:
+        event.remove(Engine, "before_cursor_execute", on_execute)
+
+
+# -- a real browser ---------------------------------------------------------------------
+
+# Debian's chromium: `make test` installs it when it is missing (tests/ensure_chromium.sh).
+# Playwright's own browser download cannot work without the network, so it is never used.
+CHROMIUM = Path("/usr/bin/chromium")
+# Big enough for the pages' tables, small enough that screenshots stay light.
+VIEWPORT = {"width": 1280, "height": 800}
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Browser]:
+    """One Chromium per test process; each test takes a fresh context of its own."""
+    if not CHROMIUM.exists():
+        reason = (
+            f"no browser: {CHROMIUM} is missing (`make test` installs Debian's chromium"
+            " when it runs as root with apt-get; else `apt-get install chromium`)"
+        )
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"{reason} (CI=true: the browser tests must run)")
+        pytest.skip(reason)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=str(CHROMIUM))
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+@pytest.fixture
+def browser_context(browser: Browser) -> Iterator[Callable[..., BrowserContext]]:
+    """``browser_context(base_url)``: a new context (its own cookies), closed after the test."""
+    made: list[BrowserContext] = []
+
+    def new(base_url: str, **options: Any) -> BrowserContext:
+        context = browser.new_context(base_url=base_url, viewport=VIEWPORT, **options)
+        context.set_default_timeout(10_000)
+        made.append(context)
+        return context
+
+    yield new
+    for context in made:
+        context.close()
+
+
+def sign_in(page: Page, user: str, password: str) -> None:
+    """Sign the page's browser context in through the /signin form, as a person does."""
+    from playwright.sync_api import expect
+
+    page.goto("/signin")
+    page.fill("#signin-user", user)
+    page.fill("#signin-password", password)
+    page.get_by_role("button", name="Sign in", exact=True).click()
+    expect(page.locator("header .who .user")).to_contain_text(user)

@@ -18,6 +18,7 @@ from modelyard.config import open_service
 from modelyard.domain.access import Reach
 from modelyard.domain.journal import GENESIS_HASH
 from modelyard.domain.manifest import FileEntry, manifest_digest
+from tests.conftest import CountQueries
 
 PROBLEM = "application/problem+json"
 PROBLEM_FIELDS = ("type", "title", "status", "detail", "code")
@@ -1220,3 +1221,19 @@ def test_delete_model(client: TestClient) -> None:
     problem(client.get("/api/v1/models/empty"), 404, "model_not_found")
     problem(client.delete("/api/v1/models/empty"), 404, "model_not_found")
     assert all_events(client)[-1]["kind"] == "model.deleted"
+
+
+def test_a_page_of_versions_costs_the_same_statements_whatever_its_size(
+    client: TestClient, count_queries: CountQueries
+) -> None:
+    """Six queries load a page of versions (architecture.md), never one per version; and
+    the counter sees every statement, Prebuilt ones included."""
+    for i in range(30):
+        register(client, "m", {"w.bin": f"w{i}".encode()}, metrics={"auc": i / 30})
+    counts = {}
+    for limit in (2, 2, 30):  # the first request warms the caches
+        with count_queries() as counted:
+            assert len(client.get("/api/v1/versions", params={"limit": limit}).json()["items"])
+        counts[limit] = counted.count
+    assert counts[2] == counts[30] > 0, counts
+    assert any("version_metrics" in sql for sql in counted.statements)

@@ -459,6 +459,17 @@ def test_sign_out_ends_the_session_server_side(site: Site) -> None:
     assert replay.status_code == 303 and replay.headers["location"] == "/signin?next=%2F_probe"
 
 
+def test_signing_in_again_ends_the_session_the_browser_had(site: Site) -> None:
+    site.service.identity.create_principal(site.admin, "bob", PrincipalKind.USER)
+    site.service.identity.set_password(site.admin, "bob", OTHER)
+    sign_in(site.client, user="alice", password=PASSWORD)
+    alices = site.client.cookies[SESSION_COOKIE]
+    sign_in(site.client, user="bob", password=OTHER)
+    assert site.client.get("/_probe").text.startswith("caller=bob ")
+    with pytest.raises(Unauthorized):
+        site.service.sessions.session_caller(alices)
+
+
 def test_an_expired_session_sends_the_browser_to_sign_in(site: Site) -> None:
     sign_in(site.client, user="alice", password=PASSWORD)
     assert site.client.get("/_probe").text.startswith("caller=alice")

@@ -35,6 +35,7 @@ HOUR_US = 3_600_000_000
 DEFAULT_LIFETIME_US = 12 * HOUR_US
 MINUTE_US = 60_000_000
 MAX_CLIENT = 64  # what the journal keeps of a client's address
+MAX_NAME = 64  # the longest principal name
 
 
 @dataclass
@@ -105,13 +106,14 @@ class SessionService:
         self, username: str, password: str, *, client: str | None = None
     ) -> tuple[str, Caller]:
         """Sign in with a password: the cookie's value and the caller it stands for."""
-        self._throttle(f"user:{username}", client)
+        user_key = f"user:{username[:MAX_NAME]}"  # no name is longer: bounded memory
+        self._throttle(user_key, client)
         try:
             caller, rehashed = self.identity.check_password(username, password)
         except Unauthorized:
-            self._failed(f"user:{username}", client)
+            self._failed(user_key, client)
             raise
-        self.per_user.forget(f"user:{username}")
+        self.per_user.forget(user_key)
         with self.db.write() as tx:
             if rehashed is not None:
                 assert caller.principal_id is not None
@@ -229,7 +231,7 @@ class SessionService:
 
     def _throttle(self, user_key: str | None, client: str | None) -> None:
         now = self.access.clock()
-        waits = [self.per_client.wait_us(f"client:{client}", now)] if client else []
+        waits = [self.per_client.wait_us(f"client:{client[:MAX_CLIENT]}", now)] if client else []
         if user_key is not None:
             waits.append(self.per_user.wait_us(user_key, now))
         wait = max(waits, default=0)
@@ -246,7 +248,7 @@ class SessionService:
         if user_key is not None:
             self.per_user.failed(user_key, now)
         if client:
-            self.per_client.failed(f"client:{client}", now)
+            self.per_client.failed(f"client:{client[:MAX_CLIENT]}", now)
 
 
 def _secret_matches(secret: str, stored_hash: str) -> bool:

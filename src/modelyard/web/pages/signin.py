@@ -96,6 +96,9 @@ def signin(
         refused = _form(request, target, error=exc.message, user=user, status=429)
         refused.headers["Retry-After"] = str(exc.details["retry_after"])
         return refused
+    previous = request.cookies.get(SESSION_COOKIE)
+    if previous:  # signing in as someone else ends the session this browser had
+        sessions.end_session(previous)
     response = RedirectResponse(target, status_code=303)
     set_session_cookie(request, response, cookie)
     rotate_csrf(request, response)
