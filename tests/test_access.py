@@ -29,6 +29,7 @@ from modelyard.domain.access import (
     Role,
 )
 from modelyard.domain.errors import Conflict, InvalidInput, InvalidName
+from modelyard.domain.evidence import AttachmentIn
 from modelyard.domain.journal import verify_chain
 from modelyard.domain.manifest import FileEntry
 from modelyard.domain.versions import NewVersion
@@ -115,6 +116,8 @@ def build_world(service: RegistryService) -> World:
             service.register_version(f"m-{role}", NewVersion(files=[entry]), caller=admin)
         for alias in ("candidate", "champion"):
             service.set_alias(f"m-{role}", alias, 1, caller=admin)
+        service.evidence.attach(admin, f"m-{role}", 1, [AttachmentIn(*EVIDENCE)])
+        service.evidence.set_card(admin, f"m-{role}", 1, "# The card\n")
         # v1 went to production, then v2 replaced it (v1 archived); v2 awaits staging.
         for number in (1, 2):
             service.lifecycle.promote(admin, f"m-{role}/{number}", "production", override="x")
@@ -151,6 +154,20 @@ class Sample:
     content: bytes | None = None
     scope: str = "model"  # model | blob | anywhere | listing | registry
     query: dict[str, str] = field(default_factory=dict)
+
+
+_REPORT = b"auc,0.9\n"
+EVIDENCE = ("report.csv", len(_REPORT), sha(_REPORT), _REPORT)
+MORE_EVIDENCE = {
+    "attachments": [
+        {
+            "path": "later.csv",
+            "size": len(_REPORT),
+            "sha256": sha(_REPORT),
+            "content": base64.b64encode(_REPORT).decode(),
+        }
+    ]
+}
 
 
 def inline_version(role: str) -> dict[str, Any]:
@@ -264,6 +281,29 @@ SAMPLES: dict[tuple[str, str], Sample] = {
         params={**V, "check": "scan"}, json={"status": "pass", "url": "https://ci.example/1"}
     ),
     ("GET", "/api/v1/models/{name}/versions/{number}/checks"): Sample(params=V),
+    ("GET", "/api/v1/models/{name}/versions/{number}/attachments"): Sample(params=V),
+    ("POST", "/api/v1/models/{name}/versions/{number}/attachments"): Sample(
+        params=V, json=MORE_EVIDENCE
+    ),
+    ("GET", "/api/v1/models/{name}/versions/{number}/attachments/{path}"): Sample(
+        params={**V, "path": "report.csv"}
+    ),
+    ("HEAD", "/api/v1/models/{name}/versions/{number}/attachments/{path}"): Sample(
+        params={**V, "path": "report.csv"}
+    ),
+    ("GET", "/api/v1/models/{name}/versions/{number}/card"): Sample(params=V),
+    ("PUT", "/api/v1/models/{name}/versions/{number}/card"): Sample(
+        params=V, json={"text": "# Edited by {role}\n"}
+    ),
+    ("GET", "/api/v1/models/{name}/versions/{number}/card/history"): Sample(params=V),
+    ("GET", "/api/v1/models/{name}/versions/{number}/comments"): Sample(params=V),
+    ("POST", "/api/v1/models/{name}/versions/{number}/comments"): Sample(
+        params=V, json={"body": "A comment by {role}."}
+    ),
+    ("GET", "/api/v1/requests/{request_id}/comments"): Sample(params=R),
+    ("POST", "/api/v1/requests/{request_id}/comments"): Sample(
+        params=R, json={"body": "A review by {role}."}
+    ),
     ("GET", "/api/v1/compare"): Sample(query={"a": "m-{role}/1", "b": "m-{role}@candidate"}),
     ("GET", "/api/v1/gate"): Sample(
         query={"challenger": "m-{role}@candidate", "against": "champion", "metric": "auc"}

@@ -25,6 +25,7 @@ from sqlalchemy import event
 from modelyard.config import Settings, open_service
 from modelyard.domain.access import Caller, PrincipalKind, Role
 from modelyard.domain.errors import Unauthorized
+from modelyard.domain.evidence import AttachmentIn
 from modelyard.domain.manifest import FileEntry
 from modelyard.domain.models import Version, to_us
 from modelyard.domain.versions import NewVersion
@@ -276,6 +277,12 @@ def _busy_scenario(service: RegistryService) -> None:
         identity.set_protected_aliases(ME, "m", ["gold"])
     service.delete_alias("m", "best", caller=ME)
     service.checks.report(ME, "m", 1, "scan", status="pass")
+    evidence = b"plot"
+    digest = hashlib.sha256(evidence).hexdigest()
+    service.evidence.attach(ME, "m", 1, [AttachmentIn("roc.png", 4, digest, evidence)])
+    for _ in range(2):  # the second time, the same text changes nothing
+        service.evidence.set_card(ME, "m", 1, "# m\n")
+    service.evidence.comment(ME, model="m", version=1, body="ok")
     life.apply_policy(ME, "m", "promotion:\n  staging:\n    approvals: {count: 1}\n")
     life.promote(ME, "m/1", "production", override="first release")
     for close in (life.cancel, life.reject, life.approve):

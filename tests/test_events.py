@@ -25,6 +25,7 @@ from modelyard.domain.events import (
     decode,
     describe,
 )
+from modelyard.domain.evidence import AttachmentIn
 from modelyard.domain.manifest import FileEntry
 from modelyard.domain.models import Event
 from modelyard.domain.projection import Projection, compare
@@ -69,6 +70,11 @@ def test_every_kind_is_appended(service: RegistryService) -> None:
     service.create_model("empty", caller=admin)
     service.delete_model("empty", caller=admin)
     service.checks.report(admin, "churn", v1, "scan", status="pass")
+    report = b"auc 0.9"
+    attached = AttachmentIn("report.txt", len(report), hashlib.sha256(report).hexdigest(), report)
+    service.evidence.attach(admin, "churn", v1, [attached])
+    service.evidence.set_card(admin, "churn", v1, "# Churn\n")
+    service.evidence.comment(admin, model="churn", version=v1, body="Looks right.")
     identity.create_principal(admin, "risk", PrincipalKind.TEAM)
     identity.set_membership(admin, "risk", "mia", present=True)
     identity.set_membership(admin, "risk", "mia", present=False)
@@ -198,6 +204,6 @@ def test_the_docs_mark_the_subject_fields() -> None:
 def test_only_a_models_own_state_leaves_the_identity_stamp() -> None:
     """The token, grant and local-mode caches trust this flag: a kind that changes who may
     do what and said otherwise would keep a revoked token working."""
-    own_state = ("model.", "version.", "alias.", "request.", "policy.")
+    own_state = ("model.", "version.", "alias.", "request.", "policy.", "comment.")
     for kind, cls in CATALOGUE.items():
         assert cls.changes_access is not kind.startswith(own_state), kind

@@ -177,7 +177,8 @@ def test_old_policy_rules_parse_into_the_new_language() -> None:
         'tags.team = "growth" and params.depth > 3',
     ]
     assert rules[0].node == parse_rule("metrics.auc = 0.9")
-    assert rules[1].node == parse_rule('description != ""')
+    # A description is what a model card is for: either satisfies it.
+    assert rules[1].node == parse_rule('description != "" or card != ""')
     good = version(
         5,
         0.9,
@@ -188,6 +189,10 @@ def test_old_policy_rules_parse_into_the_new_language() -> None:
     )
     evaluation = policy.evaluate("production", Subject(good, {"artifact_scan": "pass"}), None)
     assert [r.rule for r in evaluation.failures] == ["source.commit"]
+    carded = Subject(version(5, 0.9), {"artifact_scan": "pass"}, card="# Churn")
+    assert "description" not in [
+        r.rule for r in policy.evaluate("production", carded, None).failures
+    ]
     bare = policy.evaluate("production", Subject(version(6, 0.9)), None)
     assert {r.rule: r.detail for r in bare.failures}["dataset"] == "dataset.name is missing"
 

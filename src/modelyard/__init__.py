@@ -28,6 +28,7 @@ from modelyard.domain.errors import (
     PolicyFailed,
     Unauthorized,
 )
+from modelyard.domain.evidence import Attachment, Card, Comment
 from modelyard.domain.gc import GcReport
 from modelyard.domain.journal import JournalReport
 from modelyard.domain.lifecycle import Evaluation, Promotion, TransitionRequest
@@ -35,6 +36,9 @@ from modelyard.domain.manifest import FileEntry
 from modelyard.domain.models import DatasetRef, Environment, Event, Model, Page, SourceRef, Version
 
 __all__ = [
+    "Attachment",
+    "Card",
+    "Comment",
     "Comparison",
     "Conflict",
     "DatasetRef",

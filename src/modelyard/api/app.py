@@ -21,6 +21,7 @@ from modelyard.api.routes import (
     checks,
     compare,
     events,
+    evidence,
     gc,
     health,
     lifecycle,
@@ -123,6 +124,7 @@ def create_app(service: RegistryService, *, reach: Reach, local_user: str | None
         lifecycle,
         compare,
         checks,
+        evidence,
     ):
         app.include_router(module.router)
     _offline_docs(app)

@@ -61,6 +61,7 @@ _CONFLICTS = {
     "DELETE /api/v1/service-accounts/{name}",
     "POST /api/v1/tokens",
     "POST /api/v1/models/{name}/versions/{number}/promote",
+    "POST /api/v1/models/{name}/versions/{number}/attachments",
     "POST /api/v1/requests/{request_id}/approve",
     "POST /api/v1/requests/{request_id}/reject",
     "POST /api/v1/requests/{request_id}/cancel",
@@ -75,6 +76,9 @@ _EXTRA: dict[str, dict[int, str]] = {
         202: "A transition request was opened: the stage needs approvals first"
     },
     "POST /api/v1/models/{name}/versions": {413: "Inline file contents over their limits"},
+    "POST /api/v1/models/{name}/versions/{number}/attachments": {
+        413: "Inline contents over their limits, or too many attachments"
+    },
     "PUT /api/v1/blobs/{digest}": {200: "Stored already: the body was read and dropped"},
     "POST /api/v1/blobs/uploads": {200: "Stored already: the copy was dropped"},
     **{
@@ -83,6 +87,7 @@ _EXTRA: dict[str, dict[int, str]] = {
         for path in (
             "/api/v1/blobs/{digest}",
             "/api/v1/models/{name}/versions/{number}/files/{path}",
+            "/api/v1/models/{name}/versions/{number}/attachments/{path}",
         )
     },
 }

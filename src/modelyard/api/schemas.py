@@ -20,6 +20,7 @@ from pydantic import (
     StrictStr,
 )
 
+from modelyard.domain.evidence import MAX_CARD, MAX_COMMENT, AttachmentIn
 from modelyard.domain.manifest import FileEntry
 from modelyard.domain.models import DatasetRef, Environment, SourceRef
 from modelyard.domain.references import MAX_VERSION_NUMBER
@@ -117,6 +118,20 @@ class EnvironmentIn(_Strict):
 
 class VersionIn(_Strict):
     files: list[FileIn] = Field(min_length=1)
+    attachments: list[FileIn] = Field(
+        default=[],
+        max_length=1000,
+        description="Evaluation evidence beside the files (plots, reports, metric tables):"
+        " not part of the manifest. Sent like files (inline content, or uploaded blobs).",
+    )
+    card: StrictStr | None = Field(
+        default=None,
+        description="The model card (Markdown). Without one, MODEL_CARD.md among the files"
+        " or attachments is the card.",
+    )
+    card_from_previous: StrictBool = Field(
+        default=False, description="Without a card of its own, start from the previous version's."
+    )
     params: dict[StrictStr, StrictStr | StrictInt | StrictFloat | StrictBool] = {}
     metrics: dict[StrictStr, StrictInt | StrictFloat] = {}
     tags: dict[StrictStr, StrictStr] = {}
@@ -132,6 +147,9 @@ class VersionIn(_Strict):
         """The inline file contents, by digest."""
         return {f.sha256: f.content for f in self.files if f.content is not None}
 
+    def evidence(self) -> list[AttachmentIn]:
+        return attachments_in(self.attachments)
+
     def to_domain(self) -> NewVersion:
         return NewVersion(
             files=[FileEntry(f.path, f.size, f.sha256) for f in self.files],
@@ -146,6 +164,10 @@ class VersionIn(_Strict):
             framework=self.framework,
             format=self.format,
         )
+
+
+def attachments_in(files: list[FileIn]) -> list[AttachmentIn]:
+    return [AttachmentIn(f.path, f.size, f.sha256, f.content) for f in files]
 
 
 def _param_text(value: str | int | float | bool) -> str:
@@ -365,3 +387,62 @@ class CheckOut(BaseModel):
 
 class CheckListOut(BaseModel):
     items: list[CheckOut]
+
+
+# -- evidence ----------------------------------------------------------------------------------
+
+
+class AttachmentsIn(_Strict):
+    attachments: list[FileIn] = Field(
+        min_length=1,
+        max_length=1000,
+        description="Paths, sizes and digests; small ones (up to 64 KiB) may carry their"
+        " content inline, others are uploaded first as blobs.",
+    )
+
+
+class AttachmentOut(BaseModel):
+    path: str
+    sha256: str
+    size: int
+    media_type: str = Field(description="Decided by the server from the extension and bytes.")
+    attached_by: str
+    attached_at: datetime
+
+
+class AttachmentListOut(BaseModel):
+    items: list[AttachmentOut]
+
+
+class CardIn(_Strict):
+    text: StrictStr = Field(max_length=MAX_CARD, description="The model card, Markdown.")
+
+
+class CardOut(BaseModel):
+    text: str
+    revision: int
+    source: str = Field(description="file, attachment, edited or previous")
+    updated_by: str
+    updated_at: datetime
+
+
+class CardListOut(BaseModel):
+    items: list[CardOut]
+
+
+class NewCommentIn(_Strict):
+    body: StrictStr = Field(min_length=1, max_length=MAX_COMMENT, description="Markdown.")
+
+
+class CommentOut(BaseModel):
+    id: int
+    model: str
+    version: int | None
+    request_id: int | None
+    author: str
+    body: str
+    created_at: datetime
+
+
+class CommentListOut(BaseModel):
+    items: list[CommentOut]

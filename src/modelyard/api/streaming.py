@@ -30,12 +30,14 @@ def stream_blob(
     instance: str,
     filename: str,
     head: bool = False,
+    media_type: str = "application/octet-stream",
 ) -> Response:
     """A 200 with the whole blob, or a 206 for one satisfiable byte range (416 otherwise).
 
     Multi-range requests are answered with the whole blob, which RFC 9110 allows. Every
-    download is an attachment of a type no browser renders, so an uploaded .html or .svg
-    never runs in the registry's origin; and ``private``, because every download but
+    download is an attachment, of a type no browser renders unless the caller names an
+    inert one (an attachment's PNG), so an uploaded .html or .svg never runs in the
+    registry's origin; and ``private``, because every download but
     local mode's takes a token, and a shared cache must not replay it to anyone else.
     """
     headers = {
@@ -68,9 +70,9 @@ def stream_blob(
         headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
     headers["Content-Length"] = str(end - start)
     if head:
-        return Response(status_code=status, headers=headers, media_type="application/octet-stream")
+        return Response(status_code=status, headers=headers, media_type=media_type)
     return StreamingResponse(
-        read(start, end), status_code=status, headers=headers, media_type="application/octet-stream"
+        read(start, end), status_code=status, headers=headers, media_type=media_type
     )
 
 

@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from modelyard.cli import access, checks, compare, gc, lifecycle, output
+from modelyard.cli import access, checks, compare, evidence, gc, lifecycle, output
 from modelyard.cli.common import JsonOption, UrlOption, handles_errors, registry
 from modelyard.config import DEFAULT_DATA_DIR, DEFAULT_HOST, DEFAULT_PORT, DEFAULT_URL
 from modelyard.domain.access import Reach
@@ -173,10 +173,26 @@ def register(
     dataset: Annotated[
         str | None, typer.Option(help="Training data: NAME\\[@VERSION] or a URI.")
     ] = None,
-    description: Annotated[str, typer.Option(help="Markdown description (model card).")] = "",
+    description: Annotated[str, typer.Option(help="A Markdown description.")] = "",
     description_file: Annotated[
         Path | None, typer.Option(help="Read the Markdown description from this file.")
     ] = None,
+    attach: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--attach", "-a", help="Evidence beside the files (a file or directory), repeatable."
+        ),
+    ] = None,
+    card: Annotated[
+        Path | None,
+        typer.Option(help="The model card, a Markdown file (default: MODEL_CARD.md if any)."),
+    ] = None,
+    card_from_previous: Annotated[
+        bool,
+        typer.Option(
+            "--card-from-previous", help="Without a card of its own, start from the last one's."
+        ),
+    ] = False,
     run: Annotated[str | None, typer.Option(help="Experiment run id or URL.")] = None,
     framework: Annotated[str | None, typer.Option(help="Override the detected framework.")] = None,
     no_capture: Annotated[
@@ -188,10 +204,16 @@ def register(
     """Register a file or directory as the next version of a model.
 
     Only files the registry lacks are uploaded; git source and the Python environment
-    are recorded automatically.
+    are recorded automatically. Evaluation evidence (plots, reports, metric tables) goes
+    with --attach: kept beside the model's files, never part of its digest, readable by
+    viewers. The model card is --card FILE, else MODEL_CARD.md among the files or
+    attachments, else (with --card-from-previous) the previous version's. Everything is
+    registered in one transaction: nothing half-written.
 
     [bold]Example[/bold]: modelyard register churn ./model_dir --metric auc=0.87
     --param max_depth=5 --tag team=growth --dataset customers@2024-w36
+
+    [bold]Example[/bold]: modelyard register churn ./model --attach ./eval/ --card MODEL_CARD.md
     """
     if description_file is not None:
         description = description_file.read_text(encoding="utf-8")
@@ -208,6 +230,9 @@ def register(
             framework=framework,
             source=None if no_capture else "auto",
             environment=None if no_capture else "auto",
+            attachments=attach or (),
+            card=card,
+            card_from_previous=card_from_previous,
         )
     if json_out:
         output.print_json(version.as_dict())
@@ -559,6 +584,7 @@ lifecycle.install(app)
 access.install(app, alias_app)
 compare.install(app)
 checks.install(app)
+evidence.install(app)
 gc.install(app)
 
 if __name__ == "__main__":  # pragma: no cover

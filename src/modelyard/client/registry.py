@@ -46,8 +46,10 @@ from modelyard.domain.errors import (
     InvalidInput,
     InvalidPath,
     ModelyardError,
+    NotFound,
     error_from_problem,
 )
+from modelyard.domain.evidence import Attachment, Card, Comment
 from modelyard.domain.gc import GcReport
 from modelyard.domain.journal import Checkpoint, JournalReport, verify_chain
 from modelyard.domain.lifecycle import Promotion, TransitionRequest
@@ -68,7 +70,7 @@ from modelyard.domain.projection import Projection, compare
 from modelyard.domain.versions import NewVersion
 from modelyard.transfer import FileSink, Pipeline
 
-# Matched to the server's limits (service.registry.MAX_INLINE_FILE / MAX_INLINE_TOTAL),
+# Matched to the server's limits (service.blobs.MAX_INLINE_FILE / MAX_INLINE_TOTAL),
 # with headroom in the total for base64 and the rest of the JSON body.
 INLINE_FILE_LIMIT = 64 * 1024
 INLINE_TOTAL_LIMIT = 1024 * 1024
@@ -189,15 +191,27 @@ class Registry:
         format: str | None = None,
         source: SourceRef | Literal["auto"] | None = "auto",
         environment: Environment | Literal["auto"] | None = "auto",
+        attachments: Sequence[str | os.PathLike[str]] = (),
+        card: str | os.PathLike[str] | None = None,
+        card_from_previous: bool = False,
     ) -> Version:
         """Register the file or directory at ``path`` as the next version of ``name``.
 
         Only files the registry does not already hold are uploaded. ``source`` (git) and
         ``environment`` (Python, platform, packages) are captured ("auto") unless given,
         or left out with None.
+
+        ``attachments``: files or directories of evaluation evidence (plots, reports,
+        metric tables), kept beside the model's files, outside its manifest. ``card``:
+        the model card, Markdown text (a ``str``) or a file to read (a ``Path``); without
+        one, a MODEL_CARD.md among the files or attachments is the card, else, with
+        ``card_from_previous``, the previous version's. All of it is registered in one
+        transaction with the version.
         """
         files = _collect(Path(path))
+        evidence = _collect_all(attachments) if attachments else {}
         entries, inline = self._send_files(files)
+        attached = self._attachment_items(evidence) if evidence else []
         spec = NewVersion(
             files=entries,
             params={k: _param_text(v) for k, v in (params or {}).items()},
@@ -211,8 +225,20 @@ class Registry:
             framework=framework,
             format=format,
         )
+        body = _registration(spec, inline)
+        if attached:
+            body["attachments"] = attached
+        if card is not None:
+            body["card"] = _card_text(card)
+        if card_from_previous:
+            body["card_from_previous"] = True
         path = f"/api/v1/models/{_seg(name)}/versions"
-        return Version.from_dict(self._json("POST", path, body=_registration(spec, inline)))
+        return Version.from_dict(self._json("POST", path, body=body))
+
+    def _attachment_items(self, files: dict[str, Path]) -> list[dict[str, object]]:
+        """Send attachments' bytes as files are sent; their entries for a request body."""
+        entries, inline = self._send_files(files)
+        return _file_items(entries, inline)
 
     def _send_files(self, files: dict[str, Path]) -> tuple[list[FileEntry], dict[str, bytes]]:
         """Get every file's bytes to the registry at the least cost; return the manifest.
@@ -262,6 +288,81 @@ class Registry:
         for rel, (_, size, digest) in known.items():
             entries[rel] = FileEntry(rel, size, digest)
         return [entries[rel] for rel in files], inline
+
+    # -- evidence: attachments, the model card, comments ---------------------------------
+
+    def attach(
+        self, reference: str, paths: Sequence[str | os.PathLike[str]] | str | os.PathLike[str]
+    ) -> list[Attachment]:
+        """Attach files or directories of evaluation evidence to a version, after its
+        registration. Attachments are never replaced (a path attached already raises
+        Conflict) and the version's manifest digest does not change."""
+        listed = [paths] if isinstance(paths, str | os.PathLike) else list(paths)
+        version = self.resolve(reference)
+        body = {"attachments": self._attachment_items(_collect_all(listed))}
+        data = self._json("POST", f"{_version_path(version)}/attachments", body=body)
+        return [Attachment.from_dict(a) for a in data["items"]]
+
+    def attachments(self, reference: str) -> list[Attachment]:
+        """A version's attachments, by path (viewers may list and read them)."""
+        data = self._json("GET", f"{_version_path(self.resolve(reference))}/attachments")
+        return [Attachment.from_dict(a) for a in data["items"]]
+
+    def download_attachment(self, reference: str, path: str, dest: str | os.PathLike[str]) -> Path:
+        """Write one attachment to ``dest`` (a file, or a directory to put it in under its
+        own name), verified against its digest; returns where it was written."""
+        version = self.resolve(reference)
+        found = {a.path: a for a in self.attachments(f"{version.model}/{version.version}")}
+        if path not in found:
+            raise _no_attachment(version, path)
+        attachment = found[path]
+        target = Path(dest)
+        if target.is_dir():
+            target = target / validate_file_path(path).rsplit("/", 1)[-1]
+        url = f"{_version_path(version)}/attachments/{_seg(path, '/')}"
+        response = self._send("GET", url, stream=True)
+        entry = FileEntry(path, attachment.size, attachment.sha256)
+        with self._progress.task("downloading", attachment.size) as advance:
+            try:
+                _write_verified(target, entry, _chunks_of(response), advance)
+            finally:
+                response.close()
+        return target
+
+    def card(self, reference: str) -> Card | None:
+        """A version's model card (its newest revision), or None."""
+        try:
+            return Card.from_dict(
+                self._json("GET", f"{_version_path(self.resolve(reference))}/card")
+            )
+        except NotFound as exc:
+            if exc.code == "card_not_found":
+                return None
+            raise
+
+    def set_card(self, reference: str, text: str | os.PathLike[str]) -> Card:
+        """Edit a version's model card: Markdown text, or (a ``Path``) a file to read. A
+        new revision; every edit is journaled."""
+        path = f"{_version_path(self.resolve(reference))}/card"
+        return Card.from_dict(self._json("PUT", path, body={"text": _card_text(text)}))
+
+    def card_history(self, reference: str) -> list[Card]:
+        """Every revision of a version's card, oldest first."""
+        data = self._json("GET", f"{_version_path(self.resolve(reference))}/card/history")
+        return [Card.from_dict(c) for c in data["items"]]
+
+    def comment(self, on: str | int, body: str) -> Comment:
+        """Comment (Markdown) on a version (a reference) or a promotion request (its id)."""
+        return Comment.from_dict(self._json("POST", self._comments_path(on), body={"body": body}))
+
+    def comments(self, on: str | int) -> list[Comment]:
+        """The comments on a version (its requests' included) or a request, oldest first."""
+        return [Comment.from_dict(c) for c in self._json("GET", self._comments_path(on))["items"]]
+
+    def _comments_path(self, on: str | int) -> str:
+        if isinstance(on, int):
+            return f"/api/v1/requests/{on}/comments"
+        return f"{_version_path(self.resolve(on))}/comments"
 
     def _missing_blobs(self, digests: list[str]) -> list[str]:
         body = {"digests": [f"sha256:{d}" for d in digests]}
@@ -741,14 +842,8 @@ def _every_item(fetch: Callable[[str | None], Page[T]]) -> Iterator[T]:
 
 def _registration(spec: NewVersion, inline: dict[str, bytes]) -> dict[str, Any]:
     """The body that registers ``spec``; ``inline`` holds the bytes of small files by digest."""
-    files = []
-    for entry in spec.files:
-        item: dict[str, object] = entry.as_dict()
-        if entry.sha256 in inline:
-            item["content"] = base64.b64encode(inline[entry.sha256]).decode("ascii")
-        files.append(item)
     return {
-        "files": files,
+        "files": _file_items(spec.files, inline),
         "params": spec.params,
         "metrics": spec.metrics,
         "tags": spec.tags,
@@ -760,6 +855,35 @@ def _registration(spec: NewVersion, inline: dict[str, bytes]) -> dict[str, Any]:
         "framework": spec.framework,
         "format": spec.format,
     }
+
+
+def _file_items(entries: Sequence[FileEntry], inline: dict[str, bytes]) -> list[dict[str, object]]:
+    """Files (or attachments) as a request names them, small ones with their bytes."""
+    items = []
+    for entry in entries:
+        item: dict[str, object] = entry.as_dict()
+        if entry.sha256 in inline:
+            item["content"] = base64.b64encode(inline[entry.sha256]).decode("ascii")
+        items.append(item)
+    return items
+
+
+def _card_text(card: str | os.PathLike[str]) -> str:
+    """A card given as text (a str) or as a file to read (a path)."""
+    if isinstance(card, str):
+        return card
+    try:
+        return Path(card).read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise InvalidInput(f"{os.fspath(card)} is not UTF-8 text") from None
+
+
+def _no_attachment(version: Version, path: str) -> NotFound:
+    return NotFound(f"{version.reference} has no attachment {path!r}", code="attachment_not_found")
+
+
+def _version_path(version: Version) -> str:
+    return f"/api/v1/models/{_seg(version.model)}/versions/{version.version}"
 
 
 def _seg(value: str, safe: str = "") -> str:
@@ -858,6 +982,18 @@ def _collect(root: Path) -> dict[str, Path]:
             files[validate_file_path(rel)] = local
     if not files:
         raise InvalidInput(f"{root} contains no files")
+    return files
+
+
+def _collect_all(roots: Sequence[str | os.PathLike[str]]) -> dict[str, Path]:
+    """The files of several files or directories (each as ``_collect`` names them), as one
+    set of paths; two that would take one path are refused."""
+    files: dict[str, Path] = {}
+    for root in roots:
+        for rel, local in _collect(Path(root)).items():
+            if rel in files:
+                raise InvalidPath(f"{local} and {files[rel]} would both be attached as {rel!r}")
+            files[rel] = local
     return files
 
 

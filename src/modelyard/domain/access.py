@@ -73,6 +73,8 @@ class Permission(StrEnum):
     ROLLBACK = "model.rollback"
     DELETE_VERSION = "version.delete"
     REPORT_CHECK = "version.check"
+    ATTACH = "version.attach"
+    COMMENT = "model.comment"
     ADMIN = "registry.admin"
 
 
@@ -92,6 +94,9 @@ MINIMUM_ROLE: Final[dict[Permission, Role]] = {
     Permission.ROLLBACK: Role.MAINTAINER,
     Permission.DELETE_VERSION: Role.MAINTAINER,
     Permission.REPORT_CHECK: Role.CHECKER,
+    # Evidence: attaching takes a contributor; viewers (reviewers among them) comment.
+    Permission.ATTACH: Role.CONTRIBUTOR,
+    Permission.COMMENT: Role.VIEWER,
     Permission.ADMIN: Role.ADMIN,
 }
 

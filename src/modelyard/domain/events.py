@@ -95,6 +95,15 @@ class CheckState(TypedDict):
     url: str | None
 
 
+class AttachedState(TypedDict):
+    """An attachment as attached: its path, its blob and the type the server decided."""
+
+    path: str
+    sha256: str
+    size: int
+    media_type: str
+
+
 class GcCounts(TypedDict):
     """What a garbage collection removed, and the grace period it kept."""
 
@@ -114,6 +123,7 @@ SHAPES: tuple[type, ...] = (
     SourceState,
     PrincipalState,
     CheckState,
+    AttachedState,
     GcCounts,
 )
 
@@ -370,6 +380,51 @@ class VersionDeleted(VersionEvent):
         return "erased" if self.hard else "deleted (kept, hidden)"
 
 
+@dataclass(frozen=True, slots=True)
+class VersionAttached(VersionEvent):
+    """Evidence attached to a version; attachments are never replaced, and the manifest
+    (its digest) does not change."""
+
+    kind: ClassVar[str] = "version.attached"
+    attachments: list[AttachedState]
+
+    def describe(self) -> str:
+        paths = [a["path"] for a in self.attachments]
+        more = f" and {len(paths) - 3} more" if len(paths) > 3 else ""
+        return f"attached {', '.join(paths[:3])}{more}"
+
+
+@dataclass(frozen=True, slots=True)
+class VersionCardEdited(VersionEvent):
+    """A new revision of a version's model card. The text is kept with the revision; the
+    journal holds its digest, which vouches for it."""
+
+    kind: ClassVar[str] = "version.card_edited"
+    revision: int
+    source: str
+    sha256: str
+    length: int
+
+    def describe(self) -> str:
+        return f"card revision {self.revision} ({self.source}, {self.length} characters)"
+
+
+@dataclass(frozen=True, slots=True)
+class CommentAdded(VersionEvent):
+    """A comment on a version, or (``request``) on a promotion request for it. The body is
+    kept with the comment; the journal holds its digest."""
+
+    kind: ClassVar[str] = "comment.added"
+    comment: int
+    request: int | None
+    sha256: str
+    length: int
+
+    def describe(self) -> str:
+        on = f" on request {self.request}" if self.request is not None else ""
+        return f"comment {self.comment}{on}"
+
+
 # -- aliases ----------------------------------------------------------------------------------
 
 
@@ -595,6 +650,9 @@ CATALOGUE: Mapping[str, type[JournalEvent]] = {
         VersionStaged,
         VersionDeleted,
         VersionCheckReported,
+        VersionAttached,
+        VersionCardEdited,
+        CommentAdded,
         AliasSet,
         AliasDeleted,
         RequestOpened,

@@ -12,8 +12,9 @@ escape the wildcard in ``like`` patterns), numbers and ``true``/``false``. Keys 
 fit ``[A-Za-z0-9_.-/:]`` can be quoted with backticks: ``metrics.`my key```.
 
 Policy rules (target ``rules``, evaluated by ``domain/rules.py``) are the same language over
-the versions' fields plus ``checks.NAME``; a comparison may take ``current.FIELD [+|- N]``
-(the version in the target stage) where a value goes, and ``==`` means ``=``.
+the versions' fields plus ``checks.NAME`` and ``card``; a comparison may take
+``current.FIELD [+|- N]`` (the version in the target stage) where a value goes, and ``==``
+means ``=``.
 """
 
 from __future__ import annotations
@@ -130,7 +131,8 @@ _FIELDS: Final[dict[Target, dict[str, FieldType]]] = {
         "latest_version": _Type.NUMBER,
     },
 }
-_FIELDS[Target.RULES] = _FIELDS[Target.VERSIONS]
+# Rules read a version's model card too (``card``: its text), which searches do not.
+_FIELDS[Target.RULES] = {**_FIELDS[Target.VERSIONS], "card": _Type.TEXT}
 # Namespaces whose keys are free-form (key/value tables).
 _KEYED: Final[dict[Target, dict[str, FieldType]]] = {
     Target.VERSIONS: {"tags": _Type.TEXT, "params": _Type.PARAM, "metrics": _Type.NUMBER},

@@ -11,7 +11,8 @@ A policy is a document (YAML or JSON) stored and versioned in the registry:
         require:
           - metrics.auc >= 0.85
           - metrics.auc >= current.metrics.auc - 0.005
-          - description               # a model card
+          - description               # a description, or a model card
+          - card                      # a model card (or: card like "%## Evaluation%")
           - dataset
           - source.commit
           - checks.artifact_scan = "pass"   # reported by a checker (or: check: artifact_scan)
@@ -19,8 +20,9 @@ A policy is a document (YAML or JSON) stored and versioned in the registry:
 
 Each rule is a rule of domain/rules.py: the search language, with ``current.FIELD`` naming
 the version now in the target stage and ``checks.NAME`` the checks reported on the
-candidate. The bare fields ``description``, ``dataset``, ``dataset.digest``, ``source`` and
-``source.commit`` mean "present", and ``{check: NAME}`` means ``checks.NAME = "pass"``: the
+candidate, ``card`` the text of its model card. The bare fields ``description``, ``card``,
+``dataset``, ``dataset.digest``, ``source`` and ``source.commit`` mean "present" (a card
+satisfies ``description``), and ``{check: NAME}`` means ``checks.NAME = "pass"``: the
 policy syntax from before rules were filters, kept so that stored policies still work.
 
 The service evaluates it when a promotion is requested and again when it executes.
@@ -40,13 +42,15 @@ from modelyard.domain.rules import Subject, evaluate, parse_rule
 
 ARCHIVED: Final = "archived"
 MAX_POLICY_TEXT: Final = 64 * 1024
-# The old "is present" rules, as the field each reads.
+# The "is present" rules, as the rule each means. A description is what a card is for,
+# so a card satisfies it.
 REQUIRED_FIELDS: Final = {
-    "description": "description",
-    "dataset": "dataset.name",
-    "dataset.digest": "dataset.digest",
-    "source": "source.repo",
-    "source.commit": "source.commit",
+    "description": 'description != "" or card != ""',
+    "card": 'card != ""',
+    "dataset": 'dataset.name != ""',
+    "dataset.digest": 'dataset.digest != ""',
+    "source": 'source.repo != ""',
+    "source.commit": 'source.commit != ""',
 }
 
 
@@ -281,7 +285,7 @@ def _parse_rule(item: Any, where: str) -> PolicyRule:
             " 'metrics.auc >= current.metrics.auc - 0.005', 'checks.scan = \"pass\"'"
         )
     try:
-        node = parse_rule(f'{REQUIRED_FIELDS[text]} != ""' if text in REQUIRED_FIELDS else text)
+        node = parse_rule(REQUIRED_FIELDS.get(text, text))
     except InvalidFilter as exc:
         raise PolicyError(
             f"{where}: {text!r} is not a rule: {exc}", rule=text, **exc.details

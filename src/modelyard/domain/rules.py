@@ -45,10 +45,11 @@ _SHOWN: Final = 60  # characters of a text value quoted in a detail
 
 @dataclass(frozen=True, slots=True)
 class Subject:
-    """What a rule reads: a version and the status of each check reported on it."""
+    """What a rule reads: a version, the status of each check reported on it, its card."""
 
     version: Version
     checks: Mapping[str, str] = field(default_factory=dict)
+    card: str | None = None  # the text of the version's model card
 
 
 def parse_rule(text: str) -> Node:
@@ -139,6 +140,8 @@ def value_of(subject: Subject, field: Field) -> Scalar | None:
         return v.model
     if field.key == "created":
         return to_us(v.created_at)
+    if field.key == "card":
+        return subject.card
     plain: dict[str, Scalar | None] = {
         "version": v.version,
         "stage": v.stage,

@@ -16,21 +16,31 @@ registration never names a blob being collected.
 
 from __future__ import annotations
 
+import hashlib
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 from modelyard.domain.access import Caller, Permission, Role
-from modelyard.domain.errors import Conflict, InvalidInput, NotFound
+from modelyard.domain.errors import (
+    Conflict,
+    DigestMismatch,
+    InvalidInput,
+    MissingBlobs,
+    NotFound,
+    TooLarge,
+)
 from modelyard.domain.events import GarbageCollected
 from modelyard.domain.gc import GcReport
-from modelyard.domain.manifest import validate_digest_hex
+from modelyard.domain.manifest import FileEntry, validate_digest_hex
 from modelyard.service.access import AccessControl
 from modelyard.storage.blobs import BlobStore, BlobUpload
 from modelyard.storage.db.store import Database, Reader, Writer, now_us
 
 DEFAULT_GRACE_SECONDS = 3600.0
+MAX_INLINE_FILE = 64 * 1024
+MAX_INLINE_TOTAL = 4 * 1024 * 1024
 _BATCH = 500
 # Not a principal name (those have no ':'), so the journal cannot confuse it with one.
 START_UP = Caller.local_user("modelyard:start-up")
@@ -121,6 +131,38 @@ class BlobService:
             )
             tx.record_uploaded_blob(digest, size, pending.caller.principal_id, now_us())
         return size, not known
+
+    def _require_blobs(
+        self,
+        tx: Writer,
+        caller: Caller,
+        entries: Sequence[FileEntry],
+        inline: Mapping[str, bytes],
+    ) -> None:
+        """Record the ``inline`` bytes, then check that the registry holds every blob the
+        entries name, at their sizes, and that the caller may name each (a version's
+        files, or an attachment's bytes: one rule).
+
+        A digest is no read key: naming a blob takes its bytes (inline, or uploaded before)
+        or reader on a model holding it. To others it is missing, not denied.
+        """
+        tx.record_inline_blobs(inline)
+        stored = tx.blob_sizes([e.sha256 for e in entries])
+        named = stored.keys() - inline.keys()
+        nameable = inline.keys() | self._nameable(tx, caller, sorted(named))
+        missing = sorted({e.sha256 for e in entries} - (stored.keys() & nameable))
+        if missing:
+            raise MissingBlobs(
+                f"{len(missing)} blob(s) named are not on the server; upload them first",
+                missing=[f"sha256:{d}" for d in missing],
+            )
+        for entry in entries:
+            if stored[entry.sha256] != entry.size:
+                raise InvalidInput(
+                    f"{entry.path}: {entry.size} bytes were announced but blob"
+                    f" sha256:{entry.sha256} has {stored[entry.sha256]}",
+                    code="size_mismatch",
+                )
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -228,3 +270,29 @@ class BlobService:
     def _batch(self, dry_run: bool) -> AbstractContextManager[Reader]:
         """A write transaction (under the journal lock), or only a read for a dry run."""
         return self.db.read() if dry_run else self.db.write(unjournaled="blob.collected")
+
+
+def check_inline(
+    entries: Sequence[FileEntry], inline: Mapping[str, bytes], total: int = 0
+) -> Mapping[str, bytes]:
+    """Check the small files that came inline with a request: each named by an entry,
+    within the limits (``total``: inline bytes counted already), and hashing to its digest
+    (even when the registry holds the blob already: what is recorded must be the bytes the
+    digest names)."""
+    named = {e.sha256 for e in entries}
+    if total + sum(len(content) for content in inline.values()) > MAX_INLINE_TOTAL:
+        raise TooLarge(f"inline file contents may total at most {MAX_INLINE_TOTAL} bytes")
+    for digest, content in inline.items():
+        if len(content) > MAX_INLINE_FILE:
+            raise TooLarge(f"inline files may be at most {MAX_INLINE_FILE} bytes each")
+        if digest not in named:
+            raise InvalidInput(f"inline content sha256:{digest} is not in the manifest")
+        actual = hashlib.sha256(content).hexdigest()
+        if actual != digest:
+            raise DigestMismatch(
+                f"inline content hashes to sha256:{actual}, not sha256:{digest};"
+                " nothing was stored",
+                expected=f"sha256:{digest}",
+                actual=f"sha256:{actual}",
+            )
+    return inline

@@ -44,7 +44,7 @@ class ChecksService:
         url = validate_check_url(url)
         self.access.require(caller, Permission.REPORT_CHECK, model)
         with self.db.write() as tx:
-            version_id = _version_id(tx, model, number)
+            version_id = version_id_or_404(tx, model, number)
             before = tx.checks(version_id, check)
             now = now_us()
             tx.put_check(
@@ -67,10 +67,11 @@ class ChecksService:
         validate_model_name(model)
         self.access.require(caller, Permission.VIEW, model)
         with self.db.read() as tx:
-            return tx.checks(_version_id(tx, model, number))
+            return tx.checks(version_id_or_404(tx, model, number))
 
 
-def _version_id(tx: Reader, model: str, number: int) -> int:
+def version_id_or_404(tx: Reader, model: str, number: int) -> int:
+    """The id of a live version, else the 404 of its model or of the version."""
     ref = Reference(model, RefKind.NUMBER, number)
     version_id = tx.resolve_id(ref)
     if version_id is None:

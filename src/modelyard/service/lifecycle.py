@@ -54,6 +54,12 @@ from modelyard.domain.rules import Subject
 from modelyard.service.access import AccessControl
 from modelyard.storage.db.store import Database, Reader, Writer, now_us
 
+# Whoever may not see the model is told what reviewing takes, whether the request exists or
+# not: a member of the team a policy names still needs viewer, to read the evidence.
+_REVIEWING = (
+    "; reviewing a request takes at least viewer on its model (to read its evidence),"
+    " besides what the stage's policy asks"
+)
 # What as-of answers replay, and what a model's history shows besides.
 HISTORY_KINDS = tuple(e.kind for e in (VersionRegistered, VersionStaged, AliasSet, AliasDeleted))
 REQUEST_KINDS = tuple(e.kind for e in (RequestOpened, RequestApproved, RequestClosed))
@@ -169,7 +175,7 @@ class LifecycleService:
                 )
             if version.stage == to_stage:
                 raise Conflict(f"{version.reference} is already in {to_stage}", code="no_change")
-            candidate = Subject(version, tx.check_statuses(version_id))
+            candidate = _subject(tx, version, version_id)
             current = self._current(tx, ref.model, to_stage)
             evaluation = _with_version(
                 policy.evaluate(to_stage, candidate, current), policy_version
@@ -258,7 +264,7 @@ class LifecycleService:
         """Approve; with enough distinct approvals the promotion executes (policy re-checked)."""
         _check_comment(comment)
         with self.db.write() as tx:
-            request = self._visible_request(tx, caller, request_id)
+            request = self._visible_request(tx, caller, request_id, _REVIEWING)
             policy, policy_version = self.policy_in_force(tx, request.model)
             refusal = self._refusal(tx, caller, request, policy, approving=True)
             if refusal is not None:
@@ -276,7 +282,7 @@ class LifecycleService:
     def reject(self, caller: Caller, request_id: int, *, comment: str = "") -> TransitionRequest:
         _check_comment(comment)
         with self.db.write() as tx:
-            request = self._visible_request(tx, caller, request_id)
+            request = self._visible_request(tx, caller, request_id, _REVIEWING)
             policy = self.policy_in_force(tx, request.model)[0]
             refusal = self._refusal(tx, caller, request, policy, approving=False)
             if refusal is not None:
@@ -290,7 +296,7 @@ class LifecycleService:
         refuses by the very same rule (``_refusal``), so the page cannot disagree with it.
         """
         with self.db.read() as tx:
-            request = self._visible_request(tx, caller, request_id)
+            request = self._visible_request(tx, caller, request_id, _REVIEWING)
             policy = self.policy_in_force(tx, request.model)[0]
             refusal = self._refusal(tx, caller, request, policy, approving=True)
         return (True, "") if refusal is None else (False, refusal.message)
@@ -299,11 +305,11 @@ class LifecycleService:
         """The request's policy evaluated again against the registry as it is now (the
         request keeps the one made when it was opened; execution makes a third)."""
         with self.db.read() as tx:
-            request = self._visible_request(tx, caller, request_id)
+            request = self._visible_request(tx, caller, request_id, _REVIEWING)
             policy, policy_version = self.policy_in_force(tx, request.model)
             ref = Reference(request.model, RefKind.NUMBER, request.version)
             version, version_id = self._version(tx, ref)
-            candidate = Subject(version, tx.check_statuses(version_id))
+            candidate = _subject(tx, version, version_id)
             current = self._current(tx, request.model, request.to_stage)
             return _with_version(
                 policy.evaluate(request.to_stage, candidate, current), policy_version
@@ -411,9 +417,10 @@ class LifecycleService:
                         " production is kept (a soft delete hides it)",
                         code="version_protected",
                     )
+                evidence = [a.sha256 for a in tx.attachments(version_id)]
                 tx.purge_version(version_id)
                 # Its bytes must not outlive it: what no version names now, gc takes at once.
-                tx.release_blobs([f.sha256 for f in version.files], now_us())
+                tx.release_blobs([f.sha256 for f in version.files] + evidence, now_us())
             else:
                 tx.mark_deleted(version_id, now_us())
             tx.append_event(
@@ -498,7 +505,7 @@ class LifecycleService:
         occupants = tx.stage_occupants(_model_id(tx, model), stage)
         if not occupants:
             return None
-        return Subject(self._load(tx, occupants[0].id), tx.check_statuses(occupants[0].id))
+        return _subject(tx, self._load(tx, occupants[0].id), occupants[0].id)
 
     def _snapshot(self, tx: Reader, model_id: int, version_id: int, stage: str) -> dict[str, Any]:
         return {
@@ -571,7 +578,7 @@ class LifecycleService:
         """Carry out an approved request, evaluating the policy once more."""
         ref = Reference(request.model, RefKind.NUMBER, request.version)
         version, version_id = self._version(tx, ref)
-        candidate = Subject(version, tx.check_statuses(version_id))
+        candidate = _subject(tx, version, version_id)
         current = self._current(tx, request.model, request.to_stage)
         evaluation = _with_version(
             policy.evaluate(request.to_stage, candidate, current), policy_version
@@ -607,16 +614,18 @@ class LifecycleService:
         tx.append_event(caller, closed, now=now)
         return self._request(tx, request.id)
 
-    def _request(self, tx: Reader, request_id: int) -> TransitionRequest:
+    def _request(self, tx: Reader, request_id: int, hint: str = "") -> TransitionRequest:
         found = tx.requests(request_id=request_id)
         if not found:
-            raise NotFound(f"request {request_id} not found", code="request_not_found")
+            raise _request_not_found(request_id, hint)
         return found[0]
 
-    def _visible_request(self, tx: Reader, caller: Caller, request_id: int) -> TransitionRequest:
-        request = self._request(tx, request_id)
+    def _visible_request(
+        self, tx: Reader, caller: Caller, request_id: int, hint: str = ""
+    ) -> TransitionRequest:
+        request = self._request(tx, request_id, hint)
         if self.access.role(caller, request.model, tx) is None:
-            raise NotFound(f"request {request_id} not found", code="request_not_found")
+            raise _request_not_found(request_id, hint)
         return request
 
     def _open_request(
@@ -674,11 +683,21 @@ class LifecycleService:
         return None
 
 
+def _subject(tx: Reader, version: Version, version_id: int) -> Subject:
+    """What a policy rule reads of a version: its fields, its checks and its card."""
+    card = tx.card(version_id)
+    return Subject(version, tx.check_statuses(version_id), card.text if card else None)
+
+
 def _model_id(tx: Reader, model: str) -> int:
     model_id = tx.model_id(model)
     if model_id is None:
         raise NotFound(f"model {model!r} not found", code="model_not_found")
     return model_id
+
+
+def _request_not_found(request_id: int, hint: str = "") -> NotFound:
+    return NotFound(f"request {request_id} not found{hint}", code="request_not_found")
 
 
 def _check_comment(comment: str) -> None:

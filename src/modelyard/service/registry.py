@@ -6,18 +6,14 @@ describes it; adapters (REST, CLI, in-process SDK) only translate to and from th
 
 from __future__ import annotations
 
-import hashlib
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 
 from modelyard.domain.access import Caller, Permission, Role, Visibility
 from modelyard.domain.errors import (
     Conflict,
-    DigestMismatch,
     InvalidInput,
-    MissingBlobs,
     NotFound,
-    TooLarge,
 )
 from modelyard.domain.events import (
     CATALOGUE,
@@ -32,6 +28,7 @@ from modelyard.domain.events import (
     VersionUpdated,
     version_state,
 )
+from modelyard.domain.evidence import AttachmentIn
 from modelyard.domain.filters import parse_filter, parse_order_by
 from modelyard.domain.frameworks import detect_framework
 from modelyard.domain.journal import Checkpoint, JournalReport, verify_chain
@@ -48,10 +45,11 @@ from modelyard.domain.versions import (
     validate_tags,
 )
 from modelyard.service.access import AccessControl, Action
-from modelyard.service.blobs import BlobService
+from modelyard.service.blobs import BlobService, check_inline
 from modelyard.service.caches import StampedCache
 from modelyard.service.checks import ChecksService
 from modelyard.service.comparison import Comparisons
+from modelyard.service.evidence import EvidenceService
 from modelyard.service.identity import IdentityService
 from modelyard.service.lifecycle import LifecycleService
 from modelyard.service.sessions import SessionService
@@ -63,9 +61,6 @@ from modelyard.storage.db.filters import (
     version_order_by,
 )
 from modelyard.storage.db.store import Database, Reader, Writer, now_us
-
-MAX_INLINE_FILE = 64 * 1024
-MAX_INLINE_TOTAL = 4 * 1024 * 1024
 
 
 class RegistryService(Comparisons, BlobService):
@@ -80,6 +75,7 @@ class RegistryService(Comparisons, BlobService):
         self.identity = IdentityService(db, self.access)
         self.lifecycle = LifecycleService(db, self.access)
         self.checks = ChecksService(db, self.access)
+        self.evidence = EvidenceService(db, self.access, self)
         self.sessions = SessionService(db, self.access, self.identity, self.key)
         self._resolved: StampedCache[Reference, Version] = StampedCache(
             lambda ref: db.model_stamp(ref.model)
@@ -204,8 +200,15 @@ class RegistryService(Comparisons, BlobService):
         *,
         caller: Caller,
         inline: Mapping[str, bytes] | None = None,
+        attachments: Sequence[AttachmentIn] = (),
+        card: str | None = None,
+        card_from_previous: bool = False,
     ) -> Version:
         """Create the next version of ``name`` (and the model on first registration).
+
+        With its evidence, in the same transaction: ``attachments``, and a first card (the
+        ``card`` text, else MODEL_CARD.md among the files or attachments, else, with
+        ``card_from_previous``, the previous version's).
 
         Every blob the manifest names must come ``inline`` (digest -> bytes, for small
         files: one request instead of three) or be held already, and the caller may name
@@ -217,39 +220,23 @@ class RegistryService(Comparisons, BlobService):
         validate_model_name(name)
         self.access.require(caller, Permission.REGISTER, name)
         spec = validate_new_version(spec)
-        inline = self._check_inline(spec, inline or {})
+        inline = check_inline(spec.files, inline or {})
+        evidence = self.evidence.prepare(
+            attachments, card, card_from_previous, sum(map(len, inline.values()))
+        )
         framework, fmt = spec.framework, spec.format
         if framework is None and fmt is None:
             framework, fmt = detect_framework(f.path for f in spec.files)
         digest = manifest_digest(spec.files)
         size = sum(f.size for f in spec.files)
         with self.db.write() as tx:
-            tx.record_inline_blobs(inline)
-            stored = tx.blob_sizes([f.sha256 for f in spec.files])
-            # A digest is no read key: naming a blob takes its bytes (inline, or uploaded
-            # before) or reader on a model holding it. To others it is missing, not denied.
-            named = stored.keys() - inline.keys()
-            nameable = inline.keys() | self._nameable(tx, caller, sorted(named))
-            missing = sorted({f.sha256 for f in spec.files} - (stored.keys() & nameable))
-            if missing:
-                raise MissingBlobs(
-                    f"the manifest names {len(missing)} blob(s) the server does not have;"
-                    " upload them first",
-                    missing=[f"sha256:{d}" for d in missing],
-                )
-            for entry in spec.files:
-                if stored[entry.sha256] != entry.size:
-                    raise InvalidInput(
-                        f"{entry.path}: the manifest says {entry.size} bytes but blob"
-                        f" sha256:{entry.sha256} has {stored[entry.sha256]}",
-                        code="size_mismatch",
-                    )
+            self._require_blobs(tx, caller, spec.files, inline)
             model = tx.lock_model(name)
             stage = self.lifecycle.policy_in_force(tx, name)[0].stages[0].name
             model_id = self._create_model(tx, name, caller, "", {}) if model is None else model[0]
             number = (0 if model is None else model[1]) + 1
             now = now_us()
-            tx.insert_version(
+            version_id = tx.insert_version(
                 model_id=model_id,
                 number=number,
                 values={
@@ -306,29 +293,8 @@ class RegistryService(Comparisons, BlobService):
             tx.append_event(
                 caller, VersionRegistered(name, number, version_state(version)), now=now
             )
+            self.evidence.record_new(tx, caller, version, version_id, model_id, evidence, inline)
         return version
-
-    def _check_inline(self, spec: NewVersion, inline: Mapping[str, bytes]) -> Mapping[str, bytes]:
-        """Check the small files that came with a registration: each named by the manifest,
-        within the limits, and hashing to its digest (even when the registry holds the blob
-        already: what is recorded must be the bytes the digest names)."""
-        named = {f.sha256 for f in spec.files}
-        if sum(len(content) for content in inline.values()) > MAX_INLINE_TOTAL:
-            raise TooLarge(f"inline file contents may total at most {MAX_INLINE_TOTAL} bytes")
-        for digest, content in inline.items():
-            if len(content) > MAX_INLINE_FILE:
-                raise TooLarge(f"inline files may be at most {MAX_INLINE_FILE} bytes each")
-            if digest not in named:
-                raise InvalidInput(f"inline content sha256:{digest} is not in the manifest")
-            actual = hashlib.sha256(content).hexdigest()
-            if actual != digest:
-                raise DigestMismatch(
-                    f"inline content hashes to sha256:{actual}, not sha256:{digest};"
-                    " nothing was stored",
-                    expected=f"sha256:{digest}",
-                    actual=f"sha256:{actual}",
-                )
-        return inline
 
     def get_version(self, name: str, number: int, *, caller: Caller) -> Version:
         return self.resolve(

@@ -133,10 +133,17 @@ def register_version(name: Name, body: VersionIn, request: Request) -> Response:
     """Register the next version.
 
     Every blob of the manifest must already be uploaded, or (files up to 64 KiB) come
-    inline as base64 ``content``.
+    inline as base64 ``content``; so must those of the attachments. The attachments and
+    the card are written with the version, in one transaction.
     """
     version = service(request).register_version(
-        name, body.to_domain(), caller=caller(request), inline=body.inline()
+        name,
+        body.to_domain(),
+        caller=caller(request),
+        inline=body.inline(),
+        attachments=body.evidence(),
+        card=body.card,
+        card_from_previous=body.card_from_previous,
     )
     return json_response(
         version.as_dict(),

@@ -10,10 +10,18 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import Connection, delete, exists, insert, or_, select, update
 
-from modelyard.storage.db.tables import blob_possession, blobs, models, version_files, versions
+from modelyard.storage.db.tables import (
+    blob_possession,
+    blobs,
+    models,
+    version_attachments,
+    version_files,
+    versions,
+)
 
 _BATCH = 500
 
@@ -23,6 +31,14 @@ class BlobRecord:
     digest: str
     size: int
     released: bool  # by a hard delete: collectable at once
+
+
+def _referenced() -> Any:
+    """Whether a version names the blob: as one of its files or one of its attachments."""
+    return or_(
+        exists().where(version_files.c.sha256 == blobs.c.digest),
+        exists().where(version_attachments.c.sha256 == blobs.c.digest),
+    )
 
 
 class BlobReader:
@@ -59,7 +75,6 @@ class BlobReader:
     def unreferenced_blobs(self, after: str, cutoff_us: int, limit: int) -> list[BlobRecord]:
         """Recorded blobs no version names, past ``after`` in digest order: those released
         by a hard delete, and those recorded before ``cutoff_us`` (the grace period)."""
-        referenced = exists().where(version_files.c.sha256 == blobs.c.digest)
         stmt = (
             select(
                 blobs.c.digest,
@@ -68,7 +83,7 @@ class BlobReader:
             )
             .where(
                 blobs.c.digest > after,
-                ~referenced,
+                ~_referenced(),
                 or_(blobs.c.released_at.is_not(None), blobs.c.created_at < cutoff_us),
             )
             .order_by(blobs.c.digest)
@@ -113,7 +128,7 @@ class BlobWriter(BlobReader):
                 update(blobs)
                 .where(
                     blobs.c.digest.in_(unique[start : start + _BATCH]),
-                    ~exists().where(version_files.c.sha256 == blobs.c.digest),
+                    ~_referenced(),
                 )
                 .values(released_at=now)
             )

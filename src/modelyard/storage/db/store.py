@@ -60,6 +60,7 @@ from modelyard.domain.models import (
 from modelyard.domain.references import Reference, RefKind
 from modelyard.storage.db.blobs import BlobReader, BlobWriter
 from modelyard.storage.db.checks import ChecksReader, ChecksWriter
+from modelyard.storage.db.evidence import EvidenceReader, EvidenceWriter
 from modelyard.storage.db.identity import IdentityReader, IdentityWriter, protected_aliases
 from modelyard.storage.db.lifecycle import LifecycleReader, LifecycleWriter, event_from_row
 from modelyard.storage.db.prebuilt import CHANGES, Prebuilt, count_change
@@ -329,7 +330,7 @@ class Database:
             conn.execute(select(journal_head.c.seq)).one()
 
 
-class Reader(IdentityReader, LifecycleReader, BlobReader, ChecksReader):
+class Reader(IdentityReader, LifecycleReader, BlobReader, ChecksReader, EvidenceReader):
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
 
@@ -606,7 +607,7 @@ class Reader(IdentityReader, LifecycleReader, BlobReader, ChecksReader):
             ).all()
 
 
-class Writer(Reader, IdentityWriter, LifecycleWriter, BlobWriter, ChecksWriter):
+class Writer(Reader, IdentityWriter, LifecycleWriter, BlobWriter, ChecksWriter, EvidenceWriter):
     """A write transaction holding the journal head lock."""
 
     def __init__(self, conn: Connection, head_seq: int, head_hash: str, identity_seq: int) -> None:

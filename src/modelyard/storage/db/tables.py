@@ -374,3 +374,54 @@ blob_possession = Table(
     Column("created_at", BigInteger, nullable=False),
     Index(None, "principal_id"),
 )
+
+
+# -- evidence ----------------------------------------------------------------------------------
+
+# Evaluation evidence beside a version's files: append-only (a path is never replaced), each
+# a content-addressed blob like a file's, outside the manifest (its digest never changes).
+version_attachments = Table(
+    "version_attachments",
+    metadata,
+    Column("version_id", Integer, ForeignKey("versions.id", ondelete="CASCADE"), primary_key=True),
+    Column("path", String(1024), primary_key=True),
+    Column("sha256", String(64), nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("media_type", String(128), nullable=False),
+    Column("attached_by", String(256), nullable=False),
+    Column("attached_at", BigInteger, nullable=False),
+    Index(None, "sha256"),
+)
+
+# Every revision of every version's model card; the newest is the card.
+version_cards = Table(
+    "version_cards",
+    metadata,
+    Column("version_id", Integer, ForeignKey("versions.id", ondelete="CASCADE"), primary_key=True),
+    Column("revision", Integer, primary_key=True),
+    Column("text", Text, nullable=False),
+    Column("source", String(16), nullable=False),
+    Column("updated_by", String(256), nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+)
+
+# Comments on a version, or on a promotion request (with the request's version).
+comments = Table(
+    "comments",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("model_id", Integer, ForeignKey("models.id", ondelete="CASCADE"), nullable=False),
+    Column("version_id", Integer, ForeignKey("versions.id", ondelete="CASCADE"), nullable=True),
+    Column(
+        "request_id",
+        Integer,
+        ForeignKey("transition_requests.id", ondelete="CASCADE"),
+        nullable=True,
+    ),
+    Column("author", String(256), nullable=False),
+    Column("body", Text, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Index(None, "model_id", "id"),
+    Index(None, "version_id"),
+    Index(None, "request_id"),
+)
