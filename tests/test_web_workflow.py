@@ -47,9 +47,19 @@ class Browser:
         assert found is not None
         return found.group(1)
 
-    def post(self, path: str, data: dict[str, str], *, csrf: bool = True, **headers: str) -> Any:
+    def post(
+        self,
+        path: str,
+        data: dict[str, str],
+        *,
+        csrf: bool = True,
+        files: dict[str, Any] | None = None,
+        **headers: str,
+    ) -> Any:
         form = {**data, "csrf": self.csrf()} if csrf else data
-        return self.client.post(path, data=form, headers=headers, follow_redirects=False)
+        return self.client.post(
+            path, data=form, files=files, headers=headers, follow_redirects=False
+        )
 
 
 @dataclass
@@ -190,6 +200,10 @@ POSTS = [
     "/admin/grants",
     "/admin/grants/remove",
     "/admin/users/vic/password",
+    "/models/churn/versions/2/card",
+    "/models/churn/versions/2/comments",
+    "/models/churn/versions/2/attachments",
+    "/requests/1/comments",
 ]
 FULL_FORM = {
     "stage": "production",
@@ -207,6 +221,8 @@ FULL_FORM = {
     "action": "add",
     "password": "correct horse battery staple",
     "repeat": "correct horse battery staple",
+    "card": "# Card",
+    "body": "a comment",
 }
 
 
@@ -341,11 +357,74 @@ def test_edit_tags_and_description_of_a_version(story: Story) -> None:
     assert bad.status_code == 400 and "key=value" in bad.text
 
 
+PNG = b"\x89PNG\r\n\x1a\n" + bytes(64)
+
+
+def test_evidence_through_the_forms_and_on_the_request_page(story: Story) -> None:
+    attached = story["ds"].post(
+        "/models/churn/versions/2/attachments",
+        {"path": "eval/roc.png"},
+        files={"file": ("roc.png", PNG, "image/png")},
+    )
+    assert attached.status_code == 303, attached.text
+    assert attached.headers["location"].endswith("done=attached")
+    evidence, p = story.service.evidence, story.people
+    [found] = evidence.attachments(p.rita, "churn", 2)
+    assert (found.path, found.size, found.media_type) == ("eval/roc.png", len(PNG), "image/png")
+    assert b"".join(story.service.read_blob(found.sha256)) == PNG  # in the blob store
+    unnamed = story["ds"].post(
+        "/models/churn/versions/2/attachments", {}, files={"file": ("report.csv", b"a,b\n1,2\n")}
+    )
+    assert unnamed.status_code == 303
+    assert [a.path for a in evidence.attachments(p.rita, "churn", 2)] == [
+        "eval/roc.png",
+        "report.csv",
+    ]
+    again = story["ds"].post(
+        "/models/churn/versions/2/attachments",
+        {"path": "eval/roc.png"},
+        files={"file": ("roc.png", PNG)},
+    )
+    assert again.status_code == 409  # evidence is never replaced
+
+    card = story["ds"].post("/models/churn/versions/2/card", {"card": "# Churn\r\n\nAUC 0.87"})
+    assert card.status_code == 303
+    assert evidence.card(p.rita, "churn", 2).text == "# Churn\n\nAUC 0.87"  # type: ignore[union-attr]
+    said = story["vic"].post(f"/requests/{story.request_id}/comments", {"body": "Looks *good*"})
+    assert said.status_code == 303 and said.headers["location"].endswith("done=commented")
+    noted = story["vic"].post("/models/churn/versions/2/comments", {"body": "on the version"})
+    assert noted.status_code == 303
+
+    page = story["rita"].get(f"/requests/{story.request_id}").text
+    assert 'href="/models/churn/versions/2/attachments/eval/roc.png">eval/roc.png</a>' in page
+    assert "<h1>Churn</h1>" in page and "AUC 0.87" in page  # the card, rendered
+    assert "Looks <em>good</em>" in page and "on the version" not in page  # the request's
+    journal = html.unescape(story["alice"].get("/journal").text)
+    assert "ds attached eval/roc.png to churn/2" in journal
+    assert "ds set the card of churn/2 (revision" in journal
+    assert "vic commented on request 1 for churn/2" in journal
+
+
+def test_a_viewer_cannot_attach_and_sends_no_bytes(story: Story) -> None:
+    before = head(story.service)
+    refused = story["vic"].post(
+        "/models/churn/versions/2/attachments", {}, files={"file": ("x.png", PNG)}
+    )
+    assert refused.status_code == 403 and "vic holds viewer" in html.unescape(refused.text)
+    assert story["vic"].post("/models/churn/versions/2/card", {"card": "mine"}).status_code == 403
+    assert head(story.service) == before
+    assert story.service.evidence.attachments(story.people.rita, "churn", 2) == []
+
+
 def test_hostile_text_is_escaped(story: Story) -> None:
     payloads = ['<script>alert("x")</script>', '<img src=x onerror="alert(1)">']
     p, life = story.people, story.service.lifecycle
     story.service.update_version(
         "churn", 2, caller=p.ds, description=payloads[1], tags={"note": payloads[0]}
+    )
+    story.service.evidence.set_card(p.ds, "churn", 2, payloads[0] + payloads[1])
+    story.service.evidence.comment(
+        p.rita, model="churn", request_id=story.request_id, body=payloads[1]
     )
     life.reject(p.rita, story.request_id, comment=payloads[0])
     opened = life.promote(p.ds, "churn/2", "production", comment=payloads[1])

@@ -75,6 +75,14 @@ def text(form: FormData, name: str, *, required: bool = False) -> str:
     return value
 
 
+def multiline(form: FormData, name: str) -> str:
+    """A textarea's text as typed (browsers send CRLF line ends: LF is stored)."""
+    value = form.get(name)
+    if isinstance(value, UploadFile):
+        raise InvalidInput(f"{name!r} must be text, not a file")
+    return (value or "").replace("\r\n", "\n")
+
+
 def optional(form: FormData, name: str) -> str | None:
     return text(form, name) or None
 

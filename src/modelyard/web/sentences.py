@@ -6,6 +6,7 @@ from __future__ import annotations
 from modelyard.domain.events import (
     AliasDeleted,
     AliasSet,
+    CommentAdded,
     GrantRevoked,
     GrantSet,
     JournalEvent,
@@ -28,6 +29,8 @@ from modelyard.domain.events import (
     TokenCreated,
     TokenRevoked,
     UndecodableEvent,
+    VersionAttached,
+    VersionCardEdited,
     VersionCheckReported,
     VersionDeleted,
     VersionRegistered,
@@ -62,6 +65,14 @@ def _said(actor: str, event: JournalEvent) -> str | None:
             return f"{actor} edited {m}/{n}: {event.describe()}"
         case VersionDeleted(model=m, version=n, hard=hard):
             return f"{actor} {'erased' if hard else 'deleted'} {m}/{n}"
+        case VersionAttached(model=m, version=n):
+            return f"{actor} {event.describe()} to {m}/{n}"
+        case VersionCardEdited(model=m, version=n, revision=revision, source=source):
+            origin = _CARD_ORIGINS.get(source, source)
+            return f"{actor} set the card of {m}/{n}{origin} (revision {revision})"
+        case CommentAdded(model=m, version=n, request=rid):
+            on = f"request {rid} for {m}/{n}" if rid is not None else f"{m}/{n}"
+            return f"{actor} commented on {on}"
         case VersionCheckReported(model=m, version=n, check=check, after=after):
             return f"{actor} reported check {check} on {m}/{n}: {after['status']}"
         case AliasSet(model=m, alias=alias, before=before, after=after):
@@ -114,6 +125,14 @@ def _said(actor: str, event: JournalEvent) -> str | None:
         case SessionEnded(principal=p, reason=reason):
             return f"{p}'s session ended ({reason.replace('_', ' ')})"
     return None
+
+
+_CARD_ORIGINS = {
+    "edited": "",
+    "file": " from MODEL_CARD.md among its files",
+    "attachment": " from MODEL_CARD.md among its attachments",
+    "previous": " from the previous version's card",
+}
 
 
 def _staged(actor: str, e: VersionStaged) -> str:
