@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from hashlib import sha256
 from typing import Any
 
 import pytest
@@ -18,6 +19,7 @@ from sqlalchemy import event, text
 
 from modelyard.api import create_app
 from modelyard.domain.access import PrincipalKind, Reach, Role
+from modelyard.domain.evidence import AttachmentIn
 from modelyard.service import RegistryService
 from modelyard.web.pages import PAGE_ROUTERS
 from tests.test_lifecycle import POLICY, People, people, register
@@ -623,6 +625,10 @@ def grow(story: Story) -> None:
         story.service.identity.create_principal(p.admin, f"user{number}", PrincipalKind.USER)
         story.service.identity.create_token(p.admin, principal=f"user{number}")
         story.service.identity.set_grant(p.admin, f"user{number}", Role.VIEWER)
+        body = f"comment {number}".encode()
+        evidence = AttachmentIn(f"eval/{number}.txt", len(body), sha256(body).hexdigest(), body)
+        story.service.evidence.attach(p.ds, "churn", 2, [evidence])
+        story.service.evidence.comment(p.rita, model="churn", request_id=1, body=body.decode())
 
 
 @pytest.mark.parametrize(
