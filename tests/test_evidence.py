@@ -600,3 +600,15 @@ def test_cli_evidence_commands(tmp_path: Path, make_tree: Tree) -> None:
     assert "Ship it?" in cli("comments", "--request", str(request["id"]))
     wrong = run_with("comment", "churn/1", url=data, cwd=tmp_path, env={})
     assert wrong.returncode == 1 and "REF TEXT" in wrong.stderr
+
+
+def test_a_models_history_shows_its_evidence(service: RegistryService) -> None:
+    register(service, attachments=[inline("roc.png", PNG)], card="# One")
+    service.evidence.comment(ME, model="churn", version=1, body="Seen.")
+    kinds = [e.kind for e in service.lifecycle.history(ME, "churn")]
+    assert kinds == [
+        "version.registered",
+        "version.attached",
+        "version.card_edited",
+        "comment.added",
+    ]

@@ -196,8 +196,9 @@ def delete(
 
 
 def history(name: ModelName, url: UrlOption = DEFAULT_URL, json_out: JsonOption = False) -> None:
-    """Every stage move, alias change, request, approval and policy of a model: when, who,
-    from which version to which, through which request.
+    """Every stage move, alias change, request, approval and policy of a model, and its
+    evidence (attachments, card edits, comments): when, who, from which version to which,
+    through which request.
 
     [bold]Example[/bold]: modelyard history churn
     """

@@ -26,10 +26,13 @@ from modelyard.domain.errors import (
 from modelyard.domain.events import (
     AliasDeleted,
     AliasSet,
+    CommentAdded,
     PolicyApplied,
     RequestApproved,
     RequestClosed,
     RequestOpened,
+    VersionAttached,
+    VersionCardEdited,
     VersionDeleted,
     VersionRegistered,
     VersionStaged,
@@ -63,6 +66,7 @@ _REVIEWING = (
 # What as-of answers replay, and what a model's history shows besides.
 HISTORY_KINDS = tuple(e.kind for e in (VersionRegistered, VersionStaged, AliasSet, AliasDeleted))
 REQUEST_KINDS = tuple(e.kind for e in (RequestOpened, RequestApproved, RequestClosed))
+EVIDENCE_KINDS = tuple(e.kind for e in (VersionAttached, VersionCardEdited, CommentAdded))
 
 
 class LifecycleService:
@@ -432,10 +436,17 @@ class LifecycleService:
     def history(
         self, caller: Caller, model: str, *, limit: int = 1000, before: int | None = None
     ) -> list[Event]:
-        """Every stage move, alias change, request and approval of a model, oldest first:
-        the newest ``limit`` of them (before seq ``before``, to page back)."""
+        """Every stage move, alias change, request and approval of a model, and its evidence
+        (attachments, card edits, comments), oldest first: the newest ``limit`` of them
+        (before seq ``before``, to page back)."""
         self.access.require(caller, Permission.VIEW, model)
-        kinds = (*HISTORY_KINDS, *REQUEST_KINDS, VersionDeleted.kind, PolicyApplied.kind)
+        kinds = (
+            *HISTORY_KINDS,
+            *REQUEST_KINDS,
+            *EVIDENCE_KINDS,
+            VersionDeleted.kind,
+            PolicyApplied.kind,
+        )
         with self.db.read() as tx:
             _model_id(tx, model)
             return tx.latest_model_events(model, kinds, limit, before)

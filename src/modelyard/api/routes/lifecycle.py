@@ -123,7 +123,8 @@ def delete_version(
 def history(
     name: Name, request: Request, limit: Annotated[int, Query(ge=1, le=10_000)] = 1000
 ) -> Response:
-    """Every stage move, alias change, request, approval and policy of the model."""
+    """Every stage move, alias change, request, approval and policy of the model, and its
+    evidence (attachments, card edits, comments)."""
     events = lifecycle(request).history(caller(request), name, limit=limit)
     return json_response({"items": [e.as_dict() for e in events]})
 
