@@ -16,12 +16,14 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import event, text
+from starlette.requests import Request
 
 from modelyard.api import create_app
 from modelyard.domain.access import PrincipalKind, Reach, Role
 from modelyard.domain.evidence import AttachmentIn
 from modelyard.service import RegistryService
 from modelyard.web.pages import PAGE_ROUTERS
+from modelyard.web.render import environment
 from tests.test_lifecycle import POLICY, People, people, register
 
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
@@ -652,3 +654,67 @@ def test_pages_stay_small(story: Story) -> None:
     grow(story)
     for who, path in (("rita", "/requests"), ("rita", "/requests/1"), ("alice", "/journal")):
         assert len(story[who].get(path).content) < 150_000
+
+
+# -- the action partials offer what access control allows ----------------------------------
+
+
+def partial(story: Story, who: str, template: str, **context: Any) -> str:
+    """A partial of the model or version page rendered for ``who``, as the page does."""
+    token = story[who].token
+    app = story[who].client.app
+    scope = {
+        "type": "http",
+        "app": app,
+        "method": "GET",
+        "path": "/",
+        "query_string": b"",
+        "headers": [(b"authorization", f"Bearer {token}".encode())],
+    }
+    return environment.get_template(template).render(
+        request=Request(scope), csrf="token", **context
+    )
+
+
+FORMS = {
+    "promote": "/promote",
+    "archive": "/archive",
+    "edit": "/edit",
+    "delete": "/delete",
+    "card": "/card",
+    "attach": "/attachments",
+    "comment": "/comments",
+}
+
+
+@pytest.mark.parametrize(
+    ("who", "offered"),
+    [
+        ("vic", {"comment"}),
+        ("ds", {"promote", "edit", "card", "attach", "comment"}),
+        ("mia", set(FORMS)),
+    ],
+)
+def test_the_version_page_offers_each_form_only_to_whom_may_use_it(
+    story: Story, who: str, offered: set[str]
+) -> None:
+    version = story.service.get_version("churn", 2, caller=story.people.admin)
+    shown = partial(story, who, "actions/version.html", page_version=version)
+    found = {form for form, action in FORMS.items() if f'/versions/2{action}"' in shown}
+    assert found == offered
+    if "promote" in offered:
+        assert '<option value="production">' in shown and '"development">' not in shown
+
+
+@pytest.mark.parametrize(
+    ("who", "offered"),
+    [("vic", set()), ("ds", {"aliases", "edit"}), ("mia", {"rollback", "aliases", "edit"})],
+)
+def test_the_model_page_offers_each_form_only_to_whom_may_use_it(
+    story: Story, who: str, offered: set[str]
+) -> None:
+    model = story.service.get_model("churn", caller=story.people.admin)
+    shown = partial(story, who, "actions/model.html", model=model)
+    found = {form for form in ("rollback", "aliases", "edit") if f'churn/{form}"' in shown}
+    assert found == offered
+    assert 'href="/models/churn/history"' in shown  # everyone reads the history
