@@ -9,6 +9,7 @@ other: the second finds the stage changed under its request and is invalidated.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -36,6 +37,7 @@ from modelyard.domain.events import (
     VersionDeleted,
     VersionRegistered,
     VersionStaged,
+    decode,
     of_kind,
 )
 from modelyard.domain.lifecycle import (
@@ -51,10 +53,12 @@ from modelyard.domain.lifecycle import (
 )
 from modelyard.domain.models import Event, Version, to_us
 from modelyard.domain.names import validate_model_name
+from modelyard.domain.overview import StagePeriod, stage_periods, tracked_stages
 from modelyard.domain.projection import Projection
 from modelyard.domain.references import Reference, RefKind, parse_reference
 from modelyard.domain.rules import Subject
 from modelyard.service.access import AccessControl
+from modelyard.service.caches import StampedCache
 from modelyard.storage.db.store import Database, Reader, Writer, now_us
 
 # Whoever may not see the model is told what reviewing takes, whether the request exists or
@@ -74,6 +78,9 @@ class LifecycleService:
         self.db = db
         self.access = access
         self._policies: dict[int, Policy] = {}
+        self._periods: StampedCache[tuple[str, tuple[str, ...]], tuple[StagePeriod, ...]] = (
+            StampedCache(lambda key: db.model_stamp(key[0]))
+        )
 
     # -- policies -----------------------------------------------------------------------------
 
@@ -90,11 +97,38 @@ class LifecycleService:
         policy_id, version = row
         policy = self._policies.get(policy_id)
         if policy is None:
-            policy = parse_policy(json.loads(tx.policy_document(policy_id)))
+            policy = self._parsed(policy_id, tx.policy_document(policy_id))
+        return policy, version
+
+    def policies_in_force(self, tx: Reader, models: Sequence[str]) -> dict[str, Policy]:
+        """``policy_in_force`` for a page of models, in one query."""
+        own, registry = tx.policies_in_force(models)
+        fallback = self._parsed(registry.id, registry.document) if registry else Policy()
+        return {
+            model: self._parsed(own[model].id, own[model].document) if model in own else fallback
+            for model in models
+        }
+
+    def _parsed(self, policy_id: int, document: str) -> Policy:
+        """A stored policy never changes (applying one adds a row): parsed once, by id."""
+        policy = self._policies.get(policy_id)
+        if policy is None:
+            policy = parse_policy(json.loads(document))
             if len(self._policies) >= 4096:
                 self._policies.clear()
             self._policies[policy_id] = policy
-        return policy, version
+        return policy
+
+    def policy(self, caller: Caller, model: str) -> tuple[Policy, int | None, bool]:
+        """The policy in force for a model, parsed (its viewers may read it): the policy,
+        its version (None: the defaults) and whether it is the model's own."""
+        validate_model_name(model)
+        self.access.require(caller, Permission.VIEW, model)
+        with self.db.read() as tx:
+            _model_id(tx, model)
+            policy, version = self.policy_in_force(tx, model)
+            own = tx.latest_policy(model) is not None
+        return policy, version, own
 
     def get_policy(self, caller: Caller, model: str | None) -> dict[str, Any]:
         """The policy document in force (with its text and version) and the stages."""
@@ -450,6 +484,22 @@ class LifecycleService:
         with self.db.read() as tx:
             _model_id(tx, model)
             return tx.latest_model_events(model, kinds, limit, before)
+
+    def stage_periods(self, caller: Caller, model: str) -> tuple[StagePeriod, ...]:
+        """Which version held each stage (but the first and archived) when, replayed from
+        the model's stage moves; cached under the model's stamp (and the stages, which the
+        registry's policy may change without a model event)."""
+        self.access.require(caller, Permission.VIEW, validate_model_name(model))
+        with self.db.read() as tx:
+            _model_id(tx, model)
+            stages = tracked_stages(self.policy_in_force(tx, model)[0])
+
+        def load() -> tuple[StagePeriod, ...]:
+            with self.db.read() as tx:
+                moves = tx.model_events(model, (VersionStaged.kind, VersionDeleted.kind), None)
+            return tuple(stage_periods(((e.time, decode(e)) for e in moves), stages))
+
+        return self._periods.get((model, stages), load)
 
     def resolve_as_of(self, caller: Caller, reference: str, at: datetime) -> Version:
         """What ``reference`` pointed to at ``at``, replayed from the journal."""

@@ -35,7 +35,13 @@ from modelyard.domain.journal import Checkpoint, JournalReport, verify_chain
 from modelyard.domain.keys import ServerKey
 from modelyard.domain.manifest import FileEntry, manifest_digest
 from modelyard.domain.models import Event, EventFilter, Model, Page, T, Version, to_us, utc_from_us
-from modelyard.domain.names import validate_alias_name, validate_file_path, validate_model_name
+from modelyard.domain.names import (
+    validate_alias_name,
+    validate_file_path,
+    validate_key,
+    validate_model_name,
+)
+from modelyard.domain.overview import MetricPoint, ModelSummary, key_metric, owner, tracked_stages
 from modelyard.domain.pagination import PageTokens, validate_page_size
 from modelyard.domain.references import Reference, RefKind, parse_reference
 from modelyard.domain.versions import (
@@ -79,6 +85,9 @@ class RegistryService(Comparisons, BlobService):
         self.sessions = SessionService(db, self.access, self.identity, self.key)
         self._resolved: StampedCache[Reference, Version] = StampedCache(
             lambda ref: db.model_stamp(ref.model)
+        )
+        self._series: StampedCache[tuple[str, str], tuple[MetricPoint, ...]] = StampedCache(
+            lambda key: db.model_stamp(key[0])
         )
 
     # -- models ---------------------------------------------------------------------------
@@ -178,6 +187,56 @@ class RegistryService(Comparisons, BlobService):
             visible = self.access.visibility(caller)
             items = tx.list_models(condition, order, limit + 1, offset, visible)
         return self._page(items, limit, offset, query)
+
+    def list_model_summaries(
+        self,
+        *,
+        caller: Caller,
+        filter: str | None = None,
+        order_by: str | None = None,
+        page_token: str | None = None,
+        limit: int | None = None,
+    ) -> Page[ModelSummary]:
+        """``list_models`` with what a row of the UI's list shows besides (owner, stage
+        occupants, key metric): four more queries for the whole page."""
+        page = self.list_models(
+            caller=caller, filter=filter, order_by=order_by, page_token=page_token, limit=limit
+        )
+        names = [m.name for m in page.items]
+        with self.db.read() as tx:
+            policies = self.lifecycle.policies_in_force(tx, names)
+            stages = {name: tracked_stages(policy) for name, policy in policies.items()}
+            members = tx.stage_members(names, sorted({s for v in stages.values() for s in v}))
+            creators = tx.model_creators(names)
+            metrics = tx.latest_metrics(names)
+        rows = []
+        for model in page.items:
+            held = members.get(model.name, {})
+            latest = metrics.get(model.name, {})
+            key = key_metric(model.tags, latest)
+            rows.append(
+                ModelSummary(
+                    model=model,
+                    owner=owner(model.tags, creators.get(model.name)),
+                    stages=tuple((s, tuple(held.get(s, ()))) for s in stages[model.name]),
+                    key_metric=key,
+                    key_value=latest.get(key) if key else None,
+                )
+            )
+        return Page(rows, page.next_page_token)
+
+    def metric_series(self, name: str, metric: str, *, caller: Caller) -> tuple[MetricPoint, ...]:
+        """One metric of every version of a model that has it, oldest first (a chart).
+        Cached under the model's stamp: thousands of rows, read again only after a change."""
+        validate_model_name(name)
+        validate_key(metric, "metric name")
+        self.access.require(caller, Permission.VIEW, name)
+
+        def load() -> tuple[MetricPoint, ...]:
+            with self.db.read() as tx:
+                return tuple(tx.metric_series(_require(tx.model_id(name), name), metric))
+
+        return self._series.get((name, metric), load)
 
     def _page(self, items: list[T], limit: int, offset: int, query: str) -> Page[T]:
         """``items`` holds one more than a page when a next page exists."""

@@ -63,6 +63,7 @@ from modelyard.storage.db.checks import ChecksReader, ChecksWriter
 from modelyard.storage.db.evidence import EvidenceReader, EvidenceWriter
 from modelyard.storage.db.identity import IdentityReader, IdentityWriter, protected_aliases
 from modelyard.storage.db.lifecycle import LifecycleReader, LifecycleWriter, event_from_row
+from modelyard.storage.db.overview import OverviewReader
 from modelyard.storage.db.prebuilt import CHANGES, Prebuilt, count_change
 from modelyard.storage.db.tables import (
     aliases,
@@ -330,7 +331,9 @@ class Database:
             conn.execute(select(journal_head.c.seq)).one()
 
 
-class Reader(IdentityReader, LifecycleReader, BlobReader, ChecksReader, EvidenceReader):
+class Reader(
+    IdentityReader, LifecycleReader, BlobReader, ChecksReader, EvidenceReader, OverviewReader
+):
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
 

@@ -4,9 +4,23 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from modelyard.web.pages import actions, admin, history, requests, signin
+from modelyard.web.pages import (
+    actions,
+    admin,
+    attachments,
+    compare,
+    history,
+    models,
+    requests,
+    signin,
+    versions,
+)
 
 PAGE_ROUTERS: list[APIRouter] = [
+    models.router,
+    versions.router,
+    attachments.router,
+    compare.router,
     requests.router,
     history.router,
     actions.router,

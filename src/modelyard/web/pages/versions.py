@@ -1,0 +1,83 @@
+"""One version (``/models/{name}/versions/{n}``) and its files' bytes, for readers."""
+
+from __future__ import annotations
+
+from typing import Annotated
+from urllib.parse import urlencode
+
+from fastapi import Header, Path
+from starlette.requests import Request
+from starlette.responses import Response
+
+from modelyard.api.streaming import stream_blob
+from modelyard.domain.access import Permission
+from modelyard.domain.events import describe
+from modelyard.domain.overview import top_stage
+from modelyard.web.evidence import DOWNLOAD_POLICY, shown
+from modelyard.web.links import commit_url, web_url
+from modelyard.web.pages.models import service_of
+from modelyard.web.render import page
+from modelyard.web.routing import page_router
+from modelyard.web.session import web_caller
+
+router = page_router()
+
+# A version's files listed on its page: the rest through the CLI or the API.
+MAX_FILES = 500
+HISTORY_EVENTS = 200
+Number = Annotated[int, Path(ge=1, le=2**31 - 1)]
+
+
+@router.get("/models/{name}/versions/{number}")
+def version_page(request: Request, name: str, number: Number) -> Response:
+    """Every piece of a version's metadata, its files (download links for readers), its
+    card, attachments, comments and history."""
+    caller = web_caller(request)
+    service = service_of(request)
+    version = service.get_version(name, number, caller=caller)
+    policy, _, _ = service.lifecycle.policy(caller, name)
+    top = top_stage(policy)
+    history = service.events(caller=caller, subject=version.reference, limit=HISTORY_EVENTS)
+    evidence = service.evidence.attachments(caller, name, number)
+    source = version.source
+    compare = {"a": f"{name}@{top}", "b": version.reference}
+    return page(
+        request,
+        "version.html",
+        page_version=version,
+        files=version.files[:MAX_FILES],
+        more_files=max(0, len(version.files) - MAX_FILES),
+        can_download=service.access.allows(caller, Permission.DOWNLOAD, name),
+        commit_link=commit_url(source.repo, source.commit) if source else None,
+        run_link=web_url(version.run),
+        history=[(e, describe(e)) for e in reversed(history)],
+        top=top,
+        compare_link="/compare?" + urlencode(compare),
+        card=service.evidence.card(caller, name, number),
+        attachments=shown(service, name, number, evidence),
+        comments=service.evidence.comments(caller, model=name, version=number),
+    )
+
+
+@router.get("/models/{name}/versions/{number}/files/{path:path}")
+def download_file(
+    request: Request,
+    name: str,
+    number: Number,
+    path: str,
+    range: Annotated[str | None, Header()] = None,
+) -> Response:
+    """A file's bytes, for those who may download them (the REST route's service call,
+    with the browser's session): always an attachment, never rendered here."""
+    service = service_of(request)
+    entry = service.file_entry(name, number, path, caller=web_caller(request))
+    response = stream_blob(
+        entry.sha256,
+        entry.size,
+        range,
+        lambda start, end: service.read_blob(entry.sha256, start, end),
+        instance=request.url.path,
+        filename=entry.path.rsplit("/", 1)[-1],
+    )
+    response.headers["Content-Security-Policy"] = DOWNLOAD_POLICY
+    return response
