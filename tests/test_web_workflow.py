@@ -10,15 +10,20 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from hashlib import sha256
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import event, text
+from starlette.requests import Request
 
 from modelyard.api import create_app
 from modelyard.domain.access import PrincipalKind, Reach, Role
+from modelyard.domain.evidence import AttachmentIn
 from modelyard.service import RegistryService
+from modelyard.web.pages import PAGE_ROUTERS
+from modelyard.web.render import environment
 from tests.test_lifecycle import POLICY, People, people, register
 
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
@@ -26,27 +31,38 @@ CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 
 @dataclass
 class Browser:
-    """One person's browser: their token (until sign-in sessions) and the CSRF cookie."""
+    """One person's browser, signed in (with their token, through the sign-in form): the
+    session and CSRF cookies are in its jar."""
 
     client: TestClient
     token: str
 
-    @property
-    def auth(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token}"}
+    def __post_init__(self) -> None:
+        signed = self.client.post(
+            "/signin", data={"token": self.token, "csrf": self.csrf()}, follow_redirects=False
+        )
+        assert signed.status_code == 303, signed.text
 
     def get(self, path: str, **kwargs: Any) -> Any:
-        return self.client.get(path, headers=self.auth, **kwargs)
+        return self.client.get(path, **kwargs)
 
     def csrf(self) -> str:
-        found = CSRF.search(self.get("/requests").text)
+        found = CSRF.search(self.get("/signin").text)
         assert found is not None
         return found.group(1)
 
-    def post(self, path: str, data: dict[str, str], *, csrf: bool = True, **headers: str) -> Any:
+    def post(
+        self,
+        path: str,
+        data: dict[str, str],
+        *,
+        csrf: bool = True,
+        files: dict[str, Any] | None = None,
+        **headers: str,
+    ) -> Any:
         form = {**data, "csrf": self.csrf()} if csrf else data
         return self.client.post(
-            path, data=form, headers={**self.auth, **headers}, follow_redirects=False
+            path, data=form, files=files, headers=headers, follow_redirects=False
         )
 
 
@@ -179,6 +195,19 @@ POSTS = [
     "/models/churn/versions/2/edit",
     "/models/churn/edit",
     "/journal/verify",
+    "/admin/principals",
+    "/admin/principals/vic/disable",
+    "/admin/teams/risk/delete",
+    "/admin/teams/risk/members",
+    "/admin/tokens",
+    "/admin/tokens/0123456789abcdef/revoke",
+    "/admin/grants",
+    "/admin/grants/remove",
+    "/admin/users/vic/password",
+    "/models/churn/versions/2/card",
+    "/models/churn/versions/2/comments",
+    "/models/churn/versions/2/attachments",
+    "/requests/1/comments",
 ]
 FULL_FORM = {
     "stage": "production",
@@ -188,21 +217,50 @@ FULL_FORM = {
     "description": "changed",
     "tags": "team=risk",
     "comment": "x",
+    "kind": "user",
+    "name": "eve",
+    "principal": "vic",
+    "role": "admin",
+    "member": "vic",
+    "action": "add",
+    "password": "correct horse battery staple",
+    "repeat": "correct horse battery staple",
+    "card": "# Card",
+    "body": "a comment",
 }
 
 
-@pytest.mark.parametrize("path", POSTS)
 def test_every_form_posted_without_its_csrf_token_is_refused_and_changes_nothing(
-    story: Story, path: str
+    story: Story,
 ) -> None:
     before = head(story.service)
-    answer = story["alice"].post(path, FULL_FORM, csrf=False)
-    assert answer.status_code == 403 and "did not come from this registry" in answer.text
-    forged = story["alice"].client.post(
-        path, data={**FULL_FORM, "csrf": "forged"}, headers=story["alice"].auth
-    )
-    assert forged.status_code == 403
+    for path in POSTS:
+        answer = story["alice"].post(path, FULL_FORM, csrf=False)
+        assert answer.status_code == 403 and "did not come from this registry" in answer.text
+        forged = story["alice"].client.post(path, data={**FULL_FORM, "csrf": "forged"})
+        assert forged.status_code == 403, path
     assert head(story.service) == before
+
+
+def test_every_post_route_of_the_ui_is_in_the_csrf_test() -> None:
+    """A form added later is covered too: the list above is the app's POST routes."""
+    routes = {
+        getattr(route, "path", "")
+        for router in PAGE_ROUTERS
+        for route in router.routes
+        if "POST" in (getattr(route, "methods", None) or ())
+    }
+    generic = {re.sub(r"\{[^}]+\}", "X", path) for path in routes}
+    covered = {
+        re.sub(
+            r"/(churn|vic|risk|champion|0123456789abcdef|1|2)(?=/|$)",
+            "/X",
+            path,
+        )
+        for path in POSTS
+    }
+    assert "/requests/X/approve" in generic and "/admin/tokens" in generic
+    assert generic - {"/signout", "/signin"} <= covered
 
 
 def test_a_form_posted_from_another_origin_is_refused(story: Story) -> None:
@@ -303,11 +361,74 @@ def test_edit_tags_and_description_of_a_version(story: Story) -> None:
     assert bad.status_code == 400 and "key=value" in bad.text
 
 
+PNG = b"\x89PNG\r\n\x1a\n" + bytes(64)
+
+
+def test_evidence_through_the_forms_and_on_the_request_page(story: Story) -> None:
+    attached = story["ds"].post(
+        "/models/churn/versions/2/attachments",
+        {"path": "eval/roc.png"},
+        files={"file": ("roc.png", PNG, "image/png")},
+    )
+    assert attached.status_code == 303, attached.text
+    assert attached.headers["location"].endswith("done=attached")
+    evidence, p = story.service.evidence, story.people
+    [found] = evidence.attachments(p.rita, "churn", 2)
+    assert (found.path, found.size, found.media_type) == ("eval/roc.png", len(PNG), "image/png")
+    assert b"".join(story.service.read_blob(found.sha256)) == PNG  # in the blob store
+    unnamed = story["ds"].post(
+        "/models/churn/versions/2/attachments", {}, files={"file": ("report.csv", b"a,b\n1,2\n")}
+    )
+    assert unnamed.status_code == 303
+    assert [a.path for a in evidence.attachments(p.rita, "churn", 2)] == [
+        "eval/roc.png",
+        "report.csv",
+    ]
+    again = story["ds"].post(
+        "/models/churn/versions/2/attachments",
+        {"path": "eval/roc.png"},
+        files={"file": ("roc.png", PNG)},
+    )
+    assert again.status_code == 409  # evidence is never replaced
+
+    card = story["ds"].post("/models/churn/versions/2/card", {"card": "# Churn\r\n\nAUC 0.87"})
+    assert card.status_code == 303
+    assert evidence.card(p.rita, "churn", 2).text == "# Churn\n\nAUC 0.87"  # type: ignore[union-attr]
+    said = story["vic"].post(f"/requests/{story.request_id}/comments", {"body": "Looks *good*"})
+    assert said.status_code == 303 and said.headers["location"].endswith("done=commented")
+    noted = story["vic"].post("/models/churn/versions/2/comments", {"body": "on the version"})
+    assert noted.status_code == 303
+
+    page = story["rita"].get(f"/requests/{story.request_id}").text
+    assert 'href="/models/churn/versions/2/attachments/eval/roc.png">eval/roc.png</a>' in page
+    assert "<h1>Churn</h1>" in page and "AUC 0.87" in page  # the card, rendered
+    assert "Looks <em>good</em>" in page and "on the version" not in page  # the request's
+    journal = html.unescape(story["alice"].get("/journal").text)
+    assert "ds attached eval/roc.png to churn/2" in journal
+    assert "ds set the card of churn/2 (revision" in journal
+    assert "vic commented on request 1 for churn/2" in journal
+
+
+def test_a_viewer_cannot_attach_and_sends_no_bytes(story: Story) -> None:
+    before = head(story.service)
+    refused = story["vic"].post(
+        "/models/churn/versions/2/attachments", {}, files={"file": ("x.png", PNG)}
+    )
+    assert refused.status_code == 403 and "vic holds viewer" in html.unescape(refused.text)
+    assert story["vic"].post("/models/churn/versions/2/card", {"card": "mine"}).status_code == 403
+    assert head(story.service) == before
+    assert story.service.evidence.attachments(story.people.rita, "churn", 2) == []
+
+
 def test_hostile_text_is_escaped(story: Story) -> None:
     payloads = ['<script>alert("x")</script>', '<img src=x onerror="alert(1)">']
     p, life = story.people, story.service.lifecycle
     story.service.update_version(
         "churn", 2, caller=p.ds, description=payloads[1], tags={"note": payloads[0]}
+    )
+    story.service.evidence.set_card(p.ds, "churn", 2, payloads[0] + payloads[1])
+    story.service.evidence.comment(
+        p.rita, model="churn", request_id=story.request_id, body=payloads[1]
     )
     life.reject(p.rita, story.request_id, comment=payloads[0])
     opened = life.promote(p.ds, "churn/2", "production", comment=payloads[1])
@@ -353,14 +474,23 @@ def test_the_journal_is_for_admins_and_filters_by_actor_kind_model_and_time(stor
 
 
 def test_the_journal_pages_backwards_from_the_head(story: Story) -> None:
-    for number in range(3, 130):
+    for number in range(3, 230):
         story.service.set_alias("churn", f"a{number}", 1, caller=story.people.mia)
-    first = story["alice"].get("/journal").text
-    older = re.search(r'before=(\d+)">Older', first)
-    assert older is not None
-    second = story["alice"].get(f"/journal?before={older.group(1)}").text
-    shown = [int(s) for s in re.findall(r'<td class="num">(\d+)</td>', first + second)]
-    assert shown == list(range(head(story.service), 0, -1))
+    shown: list[int] = []
+    path: str | None = "/journal"
+    while path is not None:
+        page = story["alice"].get(path).text
+        shown += [int(s) for s in re.findall(r'<td class="num">(\d+)</td>', page)]
+        older = re.search(r'before=(\d+)">Older', page)
+        path = f"/journal?before={older.group(1)}" if older else None
+    assert shown == list(range(head(story.service), 0, -1))  # every event once, in order
+
+    newest = story["vic"].get("/models/churn/history").text
+    back = re.search(r'history\?before=(\d+)">Older', newest)
+    assert back is not None
+    oldest = story["vic"].get(f"/models/churn/history?before={back.group(1)}").text
+    assert "mia pointed churn@a3 at churn/1" in oldest and "churn@a3 " not in newest
+    assert "Older" not in oldest and "ds registered churn/1" in oldest
 
 
 def test_verify_chain_says_ok_then_names_the_break_after_a_row_is_tampered(story: Story) -> None:
@@ -377,6 +507,72 @@ def test_verify_chain_says_ok_then_names_the_break_after_a_row_is_tampered(story
     broken = story["alice"].post("/journal/verify", {})
     assert broken.status_code == 200 and "The chain is broken at event 3" in broken.text
     assert "The chain holds" not in broken.text
+
+
+# -- administration ------------------------------------------------------------------------
+
+
+def test_administration_is_for_admins(story: Story) -> None:
+    assert story["mia"].get("/admin").status_code == 403
+    before = head(story.service)
+    for path in ("/admin/principals", "/admin/grants", "/admin/tokens"):
+        assert story["mia"].post(path, FULL_FORM).status_code == 403
+    assert head(story.service) == before
+    page = story["alice"].get("/admin")
+    assert page.status_code == 200
+    for shown in ("rita", "risk", "vic", "registry-wide"):
+        assert shown in page.text
+
+
+def test_a_new_tokens_secret_is_shown_once(story: Story) -> None:
+    answer = story["alice"].post(
+        "/admin/tokens", {"principal": "vic", "name": "laptop", "read_only": "yes"}
+    )
+    assert answer.status_code == 201 and answer.headers["cache-control"] == "no-store"
+    found = re.search(r'id="token-secret">(myd_[0-9a-f]{16}_[A-Za-z0-9_-]{43})<', answer.text)
+    assert found is not None
+    secret = found.group(1)
+    caller = story.service.access.authenticate(secret)
+    assert caller.name == "vic" and caller.read_only
+    listing = story["alice"].get("/admin").text
+    assert secret not in listing and secret.split("_")[1] in listing  # its id, never the secret
+    assert secret.split("_")[2] not in listing
+
+    revoked = story["alice"].post(f"/admin/tokens/{caller.token_id}/revoke", {"confirm": "yes"})
+    assert revoked.status_code == 303
+    assert story.service.identity.tokens(story.people.admin, "vic")[0].revoked_at is not None
+
+
+def test_users_teams_members_and_grants_through_the_forms(story: Story) -> None:
+    alice = story["alice"]
+    assert alice.post("/admin/principals", {"kind": "user", "name": "eve"}).status_code == 303
+    assert alice.post("/admin/principals", {"kind": "team", "name": "ops"}).status_code == 303
+    added = alice.post("/admin/teams/ops/members", {"member": "eve", "action": "add"})
+    assert added.headers["location"] == "/admin?done=member_added"
+    granted = alice.post("/admin/grants", {"principal": "eve", "role": "reader", "model": "churn"})
+    assert granted.status_code == 303
+    identity, admin = story.service.identity, story.people.admin
+    assert ("eve", "reader") in {(g.principal, g.role.label) for g in identity.grants(admin)}
+    assert identity.get_principal(admin, "ops", PrincipalKind.TEAM).members == ("eve",)
+    twice = alice.post("/admin/principals", {"kind": "user", "name": "eve"})
+    assert twice.status_code == 409 and "already exists" in twice.text
+
+    removed = alice.post("/admin/grants/remove", {"principal": "eve", "model": "churn"})
+    assert removed.status_code == 400  # unconfirmed
+    alice.post("/admin/grants/remove", {"principal": "eve", "model": "churn", "confirm": "yes"})
+    assert "eve" not in {g.principal for g in identity.grants(admin)}
+    alice.post("/admin/teams/ops/members", {"member": "eve", "action": "remove"})
+    alice.post("/admin/principals/eve/disable", {"kind": "user", "confirm": "yes"})
+    assert identity.get_principal(admin, "eve", PrincipalKind.USER).disabled
+    alice.post("/admin/teams/ops/delete", {"confirm": "yes"})
+    assert "ops" not in {t.name for t in identity.principals(admin, PrincipalKind.TEAM)}
+    differ = alice.post("/admin/users/vic/password", {"password": "a long pass 1", "repeat": "x"})
+    assert differ.status_code == 400 and "the two passwords differ" in differ.text
+    chosen = {"password": "correct horse battery staple", "repeat": "correct horse battery staple"}
+    assert alice.post("/admin/users/vic/password", chosen).status_code == 303
+    assert story.service.identity.verify_password("vic", chosen["password"]).name == "vic"
+    page = html.unescape(alice.get("/journal").text)
+    assert "alice added eve to team ops" in page and "alice granted eve reader on churn" in page
 
 
 # -- a fixed number of queries whatever the rows --------------------------------------------
@@ -428,6 +624,13 @@ def grow(story: Story) -> None:
         number = register(story.service, p.ds, auc)
         story.service.lifecycle.promote(p.ds, f"churn/{number}", "staging")
         story.service.set_alias("churn", f"try{number}", number, caller=p.mia)
+        story.service.identity.create_principal(p.admin, f"user{number}", PrincipalKind.USER)
+        story.service.identity.create_token(p.admin, principal=f"user{number}")
+        story.service.identity.set_grant(p.admin, f"user{number}", Role.VIEWER)
+        body = f"comment {number}".encode()
+        evidence = AttachmentIn(f"eval/{number}.txt", len(body), sha256(body).hexdigest(), body)
+        story.service.evidence.attach(p.ds, "churn", 2, [evidence])
+        story.service.evidence.comment(p.rita, model="churn", request_id=1, body=body.decode())
 
 
 @pytest.mark.parametrize(
@@ -438,6 +641,7 @@ def grow(story: Story) -> None:
         ("vic", "/models/churn/history"),
         ("vic", "/models/churn/as-of?at=2100-01-01T00:00"),
         ("alice", "/journal"),
+        ("alice", "/admin"),
     ],
 )
 def test_each_page_runs_a_fixed_number_of_queries(story: Story, who: str, path: str) -> None:
@@ -450,3 +654,67 @@ def test_pages_stay_small(story: Story) -> None:
     grow(story)
     for who, path in (("rita", "/requests"), ("rita", "/requests/1"), ("alice", "/journal")):
         assert len(story[who].get(path).content) < 150_000
+
+
+# -- the action partials offer what access control allows ----------------------------------
+
+
+def partial(story: Story, who: str, template: str, **context: Any) -> str:
+    """A partial of the model or version page rendered for ``who``, as the page does."""
+    token = story[who].token
+    app = story[who].client.app
+    scope = {
+        "type": "http",
+        "app": app,
+        "method": "GET",
+        "path": "/",
+        "query_string": b"",
+        "headers": [(b"authorization", f"Bearer {token}".encode())],
+    }
+    return environment.get_template(template).render(
+        request=Request(scope), csrf="token", **context
+    )
+
+
+FORMS = {
+    "promote": "/promote",
+    "archive": "/archive",
+    "edit": "/edit",
+    "delete": "/delete",
+    "card": "/card",
+    "attach": "/attachments",
+    "comment": "/comments",
+}
+
+
+@pytest.mark.parametrize(
+    ("who", "offered"),
+    [
+        ("vic", {"comment"}),
+        ("ds", {"promote", "edit", "card", "attach", "comment"}),
+        ("mia", set(FORMS)),
+    ],
+)
+def test_the_version_page_offers_each_form_only_to_whom_may_use_it(
+    story: Story, who: str, offered: set[str]
+) -> None:
+    version = story.service.get_version("churn", 2, caller=story.people.admin)
+    shown = partial(story, who, "actions/version.html", page_version=version)
+    found = {form for form, action in FORMS.items() if f'/versions/2{action}"' in shown}
+    assert found == offered
+    if "promote" in offered:
+        assert '<option value="production">' in shown and '"development">' not in shown
+
+
+@pytest.mark.parametrize(
+    ("who", "offered"),
+    [("vic", set()), ("ds", {"aliases", "edit"}), ("mia", {"rollback", "aliases", "edit"})],
+)
+def test_the_model_page_offers_each_form_only_to_whom_may_use_it(
+    story: Story, who: str, offered: set[str]
+) -> None:
+    model = story.service.get_model("churn", caller=story.people.admin)
+    shown = partial(story, who, "actions/model.html", model=model)
+    found = {form for form in ("rollback", "aliases", "edit") if f'churn/{form}"' in shown}
+    assert found == offered
+    assert 'href="/models/churn/history"' in shown  # everyone reads the history

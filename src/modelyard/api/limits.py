@@ -15,6 +15,8 @@ from modelyard.api.problems import problem
 
 MAX_JSON_BODY = 8 * 1024 * 1024
 _STREAMED = ("/api/v1/blobs/sha256:", "/api/v1/blobs/uploads")
+# The UI's attachment form: a multipart file whose bytes go to the blob store as an upload's.
+_STREAMED_FORM = re.compile(r"/models/[^/]+/versions/[0-9]+/attachments")
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
@@ -24,7 +26,12 @@ class BodyLimit:
         self.limit = limit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"].startswith(_STREAMED):
+        path = scope.get("path", "")
+        if (
+            scope["type"] != "http"
+            or path.startswith(_STREAMED)
+            or _STREAMED_FORM.fullmatch(path) is not None
+        ):
             await self.app(scope, receive, send)
             return
         headers = dict(scope["headers"])

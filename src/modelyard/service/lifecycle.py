@@ -267,9 +267,16 @@ class LifecycleService:
             )
 
     def requests(
-        self, caller: Caller, *, model: str | None = None, status: str | None = "open"
+        self,
+        caller: Caller,
+        *,
+        model: str | None = None,
+        status: str | None = "open",
+        limit: int | None = None,
+        newest_first: bool = False,
     ) -> list[TransitionRequest]:
-        """The queue (open requests by default) of the models the caller may see."""
+        """The queue (open requests by default) of the models the caller may see, oldest
+        first (or ``newest_first``), at most ``limit`` of them."""
         with self.db.read() as tx:
             model_id = None
             if model is not None:
@@ -279,7 +286,13 @@ class LifecycleService:
             visible = None
             if visibility is not None and not visibility.all_models:
                 visible = sorted(visibility.models)
-            return tx.requests(model_id=model_id, status=status, visible=visible)
+            return tx.requests(
+                model_id=model_id,
+                status=status,
+                visible=visible,
+                limit=limit,
+                newest_first=newest_first,
+            )
 
     def request(self, caller: Caller, request_id: int) -> TransitionRequest:
         with self.db.read() as tx:
@@ -454,9 +467,12 @@ class LifecycleService:
 
     # -- history and time travel -----------------------------------------------------------
 
-    def history(self, caller: Caller, model: str, *, limit: int = 1000) -> list[Event]:
+    def history(
+        self, caller: Caller, model: str, *, limit: int = 1000, before: int | None = None
+    ) -> list[Event]:
         """Every stage move, alias change, request and approval of a model, and its evidence
-        (attachments, card edits, comments), oldest first."""
+        (attachments, card edits, comments), oldest first: the newest ``limit`` of them
+        (before seq ``before``, to page back)."""
         self.access.require(caller, Permission.VIEW, model)
         kinds = (
             *HISTORY_KINDS,
@@ -467,7 +483,7 @@ class LifecycleService:
         )
         with self.db.read() as tx:
             _model_id(tx, model)
-            return tx.model_events(model, kinds, None)[-limit:]
+            return tx.latest_model_events(model, kinds, limit, before)
 
     def stage_periods(self, caller: Caller, model: str) -> tuple[StagePeriod, ...]:
         """Which version held each stage (but the first and archived) when, replayed from

@@ -8,11 +8,13 @@ this module holds for it: a link cannot make a page say anything else.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Final
 from urllib.parse import urlencode
 
 from jinja2 import pass_context
 from jinja2.runtime import Context
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData, UploadFile
 from starlette.requests import Request
 from starlette.responses import RedirectResponse
@@ -53,10 +55,12 @@ NOTICES: Final = {
 
 
 async def posted(request: Request) -> FormData:
-    """The submitted form, once it is known to come from this registry's own page."""
+    """The submitted form, once it is known to come from this registry's own page; the
+    caller is then looked up off the event loop (``web_caller`` keeps it for the handler)."""
     form = await request.form()
     token = form.get(CSRF_FIELD)
     verify_csrf(request, token if isinstance(token, str) else None)
+    await run_in_threadpool(web_caller, request)
     return form
 
 
@@ -71,6 +75,14 @@ def text(form: FormData, name: str, *, required: bool = False) -> str:
     return value
 
 
+def multiline(form: FormData, name: str) -> str:
+    """A textarea's text as typed (browsers send CRLF line ends: LF is stored)."""
+    value = form.get(name)
+    if isinstance(value, UploadFile):
+        raise InvalidInput(f"{name!r} must be text, not a file")
+    return (value or "").replace("\r\n", "\n")
+
+
 def optional(form: FormData, name: str) -> str | None:
     return text(form, name) or None
 
@@ -80,6 +92,20 @@ def number(form: FormData, name: str) -> int:
     if not value.isdigit() or len(value) > 18:
         raise InvalidInput(f"{name.replace('_', ' ')} must be a whole number, not {value!r}")
     return int(value)
+
+
+def moment(text: str | None, what: str) -> datetime | None:
+    """A time typed in a form or pasted in a URL; without a zone it is UTC, as the pages
+    show every time."""
+    if not text:
+        return None
+    try:
+        parsed = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise InvalidInput(
+            f"{what} {text!r} is not a time: write it as 2026-12-01T10:00 (UTC)"
+        ) from None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
 
 
 def require_confirmation(form: FormData, what: str) -> None:

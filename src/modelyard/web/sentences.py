@@ -6,12 +6,14 @@ from __future__ import annotations
 from modelyard.domain.events import (
     AliasDeleted,
     AliasSet,
+    CommentAdded,
     GrantRevoked,
     GrantSet,
     JournalEvent,
     ModelCreated,
     ModelDeleted,
     ModelUpdated,
+    PasswordSet,
     PolicyApplied,
     PrincipalCreated,
     PrincipalDisabled,
@@ -19,12 +21,16 @@ from modelyard.domain.events import (
     RequestApproved,
     RequestClosed,
     RequestOpened,
+    SessionEnded,
+    SessionStarted,
     TeamDeleted,
     TeamMemberAdded,
     TeamMemberRemoved,
     TokenCreated,
     TokenRevoked,
     UndecodableEvent,
+    VersionAttached,
+    VersionCardEdited,
     VersionCheckReported,
     VersionDeleted,
     VersionRegistered,
@@ -59,6 +65,14 @@ def _said(actor: str, event: JournalEvent) -> str | None:
             return f"{actor} edited {m}/{n}: {event.describe()}"
         case VersionDeleted(model=m, version=n, hard=hard):
             return f"{actor} {'erased' if hard else 'deleted'} {m}/{n}"
+        case VersionAttached(model=m, version=n):
+            return f"{actor} {event.describe()} to {m}/{n}"
+        case VersionCardEdited(model=m, version=n, revision=revision, source=source):
+            origin = _CARD_ORIGINS.get(source, source)
+            return f"{actor} set the card of {m}/{n}{origin} (revision {revision})"
+        case CommentAdded(model=m, version=n, request=rid):
+            on = f"request {rid} for {m}/{n}" if rid is not None else f"{m}/{n}"
+            return f"{actor} commented on {on}"
         case VersionCheckReported(model=m, version=n, check=check, after=after):
             return f"{actor} reported check {check} on {m}/{n}: {after['status']}"
         case AliasSet(model=m, alias=alias, before=before, after=after):
@@ -104,7 +118,21 @@ def _said(actor: str, event: JournalEvent) -> str | None:
             return f"{actor} granted {p} {role} {_where(m)}"
         case GrantRevoked(model=m, principal=p, before=role):
             return f"{actor} removed {p}'s {role} role {_where(m)}"
+        case PasswordSet(principal=p):
+            return f"{actor} set the password of {p}"
+        case SessionStarted(principal=p, method=method, client=client):
+            return f"{p} signed in with a {method}" + (f" from {client}" if client else "")
+        case SessionEnded(principal=p, reason=reason):
+            return f"{p}'s session ended ({reason.replace('_', ' ')})"
     return None
+
+
+_CARD_ORIGINS = {
+    "edited": "",
+    "file": " from MODEL_CARD.md among its files",
+    "attachment": " from MODEL_CARD.md among its attachments",
+    "previous": " from the previous version's card",
+}
 
 
 def _staged(actor: str, e: VersionStaged) -> str:

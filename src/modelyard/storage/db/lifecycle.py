@@ -84,6 +84,8 @@ class LifecycleReader:
         model_id: int | None = None,
         status: str | None = None,
         visible: Sequence[str] | None = None,
+        limit: int | None = None,
+        newest_first: bool = False,
     ) -> list[TransitionRequest]:
         stmt = _REQUESTS
         if request_id is not None:
@@ -94,7 +96,8 @@ class LifecycleReader:
             stmt = stmt.where(transition_requests.c.status == status)
         if visible is not None:
             stmt = stmt.where(models.c.name.in_(list(visible)))
-        rows = list(self.conn.execute(stmt.order_by(transition_requests.c.id)))
+        order = transition_requests.c.id.desc() if newest_first else transition_requests.c.id
+        rows = list(self.conn.execute(stmt.order_by(order).limit(limit)))
         approvals: dict[int, list[Approval]] = defaultdict(list)
         if rows:
             found = self.conn.execute(
@@ -145,6 +148,18 @@ class LifecycleReader:
         if until_us is not None:
             stmt = stmt.where(events.c.time_us <= until_us)
         return [event_from_row(r) for r in self.conn.execute(stmt.order_by(events.c.seq))]
+
+    def latest_model_events(
+        self, model: str, kinds: Sequence[str], limit: int, before: int | None = None
+    ) -> list[Event]:
+        """The newest ``limit`` events of one model of these kinds (before seq ``before``),
+        in order: read backwards on the ``(model, seq)`` index, so a long history costs
+        no more than a short one."""
+        stmt = select(events).where(events.c.model == model, events.c.kind.in_(list(kinds)))
+        if before is not None:
+            stmt = stmt.where(events.c.seq < before)
+        rows = self.conn.execute(stmt.order_by(events.c.seq.desc()).limit(limit))
+        return [event_from_row(r) for r in rows][::-1]
 
 
 def event_from_row(r: Any) -> Event:

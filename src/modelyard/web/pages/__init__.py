@@ -6,6 +6,7 @@ from fastapi import APIRouter
 
 from modelyard.web.pages import (
     actions,
+    admin,
     attachments,
     compare,
     history,
@@ -23,5 +24,6 @@ PAGE_ROUTERS: list[APIRouter] = [
     requests.router,
     history.router,
     actions.router,
+    admin.router,
     signin.router,
 ]

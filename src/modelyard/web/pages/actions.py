@@ -9,17 +9,29 @@ from typing import Any
 from urllib.parse import quote
 
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.responses import Response
 
+from modelyard.domain.access import Permission
 from modelyard.domain.errors import InvalidInput
+from modelyard.domain.evidence import AttachmentIn
 from modelyard.service import RegistryService
-from modelyard.web.forms import done, number, optional, posted, require_confirmation, text
+from modelyard.web.forms import (
+    done,
+    multiline,
+    number,
+    optional,
+    posted,
+    require_confirmation,
+    text,
+)
 from modelyard.web.routing import page_router
 from modelyard.web.session import web_caller
 
 router = page_router()
 MAX_TAG_LINES = 200
+UPLOAD_CHUNK = 2 * 1024 * 1024  # the REST upload's buffer size
 
 
 def _service(request: Request) -> RegistryService:
@@ -138,7 +150,7 @@ async def edit_version(request: Request, name: str, version: int) -> Response:
         name,
         version,
         caller=caller,
-        description=_description(form),
+        description=multiline(form, "description"),
         tags=tag_patch(before.tags, optional(form, "tags") or ""),
     )
     return done(version_page(name, version), "edited")
@@ -153,16 +165,67 @@ async def edit_model(request: Request, name: str) -> Response:
         service.update_model,
         name,
         caller=caller,
-        description=_description(form),
+        description=multiline(form, "description"),
         tags=tag_patch(before.tags, optional(form, "tags") or ""),
     )
     return done(model_page(name), "edited")
 
 
-def _description(form: Any) -> str:
-    # Browsers send CRLF in a textarea; what is stored is the text as typed.
-    value = form.get("description")
-    return value.replace("\r\n", "\n") if isinstance(value, str) else ""
+@router.post("/models/{name}/versions/{version}/card")
+async def set_card(request: Request, name: str, version: int) -> Response:
+    form = await posted(request)
+    await _run(
+        _service(request).evidence.set_card,
+        web_caller(request),
+        name,
+        version,
+        multiline(form, "card"),
+    )
+    return done(version_page(name, version), "card_saved")
+
+
+@router.post("/models/{name}/versions/{version}/comments")
+async def comment(request: Request, name: str, version: int) -> Response:
+    form = await posted(request)
+    await _run(
+        _service(request).evidence.comment,
+        web_caller(request),
+        model=name,
+        version=version,
+        body=multiline(form, "body"),
+    )
+    return done(version_page(name, version), "commented")
+
+
+@router.post("/models/{name}/versions/{version}/attachments")
+async def attach(request: Request, name: str, version: int) -> Response:
+    """Upload one file as evidence: its bytes stream into the blob store as a REST upload's
+    do (which proves the caller holds them), then the service attaches that blob."""
+    service = _service(request)
+    caller = await _run(web_caller, request)
+    # Before the body is read: who may not attach here sends no file to the server's disk.
+    await _run(service.access.require, caller, Permission.ATTACH, name)
+    form = await posted(request)
+    upload = form.get("file")
+    if not isinstance(upload, UploadFile) or not upload.filename:
+        raise InvalidInput("choose a file to attach")
+    path = text(form, "path") or upload.filename
+    pending = await _run(service.begin_blob_upload, caller)
+    try:
+        while chunk := await upload.read(UPLOAD_CHUNK):
+            await _run(pending.write, chunk)
+    except BaseException:
+        await _run(pending.abort)
+        raise
+    size, _ = await _run(service.finish_blob_upload, pending)
+    await _run(
+        service.evidence.attach,
+        caller,
+        name,
+        version,
+        [AttachmentIn(path, size, pending.digest)],
+    )
+    return done(version_page(name, version), "attached")
 
 
 def tag_patch(current: dict[str, str], lines: str) -> dict[str, str | None]:

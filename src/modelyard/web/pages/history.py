@@ -3,25 +3,22 @@ and (admins) the whole journal with its filters and the check of its hash chain.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from modelyard.domain.errors import InvalidInput
 from modelyard.domain.events import CATALOGUE
 from modelyard.domain.journal import Checkpoint
 from modelyard.domain.models import EventFilter
 from modelyard.service import RegistryService
-from modelyard.web.forms import optional, posted
+from modelyard.web.forms import moment, optional, posted
 from modelyard.web.render import page
 from modelyard.web.routing import page_router
 from modelyard.web.sentences import sentence
 from modelyard.web.session import web_caller
 
 router = page_router()
-HISTORY_ROWS = 200  # a page stays well under 150 KB; the CLI and the journal hold the rest
+HISTORY_ROWS = 200  # a page stays well under 150 KB
 JOURNAL_ROWS = 100
 
 
@@ -30,30 +27,18 @@ def _service(request: Request) -> RegistryService:
     return service
 
 
-def moment(text: str | None, what: str) -> datetime | None:
-    """A time typed in a form or pasted in a URL; without a zone it is UTC, as the pages
-    show every time."""
-    if not text:
-        return None
-    try:
-        parsed = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    except ValueError:
-        raise InvalidInput(
-            f"{what} {text!r} is not a time: write it as 2026-12-01T10:00 (UTC)"
-        ) from None
-    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
-
-
 @router.get("/models/{name}/history")
-def history(request: Request, name: str) -> Response:
-    events = _service(request).lifecycle.history(web_caller(request), name)
-    shown = events[-HISTORY_ROWS:][::-1]
+def history(request: Request, name: str, before: int | None = None) -> Response:
+    """A model's timeline, newest first, a page at a time."""
+    events = _service(request).lifecycle.history(
+        web_caller(request), name, limit=HISTORY_ROWS, before=before
+    )
     return page(
         request,
         "history.html",
         name=name,
-        rows=[(e, sentence(e)) for e in shown],
-        more=len(events) > len(shown),
+        rows=[(e, sentence(e)) for e in reversed(events)],
+        older=events[0].seq if len(events) == HISTORY_ROWS else None,
     )
 
 

@@ -12,12 +12,13 @@ from starlette.responses import Response
 from modelyard.domain.comparison import Comparison
 from modelyard.domain.errors import NotFound
 from modelyard.service import RegistryService
-from modelyard.web.forms import done, posted, text
+from modelyard.web.forms import done, multiline, posted, text
 from modelyard.web.render import page
 from modelyard.web.routing import page_router
 from modelyard.web.session import web_caller
 
 router = page_router()
+QUEUE_ROWS = 200
 STATUSES = ("open", "executed", "rejected", "cancelled", "invalidated", "refused")
 
 
@@ -31,9 +32,21 @@ def queue(request: Request, status: str = "open", model: str = "") -> Response:
     """Requests of the models the caller sees, open ones first by default."""
     caller = web_caller(request)
     chosen = status if status in STATUSES else "open"
-    found = _service(request).lifecycle.requests(caller, model=model or None, status=chosen)
+    found = _service(request).lifecycle.requests(
+        caller,
+        model=model or None,
+        status=chosen,
+        limit=QUEUE_ROWS,
+        newest_first=chosen != "open",  # first come, first reviewed; the closed, newest first
+    )
     return page(
-        request, "requests.html", requests=found, shown=chosen, model=model, statuses=STATUSES
+        request,
+        "requests.html",
+        requests=found,
+        shown=chosen,
+        model=model,
+        statuses=STATUSES,
+        limit=QUEUE_ROWS,
     )
 
 
@@ -46,6 +59,7 @@ def one(request: Request, request_id: int) -> Response:
     is_open = found.status == "open"
     may_approve, why_not = life.can_decide(caller, request_id) if is_open else (False, "")
     candidate = f"{found.model}/{found.version}"
+    evidence = service.evidence
     return page(
         request,
         "request.html",
@@ -55,6 +69,9 @@ def one(request: Request, request_id: int) -> Response:
         may_approve=may_approve,
         why_not=why_not,
         is_requester=found.requester == caller.name,
+        attachments=evidence.attachments(caller, found.model, found.version),
+        card=evidence.card(caller, found.model, found.version),
+        comments=evidence.comments(caller, model=found.model, request_id=request_id),
     )
 
 
@@ -103,3 +120,16 @@ async def cancel(request: Request, request_id: int) -> Response:
         comment=text(form, "comment"),
     )
     return done(f"/requests/{request_id}", "cancelled")
+
+
+@router.post("/requests/{request_id}/comments")
+async def comment(request: Request, request_id: int) -> Response:
+    form = await posted(request)
+    service, caller = _service(request), web_caller(request)
+    found = await run_in_threadpool(service.lifecycle.request, caller, request_id)
+    await run_in_threadpool(
+        lambda: service.evidence.comment(
+            caller, model=found.model, request_id=request_id, body=multiline(form, "body")
+        )
+    )
+    return done(f"/requests/{request_id}", "commented")
