@@ -194,7 +194,8 @@ def image_loaded(page: Page, selector: str) -> None:
     """The image is shown: decoded, with a width (a broken <img> has naturalWidth 0)."""
     image = page.locator(selector).first
     expect(image).to_be_visible()
-    assert image.evaluate("img => img.complete && img.naturalWidth > 0"), selector
+    page.wait_for_function("img => img.complete", arg=image.element_handle())  # decoded or failed
+    assert image.evaluate("img => img.naturalWidth") > 0, selector
 
 
 # -- files a data scientist has at hand -----------------------------------------------------
