@@ -310,6 +310,17 @@ def test_a_person_signs_in_with_a_password_and_out_again(
     watch.assert_quiet()
 
 
+def test_the_api_docs_render_this_servers_openapi_offline(
+    registry: Registry, browser_context: NewContext
+) -> None:
+    """Swagger UI 4 answered "Unable to render this definition" to FastAPI's OpenAPI 3.1."""
+    page, watch = watched(browser_context(registry.url), registry.url)
+    page.goto("/docs")
+    expect(page.get_by_text("/api/v1/resolve/{reference}").first).to_be_visible()
+    expect(page.get_by_text("Unable to render this definition")).to_have_count(0)
+    watch.assert_quiet()
+
+
 # -- the churn story ------------------------------------------------------------------------
 
 
