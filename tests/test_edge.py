@@ -76,6 +76,8 @@ def test_a_download_is_an_attachment_no_browser_runs(
             assert response.headers["content-type"] == "application/octet-stream"
             assert response.headers["content-disposition"].startswith("attachment;")
             assert response.headers["x-content-type-options"] == "nosniff"
+            # and were a browser to render it anyway, nothing in it may run
+            assert response.headers["content-security-policy"] == "default-src 'none'; sandbox"
     name = path.rsplit("/", 1)[-1]
     disposition = client.get(f"{page}/{path}").headers["content-disposition"]
     assert f'filename="{name}"' in disposition

@@ -13,6 +13,11 @@ from urllib.parse import quote
 from starlette.responses import Response, StreamingResponse
 
 from modelyard.api.problems import problem
+from modelyard.domain.access import Caller
+from modelyard.service import RegistryService
+
+# Were a browser ever to render bytes it was given to save, nothing in them may run.
+DOWNLOAD_POLICY = "default-src 'none'; sandbox"
 
 # A position of more than 18 digits lies past the end of any blob (10**18 bytes is an
 # exabyte), so it reads as 10**18: int() of thousands of digits raises, and costs.
@@ -37,10 +42,12 @@ def stream_blob(
     Multi-range requests are answered with the whole blob, which RFC 9110 allows. Every
     download is an attachment, of a type no browser renders unless the caller names an
     inert one (an attachment's PNG), so an uploaded .html or .svg never runs in the
-    registry's origin; and ``private``, because every download but
+    registry's origin (and, were a browser to render it anyway, under a policy that lets
+    nothing in it run); and ``private``, because every download but
     local mode's takes a token, and a shared cache must not replay it to anyone else.
     """
     headers = {
+        "Content-Security-Policy": DOWNLOAD_POLICY,
         "Accept-Ranges": "bytes",
         "ETag": f'"sha256:{digest}"',
         "Docker-Content-Digest": f"sha256:{digest}",
@@ -73,6 +80,31 @@ def stream_blob(
         return Response(status_code=status, headers=headers, media_type=media_type)
     return StreamingResponse(
         read(start, end), status_code=status, headers=headers, media_type=media_type
+    )
+
+
+def stream_version_file(
+    svc: RegistryService,
+    caller: Caller,
+    name: str,
+    number: int,
+    path: str,
+    range_header: str | None,
+    *,
+    instance: str,
+    head: bool = False,
+) -> Response:
+    """One file of a version for a caller who may download it: the REST route's answer
+    and the UI's (with the browser's session) are this one."""
+    entry = svc.file_entry(name, number, path, caller=caller)
+    return stream_blob(
+        entry.sha256,
+        entry.size,
+        range_header,
+        lambda start, end: svc.read_blob(entry.sha256, start, end),
+        instance=instance,
+        filename=entry.path.rsplit("/", 1)[-1],
+        head=head,
     )
 
 

@@ -13,8 +13,6 @@ from urllib.parse import quote
 from modelyard.domain.evidence import Attachment
 from modelyard.service import RegistryService
 
-# Were a browser ever to render bytes it was given to save, nothing in them may run.
-DOWNLOAD_POLICY: Final = "default-src 'none'; sandbox"
 IMAGES: Final = frozenset({"image/png", "image/jpeg", "image/gif"})
 SVG: Final = "image/svg+xml"
 HTML: Final = "text/html"

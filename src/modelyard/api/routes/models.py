@@ -18,7 +18,7 @@ from modelyard.api.schemas import (
     VersionOut,
     VersionPageOut,
 )
-from modelyard.api.streaming import stream_blob
+from modelyard.api.streaming import stream_version_file
 from modelyard.domain.models import Model, Page, Version, version_page_as_dict
 from modelyard.domain.references import MAX_VERSION_NUMBER
 
@@ -188,15 +188,14 @@ def download_file(
     range: Annotated[str | None, Header()] = None,
 ) -> Response:
     """One file of a version; honours Range; the ETag is the file's sha256."""
-    svc = service(request)
-    entry = svc.file_entry(name, number, path, caller=caller(request))
-    return stream_blob(
-        entry.sha256,
-        entry.size,
+    return stream_version_file(
+        service(request),
+        caller(request),
+        name,
+        number,
+        path,
         range,
-        lambda start, end: svc.read_blob(entry.sha256, start, end),
         instance=request.url.path,
-        filename=entry.path.rsplit("/", 1)[-1],
         head=request.method == "HEAD",
     )
 

@@ -16,8 +16,9 @@ from fastapi import Query
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
+from modelyard.api.streaming import DOWNLOAD_POLICY
 from modelyard.api.streaming import attachment as as_download
-from modelyard.web.evidence import DOWNLOAD_POLICY, SVG, SVG_POLICY, view_of
+from modelyard.web.evidence import SVG, SVG_POLICY, view_of
 from modelyard.web.pages.models import service_of
 from modelyard.web.pages.versions import Number
 from modelyard.web.routing import page_router

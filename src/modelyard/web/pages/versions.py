@@ -9,11 +9,11 @@ from fastapi import Header, Path
 from starlette.requests import Request
 from starlette.responses import Response
 
-from modelyard.api.streaming import stream_blob
+from modelyard.api.streaming import stream_version_file
 from modelyard.domain.access import Permission
 from modelyard.domain.events import describe
 from modelyard.domain.overview import top_stage
-from modelyard.web.evidence import DOWNLOAD_POLICY, shown
+from modelyard.web.evidence import shown
 from modelyard.web.links import commit_url, web_url
 from modelyard.web.pages.models import service_of
 from modelyard.web.render import page
@@ -69,15 +69,12 @@ def download_file(
 ) -> Response:
     """A file's bytes, for those who may download them (the REST route's service call,
     with the browser's session): always an attachment, never rendered here."""
-    service = service_of(request)
-    entry = service.file_entry(name, number, path, caller=web_caller(request))
-    response = stream_blob(
-        entry.sha256,
-        entry.size,
+    return stream_version_file(
+        service_of(request),
+        web_caller(request),
+        name,
+        number,
+        path,
         range,
-        lambda start, end: service.read_blob(entry.sha256, start, end),
         instance=request.url.path,
-        filename=entry.path.rsplit("/", 1)[-1],
     )
-    response.headers["Content-Security-Policy"] = DOWNLOAD_POLICY
-    return response
