@@ -58,6 +58,7 @@ from modelyard.domain.models import (
     utc_from_us,
 )
 from modelyard.domain.references import Reference, RefKind
+from modelyard.storage.db.bell import JournalBell
 from modelyard.storage.db.blobs import BlobReader, BlobWriter
 from modelyard.storage.db.checks import ChecksReader, ChecksWriter
 from modelyard.storage.db.evidence import EvidenceReader, EvidenceWriter
@@ -178,6 +179,7 @@ _LOAD_ALIASES = Prebuilt(
 # The statements of the hot paths (registration, resolve), built once: constructing a
 # statement costs more in SQLAlchemy than running it on SQLite.
 _IDENTITY_STAMP_SQL = "SELECT identity_seq FROM journal_head WHERE id = 1"
+_HEAD_SEQ_SQL = "SELECT seq FROM journal_head WHERE id = 1"
 # max() over the (model, seq) index: one seek, however many events the model has.
 _MODEL_STAMP_SQL = "SELECT max(seq) FROM events WHERE model = {}"
 _HAS_PRINCIPALS_SQL = "SELECT EXISTS (SELECT 1 FROM principals)"
@@ -240,6 +242,7 @@ class Database:
         self._model_stamp_sql = _MODEL_STAMP_SQL.format("?" if self.is_sqlite else "%s")
         if not self.is_sqlite:
             event.listen(engine, "after_cursor_execute", _count_changes)
+        self.bell = JournalBell(self.head_seq)
 
     @contextmanager
     def read(self) -> Iterator[Reader]:
@@ -270,6 +273,8 @@ class Database:
                         "a write transaction changed rows without appending an event;"
                         " append one, or declare the write in NON_JOURNALED; rolled back"
                     )
+        if writer.journaled:
+            self.bell.ring(writer.head_seq)
 
     def _changes(self, conn: Connection) -> int:
         """A counter of the rows this connection has changed (inserted, updated, deleted)."""
@@ -285,6 +290,10 @@ class Database:
         (10 µs).
         """
         return int(self._quick_scalar(self._model_stamp_sql, (model,)) or 0)
+
+    def head_seq(self) -> int:
+        """The seq of the newest committed event (0: none), read like ``model_stamp``."""
+        return int(self._quick_scalar(_HEAD_SEQ_SQL))
 
     def identity_stamp(self) -> int:
         """The stamp of cached authentication and authorization answers (tokens, grants,
@@ -619,6 +628,11 @@ class Writer(Reader, IdentityWriter, LifecycleWriter, BlobWriter, ChecksWriter, 
         self._hash = head_hash
         self._identity_seq = identity_seq
         self._first_seq = head_seq
+
+    @property
+    def head_seq(self) -> int:
+        """The seq of the newest event this transaction sees, its own included."""
+        return self._seq
 
     @property
     def journaled(self) -> bool:
