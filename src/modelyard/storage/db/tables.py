@@ -425,3 +425,73 @@ comments = Table(
     Index(None, "version_id"),
     Index(None, "request_id"),
 )
+
+
+# -- webhooks ----------------------------------------------------------------------------------
+
+# A subscription: where to send which events, about one model (by name, like grants) or the
+# whole registry (model NULL). The signing secret is kept only encrypted under a key derived
+# from the server's secret. ``cursor`` is the seq of the last event this subscription is
+# done with (delivered, failed for good, or not for it): the journal is the outbox, and
+# delivery resumes after the cursor whatever happened to the process. ``lease_owner`` and
+# ``lease_expires_at`` let one replica at a time deliver it.
+webhooks = Table(
+    "webhooks",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("model", String(256), nullable=True),
+    Column("url", Text, nullable=False),
+    Column("events", Text, nullable=False),  # a JSON list of kinds and family wildcards
+    Column("description", Text, nullable=False),
+    Column("secret", LargeBinary, nullable=False),  # encrypted
+    Column("creator_id", Integer, ForeignKey("principals.id", ondelete="SET NULL")),
+    Column("creator", String(256), nullable=False),
+    Column("enabled", Boolean, nullable=False),
+    Column("disabled_reason", Text, nullable=True),
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+    Column("cursor", BigInteger, nullable=False),
+    Column("lease_owner", String(64), nullable=True),
+    Column("lease_expires_at", BigInteger, nullable=True),
+    Index(None, "model"),
+)
+
+# One event's delivery to one subscription (or a redelivery someone asked for), with its
+# retry state. The message id is the ``webhook-id`` header: stable across retries.
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("webhook_id", Integer, ForeignKey("webhooks.id", ondelete="CASCADE"), nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("message_id", String(64), nullable=False),
+    Column("status", String(16), nullable=False),  # pending, delivered, failed
+    Column("redelivery", Boolean, nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("next_attempt_at", BigInteger, nullable=True),
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+    Index(None, "webhook_id", "id"),
+    Index(None, "webhook_id", "seq"),
+    Index(None, "status", "next_attempt_at"),
+)
+
+# Every attempt of a delivery: when, the answer's status (NULL: none), latency, the class of
+# error, and at most a short prefix of the answer's body (shown to admins only).
+webhook_attempts = Table(
+    "webhook_attempts",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column(
+        "delivery_id",
+        Integer,
+        ForeignKey("webhook_deliveries.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("attempted_at", BigInteger, nullable=False),
+    Column("status_code", SmallInteger, nullable=True),
+    Column("latency_us", BigInteger, nullable=False),
+    Column("error_class", String(64), nullable=True),
+    Column("response_prefix", Text, nullable=True),
+    Index(None, "delivery_id"),
+)
