@@ -34,6 +34,10 @@ class Settings:
     # http everywhere, and comma-separated host names, IPs and CIDRs despite being private.
     webhook_allow_http: bool = False
     webhook_allow_hosts: str = ""
+    # Webhook delivery: "FIRST,LONGEST,GIVE_UP_AFTER" retry seconds (empty: 5 s doubling up
+    # to an hour, for a day) and the lease a replica holds on a subscription it delivers.
+    webhook_retries: str = ""
+    webhook_lease_seconds: float = 15.0
 
     @classmethod
     def from_env(
@@ -59,6 +63,8 @@ class Settings:
                 if webhook_allow_hosts is not None
                 else os.environ.get("MODELYARD_WEBHOOK_ALLOW_HOSTS", "")
             ),
+            webhook_retries=os.environ.get("MODELYARD_WEBHOOK_RETRIES", ""),
+            webhook_lease_seconds=_lease_seconds(os.environ.get("MODELYARD_WEBHOOK_LEASE_SECONDS")),
         )
 
     @property
@@ -82,6 +88,24 @@ def _session_hours(text: str | None) -> float:
             f"MODELYARD_SESSION_HOURS={text!r}: give a number of hours between 0 and 720"
         )
     return hours
+
+
+def _lease_seconds(text: str | None) -> float:
+    """MODELYARD_WEBHOOK_LEASE_SECONDS: how soon another replica takes over a dead one's
+    deliveries (between 1 s and 10 minutes)."""
+    if not text:
+        return Settings.webhook_lease_seconds
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = 0.0
+    if not 1 <= seconds <= 600:
+        from modelyard.domain.errors import InvalidInput
+
+        raise InvalidInput(
+            f"MODELYARD_WEBHOOK_LEASE_SECONDS={text!r}: give seconds between 1 and 600"
+        )
+    return seconds
 
 
 def _flag(variable: str) -> bool:
@@ -112,7 +136,9 @@ def open_service(settings: Settings) -> RegistryService:
     """
     # Imported here: the CLI reads this module's defaults on every command, and most
     # commands talk HTTP and should not pay for loading SQLAlchemy and Alembic.
+    from modelyard.domain.delivery import RetrySchedule
     from modelyard.service import RegistryService
+    from modelyard.service.delivery import DeliveryConfig
     from modelyard.service.outbound import OutboundPolicy
     from modelyard.storage.blobs import LocalBlobStore
     from modelyard.storage.db.engine import create_db_engine, migrate
@@ -133,6 +159,12 @@ def open_service(settings: Settings) -> RegistryService:
     service.sessions.lifetime_us = round(settings.session_hours * 3_600_000_000)
     service.outbound = OutboundPolicy.from_config(
         settings.webhook_allow_http, settings.webhook_allow_hosts
+    )
+    service.deliveries.config = DeliveryConfig(
+        retries=RetrySchedule.parse(settings.webhook_retries)
+        if settings.webhook_retries
+        else RetrySchedule(),
+        lease_seconds=settings.webhook_lease_seconds,
     )
     return service
 

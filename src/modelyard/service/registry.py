@@ -55,6 +55,7 @@ from modelyard.service.blobs import BlobService, check_inline
 from modelyard.service.caches import StampedCache
 from modelyard.service.checks import ChecksService
 from modelyard.service.comparison import Comparisons
+from modelyard.service.delivery import DeliveryService
 from modelyard.service.evidence import EvidenceService
 from modelyard.service.identity import IdentityService
 from modelyard.service.lifecycle import LifecycleService
@@ -86,6 +87,7 @@ class RegistryService(Comparisons, BlobService):
         self.sessions = SessionService(db, self.access, self.identity, self.key)
         # Where webhooks may send: https to global addresses unless configured otherwise.
         self.outbound = OutboundPolicy()
+        self.deliveries = DeliveryService(self)
         self._resolved: StampedCache[Reference, Version] = StampedCache(
             lambda ref: db.model_stamp(ref.model)
         )
@@ -544,7 +546,7 @@ class RegistryService(Comparisons, BlobService):
                 limit,
                 subject,
                 kind,
-                self._event_visibility(caller),
+                self.event_visibility(caller),
                 actor=where.actor,
                 model=where.model,
                 since_us=to_us(where.since) if where.since else None,
@@ -574,7 +576,7 @@ class RegistryService(Comparisons, BlobService):
         with self.db.read() as tx:
             return tx.journal_head()
 
-    def _event_visibility(self, caller: Caller) -> Visibility | None:
+    def event_visibility(self, caller: Caller) -> Visibility | None:
         """Admins read the whole journal; others the events of the models they may see."""
         if caller.local or self.access.role(caller, None) is Role.ADMIN:
             return None

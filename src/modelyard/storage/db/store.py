@@ -61,6 +61,7 @@ from modelyard.domain.references import Reference, RefKind
 from modelyard.storage.db.bell import JournalBell
 from modelyard.storage.db.blobs import BlobReader, BlobWriter
 from modelyard.storage.db.checks import ChecksReader, ChecksWriter
+from modelyard.storage.db.deliveries import Bookkeeper, DeliveriesReader
 from modelyard.storage.db.evidence import EvidenceReader, EvidenceWriter
 from modelyard.storage.db.identity import IdentityReader, IdentityWriter, protected_aliases
 from modelyard.storage.db.lifecycle import LifecycleReader, LifecycleWriter, event_from_row
@@ -276,6 +277,22 @@ class Database:
         if writer.journaled:
             self.bell.ring(writer.head_seq)
 
+    @contextmanager
+    def bookkeeping(self) -> Iterator[Bookkeeper]:
+        """A write transaction for webhook delivery's state only (cursors, leases,
+        deliveries, attempts: storage/db/deliveries.py), outside the journal.
+
+        It does not lock the journal head (on PostgreSQL delivering does not queue behind
+        registrations) and appends no event: that state says what the server did with the
+        journal, not what anyone changed, and no cache is stamped by it. SQLite takes its
+        one write lock (BEGIN IMMEDIATE) as for any write.
+        """
+        with self.engine.connect() as conn:
+            if self.is_sqlite:
+                conn = conn.execution_options(sqlite_immediate=True)
+            with conn.begin():
+                yield Bookkeeper(conn)
+
     def _changes(self, conn: Connection) -> int:
         """A counter of the rows this connection has changed (inserted, updated, deleted)."""
         if self.is_sqlite:
@@ -341,7 +358,13 @@ class Database:
 
 
 class Reader(
-    IdentityReader, LifecycleReader, BlobReader, ChecksReader, EvidenceReader, OverviewReader
+    IdentityReader,
+    LifecycleReader,
+    BlobReader,
+    ChecksReader,
+    EvidenceReader,
+    OverviewReader,
+    DeliveriesReader,
 ):
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
