@@ -162,14 +162,16 @@ class DeliveryService:
 
     # -- for the deliverer -------------------------------------------------------------------
 
-    def visibility(self, sub: Subscription) -> Visibility | None:
+    def visibility(self, tx: Reader, sub: Subscription) -> Visibility | None:
         """What the subscription's creator may see now (None: everything). A creator who
-        was deleted, or a subscription made in single-user local mode once users exist,
-        sees nothing; so does a disabled user (no grant of theirs counts)."""
+        was disabled or deleted sees nothing, and so does a subscription made in
+        single-user local mode once users exist: nobody's view is left to take."""
         if sub.creator_id is None:
             return _NOTHING if self._registry.access.is_configured() else None
-        creator = Caller(name=sub.creator, principal_id=sub.creator_id)
-        return self._registry.event_visibility(creator)
+        creator = tx.principal(sub.creator)
+        if creator is None or creator.id != sub.creator_id or creator.disabled_at is not None:
+            return _NOTHING
+        return self._registry.event_visibility(Caller(name=sub.creator, principal_id=creator.id))
 
     def events_for(
         self, tx: Reader, sub: Subscription, after: int, limit: int
@@ -177,7 +179,7 @@ class DeliveryService:
         """The events after ``after`` for the subscription, and the seq it has looked up
         to (past events that are not for it)."""
         head = tx.journal_head().seq
-        found = tx.events_after(after, limit, visible=self.visibility(sub), model=sub.model)
+        found = tx.events_after(after, limit, visible=self.visibility(tx, sub), model=sub.model)
         seen = found[-1].seq if len(found) == limit else max(head, found[-1].seq if found else 0)
         return [e for e in found if sub.matches(e.kind)], max(seen, after)
 
