@@ -89,7 +89,9 @@ class ReceiverProcess:
 def webhooks_benchmark(root: Path, log: Log, quick: bool = False) -> dict[str, Any]:
     root.mkdir(parents=True)
     data = root / "data"
-    writer = open_service(Settings(data_dir=data))
+    writer = open_service(
+        Settings(data_dir=data, webhook_allow_http=True, webhook_allow_hosts="127.0.0.1")
+    )
     receiver = ReceiverProcess()
     out: dict[str, Any] = {}
     try:

@@ -23,6 +23,7 @@ DEFAULT_URL = f"http://{DEFAULT_HOST}:{DEFAULT_PORT}"
 
 
 DEFAULT_SESSION_HOURS = 12.0
+DEFAULT_LEASE_SECONDS = 15.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,7 +38,7 @@ class Settings:
     # Webhook delivery: "FIRST,LONGEST,GIVE_UP_AFTER" retry seconds (empty: 5 s doubling up
     # to an hour, for a day) and the lease a replica holds on a subscription it delivers.
     webhook_retries: str = ""
-    webhook_lease_seconds: float = 15.0
+    webhook_lease_seconds: float = DEFAULT_LEASE_SECONDS
 
     @classmethod
     def from_env(
@@ -94,7 +95,7 @@ def _lease_seconds(text: str | None) -> float:
     """MODELYARD_WEBHOOK_LEASE_SECONDS: how soon another replica takes over a dead one's
     deliveries (between 1 s and 10 minutes)."""
     if not text:
-        return Settings.webhook_lease_seconds
+        return DEFAULT_LEASE_SECONDS
     try:
         seconds = float(text)
     except ValueError:
