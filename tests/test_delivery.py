@@ -311,3 +311,29 @@ def test_a_subscriber_receives_only_what_its_creator_may_see_now(
         # could take once users exist.
         assert len(watcher.received) == 1
         assert len(local.received) == 1
+
+
+def test_a_new_subscription_in_a_deleted_ones_place_gets_every_event(
+    delivering: RegistryService,
+) -> None:
+    """SQLite gives a new row the id of a deleted one: the old worker must not deliver
+    (or skip) the new subscription's events with its filter and URL."""
+    service = delivering
+    with receiving() as before, receiving() as after:
+        old, _ = subscribe(service, before.url(), ["version.registered"])
+        register(service)
+        before.wait_for(1)
+        service.webhooks.delete(ME, old.id)
+        new, _ = subscribe(service, after.url(), ["model.updated"])
+        for i in range(30):
+            service.update_model("churn", description=f"step {i}", caller=ME)
+        register(service)
+        requests = after.wait_for(30)
+        changes = [json.loads(r.body)["data"]["event"]["payload"]["after"] for r in requests]
+        assert changes == [{"description": f"step {i}"} for i in range(30)]
+        assert len(before.received) == 1
+        assert {json.loads(r.body)["type"] for r in requests} == {"model.updated"}
+        log = wait_until(
+            lambda: len(deliveries(service, new.id)) == 30 and deliveries(service, new.id)
+        )
+        assert [d.seq for d in log] == sorted(d.seq for d in log)

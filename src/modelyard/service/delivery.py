@@ -50,7 +50,7 @@ from modelyard.domain.delivery import (
 )
 from modelyard.domain.errors import InvalidInput, TooLarge
 from modelyard.domain.events import decode
-from modelyard.domain.models import Event, Version, utc_from_us
+from modelyard.domain.models import Event, Version, to_us, utc_from_us
 from modelyard.domain.pagination import validate_page_size
 from modelyard.domain.references import Reference, RefKind
 from modelyard.domain.webhooks import Subscription
@@ -84,6 +84,18 @@ class _Sent:
     record: AttemptRecord
     error_class: str | None  # None: delivered
     retry_after: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    """What the ledger writes for a worker: the subscription (its id and creation time)
+    is done up to ``cursor``; with ``sent``, it delivered the event of that seq."""
+
+    webhook_id: int
+    created_us: int
+    cursor: int
+    message: str | None
+    sent: _Sent | None
 
 
 class DeliveryService:
@@ -231,17 +243,18 @@ class _Ledger:
     def __init__(self, deliverer: Deliverer) -> None:
         self._deliverer = deliverer
         self._cond = threading.Condition()
-        self._queue: list[tuple[int, int, str | None, _Sent | None]] = []
+        self._queue: list[_Entry] = []
         self._written = 0  # entries committed (or dropped with their subscription)
         self._queued = 0
         self._stopping = False
         self.thread = threading.Thread(target=self._run, name="webhook-ledger", daemon=True)
 
     def record(
-        self, webhook_id: int, cursor: int, message: str | None = None, sent: _Sent | None = None
+        self, sub: Subscription, cursor: int, message: str | None = None, sent: _Sent | None = None
     ) -> None:
+        """``sub`` is done up to ``cursor``; with ``sent``, it delivered that event."""
         with self._cond:
-            self._queue.append((webhook_id, cursor, message, sent))
+            self._queue.append(_Entry(sub.id, to_us(sub.created), cursor, message, sent))
             self._queued += 1
             self._cond.notify_all()
 
@@ -279,23 +292,25 @@ class _Ledger:
                 self._written += len(batch)
                 self._cond.notify_all()
 
-    def _write(self, batch: list[tuple[int, int, str | None, _Sent | None]]) -> None:
+    def _write(self, batch: list[_Entry]) -> None:
         owner = self._deliverer.owner
         now = now_us()
-        cursors: dict[int, int] = {}
-        for webhook_id, cursor, _, _ in batch:
-            cursors[webhook_id] = max(cursor, cursors.get(webhook_id, 0))
+        cursors: dict[tuple[int, int], int] = {}
+        for entry in batch:
+            key = (entry.webhook_id, entry.created_us)
+            cursors[key] = max(entry.cursor, cursors.get(key, 0))
         with self._deliverer.db.bookkeeping() as books:
-            alive = {w for w, c in cursors.items() if books.advance(w, owner, c)}
-            for webhook_id, seq, message, sent in batch:
-                if sent is not None and message is not None and webhook_id in alive:
+            alive = {key for key, c in cursors.items() if books.advance(*key, owner, c)}
+            for entry in batch:
+                key = (entry.webhook_id, entry.created_us)
+                if entry.sent is not None and entry.message is not None and key in alive:
                     books.add_delivery(
-                        webhook_id,
-                        seq=seq,
-                        message_id=message,
+                        entry.webhook_id,
+                        seq=entry.cursor,
+                        message_id=entry.message,
                         status=DELIVERED,
                         redelivery=False,
-                        attempts=[sent.record],
+                        attempts=[entry.sent.record],
                         next_attempt_us=None,
                         now=now,
                     )
@@ -306,7 +321,10 @@ class _Worker:
 
     def __init__(self, deliverer: Deliverer, sub: Subscription) -> None:
         self.deliverer = deliverer
-        self.sub = sub  # replaced by the keeper when the subscription changes
+        self.sub = sub  # replaced by the keeper when the subscription is edited
+        # Set by the keeper when the id now names another subscription (SQLite reuses the
+        # id of a deleted row): this worker ends, and one for the new subscription starts.
+        self.retired = False
         self.check_pending = True  # a retry or a redelivery may wait
         self.wake = threading.Event()
         self.thread = threading.Thread(target=self._run, name=f"webhook-{sub.id}", daemon=True)
@@ -320,7 +338,12 @@ class _Worker:
         try:
             with d.db.read() as tx:
                 cursor = tx.webhook_cursor(self.webhook_id)
-            while cursor is not None and d.holds(self.webhook_id) and self.sub.enabled:
+            while (
+                cursor is not None
+                and not self.retired
+                and d.holds(self.webhook_id)
+                and self.sub.enabled
+            ):
                 try:
                     cursor = self._step(cursor)
                 except Exception:
@@ -344,18 +367,18 @@ class _Worker:
             events, seen = d.service.events_for(tx, sub, cursor, d.config.batch)
         secret = d.secret(sub) if events else ""
         for event in events:
-            if not d.holds(sub.id) or self.check_pending:
+            if not d.holds(sub.id) or self.check_pending or self.retired:
                 return cursor
             message = message_id(sub.id, event.hash)
             sent = d.service.send(sub.url, secret, message, d.service.body(event))
             if sent.error_class is None:
-                d.ledger.record(sub.id, event.seq, message, sent)
+                d.ledger.record(sub, event.seq, message, sent)
                 cursor = event.seq
                 continue
             self._first_failure(sub, event, message, sent)
             return event.seq
         if seen > cursor:
-            d.ledger.record(sub.id, seen)
+            d.ledger.record(sub, seen)
         if not events:
             self._idle(seen)
         return seen
@@ -378,7 +401,7 @@ class _Worker:
         )
         d.ledger.flush()
         with d.db.bookkeeping() as books:
-            if not books.advance(sub.id, d.owner, event.seq):
+            if not books.advance(sub.id, to_us(sub.created), d.owner, event.seq):
                 return
             books.add_delivery(
                 sub.id,
@@ -512,10 +535,11 @@ class Deliverer:
 
     def _keep(self) -> None:
         """Claim and renew leases every third of their length, and at once when the
-        subscriptions change; start a worker for each one held."""
+        subscriptions change; keep a worker on each one held."""
         fingerprint: object = None
         renewed = 0.0
         head = self.bell.head()
+        subs: dict[int, Subscription] = {}
         while not self._stopping.is_set():
             try:
                 with self.db.read() as tx:
@@ -523,14 +547,15 @@ class Deliverer:
                 now_print = tuple((s.id, s.updated, s.enabled) for s in subs.values())
                 due = time.monotonic() - renewed >= self.config.lease_seconds / 3
                 if due or now_print != fingerprint:
-                    self._claim(subs)
+                    self._claim()
                     renewed = time.monotonic()
                     fingerprint = now_print
+                self._staff(subs)
             except Exception:
                 log.exception("webhook lease keeping failed; retrying")
             head = self.bell.wait(head, min(self.config.lease_seconds / 3, 1.0))
 
-    def _claim(self, subs: dict[int, Subscription]) -> None:
+    def _claim(self) -> None:
         started = time.monotonic()
         now = now_us()
         expires = now + round(self.config.lease_seconds * 1_000_000)
@@ -540,13 +565,20 @@ class Deliverer:
         safe_until = started + self.config.lease_seconds * 0.8
         with self._lock:
             self._held_until = {h.webhook_id: safe_until for h in held}
-            for h in held:
-                sub = subs.get(h.webhook_id)
+
+    def _staff(self, subs: dict[int, Subscription]) -> None:
+        """A worker for every subscription held; the edited one's worker told."""
+        with self._lock:
+            for webhook_id in self._held_until:
+                sub = subs.get(webhook_id)
                 if sub is None:
                     continue
-                worker = self._workers.get(h.webhook_id)
+                worker = self._workers.get(webhook_id)
                 if worker is None:
-                    worker = self._workers[h.webhook_id] = _Worker(self, sub)
+                    worker = self._workers[webhook_id] = _Worker(self, sub)
                     worker.thread.start()
+                elif worker.sub.created != sub.created:
+                    worker.retired = True  # its successor starts once it has ended
+                    worker.wake.set()
                 elif worker.sub != sub:
                     worker.sub = sub

@@ -15,9 +15,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, case, insert, or_, select, update
+from sqlalchemy import Connection, and_, case, insert, or_, select, update
 
-from modelyard.domain.delivery import DELIVERED, PENDING, Attempt, Delivery
+from modelyard.domain.delivery import PENDING, Attempt, Delivery
 from modelyard.domain.models import utc_from_us
 from modelyard.storage.db.tables import webhook_attempts, webhook_deliveries, webhooks
 
@@ -211,14 +211,16 @@ class Bookkeeper(DeliveriesReader):
 
     # -- progress -------------------------------------------------------------------------
 
-    def advance(self, webhook_id: int, owner: str, cursor: int) -> bool:
+    def advance(self, webhook_id: int, created_us: int, owner: str, cursor: int) -> bool:
         """Move the cursor forward, if this owner still holds the lease; False when the
-        subscription is gone. It also locks the row (PostgreSQL) until commit, so the
-        subscription cannot be deleted under the rows written next."""
+        subscription is gone. A subscription is its id and its creation time: SQLite
+        reuses the id of a deleted row, and a worker of the deleted one must not move the
+        cursor of its successor. The update also locks the row (PostgreSQL) until commit,
+        so the subscription cannot be deleted under the rows written next."""
         moved = and_(webhooks.c.lease_owner == owner, webhooks.c.cursor < cursor)
         result = self.conn.execute(
             update(webhooks)
-            .where(webhooks.c.id == webhook_id)
+            .where(webhooks.c.id == webhook_id, webhooks.c.created_at == created_us)
             .values(cursor=case((moved, cursor), else_=webhooks.c.cursor))
         )
         return bool(result.rowcount)
@@ -281,19 +283,3 @@ class Bookkeeper(DeliveriesReader):
                 status=status, attempts=attempts, next_attempt_at=next_attempt_us, updated_at=now
             )
         )
-
-    def wake_pending(self, webhook_id: int, now: int) -> None:
-        """Pending deliveries are due now (a redelivery asked to go at once)."""
-        self.conn.execute(
-            update(webhook_deliveries)
-            .where(
-                webhook_deliveries.c.webhook_id == webhook_id,
-                webhook_deliveries.c.status == PENDING,
-            )
-            .values(next_attempt_at=bindparam("now_us"))
-            .execution_options(),
-            {"now_us": now},
-        )
-
-
-__all__ = ["DELIVERED", "AttemptRecord", "Bookkeeper", "DeliveriesReader", "Held", "Pending"]
