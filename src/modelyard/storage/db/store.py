@@ -286,12 +286,26 @@ class Database:
         registrations) and appends no event: that state says what the server did with the
         journal, not what anyone changed, and no cache is stamped by it. SQLite takes its
         one write lock (BEGIN IMMEDIATE) as for any write.
+
+        Its commit does not wait for the disk (SQLite synchronous=NORMAL, PostgreSQL
+        synchronous_commit off): a crash of the process loses nothing, and a power cut
+        may lose the last deliveries' records, which only means sending those events
+        again (delivery is at least once). An fsync per commit would take the write lock
+        from registrations for milliseconds each time.
         """
         with self.engine.connect() as conn:
+            raw: Any = conn.connection.dbapi_connection
             if self.is_sqlite:
+                raw.execute("PRAGMA synchronous=NORMAL")
                 conn = conn.execution_options(sqlite_immediate=True)
-            with conn.begin():
-                yield Bookkeeper(conn)
+            try:
+                with conn.begin():
+                    if not self.is_sqlite:
+                        conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
+                    yield Bookkeeper(conn)
+            finally:
+                if self.is_sqlite:
+                    raw.execute("PRAGMA synchronous=FULL")
 
     def _changes(self, conn: Connection) -> int:
         """A counter of the rows this connection has changed (inserted, updated, deleted)."""
