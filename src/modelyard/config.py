@@ -158,6 +158,7 @@ def open_service(settings: Settings) -> RegistryService:
     blobs = LocalBlobStore(settings.data_dir / "blobs")
     service = RegistryService(Database(engine), blobs, server_key(settings.data_dir))
     service.sessions.lifetime_us = round(settings.session_hours * 3_600_000_000)
+    service.settings = settings
     service.outbound = OutboundPolicy.from_config(
         settings.webhook_allow_http, settings.webhook_allow_hosts
     )

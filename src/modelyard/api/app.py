@@ -38,7 +38,7 @@ from modelyard.api.routes.resolve import FastResolve, fast_resolve, is_fast_reso
 from modelyard.config import os_user
 from modelyard.domain.access import Reach
 from modelyard.service import RegistryService
-from modelyard.service.delivery import Deliverer
+from modelyard.service.delivery_process import DeliveryProcess
 
 _NOSNIFF = (b"x-content-type-options", b"nosniff")
 _DOCS_ASSETS = "/docs/assets"
@@ -159,11 +159,12 @@ def create_app(
 
 
 def _delivering(service: RegistryService) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
-    """The lifespan that runs a ``Deliverer`` from start-up to shutdown."""
+    """The lifespan that runs webhook delivery (in a process of its own) from start-up to
+    shutdown."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        deliverer = Deliverer(service)
+        deliverer = DeliveryProcess(service)
         deliverer.start()
         try:
             yield

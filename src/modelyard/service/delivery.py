@@ -474,7 +474,7 @@ class Deliverer:
         self._keeper = threading.Thread(target=self._keep, name="webhook-leases", daemon=True)
 
     def start(self) -> None:
-        self.service.on_redeliver.append(self._nudge)
+        self.service.on_redeliver.append(self.nudge)
         self.ledger.thread.start()
         self._keeper.start()
 
@@ -482,7 +482,7 @@ class Deliverer:
         """Stop working, commit what was delivered and free the leases for another replica
         (the lease of a worker still waiting on a receiver is left to expire)."""
         self._stopping.set()
-        self.service.on_redeliver.remove(self._nudge)
+        self.service.on_redeliver.remove(self.nudge)
         self._keeper.join(5)
         with self._lock:
             held, self._held_until = list(self._held_until), {}
@@ -524,7 +524,8 @@ class Deliverer:
             if self._workers.get(worker.webhook_id) is worker:
                 del self._workers[worker.webhook_id]
 
-    def _nudge(self, webhook_id: int) -> None:
+    def nudge(self, webhook_id: int) -> None:
+        """A redelivery was queued for ``webhook_id``: its worker looks now."""
         with self._lock:
             worker = self._workers.get(webhook_id)
         if worker is not None:

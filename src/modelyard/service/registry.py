@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Mapping, Sequence
 
+from modelyard.config import Settings
 from modelyard.domain.access import Caller, Permission, Role, Visibility
 from modelyard.domain.errors import (
     Conflict,
@@ -88,6 +89,9 @@ class RegistryService(Comparisons, BlobService):
         # Where webhooks may send: https to global addresses unless configured otherwise.
         self.outbound = OutboundPolicy()
         self.deliveries = DeliveryService(self)
+        # What open_service made it from (None when built directly): the server's delivery
+        # process opens its own service from the same settings.
+        self.settings: Settings | None = None
         self._resolved: StampedCache[Reference, Version] = StampedCache(
             lambda ref: db.model_stamp(ref.model)
         )
