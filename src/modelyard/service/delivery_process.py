@@ -14,6 +14,7 @@ child stops: it frees its leases for the next server.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -88,10 +89,9 @@ class DeliveryProcess:
         with self._lock:
             if self._fd < 0:
                 return
-            try:
+            # A busy child hears of it at its own poll; a dead one not at all.
+            with contextlib.suppress(BlockingIOError, BrokenPipeError):
                 os.write(self._fd, line.encode())
-            except (BlockingIOError, BrokenPipeError):
-                pass  # a busy child hears of it at its own poll; a dead one not at all
 
 
 def main(argv: list[str]) -> int:
