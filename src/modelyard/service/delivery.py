@@ -63,6 +63,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("modelyard.delivery")
 
+LINGER_SECONDS = 0.005
 MAX_REDELIVERY = 1000  # events one redelivery may queue
 _NOTHING = Visibility(all_models=False)
 _BODY_CACHE = 4096  # events whose bodies are kept: every subscriber of one gets the same
@@ -279,6 +280,9 @@ class _Ledger:
                     self._cond.wait()
                 if not self._queue:
                     return
+                # Linger a moment: the other subscribers of the same event are about to
+                # report, and one commit for all of them holds SQLite's lock once.
+                self._cond.wait(LINGER_SECONDS)
                 batch, self._queue = self._queue, []
             try:
                 self._write(batch)

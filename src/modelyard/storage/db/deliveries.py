@@ -15,10 +15,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, and_, case, insert, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, case, insert, or_, select, update
 
 from modelyard.domain.delivery import PENDING, Attempt, Delivery
 from modelyard.domain.models import utc_from_us
+from modelyard.storage.db.prebuilt import Prebuilt
 from modelyard.storage.db.tables import webhook_attempts, webhook_deliveries, webhooks
 
 _DELIVERY_COLUMNS = (
@@ -40,8 +41,17 @@ _ATTEMPT_COLUMNS = (
     webhook_attempts.c.error_class,
     webhook_attempts.c.response_prefix,
 )
-_INSERT_DELIVERY = insert(webhook_deliveries).returning(webhook_deliveries.c.id)
-_INSERT_ATTEMPT = insert(webhook_attempts)
+# The statements of every delivery, compiled once (Prebuilt): building them each time
+# took half of the delivery process's time.
+_INSERT_DELIVERY = Prebuilt(insert(webhook_deliveries).returning(webhook_deliveries.c.id))
+_INSERT_ATTEMPT = Prebuilt(insert(webhook_attempts))
+_MOVED = and_(webhooks.c.lease_owner == bindparam("owner"), webhooks.c.cursor < bindparam("target"))
+_ADVANCE = Prebuilt(
+    update(webhooks)
+    .where(webhooks.c.id == bindparam("webhook"), webhooks.c.created_at == bindparam("created"))
+    .values(cursor=case((_MOVED, bindparam("target")), else_=webhooks.c.cursor))
+    .returning(webhooks.c.id)
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,13 +227,8 @@ class Bookkeeper(DeliveriesReader):
         reuses the id of a deleted row, and a worker of the deleted one must not move the
         cursor of its successor. The update also locks the row (PostgreSQL) until commit,
         so the subscription cannot be deleted under the rows written next."""
-        moved = and_(webhooks.c.lease_owner == owner, webhooks.c.cursor < cursor)
-        result = self.conn.execute(
-            update(webhooks)
-            .where(webhooks.c.id == webhook_id, webhooks.c.created_at == created_us)
-            .values(cursor=case((moved, cursor), else_=webhooks.c.cursor))
-        )
-        return bool(result.rowcount)
+        params = {"webhook": webhook_id, "created": created_us, "owner": owner, "target": cursor}
+        return bool(_ADVANCE.rows(self.conn, params))
 
     def add_delivery(
         self,
@@ -237,24 +242,19 @@ class Bookkeeper(DeliveriesReader):
         next_attempt_us: int | None,
         now: int,
     ) -> int:
-        delivery_id = int(
-            self.conn.execute(
-                _INSERT_DELIVERY,
-                {
-                    "webhook_id": webhook_id,
-                    "seq": seq,
-                    "message_id": message_id,
-                    "status": status,
-                    "redelivery": redelivery,
-                    "attempts": len(attempts),
-                    "next_attempt_at": next_attempt_us,
-                    "created_at": now,
-                    "updated_at": now,
-                },
-            ).scalar_one()
-        )
-        if attempts:
-            self.conn.execute(_INSERT_ATTEMPT, [a.row(delivery_id) for a in attempts])
+        row = {
+            "webhook_id": webhook_id,
+            "seq": seq,
+            "message_id": message_id,
+            "status": status,
+            "redelivery": redelivery,
+            "attempts": len(attempts),
+            "next_attempt_at": next_attempt_us,
+            "created_at": now,
+            "updated_at": now,
+        }
+        delivery_id = int(_INSERT_DELIVERY.scalar(self.conn, row))
+        _INSERT_ATTEMPT.many(self.conn, [a.row(delivery_id) for a in attempts])
         return delivery_id
 
     def add_deliveries(self, webhook_id: int, rows: Sequence[dict[str, Any]]) -> None:
@@ -275,7 +275,7 @@ class Bookkeeper(DeliveriesReader):
         now: int,
     ) -> None:
         """An attempt of a pending delivery and its state after it."""
-        self.conn.execute(_INSERT_ATTEMPT, attempt.row(delivery_id))
+        _INSERT_ATTEMPT.many(self.conn, [attempt.row(delivery_id)])
         self.conn.execute(
             update(webhook_deliveries)
             .where(webhook_deliveries.c.id == delivery_id)
