@@ -9,16 +9,26 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import random
 import threading
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
 from standardwebhooks.webhooks import Webhook
 
 from modelyard.domain.access import Caller, PrincipalKind, Role
-from modelyard.domain.delivery import DELIVERED, FAILED, Delivery, RetrySchedule
+from modelyard.config import Settings, open_service
+from modelyard.domain.delivery import (
+    DELIVERED,
+    FAILED,
+    Delivery,
+    RetrySchedule,
+    parse_retry_after,
+)
 from modelyard.domain.errors import InvalidInput
 from modelyard.domain.manifest import FileEntry
 from modelyard.domain.versions import NewVersion
@@ -30,6 +40,10 @@ from tests.test_outbound import PUBLIC, FakeDns
 
 ME = Caller.local_user("tester")
 FAST = DeliveryConfig(retries=RetrySchedule(0.02, 0.05, 0.5), lease_seconds=2.0)
+
+
+def utc(*parts: int) -> datetime:
+    return datetime(*parts, tzinfo=UTC)  # type: ignore[misc]
 
 
 def wait_until(condition: Callable[[], Any], timeout: float = 20.0) -> Any:
@@ -337,3 +351,41 @@ def test_a_new_subscription_in_a_deleted_ones_place_gets_every_event(
             lambda: len(deliveries(service, new.id)) == 30 and deliveries(service, new.id)
         )
         assert [d.seq for d in log] == sorted(d.seq for d in log)
+
+
+def test_retry_and_lease_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MODELYARD_WEBHOOK_RETRIES", "1,60,600")
+    monkeypatch.setenv("MODELYARD_WEBHOOK_LEASE_SECONDS", "5")
+    service = open_service(Settings.from_env(str(tmp_path)))
+    try:
+        config = service.deliveries.config
+        assert config.retries == RetrySchedule(1, 60, 600)
+        assert config.lease_seconds == 5
+    finally:
+        service.close()
+    monkeypatch.setenv("MODELYARD_WEBHOOK_LEASE_SECONDS", "0.1")
+    with pytest.raises(InvalidInput, match="between 1 and 600"):
+        Settings.from_env(str(tmp_path))
+    monkeypatch.delenv("MODELYARD_WEBHOOK_LEASE_SECONDS")
+    for wrong in ("5,60", "60,5,600", "a,b,c"):
+        monkeypatch.setenv("MODELYARD_WEBHOOK_RETRIES", wrong)
+        with pytest.raises(InvalidInput, match="webhook retries"):
+            open_service(Settings.from_env(str(tmp_path / "other")))
+
+
+def test_the_schedule_backs_off_with_jitter_for_a_day_and_honours_retry_after() -> None:
+    schedule = RetrySchedule()
+    rng = random.Random(1)
+    waited, attempts = 0.0, 1
+    delays = []
+    while (delay := schedule.delay(attempts, waited, rng=rng)) is not None:
+        delays.append(delay)
+        waited += delay
+        attempts += 1
+    assert waited >= 86_400  # retried for at least a day
+    assert 2.5 <= delays[0] <= 5 and max(delays) <= 3600
+    assert delays[5] > delays[0] * 8  # exponential
+    assert schedule.delay(1, 0, retry_after=120, rng=rng) == 120
+    assert schedule.delay(1, 0, retry_after=10**6, rng=rng) == 3600  # within bounds
+    assert parse_retry_after("Wed, 21 Oct 2026 07:28:00 GMT", utc(2026, 10, 21, 7, 27)) == 60
+    assert parse_retry_after("soon", utc(2026, 10, 21)) is None
