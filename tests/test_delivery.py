@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 from standardwebhooks.webhooks import Webhook
 
-from modelyard.domain.access import Caller, PrincipalKind, Role
 from modelyard.config import Settings, open_service
+from modelyard.domain.access import Caller, PrincipalKind, Role
 from modelyard.domain.delivery import (
     DELIVERED,
     FAILED,
