@@ -63,7 +63,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("modelyard.delivery")
 
-LINGER_SECONDS = 0.005
+LINGER_SECONDS = 0.05
+KEEPER_PAUSE_SECONDS = 0.2
 MAX_REDELIVERY = 1000  # events one redelivery may queue
 _NOTHING = Visibility(all_models=False)
 _BODY_CACHE = 4096  # events whose bodies are kept: every subscriber of one gets the same
@@ -280,8 +281,9 @@ class _Ledger:
                     self._cond.wait()
                 if not self._queue:
                     return
-                # Linger a moment: the other subscribers of the same event are about to
-                # report, and one commit for all of them holds SQLite's lock once.
+                # Linger a moment: more deliveries are about to be reported, and one commit
+                # for all of them takes SQLite's write lock (which registrations wait for,
+                # sleeping in its busy handler) once. Only the cursor waits meanwhile.
                 self._cond.wait(LINGER_SECONDS)
                 batch, self._queue = self._queue, []
             try:
@@ -559,6 +561,9 @@ class Deliverer:
             except Exception:
                 log.exception("webhook lease keeping failed; retrying")
             head = self.bell.wait(head, min(self.config.lease_seconds / 3, 1.0))
+            # New subscriptions may wait this long for their first delivery; it spares a
+            # read of every subscription at every event.
+            self._stopping.wait(KEEPER_PAUSE_SECONDS)
 
     def _claim(self) -> None:
         started = time.monotonic()
