@@ -65,6 +65,7 @@ log = logging.getLogger("modelyard.delivery")
 
 LINGER_SECONDS = 0.05
 KEEPER_PAUSE_SECONDS = 0.2
+PENDING_LOOK_SECONDS = 2.0
 MAX_REDELIVERY = 1000  # events one redelivery may queue
 _NOTHING = Visibility(all_models=False)
 _BODY_CACHE = 4096  # events whose bodies are kept: every subscriber of one gets the same
@@ -332,6 +333,8 @@ class _Worker:
         # id of a deleted row): this worker ends, and one for the new subscription starts.
         self.retired = False
         self.check_pending = True  # a retry or a redelivery may wait
+        # Redeliveries asked of another replica nudge nobody here: look now and then.
+        self._next_pending_look = 0.0
         self.wake = threading.Event()
         self.thread = threading.Thread(target=self._run, name=f"webhook-{sub.id}", daemon=True)
 
@@ -369,6 +372,7 @@ class _Worker:
                 self._attempt_pending(sub, pending[0])
                 return cursor
             self.check_pending = False
+            self._next_pending_look = time.monotonic() + PENDING_LOOK_SECONDS
         with d.db.read() as tx:
             events, seen = d.service.events_for(tx, sub, cursor, d.config.batch)
         secret = d.secret(sub) if events else ""
@@ -393,7 +397,7 @@ class _Worker:
         """Sleep until the journal passes ``seen``, or a while (to look for redeliveries
         asked elsewhere and notice a lost lease)."""
         self.deliverer.bell.wait(seen, 0.5)
-        if self.wake.is_set():
+        if self.wake.is_set() or time.monotonic() >= self._next_pending_look:
             self.wake.clear()
             self.check_pending = True
 
