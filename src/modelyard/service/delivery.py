@@ -365,7 +365,7 @@ class _Worker:
         """One round: the head of the line if one waits, else the next events; the cursor."""
         d = self.deliverer
         sub = self.sub
-        if self.check_pending:
+        if self.check_pending or time.monotonic() >= self._next_pending_look:
             with d.db.read() as tx:
                 pending = tx.pending_deliveries(sub.id)
             if pending:
@@ -397,7 +397,7 @@ class _Worker:
         """Sleep until the journal passes ``seen``, or a while (to look for redeliveries
         asked elsewhere and notice a lost lease)."""
         self.deliverer.bell.wait(seen, 0.5)
-        if self.wake.is_set() or time.monotonic() >= self._next_pending_look:
+        if self.wake.is_set():
             self.wake.clear()
             self.check_pending = True
 
