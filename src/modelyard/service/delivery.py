@@ -48,7 +48,7 @@ from modelyard.domain.delivery import (
     signed_headers,
     version_of,
 )
-from modelyard.domain.errors import InvalidInput, TooLarge
+from modelyard.domain.errors import InvalidInput, NotFound, TooLarge
 from modelyard.domain.events import decode
 from modelyard.domain.models import Event, Version, to_us, utc_from_us
 from modelyard.domain.pagination import validate_page_size
@@ -145,7 +145,7 @@ class DeliveryService:
         with self._registry.db.read() as tx:
             sub = tx.webhook(webhook_id)
             if sub is None:
-                raise InvalidInput(f"webhook {webhook_id} not found", code="webhook_not_found")
+                raise NotFound(f"webhook {webhook_id} not found", code="webhook_not_found")
             found = self.events_for(tx, sub, first_seq - 1, MAX_REDELIVERY)[0]
         now = now_us()
         rows = [
