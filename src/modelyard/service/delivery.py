@@ -374,6 +374,13 @@ class _Worker:
             self.check_pending = False
             self._next_pending_look = time.monotonic() + PENDING_LOOK_SECONDS
         with d.db.read() as tx:
+            # The subscription as it is now: one deleted, disabled or edited since the
+            # keeper last looked gets nothing more sent to its old URL.
+            current = tx.webhook(sub.id)
+            if current is None or current.created != sub.created or not current.enabled:
+                self.retired = True
+                return cursor
+            self.sub = sub = current
             events, seen = d.service.events_for(tx, sub, cursor, d.config.batch)
         secret = d.secret(sub) if events else ""
         for event in events:
