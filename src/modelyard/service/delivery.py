@@ -66,6 +66,7 @@ log = logging.getLogger("modelyard.delivery")
 LINGER_SECONDS = 0.05
 KEEPER_PAUSE_SECONDS = 0.2
 PENDING_LOOK_SECONDS = 2.0
+COMPLAIN_SECONDS = 60.0
 MAX_REDELIVERY = 1000  # events one redelivery may queue
 _NOTHING = Visibility(all_models=False)
 _BODY_CACHE = 4096  # events whose bodies are kept: every subscriber of one gets the same
@@ -87,6 +88,19 @@ class _Sent:
     record: AttemptRecord
     error_class: str | None  # None: delivered
     retry_after: float | None
+
+
+_complained: dict[str, float] = {}
+
+
+def _complain(where: str, message: str) -> None:
+    """Log the exception being handled, at most once a minute for each ``where``: a
+    database that is away fails every retry, and a flood of tracebacks helps nobody (and
+    would fill a pipe nobody reads)."""
+    now = time.monotonic()
+    if now - _complained.get(where, -COMPLAIN_SECONDS) >= COMPLAIN_SECONDS:
+        _complained[where] = now
+        log.exception("%s (%s)", message, where)
 
 
 @dataclass(frozen=True, slots=True)
@@ -290,7 +304,7 @@ class _Ledger:
             try:
                 self._write(batch)
             except Exception:
-                log.exception("webhook bookkeeping failed; retrying")
+                _complain("ledger", "webhook bookkeeping failed; retrying")
                 with self._cond:
                     self._queue[:0] = batch
                 time.sleep(0.5)  # the database is away: do not spin on it
@@ -356,7 +370,7 @@ class _Worker:
                 try:
                     cursor = self._step(cursor)
                 except Exception:
-                    log.exception("webhook %s: delivery failed; retrying", self.webhook_id)
+                    _complain(f"worker {self.webhook_id}", "webhook delivery failed; retrying")
                     self.wake.wait(1.0)
         finally:
             d.worker_done(self)
@@ -570,7 +584,7 @@ class Deliverer:
                     fingerprint = now_print
                 self._staff(subs)
             except Exception:
-                log.exception("webhook lease keeping failed; retrying")
+                _complain("keeper", "webhook lease keeping failed; retrying")
             head = self.bell.wait(head, min(self.config.lease_seconds / 3, 1.0))
             # New subscriptions may wait this long for their first delivery; it spares a
             # read of every subscription at every event.
