@@ -6,8 +6,8 @@ Who may manage: a model's maintainers manage its webhooks, admins the registry-w
 A subscription's URL is checked by the outbound policy (https, a public address, unless
 an admin allowed more) when subscribing, on every change of URL and when enabled again.
 
-Every change is journaled (``webhook.*``, with the subscription's model, so its history
-shows them); the signing secret is in no event, answer or log: it is shown once, by
+Every change is journaled (``webhook.*``, under the subscription's model: whoever reads
+the model's journal sees its URLs, which are no secret); the signing secret is in no event, answer or log: it is shown once, by
 ``create`` and ``rotate_secret``, and kept sealed under a key derived from the server's.
 """
 
