@@ -58,6 +58,7 @@ from modelyard.service.comparison import Comparisons
 from modelyard.service.evidence import EvidenceService
 from modelyard.service.identity import IdentityService
 from modelyard.service.lifecycle import LifecycleService
+from modelyard.service.outbound import OutboundPolicy
 from modelyard.service.sessions import SessionService
 from modelyard.service.webhooks import WebhookService
 from modelyard.storage.blobs import BlobStore
@@ -84,6 +85,8 @@ class RegistryService(Comparisons, BlobService):
         self.checks = ChecksService(db, self.access)
         self.evidence = EvidenceService(db, self.access, self)
         self.sessions = SessionService(db, self.access, self.identity, self.key)
+        # Where webhooks may send: https to global addresses unless configured otherwise.
+        self.outbound = OutboundPolicy()
         # The policy is read at each check: open_service and tests replace it.
         self.webhooks = WebhookService(
             db, self.access, self.key, lambda url: self.outbound.check_url(url)
