@@ -6,8 +6,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import re
-from ipaddress import ip_network
 from datetime import UTC, datetime
+from ipaddress import ip_network
 from pathlib import Path
 from typing import Any, ForwardRef
 

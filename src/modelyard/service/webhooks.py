@@ -7,8 +7,9 @@ A subscription's URL is checked by the outbound policy (https, a public address,
 an admin allowed more) when subscribing, on every change of URL and when enabled again.
 
 Every change is journaled (``webhook.*``, under the subscription's model: whoever reads
-the model's journal sees its URLs, which are no secret); the signing secret is in no event, answer or log: it is shown once, by
-``create`` and ``rotate_secret``, and kept sealed under a key derived from the server's.
+the model's journal sees its URLs, which are no secret). The signing secret is in no
+event, answer or log: it is shown once, by ``create`` and ``rotate_secret``, and kept
+sealed under a key derived from the server's.
 """
 
 from __future__ import annotations
