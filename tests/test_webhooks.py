@@ -11,9 +11,11 @@ from dataclasses import dataclass, replace
 from ipaddress import ip_network
 
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 
-from modelyard.domain.access import Caller, PrincipalKind, Role
+from modelyard.api import create_app
+from modelyard.domain.access import Caller, PrincipalKind, Reach, Role
 from modelyard.domain.errors import Conflict, Forbidden, InvalidInput, NotFound, TooLarge
 from modelyard.domain.manifest import FileEntry
 from modelyard.domain.versions import NewVersion
@@ -413,3 +415,92 @@ def test_subscription_round_trips_through_its_dict(people: People) -> None:
     sub = people.service.webhooks.create(people.admin, url=HOOK, events=["*"]).subscription
     # The creator's id is server-internal: answers name the creator only.
     assert Subscription.from_dict(sub.as_dict()) == replace(sub, creator_id=None)
+
+
+# -- REST ---------------------------------------------------------------------------------------
+
+
+def _bearer(people: People, principal: str, **limits: bool) -> dict[str, str]:
+    token = people.service.identity.create_token(people.admin, principal=principal, **limits)
+    return {"Authorization": f"Bearer {token.token}"}
+
+
+def test_rest_shows_the_secret_only_when_made(people: People) -> None:
+    service = people.service
+    app = create_app(service, reach=Reach.LOOPBACK)
+    maint = _bearer(people, "maint-a")
+    with TestClient(app) as client:
+        made = client.post(
+            "/api/v1/webhooks",
+            json={"url": HOOK, "events": ["version.stage", "alias.*"], "model": "a"},
+            headers=maint,
+        )
+        assert made.status_code == 201, made.text
+        body = made.json()
+        secret, webhook_id = body["secret"], body["id"]
+        assert secret == service.webhooks.secret_of(webhook_id)
+        assert body["events"] == ["version.stage", "alias.*"] and body["model"] == "a"
+        base = f"/api/v1/webhooks/{webhook_id}"
+        answers = [
+            client.get("/api/v1/webhooks", headers=maint),
+            client.get("/api/v1/webhooks", params={"model": "a"}, headers=maint),
+            client.get(base, headers=maint),
+            client.patch(base, json={"description": "CI"}, headers=maint),
+            client.post(f"{base}/disable", json={"reason": "later"}, headers=maint),
+            client.post(f"{base}/enable", headers=maint),
+            client.get("/api/v1/events", headers=maint),
+        ]
+        for answer in answers:
+            assert answer.status_code == 200, answer.text
+            assert secret not in answer.text and "secret" not in answer.text.replace(
+                "secret_rotated", ""
+            )
+        assert answers[2].json()["id"] == webhook_id
+        assert [h["id"] for h in answers[0].json()["items"]] == [webhook_id]
+        assert answers[4].json()["disabled_reason"] == "later"
+        rotated = client.post(f"{base}/rotate-secret", headers=maint)
+        assert rotated.status_code == 200
+        assert rotated.json()["secret"] not in (secret, None)
+        assert rotated.json()["secret"] == service.webhooks.secret_of(webhook_id)
+
+        refused = client.post(
+            "/api/v1/webhooks",
+            json={"url": HOOK, "events": ["version.promoted"], "model": "a"},
+            headers=maint,
+        )
+        assert (refused.status_code, refused.json()["code"]) == (400, "unknown_event_kind")
+        assert refused.headers["content-type"] == "application/problem+json"
+        assert "version.registered" in refused.json()["detail"]
+        loopback = client.post(
+            "/api/v1/webhooks",
+            json={"url": "https://127.0.0.1:8080/api", "events": ["*"], "model": "a"},
+            headers=maint,
+        )
+        assert (loopback.status_code, loopback.json()["code"]) == (400, "webhook_url_refused")
+        unknown = client.post(
+            "/api/v1/webhooks", json={"url": HOOK, "events": ["*"], "secret": "x"}, headers=maint
+        )
+        assert unknown.status_code == 400  # no field but the documented ones
+
+        # Others: the 404 of a webhook that does not exist, whatever they try.
+        for who in (_bearer(people, "maint-b"), _bearer(people, "maint-a", read_only=True)):
+            for method, path in (
+                ("GET", base),
+                ("DELETE", base),
+                ("POST", f"{base}/rotate-secret"),
+            ):
+                answer = client.request(method, path, headers=who)
+                assert (answer.status_code, answer.json()["code"]) == (404, "webhook_not_found")
+                assert secret not in answer.text
+            assert client.get("/api/v1/webhooks", headers=who).json()["items"] == []
+        viewer = client.post(
+            "/api/v1/webhooks",
+            json={"url": HOOK, "events": ["*"], "model": "a"},
+            headers=_bearer(people, "viewer-a"),
+        )
+        assert (viewer.status_code, viewer.json()["permission"]) == (403, "webhook.manage")
+        wide = client.post("/api/v1/webhooks", json={"url": HOOK, "events": ["*"]}, headers=maint)
+        assert (wide.status_code, wide.json()["permission"]) == (403, "registry.admin")
+
+        assert client.delete(base, headers=maint).status_code == 204
+        assert client.get(base, headers=maint).status_code == 404
