@@ -420,8 +420,9 @@ def test_subscription_round_trips_through_its_dict(people: People) -> None:
 # -- REST ---------------------------------------------------------------------------------------
 
 
-def _bearer(people: People, principal: str, **limits: bool) -> dict[str, str]:
-    token = people.service.identity.create_token(people.admin, principal=principal, **limits)
+def _bearer(people: People, principal: str, *, read_only: bool = False) -> dict[str, str]:
+    identity = people.service.identity
+    token = identity.create_token(people.admin, principal=principal, read_only=read_only)
     return {"Authorization": f"Bearer {token.token}"}
 
 
