@@ -6,15 +6,21 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from ipaddress import ip_network
+from pathlib import Path
 
 import pytest
+from click.testing import Result
 from fastapi.testclient import TestClient
 from sqlalchemy import select, update
+from typer.testing import CliRunner
 
+import modelyard
 from modelyard.api import create_app
+from modelyard.cli.main import app
 from modelyard.domain.access import Caller, PrincipalKind, Reach, Role
 from modelyard.domain.errors import Conflict, Forbidden, InvalidInput, NotFound, TooLarge
 from modelyard.domain.manifest import FileEntry
@@ -31,6 +37,8 @@ from modelyard.domain.webhooks import (
 from modelyard.service import RegistryService
 from modelyard.service.outbound import OutboundPolicy
 from modelyard.storage.db.tables import webhooks
+from tests.conftest import LiveServer
+from tests.test_cli import dead_url
 
 # TEST-NET-3 is not a public network: the tests' receivers are allowed by configuration,
 # as an admin would allow an internal one, and host names resolve through a fake resolver.
@@ -505,3 +513,77 @@ def test_rest_shows_the_secret_only_when_made(people: People) -> None:
 
         assert client.delete(base, headers=maint).status_code == 204
         assert client.get(base, headers=maint).status_code == 404
+
+
+def make_file(tmp_path: Path) -> Path:
+    path = tmp_path / "model.bin"
+    path.write_bytes(b"weights")
+    return path
+
+
+# -- CLI ----------------------------------------------------------------------------------------
+
+
+def test_cli_prints_the_secret_once_and_json_everywhere(
+    tmp_path: Path, database_url: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The server may send to loopback, as an admin allows an internal receiver; nothing
+    # listens at the receiver's address.
+    monkeypatch.setenv("MODELYARD_WEBHOOK_ALLOW_HOSTS", "127.0.0.1")
+    server = LiveServer(tmp_path / "server-data", database_url)
+    server.start()
+    runner = CliRunner()
+    env = {"MODELYARD_CONFIG": os.devnull, "MODELYARD_URL": server.url, "COLUMNS": "200"}
+
+    def cli(*args: str, ok: bool = True) -> Result:
+        result = runner.invoke(app, ["webhooks", *args], env=env)
+        assert (result.exit_code == 0) is ok, (args, result.output)
+        return result
+
+    try:
+        with modelyard.connect(server.url) as reg:
+            reg.register("churn", make_file(tmp_path), source=None, environment=None)
+        receiver = f"{dead_url()}/hook"
+        made = cli(
+            "create", "--url", receiver, "--events", "version.stage, alias.*", "--model", "churn"
+        )
+        secret = made.stdout.strip()
+        assert made.stdout == secret + "\n" and secret.startswith("whsec_")
+        assert "not shown again" in made.stderr and secret not in made.stderr
+        listed = json.loads(cli("list", "--json").stdout)["items"]
+        assert [(h["url"], h["events"], h["model"]) for h in listed] == [
+            (receiver, ["version.stage", "alias.*"], "churn")
+        ]
+        webhook_id = str(listed[0]["id"])
+        table = cli("list").stdout
+        assert receiver in table and "version.stage, alias.*" in table and "enabled" in table
+        shown = cli("show", webhook_id).stdout
+        assert receiver in shown and "model churn" in shown
+        assert json.loads(cli("show", webhook_id, "--json").stdout) == listed[0]
+        updated = json.loads(
+            cli("update", webhook_id, "--events", "*", "--description", "CI", "--json").stdout
+        )
+        assert (updated["events"], updated["description"]) == (["*"], "CI")
+        disabled = json.loads(cli("disable", webhook_id, "--reason", "later", "--json").stdout)
+        assert (disabled["enabled"], disabled["disabled_reason"]) == (False, "later")
+        assert "disabled: later" in cli("list").stdout
+        assert json.loads(cli("enable", webhook_id, "--json").stdout)["enabled"]
+        rotated = json.loads(cli("rotate-secret", webhook_id, "--json").stdout)
+        assert rotated["secret"].startswith("whsec_") and rotated["secret"] != secret
+        assert secret not in json.dumps([listed, updated, disabled])
+        again = cli("rotate-secret", webhook_id)
+        assert again.stdout.strip().startswith("whsec_") and "not shown again" in again.stderr
+
+        unknown = cli("create", "--url", receiver, "--events", "version.promoted", ok=False)
+        assert unknown.stderr.startswith("error: unknown event kind 'version.promoted'")
+        assert unknown.stdout == ""
+        refused = cli("create", "--url", "https://10.0.0.1/hook", "--events", "*", ok=False)
+        assert "private" in refused.stderr and refused.stdout == ""
+
+        deleted = json.loads(cli("delete", webhook_id, "--json").stdout)
+        assert deleted == {"id": int(webhook_id), "deleted": True}
+        missing = cli("show", webhook_id, ok=False)
+        assert f"webhook {webhook_id} not found" in missing.stderr
+        assert json.loads(cli("list", "--json").stdout) == {"items": []}
+    finally:
+        server.stop()
