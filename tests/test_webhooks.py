@@ -13,10 +13,9 @@ from ipaddress import ip_network
 from pathlib import Path
 
 import pytest
-from click.testing import Result
 from fastapi.testclient import TestClient
 from sqlalchemy import select, update
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 import modelyard
 from modelyard.api import create_app
