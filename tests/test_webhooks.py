@@ -7,14 +7,20 @@ import base64
 import hashlib
 import json
 import os
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from ipaddress import ip_network
 from pathlib import Path
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select, update
+from standardwebhooks.webhooks import Webhook
 from typer.testing import CliRunner, Result
 
 import modelyard
@@ -36,7 +42,7 @@ from modelyard.domain.webhooks import (
 from modelyard.service import RegistryService
 from modelyard.service.outbound import OutboundPolicy
 from modelyard.storage.db.tables import webhooks
-from tests.conftest import LiveServer
+from tests.conftest import LiveServer, free_port
 from tests.test_cli import dead_url
 
 # TEST-NET-3 is not a public network: the tests' receivers are allowed by configuration,
@@ -586,3 +592,50 @@ def test_cli_prints_the_secret_once_and_json_everywhere(
         assert json.loads(cli("list", "--json").stdout) == {"items": []}
     finally:
         server.stop()
+
+
+# -- docs/webhooks.md ---------------------------------------------------------------------------
+
+
+def test_the_receiver_of_the_docs_verifies_signatures(tmp_path: Path) -> None:
+    """The page's receiver, run as written (on a free port), against requests signed by an
+    independent Standard Webhooks implementation."""
+    page = (Path(__file__).parent.parent / "docs" / "webhooks.md").read_text()
+    code = page.split("## A receiver", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    port = free_port()
+    assert '("0.0.0.0", 8000)' in code
+    script = tmp_path / "receiver.py"
+    script.write_text(code.replace('("0.0.0.0", 8000)', f'("127.0.0.1", {port})'))
+    secret = new_secret()
+    env = {**os.environ, "MODELYARD_WEBHOOK_SECRET": secret}
+    receiver = subprocess.Popen(
+        [sys.executable, str(script)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    try:
+        body = json.dumps(
+            {"type": "version.stage", "timestamp": "now", "data": {"event": {"subject": "churn/7"}}}
+        )
+        now = datetime.now(UTC)
+        signed = Webhook(secret).sign("msg_1", now, body)
+        headers = {
+            "webhook-id": "msg_1",
+            "webhook-timestamp": str(int(now.timestamp())),
+            "webhook-signature": signed,
+        }
+        url = f"http://127.0.0.1:{port}/hook"
+        deadline = time.monotonic() + 10
+        while True:  # until the receiver listens
+            try:
+                answer = httpx.post(url, content=body, headers=headers)
+                break
+            except httpx.ConnectError:
+                assert time.monotonic() < deadline and receiver.poll() is None
+                time.sleep(0.05)
+        assert answer.status_code == 204
+        forged = {**headers, "webhook-signature": Webhook(new_secret()).sign("msg_1", now, body)}
+        assert httpx.post(url, content=body, headers=forged).status_code == 400
+        assert httpx.post(url, content=body + " ", headers=headers).status_code == 400
+    finally:
+        receiver.terminate()
+        out, _ = receiver.communicate(timeout=10)
+    assert out.decode().splitlines() == ["version.stage churn/7"]
