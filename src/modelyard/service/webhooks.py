@@ -122,6 +122,8 @@ class WebhookService:
         validate_url(url)
         kinds = parse_event_filter(events)
         validate_text(description, "description", MAX_DESCRIPTION)
+        # Before the write transaction: resolving a name can take seconds, and a write
+        # holds the journal's lock (every registration would wait).
         self._check_url(url)
         secret = new_secret()
         with self.db.write() as tx:
