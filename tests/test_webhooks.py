@@ -364,6 +364,19 @@ def test_only_maintainers_create_a_models_webhooks_and_only_admins_registry_wide
         hooks.create(people.admin, url=HOOK, events=["*"], model="never-registered")
     assert hooks.create(people["wide-maint"], url=HOOK, events=["*"], model="b")
     assert hooks.create(people.admin, url=HOOK, events=["*"])
+    # What an adapter offers follows the same rule.
+    offered = {
+        name: (hooks.may_manage(people[name], "a"), hooks.may_manage(people[name], None))
+        for name in ("maint-a", "contrib-a", "maint-b", "wide-maint", "root-read-only")
+    }
+    assert offered == {
+        "maint-a": (True, False),
+        "contrib-a": (False, False),
+        "maint-b": (False, False),
+        "wide-maint": (True, False),
+        "root-read-only": (False, False),
+    }
+    assert hooks.may_manage(people.admin, "a") and hooks.may_manage(people.admin, None)
 
 
 def test_others_get_the_404_of_a_missing_webhook(people: People) -> None:

@@ -91,6 +91,12 @@ class WebhookService:
         with self.db.read() as tx:
             return self._manageable(tx, caller, webhook_id)
 
+    def may_manage(self, caller: Caller, model: str | None) -> bool:
+        """Whether the caller may create and manage webhooks of this scope (None: the
+        registry-wide ones): for an adapter deciding what to offer, never instead of the
+        check each action makes."""
+        return self.access.allows(caller, _permission(model), model)
+
     def secret_of(self, webhook_id: int) -> str:
         """The signing secret, for delivery only (server-internal: no caller, no check)."""
         with self.db.read() as tx:
