@@ -17,7 +17,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final, NamedTuple
-from urllib.parse import urlsplit
 
 from modelyard.domain.errors import InvalidInput, TooLarge
 from modelyard.domain.events import CATALOGUE
@@ -25,7 +24,6 @@ from modelyard.domain.models import iso, parse_iso
 
 SECRET_PREFIX: Final = "whsec_"
 SECRET_BYTES: Final = 32  # Standard Webhooks asks for 24 to 64
-MAX_URL: Final = 2048
 MAX_DESCRIPTION: Final = 1000
 MAX_FILTERS: Final = 64
 # Per scope (one model, or the registry): each subscription is one more delivery of every
@@ -78,46 +76,6 @@ def filter_matches(entries: Sequence[str], kind: str) -> bool:
     """Whether an event of ``kind`` passes a (parsed) filter."""
     wanted = (WILDCARD, kind, kind.partition(".")[0] + ".*")
     return any(e in wanted for e in entries)
-
-
-def validate_url(url: str) -> str:
-    """A receiver's URL, checked for its form only: http(s), a host, no credentials.
-
-    Whether its scheme and address are allowed is the outbound policy's decision (https
-    only and global addresses by default), made when subscribing and at every delivery.
-    Credentials in the URL are refused: the URL is listed and journaled, and the signature
-    is how a receiver authenticates the registry.
-    """
-    if not isinstance(url, str) or not url:
-        raise InvalidInput("a webhook needs a URL", code="invalid_webhook_url")
-    if len(url) > MAX_URL:
-        raise TooLarge(f"a webhook URL has at most {MAX_URL} characters")
-    if any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in url):
-        raise InvalidInput(
-            "a webhook URL may not contain spaces or control characters",
-            code="invalid_webhook_url",
-        )
-    try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018  (raises on a port that is not a number in range)
-    except ValueError as exc:
-        raise InvalidInput(f"{url!r} is not a URL: {exc}", code="invalid_webhook_url") from None
-    if parts.scheme not in ("https", "http") or not parts.hostname:
-        raise InvalidInput(
-            f"{url!r} is not an http(s) URL with a host, such as https://ci.example/hook",
-            code="invalid_webhook_url",
-        )
-    if parts.username is not None or parts.password is not None:
-        raise InvalidInput(
-            "a webhook URL may not carry credentials (user:password@): it is listed and"
-            " journaled; receivers authenticate the registry by the signature",
-            code="invalid_webhook_url",
-        )
-    if parts.fragment:
-        raise InvalidInput(
-            "a webhook URL has no #fragment (it is never sent)", code="invalid_webhook_url"
-        )
-    return url
 
 
 def validate_text(text: str, what: str, limit: int) -> str:

@@ -41,7 +41,6 @@ from modelyard.domain.webhooks import (
     new_secret,
     parse_event_filter,
     validate_text,
-    validate_url,
 )
 from modelyard.service.access import AccessControl
 from modelyard.storage.db.store import Database, Reader, Writer, now_us
@@ -50,7 +49,8 @@ from modelyard.storage.db.store import Database, Reader, Writer, now_us
 # colon is not allowed in principal names, so no user, team or service account can be it.
 SYSTEM = Caller(name="modelyard:delivery")
 
-# Refuses a URL the server must not send to (the outbound policy's check_url).
+# Refuses a URL the server must not send to, malformed ones included (the outbound
+# policy's check_url: the one place that reads a webhook URL, here and at each delivery).
 UrlCheck = Callable[[str], None]
 
 
@@ -125,7 +125,6 @@ class WebhookService:
         if model is not None:
             validate_model_name(model)
         self.access.require(caller, _permission(model), model)
-        validate_url(url)
         kinds = parse_event_filter(events)
         validate_text(description, "description", MAX_DESCRIPTION)
         # Before the write transaction: resolving a name can take seconds, and a write
@@ -171,8 +170,6 @@ class WebhookService:
     ) -> Subscription:
         """Change the URL, the event filter or the description (those given); the same
         values again change nothing and journal nothing."""
-        if url is not None:
-            validate_url(url)
         kinds = parse_event_filter(events) if events is not None else None
         if description is not None:
             validate_text(description, "description", MAX_DESCRIPTION)
