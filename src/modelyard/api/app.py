@@ -33,6 +33,7 @@ from modelyard.api.routes import (
     models,
     resolve,
     versions,
+    webhooks,
 )
 from modelyard.api.routes.resolve import FastResolve, fast_resolve, is_fast_resolve
 from modelyard.config import os_user
@@ -151,6 +152,7 @@ def create_app(
         compare,
         checks,
         evidence,
+        webhooks,
     ):
         app.include_router(module.router)
     _offline_docs(app)

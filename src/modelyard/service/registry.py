@@ -62,6 +62,7 @@ from modelyard.service.identity import IdentityService
 from modelyard.service.lifecycle import LifecycleService
 from modelyard.service.outbound import OutboundPolicy
 from modelyard.service.sessions import SessionService
+from modelyard.service.webhooks import WebhookService
 from modelyard.storage.blobs import BlobStore
 from modelyard.storage.db.filters import (
     model_condition,
@@ -88,6 +89,10 @@ class RegistryService(Comparisons, BlobService):
         self.sessions = SessionService(db, self.access, self.identity, self.key)
         # Where webhooks may send: https to global addresses unless configured otherwise.
         self.outbound = OutboundPolicy()
+        # The policy is read at each check: open_service and tests replace it.
+        self.webhooks = WebhookService(
+            db, self.access, self.key, lambda url: self.outbound.check_url(url)
+        )
         self.deliveries = DeliveryService(self)
         # What open_service made it from (None when built directly): the server's delivery
         # process opens its own service from the same settings.

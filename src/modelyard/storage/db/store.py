@@ -80,6 +80,7 @@ from modelyard.storage.db.tables import (
     version_tags,
     versions,
 )
+from modelyard.storage.db.webhooks import WebhooksReader, WebhooksWriter
 
 # Keeps IN (...) lists well under SQLite's bound-parameter limit.
 _IN_BATCH = 500
@@ -378,6 +379,7 @@ class Reader(
     ChecksReader,
     EvidenceReader,
     OverviewReader,
+    WebhooksReader,
     DeliveriesReader,
 ):
     def __init__(self, conn: Connection) -> None:
@@ -656,7 +658,15 @@ class Reader(
             ).all()
 
 
-class Writer(Reader, IdentityWriter, LifecycleWriter, BlobWriter, ChecksWriter, EvidenceWriter):
+class Writer(
+    Reader,
+    IdentityWriter,
+    LifecycleWriter,
+    BlobWriter,
+    ChecksWriter,
+    EvidenceWriter,
+    WebhooksWriter,
+):
     """A write transaction holding the journal head lock."""
 
     def __init__(self, conn: Connection, head_seq: int, head_hash: str, identity_seq: int) -> None:
