@@ -36,8 +36,7 @@ class _Handler(BaseHTTPRequestHandler):
             )
         self.send_response(204)
         self.send_header("Content-Length", "0")
-        self.send_header("Connection", "close")
-        self.end_headers()
+        self.end_headers()  # the connection stays open (HTTP/1.1), as most servers keep it
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
