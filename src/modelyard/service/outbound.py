@@ -48,7 +48,7 @@ TOTAL_TIMEOUT = 30.0
 PREFIX_BYTES = 512  # how much of an answer's body is read and kept
 MAX_URL_LENGTH = 2048
 IDLE_SECONDS = 20.0  # a kept connection older than this is closed, not reused
-MAX_IDLE_PER_TARGET = 4
+MAX_IDLE_PER_TARGET = 32  # one receiver often serves many subscriptions, a worker each
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
 _USER_AGENT = "Modelyard-Webhooks/1"
 
