@@ -15,8 +15,10 @@ replica would: the server hears of those events through its bell's poll.
   have arrived, and how many arrived twice (none should, with one server).
 - **Registration rate**: the registry benchmark's registration (an SDK client, one 1 KiB
   file, metrics, params, tags), in alternating blocks without subscriptions and with ten
-  (to ``version.*``, every registration delivered ten times); medians of the blocks, and
-  the CPU per registration of the server and of its delivery process (its child).
+  (to ``version.*``, every registration delivered ten times); a block's rate is its
+  registrations over their own time, the next block starts once its deliveries have all
+  arrived; medians of the blocks, and the CPU per registration (deliveries included) of
+  the server and of its delivery process (its child).
 """
 
 from __future__ import annotations
