@@ -39,7 +39,8 @@ def delivery_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MODELYARD_WEBHOOK_ALLOW_HTTP", "true")
     monkeypatch.setenv("MODELYARD_WEBHOOK_ALLOW_HOSTS", "127.0.0.1")
     monkeypatch.setenv("MODELYARD_WEBHOOK_RETRIES", "0.05,0.2,30")
-    monkeypatch.setenv("MODELYARD_WEBHOOK_LEASE_SECONDS", "2")
+    # Short, for the takeover; long enough that no renewal comes late on a loaded machine.
+    monkeypatch.setenv("MODELYARD_WEBHOOK_LEASE_SECONDS", "5")
     monkeypatch.setenv("MODELYARD_SECRET_KEY", secrets.token_hex(32))  # replicas share it
 
 

@@ -67,6 +67,7 @@ LINGER_SECONDS = 0.05
 KEEPER_PAUSE_SECONDS = 0.2
 PENDING_LOOK_SECONDS = 2.0
 COMPLAIN_SECONDS = 60.0
+CLAIM_SECONDS = 2.0
 MAX_REDELIVERY = 1000  # events one redelivery may queue
 _NOTHING = Visibility(all_models=False)
 _BODY_CACHE = 4096  # events whose bodies are kept: every subscriber of one gets the same
@@ -503,6 +504,9 @@ class Deliverer:
         self._secrets: dict[int, tuple[object, str]] = {}
         self._stopping = threading.Event()
         self._keeper = threading.Thread(target=self._keep, name="webhook-leases", daemon=True)
+        # Renew a third of the way through a lease, and look for leases another replica
+        # freed (a clean stop) at least every 2 s: one small write.
+        self._claim_every = min(self.config.lease_seconds / 3, CLAIM_SECONDS)
 
     def start(self) -> None:
         self.service.on_redeliver.append(self.nudge)
@@ -566,7 +570,7 @@ class Deliverer:
     # -- the lease keeper ------------------------------------------------------------------
 
     def _keep(self) -> None:
-        """Claim and renew leases every third of their length, and at once when the
+        """Claim and renew leases every third of their length (or 2 s), and at once when the
         subscriptions change; keep a worker on each one held."""
         fingerprint: object = None
         renewed = 0.0
@@ -577,7 +581,7 @@ class Deliverer:
                 with self.db.read() as tx:
                     subs = {s.id: s for s in tx.webhooks()}
                 now_print = tuple((s.id, s.updated, s.enabled) for s in subs.values())
-                due = time.monotonic() - renewed >= self.config.lease_seconds / 3
+                due = time.monotonic() - renewed >= self._claim_every
                 if due or now_print != fingerprint:
                     self._claim()
                     renewed = time.monotonic()
@@ -585,7 +589,7 @@ class Deliverer:
                 self._staff(subs)
             except Exception:
                 _complain("keeper", "webhook lease keeping failed; retrying")
-            head = self.bell.wait(head, min(self.config.lease_seconds / 3, 1.0))
+            head = self.bell.wait(head, min(self._claim_every, 1.0))
             # New subscriptions may wait this long for their first delivery; it spares a
             # read of every subscription at every event.
             self._stopping.wait(KEEPER_PAUSE_SECONDS)
