@@ -91,9 +91,8 @@ def serve(
 
     [bold]Example[/bold]: modelyard serve --data-dir ./modelyard-data --port 8080
     """
-    import uvicorn
-
     from modelyard.api import create_app
+    from modelyard.api.server import run_server
     from modelyard.config import Settings, open_service
 
     settings = Settings.from_env(data_dir, database_url)
@@ -129,7 +128,7 @@ def serve(
         else "tokens required"
     )
     output.errors.print(f"access: {mode}")
-    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)
+    run_server(app, service, host=host, port=port, log_level=log_level)
 
 
 def parse_moment(text: str) -> datetime:

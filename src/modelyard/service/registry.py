@@ -56,6 +56,7 @@ from modelyard.service.caches import StampedCache
 from modelyard.service.checks import ChecksService
 from modelyard.service.comparison import Comparisons
 from modelyard.service.evidence import EvidenceService
+from modelyard.service.feed import EventFeed
 from modelyard.service.identity import IdentityService
 from modelyard.service.lifecycle import LifecycleService
 from modelyard.service.sessions import SessionService
@@ -83,6 +84,7 @@ class RegistryService(Comparisons, BlobService):
         self.checks = ChecksService(db, self.access)
         self.evidence = EvidenceService(db, self.access, self)
         self.sessions = SessionService(db, self.access, self.identity, self.key)
+        self.feed = EventFeed(self)
         self._resolved: StampedCache[Reference, Version] = StampedCache(
             lambda ref: db.model_stamp(ref.model)
         )
