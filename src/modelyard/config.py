@@ -34,15 +34,37 @@ class Settings:
     # and a stream (or a long poll) is held open at most so long, then resumed.
     stream_heartbeat: float | None = None
     stream_seconds: float | None = None
+    # Webhook targets an admin allows beyond the default (https to global addresses only):
+    # http everywhere, and comma-separated host names, IPs and CIDRs despite being private.
+    webhook_allow_http: bool = False
+    webhook_allow_hosts: str = ""
 
     @classmethod
-    def from_env(cls, data_dir: str | None = None, database_url: str | None = None) -> Settings:
+    def from_env(
+        cls,
+        data_dir: str | None = None,
+        database_url: str | None = None,
+        *,
+        webhook_allow_http: bool | None = None,
+        webhook_allow_hosts: str | None = None,
+    ) -> Settings:
+        """Flags (the arguments) over MODELYARD_* variables over defaults."""
         return cls(
             data_dir=Path(data_dir or os.environ.get("MODELYARD_DATA_DIR") or DEFAULT_DATA_DIR),
             database_url=database_url or os.environ.get("MODELYARD_DATABASE_URL") or None,
             session_hours=_session_hours(os.environ.get("MODELYARD_SESSION_HOURS")),
             stream_heartbeat=_seconds("MODELYARD_STREAM_HEARTBEAT"),
             stream_seconds=_seconds("MODELYARD_STREAM_SECONDS"),
+            webhook_allow_http=(
+                webhook_allow_http
+                if webhook_allow_http is not None
+                else _flag("MODELYARD_WEBHOOK_ALLOW_HTTP")
+            ),
+            webhook_allow_hosts=(
+                webhook_allow_hosts
+                if webhook_allow_hosts is not None
+                else os.environ.get("MODELYARD_WEBHOOK_ALLOW_HOSTS", "")
+            ),
         )
 
     @property
@@ -84,6 +106,18 @@ def _seconds(variable: str) -> float | None:
     return seconds
 
 
+def _flag(variable: str) -> bool:
+    """A boolean variable: 1, true, yes or on (any case) is true; unset or empty is false."""
+    text = os.environ.get(variable, "").strip().lower()
+    if text in ("", "0", "false", "no", "off"):
+        return False
+    if text in ("1", "true", "yes", "on"):
+        return True
+    from modelyard.domain.errors import InvalidInput
+
+    raise InvalidInput(f"{variable}={text!r}: give true or false")
+
+
 def os_user() -> str:
     """Who runs this process: the actor of local mode and of 'modelyard admin create'."""
     try:
@@ -101,6 +135,7 @@ def open_service(settings: Settings) -> RegistryService:
     # Imported here: the CLI reads this module's defaults on every command, and most
     # commands talk HTTP and should not pay for loading SQLAlchemy and Alembic.
     from modelyard.service import RegistryService
+    from modelyard.service.outbound import OutboundPolicy
     from modelyard.storage.blobs import LocalBlobStore
     from modelyard.storage.db.engine import create_db_engine, migrate
     from modelyard.storage.db.store import Database
@@ -122,6 +157,9 @@ def open_service(settings: Settings) -> RegistryService:
         service.feed.heartbeat = settings.stream_heartbeat
     if settings.stream_seconds is not None:
         service.feed.stream_seconds = settings.stream_seconds
+    service.outbound = OutboundPolicy.from_config(
+        settings.webhook_allow_http, settings.webhook_allow_hosts
+    )
     return service
 
 

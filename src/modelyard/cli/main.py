@@ -86,17 +86,42 @@ def serve(
         ),
     ] = None,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+    webhook_allow_http: Annotated[
+        bool | None,
+        typer.Option(
+            "--webhook-allow-http/--no-webhook-allow-http",
+            envvar="MODELYARD_WEBHOOK_ALLOW_HTTP",
+            show_default=False,
+            help="Let webhooks send over plain http (default: https only).",
+        ),
+    ] = None,
+    webhook_allow_hosts: Annotated[
+        str | None,
+        typer.Option(
+            envvar="MODELYARD_WEBHOOK_ALLOW_HOSTS",
+            help="Comma-separated host names, IPs and CIDRs webhooks may reach although"
+            " they are not public addresses, e.g. ci.internal,10.20.0.0/16.",
+        ),
+    ] = None,
 ) -> None:
     """Run the registry server (REST API under /api/v1, OpenAPI docs at /docs).
 
     [bold]Example[/bold]: modelyard serve --data-dir ./modelyard-data --port 8080
+
+    [bold]Example[/bold] with an internal webhook receiver:
+    modelyard serve --webhook-allow-hosts 10.20.0.0/16
     """
     from modelyard.api import create_app
     from modelyard.api.server import run_server
     from modelyard.config import Settings, open_service
 
-    settings = Settings.from_env(data_dir, database_url)
     try:
+        settings = Settings.from_env(
+            data_dir,
+            database_url,
+            webhook_allow_http=webhook_allow_http,
+            webhook_allow_hosts=webhook_allow_hosts,
+        )
         service = open_service(settings)
     except ModelyardError as exc:
         output.errors.print(f"[red]error:[/red] {output.escape(exc.message)}")

@@ -59,6 +59,7 @@ from modelyard.service.evidence import EvidenceService
 from modelyard.service.feed import EventFeed
 from modelyard.service.identity import IdentityService
 from modelyard.service.lifecycle import LifecycleService
+from modelyard.service.outbound import OutboundPolicy
 from modelyard.service.sessions import SessionService
 from modelyard.storage.blobs import BlobStore
 from modelyard.storage.db.filters import (
@@ -85,6 +86,8 @@ class RegistryService(Comparisons, BlobService):
         self.evidence = EvidenceService(db, self.access, self)
         self.sessions = SessionService(db, self.access, self.identity, self.key)
         self.feed = EventFeed(self)
+        # Where webhooks may send: https to global addresses unless configured otherwise.
+        self.outbound = OutboundPolicy()
         self._resolved: StampedCache[Reference, Version] = StampedCache(
             lambda ref: db.model_stamp(ref.model)
         )
