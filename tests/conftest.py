@@ -140,6 +140,8 @@ def _isolated_hash_cache(
     tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("MODELYARD_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+    # `modelyard watch` keeps its progress there: never in the developer's own.
+    monkeypatch.setenv("MODELYARD_STATE_DIR", str(tmp_path_factory.mktemp("state")))
 
 
 @pytest.fixture

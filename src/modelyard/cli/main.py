@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from modelyard.cli import access, checks, compare, evidence, gc, lifecycle, output
+from modelyard.cli import access, checks, compare, evidence, gc, lifecycle, output, watch
 from modelyard.cli.common import JsonOption, UrlOption, handles_errors, registry
 from modelyard.config import DEFAULT_DATA_DIR, DEFAULT_HOST, DEFAULT_PORT, DEFAULT_URL
 from modelyard.domain.access import Reach
@@ -610,6 +610,7 @@ compare.install(app)
 checks.install(app)
 evidence.install(app)
 gc.install(app)
+watch.install(app)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -563,7 +563,7 @@ class Registry:
                 version = self.resolve(reference)
             except NotFound:
                 continue  # nothing there (yet, or any more): wait for the next move
-            if last is None or _identity(version) != _identity(last):
+            if last is None or not same_version(version, last):
                 last = version
                 yield version
 
@@ -1020,10 +1020,10 @@ def _error_from(status: int, body: bytes) -> ModelyardError:
     return error_from_problem(status, problem)
 
 
-def _identity(version: Version) -> tuple[str, str]:
-    """What tells two versions apart for a watcher: a model deleted and made again numbers
-    from 1 anew, so the number alone is not enough."""
-    return version.reference, version.manifest_digest
+def same_version(a: Version, b: Version) -> bool:
+    """Whether a watcher has handled ``b`` already when a reference points at ``a``: a model
+    deleted and made again numbers from 1 anew, so the number alone is not enough."""
+    return (a.reference, a.manifest_digest) == (b.reference, b.manifest_digest)
 
 
 def _chunks_of(response: Response) -> Iterator[bytes]:
