@@ -23,7 +23,21 @@ from modelyard.service.feed import MAX_WAIT_SECONDS, EventQuery
 router = APIRouter(prefix="/api/v1", tags=["journal"])
 MAX_SEQ = 2**63 - 1  # a 64-bit column: a larger number is refused here, not by the database
 RETRY_MS = 2000  # how soon an EventSource reconnects after the stream ends
-Seq = Annotated[int, Query(ge=0, le=MAX_SEQ)]
+_MESSAGE_SCHEMA = {
+    "type": "object",
+    "required": ["id", "event", "data"],
+    "properties": {
+        "id": {"type": "string", "pattern": "^[0-9]+$", "description": "The event's seq"},
+        "event": {"type": "string", "description": "Its kind"},
+        "data": {
+            "type": "string",
+            "description": "The event, as GET /api/v1/events gives it",
+            "contentMediaType": "application/json",
+            "contentSchema": {"$ref": "#/components/schemas/EventOut"},
+        },
+        "retry": {"type": "integer", "description": "How soon to reconnect, in ms"},
+    },
+}
 
 
 @router.get("/events/head", response_model=CheckpointOut, openapi_extra=needs("registry.admin"))
@@ -79,7 +93,8 @@ async def list_events(
             "description": "Server-Sent Events: one message per journal event (`id:` its"
             " seq, `event:` its kind, `data:` the event as GET /api/v1/events gives it),"
             " a comment line as a heartbeat",
-            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            # OpenAPI 3.1 (before itemSchema): the schema of each message.
+            "content": {"text/event-stream": {"schema": _MESSAGE_SCHEMA}},
         }
     },
 )
