@@ -12,9 +12,11 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 import modelyard
 from tests.conftest import LiveServer
@@ -64,6 +66,20 @@ class Watch:
         return self.process.stderr.read() if self.process.stderr else ""
 
 
+@pytest.fixture
+def start_watch() -> Iterator[Callable[..., Watch]]:
+    """``start_watch(url, *args)``: a watch process, killed at the end whatever happens."""
+    started: list[Watch] = []
+
+    def start(url: str, *args: str) -> Watch:
+        started.append(Watch(url, *args))
+        return started[-1]
+
+    yield start
+    for watch in started:
+        watch.kill()
+
+
 def once(url: str, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [*MODELYARD, "watch", *args, "--once", "--json"],
@@ -75,7 +91,7 @@ def once(url: str, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_watch_runs_once_per_change_across_restarts(
-    live_server: LiveServer, make_tree: Tree, tmp_path: Path
+    live_server: LiveServer, make_tree: Tree, tmp_path: Path, start_watch: Callable[..., Watch]
 ) -> None:
     url = live_server.url
     reg = modelyard.connect(url)
@@ -91,7 +107,7 @@ def test_watch_runs_once_per_change_across_restarts(
     state = tmp_path / "watch.state"
     args = ("churn@champion", "--exec", command, "--state-file", str(state))
 
-    watch = Watch(url, *args)
+    watch = start_watch(url, *args)
     assert watch.next() == {
         "reference": "churn@champion",
         "model": "churn",
@@ -105,7 +121,7 @@ def test_watch_runs_once_per_change_across_restarts(
     assert watch.next()["version"] == 2
     watch.kill()
     reg.set_alias("churn", "champion", 3)  # while nobody watches
-    watch = Watch(url, *args)
+    watch = start_watch(url, *args)
     assert watch.next()["version"] == 3  # caught up at start, and only that
     watch.kill()
     assert log.read_text().splitlines() == [f"churn {n} {digests[n]}" for n in (1, 2, 3)]
@@ -115,7 +131,7 @@ def test_watch_runs_once_per_change_across_restarts(
     assert "handled already" in again.stderr
 
     # The server dies and comes back on its port: the watch reconnects and resumes.
-    watch = Watch(url, *args)
+    watch = start_watch(url, *args)
     reg.set_alias("churn", "champion", 1)
     assert watch.next()["version"] == 1
     live_server.kill()
@@ -174,8 +190,9 @@ def test_watch_retries_a_failing_command_then_stops_or_skips(
     assert "handled already" in once(url, *base).stderr  # recorded: not run again
 
     # Placeholders are checked before anything runs, and each fills one argument.
-    unknown = once(url, "churn", "--exec", "echo {oops}", "--state-file", str(tmp_path / "u"))
-    assert unknown.returncode == 1 and "unknown placeholder {oops}" in unknown.stderr
+    for wrong in ("echo {oops}", "echo {model!r}", "echo {model:{oops}}", "echo {"):
+        refused = once(url, "churn", "--exec", wrong, "--state-file", str(tmp_path / "u"))
+        assert refused.returncode == 1 and "error: --exec: " in refused.stderr, wrong
     spaced = tmp_path / "argv.json"
     dump = "import json, sys; open(sys.argv[1], 'w').write(json.dumps(sys.argv[2:]))"
     argv_command = shlex.join(

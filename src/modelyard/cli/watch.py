@@ -91,15 +91,16 @@ def parse_command(text: str) -> list[str]:
         raise InvalidInput("--exec needs a command, e.g. './deploy.sh {model} {version}'")
     for arg in argv:
         try:
-            fields = [name for _, name, _, _ in string.Formatter().parse(arg) if name is not None]
+            fields = [f for f in string.Formatter().parse(arg) if f[1] is not None]
         except ValueError as exc:
             raise InvalidInput(f"--exec: {arg!r}: {exc} (write {{{{ for a brace)") from None
-        unknown = [name for name in fields if name not in PLACEHOLDERS]
-        if unknown:
-            raise InvalidInput(
-                f"--exec: unknown placeholder {{{unknown[0]}}}; the placeholders:"
-                f" {', '.join('{' + p + '}' for p in PLACEHOLDERS)} (write {{{{ for a brace)"
-            )
+        for _, name, spec, conversion in fields:
+            if name not in PLACEHOLDERS or spec or conversion:
+                raise InvalidInput(
+                    f"--exec: {arg!r}: unknown placeholder; the placeholders:"
+                    f" {', '.join('{' + p + '}' for p in PLACEHOLDERS)}, as they are"
+                    " (write {{ for a brace)"
+                )
     return argv
 
 

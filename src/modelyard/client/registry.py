@@ -592,9 +592,10 @@ class Registry:
                             yield position
                 finally:
                     response.close()
-                continue  # the server ended the stream (its longest): go on at once
             except Unavailable:
                 pass  # unreachable or restarting: try again, later and later
+            # Ended (the server's longest stream, or the server stopping) or refused: a
+            # pause first, so that a server ending streams at once is not asked in a loop.
             time.sleep(delay)
             delay = min(delay * 2, RECONNECT_LAST)
 
