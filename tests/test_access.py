@@ -12,6 +12,7 @@ import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from ipaddress import ip_network
 from typing import Any, cast
 
 import pytest
@@ -34,6 +35,7 @@ from modelyard.domain.journal import verify_chain
 from modelyard.domain.manifest import FileEntry
 from modelyard.domain.versions import NewVersion
 from modelyard.service import RegistryService
+from modelyard.service.outbound import OutboundPolicy
 from modelyard.web.routing import PageRoute
 
 ROLES = ("anonymous", "none", "viewer", "reader", "contributor", "checker", "maintainer", "admin")
@@ -76,6 +78,7 @@ class World:
     tokens: dict[str, str] = field(default_factory=dict)
     spare_tokens: dict[str, str] = field(default_factory=dict)
     requests: dict[str, int] = field(default_factory=dict)
+    webhooks: dict[str, int] = field(default_factory=dict)
 
     def headers(self, role: str, token: str | None = None) -> dict[str, str]:
         if role == "anonymous":
@@ -97,6 +100,7 @@ def build_world(service: RegistryService) -> World:
     # Requests into staging stay open (five approvals) and any member may review them.
     review = "promotion:\n  staging:\n    approvals: {count: 5, team: everyone}\n"
     service.lifecycle.apply_policy(admin, None, review)
+    service.outbound = OutboundPolicy(allowed_networks=(ip_network(RECEIVERS),))
     for role in ROLES[1:]:
         identity.create_principal(admin, role, PrincipalKind.USER)
         world.tokens[role] = identity.create_token(admin, principal=role).token
@@ -124,6 +128,8 @@ def build_world(service: RegistryService) -> World:
         opened = service.lifecycle.promote(admin, f"m-{role}/2", "staging").request
         assert opened is not None
         world.requests[role] = opened.id
+        hook = service.webhooks.create(admin, url=HOOK, events=["*"], model=f"m-{role}")
+        world.webhooks[role] = hook.subscription.id
         service.create_model(f"empty-{role}", caller=admin)
         victim = f"victim-{role}"
         identity.create_principal(admin, victim, PrincipalKind.USER)
@@ -152,7 +158,9 @@ class Sample:
     params: dict[str, str] = field(default_factory=dict)
     json: Any = None
     content: bytes | None = None
-    scope: str = "model"  # model | blob | anywhere | listing | registry
+    # model | blob | anywhere | listing | registry | webhook (one on model m-R: whoever may
+    # not manage it gets the 404 of a missing webhook, never a 403 that would confirm it)
+    scope: str = "model"
     query: dict[str, str] = field(default_factory=dict)
 
 
@@ -188,6 +196,11 @@ M = {"name": "m-{role}"}
 V = {"name": "m-{role}", "number": "1"}
 V2 = {"name": "m-{role}", "number": "2"}
 R = {"request_id": "{request}"}
+W = {"webhook_id": "{webhook}"}
+# TEST-NET-3: allowed in the world's outbound policy, as an admin allows an internal
+# receiver; nothing is sent to it (the app is built without delivery).
+RECEIVERS = "203.0.113.0/24"
+HOOK = "https://203.0.113.10/hook"
 REGISTRY = "registry"
 SAMPLES: dict[tuple[str, str], Sample] = {
     ("GET", "/healthz"): Sample(),
@@ -305,6 +318,16 @@ SAMPLES: dict[tuple[str, str], Sample] = {
     ("POST", "/api/v1/requests/{request_id}/comments"): Sample(
         params=R, json={"body": "A review by {role}."}
     ),
+    ("POST", "/api/v1/webhooks"): Sample(json={"url": HOOK, "events": ["*"], "model": "m-{role}"}),
+    ("GET", "/api/v1/webhooks"): Sample(scope="listing"),
+    ("GET", "/api/v1/webhooks/{webhook_id}"): Sample(params=W, scope="webhook"),
+    ("PATCH", "/api/v1/webhooks/{webhook_id}"): Sample(
+        params=W, json={"description": "by {role}"}, scope="webhook"
+    ),
+    ("DELETE", "/api/v1/webhooks/{webhook_id}"): Sample(params=W, scope="webhook"),
+    ("POST", "/api/v1/webhooks/{webhook_id}/rotate-secret"): Sample(params=W, scope="webhook"),
+    ("POST", "/api/v1/webhooks/{webhook_id}/disable"): Sample(params=W, scope="webhook"),
+    ("POST", "/api/v1/webhooks/{webhook_id}/enable"): Sample(params=W, scope="webhook"),
     ("GET", "/api/v1/compare"): Sample(query={"a": "m-{role}/1", "b": "m-{role}@candidate"}),
     ("GET", "/api/v1/gate"): Sample(
         query={"challenger": "m-{role}@candidate", "against": "champion", "metric": "auc"}
@@ -382,6 +405,8 @@ def expected(declared: str, scope: str, role: str) -> int | str:
         return "ok" if held is Role.ADMIN else 403
     if scope == "anywhere":
         return "ok" if held is not None and held >= needed else 403
+    if scope == "webhook":
+        return "ok" if held is not None and held >= needed else 404
     if held is None:
         return 404  # model or blob scope: what the caller may not see does not exist
     return "ok" if held >= needed else 403
@@ -399,6 +424,7 @@ def test_permission_matrix(world: World, method: str, path: str, declared: str) 
             "upload": sha(f"upload of {role}".encode()),
             "spare": world.spare_tokens.get(role, "0" * 16),
             "request": str(world.requests.get(role, 1)),
+            "webhook": str(world.webhooks.get(role, 1)),
         }
 
         def fill(template: str, values: dict[str, str] = values) -> str:
@@ -434,6 +460,7 @@ def test_permission_matrix(world: World, method: str, path: str, declared: str) 
                 "model_not_found",
                 "blob_not_found",
                 "request_not_found",
+                "webhook_not_found",
             ), where
 
 
@@ -554,7 +581,7 @@ def test_invisible_models_are_absent_everywhere(world: World) -> None:
     versions = client.get("/api/v1/versions", headers=headers).json()["items"]
     assert {v["model"] for v in versions} == {"m-viewer"}
     events = client.get("/api/v1/events?limit=1000", headers=headers).json()["items"]
-    models_of_events = {e["subject"].split("/")[0].split("@")[0] for e in events}
+    models_of_events = {e["model"] for e in events}
     assert models_of_events == {"m-viewer", "empty-viewer", "new-viewer"}  # new: a grant
     hidden = client.get("/api/v1/models/m-reader", headers=headers)
     absent = client.get("/api/v1/models/no-such-model", headers=headers)

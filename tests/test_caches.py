@@ -16,6 +16,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime, timedelta
+from ipaddress import ip_network
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ from modelyard.domain.manifest import FileEntry
 from modelyard.domain.models import Version, to_us
 from modelyard.domain.versions import NewVersion
 from modelyard.service import RegistryService
+from modelyard.service.outbound import OutboundPolicy
 from modelyard.storage.db.store import UnjournaledWrite, Writer, now_us
 
 ME = Caller.local_user("tester")
@@ -317,5 +319,15 @@ def _busy_scenario(service: RegistryService) -> None:
     identity.set_membership(admin, "t", "u", present=False)
     identity.revoke_grant(admin, "u", model="m")
     identity.delete_team(admin, "t")
+    service.outbound = OutboundPolicy(allowed_networks=(ip_network("203.0.113.0/24"),))
+    hooks = service.webhooks
+    hook = hooks.create(admin, url="https://203.0.113.1/hook", events=["*"], model="m")
+    for _ in range(2):  # the second time, each of these changes nothing
+        hooks.update(admin, hook.subscription.id, description="CI")
+        hooks.disable(admin, hook.subscription.id)
+        hooks.disabled_by_receiver(hook.subscription.id, "410 Gone")
+        hooks.enable(admin, hook.subscription.id)
+    hooks.rotate_secret(admin, hook.subscription.id)
+    hooks.delete(admin, hook.subscription.id)
     assert service.collect_garbage(admin, dry_run=True).blobs  # m/4's, released
     assert service.collect_garbage(admin).blobs

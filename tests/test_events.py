@@ -7,6 +7,7 @@ import dataclasses
 import hashlib
 import re
 from datetime import UTC, datetime
+from ipaddress import ip_network
 from pathlib import Path
 from typing import Any, ForwardRef
 
@@ -31,6 +32,7 @@ from modelyard.domain.models import Event
 from modelyard.domain.projection import Projection, compare
 from modelyard.domain.versions import NewVersion
 from modelyard.service import RegistryService
+from modelyard.service.outbound import OutboundPolicy
 
 DOCS = Path(__file__).parent.parent / "docs" / "events.md"
 
@@ -86,6 +88,14 @@ def test_every_kind_is_appended(service: RegistryService) -> None:
     service.sessions.end_session(cookie)
     identity.disable_principal(admin, "mia", PrincipalKind.USER)
     identity.delete_team(admin, "risk")
+    hooks = service.webhooks
+    service.outbound = OutboundPolicy(allowed_networks=(ip_network("203.0.113.0/24"),))
+    hook = hooks.create(admin, url="https://203.0.113.9/hook", events=["version.*"], model="churn")
+    hooks.update(admin, hook.subscription.id, events=["*"])
+    hooks.rotate_secret(admin, hook.subscription.id)
+    hooks.disable(admin, hook.subscription.id, "paused")
+    hooks.enable(admin, hook.subscription.id)
+    hooks.delete(admin, hook.subscription.id)
 
     journal = service.events(caller=admin, limit=1000)
     assert {e.kind for e in journal} == set(CATALOGUE)
@@ -204,6 +214,6 @@ def test_the_docs_mark_the_subject_fields() -> None:
 def test_only_a_models_own_state_leaves_the_identity_stamp() -> None:
     """The token, grant and local-mode caches trust this flag: a kind that changes who may
     do what and said otherwise would keep a revoked token working."""
-    own_state = ("model.", "version.", "alias.", "request.", "policy.", "comment.")
+    own_state = ("model.", "version.", "alias.", "request.", "policy.", "comment.", "webhook.")
     for kind, cls in CATALOGUE.items():
         assert cls.changes_access is not kind.startswith(own_state), kind

@@ -25,6 +25,11 @@ FUZZ_SEED = os.environ.get("MODELYARD_FUZZ_SEED", "20261201")
 # positive_data_acceptance expects a 2xx for every schema-valid request, but a valid name
 # of a model that does not exist is rightly a 404.
 EXCLUDED_CHECKS = "positive_data_acceptance"
+# Subscribing resolves the webhook's host (the SSRF check), and a test never resolves a
+# real name: the fuzzer's URLs would go to DNS. tests/test_webhooks.py covers the
+# operation, with an injected resolver. Without a subscription, the operations on one are
+# 404s, which the fuzzer still checks.
+EXCLUDED_OPERATIONS = ["--exclude-operation-id", "create_webhook"]
 
 
 def _admin_token(server: LiveServer) -> str:
@@ -51,7 +56,7 @@ def test_every_operation_keeps_its_documented_contract(
     try:
         command = [str(Path(sys.executable).parent / "schemathesis"), "run"]
         command += [f"{server.url}/openapi.json", *headers]
-        command += ["--checks", "all", "--exclude-checks", EXCLUDED_CHECKS]
+        command += ["--checks", "all", "--exclude-checks", EXCLUDED_CHECKS, *EXCLUDED_OPERATIONS]
         command += ["--max-time", FUZZ_SECONDS, "--workers", "1", "--no-shrink"]
         if FUZZ_SEED != "random":
             command += ["--seed", FUZZ_SEED]

@@ -454,3 +454,29 @@ def test_collect_garbage_after_a_hard_delete(reg: Registry, make_tree: Tree) -> 
     assert (done.dry_run, done.blobs, done.grace_seconds) == (False, 1, 0.0)
     assert reg.collect_garbage().blobs == 0
     assert [e.kind for e in reg.events(limit=1000)][-1] == "registry.gc"
+
+
+def test_webhooks_through_the_sdk(reg: Registry, make_tree: Tree) -> None:
+    reg.register("churn", make_tree({"model.bin": b"w"}))
+    # A public address, so the default policy takes it without a lookup; nothing is sent
+    # (the app delivers only under 'modelyard serve').
+    url = "https://93.184.215.14/hook"
+    made = reg.create_webhook(url, ["version.stage", "alias.*"], model="churn")
+    hook, secret = made
+    assert isinstance(hook, modelyard.Subscription) and secret.startswith("whsec_")
+    assert secret not in repr(made)
+    assert (hook.model, hook.url, hook.events) == ("churn", url, ("version.stage", "alias.*"))
+    assert reg.webhooks() == [hook] == reg.webhooks(model="churn")
+    assert reg.webhook(hook.id) == hook
+    updated = reg.update_webhook(hook.id, events=["*"], description="CI")
+    assert (updated.events, updated.description) == (("*",), "CI")
+    assert reg.disable_webhook(hook.id, "later").disabled_reason == "later"
+    assert reg.enable_webhook(hook.id).enabled
+    rotated = reg.rotate_webhook_secret(hook.id)
+    assert rotated.secret != secret and rotated.subscription.id == hook.id
+    with pytest.raises(modelyard.InvalidInput, match="unknown event kind"):
+        reg.update_webhook(hook.id, events=["version.promoted"])
+    reg.delete_webhook(hook.id)
+    with pytest.raises(modelyard.NotFound):
+        reg.webhook(hook.id)
+    assert reg.webhooks() == []

@@ -34,6 +34,7 @@ from modelyard.domain.journal import JournalReport
 from modelyard.domain.lifecycle import Evaluation, Promotion, TransitionRequest
 from modelyard.domain.manifest import FileEntry
 from modelyard.domain.models import DatasetRef, Environment, Event, Model, Page, SourceRef, Version
+from modelyard.domain.webhooks import NewSubscription, Subscription
 
 __all__ = [
     "Attachment",
@@ -60,6 +61,7 @@ __all__ = [
     "JournalReport",
     "Model",
     "ModelyardError",
+    "NewSubscription",
     "NewToken",
     "NotFound",
     "Page",
@@ -69,6 +71,7 @@ __all__ = [
     "Registry",
     "Role",
     "SourceRef",
+    "Subscription",
     "Token",
     "TransitionRequest",
     "Unauthorized",

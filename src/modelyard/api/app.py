@@ -30,6 +30,7 @@ from modelyard.api.routes import (
     models,
     resolve,
     versions,
+    webhooks,
 )
 from modelyard.api.routes.resolve import FastResolve, fast_resolve, is_fast_resolve
 from modelyard.config import os_user
@@ -136,6 +137,7 @@ def create_app(service: RegistryService, *, reach: Reach, local_user: str | None
         compare,
         checks,
         evidence,
+        webhooks,
     ):
         app.include_router(module.router)
     _offline_docs(app)

@@ -68,6 +68,7 @@ _CONFLICTS = {
     "POST /api/v1/models/{name}/rollback",
     "POST /api/v1/models/{name}/versions/{number}/archive",
     "POST /api/v1/models/{name}/versions/{number}/restore",
+    "POST /api/v1/webhooks",
 }
 _EXTRA: dict[str, dict[int, str]] = {
     "GET /readyz": {503: _MEANING[503]},
@@ -99,6 +100,7 @@ _NOT_FOUND = {
     "GET /api/v1/compare",
     "GET /api/v1/gate",
     "GET /api/v1/requests",
+    "POST /api/v1/webhooks",
 }
 # Never forbidden: model.view, whose lowest role is the least anyone holds (no role at all
 # answers 404), and what any authenticated caller may read.

@@ -446,3 +446,50 @@ class CommentOut(BaseModel):
 
 class CommentListOut(BaseModel):
     items: list[CommentOut]
+
+
+# -- webhooks --------------------------------------------------------------------------------
+
+
+class WebhookIn(_Strict):
+    url: StrictStr = Field(description="Where to POST the events: https, a public address.")
+    events: list[StrictStr] = Field(
+        description="Event kinds (version.stage), families (version.*) or * for every event."
+    )
+    model: StrictStr | None = Field(
+        default=None, description="The model whose events to send; every model's when absent."
+    )
+    description: StrictStr = Field(default="", description="What it is for.")
+
+
+class WebhookPatchIn(_Strict):
+    url: StrictStr | None = None
+    events: list[StrictStr] | None = None
+    description: StrictStr | None = None
+
+
+class WebhookDisableIn(_Strict):
+    reason: StrictStr = Field(default="", description="Why, for the journal and the listing.")
+
+
+class WebhookOut(BaseModel):
+    id: int
+    model: str | None
+    url: str
+    events: list[str]
+    description: str
+    creator: str
+    enabled: bool
+    disabled_reason: str | None
+    created: str
+    updated: str
+
+
+class NewWebhookOut(WebhookOut):
+    secret: str = Field(
+        description="The signing secret (whsec_..., Standard Webhooks). Shown this once."
+    )
+
+
+class WebhookListOut(BaseModel):
+    items: list[WebhookOut]

@@ -13,7 +13,17 @@ from typing import Annotated
 
 import typer
 
-from modelyard.cli import access, checks, compare, evidence, gc, lifecycle, output, watch
+from modelyard.cli import (
+    access,
+    checks,
+    compare,
+    evidence,
+    gc,
+    lifecycle,
+    output,
+    watch,
+    webhooks,
+)
 from modelyard.cli.common import JsonOption, UrlOption, handles_errors, registry
 from modelyard.config import DEFAULT_DATA_DIR, DEFAULT_HOST, DEFAULT_PORT, DEFAULT_URL
 from modelyard.domain.access import Reach
@@ -610,6 +620,7 @@ compare.install(app)
 checks.install(app)
 evidence.install(app)
 gc.install(app)
+webhooks.install(app)
 watch.install(app)
 
 if __name__ == "__main__":  # pragma: no cover

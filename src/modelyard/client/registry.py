@@ -72,6 +72,7 @@ from modelyard.domain.names import validate_file_path
 from modelyard.domain.projection import Projection, compare
 from modelyard.domain.references import parse_reference
 from modelyard.domain.versions import NewVersion
+from modelyard.domain.webhooks import NewSubscription, Subscription
 from modelyard.transfer import FileSink, Pipeline
 
 # Matched to the server's limits (service.blobs.MAX_INLINE_FILE / MAX_INLINE_TOTAL),
@@ -875,6 +876,66 @@ class Registry:
         path = f"/api/v1/models/{_seg(model)}/protected-aliases"
         return Model.from_dict(self._json("PUT", path, body={"aliases": aliases}))
 
+    # -- webhooks -------------------------------------------------------------------------
+
+    def create_webhook(
+        self,
+        url: str,
+        events: Sequence[str],
+        *,
+        model: str | None = None,
+        description: str = "",
+    ) -> NewSubscription:
+        """Subscribe ``url`` to ``events`` (kinds such as ``version.stage``, families such
+        as ``version.*``, or ``*``) of ``model``, or (admins) of every model.
+
+        ``.secret`` signs every delivery (Standard Webhooks); it is shown this once.
+        """
+        body = {"url": url, "events": list(events), "model": model, "description": description}
+        return NewSubscription.from_dict(self._json("POST", "/api/v1/webhooks", body=body))
+
+    def webhooks(self, model: str | None = None) -> list[Subscription]:
+        """The webhooks you may manage (of ``model`` only, when given)."""
+        params = {"model": model} if model else None
+        data = self._json("GET", "/api/v1/webhooks", params=params)
+        return [Subscription.from_dict(s) for s in data["items"]]
+
+    def webhook(self, webhook_id: int) -> Subscription:
+        return Subscription.from_dict(self._json("GET", _webhook_path(webhook_id)))
+
+    def update_webhook(
+        self,
+        webhook_id: int,
+        *,
+        url: str | None = None,
+        events: Sequence[str] | None = None,
+        description: str | None = None,
+    ) -> Subscription:
+        """Change what is given: the URL, the events, the description."""
+        body = {
+            "url": url,
+            "events": list(events) if events is not None else None,
+            "description": description,
+        }
+        return Subscription.from_dict(self._json("PATCH", _webhook_path(webhook_id), body=body))
+
+    def disable_webhook(self, webhook_id: int, reason: str = "") -> Subscription:
+        """Stop deliveries until ``enable_webhook``."""
+        path = _webhook_path(webhook_id, "disable")
+        return Subscription.from_dict(self._json("POST", path, body={"reason": reason}))
+
+    def enable_webhook(self, webhook_id: int) -> Subscription:
+        return Subscription.from_dict(self._json("POST", _webhook_path(webhook_id, "enable")))
+
+    def rotate_webhook_secret(self, webhook_id: int) -> NewSubscription:
+        """A new signing secret, shown this once; the old one signs nothing from now on."""
+        path = _webhook_path(webhook_id, "rotate-secret")
+        return NewSubscription.from_dict(self._json("POST", path))
+
+    def delete_webhook(self, webhook_id: int) -> None:
+        """Unsubscribe; the delivery log goes too."""
+        self._send("DELETE", _webhook_path(webhook_id))
+
     # -- champion vs challenger -----------------------------------------------------------
 
     def compare(self, a: str, b: str) -> Comparison:
@@ -972,6 +1033,11 @@ def _seg(value: str, safe: str = "") -> str:
 
 def _checks_path(version: Version) -> str:
     return f"/api/v1/models/{_seg(version.model)}/versions/{version.version}/checks"
+
+
+def _webhook_path(webhook_id: int, action: str = "") -> str:
+    path = f"/api/v1/webhooks/{int(webhook_id)}"
+    return f"{path}/{action}" if action else path
 
 
 def _grant_path(principal: str, model: str | None) -> str:

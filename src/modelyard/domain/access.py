@@ -75,6 +75,7 @@ class Permission(StrEnum):
     REPORT_CHECK = "version.check"
     ATTACH = "version.attach"
     COMMENT = "model.comment"
+    MANAGE_WEBHOOKS = "webhook.manage"
     ADMIN = "registry.admin"
 
 
@@ -97,6 +98,9 @@ MINIMUM_ROLE: Final[dict[Permission, Role]] = {
     # Evidence: attaching takes a contributor; viewers (reviewers among them) comment.
     Permission.ATTACH: Role.CONTRIBUTOR,
     Permission.COMMENT: Role.VIEWER,
+    # A model's webhooks send its events elsewhere: its maintainers decide (registry-wide
+    # ones take an admin, registry.admin).
+    Permission.MANAGE_WEBHOOKS: Role.MAINTAINER,
     Permission.ADMIN: Role.ADMIN,
 }
 

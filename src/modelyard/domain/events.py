@@ -115,6 +115,14 @@ class GcCounts(TypedDict):
     upload_bytes: int
 
 
+class WebhookChange(TypedDict, total=False):
+    """The fields of a webhook subscription that an update changed (only those)."""
+
+    url: str
+    events: list[str]
+    description: str
+
+
 SHAPES: tuple[type, ...] = (
     ModelState,
     ModelChange,
@@ -125,6 +133,7 @@ SHAPES: tuple[type, ...] = (
     CheckState,
     AttachedState,
     GcCounts,
+    WebhookChange,
 )
 
 
@@ -620,6 +629,86 @@ class GrantRevoked(ScopeEvent):
         return f"{self.principal}: {self.before} → None"
 
 
+# -- webhooks ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookEvent(JournalEvent):
+    """About a webhook subscription; the subject is ``webhook/ID``. Its model (None: a
+    registry-wide subscription, whose events admins only read) is in the payload and in
+    the envelope. The signing secret is in no event."""
+
+    webhook: int
+    model: str | None
+    url: str
+    events: list[str]
+    subject_fields: ClassVar[tuple[str, ...]] = ("webhook",)
+    changes_access: ClassVar[bool] = False  # where events are sent, not who may act
+
+    def subject(self) -> str:
+        return f"webhook/{self.webhook}"
+
+    def model_name(self) -> str | None:
+        return self.model
+
+    @classmethod
+    def parse_subject(cls, subject: str, model: str | None) -> dict[str, Any]:
+        prefix, _, number = subject.partition("/")
+        if prefix != "webhook" or not number.isdigit():
+            raise UndecodableEvent(f"{subject!r} does not name a webhook (webhook/ID)")
+        return {"webhook": int(number)}
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookCreated(WebhookEvent):
+    kind: ClassVar[str] = "webhook.created"
+    description: str
+
+    def describe(self) -> str:
+        return f"{self.url} for {', '.join(self.events)}"
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookUpdated(WebhookEvent):
+    """``url`` and ``events`` are the subscription's after the change."""
+
+    kind: ClassVar[str] = "webhook.updated"
+    before: WebhookChange
+    after: WebhookChange
+
+    def describe(self) -> str:
+        return "changed " + ", ".join(sorted(self.after))
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookDeleted(WebhookEvent):
+    kind: ClassVar[str] = "webhook.deleted"
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookSecretRotated(WebhookEvent):
+    """A new signing secret; the old one signs nothing from now on."""
+
+    kind: ClassVar[str] = "webhook.secret_rotated"
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookDisabled(WebhookEvent):
+    """Deliveries stop until it is enabled; by a caller, or by the registry itself (actor
+    ``modelyard``) when the receiver answered 410 Gone."""
+
+    kind: ClassVar[str] = "webhook.disabled"
+    reason: str
+
+    def describe(self) -> str:
+        return f"disabled: {self.reason}" if self.reason else "disabled"
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookEnabled(WebhookEvent):
+    kind: ClassVar[str] = "webhook.enabled"
+
+
 E = TypeVar("E", bound=JournalEvent)
 
 # -- the registry -----------------------------------------------------------------------------
@@ -672,6 +761,12 @@ CATALOGUE: Mapping[str, type[JournalEvent]] = {
         GrantSet,
         GrantRevoked,
         GarbageCollected,
+        WebhookCreated,
+        WebhookUpdated,
+        WebhookDeleted,
+        WebhookSecretRotated,
+        WebhookDisabled,
+        WebhookEnabled,
     )
 }
 

@@ -61,6 +61,7 @@ from modelyard.service.identity import IdentityService
 from modelyard.service.lifecycle import LifecycleService
 from modelyard.service.outbound import OutboundPolicy
 from modelyard.service.sessions import SessionService
+from modelyard.service.webhooks import WebhookService
 from modelyard.storage.blobs import BlobStore
 from modelyard.storage.db.filters import (
     model_condition,
@@ -88,6 +89,10 @@ class RegistryService(Comparisons, BlobService):
         self.feed = EventFeed(self)
         # Where webhooks may send: https to global addresses unless configured otherwise.
         self.outbound = OutboundPolicy()
+        # The policy is read at each check: open_service and tests replace it.
+        self.webhooks = WebhookService(
+            db, self.access, self.key, lambda url: self.outbound.check_url(url)
+        )
         self._resolved: StampedCache[Reference, Version] = StampedCache(
             lambda ref: db.model_stamp(ref.model)
         )

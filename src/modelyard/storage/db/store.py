@@ -79,6 +79,7 @@ from modelyard.storage.db.tables import (
     version_tags,
     versions,
 )
+from modelyard.storage.db.webhooks import WebhooksReader, WebhooksWriter
 
 # Keeps IN (...) lists well under SQLite's bound-parameter limit.
 _IN_BATCH = 500
@@ -341,7 +342,13 @@ class Database:
 
 
 class Reader(
-    IdentityReader, LifecycleReader, BlobReader, ChecksReader, EvidenceReader, OverviewReader
+    IdentityReader,
+    LifecycleReader,
+    BlobReader,
+    ChecksReader,
+    EvidenceReader,
+    OverviewReader,
+    WebhooksReader,
 ):
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
@@ -619,7 +626,15 @@ class Reader(
             ).all()
 
 
-class Writer(Reader, IdentityWriter, LifecycleWriter, BlobWriter, ChecksWriter, EvidenceWriter):
+class Writer(
+    Reader,
+    IdentityWriter,
+    LifecycleWriter,
+    BlobWriter,
+    ChecksWriter,
+    EvidenceWriter,
+    WebhooksWriter,
+):
     """A write transaction holding the journal head lock."""
 
     def __init__(self, conn: Connection, head_seq: int, head_hash: str, identity_seq: int) -> None:
