@@ -129,6 +129,25 @@ def test_stream_resumes_with_last_event_id_and_beats(service: RegistryService, u
     assert bad.status_code == 400 and bad.json()["code"] == "invalid_input"
 
 
+def test_stream_filters_by_kind_as_webhooks_do(service: RegistryService, url: str) -> None:
+    register(service, "churn")
+    register(service, "churn")
+    service.set_alias("churn", "champion", 1, caller=LOCAL)
+    service.update_model("churn", caller=LOCAL, description="weekly")
+
+    def kinds(text: str) -> list[str]:
+        found = stream(url, after=0, timeout=0, kinds=text)
+        return [m.event for m in found if m.data]
+
+    assert kinds("alias.set") == ["alias.set"]
+    assert kinds("version.*,alias.*") == ["version.registered"] * 2 + ["alias.set"]
+    assert len(kinds("*")) == len(service.events(caller=LOCAL))
+    for wrong in ("alias.nope", "nope.*", ""):
+        refused = httpx.get(f"{url}/api/v1/events/stream", params={"kinds": wrong})
+        assert refused.status_code == 400, wrong
+        assert refused.json()["code"] in ("unknown_event_kind", "invalid_event_filter"), wrong
+
+
 def test_a_stream_ends_with_its_client_and_holds_no_thread(
     service: RegistryService, url: str
 ) -> None:
@@ -246,6 +265,10 @@ def test_sdk_streams_waits_and_watches_a_stage(service: RegistryService, reg: Re
     assert [next(events) for _ in later] == later
     assert [e.kind for e in later].count("version.stage") >= 3
     events.close()
+    staged = [e.seq for e in later if e.kind == "version.stage"]
+    stages = reg.stream_events(after=0, kinds=["version.stage"])
+    assert [next(stages).seq for _ in staged] == staged
+    stages.close()
     again = reg.watch("churn@production")
     assert next(again).reference == "churn/1"  # at start: where it points now
     again.close()

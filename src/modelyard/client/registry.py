@@ -534,15 +534,20 @@ class Registry:
         return [Event.from_dict(e) for e in data["items"]]
 
     def stream_events(
-        self, *, after: int | None = None, model: str | None = None
+        self,
+        *,
+        after: int | None = None,
+        model: str | None = None,
+        kinds: Sequence[str] | None = None,
     ) -> Iterator[Event]:
         """The events you may see as they are committed, without end: from ``after``
-        (None: from now; 0: the whole journal), of one ``model`` or all.
+        (None: from now; 0: the whole journal), of one ``model`` or all, of the ``kinds``
+        given (``version.stage``, a family ``alias.*``, or ``*``) or all.
 
         A dropped connection, or a server restarting, is resumed where it stopped (the
         stream's ``Last-Event-ID``): no event is missed or given twice.
         """
-        for item in self._follow(after, model):
+        for item in self._follow(after, model, kinds):
             if isinstance(item, Event):
                 yield item
 
@@ -568,7 +573,9 @@ class Registry:
                 last = version
                 yield version
 
-    def _follow(self, after: int | None, model: str | None) -> Iterator[int | Event]:
+    def _follow(
+        self, after: int | None, model: str | None, kinds: Sequence[str] | None = None
+    ) -> Iterator[int | Event]:
         """The event stream, reconnecting for ever: the position (seq) each time a
         connection is open, then its events. Errors other than an unreachable or
         unavailable registry (401, 403, 400) are raised."""
@@ -577,7 +584,8 @@ class Registry:
             headers = {"Accept": "text/event-stream"}
             if position is not None:
                 headers["Last-Event-ID"] = str(position)
-            params = {"model": model} if model is not None else None
+            params = {"model": model, "kinds": ",".join(kinds) if kinds else None}
+            params = {k: v for k, v in params.items() if v is not None}
             try:
                 response = self._send(
                     "GET", "/api/v1/events/stream", params=params, headers=headers, stream=True

@@ -20,9 +20,11 @@ from anyio import to_thread
 
 from modelyard.domain.access import Caller
 from modelyard.domain.errors import Unauthorized
+from modelyard.domain.events import CATALOGUE
 from modelyard.domain.models import Event, EventFilter
 from modelyard.domain.names import validate_model_name
 from modelyard.domain.pagination import validate_page_size
+from modelyard.domain.webhooks import WILDCARD, filter_matches, parse_event_filter
 
 if TYPE_CHECKING:
     from modelyard.service.registry import RegistryService
@@ -42,10 +44,21 @@ class EventQuery:
     subject: str | None = None
     kind: str | None = None
     model: str | None = None
+    # An event filter as webhooks take it (kinds, FAMILY.*, *), as given.
+    kinds: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
+        # Checked before a stream starts: once it has, it cannot answer with an error.
         if self.model is not None:
-            validate_model_name(self.model)  # before a stream starts: it cannot fail later
+            validate_model_name(self.model)
+        if self.kinds is not None:
+            object.__setattr__(self, "kinds", parse_event_filter(self.kinds))
+
+    def exact_kinds(self) -> frozenset[str] | None:
+        """The catalogue's kinds the filter takes in (None: every kind)."""
+        if self.kinds is None or WILDCARD in self.kinds:
+            return None
+        return frozenset(k for k in CATALOGUE if filter_matches(self.kinds, k))
 
 
 class EventFeed:
@@ -176,5 +189,6 @@ class EventFeed:
             subject=query.subject,
             kind=query.kind,
             filters=EventFilter(model=query.model),
+            kinds=query.exact_kinds(),
         )
         return head, items

@@ -109,6 +109,14 @@ async def stream_events(
         ),
     ] = None,
     model: Annotated[str | None, Query(max_length=128, description="Only this model")] = None,
+    kinds: Annotated[
+        str | None,
+        Query(
+            max_length=4096,
+            description="Only these kinds, comma-separated: a kind, FAMILY.* or *"
+            " (as webhooks filter), e.g. `version.stage,alias.*`",
+        ),
+    ] = None,
     limit: Annotated[
         int | None, Query(ge=1, le=100_000, description="End after this many events")
     ] = None,
@@ -133,7 +141,8 @@ async def stream_events(
     or the server's longest stream (an hour by default); reconnect with ``Last-Event-ID``
     to go on where it ended. A revoked token ends it.
     """
-    query = EventQuery(limit=limit, model=model)
+    wanted = None if kinds is None else tuple(k.strip() for k in kinds.split(","))
+    query = EventQuery(limit=limit, model=model, kinds=wanted)
     header = request.headers.get("authorization")
     who: Caller = await run_in_threadpool(caller, request)
     feed = service(request).feed
