@@ -212,6 +212,22 @@ def test_the_stream_shows_a_caller_only_what_it_may_see(service: RegistryService
     (received,) = got
     assert [json.loads(m.data)["subject"] for m in received if m.data] == ["a"]
 
+    # A long poll by a caller with no role is not cut short by an event it may not see:
+    # an early empty answer would tell it that something happened.
+    def commit_once_polling() -> None:
+        until(lambda: waiting_on_bell(service), "mallory's poll to wait")
+        service.update_model("b", caller=admin, description="more secret plans")
+
+    writer = threading.Thread(target=commit_once_polling)
+    writer.start()
+    started = time.monotonic()
+    polled = httpx.get(
+        f"{url}/api/v1/events", params={"after": 0, "wait": 1}, headers=auth(mallory)
+    )
+    writer.join()
+    assert polled.json() == {"items": [], "next_after": None}
+    assert time.monotonic() - started >= 1
+
     # A revoked token ends its stream, with nothing more handed over.
     got.clear()
     reader = threading.Thread(target=lambda: got.append(stream(url, auth(spare.token))))
