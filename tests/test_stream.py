@@ -142,6 +142,8 @@ def test_stream_filters_by_kind_as_webhooks_do(service: RegistryService, url: st
     assert kinds("alias.set") == ["alias.set"]
     assert kinds("version.*,alias.*") == ["version.registered"] * 2 + ["alias.set"]
     assert len(kinds("*")) == len(service.events(caller=LOCAL))
+    too_many = httpx.get(f"{url}/api/v1/events/stream", params={"kinds": "alias.set," * 65})
+    assert too_many.status_code == 413  # as the OpenAPI document says
     for wrong in ("alias.nope", "nope.*", ""):
         refused = httpx.get(f"{url}/api/v1/events/stream", params={"kinds": wrong})
         assert refused.status_code == 400, wrong
