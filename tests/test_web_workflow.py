@@ -208,6 +208,12 @@ POSTS = [
     "/models/churn/versions/2/comments",
     "/models/churn/versions/2/attachments",
     "/requests/1/comments",
+    "/webhooks",
+    "/webhooks/1/edit",
+    "/webhooks/1/disable",
+    "/webhooks/1/enable",
+    "/webhooks/1/rotate",
+    "/webhooks/1/delete",
 ]
 FULL_FORM = {
     "stage": "production",

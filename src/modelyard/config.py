@@ -31,6 +31,10 @@ class Settings:
     data_dir: Path
     database_url: str | None = None
     session_hours: float = DEFAULT_SESSION_HOURS  # how long a web UI sign-in lasts
+    # The event stream: a comment every so often keeps proxies from cutting an idle one,
+    # and a stream (or a long poll) is held open at most so long, then resumed.
+    stream_heartbeat: float | None = None
+    stream_seconds: float | None = None
     # Webhook targets an admin allows beyond the default (https to global addresses only):
     # http everywhere, and comma-separated host names, IPs and CIDRs despite being private.
     webhook_allow_http: bool = False
@@ -54,6 +58,8 @@ class Settings:
             data_dir=Path(data_dir or os.environ.get("MODELYARD_DATA_DIR") or DEFAULT_DATA_DIR),
             database_url=database_url or os.environ.get("MODELYARD_DATABASE_URL") or None,
             session_hours=_session_hours(os.environ.get("MODELYARD_SESSION_HOURS")),
+            stream_heartbeat=_seconds("MODELYARD_STREAM_HEARTBEAT"),
+            stream_seconds=_seconds("MODELYARD_STREAM_SECONDS"),
             webhook_allow_http=(
                 webhook_allow_http
                 if webhook_allow_http is not None
@@ -65,7 +71,7 @@ class Settings:
                 else os.environ.get("MODELYARD_WEBHOOK_ALLOW_HOSTS", "")
             ),
             webhook_retries=os.environ.get("MODELYARD_WEBHOOK_RETRIES", ""),
-            webhook_lease_seconds=_lease_seconds(os.environ.get("MODELYARD_WEBHOOK_LEASE_SECONDS")),
+            webhook_lease_seconds=_lease_seconds(),
         )
 
     @property
@@ -91,20 +97,33 @@ def _session_hours(text: str | None) -> float:
     return hours
 
 
-def _lease_seconds(text: str | None) -> float:
-    """MODELYARD_WEBHOOK_LEASE_SECONDS: how soon another replica takes over a dead one's
-    deliveries (between 1 s and 10 minutes)."""
+def _seconds(variable: str) -> float | None:
+    """A positive number of seconds, at most a day; None when the variable is unset."""
+    text = os.environ.get(variable)
     if not text:
-        return DEFAULT_LEASE_SECONDS
+        return None
     try:
         seconds = float(text)
     except ValueError:
         seconds = 0.0
+    if not 0 < seconds <= 86_400:
+        from modelyard.domain.errors import InvalidInput
+
+        raise InvalidInput(f"{variable}={text!r}: give a number of seconds between 0 and 86400")
+    return seconds
+
+
+def _lease_seconds() -> float:
+    """MODELYARD_WEBHOOK_LEASE_SECONDS: how soon another replica takes over a dead one's
+    deliveries (between 1 s and 10 minutes)."""
+    seconds = _seconds("MODELYARD_WEBHOOK_LEASE_SECONDS")
+    if seconds is None:
+        return DEFAULT_LEASE_SECONDS
     if not 1 <= seconds <= 600:
         from modelyard.domain.errors import InvalidInput
 
         raise InvalidInput(
-            f"MODELYARD_WEBHOOK_LEASE_SECONDS={text!r}: give seconds between 1 and 600"
+            f"MODELYARD_WEBHOOK_LEASE_SECONDS={seconds:g}: give seconds between 1 and 600"
         )
     return seconds
 
@@ -159,6 +178,10 @@ def open_service(settings: Settings) -> RegistryService:
     service = RegistryService(Database(engine), blobs, server_key(settings.data_dir))
     service.sessions.lifetime_us = round(settings.session_hours * 3_600_000_000)
     service.settings = settings
+    if settings.stream_heartbeat is not None:
+        service.feed.heartbeat = settings.stream_heartbeat
+    if settings.stream_seconds is not None:
+        service.feed.stream_seconds = settings.stream_seconds
     service.outbound = OutboundPolicy.from_config(
         settings.webhook_allow_http, settings.webhook_allow_hosts
     )

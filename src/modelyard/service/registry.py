@@ -7,7 +7,7 @@ describes it; adapters (REST, CLI, in-process SDK) only translate to and from th
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 
 from modelyard.config import Settings
 from modelyard.domain.access import Caller, Permission, Role, Visibility
@@ -58,6 +58,7 @@ from modelyard.service.checks import ChecksService
 from modelyard.service.comparison import Comparisons
 from modelyard.service.delivery import DeliveryService
 from modelyard.service.evidence import EvidenceService
+from modelyard.service.feed import EventFeed
 from modelyard.service.identity import IdentityService
 from modelyard.service.lifecycle import LifecycleService
 from modelyard.service.outbound import OutboundPolicy
@@ -87,6 +88,7 @@ class RegistryService(Comparisons, BlobService):
         self.checks = ChecksService(db, self.access)
         self.evidence = EvidenceService(db, self.access, self)
         self.sessions = SessionService(db, self.access, self.identity, self.key)
+        self.feed = EventFeed(self)
         # Where webhooks may send: https to global addresses unless configured otherwise.
         self.outbound = OutboundPolicy()
         # The policy is read at each check: open_service and tests replace it.
@@ -540,9 +542,11 @@ class RegistryService(Comparisons, BlobService):
         kind: str | None = None,
         filters: EventFilter | None = None,
         before: int | None = None,
+        kinds: Collection[str] | None = None,
     ) -> list[Event]:
         """The journal in order after ``after``; or, with ``before``, the newest events
-        before that seq, newest first (the UI's journal reads backwards from the head)."""
+        before that seq, newest first (the UI's journal reads backwards from the head).
+        ``kinds``: only events of those kinds (exact kinds of the catalogue)."""
         if after < 0 or (before is not None and before < 0):
             raise InvalidInput("'after' and 'before' must be 0 or a sequence number")
         if kind is not None and kind not in CATALOGUE:
@@ -561,6 +565,7 @@ class RegistryService(Comparisons, BlobService):
                 since_us=to_us(where.since) if where.since else None,
                 until_us=to_us(where.until) if where.until else None,
                 before=before,
+                kinds=kinds,
             )
 
     def verify_journal(

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from modelyard.domain.access import MINIMUM_ROLE, Caller, Permission
+from modelyard.domain.access import MINIMUM_ROLE, Caller, Permission, Role
 from modelyard.domain.errors import Conflict, NotFound
 from modelyard.domain.events import (
     WebhookChange,
@@ -59,6 +59,11 @@ def _permission(model: str | None) -> Permission:
     return Permission.MANAGE_WEBHOOKS if model is not None else Permission.ADMIN
 
 
+def _manages(role: Role | None, model: str | None) -> bool:
+    """Whether ``role``, the caller's on ``model``, manages that scope's webhooks."""
+    return role is not None and role >= MINIMUM_ROLE[_permission(model)]
+
+
 def _not_found(webhook_id: int) -> NotFound:
     return NotFound(f"webhook {webhook_id} not found", code="webhook_not_found")
 
@@ -85,7 +90,9 @@ class WebhookService:
             validate_model_name(model)
         with self.db.read() as tx:
             found = tx.webhooks(None if model is None else [model])
-            return [s for s in found if self._may_manage(tx, caller, s.model)]
+            # The caller's roles on every scope listed, read once: not a query per webhook.
+            roles = self.access.roles(caller, list({s.model for s in found}), tx)
+            return [s for s in found if _manages(roles[s.model], s.model)]
 
     def get(self, caller: Caller, webhook_id: int) -> Subscription:
         with self.db.read() as tx:
@@ -249,8 +256,7 @@ class WebhookService:
     # -- the rule -----------------------------------------------------------------------------
 
     def _may_manage(self, tx: Reader, caller: Caller, model: str | None) -> bool:
-        role = self.access.role(caller, model, tx)
-        return role is not None and role >= MINIMUM_ROLE[_permission(model)]
+        return _manages(self.access.role(caller, model, tx), model)
 
     def _manageable(self, tx: Reader, caller: Caller, webhook_id: int) -> Subscription:
         """The subscription, if the caller may manage it; else exactly a missing one's 404."""

@@ -51,6 +51,9 @@ NOTICES: Final = {
     "grant_set": "The role was granted.",
     "grant_removed": "The grant was removed.",
     "password_set": "The password was set.",
+    "webhook_disabled": "The webhook was disabled: nothing is sent until it is enabled again.",
+    "webhook_enabled": "The webhook was enabled: delivery resumes where it stopped.",
+    "webhook_deleted": "The webhook was deleted.",
 }
 
 

@@ -36,6 +36,13 @@ from modelyard.domain.events import (
     VersionRegistered,
     VersionStaged,
     VersionUpdated,
+    WebhookCreated,
+    WebhookDeleted,
+    WebhookDisabled,
+    WebhookEnabled,
+    WebhookEvent,
+    WebhookSecretRotated,
+    WebhookUpdated,
     decode,
 )
 from modelyard.domain.models import Event
@@ -124,6 +131,26 @@ def _said(actor: str, event: JournalEvent) -> str | None:
             return f"{p} signed in with a {method}" + (f" from {client}" if client else "")
         case SessionEnded(principal=p, reason=reason):
             return f"{p}'s session ended ({reason.replace('_', ' ')})"
+        case WebhookEvent():
+            return _webhook(actor, event)
+    return None
+
+
+def _webhook(actor: str, e: WebhookEvent) -> str | None:
+    hook = f"webhook {e.webhook}" + (f" of {e.model}" if e.model else " (registry-wide)")
+    match e:
+        case WebhookCreated():
+            return f"{actor} added {hook}: {e.url} for {', '.join(e.events)}"
+        case WebhookUpdated(after=after):
+            return f"{actor} changed the {', '.join(sorted(after))} of {hook}"
+        case WebhookDeleted():
+            return f"{actor} deleted {hook} ({e.url})"
+        case WebhookSecretRotated():
+            return f"{actor} rotated the signing secret of {hook}"
+        case WebhookDisabled(reason=reason):
+            return f"{actor} disabled {hook}" + (f": {reason}" if reason else "")
+        case WebhookEnabled():
+            return f"{actor} enabled {hook}"
     return None
 
 

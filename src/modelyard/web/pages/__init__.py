@@ -14,6 +14,7 @@ from modelyard.web.pages import (
     requests,
     signin,
     versions,
+    webhooks,
 )
 
 PAGE_ROUTERS: list[APIRouter] = [
@@ -25,5 +26,6 @@ PAGE_ROUTERS: list[APIRouter] = [
     history.router,
     actions.router,
     admin.router,
+    webhooks.router,
     signin.router,
 ]
