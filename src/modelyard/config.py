@@ -148,8 +148,12 @@ def os_user() -> str:
         return "local"
 
 
-def open_service(settings: Settings) -> RegistryService:
+def open_service(settings: Settings, *, artifacts: bool = True) -> RegistryService:
     """Create the data directory, migrate the schema and return a ready service.
+
+    ``artifacts=False``: for a process that reads no artifact (the server's delivery
+    process). It leaves the blob store closed: a process holding it open would keep the
+    server's start-up clean-up from running after a crash.
 
     The data directory is private to the OS user (0700, the SQLite files 0600): other local
     users could otherwise read every artifact and the database past access control.
@@ -160,7 +164,7 @@ def open_service(settings: Settings) -> RegistryService:
     from modelyard.service import RegistryService
     from modelyard.service.delivery import DeliveryConfig
     from modelyard.service.outbound import OutboundPolicy
-    from modelyard.storage.blobs import LocalBlobStore
+    from modelyard.storage.blobs import LocalBlobStore, MemoryBlobStore
     from modelyard.storage.db.engine import create_db_engine, migrate
     from modelyard.storage.db.store import Database
     from modelyard.storage.private import private_dir, private_file
@@ -174,7 +178,7 @@ def open_service(settings: Settings) -> RegistryService:
                 private_file(path)
     engine = create_db_engine(settings.effective_database_url)
     migrate(engine)
-    blobs = LocalBlobStore(settings.data_dir / "blobs")
+    blobs = LocalBlobStore(settings.data_dir / "blobs") if artifacts else MemoryBlobStore()
     service = RegistryService(Database(engine), blobs, server_key(settings.data_dir))
     service.sessions.lifetime_us = round(settings.session_hours * 3_600_000_000)
     service.settings = settings

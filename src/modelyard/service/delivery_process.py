@@ -99,7 +99,7 @@ def main(argv: list[str]) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
     fields = json.loads(argv[0])
     fields["data_dir"] = Path(fields["data_dir"])
-    service = open_service(Settings(**fields))
+    service = open_service(Settings(**fields), artifacts=False)
     deliverer = Deliverer(service)
     deliverer.start()
     try:
