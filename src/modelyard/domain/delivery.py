@@ -24,7 +24,7 @@ from typing import Any
 
 from modelyard.domain.errors import InvalidInput
 from modelyard.domain.events import AliasDeleted, AliasSet, JournalEvent, VersionEvent
-from modelyard.domain.models import Event, Model, Version, iso
+from modelyard.domain.models import Event, Model, Version, iso, parse_iso
 
 SECRET_PREFIX = "whsec_"
 TEST_KIND = "webhook.test"  # the type of the body ``webhooks test`` sends, not a journal kind
@@ -205,6 +205,16 @@ class Attempt:
             answer["response_prefix"] = self.response_prefix
         return answer
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Attempt:
+        return cls(
+            at=parse_iso(data["at"]),
+            status=data.get("status"),
+            latency_us=round(float(data["latency_ms"]) * 1000),
+            error_class=data.get("error_class"),
+            response_prefix=data.get("response_prefix"),
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class Delivery:
@@ -235,6 +245,21 @@ class Delivery:
             "attempts": [a.as_dict(with_response=with_response) for a in self.attempts],
         }
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Delivery:
+        return cls(
+            id=int(data["id"]),
+            webhook_id=int(data["webhook_id"]),
+            seq=int(data["seq"]),
+            message_id=data["message_id"],
+            status=data["status"],
+            redelivery=bool(data.get("redelivery")),
+            next_attempt=parse_iso(data["next_attempt"]) if data.get("next_attempt") else None,
+            created=parse_iso(data["created"]),
+            updated=parse_iso(data["updated"]),
+            attempts=tuple(Attempt.from_dict(a) for a in data.get("attempts") or ()),
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class ProbeResult:
@@ -251,3 +276,11 @@ class ProbeResult:
             "error_class": self.error_class,
             "delivered": self.error_class is None,
         }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ProbeResult:
+        return cls(
+            status=data.get("status"),
+            latency_us=round(float(data["latency_ms"]) * 1000),
+            error_class=data.get("error_class"),
+        )

@@ -91,11 +91,11 @@ class RegistryService(Comparisons, BlobService):
         self.feed = EventFeed(self)
         # Where webhooks may send: https to global addresses unless configured otherwise.
         self.outbound = OutboundPolicy()
+        self.deliveries: DeliveryService = DeliveryService(self)
         # The policy is read at each check: open_service and tests replace it.
         self.webhooks = WebhookService(
-            db, self.access, self.key, lambda url: self.outbound.check_url(url)
+            db, self.access, self.key, lambda url: self.outbound.check_url(url), self.deliveries
         )
-        self.deliveries = DeliveryService(self)
         # What open_service made it from (None when built directly): the server's delivery
         # process opens its own service from the same settings.
         self.settings: Settings | None = None
