@@ -733,7 +733,7 @@ def test_readme_tour_runs_verbatim(tmp_path: Path) -> None:
                 "-euo",
                 "pipefail",
                 "-c",
-                "trap 'kill $(jobs -p) 2>/dev/null' EXIT\n"
+                "trap 'kill $(jobs -p) 2>/dev/null || true' EXIT\n"
                 + script
                 + f"python - <<'PYTHON'\n{python}PYTHON\n",
             ],
