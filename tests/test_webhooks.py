@@ -701,6 +701,8 @@ def test_delivery_wrappers_are_for_managers_and_answers_for_admins(people: Peopl
             assert hooks.redeliver(maint, sub.id, seq) == 1
             again = receiver.wait_for(3)[2]
             assert again.headers["webhook-id"] == first.headers["webhook-id"]
+            # Its attempt is recorded once the answer is back, just after the receiver has it.
+            wait_until(lambda: all(d.attempts for d in hooks.deliveries(people.admin, sub.id)))
 
             wide = hooks.deliveries(people["wide-maint"], sub.id)  # manages model a's
             assert wide[0].attempts[0].response_prefix is None
