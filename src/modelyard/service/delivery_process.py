@@ -8,8 +8,8 @@ each ring of its journal bell down a pipe (one line, the seq: ``ring`` never blo
 full pipe only delays the child to its own poll of the head), and redeliveries asked of it;
 the child runs the ``Deliverer``, at a lower CPU priority than the server (``NICENESS``):
 delivery is asynchronous by design, so when the CPU is short it is deliveries that wait,
-not the requests of the people and pipelines using the registry. When the pipe closes (the server stopped, or died) the
-child stops: it frees its leases for the next server.
+not the requests of the people and pipelines using the registry. When the pipe closes
+(the server stopped, or died) the child stops: it frees its leases for the next server.
 
     python -m modelyard.service.delivery_process SETTINGS_JSON   (started by the server)
 """
