@@ -11,7 +11,7 @@ import re
 import unicodedata
 from typing import Final
 
-from modelyard.domain.errors import InvalidName, InvalidPath
+from modelyard.domain.errors import InvalidInput, InvalidName, InvalidPath, TooLarge
 
 MAX_NAME_LENGTH: Final = 128
 # In UTF-8 bytes. A component: the limit of ext4, XFS, APFS and NTFS alike. A path: well
@@ -134,3 +134,15 @@ def path_key(path: str) -> str:
 def _shown(value: object) -> str:
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+def validate_text(text: str, what: str, limit: int) -> str:
+    """Free text (a description, a reason, a dataset's name): a string of bounded length,
+    without NUL."""
+    if not isinstance(text, str):
+        raise InvalidInput(f"{what} must be a string")
+    if len(text) > limit:
+        raise TooLarge(f"{what} is longer than {limit} characters")
+    if "\x00" in text:
+        raise InvalidInput(f"{what} must not contain NUL")
+    return text

@@ -14,7 +14,7 @@ from modelyard.domain.checks import refuse_check_tags
 from modelyard.domain.errors import InvalidInput, TooLarge
 from modelyard.domain.manifest import FileEntry, build_manifest
 from modelyard.domain.models import DatasetRef, Environment, SourceRef
-from modelyard.domain.names import validate_key, validate_tag_value
+from modelyard.domain.names import validate_key, validate_tag_value, validate_text
 
 MAX_TAGS = 100
 MAX_PARAMS = 1000
@@ -126,11 +126,5 @@ def _check_count(values: Mapping[str, object], limit: int, what: str) -> None:
 
 
 def _check_text(what: str, text: str | None, limit: int) -> None:
-    if text is None:
-        return
-    if not isinstance(text, str):
-        raise InvalidInput(f"{what} must be a string")
-    if len(text) > limit:
-        raise TooLarge(f"{what} is longer than {limit} characters")
-    if "\x00" in text:
-        raise InvalidInput(f"{what} must not contain NUL")
+    if text is not None:
+        validate_text(text, what, limit)

@@ -78,17 +78,6 @@ def filter_matches(entries: Sequence[str], kind: str) -> bool:
     return any(e in wanted for e in entries)
 
 
-def validate_text(text: str, what: str, limit: int) -> str:
-    """A description or a reason: a string of bounded length, without NUL."""
-    if not isinstance(text, str):
-        raise InvalidInput(f"{what} must be a string")
-    if len(text) > limit:
-        raise TooLarge(f"{what} is longer than {limit} characters")
-    if "\x00" in text:
-        raise InvalidInput(f"{what} must not contain NUL")
-    return text
-
-
 # -- the secret --------------------------------------------------------------------------------
 
 

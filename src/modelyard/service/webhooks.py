@@ -33,7 +33,7 @@ from modelyard.domain.events import (
     WebhookUpdated,
 )
 from modelyard.domain.keys import ServerKey
-from modelyard.domain.names import validate_model_name
+from modelyard.domain.names import validate_model_name, validate_text
 from modelyard.domain.webhooks import (
     MAX_DESCRIPTION,
     MAX_REASON,
@@ -43,7 +43,6 @@ from modelyard.domain.webhooks import (
     Subscription,
     new_secret,
     parse_event_filter,
-    validate_text,
 )
 from modelyard.service.access import AccessControl
 from modelyard.service.delivery import DeliveryService
