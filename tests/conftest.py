@@ -173,6 +173,7 @@ class LiveServer:
     host: str = "127.0.0.1"  # what it binds; it is always reached through loopback
     port: int = 0
     process: subprocess.Popen[bytes] | None = None
+    webhook_allow_hosts: str = ""  # --webhook-allow-hosts: receivers the tests run
 
     @property
     def url(self) -> str:
@@ -185,6 +186,8 @@ class LiveServer:
         command += ["--data-dir", str(self.data_dir), "--log-level", "warning"]
         if self.database_url:
             command += ["--database-url", self.database_url]
+        if self.webhook_allow_hosts:
+            command += ["--webhook-allow-hosts", self.webhook_allow_hosts]
         self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

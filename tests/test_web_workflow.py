@@ -214,6 +214,8 @@ POSTS = [
     "/webhooks/1/enable",
     "/webhooks/1/rotate",
     "/webhooks/1/delete",
+    "/webhooks/1/test",
+    "/webhooks/1/redeliver",
 ]
 FULL_FORM = {
     "stage": "production",
