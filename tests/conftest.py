@@ -140,6 +140,8 @@ def _isolated_hash_cache(
     tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("MODELYARD_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+    # `modelyard watch` keeps its progress there: never in the developer's own.
+    monkeypatch.setenv("MODELYARD_STATE_DIR", str(tmp_path_factory.mktemp("state")))
 
 
 @pytest.fixture
@@ -173,7 +175,7 @@ class LiveServer:
     host: str = "127.0.0.1"  # what it binds; it is always reached through loopback
     port: int = 0
     process: subprocess.Popen[bytes] | None = None
-    webhook_allow_hosts: str = ""  # --webhook-allow-hosts: receivers the tests run
+    env: dict[str, str] = field(default_factory=dict)  # MODELYARD_* settings of its own
 
     @property
     def url(self) -> str:
@@ -186,9 +188,12 @@ class LiveServer:
         command += ["--data-dir", str(self.data_dir), "--log-level", "warning"]
         if self.database_url:
             command += ["--database-url", self.database_url]
-        if self.webhook_allow_hosts:
-            command += ["--webhook-allow-hosts", self.webhook_allow_hosts]
-        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.process = subprocess.Popen(
+            command,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env={**os.environ, **self.env},
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

@@ -241,6 +241,7 @@ SAMPLES: dict[tuple[str, str], Sample] = {
     ("GET", "/api/v1/resolve/{reference}"): Sample(params={"reference": "m-{role}@candidate"}),
     ("GET", "/api/v1/events"): Sample(scope="listing"),
     ("GET", "/api/v1/events/head"): Sample(scope=REGISTRY),
+    ("GET", "/api/v1/events/stream"): Sample(scope="listing", query={"timeout": "0"}),
     ("GET", "/api/v1/whoami"): Sample(),
     ("PUT", "/api/v1/users/{name}/password"): Sample(
         params={"name": "{role}"}, json={"password": "a long password of {role}"}

@@ -98,7 +98,9 @@ def registry(
         database_url = emptied(request.getfixturevalue("pg_database"))
     work = tmp_path_factory.mktemp(f"browser-{request.param}")
     # Loopback receivers allowed (http too), as an admin allows an internal network.
-    server = LiveServer(work / "server-data", database_url, webhook_allow_hosts="127.0.0.1")
+    server = LiveServer(
+        work / "server-data", database_url, env={"MODELYARD_WEBHOOK_ALLOW_HOSTS": "127.0.0.1"}
+    )
     service = open_service(Settings(data_dir=server.data_dir, database_url=database_url))
     try:
         admin = service.identity.bootstrap_admin("alice", operator="browser-tests").token

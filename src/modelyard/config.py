@@ -30,6 +30,10 @@ class Settings:
     data_dir: Path
     database_url: str | None = None
     session_hours: float = DEFAULT_SESSION_HOURS  # how long a web UI sign-in lasts
+    # The event stream: a comment every so often keeps proxies from cutting an idle one,
+    # and a stream (or a long poll) is held open at most so long, then resumed.
+    stream_heartbeat: float | None = None
+    stream_seconds: float | None = None
     # Webhook targets an admin allows beyond the default (https to global addresses only):
     # http everywhere, and comma-separated host names, IPs and CIDRs despite being private.
     webhook_allow_http: bool = False
@@ -49,6 +53,8 @@ class Settings:
             data_dir=Path(data_dir or os.environ.get("MODELYARD_DATA_DIR") or DEFAULT_DATA_DIR),
             database_url=database_url or os.environ.get("MODELYARD_DATABASE_URL") or None,
             session_hours=_session_hours(os.environ.get("MODELYARD_SESSION_HOURS")),
+            stream_heartbeat=_seconds("MODELYARD_STREAM_HEARTBEAT"),
+            stream_seconds=_seconds("MODELYARD_STREAM_SECONDS"),
             webhook_allow_http=(
                 webhook_allow_http
                 if webhook_allow_http is not None
@@ -82,6 +88,22 @@ def _session_hours(text: str | None) -> float:
             f"MODELYARD_SESSION_HOURS={text!r}: give a number of hours between 0 and 720"
         )
     return hours
+
+
+def _seconds(variable: str) -> float | None:
+    """A positive number of seconds, at most a day; None when the variable is unset."""
+    text = os.environ.get(variable)
+    if not text:
+        return None
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = 0.0
+    if not 0 < seconds <= 86_400:
+        from modelyard.domain.errors import InvalidInput
+
+        raise InvalidInput(f"{variable}={text!r}: give a number of seconds between 0 and 86400")
+    return seconds
 
 
 def _flag(variable: str) -> bool:
@@ -131,6 +153,10 @@ def open_service(settings: Settings) -> RegistryService:
     blobs = LocalBlobStore(settings.data_dir / "blobs")
     service = RegistryService(Database(engine), blobs, server_key(settings.data_dir))
     service.sessions.lifetime_us = round(settings.session_hours * 3_600_000_000)
+    if settings.stream_heartbeat is not None:
+        service.feed.heartbeat = settings.stream_heartbeat
+    if settings.stream_seconds is not None:
+        service.feed.stream_seconds = settings.stream_seconds
     service.outbound = OutboundPolicy.from_config(
         settings.webhook_allow_http, settings.webhook_allow_hosts
     )

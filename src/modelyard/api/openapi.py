@@ -81,6 +81,7 @@ _EXTRA: dict[str, dict[int, str]] = {
         413: "Inline contents over their limits, or too many attachments"
     },
     "PUT /api/v1/blobs/{digest}": {200: "Stored already: the body was read and dropped"},
+    "GET /api/v1/events/stream": {413: "More kinds than an event filter takes (64)"},
     "POST /api/v1/blobs/uploads": {200: "Stored already: the copy was dropped"},
     **{
         f"{method} {path}": {206: "The requested range", 416: _MEANING[416]}

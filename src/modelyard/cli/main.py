@@ -13,7 +13,17 @@ from typing import Annotated
 
 import typer
 
-from modelyard.cli import access, checks, compare, evidence, gc, lifecycle, output, webhooks
+from modelyard.cli import (
+    access,
+    checks,
+    compare,
+    evidence,
+    gc,
+    lifecycle,
+    output,
+    watch,
+    webhooks,
+)
 from modelyard.cli.common import JsonOption, UrlOption, handles_errors, registry
 from modelyard.config import DEFAULT_DATA_DIR, DEFAULT_HOST, DEFAULT_PORT, DEFAULT_URL
 from modelyard.domain.access import Reach
@@ -111,9 +121,8 @@ def serve(
     [bold]Example[/bold] with an internal webhook receiver:
     modelyard serve --webhook-allow-hosts 10.20.0.0/16
     """
-    import uvicorn
-
     from modelyard.api import create_app
+    from modelyard.api.server import run_server
     from modelyard.config import Settings, open_service
 
     try:
@@ -154,7 +163,7 @@ def serve(
         else "tokens required"
     )
     output.errors.print(f"access: {mode}")
-    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)
+    run_server(app, service, host=host, port=port, log_level=log_level)
 
 
 def parse_moment(text: str) -> datetime:
@@ -612,6 +621,7 @@ checks.install(app)
 evidence.install(app)
 gc.install(app)
 webhooks.install(app)
+watch.install(app)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -94,6 +94,12 @@ def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
 
 
+def print_json_line(data: Any) -> None:
+    """One compact line of JSON, flushed: for commands that report as things happen."""
+    sys.stdout.write(json.dumps(data, ensure_ascii=False) + "\n")
+    sys.stdout.flush()
+
+
 def emit(json_out: bool, data: Any, shown: RenderableType) -> None:
     """What a command prints, in one place: ``data`` as JSON with --json, else ``shown``
     (a line or a table) for people."""

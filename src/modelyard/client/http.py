@@ -6,9 +6,9 @@ HTTPS_PROXY, ALL_PROXY, NO_PROXY) as httpx does:
 - JSON requests: keep-alive ``http.client`` connections (``DirectConnections``), or httpx
   when a proxy applies;
 - uploads (a streamed body): httpx;
-- downloads (``stream=True``): ``http.client`` on a connection of their own, or httpx when a
-  proxy applies to where they go. They follow redirects (an object store's URL, later), and
-  send the token to the registry's origin only.
+- downloads and event streams (``stream=True``): ``http.client`` on a connection of their
+  own, or httpx when a proxy applies to where they go. They follow redirects (an object
+  store's URL, later), and send the token to the registry's origin only.
 """
 
 from __future__ import annotations
@@ -106,8 +106,12 @@ class HttpTransport:
     def _direct_chunks(
         self, conn: http.client.HTTPConnection, answer: http.client.HTTPResponse
     ) -> Chunks:
+        # A live stream (Server-Sent Events) is handed over as each piece arrives; a file
+        # in big reads, which wait for a whole chunk.
+        live = answer.getheader("content-type", "").startswith("text/event-stream")
+        read = answer.read1 if live else answer.read
         try:
-            while chunk := answer.read(DOWNLOAD_CHUNK):
+            while chunk := read(DOWNLOAD_CHUNK):
                 yield chunk
         except _FAILURES as exc:
             raise self._unreachable(exc) from None

@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import secrets
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -21,6 +22,7 @@ from types import TracebackType
 from typing import Any, Literal
 from urllib.parse import quote, urlencode
 
+from modelyard.client import sse
 from modelyard.client.capture import capture_environment, capture_source
 from modelyard.client.credentials import token_for
 from modelyard.client.hashing import CHUNK, HashCache, file_stamp
@@ -47,6 +49,7 @@ from modelyard.domain.errors import (
     InvalidPath,
     ModelyardError,
     NotFound,
+    Unavailable,
     error_from_problem,
 )
 from modelyard.domain.evidence import Attachment, Card, Comment
@@ -67,6 +70,7 @@ from modelyard.domain.models import (
 )
 from modelyard.domain.names import validate_file_path
 from modelyard.domain.projection import Projection, compare
+from modelyard.domain.references import parse_reference
 from modelyard.domain.versions import NewVersion
 from modelyard.domain.webhooks import NewSubscription, Subscription
 from modelyard.transfer import FileSink, Pipeline
@@ -78,6 +82,9 @@ INLINE_TOTAL_LIMIT = 1024 * 1024
 
 
 USER_AGENT = "modelyard-client"
+# An event stream that cannot connect tries again after 0.5 s, then twice as late, up to 30 s.
+RECONNECT_FIRST = 0.5
+RECONNECT_LAST = 30.0
 
 
 def connect(
@@ -517,9 +524,89 @@ class Registry:
 
     # -- journal --------------------------------------------------------------------------
 
-    def events(self, *, after: int = 0, limit: int = 100) -> list[Event]:
-        data = self._json("GET", "/api/v1/events", params={"after": after, "limit": limit})
+    def events(self, *, after: int = 0, limit: int = 100, wait: float = 0) -> list[Event]:
+        """The events after ``after`` that you may see. ``wait`` (seconds, at most 60): a
+        long poll; when there is none yet, answer as soon as one is committed."""
+        params: dict[str, Any] = {"after": after, "limit": limit}
+        if wait:
+            params["wait"] = wait
+        data = self._json("GET", "/api/v1/events", params=params)
         return [Event.from_dict(e) for e in data["items"]]
+
+    def stream_events(
+        self,
+        *,
+        after: int | None = None,
+        model: str | None = None,
+        kinds: Sequence[str] | None = None,
+    ) -> Iterator[Event]:
+        """The events you may see as they are committed, without end: from ``after``
+        (None: from now; 0: the whole journal), of one ``model`` or all, of the ``kinds``
+        given (``version.stage``, a family ``alias.*``, or ``*``) or all.
+
+        A dropped connection, or a server restarting, is resumed where it stopped (the
+        stream's ``Last-Event-ID``): no event is missed or given twice.
+        """
+        for item in self._follow(after, model, kinds):
+            if isinstance(item, Event):
+                yield item
+
+    def watch(self, reference: str, *, current: Version | None = None) -> Iterator[Version]:
+        """Each version ``reference`` points at: the one it points at now (unless it is
+        ``current``, already handled), then each one it moves to, as it moves.
+
+        ``churn@production`` follows the stage (promotions, rollbacks), ``churn@champion``
+        the alias, ``churn`` the newest version. A reference that points at nothing yet
+        is waited for. Between two reads several moves may have happened: the version it
+        points at then is the one given (a deployment wants where it is, not each step).
+        """
+        model = parse_reference(reference).model
+        last = current
+        # The stream is positioned before the reference is read, so a move between the
+        # two arrives as an event: nothing is missed at the start or at a reconnection.
+        for _ in self._follow(None, model):
+            try:
+                version = self.resolve(reference)
+            except NotFound:
+                continue  # nothing there (yet, or any more): wait for the next move
+            if last is None or not same_version(version, last):
+                last = version
+                yield version
+
+    def _follow(
+        self, after: int | None, model: str | None, kinds: Sequence[str] | None = None
+    ) -> Iterator[int | Event]:
+        """The event stream, reconnecting for ever: the position (seq) each time a
+        connection is open, then its events. Errors other than an unreachable or
+        unavailable registry (401, 403, 400) are raised."""
+        position, delay = after, RECONNECT_FIRST
+        while True:
+            headers = {"Accept": "text/event-stream"}
+            if position is not None:
+                headers["Last-Event-ID"] = str(position)
+            params = {"model": model, "kinds": ",".join(kinds) if kinds else None}
+            params = {k: v for k, v in params.items() if v is not None}
+            try:
+                response = self._send(
+                    "GET", "/api/v1/events/stream", params=params, headers=headers, stream=True
+                )
+                try:
+                    for message in sse.messages(_chunks_of(response)):
+                        if message.id is not None:
+                            position = int(message.id)
+                        if message.data:
+                            yield Event.from_dict(json.loads(message.data))
+                        elif position is not None:  # the stream's opening: where it starts
+                            delay = RECONNECT_FIRST  # connected: the next drop starts over
+                            yield position
+                finally:
+                    response.close()
+            except Unavailable:
+                pass  # unreachable or restarting: try again, later and later
+            # Ended (the server's longest stream, or the server stopping) or refused: a
+            # pause first, so that a server ending streams at once is not asked in a loop.
+            time.sleep(delay)
+            delay = min(delay * 2, RECONNECT_LAST)
 
     def journal_head(self) -> Checkpoint:
         """The journal's newest event, as the registry records it (admins): keep
@@ -1006,6 +1093,12 @@ def _error_from(status: int, body: bytes) -> ModelyardError:
     except ValueError:
         problem = {"detail": f"HTTP {status}: {body[:200].decode(errors='replace')}"}
     return error_from_problem(status, problem)
+
+
+def same_version(a: Version, b: Version) -> bool:
+    """Whether a watcher has handled ``b`` already when a reference points at ``a``: a model
+    deleted and made again numbers from 1 anew, so the number alone is not enough."""
+    return (a.reference, a.manifest_digest) == (b.reference, b.manifest_digest)
 
 
 def _chunks_of(response: Response) -> Iterator[bytes]:

@@ -7,7 +7,7 @@ describes it; adapters (REST, CLI, in-process SDK) only translate to and from th
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 
 from modelyard.domain.access import Caller, Permission, Role, Visibility
 from modelyard.domain.errors import (
@@ -56,6 +56,7 @@ from modelyard.service.caches import StampedCache
 from modelyard.service.checks import ChecksService
 from modelyard.service.comparison import Comparisons
 from modelyard.service.evidence import EvidenceService
+from modelyard.service.feed import EventFeed
 from modelyard.service.identity import IdentityService
 from modelyard.service.lifecycle import LifecycleService
 from modelyard.service.outbound import OutboundPolicy
@@ -85,6 +86,7 @@ class RegistryService(Comparisons, BlobService):
         self.checks = ChecksService(db, self.access)
         self.evidence = EvidenceService(db, self.access, self)
         self.sessions = SessionService(db, self.access, self.identity, self.key)
+        self.feed = EventFeed(self)
         # Where webhooks may send: https to global addresses unless configured otherwise.
         self.outbound = OutboundPolicy()
         # The policy is read at each check: open_service and tests replace it.
@@ -534,9 +536,11 @@ class RegistryService(Comparisons, BlobService):
         kind: str | None = None,
         filters: EventFilter | None = None,
         before: int | None = None,
+        kinds: Collection[str] | None = None,
     ) -> list[Event]:
         """The journal in order after ``after``; or, with ``before``, the newest events
-        before that seq, newest first (the UI's journal reads backwards from the head)."""
+        before that seq, newest first (the UI's journal reads backwards from the head).
+        ``kinds``: only events of those kinds (exact kinds of the catalogue)."""
         if after < 0 or (before is not None and before < 0):
             raise InvalidInput("'after' and 'before' must be 0 or a sequence number")
         if kind is not None and kind not in CATALOGUE:
@@ -555,6 +559,7 @@ class RegistryService(Comparisons, BlobService):
                 since_us=to_us(where.since) if where.since else None,
                 until_us=to_us(where.until) if where.until else None,
                 before=before,
+                kinds=kinds,
             )
 
     def verify_journal(

@@ -14,7 +14,7 @@ import json
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -592,12 +592,16 @@ class Reader(
         since_us: int | None = None,
         until_us: int | None = None,
         before: int | None = None,
+        kinds: Collection[str] | None = None,
     ) -> list[Event]:
         """Events after ``after`` in order; ``visible`` limits them to those models (None:
-        all). With ``before``, the newest ``limit`` events before that seq, newest first."""
+        all), ``kinds`` to those kinds. With ``before``, the newest ``limit`` events before
+        that seq, newest first."""
         stmt = select(events).where(events.c.seq > after)
         if visible is not None:
             stmt = stmt.where(visible_condition(events.c.model, visible))
+        if kinds is not None:
+            stmt = stmt.where(events.c.kind.in_(sorted(kinds)))
         for column, value in (
             (events.c.subject, subject),
             (events.c.kind, kind),
