@@ -37,10 +37,19 @@ class ModelyardServer(ServerProcess):
     name = "modelyard serve"
     transient_errors = (httpx.TransportError,)
 
-    def __init__(self, data_dir: Path, log_path: Path, database_url: str | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        log_path: Path,
+        database_url: str | None = None,
+        options: tuple[str, ...] = (),
+    ) -> None:
+        """``options``: more ``modelyard serve`` flags (the environment's MODELYARD_*
+        variables are not passed on: the figures must not depend on the caller's shell)."""
         super().__init__(log_path)
         self.data_dir = data_dir
         self.database_url = database_url
+        self.options = options
 
     def start(self) -> None:
         self.port = free_port()
@@ -57,6 +66,7 @@ class ModelyardServer(ServerProcess):
         ]
         if self.database_url:
             cmd += ["--database-url", self.database_url]
+        cmd += self.options
         env = {k: v for k, v in os.environ.items() if not k.startswith("MODELYARD_")}
         with httpx.Client(timeout=2.0) as client:
             self._launch(cmd, env, lambda: client.get(f"{self.url}/readyz").status_code == 200)

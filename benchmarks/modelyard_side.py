@@ -49,11 +49,12 @@ from benchmarks._common import (
 from benchmarks._harness import Marks, ModelyardServer
 from benchmarks._seed import seed_search_db
 from benchmarks.ui import ui_benchmark
+from benchmarks.webhooks import webhooks_benchmark
 
 Log = Callable[[str], None]
 
 # What `python -m benchmarks.run --only` can name; all of them by default.
-PHASES = ("startup", "registry", "big_file", "search", "ui")
+PHASES = ("startup", "registry", "big_file", "search", "ui", "webhooks")
 
 STARTS = 5
 MODEL = "bench-register"
@@ -127,6 +128,13 @@ def run_modelyard_benchmark(
                     for key, figures in result.items():
                         if isinstance(figures, dict) and "error" in figures:
                             errors[f"ui_{n}.{key}"] = figures["error"]
+        if "webhooks" in phases:
+            log("webhook delivery")
+            result = _guard(
+                errors, "webhooks", log, webhooks_benchmark, root / "webhooks", log, quick
+            )
+            if result is not None:
+                out["webhooks"] = result
     finally:
         if old_cache is None:
             os.environ.pop("MODELYARD_CACHE_DIR", None)

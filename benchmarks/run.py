@@ -33,6 +33,7 @@ from benchmarks._common import sizes_arg
 from benchmarks._harness import machine_info
 from benchmarks.modelyard_side import PHASES, SEARCH_QUERIES, run_modelyard_benchmark
 from benchmarks.ui import P95_TARGET_MS, WEIGHT_TARGET_KB, page_key, ui_pages
+from benchmarks.webhooks import LATENCY_TARGET_MS, RATE_TARGET_RATIO, SUBSCRIBERS
 
 # Piped output (make bench | tee) would otherwise wrap at 80 columns.
 console = Console(width=None if sys.stdout.isatty() else 150)
@@ -286,6 +287,57 @@ def build_rows(ours: dict[str, Any], theirs: dict[str, Any] | None) -> list[Row]
                     ratio_value=None,
                 )
             )
+
+    hooks = "webhooks (issue 11)"
+    add(
+        hooks,
+        "commit -> receiver: p50",
+        "webhooks.latency_p50_ms",
+        None,
+        "ms",
+        "lower",
+        f"<= {LATENCY_TARGET_MS:g} ms",
+        [at_most(LATENCY_TARGET_MS)],
+    )
+    add(
+        hooks, "commit -> receiver: p99", "webhooks.latency_p99_ms", None, "ms", "lower", "info", []
+    )
+    burst = f"{int(_get(ours, 'webhooks.burst_events') or 0):,} events to {SUBSCRIBERS} subscribers"
+    add(
+        hooks,
+        f"{burst}: all delivered",
+        "webhooks.burst_all_delivered_s",
+        None,
+        "s",
+        "lower",
+        "info",
+        [],
+    )
+    add(
+        hooks,
+        f"{burst}: duplicates",
+        "webhooks.burst_duplicates",
+        None,
+        "",
+        "lower",
+        "0",
+        [at_most(0)],
+    )
+    for label, key in (
+        ("register, no subscriptions (median of blocks)", "register_per_s_no_subscriptions"),
+        ("register, ten subscriptions (median of blocks)", "register_per_s_ten_subscriptions"),
+    ):
+        add(hooks, label, f"webhooks.{key}", None, "/s", "higher", "info", [])
+    add(
+        hooks,
+        "register rate, ten subscriptions / none",
+        "webhooks.register_rate_ratio",
+        None,
+        "",
+        "higher",
+        f">= {RATE_TARGET_RATIO:g}",
+        [at_least(RATE_TARGET_RATIO)],
+    )
 
     big = int(ours.get("big_mib", 0))
     cp = _get(ours, "cp_mb_s")

@@ -37,6 +37,7 @@ from modelyard.domain.versions import NewVersion
 from modelyard.service import RegistryService
 from modelyard.service.outbound import OutboundPolicy
 from modelyard.web.routing import PageRoute
+from tests.conftest import free_port
 
 ROLES = ("anonymous", "none", "viewer", "reader", "contributor", "checker", "maintainer", "admin")
 HELD: dict[str, Role | None] = {
@@ -197,10 +198,10 @@ V = {"name": "m-{role}", "number": "1"}
 V2 = {"name": "m-{role}", "number": "2"}
 R = {"request_id": "{request}"}
 W = {"webhook_id": "{webhook}"}
-# TEST-NET-3: allowed in the world's outbound policy, as an admin allows an internal
-# receiver; nothing is sent to it (the app is built without delivery).
-RECEIVERS = "203.0.113.0/24"
-HOOK = "https://203.0.113.10/hook"
+# The world's receivers: loopback, allowed in its outbound policy as an admin allows an
+# internal receiver; nothing listens there, so a test send is refused at once.
+RECEIVERS = "127.0.0.0/8"
+HOOK = f"https://127.0.0.1:{free_port()}/hook"
 REGISTRY = "registry"
 SAMPLES: dict[tuple[str, str], Sample] = {
     ("GET", "/healthz"): Sample(),
@@ -328,6 +329,11 @@ SAMPLES: dict[tuple[str, str], Sample] = {
     ("POST", "/api/v1/webhooks/{webhook_id}/rotate-secret"): Sample(params=W, scope="webhook"),
     ("POST", "/api/v1/webhooks/{webhook_id}/disable"): Sample(params=W, scope="webhook"),
     ("POST", "/api/v1/webhooks/{webhook_id}/enable"): Sample(params=W, scope="webhook"),
+    ("POST", "/api/v1/webhooks/{webhook_id}/test"): Sample(params=W, scope="webhook"),
+    ("GET", "/api/v1/webhooks/{webhook_id}/deliveries"): Sample(params=W, scope="webhook"),
+    ("POST", "/api/v1/webhooks/{webhook_id}/redeliver"): Sample(
+        params=W, json={"first_seq": 1, "last_seq": 50}, scope="webhook"
+    ),
     ("GET", "/api/v1/compare"): Sample(query={"a": "m-{role}/1", "b": "m-{role}@candidate"}),
     ("GET", "/api/v1/gate"): Sample(
         query={"challenger": "m-{role}@candidate", "against": "champion", "metric": "auc"}

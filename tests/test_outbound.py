@@ -189,6 +189,30 @@ def test_delivery_resolves_once_and_refuses_a_rebound_name() -> None:
         assert receiver.wait_for(1)[0].headers["Host"] == f"hooks.example:{receiver.port}"
 
 
+def test_connections_are_kept_and_reused_only_for_the_addresses_just_checked() -> None:
+    dns = FakeDns({"hooks.example": ["127.0.0.1"]})
+    policy = OutboundPolicy.from_config(True, "127.0.0.1", resolver=dns)
+    with receiving(keep_alive=True) as receiver:
+        url = f"http://hooks.example:{receiver.port}/hook"
+        for _ in range(3):
+            assert policy.post(url, b"{}", {}).status == 200
+        assert len({r.client_port for r in receiver.wait_for(3)}) == 1  # one connection
+        dns.answers["hooks.example"] = ["10.0.0.1"]  # rebinding: checked before any reuse
+        with pytest.raises(OutboundError, match="private"):
+            policy.post(url, b"{}", {})
+        assert len(receiver.received) == 3
+
+
+def test_a_kept_connection_the_receiver_closed_is_replaced() -> None:
+    policy = loopback_policy()
+    with receiving(keep_alive=True, idle_timeout=0.1) as receiver:
+        assert policy.post(receiver.url(), b"{}", {}).status == 200
+        receiver.wait_for_closed(1)  # the receiver ended the idle connection
+        assert policy.post(receiver.url(), b"{}", {}).status == 200
+        first, second = receiver.wait_for(2)
+        assert first.client_port != second.client_port
+
+
 def test_failures_have_an_error_class() -> None:
     with socket.socket() as unused:
         unused.bind(("127.0.0.1", 0))

@@ -459,7 +459,7 @@ def test_collect_garbage_after_a_hard_delete(reg: Registry, make_tree: Tree) -> 
 def test_webhooks_through_the_sdk(reg: Registry, make_tree: Tree) -> None:
     reg.register("churn", make_tree({"model.bin": b"w"}))
     # A public address, so the default policy takes it without a lookup; nothing is sent
-    # (the app delivers only under 'modelyard serve').
+    # (the app delivers only under 'modelyard serve'), so no test send here.
     url = "https://93.184.215.14/hook"
     made = reg.create_webhook(url, ["version.stage", "alias.*"], model="churn")
     hook, secret = made
@@ -474,6 +474,16 @@ def test_webhooks_through_the_sdk(reg: Registry, make_tree: Tree) -> None:
     assert reg.enable_webhook(hook.id).enabled
     rotated = reg.rotate_webhook_secret(hook.id)
     assert rotated.secret != secret and rotated.subscription.id == hook.id
+    # Queued, not sent: this registry delivers nothing (no deliverer runs here).
+    assert reg.webhook_deliveries(hook.id) == []
+    assert reg.redeliver_webhook(hook.id, 1) == 1  # model.created: '*' takes it
+    (queued,) = reg.webhook_deliveries(hook.id)
+    assert (queued.seq, queued.status, queued.redelivery, queued.attempts) == (
+        1,
+        "pending",
+        True,
+        (),
+    )
     with pytest.raises(modelyard.InvalidInput, match="unknown event kind"):
         reg.update_webhook(hook.id, events=["version.promoted"])
     reg.delete_webhook(hook.id)

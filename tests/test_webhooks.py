@@ -38,10 +38,13 @@ from modelyard.domain.webhooks import (
     parse_event_filter,
 )
 from modelyard.service import RegistryService
+from modelyard.service.delivery import Deliverer
 from modelyard.service.outbound import OutboundPolicy
 from modelyard.storage.db.tables import webhooks
 from tests.conftest import LiveServer, free_port
+from tests.receivers import Reply, receiving
 from tests.test_cli import dead_url
+from tests.test_delivery import FAST, wait_until
 
 # TEST-NET-3 is not a public network: the tests' receivers are allowed by configuration,
 # as an admin would allow an internal one, and host names resolve through a fake resolver.
@@ -583,6 +586,22 @@ def test_cli_prints_the_secret_once_and_json_everywhere(
         again = cli("rotate-secret", webhook_id)
         assert again.stdout.strip().startswith("whsec_") and "not shown again" in again.stderr
 
+        tested = cli("test", webhook_id, ok=False)  # nothing listens: exit 1, and why
+        assert "no answer (connection_refused)" in tested.stdout
+        probe = json.loads(cli("test", webhook_id, "--json", ok=False).stdout)
+        assert (probe["status"], probe["delivered"]) == (None, False)
+        assert json.loads(cli("redeliver", webhook_id, "--seq", "1", "--json").stdout) == {
+            "queued": 1  # model.created, which '*' takes
+        }
+        queued = cli("redeliver", webhook_id, "--from", "1", "--to", "2")
+        assert queued.stdout.startswith("queued 2 event(s)")
+        log = json.loads(cli("deliveries", webhook_id, "--json").stdout)["items"]
+        assert {(d["seq"], d["redelivery"]) for d in log} >= {(1, True), (2, True)}
+        assert "(redelivery)" in cli("deliveries", webhook_id).stdout
+        for wrong in (["--from", "1"], [], ["--seq", "1", "--to", "2"]):
+            refused_args = cli("redeliver", webhook_id, *wrong, ok=False)
+            assert "give --seq N, or --from A --to B" in refused_args.stderr
+
         unknown = cli("create", "--url", receiver, "--events", "version.promoted", ok=False)
         assert unknown.stderr.startswith("error: unknown event kind 'version.promoted'")
         assert unknown.stdout == ""
@@ -643,3 +662,72 @@ def test_the_receiver_of_the_docs_verifies_signatures(tmp_path: Path) -> None:
         receiver.terminate()
         out, _ = receiver.communicate(timeout=10)
     assert out.decode().splitlines() == ["version.stage churn/7"]
+
+
+# -- the delivery log, redelivery and the test, for those who manage the webhook -----------------
+
+
+def test_delivery_wrappers_are_for_managers_and_answers_for_admins(people: People) -> None:
+    service = people.service
+    service.outbound = OutboundPolicy.from_config(False, "127.0.0.1")
+    service.deliveries.config = FAST
+    hooks, maint = service.webhooks, people["maint-a"]
+    answer = b"an internal page, for admins' eyes only"
+    deliverer = Deliverer(service)
+    deliverer.start()
+    try:
+        with receiving(lambda _: Reply(200, body=answer)) as receiver:
+            sub, secret = hooks.create(
+                maint, url=receiver.url(), events=["version.registered"], model="a"
+            )
+            _register(service, people.admin, "a")
+            first = receiver.wait_for(1)[0]
+            seq = json.loads(first.body)["data"]["event"]["seq"]
+            delivered = wait_until(lambda: hooks.deliveries(people.admin, sub.id))
+            assert [d.status for d in delivered] == ["delivered"]
+            assert delivered[0].attempts[0].response_prefix == answer.decode()
+            seen = hooks.deliveries(maint, sub.id)
+            assert [(d.seq, d.status) for d in seen] == [(seq, "delivered")]
+            assert [a.response_prefix for a in seen[0].attempts] == [None]
+            assert seen[0].attempts[0].status == 200
+
+            probe = hooks.send_test(maint, sub.id)
+            assert (probe.status, probe.error_class) == (200, None)
+            assert answer.decode() not in json.dumps(probe.as_dict())
+            tested = receiver.wait_for(2)[1]
+            message = Webhook(secret).verify(tested.body, tested.headers)
+            assert message["type"] == "webhook.test"
+
+            assert hooks.redeliver(maint, sub.id, seq) == 1
+            again = receiver.wait_for(3)[2]
+            assert again.headers["webhook-id"] == first.headers["webhook-id"]
+
+            wide = hooks.deliveries(people["wide-maint"], sub.id)  # manages model a's
+            assert wide[0].attempts[0].response_prefix is None
+            for name in ("maint-b", "viewer-a", "contrib-a", "maint-a-read-only"):
+                with pytest.raises(NotFound) as refused:
+                    hooks.deliveries(people[name], sub.id)
+                with pytest.raises(NotFound):
+                    hooks.redeliver(people[name], sub.id, seq)
+                with pytest.raises(NotFound):
+                    hooks.send_test(people[name], sub.id)
+                assert refused.value.code == "webhook_not_found"
+            assert len(receiver.received) == 3  # the refused ones sent nothing
+
+            with TestClient(create_app(service, reach=Reach.LOOPBACK)) as client:
+                path = f"/api/v1/webhooks/{sub.id}"
+                as_maint, as_admin = _bearer(people, "maint-a"), _bearer(people, "root")
+                log = client.get(f"{path}/deliveries", headers=as_maint).json()
+                assert answer.decode() not in json.dumps(log)
+                assert log["items"][-1]["attempts"][0]["response_prefix"] is None
+                full = client.get(f"{path}/deliveries", params={"limit": 1}, headers=as_admin)
+                assert full.json()["items"][0]["attempts"][0]["response_prefix"] == answer.decode()
+                assert full.json()["next_before"] == full.json()["items"][0]["id"]
+                tested_rest = client.post(f"{path}/test", headers=as_maint)
+                assert tested_rest.json()["status"] == 200 and answer not in tested_rest.content
+                queued = client.post(
+                    f"{path}/redeliver", json={"first_seq": seq, "last_seq": seq}, headers=as_maint
+                )
+                assert queued.json() == {"queued": 1}
+    finally:
+        deliverer.stop()

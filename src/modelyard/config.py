@@ -23,6 +23,7 @@ DEFAULT_URL = f"http://{DEFAULT_HOST}:{DEFAULT_PORT}"
 
 
 DEFAULT_SESSION_HOURS = 12.0
+DEFAULT_LEASE_SECONDS = 15.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +39,10 @@ class Settings:
     # http everywhere, and comma-separated host names, IPs and CIDRs despite being private.
     webhook_allow_http: bool = False
     webhook_allow_hosts: str = ""
+    # Webhook delivery: "FIRST,LONGEST,GIVE_UP_AFTER" retry seconds (empty: 5 s doubling up
+    # to an hour, for a day) and the lease a replica holds on a subscription it delivers.
+    webhook_retries: str = ""
+    webhook_lease_seconds: float = DEFAULT_LEASE_SECONDS
 
     @classmethod
     def from_env(
@@ -65,6 +70,8 @@ class Settings:
                 if webhook_allow_hosts is not None
                 else os.environ.get("MODELYARD_WEBHOOK_ALLOW_HOSTS", "")
             ),
+            webhook_retries=os.environ.get("MODELYARD_WEBHOOK_RETRIES", ""),
+            webhook_lease_seconds=_lease_seconds(),
         )
 
     @property
@@ -106,6 +113,21 @@ def _seconds(variable: str) -> float | None:
     return seconds
 
 
+def _lease_seconds() -> float:
+    """MODELYARD_WEBHOOK_LEASE_SECONDS: how soon another replica takes over a dead one's
+    deliveries (between 1 s and 10 minutes)."""
+    seconds = _seconds("MODELYARD_WEBHOOK_LEASE_SECONDS")
+    if seconds is None:
+        return DEFAULT_LEASE_SECONDS
+    if not 1 <= seconds <= 600:
+        from modelyard.domain.errors import InvalidInput
+
+        raise InvalidInput(
+            f"MODELYARD_WEBHOOK_LEASE_SECONDS={seconds:g}: give seconds between 1 and 600"
+        )
+    return seconds
+
+
 def _flag(variable: str) -> bool:
     """A boolean variable: 1, true, yes or on (any case) is true; unset or empty is false."""
     text = os.environ.get(variable, "").strip().lower()
@@ -126,17 +148,23 @@ def os_user() -> str:
         return "local"
 
 
-def open_service(settings: Settings) -> RegistryService:
+def open_service(settings: Settings, *, artifacts: bool = True) -> RegistryService:
     """Create the data directory, migrate the schema and return a ready service.
+
+    ``artifacts=False``: for a process that reads no artifact (the server's delivery
+    process). It leaves the blob store closed: a process holding it open would keep the
+    server's start-up clean-up from running after a crash.
 
     The data directory is private to the OS user (0700, the SQLite files 0600): other local
     users could otherwise read every artifact and the database past access control.
     """
     # Imported here: the CLI reads this module's defaults on every command, and most
     # commands talk HTTP and should not pay for loading SQLAlchemy and Alembic.
+    from modelyard.domain.delivery import RetrySchedule
     from modelyard.service import RegistryService
+    from modelyard.service.delivery import DeliveryConfig
     from modelyard.service.outbound import OutboundPolicy
-    from modelyard.storage.blobs import LocalBlobStore
+    from modelyard.storage.blobs import LocalBlobStore, MemoryBlobStore
     from modelyard.storage.db.engine import create_db_engine, migrate
     from modelyard.storage.db.store import Database
     from modelyard.storage.private import private_dir, private_file
@@ -150,15 +178,22 @@ def open_service(settings: Settings) -> RegistryService:
                 private_file(path)
     engine = create_db_engine(settings.effective_database_url)
     migrate(engine)
-    blobs = LocalBlobStore(settings.data_dir / "blobs")
+    blobs = LocalBlobStore(settings.data_dir / "blobs") if artifacts else MemoryBlobStore()
     service = RegistryService(Database(engine), blobs, server_key(settings.data_dir))
     service.sessions.lifetime_us = round(settings.session_hours * 3_600_000_000)
+    service.settings = settings
     if settings.stream_heartbeat is not None:
         service.feed.heartbeat = settings.stream_heartbeat
     if settings.stream_seconds is not None:
         service.feed.stream_seconds = settings.stream_seconds
     service.outbound = OutboundPolicy.from_config(
         settings.webhook_allow_http, settings.webhook_allow_hosts
+    )
+    service.deliveries.config = DeliveryConfig(
+        retries=RetrySchedule.parse(settings.webhook_retries)
+        if settings.webhook_retries
+        else RetrySchedule(),
+        lease_seconds=settings.webhook_lease_seconds,
     )
     return service
 

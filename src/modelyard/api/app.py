@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI
@@ -36,6 +39,7 @@ from modelyard.api.routes.resolve import FastResolve, fast_resolve, is_fast_reso
 from modelyard.config import os_user
 from modelyard.domain.access import Reach
 from modelyard.service import RegistryService
+from modelyard.service.delivery_process import DeliveryProcess
 
 _NOSNIFF = (b"x-content-type-options", b"nosniff")
 _DOCS_ASSETS = "/docs/assets"
@@ -99,12 +103,23 @@ class ModelyardApp(FastAPI):
         await super().__call__(scope, receive, send_nosniff)
 
 
-def create_app(service: RegistryService, *, reach: Reach, local_user: str | None = None) -> FastAPI:
+def create_app(
+    service: RegistryService,
+    *,
+    reach: Reach,
+    local_user: str | None = None,
+    deliver: bool = False,
+) -> FastAPI:
     """The app, for callers who reach it as ``reach`` says: in-process, over loopback, or
     from the network. Access control decides what that allows (single-user local mode as
-    ``local_user``, the OS user by default) and refuses NETWORK while no admin exists."""
+    ``local_user``, the OS user by default) and refuses NETWORK while no admin exists.
+
+    ``deliver``: run webhook delivery while the app runs (its lifespan): the server does;
+    the in-process SDK does not, a short-lived process would only start and stop it.
+    """
     service.access.require_servable(reach)
     app = ModelyardApp(
+        lifespan=_delivering(service) if deliver else None,
         title="Modelyard",
         version=__version__,
         description="A self-hosted ML model registry. References: NAME, NAME/N, NAME@ALIAS,"
@@ -143,6 +158,22 @@ def create_app(service: RegistryService, *, reach: Reach, local_user: str | None
     _offline_docs(app)
     web.install(app)
     return app
+
+
+def _delivering(service: RegistryService) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    """The lifespan that runs webhook delivery (in a process of its own) from start-up to
+    shutdown."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        deliverer = DeliveryProcess(service)
+        deliverer.start()
+        try:
+            yield
+        finally:
+            await asyncio.to_thread(deliverer.stop)
+
+    return lifespan
 
 
 def _offline_docs(app: FastAPI) -> None:

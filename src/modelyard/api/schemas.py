@@ -493,3 +493,49 @@ class NewWebhookOut(WebhookOut):
 
 class WebhookListOut(BaseModel):
     items: list[WebhookOut]
+
+
+class WebhookRedeliverIn(_Strict):
+    first_seq: StrictInt = Field(ge=1, le=2**62, description="The first event's seq.")
+    last_seq: StrictInt | None = Field(
+        default=None, ge=1, le=2**62, description="The last event's seq; first_seq alone if absent."
+    )
+
+
+class RedeliveredOut(BaseModel):
+    queued: int = Field(description="How many of the events were for this webhook, queued.")
+
+
+class ProbeOut(BaseModel):
+    status: int | None = Field(description="The answer's status; null: no answer.")
+    latency_ms: float
+    error_class: str | None
+    delivered: bool
+
+
+class AttemptOut(BaseModel):
+    at: str
+    status: int | None
+    latency_ms: float
+    error_class: str | None
+    response_prefix: str | None = Field(
+        description="The first bytes of the answer's body: for admins only, else null."
+    )
+
+
+class DeliveryOut(BaseModel):
+    id: int
+    webhook_id: int
+    seq: int
+    message_id: str
+    status: str = Field(description="pending, delivered or failed")
+    redelivery: bool
+    next_attempt: str | None
+    created: str
+    updated: str
+    attempts: list[AttemptOut]
+
+
+class DeliveryListOut(BaseModel):
+    items: list[DeliveryOut]
+    next_before: int | None = Field(description="Pass as `before` for older deliveries.")

@@ -138,7 +138,7 @@ def serve(
         raise typer.Exit(1) from None
     reach = Reach.LOOPBACK if is_loopback(host) else Reach.NETWORK
     try:
-        app = create_app(service, reach=reach)
+        app = create_app(service, reach=reach, deliver=True)
     except ModelyardError as exc:
         service.close()
         output.errors.print(

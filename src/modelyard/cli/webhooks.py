@@ -9,6 +9,8 @@ import typer
 from modelyard.cli import output
 from modelyard.cli.common import JsonOption, handles_errors, registry
 from modelyard.config import DEFAULT_URL
+from modelyard.domain.delivery import Delivery
+from modelyard.domain.errors import InvalidInput
 from modelyard.domain.models import iso
 from modelyard.domain.webhooks import NewSubscription, Subscription
 
@@ -210,6 +212,81 @@ def delete(
     output.emit(json_out, {"id": webhook_id, "deleted": True}, f"deleted webhook {webhook_id}")
 
 
+@webhooks_app.command("test")
+@handles_errors
+def test(
+    webhook_id: WebhookId, registry_url: RegistryOption = DEFAULT_URL, json_out: JsonOption = False
+) -> None:
+    """Send a signed webhook.test message now and report the answer's status and latency
+    (never its body). Exits 1 unless the receiver answered 2xx.
+
+    [bold]Example[/bold]: modelyard webhooks test 3
+    """
+    with registry(registry_url) as reg:
+        probe = reg.test_webhook(webhook_id)
+    answered = f"answered {probe.status}" if probe.status is not None else "no answer"
+    error = f" ({probe.error_class})" if probe.error_class else ""
+    output.emit(
+        json_out,
+        probe.as_dict(),
+        f"webhook {webhook_id}: {answered}{error} in {probe.latency_us / 1000:.1f} ms",
+    )
+    if probe.error_class is not None:
+        raise typer.Exit(1)
+
+
+@webhooks_app.command("deliveries")
+@handles_errors
+def deliveries(
+    webhook_id: WebhookId,
+    limit: Annotated[int, typer.Option(help="How many, newest first.", min=1, max=1000)] = 50,
+    before: Annotated[
+        int | None, typer.Option(help="Older than this delivery id (the next page).")
+    ] = None,
+    registry_url: RegistryOption = DEFAULT_URL,
+    json_out: JsonOption = False,
+) -> None:
+    """A webhook's delivery log: each event's delivery, its status and its attempts (time,
+    status code, latency, error class; admins also see the answer's first bytes).
+
+    [bold]Example[/bold]: modelyard webhooks deliveries 3 --limit 20
+    """
+    with registry(registry_url) as reg:
+        found = reg.webhook_deliveries(webhook_id, limit=limit, before=before)
+    data = {"items": [d.as_dict(with_response=True) for d in found]}
+    output.emit(json_out, data, _deliveries_table(found))
+
+
+@webhooks_app.command("redeliver")
+@handles_errors
+def redeliver(
+    webhook_id: WebhookId,
+    seq: Annotated[int | None, typer.Option("--seq", help="One event's seq.", min=1)] = None,
+    first: Annotated[
+        int | None, typer.Option("--from", help="The first event's seq.", min=1)
+    ] = None,
+    last: Annotated[int | None, typer.Option("--to", help="The last event's seq.", min=1)] = None,
+    registry_url: RegistryOption = DEFAULT_URL,
+    json_out: JsonOption = False,
+) -> None:
+    """Send events again, with their original webhook-ids (receivers drop what they had):
+    one (--seq N) or a range (--from A --to B). Only those the webhook would receive go.
+
+    [bold]Examples[/bold]:
+      modelyard webhooks redeliver 3 --seq 812
+      modelyard webhooks redeliver 3 --from 800 --to 850
+    """
+    if seq is not None and first is None and last is None:
+        start = end = seq
+    elif seq is None and first is not None and last is not None:
+        start, end = first, last
+    else:
+        raise InvalidInput("give --seq N, or --from A --to B")
+    with registry(registry_url) as reg:
+        queued = reg.redeliver_webhook(webhook_id, start, end)
+    output.emit(json_out, {"queued": queued}, f"queued {queued} event(s) for webhook {webhook_id}")
+
+
 # -- printing ----------------------------------------------------------------------------------
 
 
@@ -259,4 +336,18 @@ def _details(sub: Subscription) -> output.Table:
         ("updated", iso(sub.updated)),
     ):
         table.add_row(field, output.escape(value))
+    return table
+
+
+def _deliveries_table(found: list[Delivery]) -> output.Table:
+    table = output.Table("id", "seq", "status", "attempts", "last attempt", "message id")
+    for d in found:
+        last = d.attempts[-1] if d.attempts else None
+        said = "-"
+        if last is not None:
+            answer = str(last.status) if last.status is not None else "no answer"
+            error = f" {last.error_class}" if last.error_class else ""
+            said = f"{iso(last.at)} {answer}{error} {last.latency_us / 1000:.0f} ms"
+        status = d.status + (" (redelivery)" if d.redelivery else "")
+        table.add_row(str(d.id), str(d.seq), status, str(len(d.attempts)), said, d.message_id)
     return table

@@ -41,6 +41,7 @@ from modelyard.domain.access import (
 )
 from modelyard.domain.checks import CheckResult
 from modelyard.domain.comparison import Comparison, GateResult
+from modelyard.domain.delivery import Delivery, ProbeResult
 from modelyard.domain.errors import (
     Conflict,
     DigestMismatch,
@@ -943,6 +944,42 @@ class Registry:
     def delete_webhook(self, webhook_id: int) -> None:
         """Unsubscribe; the delivery log goes too."""
         self._send("DELETE", _webhook_path(webhook_id))
+
+    def test_webhook(self, webhook_id: int) -> ProbeResult:
+        """Send a signed ``webhook.test`` now: the answer's status and latency (never its
+        body); ``error_class`` says why there was no 2xx."""
+        return ProbeResult.from_dict(self._json("POST", _webhook_path(webhook_id, "test")))
+
+    def webhook_deliveries(
+        self,
+        webhook_id: int,
+        *,
+        limit: int | None = None,
+        before: int | None = None,
+        first_seq: int | None = None,
+        last_seq: int | None = None,
+    ) -> list[Delivery]:
+        """The webhook's deliveries, newest first, with their attempts (``before``: a
+        delivery's id, for older ones; ``first_seq``/``last_seq``: the events')."""
+        params = {
+            key: value
+            for key, value in (
+                ("limit", limit),
+                ("before", before),
+                ("first_seq", first_seq),
+                ("last_seq", last_seq),
+            )
+            if value is not None
+        }
+        data = self._json("GET", _webhook_path(webhook_id, "deliveries"), params=params)
+        return [Delivery.from_dict(d) for d in data["items"]]
+
+    def redeliver_webhook(
+        self, webhook_id: int, first_seq: int, last_seq: int | None = None
+    ) -> int:
+        """Send the event ``first_seq`` (to ``last_seq``) again; how many were queued."""
+        body = {"first_seq": first_seq, "last_seq": last_seq}
+        return int(self._json("POST", _webhook_path(webhook_id, "redeliver"), body=body)["queued"])
 
     # -- champion vs challenger -----------------------------------------------------------
 

@@ -15,6 +15,11 @@ never follows redirects. httpx resolves names inside its transport, so pinning t
 address there means replacing its network backend; here it is one ``connect`` call. Every
 read is bounded by what is left of the total deadline, so a receiver trickling bytes cannot
 hold a delivery past it, and only a short prefix of the body is ever read.
+
+A connection the answer allows to keep (HTTP/1.1, the body read whole) serves the next
+request to the same scheme, host and port, but only if its peer is among the addresses the
+policy has just checked for that request: the name is still resolved and checked every
+time. One the receiver closed meanwhile is replaced, the request sent again.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import io
 import ipaddress
 import socket
 import ssl
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -41,6 +47,8 @@ CONNECT_TIMEOUT = 5.0
 TOTAL_TIMEOUT = 30.0
 PREFIX_BYTES = 512  # how much of an answer's body is read and kept
 MAX_URL_LENGTH = 2048
+IDLE_SECONDS = 20.0  # a kept connection older than this is closed, not reused
+MAX_IDLE_PER_TARGET = 32  # one receiver often serves many subscriptions, a worker each
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
 _USER_AGENT = "Modelyard-Webhooks/1"
 
@@ -74,6 +82,10 @@ class Target:
     port: int
     path: str  # path and query, what the request line carries
     addresses: tuple[IPAddress, ...]
+
+    @property
+    def key(self) -> tuple[str, str, int]:
+        return (self.scheme, self.host, self.port)
 
     @property
     def host_header(self) -> str:
@@ -110,6 +122,7 @@ class OutboundPolicy:
     connect_timeout: float = CONNECT_TIMEOUT
     total_timeout: float = TOTAL_TIMEOUT
     prefix_bytes: int = field(default=PREFIX_BYTES)
+    _idle: _Idle = field(default_factory=lambda: _Idle(), compare=False, repr=False)
 
     @classmethod
     def from_config(
@@ -200,14 +213,40 @@ class OutboundPolicy:
             target = self.target(url)
         except InvalidInput as exc:
             raise OutboundError("refused", exc.message) from None
+        reused = self._idle.take(target)
+        if reused is not None:
+            try:
+                return self._exchange(target, reused, body, headers, started, deadline)
+            except _Stale:
+                pass  # the receiver closed it while it was idle: once more, on a new one
         sock = self._connect(target, deadline)
+        try:
+            return self._exchange(target, sock, body, headers, started, deadline)
+        except _Stale as stale:
+            raise OutboundError("network", f"the connection closed: {stale}") from None
+
+    def _exchange(
+        self,
+        target: Target,
+        sock: socket.socket,
+        body: bytes,
+        headers: Mapping[str, str],
+        started: float,
+        deadline: float,
+    ) -> Answer:
+        """One request and its answer on ``sock``, which is kept for the next request when
+        the answer allows it (HTTP/1.1, not ``Connection: close``, the body read whole)."""
+        keep = False
+        answered = False
         try:
             request = _request_bytes(target, body, headers)
             sock.settimeout(_left(deadline))
             sock.sendall(request)
             response = http.client.HTTPResponse(_DeadlineSocket(sock, deadline), method="POST")  # type: ignore[arg-type]
             response.begin()
+            answered = True
             prefix = response.read(self.prefix_bytes)
+            keep = response.isclosed() and not response.will_close
             return Answer(
                 status=response.status,
                 retry_after=response.getheader("Retry-After"),
@@ -215,6 +254,10 @@ class OutboundPolicy:
                 latency_us=round((time.monotonic() - started) * 1_000_000),
                 peer=str(target_peer(sock)),
             )
+        except (BrokenPipeError, ConnectionResetError) as exc:
+            if not answered:
+                raise _Stale(repr(exc)) from None
+            raise OutboundError("network", str(exc)) from None
         except OutboundError:
             raise
         except ssl.SSLCertVerificationError as exc:
@@ -228,7 +271,10 @@ class OutboundPolicy:
         except OSError as exc:
             raise OutboundError("network", str(exc)) from None
         finally:
-            sock.close()
+            if keep:
+                self._idle.give(target, sock)
+            else:
+                sock.close()
 
     def _connect(self, target: Target, deadline: float) -> socket.socket:
         """A connection to one of the checked addresses (in order), TLS when https."""
@@ -302,6 +348,43 @@ def target_peer(sock: socket.socket) -> IPAddress:
     return _unmapped(ipaddress.ip_address(sock.getpeername()[0]))
 
 
+class _Stale(Exception):
+    """A kept connection the receiver had closed: nothing was answered on it."""
+
+
+class _Idle:
+    """Connections kept open between requests, by scheme, host and port (a delivery
+    worker sends many requests to one receiver: a new TCP and TLS handshake each time cost
+    more than the request). One is reused only when its peer is among the addresses the
+    policy has just checked for this request, so the rules hold as for a new connection."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._kept: dict[tuple[str, str, int], list[tuple[float, socket.socket]]] = {}
+
+    def take(self, target: Target) -> socket.socket | None:
+        now = time.monotonic()
+        with self._lock:
+            kept = self._kept.get(target.key, [])
+            while kept:
+                since, sock = kept.pop()
+                try:
+                    fresh = now - since < IDLE_SECONDS and target_peer(sock) in target.addresses
+                except OSError:
+                    fresh = False
+                if fresh:
+                    return sock
+                sock.close()
+        return None
+
+    def give(self, target: Target, sock: socket.socket) -> None:
+        with self._lock:
+            kept = self._kept.setdefault(target.key, [])
+            kept.append((time.monotonic(), sock))
+            while len(kept) > MAX_IDLE_PER_TARGET:
+                kept.pop(0)[1].close()
+
+
 class _DeadlineSocket:
     """What HTTPResponse reads from: every read bounded by the time left to the deadline."""
 
@@ -340,7 +423,6 @@ def _request_bytes(target: Target, body: bytes, headers: Mapping[str, str]) -> b
         "Content-Type": "application/json",
         **headers,
         "Content-Length": str(len(body)),
-        "Connection": "close",
     }
     lines = [f"POST {target.path} HTTP/1.1"]
     for name, value in fields.items():

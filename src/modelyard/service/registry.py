@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Collection, Iterator, Mapping, Sequence
 
+from modelyard.config import Settings
 from modelyard.domain.access import Caller, Permission, Role, Visibility
 from modelyard.domain.errors import (
     Conflict,
@@ -55,6 +56,7 @@ from modelyard.service.blobs import BlobService, check_inline
 from modelyard.service.caches import StampedCache
 from modelyard.service.checks import ChecksService
 from modelyard.service.comparison import Comparisons
+from modelyard.service.delivery import DeliveryService
 from modelyard.service.evidence import EvidenceService
 from modelyard.service.feed import EventFeed
 from modelyard.service.identity import IdentityService
@@ -89,10 +91,14 @@ class RegistryService(Comparisons, BlobService):
         self.feed = EventFeed(self)
         # Where webhooks may send: https to global addresses unless configured otherwise.
         self.outbound = OutboundPolicy()
+        self.deliveries: DeliveryService = DeliveryService(self)
         # The policy is read at each check: open_service and tests replace it.
         self.webhooks = WebhookService(
-            db, self.access, self.key, lambda url: self.outbound.check_url(url)
+            db, self.access, self.key, lambda url: self.outbound.check_url(url), self.deliveries
         )
+        # What open_service made it from (None when built directly): the server's delivery
+        # process opens its own service from the same settings.
+        self.settings: Settings | None = None
         self._resolved: StampedCache[Reference, Version] = StampedCache(
             lambda ref: db.model_stamp(ref.model)
         )
@@ -553,7 +559,7 @@ class RegistryService(Comparisons, BlobService):
                 limit,
                 subject,
                 kind,
-                self._event_visibility(caller),
+                self.event_visibility(caller),
                 actor=where.actor,
                 model=where.model,
                 since_us=to_us(where.since) if where.since else None,
@@ -584,7 +590,7 @@ class RegistryService(Comparisons, BlobService):
         with self.db.read() as tx:
             return tx.journal_head()
 
-    def _event_visibility(self, caller: Caller) -> Visibility | None:
+    def event_visibility(self, caller: Caller) -> Visibility | None:
         """Admins read the whole journal; others the events of the models they may see."""
         if caller.local or self.access.role(caller, None) is Role.ADMIN:
             return None

@@ -14,10 +14,13 @@ sealed under a key derived from the server's.
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 from modelyard.domain.access import MINIMUM_ROLE, Caller, Permission, Role
+from modelyard.domain.delivery import Delivery, ProbeResult
 from modelyard.domain.errors import Conflict, NotFound
 from modelyard.domain.events import (
     WebhookChange,
@@ -43,6 +46,7 @@ from modelyard.domain.webhooks import (
     validate_text,
 )
 from modelyard.service.access import AccessControl
+from modelyard.service.delivery import DeliveryService
 from modelyard.storage.db.store import Database, Reader, Writer, now_us
 
 # Who acts when the registry itself disables a subscription (its receiver answered 410). A
@@ -74,12 +78,18 @@ def _event(cls: type[WebhookEvent], sub: Subscription, **fields: Any) -> Webhook
 
 class WebhookService:
     def __init__(
-        self, db: Database, access: AccessControl, key: ServerKey, check_url: UrlCheck
+        self,
+        db: Database,
+        access: AccessControl,
+        key: ServerKey,
+        check_url: UrlCheck,
+        deliveries: DeliveryService,
     ) -> None:
         self.db = db
         self.access = access
         self._box = SecretBox(key.derive("webhook-secrets"))
         self._check_url = check_url
+        self._deliveries = deliveries
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -253,6 +263,45 @@ class WebhookService:
             tx.delete_webhook(webhook_id)
             tx.append_event(caller, _event(WebhookDeleted, current), now=now_us())
 
+    # -- delivery, for those who manage the webhook ------------------------------------------
+
+    def deliveries(
+        self,
+        caller: Caller,
+        webhook_id: int,
+        *,
+        limit: int | None = None,
+        before: int | None = None,
+        first_seq: int | None = None,
+        last_seq: int | None = None,
+    ) -> builtins.list[Delivery]:  # (``list`` is a method here)
+        """The webhook's delivery log, newest first (``before``: a delivery's id, to page
+        back), each delivery with its attempts. The first bytes of each answer's body only
+        for admins: a receiver's answer may be an internal page its managers should not
+        read through the registry."""
+        self.get(caller, webhook_id)
+        found = self._deliveries.log(
+            webhook_id, limit=limit, before=before, first_seq=first_seq, last_seq=last_seq
+        )
+        if self.access.role(caller, None) is Role.ADMIN:
+            return found
+        return [_without_answers(d) for d in found]
+
+    def redeliver(
+        self, caller: Caller, webhook_id: int, first_seq: int, last_seq: int | None = None
+    ) -> int:
+        """Send the event ``first_seq`` (to ``last_seq``) again, those the webhook would
+        receive, with their original ``webhook-id``s; how many were queued."""
+        self.get(caller, webhook_id)
+        last = first_seq if last_seq is None else last_seq
+        return self._deliveries.redeliver(webhook_id, first_seq, last)
+
+    def send_test(self, caller: Caller, webhook_id: int) -> ProbeResult:
+        """Send a signed ``webhook.test`` now (enabled or not): the status and the latency
+        of the answer, never its body."""
+        subscription = self.get(caller, webhook_id)
+        return self._deliveries.send_test(subscription, self.secret_of(webhook_id))
+
     # -- the rule -----------------------------------------------------------------------------
 
     def _may_manage(self, tx: Reader, caller: Caller, model: str | None) -> bool:
@@ -280,3 +329,9 @@ class WebhookService:
         disabled = self._load(tx, current.id)
         tx.append_event(caller, _event(WebhookDisabled, disabled, reason=reason), now=now)
         return disabled
+
+
+def _without_answers(delivery: Delivery) -> Delivery:
+    """A delivery as its managers who are not admins see it: no answer's body."""
+    attempts = tuple(replace(a, response_prefix=None) for a in delivery.attempts)
+    return replace(delivery, attempts=attempts)

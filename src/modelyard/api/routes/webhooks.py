@@ -1,7 +1,8 @@
 """Webhook subscriptions: subscribe, list, edit, pause, rotate the secret, unsubscribe.
 
 A model's maintainers manage its webhooks, admins the registry-wide ones; to anyone else a
-webhook is 404, as if it did not exist. Only creating and rotating answer the secret.
+webhook is 404, as if it did not exist. Only creating and rotating answer the secret. They
+also read its delivery log, redeliver events and send it a test.
 """
 
 from __future__ import annotations
@@ -13,13 +14,18 @@ from starlette.responses import Response
 
 from modelyard.api.deps import caller, json_response, needs, service
 from modelyard.api.schemas import (
+    DeliveryListOut,
     NewWebhookOut,
+    ProbeOut,
+    RedeliveredOut,
     WebhookDisableIn,
     WebhookIn,
     WebhookListOut,
     WebhookOut,
     WebhookPatchIn,
+    WebhookRedeliverIn,
 )
+from modelyard.domain.pagination import DEFAULT_PAGE_SIZE
 from modelyard.service.webhooks import WebhookService
 
 router = APIRouter(prefix="/api/v1/webhooks", tags=["webhooks"])
@@ -107,3 +113,42 @@ def disable_webhook(
 def enable_webhook(webhook_id: WebhookId, request: Request) -> Response:
     """Deliver again; the URL is checked again against the outbound policy."""
     return json_response(webhooks(request).enable(caller(request), webhook_id).as_dict())
+
+
+@router.post("/{webhook_id}/test", response_model=ProbeOut, openapi_extra=MANAGE)
+def test_webhook(webhook_id: WebhookId, request: Request) -> Response:
+    """Send a signed `webhook.test` message now: the answer's status and latency, never
+    its body (it could be an internal page)."""
+    return json_response(webhooks(request).send_test(caller(request), webhook_id).as_dict())
+
+
+@router.get("/{webhook_id}/deliveries", response_model=DeliveryListOut, openapi_extra=MANAGE)
+def list_deliveries(
+    webhook_id: WebhookId,
+    request: Request,
+    limit: Annotated[int, Query(ge=1, le=1000)] = DEFAULT_PAGE_SIZE,
+    before: Annotated[int | None, Query(ge=1, le=2**62)] = None,
+    first_seq: Annotated[int | None, Query(ge=1, le=2**62)] = None,
+    last_seq: Annotated[int | None, Query(ge=1, le=2**62)] = None,
+) -> Response:
+    """The webhook's deliveries, newest first, each with its attempts: time, status,
+    latency, error class; the first bytes of the answer for admins only."""
+    found = webhooks(request).deliveries(
+        caller(request),
+        webhook_id,
+        limit=limit,
+        before=before,
+        first_seq=first_seq,
+        last_seq=last_seq,
+    )
+    older = found[-1].id if len(found) == limit else None
+    items = [d.as_dict(with_response=True) for d in found]
+    return json_response({"items": items, "next_before": older})
+
+
+@router.post("/{webhook_id}/redeliver", response_model=RedeliveredOut, openapi_extra=MANAGE)
+def redeliver(webhook_id: WebhookId, body: WebhookRedeliverIn, request: Request) -> Response:
+    """Send events again (one, or `first_seq` to `last_seq`), those the webhook would
+    receive, with their original `webhook-id`s, ahead of new events."""
+    queued = webhooks(request).redeliver(caller(request), webhook_id, body.first_seq, body.last_seq)
+    return json_response({"queued": queued})

@@ -25,6 +25,9 @@ class JournalBell:
         self._rung = 0  # the newest seq rung in this process
         self._cond = threading.Condition()
         self._futures: set[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = set()
+        # Called with the seq at every ring: passes it to waiters in other processes (the
+        # server's delivery process), which would otherwise hear of it only at their poll.
+        self.listeners: list[Callable[[int], None]] = []
 
     def ring(self, seq: int) -> None:
         """A transaction that appended events up to ``seq`` has committed."""
@@ -36,6 +39,8 @@ class JournalBell:
             # A loop that has closed since its waiter registered has nobody left to wake.
             if not loop.is_closed():
                 loop.call_soon_threadsafe(_wake, future)
+        for listener in self.listeners:
+            listener(seq)
 
     def head(self) -> int:
         """The newest committed seq, as the database says."""

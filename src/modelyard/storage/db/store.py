@@ -61,6 +61,7 @@ from modelyard.domain.references import Reference, RefKind
 from modelyard.storage.db.bell import JournalBell
 from modelyard.storage.db.blobs import BlobReader, BlobWriter
 from modelyard.storage.db.checks import ChecksReader, ChecksWriter
+from modelyard.storage.db.deliveries import Bookkeeper, DeliveriesReader
 from modelyard.storage.db.evidence import EvidenceReader, EvidenceWriter
 from modelyard.storage.db.identity import IdentityReader, IdentityWriter, protected_aliases
 from modelyard.storage.db.lifecycle import LifecycleReader, LifecycleWriter, event_from_row
@@ -277,6 +278,36 @@ class Database:
         if writer.journaled:
             self.bell.ring(writer.head_seq)
 
+    @contextmanager
+    def bookkeeping(self) -> Iterator[Bookkeeper]:
+        """A write transaction for webhook delivery's state only (cursors, leases,
+        deliveries, attempts: storage/db/deliveries.py), outside the journal.
+
+        It does not lock the journal head (on PostgreSQL delivering does not queue behind
+        registrations) and appends no event: that state says what the server did with the
+        journal, not what anyone changed, and no cache is stamped by it. SQLite takes its
+        one write lock (BEGIN IMMEDIATE) as for any write.
+
+        Its commit does not wait for the disk (SQLite synchronous=NORMAL, PostgreSQL
+        synchronous_commit off): a crash of the process loses nothing, and a power cut
+        may lose the last deliveries' records, which only means sending those events
+        again (delivery is at least once). An fsync per commit would take the write lock
+        from registrations for milliseconds each time.
+        """
+        with self.engine.connect() as conn:
+            raw: Any = conn.connection.dbapi_connection
+            if self.is_sqlite:
+                raw.execute("PRAGMA synchronous=NORMAL")
+                conn = conn.execution_options(sqlite_immediate=True)
+            try:
+                with conn.begin():
+                    if not self.is_sqlite:
+                        conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
+                    yield Bookkeeper(conn)
+            finally:
+                if self.is_sqlite:
+                    raw.execute("PRAGMA synchronous=FULL")
+
     def _changes(self, conn: Connection) -> int:
         """A counter of the rows this connection has changed (inserted, updated, deleted)."""
         if self.is_sqlite:
@@ -349,6 +380,7 @@ class Reader(
     EvidenceReader,
     OverviewReader,
     WebhooksReader,
+    DeliveriesReader,
 ):
     def __init__(self, conn: Connection) -> None:
         self.conn = conn

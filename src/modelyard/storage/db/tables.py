@@ -432,7 +432,8 @@ comments = Table(
 # A subscription: where to send which events, about one model (by name, like grants) or the
 # whole registry (model NULL). The signing secret is kept only encrypted under a key derived
 # from the server's secret. ``cursor`` is the seq of the last event this subscription is
-# done with (delivered, failed for good, or not for it): the journal is the outbox, and
+# done with (delivered, failed for good, handed to a pending delivery that holds the line,
+# or not for it): the journal is the outbox, and
 # delivery resumes after the cursor whatever happened to the process. ``lease_owner`` and
 # ``lease_expires_at`` let one replica at a time deliver it.
 webhooks = Table(

@@ -1,0 +1,119 @@
+"""The server's webhook delivery, in a process of its own.
+
+Delivering costs CPU in Python for every event and subscriber (a request built, signed,
+sent and its answer read, the bookkeeping written). In the server's process that work
+takes the interpreter's lock from the request handlers, and registrations slowed to a
+fifth with ten subscriptions; in a child process it runs beside them. The parent passes
+each ring of its journal bell down a pipe (one line, the seq: ``ring`` never blocks, and a
+full pipe only delays the child to its own poll of the head), and redeliveries asked of it;
+the child runs the ``Deliverer``. When the pipe closes (the server stopped, or died) the
+child stops: it frees its leases for the next server.
+
+    python -m modelyard.service.delivery_process SETTINGS_JSON   (started by the server)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from modelyard.config import Settings, open_service
+from modelyard.service.delivery import Deliverer
+
+if TYPE_CHECKING:
+    from modelyard.service.registry import RegistryService
+
+log = logging.getLogger("modelyard.delivery")
+STOP_SECONDS = 15.0
+
+
+class DeliveryProcess:
+    """The parent's side: start the child, feed it the bell, stop it."""
+
+    def __init__(self, service: RegistryService) -> None:
+        if service.settings is None:
+            raise ValueError("delivery in a process of its own needs the service's Settings")
+        self._service = service
+        self._settings = service.settings
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._fd = -1
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        settings = {
+            k: str(v) if isinstance(v, Path) else v
+            for k, v in dataclasses.asdict(self._settings).items()
+        }
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "modelyard.service.delivery_process", json.dumps(settings)],
+            stdin=subprocess.PIPE,
+        )
+        assert self._proc.stdin is not None
+        self._fd = self._proc.stdin.fileno()
+        os.set_blocking(self._fd, False)
+        self._service.db.bell.listeners.append(self._ring)
+        self._service.deliveries.on_redeliver.append(self._nudge)
+
+    def stop(self) -> None:
+        """Close the pipe and wait for the child to stop (and free its leases)."""
+        self._service.db.bell.listeners.remove(self._ring)
+        self._service.deliveries.on_redeliver.remove(self._nudge)
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        with self._lock:
+            assert proc.stdin is not None
+            proc.stdin.close()
+            self._fd = -1
+        try:
+            proc.wait(STOP_SECONDS)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    def _ring(self, seq: int) -> None:
+        self._send(f"{seq}\n")
+
+    def _nudge(self, webhook_id: int) -> None:
+        self._send(f"nudge {webhook_id}\n")
+
+    def _send(self, line: str) -> None:
+        with self._lock:
+            if self._fd < 0:
+                return
+            # A busy child hears of it at its own poll; a dead one not at all.
+            with contextlib.suppress(BlockingIOError, BrokenPipeError):
+                os.write(self._fd, line.encode())
+
+
+def main(argv: list[str]) -> int:
+    """The child: deliver until stdin closes."""
+    logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
+    fields = json.loads(argv[0])
+    fields["data_dir"] = Path(fields["data_dir"])
+    service = open_service(Settings(**fields), artifacts=False)
+    deliverer = Deliverer(service)
+    deliverer.start()
+    try:
+        for line in sys.stdin.buffer:
+            word, _, rest = line.decode().strip().partition(" ")
+            if word == "nudge":
+                deliverer.nudge(int(rest))
+            elif word.isdigit():
+                service.db.bell.ring(int(word))
+    finally:
+        deliverer.stop()
+        service.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
