@@ -62,3 +62,17 @@ def test_a_wait_times_out_with_the_head_unchanged() -> None:
     bell = JournalBell(lambda: 5, poll=0.01)
     assert bell.wait(5, timeout=0.05) == 5
     assert asyncio.run(bell.wait_async(5, timeout=0.05)) == 5
+
+
+def test_a_cancelled_async_waiter_leaves_nothing_behind() -> None:
+    bell = JournalBell(lambda: 0, poll=60.0)
+
+    async def main() -> None:
+        waiter = asyncio.ensure_future(bell.wait_async(0, timeout=30))
+        while not bell._futures:
+            await asyncio.sleep(0)
+        waiter.cancel()  # as when a stream's client goes away
+        await asyncio.gather(waiter, return_exceptions=True)
+
+    asyncio.run(main())
+    assert not bell._futures

@@ -139,6 +139,13 @@ class AsgiTransport:
             messages, finished = self._lifespan
             await messages.put({"type": "lifespan.shutdown"})
             await finished
+        # Requests still in progress (an event stream whose reader stopped) end before the
+        # service closes, as under asyncio.run: a database read of theirs on a worker
+        # thread would otherwise run on after the database was closed.
+        pending = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
 
     def close(self) -> None:
         if self._closed:

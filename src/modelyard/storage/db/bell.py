@@ -69,15 +69,18 @@ class JournalBell:
                 rung = self._rung
                 future: asyncio.Future[None] = loop.create_future()
                 self._futures.add((loop, future))
-            # The head is one indexed read of one row; the poll bounds how often it is made.
-            head = rung if rung > after else self._head()
-            remaining = deadline - loop.time()
-            if head > after or remaining <= 0:
-                self._forget(loop, future)
-                return head
+            # Forgotten however the wait ends: a waiter cancelled (a stream whose client
+            # left) would otherwise stay registered until the next ring.
             try:
+                # The head is one indexed read of one row; the poll bounds how often it is made.
+                head = rung if rung > after else self._head()
+                remaining = deadline - loop.time()
+                if head > after or remaining <= 0:
+                    return head
                 await asyncio.wait_for(asyncio.shield(future), min(self.poll, remaining))
             except TimeoutError:
+                pass
+            finally:
                 self._forget(loop, future)
 
     def _forget(self, loop: asyncio.AbstractEventLoop, future: asyncio.Future[None]) -> None:
