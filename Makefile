@@ -16,8 +16,10 @@ $(STAMP): pyproject.toml
 	  && $(BIN)/pip install --quiet -e ".[dev]" \
 	  && touch $(STAMP)'
 
+# Webhooks may go to receivers on this machine (the tour runs one); `modelyard serve` itself
+# sends only over https to public addresses unless told otherwise.
 serve: $(STAMP)  ## start the registry on http://127.0.0.1:$(PORT) (SQLite + ./modelyard-data)
-	$(BIN)/modelyard serve --port $(PORT)
+	$(BIN)/modelyard serve --port $(PORT) --webhook-allow-hosts 127.0.0.1
 
 test: $(STAMP) browser  ## lint, type-check and run the whole test suite
 	$(BIN)/ruff check .

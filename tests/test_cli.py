@@ -704,8 +704,10 @@ def readme_code(heading: str, language: str = "sh") -> list[str]:
 def test_readme_tour_runs_verbatim(tmp_path: Path) -> None:
     """The five-minute tour, shell and Python, pasted as a newcomer would, on a server at
     another port than 8080: only the one line that says where the server is changes."""
-    server = LiveServer(tmp_path / "data", None)
+    # Like `make serve`: webhooks may go to receivers on this machine.
+    server = LiveServer(tmp_path / "data", None, env={"MODELYARD_WEBHOOK_ALLOW_HOSTS": "127.0.0.1"})
     server.start()
+    receiver_port = free_port()
     try:
         (shell,) = readme_code("A five-minute tour")
         (python,) = readme_code("A five-minute tour", "python")
@@ -713,12 +715,28 @@ def test_readme_tour_runs_verbatim(tmp_path: Path) -> None:
         assert "8080" not in python
         script = shell.replace("http://127.0.0.1:8080", server.url)
         script = script.replace(". .venv/bin/activate\n", "")  # the test's venv is on PATH
+        script = script.replace("127.0.0.1:8000", f"127.0.0.1:{receiver_port}")
+        # Delivery is asynchronous: before reading the receiver's log, wait (with a deadline)
+        # until the alias's event has reached it, as a newcomer would look again.
+        arrived = 'timeout 30 sh -c "until grep -q alias.set webhook.log; do sleep 0.05; done"'
+        script = script.replace("cat webhook.log", f"{arrived}; cat webhook.log")
+        shutil.copytree(README.parent / "examples", tmp_path / "examples")
         env = {
             **environment(None),
             "PATH": f"{_SCRIPT.parent}{os.pathsep}{os.environ['PATH']}",
+            "PORT": str(receiver_port),
         }
         tour = subprocess.run(
-            ["bash", "-euo", "pipefail", "-c", script + f"python - <<'PYTHON'\n{python}PYTHON\n"],
+            # The trap: a step that fails must not leave the receiver holding the output open.
+            [
+                "bash",
+                "-euo",
+                "pipefail",
+                "-c",
+                "trap 'kill $(jobs -p) 2>/dev/null || true' EXIT\n"
+                + script
+                + f"python - <<'PYTHON'\n{python}PYTHON\n",
+            ],
             cwd=tmp_path,
             env=env,
             capture_output=True,
@@ -730,13 +748,15 @@ def test_readme_tour_runs_verbatim(tmp_path: Path) -> None:
     assert tour.returncode == 0, tour.stdout + tour.stderr
     out = tour.stdout
     # model created, two versions, the alias
-    for expected in ("registered churn/1", "registered churn/2", "journal intact: 4 events"):
+    assert "alias.set churn@champion" in out  # the webhook, signed and verified
+    for expected in ("registered churn/1", "registered churn/2", "journal intact: 5 events"):
         assert expected in out, (expected, out)
     # curl's answer, then what the Python part prints
     rest = out[out.index("\n{") + 1 :]
     resolved, end = json.JSONDecoder().raw_decode(rest)
     assert resolved["reference"] == "churn/1"  # the alias, over plain HTTP
-    assert rest[end:].strip().splitlines() == ["{'auc': 0.88}", "churn/3 0.88", "churn/1 0.87"]
+    # (between them, the webhook's deliveries and what its receiver printed)
+    assert rest[end:].strip().splitlines()[-3:] == ["{'auc': 0.88}", "churn/3 0.88", "churn/1 0.87"]
     assert tree_files(tmp_path / "deploy") == tree_files(tmp_path / "model_dir")
 
 

@@ -25,8 +25,8 @@ from typing import Any
 from modelyard.domain.errors import InvalidInput
 from modelyard.domain.events import AliasDeleted, AliasSet, JournalEvent, VersionEvent
 from modelyard.domain.models import Event, Model, Version, iso, parse_iso
+from modelyard.domain.webhooks import SECRET_PREFIX
 
-SECRET_PREFIX = "whsec_"
 TEST_KIND = "webhook.test"  # the type of the body ``webhooks test`` sends, not a journal kind
 
 

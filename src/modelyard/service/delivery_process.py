@@ -6,8 +6,10 @@ takes the interpreter's lock from the request handlers, and registrations slowed
 fifth with ten subscriptions; in a child process it runs beside them. The parent passes
 each ring of its journal bell down a pipe (one line, the seq: ``ring`` never blocks, and a
 full pipe only delays the child to its own poll of the head), and redeliveries asked of it;
-the child runs the ``Deliverer``. When the pipe closes (the server stopped, or died) the
-child stops: it frees its leases for the next server.
+the child runs the ``Deliverer``, at a lower CPU priority than the server (``NICENESS``):
+delivery is asynchronous by design, so when the CPU is short it is deliveries that wait,
+not the requests of the people and pipelines using the registry. When the pipe closes
+(the server stopped, or died) the child stops: it frees its leases for the next server.
 
     python -m modelyard.service.delivery_process SETTINGS_JSON   (started by the server)
 """
@@ -33,6 +35,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("modelyard.delivery")
 STOP_SECONDS = 15.0
+# Added to the child's niceness: the scheduler then gives the server's request handlers the
+# CPU first, and deliveries catch up in the time they leave.
+NICENESS = 10
 
 
 class DeliveryProcess:
@@ -97,6 +102,7 @@ class DeliveryProcess:
 def main(argv: list[str]) -> int:
     """The child: deliver until stdin closes."""
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
+    os.nice(NICENESS)
     fields = json.loads(argv[0])
     fields["data_dir"] = Path(fields["data_dir"])
     service = open_service(Settings(**fields), artifacts=False)
