@@ -14,9 +14,11 @@ of the story as PNGs there: docs/screenshots/ holds the README's.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import struct
+import time
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -33,6 +35,7 @@ from playwright.sync_api import (
     Request,
     expect,
 )
+from standardwebhooks.webhooks import Webhook
 from starlette.applications import Starlette
 from starlette.requests import Request as StarletteRequest
 from starlette.responses import HTMLResponse
@@ -41,6 +44,7 @@ from starlette.routing import Route
 import modelyard
 from modelyard.config import Settings, open_service
 from tests.conftest import BACKENDS, LiveServer, emptied, serving, sign_in
+from tests.receivers import Reply, receiving
 
 NewContext = Callable[..., BrowserContext]
 PASSWORD = "correct horse battery staple"
@@ -93,7 +97,10 @@ def registry(
     if request.param == "postgresql":
         database_url = emptied(request.getfixturevalue("pg_database"))
     work = tmp_path_factory.mktemp(f"browser-{request.param}")
-    server = LiveServer(work / "server-data", database_url)
+    # Loopback receivers allowed (http too), as an admin allows an internal network.
+    server = LiveServer(
+        work / "server-data", database_url, env={"MODELYARD_WEBHOOK_ALLOW_HOSTS": "127.0.0.1"}
+    )
     service = open_service(Settings(data_dir=server.data_dir, database_url=database_url))
     try:
         admin = service.identity.bootstrap_admin("alice", operator="browser-tests").token
@@ -443,6 +450,54 @@ def test_a_viewer_sees_the_evidence_but_no_download_link_and_gets_403_on_the_byt
     expect(link).to_be_visible()
     assert ds.request.get(link.get_attribute("href") or "").status == 200
     watch.assert_quiet()
+
+
+# -- webhooks -------------------------------------------------------------------------------
+
+
+def test_an_admin_adds_a_webhook_tests_it_and_redelivers_from_its_log(
+    registry: Registry, person: Callable[[str], tuple[Page, Watch]]
+) -> None:
+    """The secret once, a test (its status, never the receiver's body), the server's own
+    deliverer filling the log, and a redelivery with the same message id."""
+    register_week(registry, "hooked", 1, 0.8)
+    with receiving(lambda _: Reply(body=b"RECEIVER-BODY")) as receiver:
+        alice, watch = person("alice")
+        alice.goto("/models/hooked")
+        alice.get_by_role("link", name="Webhooks", exact=True).click()
+        expect(alice).to_have_url(f"{registry.url}/models/hooked/webhooks")
+        form = alice.locator('[data-test="create-webhook"]')
+        form.locator('input[name="url"]').fill(receiver.url())
+        form.locator('input[name="events"]').fill("version.registered")
+        form.get_by_role("button", name="Add the webhook").click()
+        secret = alice.locator("#webhook-secret").inner_text()
+        assert secret.startswith("whsec_")
+        alice.get_by_role("link", name="To the webhook").click()
+        expect(alice.locator("main")).not_to_contain_text(secret)
+        here = alice.url
+
+        alice.get_by_role("button", name="Send a test").click()
+        expect(alice.locator('[data-test="test-result"]')).to_contain_text("answered 200")
+        expect(alice.locator("main")).not_to_contain_text("RECEIVER-BODY")
+        number = register_week(registry, "hooked", 2, 0.81)
+        test, event = receiver.wait_for(2)
+        assert json.loads(test.body)["type"] == "webhook.test"
+        headers = {k.lower(): v for k, v in event.headers.items()}
+        verified = Webhook(secret).verify(event.body, headers)  # an independent verifier
+        assert verified["data"]["version"]["version"] == number
+
+        row = alice.locator('[data-test="delivery-row"]')
+        deadline = time.monotonic() + 10  # the deliverer records its attempt after sending
+        while row.count() == 0 and time.monotonic() < deadline:
+            alice.goto(here)  # not reload(): this page answered the test's POST
+        expect(row).to_have_count(1)
+        expect(row).to_contain_text("delivered")
+        screenshot(alice, "webhook")
+        row.get_by_role("button", name="Redeliver").click()
+        expect(alice.locator(".notice")).to_contain_text("delivered again")
+        again = receiver.wait_for(3)[2]
+        assert again.headers["webhook-id"] == event.headers["webhook-id"]  # receivers dedupe
+        watch.assert_quiet()
 
 
 # -- hostile content ------------------------------------------------------------------------

@@ -54,6 +54,8 @@ NOTICES: Final = {
     "webhook_disabled": "The webhook was disabled: nothing is sent until it is enabled again.",
     "webhook_enabled": "The webhook was enabled: delivery resumes where it stopped.",
     "webhook_deleted": "The webhook was deleted.",
+    "redelivered": "Queued: the events will be delivered again, in order.",
+    "redelivered_none": "None of those events is for this webhook: nothing was queued.",
 }
 
 

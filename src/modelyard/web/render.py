@@ -55,13 +55,20 @@ def markdown(text: str | None) -> Markup:
     return Markup(clean)
 
 
-def when(value: datetime | int | None) -> str:
-    """A time as people read it, in UTC (microseconds since the epoch are accepted)."""
+def when(value: datetime | int | None, seconds: bool = False) -> str:
+    """A time as people read it, in UTC (microseconds since the epoch are accepted);
+    ``seconds`` where they matter, as between a delivery's retries."""
     if value is None:
         return ""
     if isinstance(value, int):
         value = datetime.fromtimestamp(value / 1_000_000, tz=UTC)
-    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return value.astimezone(UTC).strftime(f"%Y-%m-%d %H:%M{':%S' if seconds else ''} UTC")
+
+
+def latency(microseconds: int) -> str:
+    """A duration measured in microseconds, as milliseconds (to the tenth below 10 ms)."""
+    ms = microseconds / 1000
+    return f"{ms:.1f} ms" if ms < 10 else f"{ms:,.0f} ms"
 
 
 def size(value: int | None) -> str:
@@ -87,7 +94,7 @@ environment = Environment(
     trim_blocks=True,
     lstrip_blocks=True,
 )
-environment.filters.update(markdown=markdown, when=when, size=size, metric=metric)
+environment.filters.update(markdown=markdown, when=when, size=size, metric=metric, latency=latency)
 environment.globals["version"] = __version__
 environment.globals.update(may=may, notice_for=notice_for, stage_names=stage_names)
 

@@ -1,7 +1,7 @@
 """Webhooks: the registry's (admins) and a model's (its maintainers), one webhook with its
-settings, and the forms that create, change, disable, rotate and delete them. Every page
-and form calls ``service.webhooks``, which decides who may; a refusal is the error page,
-status kept."""
+settings and delivery log, and the forms that create, change, test, redeliver and delete
+them. Every page and form calls ``service.webhooks``, which decides who may; a refusal is
+the error page, status kept."""
 
 from __future__ import annotations
 
@@ -13,12 +13,14 @@ from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import Response
 
+from modelyard.domain.delivery import ProbeResult
 from modelyard.domain.events import CATALOGUE
 from modelyard.service import RegistryService
 from modelyard.service.webhooks import WebhookService
 from modelyard.web.forms import (
     done,
     multiline,
+    number,
     optional,
     posted,
     require_confirmation,
@@ -29,6 +31,7 @@ from modelyard.web.routing import page_router
 from modelyard.web.session import web_caller
 
 router = page_router()
+DELIVERIES_PER_PAGE = 50
 
 
 def _webhooks(request: Request) -> WebhookService:
@@ -37,7 +40,7 @@ def _webhooks(request: Request) -> WebhookService:
 
 
 async def _run(function: Any, *args: Any, **kwargs: Any) -> Any:
-    """The service blocks (database): off the event loop."""
+    """The service blocks (database, the receiver for a test): off the event loop."""
     return await run_in_threadpool(function, *args, **kwargs)
 
 
@@ -83,10 +86,33 @@ def _listing(request: Request, model: str | None) -> Response:
 
 
 @router.get("/webhooks/{webhook_id}")
-def webhook(request: Request, webhook_id: int) -> Response:
-    """One webhook: its settings and its forms."""
-    subscription = _webhooks(request).get(web_caller(request), webhook_id)
-    return page(request, "webhook.html", hook=subscription, listed_at=list_page(subscription.model))
+def webhook(request: Request, webhook_id: int, before: int | None = None) -> Response:
+    return _webhook(request, webhook_id, before=before)
+
+
+def _webhook(
+    request: Request,
+    webhook_id: int,
+    *,
+    before: int | None = None,
+    tested: ProbeResult | None = None,
+) -> Response:
+    """The page of one webhook: its settings, its forms and a page of its delivery log,
+    newest first (and, answering the test form, the test's result)."""
+    caller = web_caller(request)
+    webhooks = _webhooks(request)
+    subscription = webhooks.get(caller, webhook_id)
+    log = webhooks.deliveries(caller, webhook_id, before=before, limit=DELIVERIES_PER_PAGE)
+    return page(
+        request,
+        "webhook.html",
+        hook=subscription,
+        deliveries=log,
+        older=log[-1].id if len(log) == DELIVERIES_PER_PAGE else None,
+        paged=before is not None,
+        listed_at=list_page(subscription.model),
+        tested=tested,
+    )
 
 
 @router.post("/webhooks")
@@ -156,3 +182,22 @@ async def delete(request: Request, webhook_id: int) -> Response:
     subscription = await _run(webhooks.get, caller, webhook_id)
     await _run(webhooks.delete, caller, webhook_id)
     return done(list_page(subscription.model), "webhook_deleted")
+
+
+@router.post("/webhooks/{webhook_id}/test")
+async def send_test(request: Request, webhook_id: int) -> Response:
+    """Send a test event now and show its status and latency (never the receiver's body)."""
+    await posted(request)
+    result = await _run(_webhooks(request).send_test, web_caller(request), webhook_id)
+    answer: Response = await _run(_webhook, request, webhook_id, tested=result)
+    return answer
+
+
+@router.post("/webhooks/{webhook_id}/redeliver")
+async def redeliver(request: Request, webhook_id: int) -> Response:
+    """Deliver the events from ``first`` to ``last`` (one when ``last`` is empty) again."""
+    form = await posted(request)
+    first = number(form, "first")
+    last = number(form, "last") if optional(form, "last") else None
+    queued = await _run(_webhooks(request).redeliver, web_caller(request), webhook_id, first, last)
+    return done(webhook_page(webhook_id), "redelivered" if queued else "redelivered_none")
