@@ -22,7 +22,7 @@ from typing import Any, Final
 from modelyard.domain.errors import InvalidInput, InvalidPath, TooLarge
 from modelyard.domain.manifest import FileEntry, validate_digest_hex
 from modelyard.domain.models import iso, parse_iso
-from modelyard.domain.names import path_key, validate_file_path
+from modelyard.domain.names import path_key, validate_file_path, validate_text
 
 MAX_ATTACHMENTS_PER_VERSION: Final = 1000
 MAX_CARD: Final = 256 * 1024  # characters of Markdown
@@ -182,23 +182,13 @@ def validate_attachments(
 
 
 def validate_card(text: str) -> str:
-    return _validate_markdown(text, "a model card", MAX_CARD)
+    return validate_text(text, "a model card", MAX_CARD)
 
 
 def validate_comment(body: str) -> str:
     if isinstance(body, str) and not body.strip():
         raise InvalidInput("a comment cannot be empty")
-    return _validate_markdown(body, "a comment", MAX_COMMENT)
-
-
-def _validate_markdown(text: str, what: str, limit: int) -> str:
-    if not isinstance(text, str):
-        raise InvalidInput(f"{what} must be a string")
-    if len(text) > limit:
-        raise TooLarge(f"{what} may be at most {limit} characters; this one has {len(text)}")
-    if "\x00" in text:
-        raise InvalidInput(f"{what} must not contain NUL")
-    return text
+    return validate_text(body, "a comment", MAX_COMMENT)
 
 
 def card_text(content: bytes, where: str) -> str:

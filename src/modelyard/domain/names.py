@@ -142,7 +142,7 @@ def validate_text(text: str, what: str, limit: int) -> str:
     if not isinstance(text, str):
         raise InvalidInput(f"{what} must be a string")
     if len(text) > limit:
-        raise TooLarge(f"{what} is longer than {limit} characters")
+        raise TooLarge(f"{what} may be at most {limit} characters; this one has {len(text)}")
     if "\x00" in text:
         raise InvalidInput(f"{what} must not contain NUL")
     return text
