@@ -166,7 +166,7 @@ def _registration_rate(
 ) -> dict[str, Any]:
     """Alternating blocks (none, ten, none, ten, ...), so that drift in the machine's speed
     falls on both sides alike."""
-    blocks, per_block = (4, 50) if quick else (6, 150)
+    blocks, per_block = (4, 50) if quick else (10, 150)
     files = _files(root, blocks * per_block + 10)
     for i in range(10):
         _register(reg, "bench-rate", files[i], i)  # warm-up

@@ -15,9 +15,20 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, case, insert, or_, select, update
+from sqlalchemy import (
+    Connection,
+    and_,
+    bindparam,
+    case,
+    func,
+    insert,
+    or_,
+    select,
+    text,
+    update,
+)
 
-from modelyard.domain.delivery import PENDING, Attempt, Delivery
+from modelyard.domain.delivery import DELIVERED, PENDING, Attempt, Delivery
 from modelyard.domain.models import utc_from_us
 from modelyard.storage.db.prebuilt import Prebuilt
 from modelyard.storage.db.tables import webhook_attempts, webhook_deliveries, webhooks
@@ -45,6 +56,10 @@ _ATTEMPT_COLUMNS = (
 # took half of the delivery process's time.
 _INSERT_DELIVERY = Prebuilt(insert(webhook_deliveries).returning(webhook_deliveries.c.id))
 _INSERT_ATTEMPT = Prebuilt(insert(webhook_attempts))
+_INSERT_DELIVERIES = Prebuilt(insert(webhook_deliveries))
+_DRAW_DELIVERY_IDS = text(
+    "SELECT nextval(pg_get_serial_sequence('webhook_deliveries', 'id')) FROM generate_series(1, :n)"
+)
 _MOVED = and_(webhooks.c.lease_owner == bindparam("owner"), webhooks.c.cursor < bindparam("target"))
 _ADVANCE = Prebuilt(
     update(webhooks)
@@ -73,6 +88,16 @@ class AttemptRecord:
             "error_class": self.error_class,
             "response_prefix": self.response_prefix,
         }
+
+
+@dataclass(frozen=True, slots=True)
+class Delivered:
+    """A delivery that its first attempt delivered, as the ledger writes it."""
+
+    webhook_id: int
+    seq: int
+    message_id: str
+    attempt: AttemptRecord
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,6 +281,45 @@ class Bookkeeper(DeliveriesReader):
         delivery_id = int(_INSERT_DELIVERY.scalar(self.conn, row))
         _INSERT_ATTEMPT.many(self.conn, [a.row(delivery_id) for a in attempts])
         return delivery_id
+
+    def add_delivered(self, delivered: Sequence[Delivered], now: int) -> None:
+        """Deliveries that succeeded, each with its one attempt, in three statements
+        however many there are (the ledger writes them under SQLite's one write lock)."""
+        if not delivered:
+            return
+        ids = self._new_delivery_ids(len(delivered))
+        _INSERT_DELIVERIES.insert_all(
+            self.conn,
+            [
+                {
+                    "id": id_,
+                    "webhook_id": d.webhook_id,
+                    "seq": d.seq,
+                    "message_id": d.message_id,
+                    "status": DELIVERED,
+                    "redelivery": False,
+                    "attempts": 1,
+                    "next_attempt_at": None,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+                for id_, d in zip(ids, delivered, strict=True)
+            ],
+        )
+        _INSERT_ATTEMPT.insert_all(
+            self.conn, [d.attempt.row(id_) for id_, d in zip(ids, delivered, strict=True)]
+        )
+
+    def _new_delivery_ids(self, n: int) -> list[int]:
+        """Ids for ``n`` new deliveries, in order, so their attempts can name them without
+        a RETURNING row each. SQLite: past the largest (this transaction holds the write
+        lock: nobody inserts meanwhile); PostgreSQL: drawn from the id's sequence."""
+        if self.conn.dialect.name == "sqlite":
+            top = select(func.coalesce(func.max(webhook_deliveries.c.id), 0))
+            first = int(self.conn.execute(top).scalar_one()) + 1
+            return list(range(first, first + n))
+        drawn = self.conn.execute(_DRAW_DELIVERY_IDS, {"n": n}).scalars()
+        return sorted(int(i) for i in drawn)
 
     def add_deliveries(self, webhook_id: int, rows: Sequence[dict[str, Any]]) -> None:
         """Many deliveries at once with no attempt yet (a redelivery asked for)."""

@@ -11,6 +11,7 @@ the transaction's own connection, so it commits or rolls back with everything el
 from __future__ import annotations
 
 import operator
+import sqlite3
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -69,6 +70,33 @@ class Prebuilt:
             cursor.executemany(sql, [args(row) for row in rows])  # type: ignore[arg-type]
             if counted:
                 count_change(conn, cursor)
+        finally:
+            cursor.close()
+
+    def insert_all(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Run an INSERT for many rows (all with the keys of the first) in as few statements
+        as the database takes: on SQLite one multi-row ``VALUES`` per chunk of its variable
+        limit, elsewhere executemany (which psycopg sends as one pipeline). SQLite's
+        executemany steps once per row, and a step lets other threads take the
+        interpreter's lock from the one holding the database's write lock."""
+        if not rows:
+            return
+        if conn.dialect.name != "sqlite":
+            self.many(conn, rows)
+            return
+        sql, args, _ = self._for(conn.dialect, rows[0])
+        head, _, group = sql.rpartition(" VALUES ")
+        if not (group.startswith("(") and group.endswith(")")):
+            raise ValueError(f"insert_all needs a plain INSERT ... VALUES (...): {sql}")
+        raw: Any = conn.connection.dbapi_connection
+        limit = raw.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+        per_statement = max(1, limit // max(1, group.count("?")))
+        cursor = raw.cursor()
+        try:
+            for start in range(0, len(rows), per_statement):
+                chunk = rows[start : start + per_statement]
+                groups = ", ".join([group] * len(chunk))
+                cursor.execute(f"{head} VALUES {groups}", [v for row in chunk for v in args(row)])
         finally:
             cursor.close()
 
