@@ -511,6 +511,7 @@ def main(argv: list[str] | None = None) -> int:
 
     ours_sizes = [*sizes, SEARCH_1M] if args.search_1m and SEARCH_1M not in sizes else sizes
 
+    args.workdir.mkdir(parents=True, exist_ok=True)
     machine = machine_info(args.workdir)
     started = time.perf_counter()
     ours = run_modelyard_benchmark(

@@ -15,10 +15,11 @@ replica would: the server hears of those events through its bell's poll.
   have arrived, and how many arrived twice (none should, with one server).
 - **Registration rate**: the registry benchmark's registration (an SDK client, one 1 KiB
   file, metrics, params, tags), in alternating blocks without subscriptions and with ten
-  (to ``version.*``, every registration delivered ten times); a block's rate is its
-  registrations over their own time, the next block starts once its deliveries have all
-  arrived; medians of the blocks, and the CPU per registration (deliveries included) of
-  the server and of its delivery process (its child).
+  (to ``version.*``, every registration delivered ten times); each block begins with five
+  untimed registrations (and their deliveries), so that the steady state is measured; a
+  block's rate is its registrations over their own time, the next block starts once its
+  deliveries have all arrived; medians of the blocks, and the CPU per registration
+  (deliveries included) of the server and of its delivery process (its child).
 """
 
 from __future__ import annotations
@@ -165,9 +166,12 @@ def _registration_rate(
     quick: bool,
 ) -> dict[str, Any]:
     """Alternating blocks (none, ten, none, ten, ...), so that drift in the machine's speed
-    falls on both sides alike."""
-    blocks, per_block = (4, 50) if quick else (10, 150)
-    files = _files(root, blocks * per_block + 10)
+    falls on both sides alike. Each block starts with a few registrations it does not
+    time (with subscriptions, until their deliveries arrived): what is measured is the
+    steady state, not the server staffing new subscriptions or retiring old ones."""
+    blocks, per_block = (4, 50) if quick else (16, 150)
+    untimed = 5
+    files = _files(root, blocks * (untimed + per_block) + 10)
     for i in range(10):
         _register(reg, "bench-rate", files[i], i)  # warm-up
     rates: dict[bool, list[float]] = {False: [], True: []}
@@ -187,7 +191,12 @@ def _registration_rate(
                 )[0]
                 for s in range(SUBSCRIBERS)
             ]
-        start = 10 + block * per_block
+        start = 10 + block * (untimed + per_block)
+        for i in range(start, start + untimed):
+            _register(reg, "bench-rate", files[i], i)
+        if subscribed:
+            receiver.wait_for({f"rate{block}-{s}": untimed for s in range(SUBSCRIBERS)}, 60)
+        start += untimed
         with CpuWindow(server_pid) as cpu, CpuWindow(delivery_pid) as delivery_cpu:
             t0 = time.perf_counter()
             for i in range(start, start + per_block):
@@ -195,9 +204,9 @@ def _registration_rate(
             elapsed = time.perf_counter() - t0
             if subscribed:
                 # The deliveries count against this block: wait for the last of them.
-                counts = {f"rate{block}-{s}": per_block for s in range(SUBSCRIBERS)}
+                counts = {f"rate{block}-{s}": untimed + per_block for s in range(SUBSCRIBERS)}
                 receiver.wait_for(counts, timeout=120)
-                delivered += per_block * SUBSCRIBERS
+                delivered += (untimed + per_block) * SUBSCRIBERS
         rates[subscribed].append(per_block / elapsed)
         cpu_ms[subscribed].append(cpu.seconds * 1000 / per_block)
         delivery_ms[subscribed].append(delivery_cpu.seconds * 1000 / per_block)

@@ -15,8 +15,8 @@ renewed every third of its length): on PostgreSQL exactly one replica delivers i
 time, and another takes over once a dead one's lease expires. Workers sleep on the
 journal bell: a commit in this process wakes them at once, one elsewhere within its poll.
 
-Successful deliveries are written by one thread (``_Ledger``) in batches, at most once a
-second in a burst: registrations then rarely wait for SQLite's write lock, and a lost batch
+Successful deliveries are written by one thread (``_Ledger``) in batches, at most once
+every 2 s in a burst: registrations then rarely wait for SQLite's write lock, and a lost batch
 (a crash before it committed) only means those events are delivered again.
 """
 
@@ -80,7 +80,7 @@ class DeliveryConfig:
     retries: RetrySchedule = field(default_factory=RetrySchedule)
     lease_seconds: float = 15.0
     batch: int = 100  # events read at a time
-    ledger_seconds: float = 1.0  # the bookkeeping commits at most this often, in a burst
+    ledger_seconds: float = 2.0  # the bookkeeping commits at most this often, in a burst
 
 
 @dataclass(frozen=True, slots=True)
