@@ -15,8 +15,9 @@ renewed every third of its length): on PostgreSQL exactly one replica delivers i
 time, and another takes over once a dead one's lease expires. Workers sleep on the
 journal bell: a commit in this process wakes them at once, one elsewhere within its poll.
 
-Successful deliveries are written by one thread (``_Ledger``) in batches, at most once
-every 2 s in a burst: registrations then rarely wait for SQLite's write lock, and a lost batch
+Successful deliveries are written by one thread (``_Ledger``) in batches, once deliveries
+pause and at most every 2 s in a burst: registrations then rarely wait for SQLite's write
+lock, and a lost batch
 (a crash before it committed) only means those events are delivered again.
 """
 
@@ -81,6 +82,7 @@ class DeliveryConfig:
     lease_seconds: float = 15.0
     batch: int = 100  # events read at a time
     ledger_seconds: float = 2.0  # the bookkeeping commits at most this often, in a burst
+    ledger_pause: float = 0.05  # and once deliveries pause for this long
 
 
 @dataclass(frozen=True, slots=True)
@@ -264,7 +266,8 @@ class DeliveryService:
 
 class _Ledger:
     """Writes what workers delivered (and cursors moved past events not for them) from one
-    thread, in batches, at most once every ``ledger_seconds`` while deliveries keep coming.
+    thread, in batches: once deliveries pause (``ledger_pause``), and while they keep
+    coming, at most once every ``ledger_seconds``.
 
     On SQLite every commit takes the database's one write lock, which registrations then
     wait for in its busy handler (sleeping 1, 2, 5, ... ms): committing per event or per
@@ -282,6 +285,7 @@ class _Ledger:
         self._hurry = False  # flush() waits: write what is queued now
         self._stopping = False
         self._last_write = -float("inf")
+        self._last_record = -float("inf")
         self.quiet = threading.Event()  # clear while the ledger holds the write lock
         self.quiet.set()
         self.thread = threading.Thread(target=self._run, name="webhook-ledger", daemon=True)
@@ -291,6 +295,7 @@ class _Ledger:
     ) -> None:
         """``sub`` is done up to ``cursor``; with ``sent``, it delivered that event."""
         with self._cond:
+            self._last_record = time.monotonic()
             self._queue.append(_Entry(sub.id, to_us(sub.created), cursor, message, sent))
             self._queued += 1
             self._cond.notify_all()
@@ -313,17 +318,19 @@ class _Ledger:
 
     def _run(self) -> None:
         every = self._deliverer.config.ledger_seconds
+        pause = self._deliverer.config.ledger_pause
         while True:
             with self._cond:
                 while not self._queue and not self._stopping:
                     self._cond.wait()
                 if not self._queue:
                     return
-                # The first entry after a quiet spell is written at once; in a burst, what
-                # came meanwhile waits for the next turn (only the cursor waits: the
-                # events are already sent).
+                # Written once entries stop coming for a moment (a quiet registry's log is
+                # current at once), or once every ``every`` while they keep coming (only
+                # the log and the cursor wait: the events are already sent).
                 while not (self._stopping or self._hurry):
-                    left = self._last_write + every - time.monotonic()
+                    due = min(self._last_write + every, self._last_record + pause)
+                    left = due - time.monotonic()
                     if left <= 0:
                         break
                     self._cond.wait(left)
