@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import getpass
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from modelyard.domain.errors import MissingExtra
 
 if TYPE_CHECKING:
     from modelyard.domain.keys import ServerKey
@@ -20,6 +24,44 @@ DEFAULT_DATA_DIR = "./modelyard-data"
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
 DEFAULT_URL = f"http://{DEFAULT_HOST}:{DEFAULT_PORT}"
+
+
+# The top-level modules of the `server` extra (pyproject.toml) that the client never imports
+# (pydantic is in it too, but typer, the CLI's, imports pydantic itself).
+SERVER_PACKAGES = frozenset(
+    {
+        "alembic",
+        "argon2",
+        "cryptography",
+        "fastapi",
+        "jinja2",
+        "markdown_it",
+        "multipart",
+        "nh3",
+        "orjson",
+        "psycopg",
+        "python_multipart",
+        "sqlalchemy",
+        "starlette",
+        "swagger_ui",
+        "uvicorn",
+    }
+)
+
+
+@contextmanager
+def server_side(what: str) -> Iterator[None]:
+    """Around the imports of the server's side: where the client was installed without the
+    `server` extra, a clear error that says what to install instead of a traceback."""
+    try:
+        yield
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").partition(".")[0] not in SERVER_PACKAGES:
+            raise
+        raise MissingExtra(
+            f"{what} needs the registry's server side, which is not installed here"
+            f" ({exc.name} is missing): pip install 'modelyard[server]'"
+        ) from None
 
 
 DEFAULT_SESSION_HOURS = 12.0
@@ -159,15 +201,17 @@ def open_service(settings: Settings, *, artifacts: bool = True) -> RegistryServi
     users could otherwise read every artifact and the database past access control.
     """
     # Imported here: the CLI reads this module's defaults on every command, and most
-    # commands talk HTTP and should not pay for loading SQLAlchemy and Alembic.
-    from modelyard.domain.delivery import RetrySchedule
-    from modelyard.service import RegistryService
-    from modelyard.service.delivery import DeliveryConfig
-    from modelyard.service.outbound import OutboundPolicy
-    from modelyard.storage.blobs import LocalBlobStore, MemoryBlobStore
-    from modelyard.storage.db.engine import create_db_engine, migrate
-    from modelyard.storage.db.store import Database
-    from modelyard.storage.private import private_dir, private_file
+    # commands talk HTTP and should not pay for loading SQLAlchemy and Alembic (nor need
+    # them installed: they come with the `server` extra).
+    with server_side("a registry in a directory or database"):
+        from modelyard.domain.delivery import RetrySchedule
+        from modelyard.service import RegistryService
+        from modelyard.service.delivery import DeliveryConfig
+        from modelyard.service.outbound import OutboundPolicy
+        from modelyard.storage.blobs import LocalBlobStore, MemoryBlobStore
+        from modelyard.storage.db.engine import create_db_engine, migrate
+        from modelyard.storage.db.store import Database
+        from modelyard.storage.private import private_dir, private_file
 
     private_dir(settings.data_dir)
     if settings.database_url is None:

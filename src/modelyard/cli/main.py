@@ -121,11 +121,12 @@ def serve(
     [bold]Example[/bold] with an internal webhook receiver:
     modelyard serve --webhook-allow-hosts 10.20.0.0/16
     """
-    from modelyard.api import create_app
-    from modelyard.api.server import run_server
-    from modelyard.config import Settings, open_service
+    from modelyard.config import Settings, open_service, server_side
 
     try:
+        with server_side("modelyard serve"):
+            from modelyard.api import create_app
+            from modelyard.api.server import run_server
         settings = Settings.from_env(
             data_dir,
             database_url,

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from modelyard.client.asgi import AsgiTransport
-from modelyard.config import Settings, open_service
+from modelyard.config import Settings, open_service, server_side
 from modelyard.domain.access import Reach
+
+if TYPE_CHECKING:
+    from modelyard.client.asgi import AsgiTransport
 
 
 def open_local(data_dir: Path, database_url: str | None = None) -> AsgiTransport:
@@ -14,7 +17,9 @@ def open_local(data_dir: Path, database_url: str | None = None) -> AsgiTransport
 
     Imported only for a directory, so that HTTP-only users never load the server side.
     """
-    from modelyard.api import create_app
+    with server_side("a registry in a directory"):
+        from modelyard.api import create_app
+        from modelyard.client.asgi import AsgiTransport
 
     service = open_service(Settings(data_dir=data_dir, database_url=database_url))
     try:

@@ -118,6 +118,13 @@ class Unavailable(ModelyardError):
     title = "Service unavailable"
 
 
+class MissingExtra(ModelyardError):
+    """A feature whose packages are an optional extra that is not installed."""
+
+    default_code = "missing_extra"
+    title = "Not installed"
+
+
 _BY_STATUS: dict[int, type[ModelyardError]] = {
     400: InvalidInput,
     401: Unauthorized,
