@@ -316,7 +316,7 @@ def test_a_tampered_blob_is_never_loaded(
             (b"x" * model_file.size, model_file.sha256),
         ).rowcount
     assert changed == 1
-    with pytest.raises(DigestMismatch, match="model.skops"):
+    with pytest.raises(DigestMismatch, match=r"model\.skops"):
         reg.load_model(version.reference)
     assert not (model_cache(version) / "model.skops").exists()
 
