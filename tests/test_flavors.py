@@ -5,6 +5,7 @@ plain files described by `modelyard describe`."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import re
 import sqlite3
@@ -131,6 +132,7 @@ def test_xgboost_round_trip(reg: Registry, cancer: tuple[np.ndarray, np.ndarray]
     version = reg.log_model(model, "cancer-xgb", input_example=features[:3])
     assert (version.framework, version.format) == ("xgboost", "ubjson")
     predictor = reg.load_model(version.reference)
+    assert predictor.descriptor.library_version == xgb.__version__
     assert type(predictor.model).__name__ == "XGBClassifier"
     np.testing.assert_array_equal(predictor.predict(features), model.predict(features))
 
@@ -335,6 +337,24 @@ def test_a_tampered_copy_in_a_directory_is_refused(
     reg.load_model(logged_pipeline)
     cached.write_bytes(b"0" * cached.stat().st_size)
     assert reg.load_model(logged_pipeline).predict([[5.0, 3.0, 1.5, 0.2]]).shape == (1,)
+    entry = next(f for f in version.files if f.path == "model.skops")
+    assert hashlib.sha256(cached.read_bytes()).hexdigest() == entry.sha256
+
+
+def test_a_version_without_a_descriptor_says_how_to_get_one(reg: Registry, tmp_path: Path) -> None:
+    (tmp_path / "weights.bin").write_bytes(b"\x01" * 16)
+    version = reg.register("no-descriptor", tmp_path)
+    with pytest.raises(InvalidInput, match=r"no modelyard\.yaml.*modelyard describe"):
+        reg.load_model(version.reference)
+    assert not model_cache(version).exists()  # refused before downloading anything
+
+
+def test_save_model_leaves_nothing_behind_when_the_example_fails(
+    tmp_path: Path, pipeline: Any
+) -> None:
+    with pytest.raises(ValueError, match="features"):
+        save_model(pipeline, tmp_path, input_example=np.zeros((2, 7)))
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize(
@@ -386,7 +406,8 @@ def test_describe_then_register_plain_files_loads(
     result = runner.invoke(app, [*args, "--input-example", str(example), "--json"])
     assert result.exit_code == 0, result.output
     written = json.loads(result.output)
-    assert written["flavor"] == "sklearn" and written["signature"]["input_form"] == "records"
+    # Records, for a pipeline fitted on named columns, are handed to it as a DataFrame.
+    assert written["flavor"] == "sklearn" and written["signature"]["input_form"] == "dataframe"
     checked = runner.invoke(app, ["describe", str(plain)])
     assert checked.exit_code == 0 and "checked" in checked.output, checked.output
 
