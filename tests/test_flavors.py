@@ -421,6 +421,22 @@ def test_describe_then_register_plain_files_loads(
     np.testing.assert_array_equal(predictor.predict(features), pipeline.predict(features))
 
 
+def test_a_hand_written_descriptor_loads_the_same(
+    reg: Registry, cancer: tuple[np.ndarray, np.ndarray], tmp_path: Path
+) -> None:
+    xgb = pytest.importorskip("xgboost")
+    features, target = cancer
+    model = xgb.XGBClassifier(n_estimators=3, max_depth=2).fit(features, target)
+    model.save_model(str(tmp_path / "model.ubj"))
+    (tmp_path / DESCRIPTOR_FILE).write_text(
+        "flavor: xgboost\nfiles: [model.ubj]\noptions: {class: XGBClassifier}\n"
+    )
+    version = reg.register("hand-written", tmp_path)
+    predictor = reg.load_model(version.reference)
+    assert predictor.signature is None  # no example: the data goes to the model as it is
+    np.testing.assert_array_equal(predictor.predict(features), model.predict(features))
+
+
 def test_describe_refuses_a_file_it_cannot_open(tmp_path: Path) -> None:
     (tmp_path / "model.skops").write_bytes(b"not a zip")
     args = ["describe", str(tmp_path), "--flavor", "sklearn", "--file", "model.skops"]
