@@ -4,12 +4,16 @@ gates read the newest value of each key as ``online.metrics.K`` (attackers' test
 
 from __future__ import annotations
 
+import json
 import math
+import re
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 
+import modelyard
 from modelyard.api import create_app
 from modelyard.domain.access import Caller, PrincipalKind, Reach
 from modelyard.domain.errors import (
@@ -20,10 +24,12 @@ from modelyard.domain.errors import (
     PolicyFailed,
     TooLarge,
 )
-from modelyard.domain.online import MAX_ONLINE_METRICS
+from modelyard.domain.online import MAX_ONLINE_METRICS, OnlineWindow
 from modelyard.service import RegistryService
 from tests.test_checks import checker, head_seq
+from tests.test_cli import assert_user_error, run_many
 from tests.test_lifecycle import people, register
+from tests.test_web_pages import ME, churn, section, text_of
 
 # What serve-model reports every interval: every key must be a valid metric key.
 SERVING = {
@@ -286,3 +292,67 @@ def test_rest_routes(service: RegistryService) -> None:
         assert hidden.json()["code"] == absent.json()["code"] == "model_not_found"
         posted = client.post(url, json=body, headers=as_("eve"))
         assert posted.status_code == 404 and posted.json()["code"] == "model_not_found"
+
+
+def test_sdk_and_cli(tmp_path: Path) -> None:
+    """The SDK in-process, then the CLI against the same directory (local mode)."""
+    data = tmp_path / "registry"
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "weights.bin").write_bytes(b"weights")
+    with modelyard.connect(str(data)) as reg:
+        reg.register("churn", model, metrics={"auc": 0.86}, source=None, environment=None)
+        report = reg.log_online_metrics("churn/1", SERVING, window=(T0, T0 + MINUTE))
+        assert report.window == OnlineWindow(T0, T0 + MINUTE)
+        reg.log_online_metrics("churn@latest", {"auc": 0.83}, at=T0 + MINUTE)
+        series = reg.online_metrics("churn/1", "auc")
+        assert [(p.value, p.end) for p in series.items] == [(0.83, T0 + MINUTE)]
+        assert series.latest["auc"] == 0.83 and series.latest["requests"] == 1200.0
+        with pytest.raises(InvalidInput, match="needs a time zone"):
+            reg.log_online_metrics("churn/1", {"auc": 0.8}, at=datetime(2026, 3, 2))
+
+    logged, refused, shown, listed = run_many(
+        [
+            ("online-metrics", "log", "churn/1", "auc=0.84", "--at", "2026-03-02T12:05Z", "--json"),
+            ("online-metrics", "log", "churn/1", "auc=high"),
+            ("show", "churn/1"),
+            ("online-metrics", "show", "churn/1", "--key", "auc", "--json"),
+        ],
+        url=str(data),
+        cwd=tmp_path,
+    )
+    assert json.loads(logged.ok().stdout)["window"]["end"] == "2026-03-02T12:05:00.000000Z"
+    assert_user_error(refused, contains="auc='high': the value must be a number")
+    assert re.search(r"auc\W+0\.86\W+0\.8[34]", shown.ok().stdout)  # offline next to online
+    out = json.loads(listed.ok().stdout)
+    assert out["offline"] == {"auc": 0.86}
+    assert [p["value"] for p in out["items"]][:1] == [0.83]
+
+
+def test_pages_show_online_next_to_offline_and_chart_it(service: RegistryService) -> None:
+    churn(service, 3)  # v1 then v2 in production
+    online = service.online
+    for number, values in ((1, (0.79, 0.80)), (2, (0.84, 0.85, 0.83))):
+        for i, value in enumerate(values):
+            at = T0 + timedelta(hours=number * 10 + i)
+            online.report(ME, "churn", number, {"auc": value, "latency_p99_ms": 9.0}, at=at)
+    with TestClient(create_app(service, reach=Reach.LOOPBACK, local_user="tester")) as client:
+        page = client.get("/models/churn/versions/2")
+        assert page.status_code == 200
+        metrics = section(page.text, "metrics")
+        assert re.search(r"auc .*0\.82 .*0\.83", text_of(section(metrics, "metric-auc")))
+        assert "0.83" in section(metrics, "online-auc")
+        chart = section(page.text, "online-chart")
+        assert 'data-test="online-chart-svg"' in chart
+        assert chart.count("<circle") == 3  # this version's reports only
+        chosen = client.get("/models/churn/versions/2", params={"online": "latency_p99_ms"})
+        assert "Online latency_p99_ms" in section(chosen.text, "online-chart")
+        # A version with nothing reported shows its offline metrics as before.
+        quiet = client.get("/models/churn/versions/3").text
+        assert 'data-test="online-chart"' not in quiet and "Online (newest)" not in quiet
+
+        model_page = client.get("/models/churn").text
+        served = section(model_page, "online-chart")
+        assert served.count("<circle") == 5  # the reports of both versions that served
+        assert "v1: 0.79" in served and "v2: 0.83" in served
+        assert served.count('data-test="production-band"') == 2

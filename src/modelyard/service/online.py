@@ -108,15 +108,19 @@ class OnlineMetricsService:
             )
         return self.page_tokens.page(items, limit, offset, query)
 
-    def series(self, caller: Caller, model: str, key: str) -> tuple[MetricPoint, ...]:
+    def series(
+        self, caller: Caller, model: str, key: str, number: int | None = None
+    ) -> tuple[MetricPoint, ...]:
         """The newest values of ``key`` across every live version of a model (a chart of
-        what served), oldest first."""
+        what served), or of version ``number``, oldest first."""
         validate_model_name(model)
         validate_key(key, "metric name")
         self.access.require(caller, Permission.VIEW, model)
         with self.db.read() as tx:
             model_id = tx.model_id(model)
-            return tuple(tx.online_series(model_id, key, MAX_SERIES_POINTS)) if model_id else ()
+            if model_id is None:
+                return ()
+            return tuple(tx.online_series(model_id, key, MAX_SERIES_POINTS, number))
 
     def keys(self, caller: Caller, model: str) -> list[str]:
         """The online metrics any live version of a model has."""

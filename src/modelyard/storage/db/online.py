@@ -70,9 +70,12 @@ class OnlineReader:
             for k, v, s, e, who, received in self.conn.execute(stmt.limit(limit).offset(offset))
         ]
 
-    def online_series(self, model_id: int, key: str, limit: int) -> list[MetricPoint]:
-        """The newest ``limit`` values of ``key`` across a model's live versions, oldest
-        first, each at its window's end: a chart of what served, version after version."""
+    def online_series(
+        self, model_id: int, key: str, limit: int, number: int | None = None
+    ) -> list[MetricPoint]:
+        """The newest ``limit`` values of ``key`` across a model's live versions (or of
+        version ``number``), oldest first, each at its window's end: a chart of what
+        served, version after version."""
         stmt = (
             select(versions.c.number, online_metrics.c.end_at, online_metrics.c.value)
             .join(versions, online_metrics.c.version_id == versions.c.id)
@@ -84,6 +87,8 @@ class OnlineReader:
             .order_by(online_metrics.c.end_at.desc(), online_metrics.c.id.desc())
             .limit(limit)
         )
+        if number is not None:
+            stmt = stmt.where(versions.c.number == number)
         newest_first = list(self.conn.execute(stmt))
         return [MetricPoint(n, end, value) for n, end, value in reversed(newest_first)]
 
