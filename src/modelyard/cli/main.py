@@ -21,6 +21,7 @@ from modelyard.cli import (
     gc,
     lifecycle,
     output,
+    serve_model,
     watch,
     webhooks,
 )
@@ -622,6 +623,7 @@ evidence.install(app)
 gc.install(app)
 webhooks.install(app)
 watch.install(app)
+serve_model.install(app)
 
 if __name__ == "__main__":  # pragma: no cover
     main()
