@@ -13,19 +13,20 @@ import hashlib
 import json
 import os
 import secrets
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote, urlencode
 
 from modelyard.client import sse
 from modelyard.client.capture import capture_environment, capture_source
 from modelyard.client.credentials import token_for
-from modelyard.client.hashing import CHUNK, HashCache, file_stamp
+from modelyard.client.hashing import CHUNK, HashCache, cache_dir, file_stamp
 from modelyard.client.http import HttpTransport
 from modelyard.client.progress import NoProgress, Progress
 from modelyard.client.transport import Advance, Request, Response, Transport
@@ -75,6 +76,9 @@ from modelyard.domain.references import parse_reference
 from modelyard.domain.versions import NewVersion
 from modelyard.domain.webhooks import NewSubscription, Subscription
 from modelyard.transfer import FileSink, Pipeline
+
+if TYPE_CHECKING:
+    from modelyard.flavors import Predictor
 
 # Matched to the server's limits (service.blobs.MAX_INLINE_FILE / MAX_INLINE_TOTAL),
 # with headroom in the total for base64 and the rest of the JSON body.
@@ -243,6 +247,70 @@ class Registry:
             body["card_from_previous"] = True
         path = f"/api/v1/models/{_seg(name)}/versions"
         return Version.from_dict(self._json("POST", path, body=body))
+
+    def log_model(
+        self,
+        model: Any,
+        name: str,
+        *,
+        input_example: Any = None,
+        metrics: Mapping[str, float] | None = None,
+        params: Mapping[str, Any] | None = None,
+        tags: Mapping[str, str] | None = None,
+        dataset: str | DatasetRef | None = None,
+        description: str = "",
+        run: str | None = None,
+        attachments: Sequence[str | os.PathLike[str]] = (),
+        card: str | os.PathLike[str] | None = None,
+        unsafe_pickle: bool = False,
+        init_kwargs: dict[str, Any] | None = None,
+    ) -> Version:
+        """Save ``model`` in its framework's safe format with a descriptor and its
+        signature (inferred from ``input_example``), and register it as the next version of
+        ``name``, with the git source and the Python environment this runs in.
+
+        A model no safe format holds is refused unless ``unsafe_pickle=True``; then it is
+        pickled and the version's format is ``pickle``. ``init_kwargs``: PyTorch only, the
+        arguments that rebuild the model's class.
+        """
+        from modelyard.flavors import FLAVORS, save_model
+
+        with tempfile.TemporaryDirectory(prefix="modelyard-model-") as staging:
+            descriptor = save_model(
+                model,
+                staging,
+                input_example=input_example,
+                unsafe_pickle=unsafe_pickle,
+                init_kwargs=init_kwargs,
+            )
+            flavor = FLAVORS[descriptor.flavor]
+            return self.register(
+                name,
+                staging,
+                metrics=metrics,
+                params=params,
+                tags=tags,
+                dataset=dataset,
+                description=description,
+                run=run,
+                framework=flavor.framework,
+                format=descriptor.format,
+                attachments=attachments,
+                card=card,
+            )
+
+    def load_model(self, reference: str | Version, *, unsafe_pickle: bool = False) -> Predictor:
+        """Download a version (verified, into the content-addressed cache: a version already
+        there costs a stat per file) and load it by its ``modelyard.yaml``.
+
+        A pickled model loads only with ``unsafe_pickle=True``.
+        """
+        from modelyard.flavors import load_directory
+
+        version = reference if isinstance(reference, Version) else self.resolve(reference)
+        directory = model_cache(version)
+        self.download(version, directory)
+        return load_directory(directory, version, unsafe_pickle=unsafe_pickle)
 
     def _attachment_items(self, files: dict[str, Path]) -> list[dict[str, object]]:
         """Send attachments' bytes as files are sent; their entries for a request body."""
@@ -432,6 +500,9 @@ class Registry:
                     _write_verified(targets[entry.path], entry, _chunks_of(response), advance)
                 finally:
                     response.close()
+                # Verified: remember the digest, so checking the file again costs a stat.
+                target = targets[entry.path]
+                self._hashes.store(target, file_stamp(target), entry.sha256)
         return version
 
     def _already_there(self, target: Path, entry: FileEntry) -> bool:
@@ -1160,6 +1231,12 @@ def _error_from(status: int, body: bytes) -> ModelyardError:
     except ValueError:
         problem = {"detail": f"HTTP {status}: {body[:200].decode(errors='replace')}"}
     return error_from_problem(status, problem)
+
+
+def model_cache(version: Version) -> Path:
+    """Where ``load_model`` keeps a version: under the cache directory, by its manifest
+    digest, so every reference to one content shares one verified copy."""
+    return cache_dir() / "models" / version.manifest_digest.removeprefix("sha256:")
 
 
 def same_version(a: Version, b: Version) -> bool:
