@@ -71,7 +71,9 @@ def serve_model(
     ] = None,
     poll_interval: Annotated[
         float,
-        typer.Option(min=0.1, help="Seconds between resolves (ETag: 304) while the stream is down."),
+        typer.Option(
+            min=0.1, help="Seconds between resolves (ETag: 304) while the stream is down."
+        ),
     ] = 5.0,
     report_every: Annotated[
         float,
@@ -106,7 +108,7 @@ def serve_model(
 
     [bold]Example[/bold]: modelyard serve-model churn/42 --pin --workers 4 --report-every 0
     """
-    from modelyard.serving import ServeOptions, serve  # uvicorn and friends: this command's
+    from modelyard.serving import ServeOptions, default_cache_dir, serve  # this command's
 
     parse_reference(reference)
     options = ServeOptions(
@@ -120,7 +122,7 @@ def serve_model(
         report_every=report_every,
         max_body=int(max_body_mb * 1024 * 1024),
         log_level=log_level,
-        **({"cache_dir": cache_dir} if cache_dir is not None else {}),
+        cache_dir=cache_dir or default_cache_dir(),
     )
     code = serve(options, print_notice_json if json_out else print_notice)
     if code:

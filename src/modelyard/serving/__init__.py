@@ -28,7 +28,7 @@ from modelyard.serving._follower import Follower, Notify, log_notice
 from modelyard.serving._metrics import ServingMetrics
 from modelyard.serving._report import Reporter
 
-__all__ = ["ServeOptions", "ServingApp", "create_app", "serve"]
+__all__ = ["ServeOptions", "ServingApp", "create_app", "default_cache_dir", "serve"]
 
 log = logging.getLogger("modelyard.serving")
 

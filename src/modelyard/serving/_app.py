@@ -219,8 +219,9 @@ def parse_input(body: bytes) -> Any:
     """The request's data in a form ``Predictor.predict`` takes: a list of records, a dict
     of columns, or an array of instances. Refuses, naming the problem, what is none."""
     if not body:
-        raise BadInput('an empty body: send {"records": [...]}, {"columns": {...}} or'
-                       ' {"instances": [...]}')
+        raise BadInput(
+            'an empty body: send {"records": [...]}, {"columns": {...}} or {"instances": [...]}'
+        )
     try:
         document = orjson.loads(body)
     except orjson.JSONDecodeError as exc:

@@ -50,7 +50,7 @@ class ModelCache:
             try:
                 return self.verified(version)
             except DigestMismatch:
-                shutil.rmtree(final, ignore_errors=True)  # damaged: fetched afresh below
+                self.discard(version)  # damaged: fetched afresh below
         staging = self.root / "staging" / secrets.token_hex(8)
         try:
             registry.download(version, staging / "model")
@@ -64,6 +64,9 @@ class ModelCache:
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         return self.verified(version)
+
+    def discard(self, version: Version) -> None:
+        shutil.rmtree(self._version_dir(version), ignore_errors=True)
 
     def verified(self, version: Version) -> Path:
         """The cached model directory of ``version`` after checking every byte of it."""

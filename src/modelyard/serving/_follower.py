@@ -12,17 +12,20 @@ reported (a notice and ``modelyard_serving_reload_failures``) and the old one ke
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from pathlib import Path
+from typing import Any
 
 from modelyard.client.registry import Registry
 from modelyard.domain.errors import DigestMismatch, ModelyardError, Unavailable
 from modelyard.domain.models import Version
+from modelyard.flavors import Predictor, load_directory
 from modelyard.serving._cache import ModelCache
 from modelyard.serving._metrics import ServingMetrics
 
@@ -31,18 +34,6 @@ log = logging.getLogger("modelyard.serving")
 Notify = Callable[[str, dict[str, Any]], None]
 RETRY_FIRST = 0.5
 RETRY_LAST = 30.0
-
-
-class Predictor(Protocol):
-    """What the server needs of ``modelyard.flavors``' predictors."""
-
-    @property
-    def flavor(self) -> str: ...
-    @property
-    def input_example(self) -> Any: ...
-    @property
-    def signature(self) -> Any: ...
-    def predict(self, data: Any) -> Any: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,12 +212,13 @@ class Follower:
             try:
                 directory = self.cache.verified(version)
             except DigestMismatch as exc:
-                return self._reject(version, "verification", exc.message)
+                # The local copy is damaged, not the version: dropped, fetched again later.
+                self.cache.discard(version)
+                self._failed(version, "verification", exc.message)
+                return False
             return self._load_and_swap(version, directory, started)
 
-    def _load_and_swap(self, version: Version, directory: Any, started: float) -> bool:
-        from modelyard.flavors import load_directory  # the flavors' libraries: on demand
-
+    def _load_and_swap(self, version: Version, directory: Path, started: float) -> bool:
         try:
             predictor = load_directory(directory, version)
         except Exception as exc:  # any library's error: this version cannot serve
@@ -256,10 +248,8 @@ class Follower:
         old, self.current, self._pending = self.current, served, None  # the swap
         if old is not None:
             old_labels = (old.version.model, str(old.version.version), old.version.manifest_digest)
-            try:
+            with contextlib.suppress(KeyError):
                 m.served.remove(*old_labels)
-            except KeyError:
-                pass
         m.served.labels(model, number, version.manifest_digest).set(1)
         m.served_version.labels(model).set(version.version)
         m.load_seconds.labels(model, number).set(seconds)
