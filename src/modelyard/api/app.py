@@ -31,6 +31,7 @@ from modelyard.api.routes import (
     health,
     lifecycle,
     models,
+    online,
     resolve,
     versions,
     webhooks,
@@ -151,6 +152,7 @@ def create_app(
         lifecycle,
         compare,
         checks,
+        online,
         evidence,
         webhooks,
     ):

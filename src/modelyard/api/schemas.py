@@ -389,6 +389,59 @@ class CheckListOut(BaseModel):
     items: list[CheckOut]
 
 
+# -- online metrics ----------------------------------------------------------------------------
+
+
+class WindowIn(_Strict):
+    start: datetime = Field(description="ISO 8601, with a zone.")
+    end: datetime = Field(description="ISO 8601, with a zone; not before start.")
+
+
+class OnlineMetricsIn(_Strict):
+    metrics: dict[StrictStr, StrictInt | StrictFloat] = Field(
+        description="Metric names (as a registration's: auc, latency_p99_ms) to finite"
+        " numbers; 1 to 100 of them."
+    )
+    window: WindowIn | None = Field(default=None, description="When they were observed.")
+    at: datetime | None = Field(
+        default=None, description="A point in time instead of a window; neither means now."
+    )
+
+
+class OnlineWindowOut(BaseModel):
+    start: datetime
+    end: datetime
+
+
+class OnlineReportOut(BaseModel):
+    model: str
+    version: int
+    metrics: dict[str, float]
+    window: OnlineWindowOut
+    reporter: str = Field(description="Who reported them: a checker (a service account).")
+    received_at: datetime
+
+
+class OnlinePointOut(BaseModel):
+    model: str
+    version: int
+    key: str
+    value: float
+    start: datetime
+    end: datetime
+    reporter: str
+    received_at: datetime
+
+
+class OnlinePageOut(BaseModel):
+    items: list[OnlinePointOut]
+    latest: dict[str, float] = Field(
+        description="The newest value of each online metric of the version (by window end):"
+        " what online.metrics.K reads in searches, policies and gates."
+    )
+    next_page_token: str | None
+
+
 # -- evidence ----------------------------------------------------------------------------------
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from functools import wraps
 from typing import Annotated, Any, TypeVar
 
@@ -11,7 +12,7 @@ import typer
 
 from modelyard.cli import output
 from modelyard.client.registry import Registry, connect
-from modelyard.domain.errors import ModelyardError
+from modelyard.domain.errors import InvalidInput, ModelyardError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -60,3 +61,36 @@ def handles_errors(func: F, exit_code: int = 1) -> F:
 def registry(url: str) -> Iterator[Registry]:
     with connect(url, progress=output.RichProgress()) as reg:
         yield reg
+
+
+def parse_pairs(values: list[str] | None, what: str) -> dict[str, str]:
+    """KEY=VALUE arguments (--tag, --param, --metric) as a dict."""
+    result: dict[str, str] = {}
+    for item in values or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise InvalidInput(f"{what} {item!r} must look like KEY=VALUE")
+        result[key] = value
+    return result
+
+
+def parse_metrics(values: list[str] | None, what: str = "--metric") -> dict[str, float]:
+    """NAME=NUMBER arguments as metrics; the registry checks names and finiteness."""
+    result: dict[str, float] = {}
+    for key, value in parse_pairs(values, what).items():
+        try:
+            result[key] = float(value)
+        except ValueError:
+            raise InvalidInput(f"{what} {key}={value!r}: the value must be a number") from None
+    return result
+
+
+def parse_moment(text: str) -> datetime:
+    """An ISO 8601 moment; 'Z' or an offset required (a bare time would be ambiguous)."""
+    try:
+        moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise InvalidInput(f"{text!r} is not an ISO time such as 2026-03-03T12:00Z") from None
+    if moment.tzinfo is None:
+        raise InvalidInput(f"{text!r} needs a time zone: add Z for UTC, or +01:00")
+    return moment

@@ -7,7 +7,6 @@ http://127.0.0.1:8080); a directory path instead of a URL works in-process, no s
 from __future__ import annotations
 
 import ipaddress
-from datetime import datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -20,15 +19,24 @@ from modelyard.cli import (
     evidence,
     gc,
     lifecycle,
+    online,
     output,
     serve_model,
     watch,
     webhooks,
 )
-from modelyard.cli.common import JsonOption, UrlOption, handles_errors, registry
+from modelyard.cli.common import (
+    JsonOption,
+    UrlOption,
+    handles_errors,
+    parse_metrics,
+    parse_moment,
+    parse_pairs,
+    registry,
+)
 from modelyard.config import DEFAULT_DATA_DIR, DEFAULT_HOST, DEFAULT_PORT, DEFAULT_URL
 from modelyard.domain.access import Reach
-from modelyard.domain.errors import InvalidInput, ModelyardError
+from modelyard.domain.errors import ModelyardError
 from modelyard.domain.journal import Checkpoint
 
 app = typer.Typer(
@@ -56,26 +64,6 @@ app.add_typer(journal_app, name="journal")
 
 def main() -> None:
     app()
-
-
-def parse_pairs(values: list[str] | None, what: str) -> dict[str, str]:
-    result: dict[str, str] = {}
-    for item in values or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise InvalidInput(f"{what} {item!r} must look like KEY=VALUE")
-        result[key] = value
-    return result
-
-
-def parse_metrics(values: list[str] | None) -> dict[str, float]:
-    result: dict[str, float] = {}
-    for key, value in parse_pairs(values, "--metric").items():
-        try:
-            result[key] = float(value)
-        except ValueError:
-            raise InvalidInput(f"--metric {key}={value!r}: the value must be a number") from None
-    return result
 
 
 # -- serve ------------------------------------------------------------------------------------
@@ -165,17 +153,6 @@ def serve(
     )
     output.errors.print(f"access: {mode}")
     run_server(app, service, host=host, port=port, log_level=log_level)
-
-
-def parse_moment(text: str) -> datetime:
-    """An ISO 8601 moment; 'Z' or an offset required (a bare time would be ambiguous)."""
-    try:
-        moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    except ValueError:
-        raise InvalidInput(f"{text!r} is not an ISO time such as 2026-03-03T12:00Z") from None
-    if moment.tzinfo is None:
-        raise InvalidInput(f"{text!r} needs a time zone: add Z for UTC, or +01:00")
-    return moment
 
 
 def is_loopback(host: str) -> bool:
@@ -285,16 +262,20 @@ def show(
     url: UrlOption = DEFAULT_URL,
     json_out: JsonOption = False,
 ) -> None:
-    """Show one version: metrics, params, lineage, files.
+    """Show one version: metrics (offline, and the newest online value of each), params,
+    lineage, files. --json: the version, and its online metrics under online_metrics.
 
     [bold]Example[/bold]: modelyard show churn@champion
     """
     with registry(url) as reg:
         version = reg.resolve(reference)
+        online = reg.online_metrics(version.reference, limit=1).latest
     if json_out:
-        output.print_json(version.as_dict())
+        output.print_json({**version.as_dict(), "online_metrics": online})
         return
     output.console.print(output.version_details(version))
+    if online:
+        output.console.print(output.online_table(version.metrics, online))
     table = output.Table("path", "size", "sha256")
     for f in version.files:
         table.add_row(
@@ -619,6 +600,7 @@ lifecycle.install(app)
 access.install(app, alias_app)
 compare.install(app)
 checks.install(app)
+online.install(app)
 evidence.install(app)
 gc.install(app)
 webhooks.install(app)

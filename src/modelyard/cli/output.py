@@ -11,6 +11,7 @@ import json
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import Any
 
 from rich.console import Console, ConsoleDimensions, RenderableType
@@ -133,6 +134,32 @@ def pairs(values: dict[str, Any], limit: int | None = CELL_LIMIT) -> str:
     if limit is None or whole() or len(shown) <= limit:
         return " ".join(shown)
     return " ".join(shown[:limit]) + f" (+{len(shown) - limit} more)"
+
+
+def when(moment: datetime) -> str:
+    """A time to the second, in UTC, as the tables show it."""
+    return f"{moment.astimezone(UTC):%Y-%m-%d %H:%M:%S}"
+
+
+def span(start: datetime, end: datetime) -> str:
+    """A window, or the point in time it is when it starts where it ends."""
+    return when(end) if start == end else f"{when(start)} to {when(end)}"
+
+
+def metric(value: float) -> str:
+    return f"{value:g}"
+
+
+def online_table(offline: dict[str, float], online: dict[str, float]) -> Table:
+    """The newest online value of each metric next to the version's offline one."""
+    table = Table("metric", "offline", "online (newest)", title="metrics")
+    for key in sorted({*offline, *online}):
+        table.add_row(
+            escape(key),
+            metric(offline[key]) if key in offline else "-",
+            metric(online[key]) if key in online else "-",
+        )
+    return table
 
 
 def versions_table(versions: Sequence[Version], title: str | None = None) -> Table:

@@ -71,8 +71,9 @@ from modelyard.domain.models import (
     version_page_from_dict,
 )
 from modelyard.domain.names import validate_file_path
+from modelyard.domain.online import OnlineReport, OnlineSeries, aware_iso
 from modelyard.domain.projection import Projection, compare
-from modelyard.domain.references import parse_reference
+from modelyard.domain.references import RefKind, parse_reference
 from modelyard.domain.versions import NewVersion
 from modelyard.domain.webhooks import NewSubscription, Subscription
 from modelyard.transfer import FileSink, Pipeline
@@ -778,6 +779,64 @@ class Registry:
         """The latest result of every check reported on a version, by name."""
         data = self._json("GET", _checks_path(self.resolve(reference)))
         return [CheckResult.from_dict(c) for c in data["items"]]
+
+    # -- online metrics -------------------------------------------------------------------
+
+    def log_online_metrics(
+        self,
+        reference: str,
+        metrics: Mapping[str, float],
+        *,
+        window: tuple[datetime, datetime] | None = None,
+        at: datetime | None = None,
+    ) -> OnlineReport:
+        """Report what a version does in production: values observed over ``window``
+        (start, end), or at ``at``, else now. Takes the checker role (a serving or
+        monitoring service account); policies and gates read the newest value of each
+        key as ``online.metrics.K``. ``NAME/N`` costs one request, an alias two."""
+        body: dict[str, Any] = {"metrics": dict(metrics)}
+        if window is not None:
+            start, end = window
+            body["window"] = {
+                "start": aware_iso(start, "window start"),
+                "end": aware_iso(end, "window end"),
+            }
+        if at is not None:
+            body["at"] = aware_iso(at, "time 'at'")
+        path = self._online_path(reference)
+        return OnlineReport.from_dict(self._json("POST", path, body=body))
+
+    def online_metrics(
+        self,
+        reference: str,
+        key: str | None = None,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        page_token: str | None = None,
+        limit: int | None = None,
+    ) -> OnlineSeries:
+        """A page of a version's online series (oldest first by window end; ``key``,
+        ``since`` and ``until`` narrow it) with the newest value of each metric."""
+        params: dict[str, Any] = {"key": key, "page_token": page_token, "limit": limit}
+        if since is not None:
+            params["since"] = aware_iso(since, "'since' time")
+        if until is not None:
+            params["until"] = aware_iso(until, "'until' time")
+        query = {k: v for k, v in params.items() if v is not None}
+        data = self._json("GET", self._online_path(reference), params=query)
+        return OnlineSeries.from_dict(data)
+
+    def _online_path(self, reference: str) -> str:
+        """``NAME/N`` is its own path; an alias or a stage is resolved first."""
+        ref = parse_reference(reference)
+        if ref.kind is RefKind.NUMBER:
+            assert isinstance(ref.value, int)
+            model, number = ref.model, ref.value
+        else:
+            version = self.resolve(reference)
+            model, number = version.model, version.version
+        return f"/api/v1/models/{_seg(model)}/versions/{number}/online-metrics"
 
     # -- lifecycle ------------------------------------------------------------------------
 

@@ -73,6 +73,7 @@ class Permission(StrEnum):
     ROLLBACK = "model.rollback"
     DELETE_VERSION = "version.delete"
     REPORT_CHECK = "version.check"
+    REPORT_ONLINE_METRICS = "metrics.report"
     ATTACH = "version.attach"
     COMMENT = "model.comment"
     MANAGE_WEBHOOKS = "webhook.manage"
@@ -95,6 +96,10 @@ MINIMUM_ROLE: Final[dict[Permission, Role]] = {
     Permission.ROLLBACK: Role.MAINTAINER,
     Permission.DELETE_VERSION: Role.MAINTAINER,
     Permission.REPORT_CHECK: Role.CHECKER,
+    # Online metrics are evidence a policy may gate production on: like check results they
+    # come from a checker (the serving or monitoring service account), so the contributor
+    # who registered a version cannot report its production figures.
+    Permission.REPORT_ONLINE_METRICS: Role.CHECKER,
     # Evidence: attaching takes a contributor; viewers (reviewers among them) comment.
     Permission.ATTACH: Role.CONTRIBUTOR,
     Permission.COMMENT: Role.VIEWER,

@@ -14,10 +14,12 @@ from typing import Any, TypeGuard, TypeVar
 
 from modelyard.domain.errors import InvalidInput
 from modelyard.domain.filters import Comparison as Rule
+from modelyard.domain.filters import Field
 from modelyard.domain.manifest import FileEntry
 from modelyard.domain.models import Version, iso
 from modelyard.domain.names import validate_key
-from modelyard.domain.rules import Subject, evaluate, relative
+from modelyard.domain.online import ONLINE_NAMESPACE, online_field
+from modelyard.domain.rules import Subject, evaluate, relative, value_of
 
 Value = str | int | float | bool | None
 
@@ -251,14 +253,21 @@ class GateMetric:
     def lower_is_better(self) -> bool:
         return self.direction == LOWER
 
+    @property
+    def field(self) -> Field:
+        """What the gate reads: ``online.metrics.auc`` the newest value reported from
+        production, any other name the metric registered with the version."""
+        online = online_field(self.name)
+        return Field(ONLINE_NAMESPACE, online) if online else Field("metrics", self.name)
+
     def rule(self, min_delta: float) -> Rule:
         """The rule the challenger must pass, with the champion as ``current``: the one
         place that knows what "better" means. ``metrics.auc >= current.metrics.auc + d``,
         or ``<= ... - d`` when lower is better; like every computed comparison of the rule
         language it tolerates binary noise (0.3 - 0.1 >= 0.2 holds)."""
         if self.lower_is_better:
-            return relative(self.name, "<=", -min_delta)
-        return relative(self.name, ">=", min_delta)
+            return relative(self.field, "<=", -min_delta)
+        return relative(self.field, ">=", min_delta)
 
     def __str__(self) -> str:
         return f"{self.name}:{self.direction}"
@@ -368,8 +377,8 @@ def validate_gate(
 
 
 def evaluate_gate(
-    challenger: Version,
-    against: Version,
+    challenger: Version | Subject,
+    against: Version | Subject,
     metrics: Sequence[str],
     *,
     min_delta: float = 0.0,
@@ -379,25 +388,27 @@ def evaluate_gate(
 
     Each metric says its direction (``logloss:lower``); one without is higher-is-better,
     unless ``lower_is_better`` (then the challenger must be at least ``min_delta`` lower).
+    ``online.metrics.K`` compares the newest online values, which a ``Subject`` carries.
     A metric missing on either side fails its check.
     """
+    ours = challenger if isinstance(challenger, Subject) else Subject(challenger)
+    theirs = against if isinstance(against, Subject) else Subject(against)
     checks = tuple(
-        _check(metric, challenger, against, min_delta)
+        _check(metric, ours, theirs, min_delta)
         for metric in validate_gate(metrics, min_delta, lower_is_better=lower_is_better)
     )
-    return GateResult(challenger.reference, against.reference, min_delta, checks)
+    return GateResult(ours.version.reference, theirs.version.reference, min_delta, checks)
 
 
-def _check(
-    metric: GateMetric, challenger: Version, against: Version, min_delta: float
-) -> GateCheck:
+def _check(metric: GateMetric, ours: Subject, theirs: Subject, min_delta: float) -> GateCheck:
     name = metric.name
-    c, a = challenger.metrics.get(name), against.metrics.get(name)
+    challenger, against = ours.version, theirs.version
+    c, a = _metric_value(ours, metric.field), _metric_value(theirs, metric.field)
     if c is None or a is None:
         sides = ((challenger, c, "challenger"), (against, a, "against"))
         where = " and ".join(f"{v.reference} ({role})" for v, value, role in sides if value is None)
         return GateCheck(name, metric.direction, c, a, False, f"{name}: missing on {where}: fail")
-    passed, _ = evaluate(metric.rule(min_delta), Subject(challenger), Subject(against))
+    passed, _ = evaluate(metric.rule(min_delta), ours, theirs)
     # 0.0 - x, not -x: a zero threshold reads "+0", never "-0".
     needs = f"<= {0.0 - min_delta:+g}" if metric.lower_is_better else f">= {min_delta:+g}"
     verdict = "pass" if passed else "fail"
@@ -406,3 +417,8 @@ def _check(
         f" delta {c - a:+g} ({metric.direction} is better, needs {needs}): {verdict}"
     )
     return GateCheck(name, metric.direction, c, a, passed, message)
+
+
+def _metric_value(subject: Subject, field: Field) -> float | None:
+    value = value_of(subject, field)
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None

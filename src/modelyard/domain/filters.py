@@ -11,10 +11,11 @@ escapes ``\\\\ \\" \\' \\n \\t \\r``; ``\\%`` and ``\\_`` are kept as written so
 escape the wildcard in ``like`` patterns), numbers and ``true``/``false``. Keys that do not
 fit ``[A-Za-z0-9_.-/:]`` can be quoted with backticks: ``metrics.`my key```.
 
+Versions have ``online.metrics.K`` too: the newest value of K reported from production.
 Policy rules (target ``rules``, evaluated by ``domain/rules.py``) are the same language over
 the versions' fields plus ``checks.NAME`` and ``card``; a comparison may take
-``current.FIELD [+|- N]`` (the version in the target stage) where a value goes, and ``==``
-means ``=``.
+``current.FIELD [+|- N]`` (the version in the target stage) or ``FIELD [+|- N]`` (of the
+version itself) where a value goes, and ``==`` means ``=``.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from enum import Enum, StrEnum
 from typing import Final, Literal, TypeAlias
 
 from modelyard.domain.errors import InvalidFilter
+from modelyard.domain.online import ONLINE_NAMESPACE
 
 MAX_FILTER_LENGTH: Final = 4096
 MAX_DEPTH: Final = 32
@@ -69,14 +71,17 @@ class Field:
 class Comparison:
     """One test. ``value`` is a tuple for in/not in; times are microseconds since the epoch.
 
-    In rules only, ``against`` names a field of the current version (``current.FIELD``)
-    and ``value`` is then the number added to it (0 without ``+ N``/``- N``).
+    In rules only, ``against`` names a field of the current version (``current.FIELD``),
+    or of the version itself when ``current`` is False (``online.metrics.auc >=
+    metrics.auc - 0.02``), and ``value`` is then the number added to it (0 without
+    ``+ N``/``- N``).
     """
 
     field: Field
     op: Op
     value: Scalar | tuple[Scalar, ...]
     against: Field | None = None
+    current: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,7 +140,13 @@ _FIELDS: Final[dict[Target, dict[str, FieldType]]] = {
 _FIELDS[Target.RULES] = {**_FIELDS[Target.VERSIONS], "card": _Type.TEXT}
 # Namespaces whose keys are free-form (key/value tables).
 _KEYED: Final[dict[Target, dict[str, FieldType]]] = {
-    Target.VERSIONS: {"tags": _Type.TEXT, "params": _Type.PARAM, "metrics": _Type.NUMBER},
+    Target.VERSIONS: {
+        "tags": _Type.TEXT,
+        "params": _Type.PARAM,
+        "metrics": _Type.NUMBER,
+        # The newest value of each metric reported from production (domain/online.py).
+        ONLINE_NAMESPACE: _Type.NUMBER,
+    },
     Target.MODELS: {"tags": _Type.TEXT},
 }
 _KEYED[Target.RULES] = {**_KEYED[Target.VERSIONS], "checks": _Type.TEXT}
@@ -290,7 +301,7 @@ class _Parser:
                 raise self.fail(token.pos, "'==' is written '=' here")
             op = _COMPARISON_OPS[token.text]
             self._check_op(field, field_type, op, token.pos)
-            if self.target is Target.RULES and self.peek.text.lower().startswith(CURRENT):
+            if self.target is Target.RULES and self.peek.kind == "word" and not self.peek.keyword:
                 return self._relative(field, field_type, op)
             value, position = self._value(token.text)
             return Comparison(field, op, self._check(field, field_type, op, value, position))
@@ -331,9 +342,11 @@ class _Parser:
                 raise self.fail(token.pos, f"expected ',' or ')' in the '{op}' list")
 
     def _relative(self, field: Field, field_type: FieldType, op: Op) -> Comparison:
-        """``current.FIELD``, then for numbers an optional ``+ N`` or ``- N``."""
+        """``current.FIELD`` or a FIELD of the version itself, then for numbers an
+        optional ``+ N`` or ``- N``."""
         token = self.peek
-        against, against_type = self.field(skip=len(CURRENT))
+        current = token.text.lower().startswith(CURRENT)
+        against, against_type = self.field(skip=len(CURRENT) if current else 0)
         if against_type is not field_type:
             raise self.fail(
                 token.pos,
@@ -341,7 +354,7 @@ class _Parser:
             )
         sign = self.peek
         if sign.kind not in ("+", "-") and not (sign.kind == "number" and sign.text[0] == "-"):
-            return Comparison(field, op, 0, against)
+            return Comparison(field, op, 0, against, current)
         if field_type is not FieldType.NUMBER:
             raise self.fail(sign.pos, f"only numbers take '+ N' or '- N'; '{field}' does not")
         if sign.kind != "number":
@@ -350,7 +363,7 @@ class _Parser:
         if number.kind != "number" or isinstance(number.value, str):
             raise self.fail(number.pos, f"expected a number after '{sign.text}'", _found(number))
         offset = -number.value if sign.kind == "-" else number.value
-        return Comparison(field, op, offset, against)
+        return Comparison(field, op, offset, against, current)
 
     def field(self, skip: int = 0) -> tuple[Field, FieldType]:
         """Consume a field name (after ``skip`` characters, as of ``current.``) and resolve
@@ -362,7 +375,7 @@ class _Parser:
             )
         self.advance()
         fields, keyed = _FIELDS[self.target], _KEYED[self.target]
-        namespace, dot, key = token.text[skip:].partition(".")
+        namespace, dot, key = _split_field(token.text[skip:], keyed)
         if token.quoted_key is not None:
             key = token.quoted_key
         elif token.text[skip:] in fields:
@@ -506,7 +519,7 @@ class _Parser:
         namespace = self.text[start : tick - 1]
         if self.target is Target.RULES and namespace.lower().startswith(CURRENT):
             namespace = namespace[len(CURRENT) :]
-        if "." in namespace:
+        if "." in namespace and namespace not in _KEYED[self.target]:
             raise self.fail(start, "a `quoted key` must follow the namespace, as in metrics.`a b`")
         return key, close + 1
 
@@ -552,6 +565,15 @@ def _micros(text: str) -> int | None:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return (moment - _EPOCH) // timedelta(microseconds=1)
+
+
+def _split_field(text: str, keyed: dict[str, FieldType]) -> tuple[str, str, str]:
+    """``namespace, ".", key``: at the first dot, but a namespace with a dot of its own
+    (``online.metrics``) takes the key after it."""
+    for namespace in keyed:
+        if "." in namespace and text.startswith(namespace + "."):
+            return namespace, ".", text[len(namespace) + 1 :]
+    return text.partition(".")
 
 
 def _found(token: _Token) -> str:

@@ -13,8 +13,13 @@ import binascii
 import hashlib
 import hmac
 import json
+from collections.abc import Sequence
+from typing import TypeVar
 
 from modelyard.domain.errors import InvalidInput
+from modelyard.domain.models import Page
+
+T = TypeVar("T")
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
@@ -52,6 +57,13 @@ class PageTokens:
     def encode(self, offset: int, query: str) -> str:
         payload = _b64(json.dumps({"o": offset, "q": _fingerprint(query)}).encode())
         return f"{payload}.{self._mac(payload)}"
+
+    def page(self, items: Sequence[T], limit: int, offset: int, query: str) -> Page[T]:
+        """The page of ``items`` read at ``offset`` (one more than a page when a next page
+        exists), with the token of the next one."""
+        if len(items) > limit:
+            return Page(list(items[:limit]), self.encode(offset + limit, query))
+        return Page(list(items), None)
 
     def decode(self, token: str | None, query: str) -> int:
         """The offset a token stands for (0 for no token)."""

@@ -2,13 +2,16 @@
 
 Policy rules and the gate's comparisons are rules. A search runs as SQL over every
 version; a rule is evaluated here against one candidate and the version now in the target
-stage (``current.FIELD``), with ``checks.NAME`` reading the candidate's reported checks.
+stage (``current.FIELD``) or itself (``online.metrics.auc >= metrics.auc - 0.02``), with
+``checks.NAME`` reading the candidate's reported checks and ``online.metrics.K`` the newest
+value reported from production.
 The semantics are the SQL's (storage/db/filters.py), so a rule and a search with the same
 text agree: a missing field satisfies no comparison, ``not`` is the exact complement,
 ``like`` folds A-Z only, params compare as numbers against numbers.
 
-A comparison with ``current.`` holds when the stage is empty (nothing to be worse than),
-and tolerates binary noise (0.3 - 0.1 >= 0.2 holds): its target is computed.
+A comparison with ``current.`` holds when the stage is empty (nothing to be worse than);
+a comparison of two fields tolerates binary noise (0.3 - 0.1 >= 0.2 holds): its target is
+computed.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from modelyard.domain.filters import (
     parse_filter,
 )
 from modelyard.domain.models import Version, to_us
+from modelyard.domain.online import ONLINE_NAMESPACE
 
 _ASCII_LOWER: Final = str.maketrans(ascii_uppercase, ascii_lowercase)
 _NUMERIC_RE: Final = re.compile(NUMERIC_TEXT)
@@ -45,11 +49,13 @@ _SHOWN: Final = 60  # characters of a text value quoted in a detail
 
 @dataclass(frozen=True, slots=True)
 class Subject:
-    """What a rule reads: a version, the status of each check reported on it, its card."""
+    """What a rule reads: a version, the status of each check reported on it, its card,
+    the newest value of each of its online metrics."""
 
     version: Version
     checks: Mapping[str, str] = field(default_factory=dict)
     card: str | None = None  # the text of the version's model card
+    online: Mapping[str, float] = field(default_factory=dict)
 
 
 def parse_rule(text: str) -> Node:
@@ -60,9 +66,10 @@ def parse_rule(text: str) -> Node:
     return node
 
 
-def relative(metric: str, op: Op, offset: float) -> Comparison:
-    """``metrics.M OP current.metrics.M + offset``: the gate's comparison of one metric."""
-    return Comparison(Field("metrics", metric), op, offset, Field("metrics", metric))
+def relative(metric: Field, op: Op, offset: float) -> Comparison:
+    """``M OP current.M + offset``: the gate's comparison of one metric (``metrics.auc``,
+    ``online.metrics.auc``)."""
+    return Comparison(metric, op, offset, metric)
 
 
 def evaluate(node: Node, subject: Subject, current: Subject | None) -> tuple[bool, str]:
@@ -97,22 +104,24 @@ class _Evaluation:
         return value is not None and _test(node.field, node.op, value, node.value)
 
     def _relative(self, node: Comparison, against: Field) -> bool:
-        if self.current is None:
+        other = self.current if node.current else self.subject
+        if other is None:
             self.details.append("no current version in the stage to compare with")
             return True
         ours = value_of(self.subject, node.field)
-        theirs = value_of(self.current, against)
-        where = self.current.version.reference
+        theirs = value_of(other, against)
+        named = f"current.{against}" if node.current else str(against)
+        where = f" ({other.version.reference})" if node.current else ""
         if ours is None:
             self.details.append(f"{node.field} is missing")
             return False
         if theirs is None:
-            self.details.append(f"current.{against} is missing ({where})")
+            self.details.append(f"{named} is missing{where}")
             return False
         target: Scalar = theirs
         if _is_number(theirs) and _is_number(node.value):
             target = theirs + node.value
-        shown = f"{node.field} = {_show(ours)}, current.{against} = {_show(theirs)} ({where})"
+        shown = f"{node.field} = {_show(ours)}, {named} = {_show(theirs)}{where}"
         self.details.append(f"{shown}; needs {node.op} {_show(target)}")
         if _is_number(ours) and _is_number(target):
             close = math.isclose(ours, target, rel_tol=1e-9, abs_tol=1e-12)
@@ -132,6 +141,8 @@ def value_of(subject: Subject, field: Field) -> Scalar | None:
         return v.metrics.get(field.key)
     if field.namespace == "checks":
         return subject.checks.get(field.key)
+    if field.namespace == ONLINE_NAMESPACE:
+        return subject.online.get(field.key)
     if field.namespace == "dataset":
         return getattr(v.dataset, field.key) if v.dataset else None
     if field.namespace == "source":

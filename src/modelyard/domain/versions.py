@@ -47,17 +47,7 @@ def validate_new_version(spec: NewVersion) -> NewVersion:
     for key, value in spec.params.items():
         validate_key(key, "param name")
         validate_tag_value(value, f"param {key!r}")
-    _check_count(spec.metrics, MAX_METRICS, "metrics")
-    for key, metric in spec.metrics.items():
-        validate_key(key, "metric name")
-        if isinstance(metric, bool) or not isinstance(metric, int | float):
-            raise InvalidInput(f"metric {key!r} must be a number, got {metric!r}")
-        try:
-            finite = math.isfinite(float(metric))
-        except OverflowError:  # an int beyond any float
-            finite = False
-        if not finite:
-            raise InvalidInput(f"metric {key!r} must be a finite number, got {str(metric)[:40]}")
+    validate_metrics(spec.metrics, MAX_METRICS)
     validate_description(spec.description)
     for what, text, limit in (
         ("run reference", spec.run, MAX_SHORT_TEXT),
@@ -109,6 +99,25 @@ def validate_tags(tags: dict[str, str], kept: Mapping[str, str] | None = None) -
         validate_tag_value(value, f"tag {key!r}")
 
 
+def validate_metrics(
+    metrics: Mapping[str, object], limit: int, per: str = "version"
+) -> dict[str, float]:
+    """Metric names that can be filter fields, finite numbers, at most ``limit`` of them:
+    a registration's metrics and a report of online ones are held to the same rule."""
+    _check_count(metrics, limit, "metrics", per)
+    for key, metric in metrics.items():
+        validate_key(key, "metric name")
+        if isinstance(metric, bool) or not isinstance(metric, int | float):
+            raise InvalidInput(f"metric {key!r} must be a number, got {str(metric)[:40]!r}")
+        try:
+            finite = math.isfinite(float(metric))
+        except OverflowError:  # an int beyond any float
+            finite = False
+        if not finite:
+            raise InvalidInput(f"metric {key!r} must be a finite number, got {str(metric)[:40]}")
+    return {key: float(metric) for key, metric in metrics.items()}  # type: ignore[arg-type]
+
+
 def validate_description(description: str) -> None:
     if not isinstance(description, str):
         raise InvalidInput("description must be a string")
@@ -118,11 +127,11 @@ def validate_description(description: str) -> None:
         raise InvalidInput("description must not contain NUL")
 
 
-def _check_count(values: Mapping[str, object], limit: int, what: str) -> None:
+def _check_count(values: Mapping[str, object], limit: int, what: str, per: str = "version") -> None:
     if not isinstance(values, dict):
         raise InvalidInput(f"{what} must be an object of names to values")
     if len(values) > limit:
-        raise TooLarge(f"at most {limit} {what} per version; got {len(values)}")
+        raise TooLarge(f"at most {limit} {what} per {per}; got {len(values)}")
 
 
 def _check_text(what: str, text: str | None, limit: int) -> None:

@@ -20,9 +20,13 @@ from modelyard.domain.comparison import (
 )
 from modelyard.domain.models import Version
 from modelyard.domain.references import Reference, parse_reference
+from modelyard.domain.rules import Subject
+from modelyard.service.online import OnlineMetricsService
 
 
 class _Resolves(Protocol):
+    online: OnlineMetricsService
+
     def resolve(self, reference: str | Reference, *, caller: Caller) -> Version: ...
 
 
@@ -48,9 +52,16 @@ class Comparisons:
         # Before any lookup: bad input is the first answer.
         validate_gate(metrics, min_delta, lower_is_better=lower_is_better)
         ref = parse_reference(challenger)
-        return evaluate_gate(
+        sides = (
             self.resolve(ref, caller=caller),
             self.resolve(against_reference(ref.model, against), caller=caller),
+        )
+        ours, theirs = (
+            Subject(v, online=self.online.latest(caller, v.model, v.version)) for v in sides
+        )
+        return evaluate_gate(
+            ours,
+            theirs,
             metrics,
             min_delta=min_delta,
             lower_is_better=lower_is_better,

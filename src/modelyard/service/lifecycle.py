@@ -745,9 +745,15 @@ class LifecycleService:
 
 
 def _subject(tx: Reader, version: Version, version_id: int) -> Subject:
-    """What a policy rule reads of a version: its fields, its checks and its card."""
+    """What a policy rule reads of a version: its fields, its checks, its card and the
+    newest value of each of its online metrics."""
     card = tx.card(version_id)
-    return Subject(version, tx.check_statuses(version_id), card.text if card else None)
+    return Subject(
+        version,
+        tx.check_statuses(version_id),
+        card.text if card else None,
+        tx.online_latest(version_id),
+    )
 
 
 def _model_id(tx: Reader, model: str) -> int:

@@ -61,6 +61,7 @@ from modelyard.service.evidence import EvidenceService
 from modelyard.service.feed import EventFeed
 from modelyard.service.identity import IdentityService
 from modelyard.service.lifecycle import LifecycleService
+from modelyard.service.online import OnlineMetricsService
 from modelyard.service.outbound import OutboundPolicy
 from modelyard.service.sessions import SessionService
 from modelyard.service.webhooks import WebhookService
@@ -86,6 +87,7 @@ class RegistryService(Comparisons, BlobService):
         self.identity = IdentityService(db, self.access)
         self.lifecycle = LifecycleService(db, self.access)
         self.checks = ChecksService(db, self.access)
+        self.online = OnlineMetricsService(db, self.access, self.page_tokens)
         self.evidence = EvidenceService(db, self.access, self)
         self.sessions = SessionService(db, self.access, self.identity, self.key)
         self.feed = EventFeed(self)
@@ -256,9 +258,7 @@ class RegistryService(Comparisons, BlobService):
 
     def _page(self, items: list[T], limit: int, offset: int, query: str) -> Page[T]:
         """``items`` holds one more than a page when a next page exists."""
-        if len(items) > limit:
-            return Page(items[:limit], self.page_tokens.encode(offset + limit, query))
-        return Page(items, None)
+        return self.page_tokens.page(items, limit, offset, query)
 
     def _model(self, tx: Reader, name: str) -> Model:
         model = tx.get_model(name)

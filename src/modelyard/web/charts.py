@@ -47,6 +47,7 @@ class Band:
 @dataclass(frozen=True, slots=True)
 class MetricChart:
     metric: str
+    caption: str  # what the chart shows, for its title and screen readers
     width: int
     height: int
     line: str  # the polyline's points
@@ -87,9 +88,14 @@ def _nice_ticks(low: float, high: float, count: int = 4) -> list[float]:
 
 
 def metric_chart(
-    name: str, points: Sequence[MetricPoint], periods: Sequence[StagePeriod], top_stage: str
+    name: str,
+    points: Sequence[MetricPoint],
+    periods: Sequence[StagePeriod],
+    top_stage: str,
+    caption: str | None = None,
 ) -> MetricChart | None:
-    """The metric of each version over time, with the top stage's periods as bands."""
+    """The metric of each version over time, with the top stage's periods as bands. Also
+    an online series: a point per report, at its window's end, labelled by version."""
     if not points:
         return None
     bottom, right = HEIGHT - _BOTTOM, WIDTH - _RIGHT
@@ -126,14 +132,33 @@ def metric_chart(
         for p in held
     )
     y_ticks = tuple(Tick(y(v), metric(v)) for v in _nice_ticks(min(values), max(values)))
-    x_ticks = tuple(Tick(x(t), _day(t)) for t in _nice_ticks(start, end, 3))
+    x_ticks = tuple(Tick(x(t), _moment(t, end - start)) for t in _nice_ticks(start, end, 3))
     return MetricChart(
-        name, WIDTH, HEIGHT, line, dots, bands, y_ticks, x_ticks, _LEFT, right, _TOP, bottom
+        name,
+        caption or f"{name} of each version over time",
+        WIDTH,
+        HEIGHT,
+        line,
+        dots,
+        bands,
+        y_ticks,
+        x_ticks,
+        _LEFT,
+        right,
+        _TOP,
+        bottom,
     )
 
 
 def _day(timestamp: float) -> str:
     return when(datetime.fromtimestamp(timestamp, tz=UTC))[:10]
+
+
+def _moment(timestamp: float, span: float) -> str:
+    """A tick's label: the day, or the time of day on a chart of two days or less."""
+    return (
+        _day(timestamp) if span > 2 * 86400 else when(datetime.fromtimestamp(timestamp, UTC))[5:16]
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -55,9 +55,11 @@ from modelyard.domain.filters import (
     Scalar,
     number_texts,
 )
+from modelyard.domain.online import ONLINE_NAMESPACE
 from modelyard.storage.db.tables import (
     model_tags,
     models,
+    online_metrics_latest,
     version_metrics,
     version_params,
     version_tags,
@@ -99,6 +101,8 @@ _VERSIONS: Final = _Schema(
         "tags": (version_tags, version_tags.c.version_id),
         "params": (version_params, version_params.c.version_id),
         "metrics": (version_metrics, version_metrics.c.version_id),
+        # The newest value of each online metric (storage/db/online.py).
+        ONLINE_NAMESPACE: (online_metrics_latest, online_metrics_latest.c.version_id),
     },
     owner_id=versions.c.id,
 )
@@ -120,7 +124,8 @@ _MODELS: Final = _Schema(
 def version_condition(node: Node) -> ColumnElement[bool]:
     """WHERE clause for ``versions JOIN models``, from a filter parsed with target "versions".
 
-    ``tags.K``/``params.K``/``metrics.K`` become correlated EXISTS on the key/value tables,
+    ``tags.K``/``params.K``/``metrics.K``/``online.metrics.K`` become correlated EXISTS on
+    the key/value tables,
     which their (key, value) indexes serve. ``!=``, ``not in`` and ``not like`` on them mean
     "has key K with a different value"; ``not tags.K = v`` also matches versions without K.
     Params are text: ordering against a number compares numerically (values that are not
@@ -292,7 +297,7 @@ def _sort_key(field: Field, schema: _Schema) -> ColumnElement[Any]:
             .where(owner == schema.owner_id, table.c.key == field.key)
             .scalar_subquery()
         )
-        return key if field.namespace == "metrics" else _CodePointOrder(key)
+        return key if isinstance(table.c.value.type, Float) else _CodePointOrder(key)
     key = _column(field, schema)
     return _CodePointOrder(key) if isinstance(key.type, String) else key
 

@@ -65,6 +65,7 @@ from modelyard.storage.db.deliveries import Bookkeeper, DeliveriesReader
 from modelyard.storage.db.evidence import EvidenceReader, EvidenceWriter
 from modelyard.storage.db.identity import IdentityReader, IdentityWriter, protected_aliases
 from modelyard.storage.db.lifecycle import LifecycleReader, LifecycleWriter, event_from_row
+from modelyard.storage.db.online import OnlineReader, OnlineWriter
 from modelyard.storage.db.overview import OverviewReader
 from modelyard.storage.db.prebuilt import CHANGES, Prebuilt, count_change
 from modelyard.storage.db.tables import (
@@ -294,18 +295,36 @@ class Database:
         again (delivery is at least once). An fsync per commit would take the write lock
         from registrations for milliseconds each time.
         """
+        with self._outside_journal(durable=False) as conn:
+            yield Bookkeeper(conn)
+
+    @contextmanager
+    def telemetry(self) -> Iterator[Telemetry]:
+        """A write transaction for online metrics only (storage/db/online.py), outside the
+        journal: observations of versions in production, at a rate of their own, not
+        decisions. Like ``bookkeeping`` it takes no journal head lock and appends no event
+        (nothing cached is stamped by these rows); unlike it, its commit is durable: a
+        report acknowledged to a pipeline is not sent again."""
+        with self._outside_journal(durable=True) as conn:
+            yield Telemetry(conn)
+
+    @contextmanager
+    def _outside_journal(self, *, durable: bool) -> Iterator[Connection]:
+        """A write transaction that leaves the journal head alone (see ``bookkeeping``)."""
         with self.engine.connect() as conn:
             raw: Any = conn.connection.dbapi_connection
-            if self.is_sqlite:
+            relaxed = self.is_sqlite and not durable
+            if relaxed:
                 raw.execute("PRAGMA synchronous=NORMAL")
+            if self.is_sqlite:
                 conn = conn.execution_options(sqlite_immediate=True)
             try:
                 with conn.begin():
-                    if not self.is_sqlite:
+                    if not self.is_sqlite and not durable:
                         conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
-                    yield Bookkeeper(conn)
+                    yield conn
             finally:
-                if self.is_sqlite:
+                if relaxed:
                     raw.execute("PRAGMA synchronous=FULL")
 
     def _changes(self, conn: Connection) -> int:
@@ -379,6 +398,7 @@ class Reader(
     ChecksReader,
     EvidenceReader,
     OverviewReader,
+    OnlineReader,
     WebhooksReader,
     DeliveriesReader,
 ):
@@ -660,6 +680,11 @@ class Reader(
             yield from self.conn.execute(
                 stmt.where(column.in_(values[start : start + _IN_BATCH]))
             ).all()
+
+
+class Telemetry(Reader, OnlineWriter):
+    """The write transaction of online metrics (``Database.telemetry()``): it reads as any
+    reader does (resolving the version) and writes nothing but them."""
 
 
 class Writer(

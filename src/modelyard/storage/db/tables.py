@@ -138,6 +138,33 @@ version_metrics = Table(
     Index(None, "key", "value"),
 )
 
+# Online metrics (storage/db/online.py): every reported value, and the newest of each key
+# per version, which the rule language reads as online.metrics.K (an index lookup, like
+# metrics.K). Written outside the journal (Database.telemetry()).
+online_metrics = Table(
+    "online_metrics",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("version_id", Integer, ForeignKey("versions.id", ondelete="CASCADE"), nullable=False),
+    Column("key", String(128), nullable=False),
+    Column("value", Float, nullable=False),
+    Column("start_at", BigInteger, nullable=False),
+    Column("end_at", BigInteger, nullable=False),
+    Column("reporter", String(256), nullable=False),
+    Column("received_at", BigInteger, nullable=False),
+    Index(None, "version_id", "key", "end_at"),
+)
+
+online_metrics_latest = Table(
+    "online_metrics_latest",
+    metadata,
+    Column("version_id", Integer, ForeignKey("versions.id", ondelete="CASCADE"), primary_key=True),
+    Column("key", String(128), primary_key=True),
+    Column("value", Float, nullable=False),
+    Column("end_at", BigInteger, nullable=False),
+    Index(None, "key", "value"),
+)
+
 # The latest result of each check on a version (the journal keeps every report).
 version_checks = Table(
     "version_checks",

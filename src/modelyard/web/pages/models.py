@@ -33,7 +33,7 @@ SORTS = {
     "created desc": "recently created",
     "latest_version desc": "most versions",
 }
-_Text = Annotated[str | None, Query(max_length=4096)]
+Text = Annotated[str | None, Query(max_length=4096)]
 
 
 def service_of(request: Request) -> RegistryService:
@@ -43,7 +43,7 @@ def service_of(request: Request) -> RegistryService:
 
 @router.get("/")
 def models_page(
-    request: Request, filter: _Text = None, order_by: _Text = None, page_token: _Text = None
+    request: Request, filter: Text = None, order_by: Text = None, page_token: Text = None
 ) -> Response:
     """Search (the filter language), sort and cursor pages; a filter mistake is shown
     with a caret under its position, and the page still renders."""
@@ -92,10 +92,15 @@ def _parses(filter: str | None) -> bool:
 
 @router.get("/models/{name}")
 def model_page(
-    request: Request, name: str, metric: _Text = None, page_token: _Text = None
+    request: Request,
+    name: str,
+    metric: Text = None,
+    online: Text = None,
+    page_token: Text = None,
 ) -> Response:
-    """A model: its production card, versions, metric chart, stage timeline, open
-    requests, policy, aliases and (for maintainers) who holds which role."""
+    """A model: its production card, versions, metric chart, the online series of the
+    versions that served, stage timeline, open requests, policy, aliases and (for
+    maintainers) who holds which role."""
     caller = web_caller(request)
     service = service_of(request)
     model = service.get_model(name, caller=caller)
@@ -117,6 +122,13 @@ def model_page(
     chosen = metric or key_metric(model.tags, versions.items[0].metrics if versions.items else ())
     periods = service.lifecycle.stage_periods(caller, name)
     series = service.metric_series(name, chosen, caller=caller) if chosen else []
+    online_names = service.online.keys(caller, name)
+    served = (
+        online
+        if online in online_names
+        else (chosen if chosen in online_names else next(iter(online_names), None))
+    )
+    online_series = service.online.series(caller, name, served) if served else ()
     stages = tracked_stages(policy)
     grants = (
         service.identity.grants(caller, name)
@@ -145,6 +157,11 @@ def model_page(
         metric=chosen,
         metric_names=metric_names,
         chart=metric_chart(chosen or "", series, periods, top),
+        online_names=online_names,
+        online_metric=served,
+        online_chart=metric_chart(
+            served or "", online_series, periods, top, f"online {served} of what served"
+        ),
         timeline=stage_timeline(stages, periods, datetime.now(UTC)),
         periods=[p for p in periods if p.stage in stages][-40:][::-1],
         requests=service.lifecycle.requests(caller, model=name),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated
 from urllib.parse import urlencode
 
@@ -12,10 +13,12 @@ from starlette.responses import Response
 from modelyard.api.streaming import stream_version_file
 from modelyard.domain.access import Permission
 from modelyard.domain.events import describe
+from modelyard.domain.online import MAX_SERIES_POINTS
 from modelyard.domain.overview import top_stage
+from modelyard.web.charts import metric_chart
 from modelyard.web.evidence import shown
 from modelyard.web.links import commit_url, web_url
-from modelyard.web.pages.models import service_of
+from modelyard.web.pages.models import Text, service_of
 from modelyard.web.render import page
 from modelyard.web.routing import page_router
 from modelyard.web.session import web_caller
@@ -29,12 +32,16 @@ Number = Annotated[int, Path(ge=1, le=2**31 - 1)]
 
 
 @router.get("/models/{name}/versions/{number}")
-def version_page(request: Request, name: str, number: Number) -> Response:
-    """Every piece of a version's metadata, its files (download links for readers), its
-    card, attachments, comments and history."""
+def version_page(request: Request, name: str, number: Number, online: Text = None) -> Response:
+    """Every piece of a version's metadata (its metrics offline and online, a chart of
+    one online series), its files (download links for readers), its card, attachments,
+    comments and history."""
     caller = web_caller(request)
     service = service_of(request)
     version = service.get_version(name, number, caller=caller)
+    latest = service.online.latest(caller, name, number)
+    chosen = online if online in latest else online_key(version.metrics, latest)
+    series = service.online.series(caller, name, chosen, number) if chosen else ()
     policy, _, _ = service.lifecycle.policy(caller, name)
     top = top_stage(policy)
     history = service.events(caller=caller, subject=version.reference, limit=HISTORY_EVENTS)
@@ -56,7 +63,20 @@ def version_page(request: Request, name: str, number: Number) -> Response:
         card=service.evidence.card(caller, name, number),
         attachments=shown(service, name, number, evidence),
         comments=service.evidence.comments(caller, model=name, version=number),
+        online=latest,
+        online_metric=chosen,
+        max_points=MAX_SERIES_POINTS,
+        online_chart=metric_chart(
+            chosen or "", series, (), top, f"online {chosen} of {version.reference} over time"
+        ),
     )
+
+
+def online_key(offline: Mapping[str, float], online: Mapping[str, float]) -> str | None:
+    """The online metric a chart shows first: one the version also has offline (what the
+    registry can compare), else the first by name."""
+    candidates = sorted(set(offline) & set(online)) or sorted(online)
+    return candidates[0] if candidates else None
 
 
 @router.get("/models/{name}/versions/{number}/files/{path:path}")
