@@ -172,7 +172,13 @@ class InProcessServer(Endpoint):
     and no scikit-learn to import again, for the tests that need no process of its own."""
 
     def __init__(
-        self, registry_url: str, reference: str, cache_dir: Path, *, pin: bool = False
+        self,
+        registry_url: str,
+        reference: str,
+        cache_dir: Path,
+        *,
+        pin: bool = False,
+        report_every: float = 0,
     ) -> None:
         import uvicorn
 
@@ -186,7 +192,7 @@ class InProcessServer(Endpoint):
             pin=pin,
             cache_dir=cache_dir,
             poll_interval=0.2,
-            report_every=0,
+            report_every=report_every,
         )
         app = create_app(options, self._notify)
         config = uvicorn.Config(
@@ -352,7 +358,10 @@ def test_hot_reload_under_load_fails_no_request_and_pin_never_moves(
     registry_server: LiveServer, reg: modelyard.Registry, trained: Trained, tmp_path: Path
 ) -> None:
     publish(reg, trained, "loaded")
-    server = InProcessServer(registry_server.url, "loaded@production", tmp_path / "cache")
+    # Reports: the one window, sent when the server stops.
+    server = InProcessServer(
+        registry_server.url, "loaded@production", tmp_path / "cache", report_every=3600
+    )
     pinned = ModelServer(registry_server.url, "loaded@production", tmp_path / "pin", "--pin")
     try:
         server.ready()
@@ -380,6 +389,23 @@ def test_hot_reload_under_load_fails_no_request_and_pin_never_moves(
     finally:
         server.stop()
         pinned.stop()
+    for number in (1, 2):
+        reported = reg.online_metrics(f"loaded/{number}").latest
+        assert reported["requests"] > 0
+        assert reported["error_rate"] == 0
+        assert 0 < reported["latency_p50_ms"] <= reported["latency_p99_ms"]
+        assert reported["memory_mb"] > 0
+        assert "cpu_percent" in reported
+
+
+def test_resolve_if_changed_answers_none_while_the_etag_holds(
+    reg: modelyard.Registry, churn: ModelServer
+) -> None:
+    """The poll that stands in for the stream: a 304 while nothing moved."""
+    version, etag = reg.resolve_if_changed("churn/1")
+    assert version is not None and etag
+    assert reg.resolve_if_changed("churn/1", etag) == (None, etag)
+    assert reg.resolve_if_changed("churn/1", '"stale"')[0] == version
 
 
 def corrupt_blob(registry_server: LiveServer, digest: str) -> None:
