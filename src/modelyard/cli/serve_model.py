@@ -86,6 +86,14 @@ def serve_model(
     max_body_mb: Annotated[
         float, typer.Option(min=0.001, help="The largest /predict body, in MiB.")
     ] = 16.0,
+    unsafe_pickle: Annotated[
+        bool,
+        typer.Option(
+            "--unsafe-pickle",
+            help="Load versions logged with unsafe_pickle=True (a pickle runs code when it is"
+            " loaded: only for models whoever logged them you trust). Refused otherwise.",
+        ),
+    ] = False,
     log_level: Annotated[str, typer.Option(help="uvicorn's log level.")] = "warning",
     json_out: JsonOption = False,
 ) -> None:
@@ -121,6 +129,7 @@ def serve_model(
         poll_interval=poll_interval,
         report_every=report_every,
         max_body=int(max_body_mb * 1024 * 1024),
+        unsafe_pickle=unsafe_pickle,
         log_level=log_level,
         cache_dir=cache_dir or default_cache_dir(),
     )

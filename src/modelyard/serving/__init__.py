@@ -47,6 +47,7 @@ class ServeOptions:
     poll_interval: float = 5.0
     report_every: float = 60.0  # 0: no reports
     max_body: int = 16 * 1024 * 1024
+    unsafe_pickle: bool = False  # load pickled versions: only when whoever logged them is trusted
     token: str | None = None
     log_level: str = "warning"
 
@@ -63,6 +64,7 @@ def create_app(options: ServeOptions, notify: Notify = log_notice) -> ServingApp
         metrics,
         pin=options.pin,
         poll_interval=options.poll_interval,
+        unsafe_pickle=options.unsafe_pickle,
         notify=notify,
     )
     reporter = None

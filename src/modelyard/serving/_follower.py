@@ -67,6 +67,7 @@ class Follower:
         *,
         pin: bool = False,
         poll_interval: float = 5.0,
+        unsafe_pickle: bool = False,
         notify: Notify = log_notice,
     ) -> None:
         self.reference = reference
@@ -75,6 +76,7 @@ class Follower:
         self.metrics = metrics
         self.pin = pin
         self.poll_interval = poll_interval
+        self.unsafe_pickle = unsafe_pickle
         self.notify = notify
         self.current: Served | None = None
         self.stream_up = False
@@ -220,7 +222,7 @@ class Follower:
 
     def _load_and_swap(self, version: Version, directory: Path, started: float) -> bool:
         try:
-            predictor = load_directory(directory, version)
+            predictor = load_directory(directory, version, unsafe_pickle=self.unsafe_pickle)
         except Exception as exc:  # any library's error: this version cannot serve
             return self._reject(version, "load", _describe(exc))
         example = predictor.input_example
