@@ -288,6 +288,34 @@ def test_input_against_the_signature_is_a_400_naming_the_column(
     assert "sepal length (cm)" in response.json()["message"]
 
 
+def test_concurrent_requests_batched_together_each_get_their_own_answer(
+    churn: ModelServer, trained: Trained
+) -> None:
+    """Records arriving together are predicted in one call; a bad one among them is a 400
+    for its request alone, and every other request gets its own rows' predictions."""
+    rows = [trained.features.iloc[i : i + 1 + i % 3] for i in range(0, 120, 8)]
+    bad = {**records_of(trained.features.iloc[:1])[0], "petal width (cm)": "wide"}
+    bodies = [{"records": records_of(batch)} for batch in rows] + [{"records": [bad]}]
+    results: list[httpx.Response | None] = [None] * len(bodies)
+    start = threading.Barrier(len(bodies))
+
+    def send(index: int) -> None:
+        with httpx.Client(base_url=churn.url, timeout=30) as client:
+            start.wait()
+            results[index] = client.post("/predict", json=bodies[index])
+
+    threads = [threading.Thread(target=send, args=(i,)) for i in range(len(bodies))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for batch, response in zip(rows, results, strict=False):
+        assert response is not None and response.status_code == 200
+        assert response.json()["predictions"] == trained.first.predict(batch).tolist()
+    assert results[-1] is not None and results[-1].status_code == 400
+    assert "petal width (cm)" in results[-1].json()["message"]
+
+
 def test_metadata_readyz_and_metrics(churn: ModelServer, reg: modelyard.Registry) -> None:
     served = reg.resolve("churn/1")
     metadata = churn.client.get("/metadata").json()

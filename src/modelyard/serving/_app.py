@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 
 from modelyard.domain.errors import ModelyardError
+from modelyard.serving._batch import Batcher
 from modelyard.serving._follower import Follower, Served
 from modelyard.serving._metrics import ServingMetrics
 from modelyard.serving._report import Reporter
@@ -52,6 +53,7 @@ class ServingApp:
         self.metrics = metrics
         self.reporter = reporter
         self.max_body = max_body
+        self.batcher = Batcher()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -98,7 +100,11 @@ class ServingApp:
         try:
             body = await self._body(scope, receive)
             data = parse_input(body)
-            answer = _encode_predictions(served, served.predictor.predict(data))
+            if isinstance(data, list):  # records: batched with whatever else is waiting
+                result = await self.batcher.predict(served, data)
+            else:
+                result = served.predictor.predict(data)
+            answer = _encode_predictions(served, result)
         except BadInput as exc:
             await self._failed(send, served, started, exc.status, _error(exc.code, exc.message))
             return
