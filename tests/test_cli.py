@@ -224,7 +224,8 @@ def test_readme_tour_and_user_errors(live_server: Any, model_dir: Path, tmp_path
     assert resolved["dataset"]["name"] == "customers"
     assert resolved["dataset"]["version"] == "2024-w36"
     assert resolved["framework"] == "onnx"
-    assert resolved["environment"]["python"]  # captured automatically
+    # The directory declares no environment, and the CLI's own virtualenv is not the model's.
+    assert resolved["environment"] is None
 
     # user errors: one line on stderr, non-zero exit, no traceback, nothing changed
     unknown, bad_filter, bad_metric, bad_pair, no_version, bad_ref = run_many(

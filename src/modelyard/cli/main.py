@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
@@ -16,6 +16,7 @@ from modelyard.cli import (
     access,
     checks,
     compare,
+    describe,
     evidence,
     gc,
     lifecycle,
@@ -34,10 +35,12 @@ from modelyard.cli.common import (
     parse_pairs,
     registry,
 )
+from modelyard.client.capture import declared_environment, environment_from_file
 from modelyard.config import DEFAULT_DATA_DIR, DEFAULT_HOST, DEFAULT_PORT, DEFAULT_URL
 from modelyard.domain.access import Reach
 from modelyard.domain.errors import ModelyardError
 from modelyard.domain.journal import Checkpoint
+from modelyard.domain.models import Environment
 
 app = typer.Typer(
     name="modelyard",
@@ -207,6 +210,14 @@ def register(
     ] = False,
     run: Annotated[str | None, typer.Option(help="Experiment run id or URL.")] = None,
     framework: Annotated[str | None, typer.Option(help="Override the detected framework.")] = None,
+    environment: Annotated[
+        str | None,
+        typer.Option(
+            help="The model's environment: auto (this Python's packages), none, or a"
+            " requirements.txt / conda.yaml to read. Default: what PATH declares (its"
+            " requirements.txt, conda.yaml or modelyard.yaml), else none.",
+        ),
+    ] = None,
     no_capture: Annotated[
         bool, typer.Option("--no-capture", help="Do not record git source and environment.")
     ] = False,
@@ -215,12 +226,13 @@ def register(
 ) -> None:
     """Register a file or directory as the next version of a model.
 
-    Only files the registry lacks are uploaded; git source and the Python environment
-    are recorded automatically. Evaluation evidence (plots, reports, metric tables) goes
-    with --attach: kept beside the model's files, never part of its digest, readable by
-    viewers. The model card is --card FILE, else MODEL_CARD.md among the files or
-    attachments, else (with --card-from-previous) the previous version's. Everything is
-    registered in one transaction: nothing half-written.
+    Only files the registry lacks are uploaded; the git source is recorded automatically,
+    and the environment the model declares (not this CLI's own: see --environment).
+    Evaluation evidence (plots, reports, metric tables) goes with --attach: kept beside
+    the model's files, never part of its digest, readable by viewers. The model card is
+    --card FILE, else MODEL_CARD.md among the files or attachments, else (with
+    --card-from-previous) the previous version's. Everything is registered in one
+    transaction: nothing half-written.
 
     [bold]Example[/bold]: modelyard register churn ./model_dir --metric auc=0.87
     --param max_depth=5 --tag team=growth --dataset customers@2024-w36
@@ -241,7 +253,7 @@ def register(
             run=run,
             framework=framework,
             source=None if no_capture else "auto",
-            environment=None if no_capture else "auto",
+            environment=None if no_capture else model_environment(environment, path),
             attachments=attach or (),
             card=card,
             card_from_previous=card_from_previous,
@@ -253,6 +265,17 @@ def register(
             f"registered [bold]{version.reference}[/bold] ({len(version.files)} files,"
             f" {output.human_size(version.size)}, {output.abbreviate(version.manifest_digest, 19)})"
         )
+
+
+def model_environment(option: str | None, path: Path) -> Environment | Literal["auto"] | None:
+    """--environment: auto, none, a file to read, or (unset) what the model declares."""
+    if option == "auto":
+        return "auto"
+    if option == "none":
+        return None
+    if option is not None:
+        return environment_from_file(Path(option))
+    return declared_environment(path)
 
 
 @app.command()
@@ -599,6 +622,7 @@ def journal_verify(
 lifecycle.install(app)
 access.install(app, alias_app)
 compare.install(app)
+describe.install(app)
 checks.install(app)
 online.install(app)
 evidence.install(app)

@@ -6,6 +6,7 @@ functions, so that recognising a model (by the modules of its class) loads nothi
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -62,7 +63,9 @@ def class_modules(model: Any) -> set[str]:
     return {cls.__module__.split(".", 1)[0] for cls in type(model).__mro__}
 
 
+@functools.cache
 def installed_version(distribution: str) -> str | None:
+    """Once per process: reading a distribution's metadata costs ~15 ms."""
     try:
         return metadata.version(distribution)
     except metadata.PackageNotFoundError:

@@ -25,8 +25,9 @@ class XGBoostFlavor:
     name = "xgboost"
     framework = "xgboost"
     format = "ubjson"
-    library = "xgboost-cpu"
-    requirements = ("xgboost-cpu", "xgboost", "numpy", "scipy")
+    library = "xgboost"
+    # Installed as xgboost or as the smaller CPU-only wheel, xgboost-cpu.
+    requirements = ("xgboost", "xgboost-cpu", "numpy", "scipy")
 
     def owns(self, model: Any) -> bool:
         return "xgboost" in class_modules(model)

@@ -10,7 +10,9 @@ and returns a ``Predictor`` that validates its input against the signature.
 from __future__ import annotations
 
 import platform
+import shutil
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -121,14 +123,26 @@ def save_model(
     flavor = flavor_of(model, unsafe_pickle=unsafe_pickle)
     options: dict[str, Any] = {"init_kwargs": dict(init_kwargs)} if init_kwargs else {}
     try:
-        saved = flavor.save(model, root, options)
-    except NotSafe:
-        if not unsafe_pickle:
-            raise
-        flavor = PICKLE
-        saved = flavor.save(model, root, options)
-    call = flavor.predictor(model, saved.options)
-    return _describe(root, flavor, saved.files, saved.options, call, input_example)
+        try:
+            saved = flavor.save(model, root, options)
+        except NotSafe:
+            if not unsafe_pickle:
+                raise
+            flavor = PICKLE
+            saved = flavor.save(model, root, options)
+        call = flavor.predictor(model, saved.options)
+        return _describe(root, flavor, saved.files, saved.options, model, call, input_example)
+    except BaseException:
+        _empty(root)  # nothing half-written
+        raise
+
+
+def _empty(root: Path) -> None:
+    for child in root.iterdir():
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
 
 
 def describe_directory(
@@ -153,7 +167,7 @@ def describe_directory(
     options = flavor.inspect(paths)
     model = flavor.load(paths, options)
     call = flavor.predictor(model, options)
-    return _describe(root, flavor, tuple(files), options, call, input_example)
+    return _describe(root, flavor, tuple(files), options, model, call, input_example)
 
 
 def _describe(
@@ -161,14 +175,19 @@ def _describe(
     flavor: Flavor,
     files: tuple[str, ...],
     options: dict[str, Any],
+    model: Any,
     call: Callable[[Any], Any],
     input_example: Any,
 ) -> Descriptor:
+    """Learn the signature by running the model on the example; write example and descriptor."""
     signature = example_file = None
     if input_example is not None:
         signature = infer_signature(input_example)
+        if signature.input_form in ("columns", "records") and hasattr(model, "feature_names_in_"):
+            # Fitted on named columns (scikit-learn's mark): hand it a DataFrame, not an array.
+            signature = replace(signature, input_form="dataframe")
         output = call(signature.prepare(input_example))
-        signature = infer_signature(input_example, output)
+        signature = replace(signature, outputs=infer_signature(input_example, output).outputs)
         example_file = EXAMPLE_FILE
         (root / EXAMPLE_FILE).write_text(example_to_json(input_example), encoding="utf-8")
     requirements = {
@@ -180,7 +199,7 @@ def _describe(
         flavor=flavor.name,
         format=flavor.format,
         library=flavor.library,
-        library_version=installed_version(flavor.library) or platform.python_version(),
+        library_version=library_version(flavor),
         files=files,
         signature=signature,
         input_example=example_file,
@@ -191,6 +210,17 @@ def _describe(
     )
     descriptor.write(root)
     return descriptor
+
+
+def library_version(flavor: Flavor) -> str | None:
+    """The installed version of the flavor's library, under any name it ships as
+    (xgboost or xgboost-cpu); Python's own for pickle."""
+    if flavor is PICKLE:
+        return platform.python_version()
+    names = [
+        n for n in flavor.requirements if n == flavor.library or n.startswith(f"{flavor.library}-")
+    ]
+    return next((v for n in names if (v := installed_version(n)) is not None), None)
 
 
 def load_directory(

@@ -7,6 +7,7 @@ one Modelyard knows, and ``unsafe_pickle`` must be declared for a pickle to be o
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -106,8 +107,11 @@ class Descriptor:
         return [inside(directory, rel) for rel in named]
 
     def write(self, directory: Path) -> Path:
+        """Write (or replace) the descriptor whole: a reader sees the old one or the new."""
         target = directory / DESCRIPTOR_FILE
-        target.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False), encoding="utf-8")
+        partial = directory / f".{DESCRIPTOR_FILE}.partial"
+        partial.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False), encoding="utf-8")
+        os.replace(partial, target)
         return target
 
 

@@ -64,6 +64,8 @@ class Signature:
 
     inputs: tuple[Spec, ...]
     outputs: tuple[Spec, ...]
+    # What predict hands the model: the example's own form, except that columns for a
+    # model fitted on named columns go as a DataFrame; records and dicts, as a 2-D array.
     input_form: InputForm
 
     @property
@@ -105,7 +107,13 @@ class Signature:
             return pd.DataFrame(columns)
         import numpy as np
 
-        return np.column_stack(list(columns.values()))
+        arrays = list(columns.values())
+        if all(a.dtype.kind in "biuf" for a in arrays):
+            return np.column_stack(arrays)  # numpy's common numeric type
+        table = np.empty((len(arrays[0]), len(arrays)), dtype=object)  # text and numbers
+        for i, array in enumerate(arrays):
+            table[:, i] = array
+        return table
 
 
 def infer_signature(example: Any, output: Any = None) -> Signature:
