@@ -296,6 +296,10 @@ SAMPLES: dict[tuple[str, str], Sample] = {
         params={**V, "check": "scan"}, json={"status": "pass", "url": "https://ci.example/1"}
     ),
     ("GET", "/api/v1/models/{name}/versions/{number}/checks"): Sample(params=V),
+    ("POST", "/api/v1/models/{name}/versions/{number}/online-metrics"): Sample(
+        params=V, json={"metrics": {"auc": 0.8, "latency_p99_ms": 12.5}}
+    ),
+    ("GET", "/api/v1/models/{name}/versions/{number}/online-metrics"): Sample(params=V),
     ("GET", "/api/v1/models/{name}/versions/{number}/attachments"): Sample(params=V),
     ("POST", "/api/v1/models/{name}/versions/{number}/attachments"): Sample(
         params=V, json=MORE_EVIDENCE

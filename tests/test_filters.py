@@ -35,6 +35,7 @@ from modelyard.storage.db.tables import (
     metadata,
     model_tags,
     models,
+    online_metrics_latest,
     version_metrics,
     version_params,
     version_tags,
@@ -365,6 +366,13 @@ def registry_db(db_engine: Engine) -> Engine:
             [{"manifest_digest": "sha256:x", "size": 1} | row for row in version_rows],
         )
         conn.execute(
+            insert(online_metrics_latest),
+            [
+                {"version_id": v, "key": "auc", "value": value, "end_at": micros(2024, 10, 2)}
+                for v, value in [(1, 0.79), (2, 0.88), (4, 0.95)]
+            ],
+        )
+        conn.execute(
             insert(version_tags),
             [
                 {"version_id": v, "key": k, "value": value}
@@ -619,11 +627,14 @@ def test_rules_judge_a_version_as_the_search_does(registry_db: Engine) -> None:
         'stage not in ("production")', "version in (1, 3)",
         'not (name = "churn" or metrics.auc > 0.9)', 'framework > "a"',
         'created >= "2024-09-01"', 'dataset.name = "customers" and creator = "alice"',
-        'description != ""',
+        'description != ""', "online.metrics.auc >= 0.88", "online.metrics.auc != 0.79",
+        "not online.metrics.auc > 0.8", "online.metrics.`auc` in (0.79, 0.95)",
     ]  # fmt: skip
     with registry_db.connect() as conn:
-        loaded = Reader(conn).load_versions([1, 2, 3, 4, 5])
+        reader = Reader(conn)
+        loaded = reader.load_versions([1, 2, 3, 4, 5])
+        subjects = [Subject(v, online=reader.online_latest(i + 1)) for i, v in enumerate(loaded)]
     for source in sources:
         node = parse_rule(source)
-        judged = [v.reference for v in loaded if evaluate(node, Subject(v), None)[0]]
+        judged = [s.version.reference for s in subjects if evaluate(node, s, None)[0]]
         assert judged == matching(registry_db, source), source

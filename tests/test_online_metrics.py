@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -127,6 +127,8 @@ def test_bad_reports_are_refused_with_nothing_written(service: RegistryService) 
         (None, datetime.now(UTC) + timedelta(hours=1), "in the future"),
         (None, datetime(2026, 3, 2, 12, 0), "needs a time zone"),
         (None, datetime(1969, 12, 31, tzinfo=UTC), "before 1970"),
+        (None, datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=14))), "before 1970"),
+        (None, datetime(9999, 12, 31, 23, tzinfo=timezone(-timedelta(hours=14))), "future"),
     ):
         with pytest.raises(InvalidInput, match=message):
             report(ci, "churn", number, {"auc": 0.8}, window=window, at=at)

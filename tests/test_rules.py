@@ -214,3 +214,32 @@ def test_the_gate_is_the_rule_metric_against_current_plus_min_delta() -> None:
     assert evaluate_gate(challenger, champion, ["auc"], min_delta=0.2).passed
     assert not evaluate_gate(challenger, champion, ["auc"], min_delta=0.21).passed
     assert evaluate_gate(champion, challenger, ["auc:lower"], min_delta=0.2).passed
+
+
+def test_a_rule_compares_two_fields_of_the_candidate_online_with_offline() -> None:
+    """``online.metrics.auc >= metrics.auc - 0.02``: production as good as the evaluation."""
+    rule = "online.metrics.auc >= metrics.auc - 0.02"
+    assert parse_rule(rule) == Comparison(
+        Field("online.metrics", "auc"), ">=", -0.02, Field("metrics", "auc"), current=False
+    )
+    assert str(Field("online.metrics", "val auc")) == "online.metrics.`val auc`"
+    served = Subject(version(1, 0.86), online={"auc": 0.85})
+    assert holds(rule, served)  # no current version needed: both sides are the candidate's
+    assert holds("online.metrics.`auc` >= metrics.auc - 0.01", served)  # 0.85 vs 0.85: noise
+    passed, detail = evaluate(
+        parse_rule(rule), Subject(version(1, 0.86), online={"auc": 0.8}), None
+    )
+    assert (passed, detail) == (
+        False,
+        "online.metrics.auc = 0.8, metrics.auc = 0.86; needs >= 0.84",
+    )
+    _, missing = evaluate(parse_rule(rule), Subject(version(1, 0.86)), None)
+    assert missing == "online.metrics.auc is missing"
+    _, offline_missing = evaluate(
+        parse_rule(rule), Subject(version(1, None), online={"auc": 1.0}), None
+    )
+    assert offline_missing == "metrics.auc is missing"
+    with pytest.raises(InvalidFilter, match=r"'online\.metrics\.auc' takes a number, and 'stage'"):
+        parse_rule("online.metrics.auc >= stage")
+    with pytest.raises(InvalidFilter, match="unknown field 'production'"):
+        parse_rule("stage = production")  # a bare word is a field: quote a value

@@ -57,7 +57,8 @@ def gate(
         typer.Option(
             "--metric",
             "-m",
-            help="NAME (higher is better) or NAME:lower (for losses); repeatable, all must pass.",
+            help="NAME (higher is better) or NAME:lower (for losses); online.metrics.NAME"
+            " compares the newest values reported from production. Repeatable, all must pass.",
         ),
     ] = None,
     min_delta: Annotated[

@@ -159,11 +159,13 @@ def validate_window(
     for what, moment in (("window start", start), ("window end", end)):
         if moment.tzinfo is None:
             raise InvalidInput(f"the {what} needs a time zone, e.g. 2026-03-03T12:00Z")
+        # Shown as given: converting a time near year 1 or 9999 to UTC may overflow.
         if to_us(moment) < 0:
-            raise InvalidInput(f"the {what} {iso(moment)} is before 1970")
+            raise InvalidInput(f"the {what} {moment.isoformat()} is before 1970")
         if moment > now + MAX_CLOCK_SKEW:
             raise InvalidInput(
-                f"the {what} {iso(moment)} is in the future (the registry's time is {iso(now)})"
+                f"the {what} {moment.isoformat()} is in the future"
+                f" (the registry's time is {iso(now)})"
             )
     if start > end:
         raise InvalidInput(f"the window starts ({iso(start)}) after it ends ({iso(end)})")
