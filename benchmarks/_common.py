@@ -81,11 +81,15 @@ def sequential_figures(seq: list[float]) -> dict[str, Any]:
 
 
 def concurrent_gets(
-    url: str, path: str, per_client: int, prefix: str = "resolve16_proc"
+    url: str,
+    path: str,
+    per_client: int,
+    prefix: str = "resolve16_proc",
+    body_file: Path | None = None,
 ) -> dict[str, Any]:
     """``RESOLVE_CLIENTS`` client processes (``_client.py``), each timing ``per_client`` GETs
-    of ``path`` on its own keep-alive connection, started together once all are connected.
-    The figures' keys start with ``prefix``.
+    of ``path`` (POSTs of ``body_file`` if given) on its own keep-alive connection, started
+    together once all are connected. The figures' keys start with ``prefix``.
 
     Processes, not threads: 16 threads of one Python process share one GIL, and against a
     server answering in half a millisecond they measure their own queueing for it. Both
@@ -95,7 +99,7 @@ def concurrent_gets(
     cmd = [sys.executable, str(Path(__file__).with_name("_client.py")), parts[0], parts[1]]
     procs = [
         subprocess.Popen(
-            [*cmd, path, str(per_client)],
+            [*cmd, path, str(per_client), *([str(body_file)] if body_file else [])],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

@@ -22,6 +22,7 @@ from modelyard.cli import (
     lifecycle,
     online,
     output,
+    serve_model,
     watch,
     webhooks,
 )
@@ -629,6 +630,7 @@ evidence.install(app)
 gc.install(app)
 webhooks.install(app)
 watch.install(app)
+serve_model.install(app)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

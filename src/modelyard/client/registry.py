@@ -475,6 +475,19 @@ class Registry:
         path = f"/api/v1/resolve/{_seg(reference, '/@:')}"
         return Version.from_dict(self._json("GET", path, params=params))
 
+    def resolve_if_changed(
+        self, reference: str, etag: str | None = None
+    ) -> tuple[Version | None, str | None]:
+        """A poller's resolve: (None, etag) while the answer still has ``etag`` (the
+        registry's 304, no body), else (the version, its new ETag)."""
+        path = f"/api/v1/resolve/{_seg(reference, '/@:')}"
+        headers = {"If-None-Match": etag} if etag else None
+        response = self._send("GET", path, headers=headers)
+        new_etag = response.headers.get("etag")
+        if response.status == 304:
+            return None, new_etag or etag
+        return Version.from_dict(json.loads(response.body)), new_etag
+
     def download(self, reference: str | Version, dest: str | os.PathLike[str]) -> Version:
         """Write every file of the version under ``dest``, verified and atomically.
 
@@ -629,7 +642,13 @@ class Registry:
             if isinstance(item, Event):
                 yield item
 
-    def watch(self, reference: str, *, current: Version | None = None) -> Iterator[Version]:
+    def watch(
+        self,
+        reference: str,
+        *,
+        current: Version | None = None,
+        on_connection: Callable[[bool], None] | None = None,
+    ) -> Iterator[Version]:
         """Each version ``reference`` points at: the one it points at now (unless it is
         ``current``, already handled), then each one it moves to, as it moves.
 
@@ -637,12 +656,14 @@ class Registry:
         the alias, ``churn`` the newest version. A reference that points at nothing yet
         is waited for. Between two reads several moves may have happened: the version it
         points at then is the one given (a deployment wants where it is, not each step).
+        ``on_connection(True)`` is called each time the event stream opens and
+        ``on_connection(False)`` each time it drops: a follower may poll while it is down.
         """
         model = parse_reference(reference).model
         last = current
         # The stream is positioned before the reference is read, so a move between the
         # two arrives as an event: nothing is missed at the start or at a reconnection.
-        for _ in self._follow(None, model):
+        for _ in self._follow(None, model, on_connection=on_connection):
             try:
                 version = self.resolve(reference)
             except NotFound:
@@ -652,7 +673,12 @@ class Registry:
                 yield version
 
     def _follow(
-        self, after: int | None, model: str | None, kinds: Sequence[str] | None = None
+        self,
+        after: int | None,
+        model: str | None,
+        kinds: Sequence[str] | None = None,
+        *,
+        on_connection: Callable[[bool], None] | None = None,
     ) -> Iterator[int | Event]:
         """The event stream, reconnecting for ever: the position (seq) each time a
         connection is open, then its events. Errors other than an unreachable or
@@ -676,11 +702,15 @@ class Registry:
                             yield Event.from_dict(json.loads(message.data))
                         elif position is not None:  # the stream's opening: where it starts
                             delay = RECONNECT_FIRST  # connected: the next drop starts over
+                            if on_connection is not None:
+                                on_connection(True)
                             yield position
                 finally:
                     response.close()
             except Unavailable:
                 pass  # unreachable or restarting: try again, later and later
+            if on_connection is not None:
+                on_connection(False)
             # Ended (the server's longest stream, or the server stopping) or refused: a
             # pause first, so that a server ending streams at once is not asked in a loop.
             time.sleep(delay)
