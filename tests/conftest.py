@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import shutil
 import socket
 import sqlite3
 import subprocess
@@ -23,7 +24,7 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 import pytest
@@ -110,12 +111,132 @@ def emptied(pg_database: str) -> str:
 
 
 @pytest.fixture(params=BACKENDS)
-def database_url(request: pytest.FixtureRequest) -> str | None:
+def backend(request: pytest.FixtureRequest) -> str:
+    """The database a test runs on: each test that takes it runs once per backend."""
+    name: str = request.param
+    return name
+
+
+def on(backend: str, *, through: str = "backend") -> pytest.MarkDecorator:
+    """Run a test on one backend: for a story about an adapter (the CLI, a browser, the
+    SDK, a server's event loop) whose database work the service's and API's tests cover on
+    both; each backend keeps some of those stories, so both still run end to end.
+    ``through``: the fixture parametrised by backend (a module's shared server, say)."""
+    return pytest.mark.parametrize(through, [backend], indirect=True)
+
+
+@pytest.fixture
+def database_url(backend: str, request: pytest.FixtureRequest) -> str | None:
     """None means the embedded default (SQLite in the data directory)."""
-    if request.param == "sqlite":
+    if backend == "sqlite":
         return None
     url: str = request.getfixturevalue("pg_url")
     return url
+
+
+Built = TypeVar("Built")
+
+
+@dataclass
+class _Image:
+    data_dir: Path
+    database: str | None  # on PostgreSQL, the template database its clones are made from
+    built: Any
+
+
+class Images:
+    """Registries built once per test process and backend, and restored for each test.
+
+    Building a registry through the service (users, tokens, versions, requests) costs a
+    second or more; restoring one is a directory copy and, on PostgreSQL, a database cloned
+    from a template. What ``build`` returns (tokens, ids) is handed to every restored copy.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._made: dict[tuple[Callable[..., Any], str], _Image] = {}
+        self._pg_admin: Engine | None = None
+
+    def restore(
+        self,
+        build: Callable[[RegistryService], Built],
+        backend: str,
+        data_dir: Path,
+        request: pytest.FixtureRequest,
+    ) -> tuple[Settings, Built]:
+        """Settings of a fresh copy of ``build``'s registry in ``data_dir``, and what
+        ``build`` returned; a PostgreSQL copy is dropped when the test ends."""
+        if backend == "postgresql" and self._pg_admin is None:
+            self._pg_admin = request.getfixturevalue("pg_admin")
+        image = self._made.get((build, backend))
+        if image is None:
+            image = self._made[(build, backend)] = self._build(build, backend)
+        shutil.copytree(image.data_dir, data_dir)
+        if image.database is None:
+            return Settings(data_dir=data_dir), image.built
+        clone = self._create_database(template=image.database)
+        request.addfinalizer(lambda: self._drop_database(clone))
+        return Settings(data_dir=data_dir, database_url=self._url(clone)), image.built
+
+    def close(self) -> None:
+        for image in self._made.values():
+            if image.database is not None:
+                self._drop_database(image.database)
+
+    def _build(self, build: Callable[[RegistryService], Any], backend: str) -> _Image:
+        data_dir = self.root / f"{build.__module__}.{build.__qualname__}-{backend}"
+        database = self._create_database() if backend == "postgresql" else None
+        url = self._url(database) if database else None
+        service = open_service(Settings(data_dir=data_dir, database_url=url))
+        try:
+            built = build(service)
+        finally:
+            service.close()  # no connection may stay open on a template database
+        return _Image(data_dir, database, built)
+
+    def _create_database(self, template: str | None = None) -> str:
+        assert self._pg_admin is not None
+        name = f"modelyard_test_{secrets.token_hex(6)}"
+        with self._pg_admin.connect() as conn:
+            suffix = f' TEMPLATE "{template}"' if template else ""
+            conn.execute(text(f'CREATE DATABASE "{name}"{suffix}'))
+        return name
+
+    def _drop_database(self, name: str) -> None:
+        assert self._pg_admin is not None
+        with self._pg_admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+    def _url(self, database: str) -> str:
+        assert self._pg_admin is not None
+        return self._pg_admin.url.set(database=database).render_as_string(hide_password=False)
+
+
+@pytest.fixture(scope="session")
+def images(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Images]:
+    made = Images(tmp_path_factory.mktemp("images"))
+    yield made
+    made.close()
+
+
+def _empty(service: RegistryService) -> None:
+    """The image of a registry with nothing in it: a migrated schema."""
+
+
+@pytest.fixture
+def restored(
+    images: Images, backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> Callable[[Callable[[RegistryService], Built]], tuple[RegistryService, Built]]:
+    """``service, built = restored(build)``: a service on a fresh copy of the registry
+    ``build`` made (built once per test process and backend), closed after the test."""
+
+    def restore(build: Callable[[RegistryService], Built]) -> tuple[RegistryService, Built]:
+        settings, built = images.restore(build, backend, tmp_path / "data", request)
+        service = open_service(settings)
+        request.addfinalizer(service.close)
+        return service, built
+
+    return restore
 
 
 @pytest.fixture
@@ -124,7 +245,11 @@ def settings(tmp_path: Path, database_url: str | None) -> Settings:
 
 
 @pytest.fixture
-def service(settings: Settings) -> Iterator[RegistryService]:
+def service(
+    settings: Settings, images: Images, request: pytest.FixtureRequest
+) -> Iterator[RegistryService]:
+    if settings.database_url is None and not settings.data_dir.exists():
+        images.restore(_empty, "sqlite", settings.data_dir, request)  # faster than migrating
     svc = open_service(settings)
     yield svc
     svc.close()

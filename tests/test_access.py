@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from ipaddress import ip_network
@@ -69,6 +69,16 @@ def weights(role: str) -> bytes:
 # -- a registry with one user per role ---------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Handles:
+    """What the tests call the world's things by, the same in every restored copy."""
+
+    tokens: dict[str, str] = field(default_factory=dict)
+    spare_tokens: dict[str, str] = field(default_factory=dict)
+    requests: dict[str, int] = field(default_factory=dict)
+    webhooks: dict[str, int] = field(default_factory=dict)
+
+
 @dataclass
 class World:
     """Per role R: user R with a token, model m-R (version 1, aliases), empty-R, and
@@ -76,10 +86,23 @@ class World:
 
     service: RegistryService
     client: TestClient
-    tokens: dict[str, str] = field(default_factory=dict)
-    spare_tokens: dict[str, str] = field(default_factory=dict)
-    requests: dict[str, int] = field(default_factory=dict)
-    webhooks: dict[str, int] = field(default_factory=dict)
+    handles: Handles
+
+    @property
+    def tokens(self) -> dict[str, str]:
+        return self.handles.tokens
+
+    @property
+    def spare_tokens(self) -> dict[str, str]:
+        return self.handles.spare_tokens
+
+    @property
+    def requests(self) -> dict[str, int]:
+        return self.handles.requests
+
+    @property
+    def webhooks(self) -> dict[str, int]:
+        return self.handles.webhooks
 
     def headers(self, role: str, token: str | None = None) -> dict[str, str]:
         if role == "anonymous":
@@ -90,22 +113,26 @@ class World:
         return self.service.access.authenticate(self.tokens[role])
 
 
-def build_world(service: RegistryService) -> World:
+# The world's receivers: loopback, allowed in its outbound policy as an admin allows an
+# internal receiver; nothing listens there, so a test send is refused at once.
+OUTBOUND = OutboundPolicy(allowed_networks=(ip_network("127.0.0.0/8"),))
+HOOK = f"https://127.0.0.1:{free_port()}/hook"
+
+
+def build_world(service: RegistryService) -> Handles:
     root = service.identity.bootstrap_admin("root", operator="test")
     admin = service.access.authenticate(root.token)
     identity = service.identity
-    world = World(
-        service, TestClient(create_app(service, reach=Reach.LOOPBACK, local_user="tester"))
-    )
+    handles = Handles()
     identity.create_principal(admin, "everyone", PrincipalKind.TEAM)
     # Requests into staging stay open (five approvals) and any member may review them.
     review = "promotion:\n  staging:\n    approvals: {count: 5, team: everyone}\n"
     service.lifecycle.apply_policy(admin, None, review)
-    service.outbound = OutboundPolicy(allowed_networks=(ip_network(RECEIVERS),))
+    service.outbound = OUTBOUND
     for role in ROLES[1:]:
         identity.create_principal(admin, role, PrincipalKind.USER)
-        world.tokens[role] = identity.create_token(admin, principal=role).token
-        world.spare_tokens[role] = identity.create_token(admin, principal=role).info.id
+        handles.tokens[role] = identity.create_token(admin, principal=role).token
+        handles.spare_tokens[role] = identity.create_token(admin, principal=role).info.id
         held = HELD[role]
         if held is Role.ADMIN:
             identity.set_grant(admin, role, Role.ADMIN)
@@ -128,9 +155,9 @@ def build_world(service: RegistryService) -> World:
             service.lifecycle.promote(admin, f"m-{role}/{number}", "production", override="x")
         opened = service.lifecycle.promote(admin, f"m-{role}/2", "staging").request
         assert opened is not None
-        world.requests[role] = opened.id
+        handles.requests[role] = opened.id
         hook = service.webhooks.create(admin, url=HOOK, events=["*"], model=f"m-{role}")
-        world.webhooks[role] = hook.subscription.id
+        handles.webhooks[role] = hook.subscription.id
         service.create_model(f"empty-{role}", caller=admin)
         victim = f"victim-{role}"
         identity.create_principal(admin, victim, PrincipalKind.USER)
@@ -139,14 +166,17 @@ def build_world(service: RegistryService) -> World:
         identity.set_membership(admin, f"vteam-{role}", victim, present=True)
         identity.set_grant(admin, victim, Role.VIEWER, model=f"m-{role}")
         identity.set_grant(admin, f"vsa-{role}", Role.VIEWER)
-    return world
+    return handles
 
 
 @pytest.fixture
-def world(service: RegistryService) -> Iterator[World]:
-    built = build_world(service)
-    with built.client:
-        yield built
+def world(restored: Callable[[Callable[[RegistryService], Handles]], Any]) -> Iterator[World]:
+    """The world, built once per test process and backend, restored for each test."""
+    service, handles = restored(build_world)
+    service.outbound = OUTBOUND  # configuration, not data: a copy starts without it
+    app = create_app(service, reach=Reach.LOOPBACK, local_user="tester")
+    with TestClient(app) as client:
+        yield World(service, client, handles)
 
 
 # -- the permission matrix ---------------------------------------------------------------------
@@ -198,10 +228,6 @@ V = {"name": "m-{role}", "number": "1"}
 V2 = {"name": "m-{role}", "number": "2"}
 R = {"request_id": "{request}"}
 W = {"webhook_id": "{webhook}"}
-# The world's receivers: loopback, allowed in its outbound policy as an admin allows an
-# internal receiver; nothing listens there, so a test send is refused at once.
-RECEIVERS = "127.0.0.0/8"
-HOOK = f"https://127.0.0.1:{free_port()}/hook"
 REGISTRY = "registry"
 SAMPLES: dict[tuple[str, str], Sample] = {
     ("GET", "/healthz"): Sample(),
@@ -506,7 +532,8 @@ def test_bad_tokens_get_401_with_a_challenge(world: World) -> None:
         assert (response.status_code, response.json()["code"]) == (401, "token_revoked")
 
 
-def test_expired_token(world: World, service: RegistryService) -> None:
+def test_expired_token(world: World) -> None:
+    service = world.service
     admin = world.caller("admin")
     made = service.identity.create_token(
         admin, principal="reader", expires_at=datetime.now(UTC) + timedelta(hours=1)
@@ -528,7 +555,8 @@ def test_expired_token(world: World, service: RegistryService) -> None:
     assert world.client.get("/api/v1/whoami", headers=world.headers("reader")).is_success
 
 
-def test_model_scoped_and_read_only_tokens(world: World, service: RegistryService) -> None:
+def test_model_scoped_and_read_only_tokens(world: World) -> None:
+    service = world.service
     admin = world.caller("admin")
     identity = service.identity
     identity.set_grant(admin, "contributor", Role.CONTRIBUTOR, model="m-viewer")
@@ -561,9 +589,8 @@ def test_model_scoped_and_read_only_tokens(world: World, service: RegistryServic
     assert client.get(file_url, headers=as_reader).content == weights("contributor")
 
 
-def test_tokens_are_stored_hashed_and_listed_without_secrets(
-    world: World, service: RegistryService
-) -> None:
+def test_tokens_are_stored_hashed_and_listed_without_secrets(world: World) -> None:
+    service = world.service
     made = service.identity.create_token(world.caller("viewer"), name="laptop")
     secret = made.token.split("_", 2)[2]
     with service.db.engine.connect() as conn:
@@ -611,7 +638,8 @@ def test_invisible_models_are_absent_everywhere(world: World) -> None:
     assert blob.status_code == 403 and weights("viewer") not in blob.content
 
 
-def test_protected_aliases_take_a_maintainer(world: World, service: RegistryService) -> None:
+def test_protected_aliases_take_a_maintainer(world: World) -> None:
+    service = world.service
     admin = world.caller("admin")
     service.identity.set_grant(admin, "contributor", Role.CONTRIBUTOR, model="m-maintainer")
     client = world.client
@@ -629,7 +657,8 @@ def test_protected_aliases_take_a_maintainer(world: World, service: RegistryServ
     assert client.put(url, json={"version": 1}, headers=world.headers("contributor")).is_success
 
 
-def test_team_grants_reach_members(world: World, service: RegistryService) -> None:
+def test_team_grants_reach_members(world: World) -> None:
+    service = world.service
     admin = world.caller("admin")
     identity = service.identity
     identity.create_principal(admin, "risk", PrincipalKind.TEAM)
@@ -647,9 +676,8 @@ def test_team_grants_reach_members(world: World, service: RegistryService) -> No
     assert world.client.get(file_url, headers=headers).status_code == 404
 
 
-def test_journal_names_actor_and_token_for_every_change(
-    world: World, service: RegistryService
-) -> None:
+def test_journal_names_actor_and_token_for_every_change(world: World) -> None:
+    service = world.service
     client = world.client
     maintainer = world.headers("maintainer")
     token_id = world.tokens["maintainer"].split("_")[1]

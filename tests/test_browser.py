@@ -43,7 +43,7 @@ from starlette.routing import Route
 
 import modelyard
 from modelyard.config import Settings, open_service
-from tests.conftest import BACKENDS, LiveServer, emptied, serving, sign_in
+from tests.conftest import BACKENDS, LiveServer, emptied, on, serving, sign_in
 from tests.receivers import Reply, receiving
 
 NewContext = Callable[..., BrowserContext]
@@ -289,6 +289,7 @@ def promote_through_the_sdk(registry: Registry, reference: str) -> None:
 # -- signing in and out ----------------------------------------------------------------------
 
 
+@on("sqlite", through="registry")
 def test_a_person_signs_in_with_a_password_and_out_again(
     registry: Registry, browser_context: NewContext
 ) -> None:
@@ -317,6 +318,7 @@ def test_a_person_signs_in_with_a_password_and_out_again(
     watch.assert_quiet()
 
 
+@on("sqlite", through="registry")
 def test_the_api_docs_render_this_servers_openapi_offline(
     registry: Registry, browser_context: NewContext
 ) -> None:
@@ -331,6 +333,7 @@ def test_the_api_docs_render_this_servers_openapi_offline(
 # -- the churn story ------------------------------------------------------------------------
 
 
+@on("postgresql", through="registry")
 def test_the_churn_story_from_search_to_rollback(
     registry: Registry, person: Callable[[str], tuple[Page, Watch]]
 ) -> None:
@@ -428,6 +431,7 @@ def test_the_churn_story_from_search_to_rollback(
         expect(production).not_to_contain_text(f"churn/{not_held}")
 
 
+@on("postgresql", through="registry")
 def test_a_viewer_sees_the_evidence_but_no_download_link_and_gets_403_on_the_bytes(
     registry: Registry, person: Callable[[str], tuple[Page, Watch]]
 ) -> None:
@@ -455,6 +459,7 @@ def test_a_viewer_sees_the_evidence_but_no_download_link_and_gets_403_on_the_byt
 # -- webhooks -------------------------------------------------------------------------------
 
 
+@on("postgresql", through="registry")
 def test_an_admin_adds_a_webhook_tests_it_and_redelivers_from_its_log(
     registry: Registry, person: Callable[[str], tuple[Page, Watch]]
 ) -> None:
@@ -555,6 +560,7 @@ def assert_inert(page: Page, watch: Watch) -> None:
     assert page.locator("[onerror], [onload], [onclick]").count() == 0
 
 
+@on("sqlite", through="registry")
 def test_hostile_content_stays_inert_on_every_page_that_shows_it(
     registry: Registry, person: Callable[[str], tuple[Page, Watch]]
 ) -> None:
@@ -623,6 +629,7 @@ def test_hostile_content_stays_inert_on_every_page_that_shows_it(
 # -- forms without their token, or from elsewhere --------------------------------------------
 
 
+@on("postgresql", through="registry")
 def test_a_form_without_its_csrf_token_or_from_another_origin_is_refused(
     registry: Registry, person: Callable[[str], tuple[Page, Watch]], browser_context: NewContext
 ) -> None:

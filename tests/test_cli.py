@@ -30,7 +30,7 @@ from typer.testing import CliRunner
 import modelyard
 from modelyard.cli import output
 from modelyard.cli.main import app, is_loopback
-from tests.conftest import LiveServer, free_port
+from tests.conftest import LiveServer, free_port, on
 
 _SCRIPT = Path(sys.executable).with_name("modelyard")
 MODELYARD = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "modelyard"]
@@ -157,6 +157,7 @@ def model_dir(make_tree: Callable[[dict[str, bytes]], Path]) -> Path:
     )
 
 
+@on("sqlite")
 def test_readme_tour_and_user_errors(live_server: Any, model_dir: Path, tmp_path: Path) -> None:
     url: str = live_server.url
     work = tmp_path / "work"
@@ -394,6 +395,7 @@ def test_files_the_user_names_fail_with_one_line(model_dir: Path, tmp_path: Path
     assert_user_error(blocked, contains="in-the-way")
 
 
+@on("postgresql")
 def test_shared_server_start_rules_login_and_a_ci_token(
     tmp_path: Path, database_url: str | None, model_dir: Path
 ) -> None:
@@ -511,6 +513,7 @@ def readme_blocks(heading: str) -> list[str]:
     return [block.split("```", 1)[0] for block in section.split("```sh\n")[1:]]
 
 
+@on("postgresql")
 def test_readme_shared_server_and_churn_story_run_verbatim(
     tmp_path: Path, database_url: str | None
 ) -> None:
@@ -596,6 +599,7 @@ class _Terminal(io.StringIO):
         return True
 
 
+@on("sqlite")
 def test_output_for_scripts_and_json_on_every_command(
     live_server: LiveServer, make_tree: Callable[[dict[str, bytes]], Path], tmp_path: Path
 ) -> None:

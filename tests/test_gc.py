@@ -24,7 +24,7 @@ from modelyard.domain.manifest import FileEntry
 from modelyard.domain.versions import NewVersion
 from modelyard.service import RegistryService
 from modelyard.storage.blobs import LocalBlobStore
-from tests.conftest import LiveServer
+from tests.conftest import LiveServer, on
 from tests.test_cli import assert_user_error, run
 
 ME = Caller.local_user("tester")
@@ -436,6 +436,7 @@ def test_gc_over_rest(client: TestClient, service: RegistryService) -> None:
     assert [e["payload"]["after"]["blobs"] for e in events if e["kind"] == "registry.gc"] == [1]
 
 
+@on("postgresql")
 def test_gc_from_the_command_line(live_server: LiveServer, tmp_path: Path) -> None:
     data = b"uploaded, never registered" * 1000
     url = live_server.url

@@ -26,7 +26,7 @@ from modelyard.domain.journal import (
 from modelyard.domain.manifest import FileEntry
 from modelyard.domain.versions import NewVersion
 from modelyard.service import RegistryService
-from tests.conftest import LiveServer
+from tests.conftest import LiveServer, on
 from tests.test_cli import Result, run
 
 ME = Caller.local_user("tester")
@@ -191,6 +191,7 @@ def test_malformed_checkpoints_are_refused(text_: str) -> None:
 # -- the CLI, against a real server -------------------------------------------------------------
 
 
+@on("postgresql")
 def test_cli_head_checkpoint_and_state(
     live_server: LiveServer, make_tree: Callable[[dict[str, bytes]], Path], tmp_path: Path
 ) -> None:

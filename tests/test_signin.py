@@ -45,7 +45,7 @@ from modelyard.service.sessions import HOUR_US, MINUTE_US
 from modelyard.storage.db.tables import metadata, passwords
 from modelyard.web.routing import page_router
 from modelyard.web.session import SESSION_COOKIE, web_caller
-from tests.conftest import LiveServer
+from tests.conftest import LiveServer, on
 from tests.test_cli import assert_user_error, run_with
 
 PASSWORD = "correct horse battery staple"
@@ -597,6 +597,7 @@ def test_in_local_mode_no_sign_in_is_needed(service: RegistryService) -> None:
 # -- over a real socket -------------------------------------------------------------------------
 
 
+@on("postgresql")
 def test_a_browser_signs_in_and_out_of_a_running_server(
     tmp_path: Path, database_url: str | None
 ) -> None:
@@ -633,6 +634,7 @@ def test_a_browser_signs_in_and_out_of_a_running_server(
 # -- the CLI ------------------------------------------------------------------------------------
 
 
+@on("sqlite")
 def test_passwords_from_the_cli(tmp_path: Path, database_url: str | None) -> None:
     """`admin create --password-stdin`, `users create --password-stdin`, `users passwd`
     (prompted twice, or from stdin), against a real server; then the UI takes them."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import html
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -77,10 +77,18 @@ class Story:
         return self.browsers[name]
 
 
-@pytest.fixture
-def story(service: RegistryService) -> Iterator[Story]:
+@dataclass(frozen=True)
+class Told:
+    """What the story's set-up leaves for the tests: its people, their tokens, the request."""
+
+    people: People
+    tokens: dict[str, str]
+    request_id: int
+
+
+def tell(service: RegistryService) -> Told:
     """churn/1 in production, churn/2 asked for production by ds (rita of team risk
-    reviews), and a browser for each person."""
+    reviews), and a token for each person."""
     p = people(service)
     life = service.lifecycle
     register(service, p.ds, 0.86)
@@ -92,14 +100,24 @@ def story(service: RegistryService) -> Iterator[Story]:
     admin = service.identity
     admin.create_principal(p.admin, "vic", PrincipalKind.USER)
     admin.set_grant(p.admin, "vic", Role.VIEWER, model="churn")
-    browsers = {}
+    tokens = {
+        name: admin.create_token(p.admin, principal=name).token
+        for name in ("alice", "ds", "rita", "mia", "vic")
+    }
+    return Told(p, tokens, opened.request.id)
+
+
+@pytest.fixture
+def story(restored: Callable[[Callable[[RegistryService], Told]], Any]) -> Iterator[Story]:
+    """The told story (built once per test process and backend, restored for each test),
+    and a browser for each person."""
+    service, told = restored(tell)
     with TestClient(create_app(service, reach=Reach.LOOPBACK)) as client:
-        for name in ("alice", "ds", "rita", "mia", "vic"):
-            token = admin.create_token(p.admin, principal=name).token
-            # Each person their own cookie jar, as each has their own browser.
-            own = TestClient(client.app)
-            browsers[name] = Browser(own, token)
-        yield Story(service, p, opened.request.id, browsers)
+        # Each person their own cookie jar, as each has their own browser.
+        browsers = {
+            name: Browser(TestClient(client.app), token) for name, token in told.tokens.items()
+        }
+        yield Story(service, told.people, told.request_id, browsers)
 
 
 def head(service: RegistryService) -> int:
