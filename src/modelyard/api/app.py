@@ -15,7 +15,7 @@ from starlette.responses import Response
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from modelyard import __version__, web
+from modelyard import __version__
 from modelyard.api import openapi, problems
 from modelyard.api.fast import FastRoutes
 from modelyard.api.limits import BodyLimit
@@ -110,6 +110,7 @@ def create_app(
     reach: Reach,
     local_user: str | None = None,
     deliver: bool = False,
+    ui: bool = True,
 ) -> FastAPI:
     """The app, for callers who reach it as ``reach`` says: in-process, over loopback, or
     from the network. Access control decides what that allows (single-user local mode as
@@ -117,6 +118,8 @@ def create_app(
 
     ``deliver``: run webhook delivery while the app runs (its lifespan): the server does;
     the in-process SDK does not, a short-lived process would only start and stop it.
+    ``ui``: mount the web UI's pages. An in-process client speaks only the API, and
+    importing the pages (their templates, forms and routes) is a third of its start.
     """
     service.access.require_servable(reach)
     app = ModelyardApp(
@@ -158,7 +161,10 @@ def create_app(
     ):
         app.include_router(module.router)
     _offline_docs(app)
-    web.install(app)
+    if ui:
+        from modelyard import web
+
+        web.install(app)
     return app
 
 

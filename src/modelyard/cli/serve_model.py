@@ -9,13 +9,15 @@ from typing import Annotated, Any
 
 import typer
 
-from modelyard.cli.common import JsonOption, handles_errors
+from modelyard.cli import output
+from modelyard.cli.common import JsonOption, UrlOption, handles_errors, registry
 from modelyard.config import DEFAULT_URL
 from modelyard.domain.references import parse_reference
 
 
 def install(app: typer.Typer) -> None:
     app.command(name="serve-model")(serve_model)
+    app.command(name="package")(package)
 
 
 def print_notice(event: str, fields: dict[str, Any]) -> None:
@@ -48,6 +50,14 @@ def serve_model(
             "--pin",
             help="Serve the version the reference points at on start and never move"
             " (registry down: the one served last from the cache).",
+        ),
+    ] = False,
+    offline: Annotated[
+        bool,
+        typer.Option(
+            "--offline",
+            help="Never reach a registry: serve what --cache-dir holds for the reference"
+            " (verified at start), and nothing else, ever. `modelyard package` writes one.",
         ),
     ] = False,
     workers: Annotated[
@@ -115,6 +125,8 @@ def serve_model(
     --registry http://registry:8080
 
     [bold]Example[/bold]: modelyard serve-model churn/42 --pin --workers 4 --report-every 0
+
+    [bold]Example[/bold]: modelyard serve-model churn@sha256:... --offline --cache-dir ./cache
     """
     from modelyard.serving import ServeOptions, default_cache_dir, serve  # this command's
 
@@ -125,6 +137,7 @@ def serve_model(
         host=host,
         port=port,
         pin=pin,
+        offline=offline,
         workers=workers,
         poll_interval=poll_interval,
         report_every=report_every,
@@ -136,3 +149,39 @@ def serve_model(
     code = serve(options, print_notice_json if json_out else print_notice)
     if code:
         raise typer.Exit(code)
+
+
+@handles_errors
+def package(
+    reference: Annotated[
+        str, typer.Argument(help="The version to package: NAME@STAGE, NAME@ALIAS, NAME/N, ...")
+    ],
+    out: Annotated[
+        Path, typer.Option("--output", "-o", help="A new (or empty) directory to write.")
+    ],
+    url: UrlOption = DEFAULT_URL,
+    json_out: JsonOption = False,
+) -> None:
+    """Write a self-contained deployment of one version: serve-model's cache holding its
+    verified files, requirements.txt pinned from its descriptor and environment, a
+    Dockerfile (non-root, with a healthcheck) that serves it pinned to its digest with no
+    registry (serve-model --offline), and a README.
+
+    The reference is resolved once: the directory serves that version for ever. A version
+    needs a modelyard.yaml (log_model writes one; else `modelyard describe`).
+
+    [bold]Example[/bold]: modelyard package churn@production -o ./churn-pkg
+    && docker build -t churn ./churn-pkg
+    """
+    from modelyard.serving import package as write_package  # this command's
+
+    with registry(url) as reg:
+        made = write_package(reg, reference, out)
+    if json_out:
+        output.print_json(made.as_dict())
+        return
+    output.console.print(
+        f"packaged {made.version.reference} ({made.version.manifest_digest}) into {out}:"
+        f" Dockerfile, requirements.txt ({len(made.requirements)} pins), README.md, cache/",
+        highlight=False,
+    )

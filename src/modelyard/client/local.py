@@ -23,7 +23,8 @@ def open_local(data_dir: Path, database_url: str | None = None) -> AsgiTransport
 
     service = open_service(Settings(data_dir=data_dir, database_url=database_url))
     try:
-        return AsgiTransport(create_app(service, reach=Reach.PROCESS), on_close=service.close)
+        app = create_app(service, reach=Reach.PROCESS, ui=False)  # no browser in here
+        return AsgiTransport(app, on_close=service.close)
     except BaseException:
         service.close()
         raise

@@ -306,14 +306,11 @@ class Registry:
 
         A pickled model loads only with ``unsafe_pickle=True``.
         """
-        from modelyard.flavors import DESCRIPTOR_FILE, load_directory
+        from modelyard.flavors import load_directory
+        from modelyard.flavors.core import require_descriptor
 
         version = reference if isinstance(reference, Version) else self.resolve(reference)
-        if not any(entry.path == DESCRIPTOR_FILE for entry in version.files):
-            raise InvalidInput(
-                f"{version.reference} has no {DESCRIPTOR_FILE}, so nothing says how to load it:"
-                f" register it with log_model, or describe its files with `modelyard describe`"
-            )
+        require_descriptor(version)
         directory = model_cache(version)
         self.download(version, directory)
         return load_directory(directory, version, unsafe_pickle=unsafe_pickle)

@@ -190,10 +190,11 @@ def _describe(
         signature = replace(signature, outputs=infer_signature(input_example, output).outputs)
         example_file = EXAMPLE_FILE
         (root / EXAMPLE_FILE).write_text(example_to_json(input_example), encoding="utf-8")
+    needed = list(flavor.requirements)
+    if signature is not None and signature.input_form == "dataframe":
+        needed.append("pandas")  # the signature hands the model a DataFrame
     requirements = {
-        name: version
-        for name in flavor.requirements
-        if (version := installed_version(name)) is not None
+        name: version for name in needed if (version := installed_version(name)) is not None
     }
     descriptor = Descriptor(
         flavor=flavor.name,
@@ -221,6 +222,16 @@ def library_version(flavor: Flavor) -> str | None:
         n for n in flavor.requirements if n == flavor.library or n.startswith(f"{flavor.library}-")
     ]
     return next((v for n in names if (v := installed_version(n)) is not None), None)
+
+
+def require_descriptor(version: Version) -> None:
+    """Refuse, before downloading anything, a version with no descriptor: nothing would
+    say which flavor opens its files."""
+    if not any(entry.path == DESCRIPTOR_FILE for entry in version.files):
+        raise InvalidInput(
+            f"{version.reference} has no {DESCRIPTOR_FILE}, so nothing says how to load it:"
+            f" register it with log_model, or describe its files with `modelyard describe`"
+        )
 
 
 def load_directory(

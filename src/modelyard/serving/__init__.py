@@ -21,14 +21,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from modelyard.client.registry import connect
+from modelyard.domain.errors import InvalidInput
 from modelyard.domain.references import parse_reference
 from modelyard.serving._app import ServingApp
 from modelyard.serving._cache import ModelCache, default_cache_dir, discard_staging
 from modelyard.serving._follower import Follower, Notify, log_notice
 from modelyard.serving._metrics import ServingMetrics
+from modelyard.serving._package import Package, package
 from modelyard.serving._report import Reporter
 
-__all__ = ["ServeOptions", "ServingApp", "create_app", "default_cache_dir", "serve"]
+__all__ = [
+    "Package",
+    "ServeOptions",
+    "ServingApp",
+    "create_app",
+    "default_cache_dir",
+    "package",
+    "serve",
+]
 
 log = logging.getLogger("modelyard.serving")
 
@@ -42,6 +52,7 @@ class ServeOptions:
     host: str = "127.0.0.1"
     port: int = 9000
     pin: bool = False
+    offline: bool = False  # serve what the cache holds for the reference; no registry at all
     workers: int = 1
     cache_dir: Path = field(default_factory=default_cache_dir)
     poll_interval: float = 5.0
@@ -63,12 +74,13 @@ def create_app(options: ServeOptions, notify: Notify = log_notice) -> ServingApp
         ModelCache(options.cache_dir),
         metrics,
         pin=options.pin,
+        offline=options.offline,
         poll_interval=options.poll_interval,
         unsafe_pickle=options.unsafe_pickle,
         notify=notify,
     )
     reporter = None
-    if options.report_every > 0:
+    if options.report_every > 0 and not options.offline:
         # A client of its own: the follower closes its own when it stops.
         reporter = Reporter(
             connect(options.registry, token=options.token), metrics, options.report_every, notify
@@ -80,7 +92,12 @@ def serve(options: ServeOptions, notify: Notify = log_notice) -> int:
     """Serve until told to stop; the exit status. ``workers`` > 1: that many processes on
     one port (SO_REUSEPORT: the kernel spreads connections), each following on its own."""
     parse_reference(options.reference)
-    ModelCache(options.cache_dir)
+    cache = ModelCache(options.cache_dir)
+    if options.offline and cache.last_served(options.reference) is None:
+        raise InvalidInput(
+            f"--offline: {options.cache_dir} holds nothing served for {options.reference}"
+            " (`modelyard package` writes a cache that does; else serve once with the registry)"
+        )
     discard_staging(options.cache_dir)  # before any worker stages anything
     if options.workers <= 1:
         _run_worker(options, notify)

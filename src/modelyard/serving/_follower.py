@@ -66,6 +66,7 @@ class Follower:
         metrics: ServingMetrics,
         *,
         pin: bool = False,
+        offline: bool = False,
         poll_interval: float = 5.0,
         unsafe_pickle: bool = False,
         notify: Notify = log_notice,
@@ -75,6 +76,7 @@ class Follower:
         self.cache = cache
         self.metrics = metrics
         self.pin = pin
+        self.offline = offline
         self.poll_interval = poll_interval
         self.unsafe_pickle = unsafe_pickle
         self.notify = notify
@@ -102,6 +104,13 @@ class Follower:
         thread.start()
 
     def _run(self) -> None:
+        if self.offline:  # what the cache holds for the reference, and nothing else ever
+            cached = self.cache.last_served(self.reference)
+            if cached is not None:
+                self._serve_from_cache(cached)
+            else:
+                self.notify("nothing_cached", {"reference": self.reference})
+            return
         if self.pin:
             self._serve_pinned()
             return
