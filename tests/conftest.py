@@ -268,6 +268,8 @@ def _isolated_hash_cache(
     monkeypatch.setenv("MODELYARD_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
     # `modelyard watch` keeps its progress there: never in the developer's own.
     monkeypatch.setenv("MODELYARD_STATE_DIR", str(tmp_path_factory.mktemp("state")))
+    # And serve-model its versions (what it served last, served again at a restart).
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg-cache")))
 
 
 @pytest.fixture

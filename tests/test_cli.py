@@ -765,6 +765,55 @@ def test_readme_tour_runs_verbatim(tmp_path: Path) -> None:
     assert tree_files(tmp_path / "deploy") == tree_files(tmp_path / "model_dir")
 
 
+def test_readme_serving_tour_runs_verbatim(tmp_path: Path) -> None:
+    """log_model, load_model, then serve-model following iris@production through a
+    promotion and a rollback, and a package: the README's Python and shell as pasted, on
+    free ports (only where the server and the model server listen changes)."""
+    pytest.importorskip("sklearn")
+    server = LiveServer(tmp_path / "data", None)
+    server.start()
+    port = free_port()
+    try:
+        heading = "From training to serving: log_model, load_model, serve-model"
+        (python,) = readme_code(heading, "python")
+        (shell,) = readme_code(heading)
+        assert "9000" not in shell.replace("localhost:9000", "").replace("--port 9000", "")
+        script = shell.replace("localhost:9000", f"localhost:{port}")
+        script = script.replace("--port 9000", f"--port {port}")
+        env = {
+            **environment(server.url),
+            "PATH": f"{_SCRIPT.parent}{os.pathsep}{os.environ['PATH']}",
+        }
+        tour = subprocess.run(
+            [
+                "bash",
+                "-euo",
+                "pipefail",
+                "-c",
+                "trap 'kill $(jobs -p) 2>/dev/null || true' EXIT\n"
+                + f"python - <<'PYTHON'\n{python}PYTHON\n"
+                + script,  # its waits end by TIMEOUT at the latest
+            ],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT,
+        )
+    finally:
+        server.stop()
+    assert tour.returncode == 0, tour.stdout + tour.stderr
+    lines = tour.stdout.splitlines()
+    assert lines[0].startswith("logged iris/1 {'accuracy': 0.9")
+    assert lines[1].startswith("logged iris/2 {'accuracy': 0.6")
+    assert lines[2] == "iris/1 [0 1 2]"  # load_model's predictor, by its signature
+    answers = [json.loads(line) for line in lines if line.startswith('{"predictions"')]
+    assert [(a["version"], a["predictions"]) for a in answers] == [(1, [2]), (2, [1]), (1, [2])]
+    log = (tmp_path / "serve.log").read_text()
+    assert re.findall(r"serve-model: serving .* version=(\d+)", log) == ["1", "2", "1"]
+    assert (tmp_path / "iris-pkg" / "Dockerfile").is_file()
+
+
 def test_make_serve_takes_a_port() -> None:
     root = README.parent
     env = {k: v for k, v in os.environ.items() if k not in ("PORT", "MAKEFLAGS", "MFLAGS")}
