@@ -48,13 +48,14 @@ from benchmarks._common import (
 )
 from benchmarks._harness import Marks, ModelyardServer
 from benchmarks._seed import seed_search_db
+from benchmarks.serving import serving_benchmark
 from benchmarks.ui import ui_benchmark
 from benchmarks.webhooks import webhooks_benchmark
 
 Log = Callable[[str], None]
 
 # What `python -m benchmarks.run --only` can name; all of them by default.
-PHASES = ("startup", "registry", "big_file", "search", "ui", "webhooks")
+PHASES = ("startup", "registry", "big_file", "search", "ui", "webhooks", "serving")
 
 STARTS = 5
 MODEL = "bench-register"
@@ -135,6 +136,11 @@ def run_modelyard_benchmark(
             )
             if result is not None:
                 out["webhooks"] = result
+        if "serving" in phases:
+            log("serve-model, beside mlflow models serve")
+            result = _guard(errors, "serving", log, serving_benchmark, root / "serving", log, quick)
+            if result is not None:
+                out["serving"] = result
     finally:
         if old_cache is None:
             os.environ.pop("MODELYARD_CACHE_DIR", None)

@@ -29,9 +29,10 @@ from typing import Any, Literal
 from rich.console import Console
 from rich.table import Table
 
-from benchmarks._common import sizes_arg
+from benchmarks._common import RESOLVE_CLIENTS, sizes_arg
 from benchmarks._harness import machine_info
 from benchmarks.modelyard_side import PHASES, SEARCH_QUERIES, run_modelyard_benchmark
+from benchmarks.serving import PROMOTION_TARGET_S, THROUGHPUT_TARGET_RATIO
 from benchmarks.ui import P95_TARGET_MS, WEIGHT_TARGET_KB, page_key, ui_pages
 from benchmarks.webhooks import LATENCY_TARGET_MS, RATE_TARGET_RATIO, SUBSCRIBERS
 
@@ -157,9 +158,15 @@ def build_rows(ours: dict[str, Any], theirs: dict[str, Any] | None) -> list[Row]
         target: str,
         checks: list[Check],
         note: str = "",
+        measured_beside: bool = False,
     ) -> None:
+        """One row; ``measured_beside``: MLflow's figure is ``their_key`` in our own results
+        (a phase that ran MLflow's side itself, in the same run)."""
         mine = _get(ours, key)
-        other, mark = _mlflow_best(theirs, their_key, better) if their_key else (None, "")
+        if measured_beside:
+            other, mark = (_get(ours, their_key) if their_key else None), ""
+        else:
+            other, mark = _mlflow_best(theirs, their_key, better) if their_key else (None, "")
         ratio = _advantage(mine, other, better)
         rows.append(
             Row(
@@ -338,6 +345,84 @@ def build_rows(ours: dict[str, Any], theirs: dict[str, Any] | None) -> list[Row]
         f">= {RATE_TARGET_RATIO:g}",
         [at_least(RATE_TARGET_RATIO)],
     )
+
+    served = "serve-model (issue 12)"
+    for label, key, their_key, unit, better, target, checks in (
+        (
+            "added latency over in-process predict: p50",
+            "added_p50_ms",
+            None,
+            "ms",
+            "lower",
+            "info",
+            [],
+        ),
+        (
+            "added latency over in-process predict: p99",
+            "added_p99_ms",
+            None,
+            "ms",
+            "lower",
+            "info",
+            [],
+        ),
+        (
+            f"/predict, {RESOLVE_CLIENTS} client processes",
+            "throughput_rps",
+            "mlflow_throughput_rps",
+            "/s",
+            "higher",
+            f">= {THROUGHPUT_TARGET_RATIO:g}x MLflow",
+            [at_least_times(THROUGHPUT_TARGET_RATIO)],
+        ),
+        (
+            "promotion -> new version serving: p50",
+            "promotion_p50_s",
+            None,
+            "s",
+            "lower",
+            "info",
+            [],
+        ),
+        (
+            "promotion -> new version serving: p99",
+            "promotion_p99_s",
+            None,
+            "s",
+            "lower",
+            f"<= {PROMOTION_TARGET_S:g} s",
+            [at_most(PROMOTION_TARGET_S)],
+        ),
+        (
+            "load_model, new process, warm cache (vs pyfunc, local dir)",
+            "modelyard_load_s_p50",
+            "mlflow_load_s_p50",
+            "s",
+            "lower",
+            "info",
+            [],
+        ),
+        (
+            "load_model, repeated in one process",
+            "modelyard_repeat_s_p50",
+            "mlflow_repeat_s_p50",
+            "s",
+            "lower",
+            "info",
+            [],
+        ),
+    ):
+        add(
+            served,
+            label,
+            f"serving.{key}",
+            their_key and f"serving.{their_key}",
+            unit,
+            better,
+            target,
+            checks,
+            measured_beside=True,
+        )
 
     big = int(ours.get("big_mib", 0))
     cp = _get(ours, "cp_mb_s")

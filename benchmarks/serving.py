@@ -14,6 +14,11 @@ A real ``modelyard serve`` registry holds two versions of a small scikit-learn m
   ``mlflow models serve`` (``/invocations``, ``dataframe_records``) on the same model.
 - **Promotion -> serving**: promote version 2, then roll back, alternately; each time from
   just before the SDK's call until ``/metadata`` names the new version (polled every ms).
+- **load_model**: in a new process each time (what a service's start pays), the import and
+  ``reg.load_model("churn@production")`` from the registry (the first with an empty cache,
+  then warm: a stat per file), against ``mlflow.pyfunc.load_model`` of the same model saved
+  by MLflow in a local directory (no registry to ask: MLflow's best case); and the load
+  alone, repeated in one process (``load_directory`` against ``pyfunc.load_model``).
 
 Usage: ``python -m benchmarks.serving [--quick] [--json FILE] [--skip-mlflow]``.
 """
@@ -53,6 +58,43 @@ from sklearn.linear_model import LogisticRegression
 X, y = load_iris(return_X_y=True, as_frame=True)
 model = LogisticRegression(max_iter=300).fit(X, y)
 mlflow.sklearn.save_model(model, sys.argv[1], input_example=X.iloc[:5])
+"""
+
+# Each run in a new process: the import, one load, then the load repeated (medians).
+LOAD_REPEATS = 20
+MODELYARD_LOAD = f"""
+import json, statistics, sys, time
+started = time.perf_counter()
+import modelyard
+from modelyard.flavors import load_directory
+from modelyard.client.registry import model_cache
+imported = time.perf_counter()
+with modelyard.connect(sys.argv[1]) as reg:
+    model = reg.load_model("churn@production")
+loaded = time.perf_counter()
+directory = model_cache(model.version)
+repeats = []
+for _ in range({LOAD_REPEATS}):
+    t = time.perf_counter()
+    load_directory(directory, model.version)
+    repeats.append(time.perf_counter() - t)
+print(json.dumps({{"import_s": imported - started, "load_s": loaded - imported,
+                  "repeat_s": statistics.median(repeats)}}))
+"""
+MLFLOW_LOAD = f"""
+import json, statistics, sys, time
+started = time.perf_counter()
+import mlflow.pyfunc
+imported = time.perf_counter()
+model = mlflow.pyfunc.load_model(sys.argv[1])
+loaded = time.perf_counter()
+repeats = []
+for _ in range({LOAD_REPEATS}):
+    t = time.perf_counter()
+    mlflow.pyfunc.load_model(sys.argv[1])
+    repeats.append(time.perf_counter() - t)
+print(json.dumps({{"import_s": imported - started, "load_s": loaded - imported,
+                  "repeat_s": statistics.median(repeats)}}))
 """
 
 
@@ -134,11 +176,61 @@ def serving_benchmark(
             out |= _promotion_to_serving(reg, server.url, 6 if quick else 30)
         finally:
             server.close()
+        if reg.resolve("churn@production").version != 1:  # the moves end on a rollback
+            raise RuntimeError("churn/1 (the model MLflow saves too) is not in production")
+        log("serving: load_model in new processes")
+        out |= _load_times(root, "modelyard", [sys.executable, "-c", MODELYARD_LOAD, registry.url])
     if mlflow:
         out |= _mlflow_throughput(root, log, record, 100 if quick else 500)
         if out.get("mlflow_throughput_rps"):
             out["throughput_ratio"] = round(out["throughput_rps"] / out["mlflow_throughput_rps"], 2)
+        if (MLFLOW_VENV / "bin" / "python").exists():
+            log("serving: mlflow.pyfunc.load_model in new processes")
+            command = [str(MLFLOW_VENV / "bin" / "python"), "-c", MLFLOW_LOAD]
+            out |= _load_times(
+                root, "mlflow", [*command, str(root / "mlflow-model")], _mlflow_env()
+            )
+            for key in ("load_s", "repeat_s"):
+                out[f"load_model_{key}_ratio"] = round(
+                    out[f"mlflow_{key}_p50"] / out[f"modelyard_{key}_p50"], 2
+                )
+            # A service's start: the import and the first load together.
+            total = {
+                side: out[f"{side}_import_s_p50"] + out[f"{side}_load_s_p50"]
+                for side in ("modelyard", "mlflow")
+            }
+            out["load_model_start_ratio"] = round(total["mlflow"] / total["modelyard"], 2)
     return out
+
+
+def _load_times(
+    root: Path, side: str, command: list[str], env: dict[str, str] | None = None, runs: int = 7
+) -> dict[str, Any]:
+    """p50 of import, first load and repeated load over ``runs`` new processes; Modelyard's
+    first run starts from an empty content cache (``<side>_cold_load_s``)."""
+    env = dict(env or os.environ)
+    env["MODELYARD_CACHE_DIR"] = str(root / f"load-cache-{side}")
+    samples: dict[str, list[float]] = {"import_s": [], "load_s": [], "repeat_s": []}
+    cold = None
+    for i in range(runs):
+        done = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
+        figures = json.loads(done.stdout.strip().splitlines()[-1])
+        if i == 0:
+            cold = figures["load_s"]
+            continue  # the cold run is its own figure
+        for key, values in samples.items():
+            values.append(figures[key])
+    out: dict[str, Any] = {f"{side}_cold_load_s": round(cold or 0.0, 4)}
+    for key, values in samples.items():
+        out[f"{side}_{key}_p50"] = round(pct(values, 50), 4)
+    return out
+
+
+def _mlflow_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "VIRTUAL_ENV"))}
+    env |= {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
+    env["PATH"] = f"{MLFLOW_VENV / 'bin'}{os.pathsep}{env.get('PATH', '')}"
+    return env
 
 
 def _added_latency(
@@ -209,9 +301,7 @@ def _mlflow_throughput(
     if not python.exists():
         log("serving: no MLflow venv; MLflow's side skipped")
         return {"mlflow_note": f"no {MLFLOW_VENV}"}
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "VIRTUAL_ENV"))}
-    env |= {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
-    env["PATH"] = f"{MLFLOW_VENV / 'bin'}{os.pathsep}{env.get('PATH', '')}"
+    env = _mlflow_env()
     model_dir = root / "mlflow-model"
     subprocess.run([str(python), "-c", MLFLOW_SAVE, str(model_dir)], env=env, check=True)
     port = free_port()

@@ -36,6 +36,7 @@ from modelyard.domain.manifest import FileEntry
 from modelyard.domain.models import Version
 from modelyard.domain.versions import NewVersion
 from modelyard.service import RegistryService
+from tests.conftest import LiveServer, on
 from tests.conftest import make_tree as make_tree
 from tests.test_cli import run_with
 from tests.test_sdk import Tree, reg, target  # noqa: F401  (fixtures)
@@ -553,10 +554,11 @@ def test_sdk_evidence(reg: Registry, make_tree: Tree, tmp_path: Path) -> None:  
 # -- the CLI ----------------------------------------------------------------------------------
 
 
-def test_cli_evidence_commands(tmp_path: Path, make_tree: Tree) -> None:
+@on("sqlite")
+def test_cli_evidence_commands(live_server: LiveServer, tmp_path: Path, make_tree: Tree) -> None:
     """register --attach --card, attach, attachments (--save), card show|set|edit|history,
-    comment and comments, in-process on a data directory, as a user types them."""
-    data = str(tmp_path / "data")
+    comment and comments, against a server, as a user types them."""
+    data = live_server.url
     model = make_tree({"model.bin": b"weights"})
     evaluation = make_tree({"roc.png": PNG, "metrics.csv": b"auc\n0.9\n"})
     card = tmp_path / "card.md"
