@@ -177,8 +177,13 @@ def _registration_rate(
     rates: dict[bool, list[float]] = {False: [], True: []}
     cpu_ms: dict[bool, list[float]] = {False: [], True: []}
     delivery_ms: dict[bool, list[float]] = {False: [], True: []}
-    # The server's delivery process, its child (delivery runs beside the request handlers).
-    children = Path(f"/proc/{server_pid}/task/{server_pid}/children").read_text().split()
+    # The server's delivery process, its child (delivery runs beside the request handlers),
+    # started by whichever of its threads saw the first subscription.
+    children = [
+        child
+        for task in Path(f"/proc/{server_pid}/task").iterdir()
+        for child in (task / "children").read_text().split()
+    ]
     delivery_pid = int(children[0])
     delivered = 0
     for block in range(blocks):

@@ -137,9 +137,9 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 
 def on(backend: str, *, through: str = "backend") -> pytest.MarkDecorator:
-    """Run a test on one backend: for a story about an adapter (the CLI, a browser, the
-    SDK, a server's event loop) whose database work the service's and API's tests cover on
-    both; each backend keeps some of those stories, so both still run end to end.
+    """Run a test on one backend: for a check of the UI's own behaviour (what a page
+    escapes, a form's CSRF token, the offline API docs) that reads nothing a backend could
+    change; the stories and every other test run on both.
     ``through``: the fixture parametrised by backend (a module's shared server, say)."""
     return pytest.mark.parametrize(through, [backend], indirect=True)
 

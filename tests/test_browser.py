@@ -289,7 +289,6 @@ def promote_through_the_sdk(registry: Registry, reference: str) -> None:
 # -- signing in and out ----------------------------------------------------------------------
 
 
-@on("sqlite", through="registry")
 def test_a_person_signs_in_with_a_password_and_out_again(
     registry: Registry, browser_context: NewContext
 ) -> None:
@@ -333,7 +332,6 @@ def test_the_api_docs_render_this_servers_openapi_offline(
 # -- the churn story ------------------------------------------------------------------------
 
 
-@on("postgresql", through="registry")
 def test_the_churn_story_from_search_to_rollback(
     registry: Registry, person: Callable[[str], tuple[Page, Watch]]
 ) -> None:
@@ -431,7 +429,6 @@ def test_the_churn_story_from_search_to_rollback(
         expect(production).not_to_contain_text(f"churn/{not_held}")
 
 
-@on("postgresql", through="registry")
 def test_a_viewer_sees_the_evidence_but_no_download_link_and_gets_403_on_the_bytes(
     registry: Registry, person: Callable[[str], tuple[Page, Watch]]
 ) -> None:
@@ -459,7 +456,6 @@ def test_a_viewer_sees_the_evidence_but_no_download_link_and_gets_403_on_the_byt
 # -- webhooks -------------------------------------------------------------------------------
 
 
-@on("postgresql", through="registry")
 def test_an_admin_adds_a_webhook_tests_it_and_redelivers_from_its_log(
     registry: Registry, person: Callable[[str], tuple[Page, Watch]]
 ) -> None:

@@ -16,7 +16,7 @@ from modelyard.domain.errors import Forbidden, InvalidInput, InvalidName, NotFou
 from modelyard.domain.versions import NewVersion
 from modelyard.service import RegistryService
 from modelyard.storage.db.tables import journal_head, version_checks, version_tags, versions
-from tests.test_cli import dead_url, run, run_many
+from tests.test_cli import dead_url, invoke, invoke_many
 from tests.test_lifecycle import People, people, register
 
 # Staging needs a passing scan and no approval: a promotion executes at once when it passes.
@@ -229,14 +229,14 @@ def test_the_cli_reports_and_lists_checks(tmp_path: Path) -> None:
     def cli(*args: str) -> list[str]:
         return [*args, "--url", "./registry"]
 
-    run(*cli("register", "churn", "model", "--no-capture"), url=dead_url(), cwd=tmp_path).ok()
-    reported = run(
+    invoke(*cli("register", "churn", "model", "--no-capture"), url=dead_url(), cwd=tmp_path).ok()
+    reported = invoke(
         *cli("check", "churn/1", "scan", "--status", "pass", "-d", "https://ci.example.com/7"),
         url=dead_url(),
         cwd=tmp_path,
     ).ok()
     assert reported.stdout.startswith("churn/1: scan = pass (reported by ")
-    listed, table, bad, tagged = run_many(
+    listed, table, bad, tagged = invoke_many(
         [
             cli("checks", "churn/1", "--json"),
             cli("checks", "churn/1"),

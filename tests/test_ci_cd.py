@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 import modelyard
-from tests.conftest import LiveServer, on
+from tests.conftest import LiveServer
 from tests.test_cli import MODELYARD, TIMEOUT, environment, run
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "ci-cd.md"
@@ -104,7 +104,6 @@ def approve_the_open_request(reg: modelyard.Registry) -> str:
     return f"{request.model}/{request.version}"
 
 
-@on("sqlite")
 def test_the_ci_cd_recipes_run_against_a_real_server(
     tmp_path: Path, database_url: str | None
 ) -> None:

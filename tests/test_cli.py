@@ -15,6 +15,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +31,7 @@ from typer.testing import CliRunner
 import modelyard
 from modelyard.cli import output
 from modelyard.cli.main import app, is_loopback
-from tests.conftest import LiveServer, free_port, on
+from tests.conftest import LiveServer, free_port
 
 _SCRIPT = Path(sys.executable).with_name("modelyard")
 MODELYARD = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "modelyard"]
@@ -114,6 +115,35 @@ def run_with(
     return Result(args, proc.returncode, proc.stdout, proc.stderr)
 
 
+def invoke(
+    *args: str, url: str | None, cwd: Path, env: dict[str, str] | None = None, stdin: str = ""
+) -> Result:
+    """One invocation in this process: the app the console script runs, through typer's
+    runner, with the environment and working directory ``run`` gives a subprocess. For
+    tests of what commands do; an interpreter's start (a second or so here) is tested by
+    the tests that run the console script."""
+    changes: dict[str, str | None] = {
+        name: None for name in ("COLUMNS", "LINES", "FORCE_COLOR", "NO_COLOR", "MODELYARD_TOKEN")
+    }
+    changes |= {"TERM": "dumb", "MODELYARD_CONFIG": os.devnull, "MODELYARD_URL": url}
+    changes |= env or {}
+    previous = Path.cwd()
+    os.chdir(cwd)
+    try:
+        result = CliRunner().invoke(app, list(args), env=changes, input=stdin)
+    finally:
+        os.chdir(previous)
+    stderr = result.stderr
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        # What a subprocess would have printed: a test's "no traceback" check must see it.
+        stderr += "".join(traceback.format_exception(result.exception))
+    return Result(args, result.exit_code, result.stdout, stderr)
+
+
+def invoke_many(commands: Sequence[Sequence[str]], *, url: str | None, cwd: Path) -> list[Result]:
+    return [invoke(*args, url=url, cwd=cwd) for args in commands]
+
+
 def assert_user_error(result: Result, *, contains: str, single_line: bool = True) -> list[str]:
     """A non-zero exit, exactly one 'error: ...' line on stderr, and no traceback anywhere.
 
@@ -157,14 +187,13 @@ def model_dir(make_tree: Callable[[dict[str, bytes]], Path]) -> Path:
     )
 
 
-@on("sqlite")
 def test_readme_tour_and_user_errors(live_server: Any, model_dir: Path, tmp_path: Path) -> None:
     url: str = live_server.url
     work = tmp_path / "work"
     work.mkdir()
 
     def cli(*args: str) -> Result:
-        return run(*args, url=url, cwd=work)
+        return invoke(*args, url=url, cwd=work)
 
     first = cli(
         "register",
@@ -229,7 +258,7 @@ def test_readme_tour_and_user_errors(live_server: Any, model_dir: Path, tmp_path
     assert resolved["environment"] is None
 
     # user errors: one line on stderr, non-zero exit, no traceback, nothing changed
-    unknown, bad_filter, bad_metric, bad_pair, no_version, bad_ref = run_many(
+    unknown, bad_filter, bad_metric, bad_pair, no_version, bad_ref = invoke_many(
         [
             ["show", "nope"],
             ["search", "metrics.auc >= "],
@@ -268,7 +297,7 @@ def test_in_process_mode_without_a_server(model_dir: Path, tmp_path: Path) -> No
     env_url = dead_url()
 
     def cli(*args: str) -> Result:
-        return run(*args, "--url", "./registry", url=env_url, cwd=work)
+        return invoke(*args, "--url", "./registry", url=env_url, cwd=work)
 
     registered = cli("register", "churn", str(model_dir), "-m", "auc=0.9", "--no-capture").ok()
     assert "registered churn/1" in registered.stdout
@@ -284,7 +313,7 @@ def test_in_process_mode_without_a_server(model_dir: Path, tmp_path: Path) -> No
     cli("download", "churn/1", "-o", str(out)).ok()
     assert tree_files(out) == tree_files(model_dir)
 
-    searched, verified = run_many(
+    searched, verified = invoke_many(
         [
             ["search", "metrics.auc > 0.5", "--json", "--url", "./registry"],
             ["journal", "verify", "--url", "./registry"],
@@ -383,7 +412,7 @@ def test_console_script_is_installed() -> None:
 
 def test_files_the_user_names_fail_with_one_line(model_dir: Path, tmp_path: Path) -> None:
     def cli(*args: str) -> Result:
-        return run(*args, "--url", "./registry", url=dead_url(), cwd=tmp_path)
+        return invoke(*args, "--url", "./registry", url=dead_url(), cwd=tmp_path)
 
     missing = cli(
         "register", "churn", str(model_dir), "--no-capture", "--description-file", "nope.md"
@@ -395,7 +424,6 @@ def test_files_the_user_names_fail_with_one_line(model_dir: Path, tmp_path: Path
     assert_user_error(blocked, contains="in-the-way")
 
 
-@on("postgresql")
 def test_shared_server_start_rules_login_and_a_ci_token(
     tmp_path: Path, database_url: str | None, model_dir: Path
 ) -> None:
@@ -428,11 +456,11 @@ def test_shared_server_start_rules_login_and_a_ci_token(
         config = tmp_path / "config" / "modelyard.json"
         env = {"MODELYARD_CONFIG": str(config)}
         url = server.url
-        run_with("login", "--token", "-", url=url, cwd=tmp_path, env=env, stdin=admin_token).ok()
+        invoke("login", "--token", "-", url=url, cwd=tmp_path, env=env, stdin=admin_token).ok()
         assert config.stat().st_mode & 0o777 == 0o600
         assert (
             "alice (user), registry-wide role: admin"
-            in run_with("whoami", url=url, cwd=tmp_path, env=env).ok().stdout
+            in invoke("whoami", url=url, cwd=tmp_path, env=env).ok().stdout
         )
 
         # The README's shared-server steps: a team, a service account, its CI token.
@@ -444,8 +472,8 @@ def test_shared_server_start_rules_login_and_a_ci_token(
             ("grant", "contributor", "--model", "churn", "--service-account", "ci-churn"),
             ("grant", "viewer", "--team", "risk"),
         ):
-            run_with(*args, url=url, cwd=tmp_path, env=env).ok()
-        made = run_with(
+            invoke(*args, url=url, cwd=tmp_path, env=env).ok()
+        made = invoke(
             "tokens",
             "create",
             "--for",
@@ -459,14 +487,12 @@ def test_shared_server_start_rules_login_and_a_ci_token(
             env=env,
         ).ok()
         ci = {"MODELYARD_TOKEN": made.stdout.strip(), "MODELYARD_CONFIG": os.devnull}
-        run_with("register", "churn", str(model_dir), url=url, cwd=tmp_path, env=ci).ok()
-        denied = run_with("register", "fraud", str(model_dir), url=url, cwd=tmp_path, env=ci)
+        invoke("register", "churn", str(model_dir), url=url, cwd=tmp_path, env=ci).ok()
+        denied = invoke("register", "fraud", str(model_dir), url=url, cwd=tmp_path, env=ci)
         assert_user_error(denied, contains="model 'fraud' not found")
-        protected = run_with(
-            "alias", "set", "churn", "champion", "1", url=url, cwd=tmp_path, env=ci
-        )
+        protected = invoke("alias", "set", "churn", "champion", "1", url=url, cwd=tmp_path, env=ci)
         assert_user_error(protected, contains="alias.set_protected needs maintainer")
-        listing = run_with("permissions", "churn", url=url, cwd=tmp_path, env=env).ok().stdout
+        listing = invoke("permissions", "churn", url=url, cwd=tmp_path, env=env).ok().stdout
         assert "ci-churn" in listing and "contributor" in listing and "risk" in listing
         journal = httpx.get(
             f"{url}/api/v1/events?limit=1000", headers={"Authorization": f"Bearer {admin_token}"}
@@ -475,7 +501,7 @@ def test_shared_server_start_rules_login_and_a_ci_token(
         assert [(e["actor"], e["token_id"]) for e in registered] == [
             ("ci-churn", ci["MODELYARD_TOKEN"].split("_")[1])
         ]
-        bad = run_with("whoami", url=url, cwd=tmp_path, env={"MODELYARD_TOKEN": "myd_nope"})
+        bad = invoke("whoami", url=url, cwd=tmp_path, env={"MODELYARD_TOKEN": "myd_nope"})
         assert_user_error(bad, contains="malformed")
     finally:
         server.stop()
@@ -513,7 +539,6 @@ def readme_blocks(heading: str) -> list[str]:
     return [block.split("```", 1)[0] for block in section.split("```sh\n")[1:]]
 
 
-@on("postgresql")
 def test_readme_shared_server_and_churn_story_run_verbatim(
     tmp_path: Path, database_url: str | None
 ) -> None:
@@ -599,7 +624,6 @@ class _Terminal(io.StringIO):
         return True
 
 
-@on("sqlite")
 def test_output_for_scripts_and_json_on_every_command(
     live_server: LiveServer, make_tree: Callable[[dict[str, bytes]], Path], tmp_path: Path
 ) -> None:

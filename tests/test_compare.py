@@ -30,7 +30,7 @@ from modelyard.domain.manifest import FileEntry
 from modelyard.domain.models import DatasetRef, Environment, SourceRef, Version
 from modelyard.service import RegistryService
 from tests.conftest import LiveServer
-from tests.test_cli import assert_user_error, run_many
+from tests.test_cli import assert_user_error, invoke_many
 
 Tree = Callable[[dict[str, bytes]], Path]
 
@@ -505,7 +505,9 @@ def test_cli_compare_and_gate_exit_codes(
         "bad_alias": ["compare", "churn@staging", "churn/2"],
         "bad_ref": ["gate", "Churn/2", "--against", "production", "-m", "auc"],
     }
-    out = dict(zip(commands, run_many(list(commands.values()), url=url, cwd=tmp_path), strict=True))
+    out = dict(
+        zip(commands, invoke_many(list(commands.values()), url=url, cwd=tmp_path), strict=True)
+    )
 
     text = out["compared"].ok().stdout
     for expected in ("churn/1 (churn@production)", "+0.02", "-0.02", "w37", "model.bin"):

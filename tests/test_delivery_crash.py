@@ -163,3 +163,35 @@ def test_two_replicas_deliver_each_event_once_and_take_over(
     finally:
         for server in servers:
             server.stop()
+
+
+def delivery_children(pid: int) -> list[int]:
+    """The server's delivery process, if it runs (whichever of its threads started it)."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            if b"delivery_process" in Path(f"/proc/{child}/cmdline").read_bytes():
+                found.append(int(child))
+    return found
+
+
+def test_the_delivery_process_starts_with_the_first_subscription(
+    tmp_path: Path, database_url: str | None, writer: RegistryService
+) -> None:
+    """No webhooks, no second interpreter; the first subscription, made by another process
+    (as another replica or a CLI in local mode would), starts it and is delivered to."""
+    writer.create_model("churn", caller=ME)
+    server = LiveServer(tmp_path / "server-data", database_url)
+    server.start()
+    try:
+        assert server.process is not None
+        writer.update_model("churn", description="before any webhook", caller=ME)
+        assert delivery_children(server.process.pid) == []
+        with receiving(lambda _: Reply()) as receiver:
+            writer.webhooks.create(ME, url=receiver.url(), events=["model.updated"])
+            writer.update_model("churn", description="the first one delivered", caller=ME)
+            receiver.wait_for(1, timeout=60)
+            assert seqs_of(receiver.received) == journal_seqs(writer)[-1:]
+        assert len(delivery_children(server.process.pid)) == 1
+    finally:
+        server.stop()

@@ -38,7 +38,7 @@ from modelyard.domain.versions import NewVersion
 from modelyard.service import RegistryService
 from tests.conftest import LiveServer, on
 from tests.conftest import make_tree as make_tree
-from tests.test_cli import run_with
+from tests.test_cli import invoke
 from tests.test_sdk import Tree, reg, target  # noqa: F401  (fixtures)
 
 ME = Caller.local_user("tester")
@@ -565,13 +565,13 @@ def test_cli_evidence_commands(live_server: LiveServer, tmp_path: Path, make_tre
     card.write_text("# Churn one\n")
 
     def cli(*args: str, stdin: str = "", env: dict[str, str] | None = None) -> str:
-        return run_with(*args, url=data, cwd=tmp_path, env=env or {}, stdin=stdin).ok().stdout
+        return invoke(*args, url=data, cwd=tmp_path, env=env or {}, stdin=stdin).ok().stdout
 
     cli("register", "churn", str(model), "--attach", str(evaluation), "--card", str(card))
     later = tmp_path / "fairness.html"
     later.write_text("<h1>fair</h1>")
     assert "attached fairness.html (text/html" in cli("attach", "churn/1", str(later))
-    refused = run_with("attach", "churn/1", str(later), url=data, cwd=tmp_path, env={})
+    refused = invoke("attach", "churn/1", str(later), url=data, cwd=tmp_path, env={})
     assert refused.returncode == 1 and "never replaced" in refused.stderr
     listed = json.loads(cli("attachments", "churn/1", "--json"))["items"]
     assert [(a["path"], a["media_type"]) for a in listed] == [
@@ -600,7 +600,7 @@ def test_cli_evidence_commands(live_server: LiveServer, tmp_path: Path, make_tre
         ("Ship it?", request["id"]),
     ]
     assert "Ship it?" in cli("comments", "--request", str(request["id"]))
-    wrong = run_with("comment", "churn/1", url=data, cwd=tmp_path, env={})
+    wrong = invoke("comment", "churn/1", url=data, cwd=tmp_path, env={})
     assert wrong.returncode == 1 and "REF TEXT" in wrong.stderr
 
 

@@ -24,8 +24,8 @@ from modelyard.domain.manifest import FileEntry
 from modelyard.domain.versions import NewVersion
 from modelyard.service import RegistryService
 from modelyard.storage.blobs import LocalBlobStore
-from tests.conftest import LiveServer, on
-from tests.test_cli import assert_user_error, run
+from tests.conftest import LiveServer
+from tests.test_cli import assert_user_error, invoke
 
 ME = Caller.local_user("tester")
 
@@ -436,21 +436,20 @@ def test_gc_over_rest(client: TestClient, service: RegistryService) -> None:
     assert [e["payload"]["after"]["blobs"] for e in events if e["kind"] == "registry.gc"] == [1]
 
 
-@on("postgresql")
 def test_gc_from_the_command_line(live_server: LiveServer, tmp_path: Path) -> None:
     data = b"uploaded, never registered" * 1000
     url = live_server.url
     assert httpx.put(f"{url}/api/v1/blobs/sha256:{sha(data)}", content=data).status_code == 201
-    dry_run = run("gc", "--dry-run", "--grace", "0s", "--json", url=url, cwd=tmp_path)
+    dry_run = invoke("gc", "--dry-run", "--grace", "0s", "--json", url=url, cwd=tmp_path)
     dry = json.loads(dry_run.ok().stdout)
     assert (dry["dry_run"], dry["blobs"], dry["blob_bytes"]) == (True, 1, len(data))
     assert dry["removed"] == [{"kind": "blob", "name": f"sha256:{sha(data)}", "size": len(data)}]
-    listed = run("gc", "--dry-run", "--grace", "0s", url=url, cwd=tmp_path).ok().stdout
+    listed = invoke("gc", "--dry-run", "--grace", "0s", url=url, cwd=tmp_path).ok().stdout
     assert f"sha256:{sha(data)}" in listed and "would remove 1 blob(s)" in listed
-    kept = run("gc", url=url, cwd=tmp_path).ok().stdout  # the default hour spares it
+    kept = invoke("gc", url=url, cwd=tmp_path).ok().stdout  # the default hour spares it
     assert "removed 0 blob(s)" in kept
-    done = run("gc", "--grace", "0s", url=url, cwd=tmp_path).ok().stdout
+    done = invoke("gc", "--grace", "0s", url=url, cwd=tmp_path).ok().stdout
     assert "removed 1 blob(s) no version references (25.4 KiB)" in done
     asked = {"digests": [f"sha256:{sha(data)}"]}
     assert httpx.post(f"{url}/api/v1/blobs/missing", json=asked).json()["missing"] != []
-    assert_user_error(run("gc", "--grace", "soon", url=url, cwd=tmp_path), contains="--grace")
+    assert_user_error(invoke("gc", "--grace", "soon", url=url, cwd=tmp_path), contains="--grace")

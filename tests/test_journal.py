@@ -26,8 +26,8 @@ from modelyard.domain.journal import (
 from modelyard.domain.manifest import FileEntry
 from modelyard.domain.versions import NewVersion
 from modelyard.service import RegistryService
-from tests.conftest import LiveServer, on
-from tests.test_cli import Result, run
+from tests.conftest import LiveServer
+from tests.test_cli import Result, invoke
 
 ME = Caller.local_user("tester")
 
@@ -191,7 +191,6 @@ def test_malformed_checkpoints_are_refused(text_: str) -> None:
 # -- the CLI, against a real server -------------------------------------------------------------
 
 
-@on("postgresql")
 def test_cli_head_checkpoint_and_state(
     live_server: LiveServer, make_tree: Callable[[dict[str, bytes]], Path], tmp_path: Path
 ) -> None:
@@ -199,7 +198,7 @@ def test_cli_head_checkpoint_and_state(
     model = make_tree({"model.bin": b"weights"})
 
     def cli(*args: str) -> Result:
-        return run(*args, url=url, cwd=tmp_path)
+        return invoke(*args, url=url, cwd=tmp_path)
 
     for auc in ("0.8", "0.9"):
         cli("register", "churn", str(model), "-m", f"auc={auc}", "--no-capture").ok()

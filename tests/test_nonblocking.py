@@ -20,7 +20,7 @@ import uvicorn
 from modelyard.api import create_app
 from modelyard.config import Settings, open_service
 from modelyard.domain.access import Reach
-from tests.conftest import free_port, on
+from tests.conftest import free_port
 
 MIB = 1024 * 1024
 STALL = 0.2  # seconds per MiB: a disk far slower than any real one
@@ -173,7 +173,6 @@ def answer(process: subprocess.Popen[bytes]) -> tuple[int, str]:
     return int(status), digest
 
 
-@on("sqlite")
 def test_health_answers_while_an_upload_crawls(slow_server: str, tmp_path: Path) -> None:
     (tmp_path / "blob").write_bytes(BLOB)
     bound = P99_BOUND + idle_p99(slow_server)
@@ -185,7 +184,6 @@ def test_health_answers_while_an_upload_crawls(slow_server: str, tmp_path: Path)
     assert p99(latencies) < bound, (bound, sorted(latencies)[-12:])
 
 
-@on("sqlite")
 def test_health_answers_while_a_download_crawls(slow_server: str) -> None:
     with httpx.Client(base_url=slow_server, timeout=60) as client:
         put = client.put(f"/api/v1/blobs/sha256:{DIGEST}", content=BLOB)

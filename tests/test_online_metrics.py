@@ -27,7 +27,7 @@ from modelyard.domain.errors import (
 from modelyard.domain.online import MAX_ONLINE_METRICS, OnlineWindow
 from modelyard.service import RegistryService
 from tests.test_checks import checker, head_seq
-from tests.test_cli import assert_user_error, run_many
+from tests.test_cli import assert_user_error, invoke_many
 from tests.test_lifecycle import people, register
 from tests.test_web_pages import ME, churn, section, text_of
 
@@ -313,7 +313,7 @@ def test_sdk_and_cli(tmp_path: Path) -> None:
         with pytest.raises(InvalidInput, match="needs a time zone"):
             reg.log_online_metrics("churn/1", {"auc": 0.8}, at=datetime(2026, 3, 2))
 
-    logged, refused, shown, listed = run_many(
+    logged, refused, shown, listed = invoke_many(
         [
             ("online-metrics", "log", "churn/1", "auc=0.84", "--at", "2026-03-02T12:05Z", "--json"),
             ("online-metrics", "log", "churn/1", "auc=high"),

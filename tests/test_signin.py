@@ -45,8 +45,8 @@ from modelyard.service.sessions import HOUR_US, MINUTE_US
 from modelyard.storage.db.tables import metadata, passwords
 from modelyard.web.routing import page_router
 from modelyard.web.session import SESSION_COOKIE, web_caller
-from tests.conftest import LiveServer, on
-from tests.test_cli import assert_user_error, run_with
+from tests.conftest import LiveServer
+from tests.test_cli import assert_user_error, invoke
 
 PASSWORD = "correct horse battery staple"
 OTHER = "tr0ub4dor&3 is not enough"
@@ -597,7 +597,6 @@ def test_in_local_mode_no_sign_in_is_needed(service: RegistryService) -> None:
 # -- over a real socket -------------------------------------------------------------------------
 
 
-@on("postgresql")
 def test_a_browser_signs_in_and_out_of_a_running_server(
     tmp_path: Path, database_url: str | None
 ) -> None:
@@ -634,13 +633,12 @@ def test_a_browser_signs_in_and_out_of_a_running_server(
 # -- the CLI ------------------------------------------------------------------------------------
 
 
-@on("sqlite")
 def test_passwords_from_the_cli(tmp_path: Path, database_url: str | None) -> None:
     """`admin create --password-stdin`, `users create --password-stdin`, `users passwd`
     (prompted twice, or from stdin), against a real server; then the UI takes them."""
     data = tmp_path / "cli-data"
     db = ["--data-dir", str(data)] + (["--database-url", database_url] if database_url else [])
-    made = run_with(
+    made = invoke(
         "admin", "create", "alice", *db, "--password-stdin", url=None, cwd=tmp_path, env={},
         stdin=PASSWORD + "\n",
     ).ok()  # fmt: skip
@@ -649,18 +647,18 @@ def test_passwords_from_the_cli(tmp_path: Path, database_url: str | None) -> Non
     server.start()
     try:
         url, env = server.url, {"MODELYARD_TOKEN": token}
-        created = run_with(
+        created = invoke(
             "users", "create", "bob", "--password-stdin", "--json", url=url, cwd=tmp_path,
             env=env, stdin=OTHER + "\n",
         ).ok()  # fmt: skip
         assert json.loads(created.stdout)["password_set"] is True
-        short = run_with(
+        short = invoke(
             "users", "passwd", "bob", "--password-stdin", url=url, cwd=tmp_path, env=env,
             stdin="tiny-pw\n",
         )  # fmt: skip
         assert_user_error(short, contains="at least 12 characters")
         assert "tiny-pw" not in short.output
-        changed = run_with(
+        changed = invoke(
             "users", "passwd", "bob", "--password-stdin", "--json", url=url, cwd=tmp_path,
             env=env, stdin="a brand new passphrase\n",
         ).ok()  # fmt: skip

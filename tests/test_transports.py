@@ -28,7 +28,7 @@ from modelyard.client.http import HttpTransport
 from modelyard.client.transport import Request
 from modelyard.domain.access import Reach
 from modelyard.service import RegistryService
-from tests.conftest import LiveServer, on, serving
+from tests.conftest import LiveServer, serving
 
 Tree = Callable[[dict[str, bytes]], Path]
 PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY")
@@ -123,7 +123,6 @@ def test_an_unreachable_server_is_a_clear_error() -> None:
     assert "modelyard serve" in caught.value.message
 
 
-@on("sqlite")
 def test_each_thread_has_its_connection_and_it_goes_with_the_thread(
     live_server: LiveServer, make_tree: Tree
 ) -> None:
@@ -136,7 +135,6 @@ def test_each_thread_has_its_connection_and_it_goes_with_the_thread(
         assert len(direct._opened) == 1
 
 
-@on("postgresql")
 def test_the_sdk_reconnects_after_the_server_restarts(
     live_server: LiveServer, make_tree: Tree
 ) -> None:

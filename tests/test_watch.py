@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 import modelyard
-from tests.conftest import LiveServer, on
+from tests.conftest import LiveServer
 from tests.test_cli import MODELYARD, environment
 
 DEADLINE = 60.0
@@ -90,7 +90,6 @@ def once(url: str, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-@on("postgresql")
 def test_watch_runs_once_per_change_across_restarts(
     live_server: LiveServer, make_tree: Tree, tmp_path: Path, start_watch: Callable[..., Watch]
 ) -> None:
@@ -149,7 +148,6 @@ def test_watch_runs_once_per_change_across_restarts(
     reg.close()
 
 
-@on("sqlite")
 def test_watch_retries_a_failing_command_then_stops_or_skips(
     live_server: LiveServer, make_tree: Tree, tmp_path: Path
 ) -> None:

@@ -41,7 +41,7 @@ from modelyard.service import RegistryService
 from modelyard.service.delivery import Deliverer
 from modelyard.service.outbound import OutboundPolicy
 from modelyard.storage.db.tables import webhooks
-from tests.conftest import LiveServer, free_port, on
+from tests.conftest import LiveServer, free_port
 from tests.receivers import Reply, receiving
 from tests.test_cli import dead_url
 from tests.test_delivery import FAST, wait_until
@@ -536,7 +536,6 @@ def make_file(tmp_path: Path) -> Path:
 # -- CLI ----------------------------------------------------------------------------------------
 
 
-@on("sqlite")
 def test_cli_prints_the_secret_once_and_json_everywhere(
     tmp_path: Path, database_url: str | None, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -11,6 +11,11 @@ delivery is asynchronous by design, so when the CPU is short it is deliveries th
 not the requests of the people and pipelines using the registry. When the pipe closes
 (the server stopped, or died) the child stops: it frees its leases for the next server.
 
+The child starts with the first subscription: a registry with no webhooks runs no second
+interpreter (a second of CPU at every start, and its memory). Until then the parent
+checks for one each time the journal moves, which a subscription's creation does
+(through this server at once, through another process within the bell's poll).
+
     python -m modelyard.service.delivery_process SETTINGS_JSON   (started by the server)
 """
 
@@ -51,27 +56,63 @@ class DeliveryProcess:
         self._proc: subprocess.Popen[bytes] | None = None
         self._fd = -1
         self._lock = threading.Lock()
+        self._stopping = threading.Event()
 
     def start(self) -> None:
+        """Start the child now if any subscription exists, else with the first one."""
+        self._service.db.bell.listeners.append(self._ring)
+        self._service.deliveries.on_redeliver.append(self._nudge)
+        if self._subscribed():
+            self._spawn()
+        else:
+            waiter = threading.Thread(
+                target=self._spawn_when_subscribed, name="modelyard-delivery-wait", daemon=True
+            )
+            waiter.start()
+
+    def _subscribed(self) -> bool:
+        with self._service.db.read() as tx:
+            return tx.any_webhook()
+
+    def _spawn_when_subscribed(self) -> None:
+        bell = self._service.db.bell
+        seen = bell.head()
+        while not self._stopping.is_set():
+            head = bell.wait(seen, 1.0)
+            if head != seen:
+                seen = head
+                try:
+                    subscribed = self._subscribed()
+                except Exception:  # the database away for a moment: asked again next move
+                    log.exception("checking for webhook subscriptions")
+                    continue
+                if subscribed:
+                    self._spawn()
+                    return
+
+    def _spawn(self) -> None:
         settings = {
             k: str(v) if isinstance(v, Path) else v
             for k, v in dataclasses.asdict(self._settings).items()
         }
-        self._proc = subprocess.Popen(
-            [sys.executable, "-m", "modelyard.service.delivery_process", json.dumps(settings)],
-            stdin=subprocess.PIPE,
-        )
-        assert self._proc.stdin is not None
-        self._fd = self._proc.stdin.fileno()
-        os.set_blocking(self._fd, False)
-        self._service.db.bell.listeners.append(self._ring)
-        self._service.deliveries.on_redeliver.append(self._nudge)
+        with self._lock:
+            if self._stopping.is_set() or self._proc is not None:
+                return
+            self._proc = subprocess.Popen(
+                [sys.executable, "-m", "modelyard.service.delivery_process", json.dumps(settings)],
+                stdin=subprocess.PIPE,
+            )
+            assert self._proc.stdin is not None
+            self._fd = self._proc.stdin.fileno()
+            os.set_blocking(self._fd, False)
 
     def stop(self) -> None:
         """Close the pipe and wait for the child to stop (and free its leases)."""
         self._service.db.bell.listeners.remove(self._ring)
         self._service.deliveries.on_redeliver.remove(self._nudge)
-        proc, self._proc = self._proc, None
+        with self._lock:
+            self._stopping.set()
+            proc, self._proc = self._proc, None
         if proc is None:
             return
         with self._lock:

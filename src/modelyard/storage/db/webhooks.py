@@ -76,6 +76,10 @@ class WebhooksReader:
             stmt = stmt.where(named | webhooks.c.model.is_(None) if None in models else named)
         return [subscription_from_row(r) for r in self.conn.execute(stmt)]
 
+    def any_webhook(self) -> bool:
+        """Whether any subscription exists, enabled or not (one row read at most)."""
+        return self.conn.execute(select(webhooks.c.id).limit(1)).first() is not None
+
     def count_webhooks(self, model: str | None) -> int:
         """How many subscriptions a scope has (None: registry-wide)."""
         where = webhooks.c.model.is_(None) if model is None else webhooks.c.model == model
