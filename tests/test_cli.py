@@ -115,6 +115,21 @@ def run_with(
     return Result(args, proc.returncode, proc.stdout, proc.stderr)
 
 
+def pasted(script: str, *, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """Shell steps as a person pastes them: bash with -euo pipefail, this venv's console
+    script first on PATH, and a trap that stops background jobs (a receiver, a model
+    server) however the steps end, so that none holds the output open."""
+    trap = "trap 'kill $(jobs -p) 2>/dev/null || true' EXIT\n"
+    return subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", trap + script],
+        cwd=cwd,
+        env={**env, "PATH": f"{_SCRIPT.parent}{os.pathsep}{os.environ['PATH']}"},
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+    )
+
+
 def invoke(
     *args: str, url: str | None, cwd: Path, env: dict[str, str] | None = None, stdin: str = ""
 ) -> Result:
@@ -558,20 +573,9 @@ def test_readme_shared_server_and_churn_story_run_verbatim(
         shared = readme_blocks("Running a shared server")
         story = readme_blocks("Promotion, approvals and rollback: the churn story")
         assert len(shared) == 3 and len(story) == 1
-        script = "set -euo pipefail\n" + shared[2] + story[0]
-        env = {
-            **environment(server.url),
-            "MODELYARD_TOKEN": admin_token,  # what `modelyard login` saved, in the README
-            "PATH": f"{Path(MODELYARD[0]).parent}{os.pathsep}{os.environ['PATH']}",
-        }
-        done = subprocess.run(
-            ["bash", "-c", script],
-            cwd=work,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=TIMEOUT,
-        )
+        # What `modelyard login` saved, in the README, is the admin's token.
+        env = {**environment(server.url), "MODELYARD_TOKEN": admin_token}
+        done = pasted(shared[2] + story[0], cwd=work, env=env)
     finally:
         server.stop()
     assert done.returncode == 0, done.stdout + done.stderr
@@ -709,14 +713,7 @@ def test_output_for_scripts_and_json_on_every_command(
         f'modelyard resolve {LONG}@production | {{ read -r REF DIGEST; echo "$REF|$DIGEST"; }}\n'
         f"modelyard versions {LONG} | grep -c 'val/auc=0.997 '\n"
     )
-    piped = subprocess.run(
-        ["bash", "-euo", "pipefail", "-c", script],
-        env={**environment(url), "PATH": f"{_SCRIPT.parent}{os.pathsep}{os.environ['PATH']}"},
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-        cwd=tmp_path,
-    )
+    piped = pasted(script, cwd=tmp_path, env=environment(url))
     assert piped.returncode == 0, piped.stdout + piped.stderr
     first, count = piped.stdout.splitlines()
     assert first == f"{LONG}/1|{digest}"
@@ -750,28 +747,8 @@ def test_readme_tour_runs_verbatim(tmp_path: Path) -> None:
         arrived = 'timeout 30 sh -c "until grep -q alias.set webhook.log; do sleep 0.05; done"'
         script = script.replace("cat webhook.log", f"{arrived}; cat webhook.log")
         shutil.copytree(README.parent / "examples", tmp_path / "examples")
-        env = {
-            **environment(None),
-            "PATH": f"{_SCRIPT.parent}{os.pathsep}{os.environ['PATH']}",
-            "PORT": str(receiver_port),
-        }
-        tour = subprocess.run(
-            # The trap: a step that fails must not leave the receiver holding the output open.
-            [
-                "bash",
-                "-euo",
-                "pipefail",
-                "-c",
-                "trap 'kill $(jobs -p) 2>/dev/null || true' EXIT\n"
-                + script
-                + f"python - <<'PYTHON'\n{python}PYTHON\n",
-            ],
-            cwd=tmp_path,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=TIMEOUT,
-        )
+        env = {**environment(None), "PORT": str(receiver_port)}
+        tour = pasted(script + f"python - <<'PYTHON'\n{python}PYTHON\n", cwd=tmp_path, env=env)
     finally:
         server.stop()
     assert tour.returncode == 0, tour.stdout + tour.stderr
@@ -804,26 +781,9 @@ def test_readme_serving_tour_runs_verbatim(tmp_path: Path) -> None:
         assert "9000" not in shell.replace("localhost:9000", "").replace("--port 9000", "")
         script = shell.replace("localhost:9000", f"localhost:{port}")
         script = script.replace("--port 9000", f"--port {port}")
-        env = {
-            **environment(server.url),
-            "PATH": f"{_SCRIPT.parent}{os.pathsep}{os.environ['PATH']}",
-        }
-        tour = subprocess.run(
-            [
-                "bash",
-                "-euo",
-                "pipefail",
-                "-c",
-                "trap 'kill $(jobs -p) 2>/dev/null || true' EXIT\n"
-                + f"python - <<'PYTHON'\n{python}PYTHON\n"
-                + script,  # its waits end by TIMEOUT at the latest
-            ],
-            cwd=tmp_path,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=TIMEOUT,
-        )
+        # Its waits for the model server end by TIMEOUT at the latest.
+        python_then_shell = f"python - <<'PYTHON'\n{python}PYTHON\n{script}"
+        tour = pasted(python_then_shell, cwd=tmp_path, env=environment(server.url))
     finally:
         server.stop()
     assert tour.returncode == 0, tour.stdout + tour.stderr
