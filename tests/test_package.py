@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -20,8 +21,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 
 import modelyard
+from modelyard.flavors import DESCRIPTOR_FILE
 from tests.conftest import LiveServer, free_port
 from tests.test_cli import MODELYARD, environment, run
 from tests.test_delivery import wait_until
@@ -188,3 +191,34 @@ def test_offline_with_nothing_cached_is_one_line(tmp_path: Path) -> None:
     assert done.returncode == 1
     assert done.stderr.startswith("error: --offline: ") and "holds nothing served" in done.stderr
     assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    "requirement",
+    [
+        {"--index-url https://pypi.example.com/simple": "1"},
+        {"skops @ https://example.com/skops.whl": "1"},
+        {"skops": "0.16 --extra-index-url https://pypi.example.com"},
+    ],
+)
+def test_a_descriptor_cannot_point_pip_elsewhere(
+    registry_server: LiveServer,
+    trained: Trained,  # noqa: F811
+    tmp_path: Path,
+    requirement: dict[str, str],
+) -> None:
+    """A downloaded descriptor is untrusted: its requirements become lines of the package's
+    requirements.txt, so an option or a URL there would make the image's pip install
+    from the attacker's index. Refused, and nothing is written."""
+    model = tmp_path / "model"
+    shutil.copytree(trained.first_dir, model)
+    descriptor = yaml.safe_load((model / DESCRIPTOR_FILE).read_text())
+    descriptor["requirements"] |= requirement
+    (model / DESCRIPTOR_FILE).write_text(yaml.safe_dump(descriptor))
+    with modelyard.connect(registry_server.url) as reg:
+        reg.register("tampered", model, environment=None, source=None)
+        with pytest.raises(modelyard.InvalidInput, match="not a distribution name"):
+            reg.load_model("tampered/1")
+    refused = run("package", "tampered/1", "-o", "out", url=registry_server.url, cwd=tmp_path)
+    assert refused.returncode == 1 and "not a distribution name" in refused.stderr
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out.*"))

@@ -8,6 +8,7 @@ one Modelyard knows, and ``unsafe_pickle`` must be declared for a pickle to be o
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,21 @@ from modelyard.flavors.signature import Signature
 
 DESCRIPTOR_FILE = "modelyard.yaml"
 SCHEMA_VERSION = 1
+# A distribution's name (PEP 508) and a version (PEP 440's characters): a requirement read
+# from a downloaded descriptor becomes a line of a requirements file, where an option
+# (`--index-url ...`) or a URL (`name @ https://...`) would make pip fetch from elsewhere.
+_DISTRIBUTION = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?")
+_VERSION = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.+!_-]*[A-Za-z0-9])?")
+
+
+def validate_requirement(distribution: str, version: str) -> tuple[str, str]:
+    """A (distribution, version) pair safe to write as ``distribution==version``."""
+    if not _DISTRIBUTION.fullmatch(distribution) or not _VERSION.fullmatch(version):
+        raise InvalidInput(
+            f"{distribution!r} {version!r} is not a distribution name and a version"
+            " (such as scikit-learn 1.5.2)"
+        )
+    return distribution, version
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +113,9 @@ class Descriptor:
             input_example=validate_file_path(example) if example is not None else None,
             unsafe_pickle=unsafe,
             options=dict(options),
-            requirements={str(k): str(v) for k, v in requirements.items()},
+            requirements=dict(
+                validate_requirement(str(k), str(v)) for k, v in requirements.items()
+            ),
             python=_text_or_none(data.get("python")),
         )
 

@@ -22,6 +22,7 @@ from modelyard.domain.errors import Conflict
 from modelyard.domain.models import Version
 from modelyard.flavors import read_descriptor
 from modelyard.flavors.core import require_descriptor
+from modelyard.flavors.descriptor import validate_requirement
 from modelyard.serving._cache import ModelCache
 
 CACHE = "cache"  # the package's serve-model cache, /app/cache in the image
@@ -96,12 +97,12 @@ def package(registry: Registry, reference: str, out: Path) -> Package:
 def pinned_requirements(version: Version, model_dir: Path) -> list[str]:
     """modelyard with serve-model, and each distribution the flavor needs, pinned to the
     version the model was produced with (its environment, else its descriptor)."""
-    descriptor = read_descriptor(model_dir)
+    descriptor = read_descriptor(model_dir)  # its requirements validated as it is read
     produced_with = version.environment.packages if version.environment else {}
     lines = [f"modelyard[serving]=={__version__}"]
     for distribution, recorded in sorted(descriptor.requirements.items()):
         pin = produced_with.get(distribution) or recorded
-        lines.append(f"{distribution}=={pin}" if pin else distribution)
+        lines.append("==".join(validate_requirement(distribution, pin)))
     return lines
 
 
