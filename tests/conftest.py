@@ -376,6 +376,15 @@ def live_server(tmp_path: Path, database_url: str | None) -> Iterator[LiveServer
     server.stop()
 
 
+@pytest.fixture
+def sqlite_server(tmp_path: Path) -> Iterator[LiveServer]:
+    """A server on the embedded default, for a test that asks no backend of it."""
+    server = LiveServer(tmp_path / "server-data", None)
+    server.start()
+    yield server
+    server.stop()
+
+
 @contextmanager
 def serving(app: ASGIApp) -> Iterator[str]:
     """uvicorn serving ``app`` on a free loopback port, in a thread; yields its URL.

@@ -477,14 +477,6 @@ def test_the_sdk_returns_the_same_objects_over_http_and_in_process(
 # -- the CLI, against a real server (once: the server start is the expensive part) -------------
 
 
-@pytest.fixture
-def sqlite_server(tmp_path: Path) -> Iterator[LiveServer]:
-    server = LiveServer(tmp_path / "server-data", None)
-    server.start()
-    yield server
-    server.stop()
-
-
 def test_cli_compare_and_gate_exit_codes(
     sqlite_server: LiveServer, make_tree: Tree, tmp_path: Path
 ) -> None:

@@ -15,7 +15,6 @@ import shutil
 import subprocess
 import sys
 import sysconfig
-from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
 
@@ -63,24 +62,16 @@ def fresh_venv(where: Path) -> Path:
     return python
 
 
-@pytest.fixture
-def registry_server(tmp_path: Path) -> Iterator[LiveServer]:
-    server = LiveServer(tmp_path / "registry", None)
-    server.start()
-    yield server
-    server.stop()
-
-
 def test_the_package_installs_in_a_fresh_venv_and_serves_its_pinned_version_offline(
-    registry_server: LiveServer,
+    sqlite_server: LiveServer,
     trained: Trained,  # noqa: F811
     tmp_path: Path,
 ) -> None:
-    with modelyard.connect(registry_server.url) as reg:
+    with modelyard.connect(sqlite_server.url) as reg:
         publish(reg, trained, "churn")  # churn/1 in production, churn/2 logged
         production = reg.resolve("churn@production")
     made = run(
-        "package", "churn@production", "-o", "pkg", "--json", url=registry_server.url, cwd=tmp_path
+        "package", "churn@production", "-o", "pkg", "--json", url=sqlite_server.url, cwd=tmp_path
     ).ok()
     report = json.loads(made.stdout)
     pinned = f"churn@{production.manifest_digest}"
@@ -136,7 +127,7 @@ def test_the_package_installs_in_a_fresh_venv_and_serves_its_pinned_version_offl
     command = [str(python), "-m", "modelyard", *map(in_image, entrypoint[1:])]
     env = {k: v for k, v in environment(None).items() if not k.startswith("VIRTUAL_ENV")}
     env["MODELYARD_URL"] = "http://127.0.0.1:9"  # nothing there: it must not be asked
-    registry_server.stop()  # and nothing anywhere: the package needs no registry
+    sqlite_server.stop()  # and nothing anywhere: the package needs no registry
     server = subprocess.Popen(
         command, cwd=pkg, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
@@ -160,17 +151,17 @@ def test_the_package_installs_in_a_fresh_venv_and_serves_its_pinned_version_offl
 
 
 def test_package_refuses_what_it_cannot_serve_and_leaves_nothing(
-    registry_server: LiveServer,
+    sqlite_server: LiveServer,
     trained: Trained,  # noqa: F811
     tmp_path: Path,
 ) -> None:
     plain = tmp_path / "plain"
     plain.mkdir()
     (plain / "weights.bin").write_bytes(b"weights")
-    with modelyard.connect(registry_server.url) as reg:
+    with modelyard.connect(sqlite_server.url) as reg:
         reg.register("plain", plain, environment=None, source=None)
         publish(reg, trained, "churn")
-    url = registry_server.url
+    url = sqlite_server.url
     before = sorted(p.name for p in tmp_path.iterdir())
     refused = run("package", "plain/1", "-o", "out", url=url, cwd=tmp_path)
     assert refused.returncode == 1 and "has no modelyard.yaml" in refused.stderr
@@ -202,7 +193,7 @@ def test_offline_with_nothing_cached_is_one_line(tmp_path: Path) -> None:
     ],
 )
 def test_a_descriptor_cannot_point_pip_elsewhere(
-    registry_server: LiveServer,
+    sqlite_server: LiveServer,
     trained: Trained,  # noqa: F811
     tmp_path: Path,
     requirement: dict[str, str],
@@ -215,10 +206,10 @@ def test_a_descriptor_cannot_point_pip_elsewhere(
     descriptor = yaml.safe_load((model / DESCRIPTOR_FILE).read_text())
     descriptor["requirements"] |= requirement
     (model / DESCRIPTOR_FILE).write_text(yaml.safe_dump(descriptor))
-    with modelyard.connect(registry_server.url) as reg:
+    with modelyard.connect(sqlite_server.url) as reg:
         reg.register("tampered", model, environment=None, source=None)
         with pytest.raises(modelyard.InvalidInput, match="not a distribution name"):
             reg.load_model("tampered/1")
-    refused = run("package", "tampered/1", "-o", "out", url=registry_server.url, cwd=tmp_path)
+    refused = run("package", "tampered/1", "-o", "out", url=sqlite_server.url, cwd=tmp_path)
     assert refused.returncode == 1 and "not a distribution name" in refused.stderr
     assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out.*"))
