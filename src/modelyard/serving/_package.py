@@ -20,7 +20,7 @@ from modelyard._version import __version__
 from modelyard.client.registry import Registry
 from modelyard.domain.errors import Conflict
 from modelyard.domain.models import Version
-from modelyard.flavors import read_descriptor
+from modelyard.flavors import Descriptor, read_descriptor
 from modelyard.flavors.core import require_descriptor
 from modelyard.flavors.descriptor import validate_requirement
 from modelyard.serving._cache import ModelCache
@@ -70,7 +70,8 @@ def package(registry: Registry, reference: str, out: Path) -> Package:
         model_dir = cache.fetch(registry, version)
         pinned = f"{version.model}@{version.manifest_digest}"
         cache.record_served(pinned, version)
-        requirements = pinned_requirements(version, model_dir)
+        descriptor = read_descriptor(model_dir)  # its requirements validated as it is read
+        requirements = pinned_requirements(version, descriptor)
         entrypoint = (
             "modelyard",
             "serve-model",
@@ -84,7 +85,8 @@ def package(registry: Registry, reference: str, out: Path) -> Package:
             str(PORT),
         )
         (staging / "requirements.txt").write_text("\n".join(requirements) + "\n", "utf-8")
-        (staging / "Dockerfile").write_text(dockerfile(version, model_dir, entrypoint), "utf-8")
+        docker = dockerfile(version, python_of(version, descriptor), entrypoint)
+        (staging / "Dockerfile").write_text(docker, "utf-8")
         (staging / "README.md").write_text(readme(version, pinned), "utf-8")
         if out.exists():
             out.rmdir()  # empty, checked above
@@ -94,10 +96,9 @@ def package(registry: Registry, reference: str, out: Path) -> Package:
     return Package(out, version, pinned, tuple(requirements), entrypoint)
 
 
-def pinned_requirements(version: Version, model_dir: Path) -> list[str]:
+def pinned_requirements(version: Version, descriptor: Descriptor) -> list[str]:
     """modelyard with serve-model, and each distribution the flavor needs, pinned to the
     version the model was produced with (its environment, else its descriptor)."""
-    descriptor = read_descriptor(model_dir)  # its requirements validated as it is read
     produced_with = version.environment.packages if version.environment else {}
     lines = [f"modelyard[serving]=={__version__}"]
     for distribution, recorded in sorted(descriptor.requirements.items()):
@@ -106,9 +107,8 @@ def pinned_requirements(version: Version, model_dir: Path) -> list[str]:
     return lines
 
 
-def python_of(version: Version, model_dir: Path) -> str:
+def python_of(version: Version, descriptor: Descriptor) -> str:
     """MAJOR.MINOR of the Python the model was produced with (the image's base)."""
-    descriptor = read_descriptor(model_dir)
     found = descriptor.python or (version.environment.python if version.environment else None)
     parts = (found or "").split(".")[:2]
     return (
@@ -116,13 +116,13 @@ def python_of(version: Version, model_dir: Path) -> str:
     )
 
 
-def dockerfile(version: Version, model_dir: Path, entrypoint: tuple[str, ...]) -> str:
+def dockerfile(version: Version, python: str, entrypoint: tuple[str, ...]) -> str:
     probe = f"http://127.0.0.1:{PORT}/readyz"
     ready = f"import sys, urllib.request; sys.exit(urllib.request.urlopen({probe!r}).status != 200)"
     healthcheck = json.dumps(["python", "-c", ready])
     return f"""\
 # {version.reference} ({version.manifest_digest}), written by `modelyard package`.
-FROM python:{python_of(version, model_dir)}-slim
+FROM python:{python}-slim
 RUN useradd --create-home --uid 10001 modelyard
 WORKDIR {APP}
 COPY requirements.txt .
@@ -155,6 +155,8 @@ curl -s localhost:{PORT}/predict -H 'content-type: application/json' \\
 
 `requirements.txt` pins Modelyard and what the model's flavor needs to the versions it was
 produced with; `pip install -r requirements.txt` takes them from your package index.
+Modelyard must come from your own index (or a wheel beside this file): it is not on PyPI,
+and a package of that name there would not be this one.
 Without Docker: `pip install -r requirements.txt`, then, in this directory,
 `modelyard serve-model {pinned} --offline --cache-dir ./{CACHE}`.
 """
