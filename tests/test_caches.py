@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import os
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime, timedelta
@@ -331,3 +333,47 @@ def _busy_scenario(service: RegistryService) -> None:
     hooks.delete(admin, hook.subscription.id)
     assert service.collect_garbage(admin, dry_run=True).blobs  # m/4's, released
     assert service.collect_garbage(admin).blobs
+
+
+def test_a_threads_stamp_connection_closes_when_the_thread_ends(
+    service: RegistryService, settings: Settings
+) -> None:
+    """Stamps are read on a connection of each thread's own; the server's worker threads
+    come and go, and each that ended used to leave its connection open for good (on
+    PostgreSQL, until "too many clients")."""
+    db = service.db
+
+    def connections() -> int:
+        if settings.database_url is None:  # the SQLite file's open descriptors here
+            database = (settings.data_dir / "registry.db").resolve()
+            fds = Path("/proc/self/fd")
+            return sum(1 for fd in fds.iterdir() if _points_at(fd, database))
+        with db.engine.connect() as conn:  # every session but this one
+            return int(
+                conn.exec_driver_sql(
+                    "SELECT count(*) - 1 FROM pg_stat_activity WHERE datname = current_database()"
+                ).scalar_one()
+            )
+
+    def in_a_thread_of_its_own() -> None:
+        thread = threading.Thread(target=db.head_seq)
+        thread.start()
+        thread.join()
+
+    db.head_seq()  # this thread's own, kept while it lives
+    # SQLite keeps one descriptor of a closed connection while others hold locks on the
+    # file (its unix VFS closes it with the last): count from after one thread ended.
+    in_a_thread_of_its_own()
+    before = connections()
+    for _ in range(12):
+        in_a_thread_of_its_own()
+    assert connections() == before
+    db.head_seq()  # and this thread's still answers
+    assert connections() == before
+
+
+def _points_at(fd: Path, target: Path) -> bool:
+    try:
+        return Path(os.readlink(fd)) == target
+    except OSError:  # closed meanwhile
+        return False

@@ -13,6 +13,7 @@ import functools
 import json
 import threading
 import time
+import weakref
 from collections import defaultdict
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -235,13 +236,32 @@ def now_us() -> int:
     return time.time_ns() // 1000
 
 
+class _ThreadConnection:
+    """A thread's quick-read connection, closed when the thread ends: ``threading.local``
+    drops it then, and its finalizer closes it. Worker threads come and go (anyio retires
+    idle ones, a test client makes its own), and each new one would otherwise leave a
+    connection open until the server stopped (on PostgreSQL, until "too many clients")."""
+
+    __slots__ = ("__weakref__", "conn")
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+
+
+def _close_quick(conn: Any, open_conns: set[Any], lock: threading.Lock) -> None:
+    with lock:
+        open_conns.discard(conn)
+    with contextlib.suppress(Exception):
+        conn.close()
+
+
 class Database:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.is_sqlite = engine.dialect.name == "sqlite"
         self._local = threading.local()
         self._head_lock = threading.Lock()
-        self._head_conns: list[Any] = []
+        self._head_conns: set[Any] = set()
         self._model_stamp_sql = _MODEL_STAMP_SQL.format("?" if self.is_sqlite else "%s")
         if not self.is_sqlite:
             event.listen(engine, "after_cursor_execute", _count_changes)
@@ -358,29 +378,36 @@ class Database:
         return bool(self._quick_scalar(_HAS_PRINCIPALS_SQL))
 
     def _quick_scalar(self, sql: str, params: tuple[Any, ...] = ()) -> Any:
-        conn: Any = getattr(self._local, "conn", None)
-        if conn is None:
-            proxied = self.engine.raw_connection()
-            proxied.detach()  # ours for good, not the pool's
-            conn = proxied.dbapi_connection
-            if not self.is_sqlite:
-                conn.autocommit = True
-            self._local.conn = conn
-            with self._head_lock:
-                self._head_conns.append(conn)
+        held: _ThreadConnection | None = getattr(self._local, "held", None)
+        if held is None:
+            held = self._local.held = self._open_quick()
         try:
-            cursor = conn.cursor()
+            cursor = held.conn.cursor()
             cursor.execute(sql, params)
             row: Any = cursor.fetchone()
         except Exception:
-            self._local.conn = None  # a broken connection: the next call opens another
+            self._local.held = None  # a broken connection (closed now): the next opens another
             raise
         return row[0]
+
+    def _open_quick(self) -> _ThreadConnection:
+        """A connection of this thread's own for the quick reads, outside the pool."""
+        proxied = self.engine.raw_connection()
+        proxied.detach()  # ours for good, not the pool's
+        conn: Any = proxied.dbapi_connection
+        if not self.is_sqlite:
+            conn.autocommit = True
+        held = _ThreadConnection(conn)
+        with self._head_lock:
+            self._head_conns.add(conn)
+        weakref.finalize(held, _close_quick, conn, self._head_conns, self._head_lock)
+        return held
 
     def close(self) -> None:
         """Close every connection, pooled or not."""
         with self._head_lock:
-            conns, self._head_conns = self._head_conns, []
+            conns = list(self._head_conns)
+            self._head_conns.clear()
         for conn in conns:
             with contextlib.suppress(Exception):
                 conn.close()
