@@ -10,6 +10,7 @@ is a failure.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import secrets
@@ -278,6 +279,67 @@ def service(
 def client(service: RegistryService) -> Iterator[TestClient]:
     with TestClient(create_app(service, reach=Reach.LOOPBACK, local_user="tester")) as test_client:
         yield test_client
+
+
+@dataclass(frozen=True)
+class S3Server:
+    """A moto S3 server on a loopback port, in this test process (its threads)."""
+
+    endpoint: str
+    bucket: str
+
+    def client(self) -> Any:
+        """One client for the session: making one loads botocore's models (~0.5 s)."""
+        return _s3_client(self.endpoint)
+
+    def blob_url(self, prefix: str | None = None) -> str:
+        """``s3://BUCKET/PREFIX``: a prefix of its own for each caller, so that tests
+        sharing the server never see one another's blobs."""
+        return f"s3://{self.bucket}/{prefix or 't-' + secrets.token_hex(6)}"
+
+
+@functools.cache
+def _s3_client(endpoint: str) -> Any:
+    from modelyard.storage.blobs.s3 import make_client
+
+    return make_client(endpoint)
+
+
+S3_ENV = {
+    "AWS_ACCESS_KEY_ID": "modelyard-test",
+    "AWS_SECRET_ACCESS_KEY": "modelyard-test-secret",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    """One moto S3 server per test process, with one bucket; tests take a prefix each.
+
+    Credentials and region come from the standard AWS variables, set here for the whole
+    session, so a `modelyard serve` process started by a test finds them as a user's would.
+    """
+    try:
+        from moto.server import ThreadedMotoServer
+    except ImportError as exc:
+        reason = f"moto is not installed ({exc}): pip install 'moto[server]'"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"{reason} (CI=true: S3 tests must run)")
+        pytest.skip(reason)
+    saved = {name: os.environ.get(name) for name in S3_ENV}
+    os.environ.update(S3_ENV)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=free_port(), verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    made = S3Server(f"http://{host}:{port}", "modelyard-test")
+    made.client().create_bucket(Bucket=made.bucket)
+    yield made
+    server.stop()
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 @pytest.fixture(autouse=True)

@@ -1,8 +1,8 @@
 """Conformance suite for the BlobStore interface (storage/blobs/base.py).
 
-Every backend (the local directory and memory) runs the same tests through the ``blobs``
-fixture. To add a backend (S3 via a
-moto server, say), write one factory that returns a ``Backend`` and add it to ``BACKENDS``:
+Every backend (the local directory, memory, and S3 on the session's moto server) runs the
+same tests through the ``blobs`` fixture. To add a backend, write one factory that returns a
+``Backend`` and add it to ``BACKENDS``:
 ``store`` is the BlobStore under test and ``leftovers`` lists whatever an upload may leave
 behind before it is published (staged files, incomplete multipart uploads), so the suite can
 check that failed and aborted uploads clean up after themselves.
@@ -18,10 +18,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 
 from modelyard.domain.errors import DigestMismatch, InvalidInput, NotFound
 from modelyard.storage.blobs import BlobStore, LocalBlobStore, MemoryBlobStore
+from modelyard.storage.blobs.s3 import S3BlobStore, S3Location
+from tests.conftest import S3Server
 
 
 @dataclass
@@ -41,9 +44,29 @@ def _memory(tmp_path: Path, request: pytest.FixtureRequest) -> Backend:
     return Backend(store, lambda: sorted(u.name for u in store.uploads()))
 
 
+def _s3(tmp_path: Path, request: pytest.FixtureRequest) -> Backend:
+    server: S3Server = request.getfixturevalue("s3_server")
+    prefix = f"{tmp_path.name}/"
+    store = S3BlobStore(S3Location(server.bucket, prefix, server.endpoint), client=server.client())
+    client = store.client
+
+    def leftovers() -> list[str]:
+        """Staged objects and incomplete multipart uploads in the bucket, and the
+        uploads still only in this process's memory (smaller than a part)."""
+        staging = f"{prefix}staging/"
+        listed = client.list_objects_v2(Bucket=server.bucket, Prefix=staging)
+        names = {o["Key"][len(staging) :] for o in listed.get("Contents", ())}
+        parts = client.list_multipart_uploads(Bucket=server.bucket, Prefix=staging)
+        names |= {u["Key"][len(staging) :] for u in parts.get("Uploads", ())}
+        return sorted(names | set(store._in_flight))
+
+    return Backend(store, leftovers)
+
+
 BACKENDS: dict[str, Callable[[Path, pytest.FixtureRequest], Backend]] = {
     "local": _local,
     "memory": _memory,
+    "s3": _s3,
 }
 
 
@@ -403,6 +426,9 @@ def test_republishing_moves_the_publication_time(blobs: BlobStore) -> None:
     if isinstance(blobs, LocalBlobStore):
         long_ago = time.time() - 3 * 3600
         os.utime(blobs.path_of(digest), (long_ago, long_ago))
+    elif isinstance(blobs, S3BlobStore):
+        age_in_moto(blobs, blobs.key_of(digest), 3 * 3600)
+        assert blobs.stat(digest).modified < first.modified - 3000
     else:
         assert isinstance(blobs, MemoryBlobStore)
         blobs._blobs[digest] = (PAYLOAD, first.modified - 3 * 3600)
@@ -414,7 +440,18 @@ def test_republishing_moves_the_publication_time(blobs: BlobStore) -> None:
 
 def test_url_is_none_where_the_server_streams_the_bytes(blobs: BlobStore) -> None:
     digest = put(blobs, PAYLOAD)
-    assert blobs.url(digest) is None
+    if not isinstance(blobs, S3BlobStore):
+        assert blobs.url(digest) is None
+        return
+    url = blobs.url(digest, disposition='attachment; filename="m.bin"')
+    assert url is not None
+    answer = httpx.get(url)
+    assert answer.status_code == 200
+    assert answer.content == PAYLOAD
+    assert answer.headers["content-disposition"] == 'attachment; filename="m.bin"'
+    assert answer.headers["content-type"] == "application/octet-stream"
+    forged = url.replace(digest, sha(b"another blob"))  # the signature binds the key
+    assert httpx.get(forged).status_code == 403
 
 
 def test_digests_lists_every_stored_blob_and_nothing_else(blobs: BlobStore) -> None:
@@ -470,7 +507,8 @@ def test_remove_upload_refuses_what_is_not_an_upload(blobs: BlobStore, bad: str)
 
 def test_exclusive_when_nothing_else_shares_the_store(blobs: BlobStore) -> None:
     with blobs.exclusive() as alone:
-        assert alone
+        # Replicas share a bucket: an S3 store never knows it is alone.
+        assert alone is not isinstance(blobs, S3BlobStore)
         digest = put(blobs, PAYLOAD)  # the store stays usable while held
     assert read_all(blobs, digest) == PAYLOAD
 
@@ -546,3 +584,18 @@ def test_local_store_layout(tmp_path: Path) -> None:
     digest = put(store, PAYLOAD)
     assert store.path_of(digest) == tmp_path / "blobs" / "sha256" / digest[:2] / digest
     assert store.path_of(digest).read_bytes() == PAYLOAD
+
+
+# -- S3BlobStore specifics ----------------------------------------------------------------------
+
+
+def age_in_moto(store: S3BlobStore, key: str, seconds: float) -> None:
+    """Move an object's LastModified into the past, in the moto server of this process
+    (S3 itself offers no way to, and a test must not wait an hour)."""
+    from datetime import timedelta
+
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.s3.models import s3_backends
+
+    stored = s3_backends[DEFAULT_ACCOUNT_ID]["aws"].buckets[store.bucket].keys[key]
+    stored.last_modified -= timedelta(seconds=seconds)
