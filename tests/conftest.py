@@ -297,6 +297,32 @@ class S3Server:
         sharing the server never see one another's blobs."""
         return f"s3://{self.bucket}/{prefix or 't-' + secrets.token_hex(6)}"
 
+    def keys(self, prefix: str) -> list[str]:
+        """Every object key under ``prefix`` in the bucket."""
+        listed = self.client().list_objects_v2(Bucket=self.bucket, Prefix=prefix)
+        return sorted(o["Key"] for o in listed.get("Contents", ()))
+
+    def multipart_keys(self, prefix: str) -> list[str]:
+        listed = self.client().list_multipart_uploads(Bucket=self.bucket, Prefix=prefix)
+        return sorted(u["Key"] for u in listed.get("Uploads", ()))
+
+    def age(self, key: str, seconds: float) -> None:
+        """Move an object's LastModified (or an incomplete multipart upload's parts') into
+        the past, in this process's moto server: S3 offers no way to, and a test must not
+        wait an hour for a grace period."""
+        from datetime import timedelta
+
+        from moto.core import DEFAULT_ACCOUNT_ID
+        from moto.s3.models import s3_backends
+
+        bucket = s3_backends[DEFAULT_ACCOUNT_ID]["aws"].buckets[self.bucket]
+        if key in bucket.keys:
+            bucket.keys[key].last_modified -= timedelta(seconds=seconds)
+        for upload in bucket.multiparts.values():
+            if upload.key_name == key:
+                for part in upload.parts.values():
+                    part.last_modified -= timedelta(seconds=seconds)
+
 
 @functools.cache
 def _s3_client(endpoint: str) -> Any:

@@ -418,7 +418,9 @@ def test_stat_tells_size_and_when_the_bytes_were_published(blobs: BlobStore) -> 
     assert before - 2 <= info.modified <= time.time() + 2
 
 
-def test_republishing_moves_the_publication_time(blobs: BlobStore) -> None:
+def test_republishing_moves_the_publication_time(
+    blobs: BlobStore, request: pytest.FixtureRequest
+) -> None:
     """A collector's grace period must spare bytes that were just uploaded again."""
     digest = put(blobs, PAYLOAD)
     first = blobs.stat(digest)
@@ -427,7 +429,8 @@ def test_republishing_moves_the_publication_time(blobs: BlobStore) -> None:
         long_ago = time.time() - 3 * 3600
         os.utime(blobs.path_of(digest), (long_ago, long_ago))
     elif isinstance(blobs, S3BlobStore):
-        age_in_moto(blobs, blobs.key_of(digest), 3 * 3600)
+        s3_server: S3Server = request.getfixturevalue("s3_server")
+        s3_server.age(blobs.key_of(digest), 3 * 3600)
         assert blobs.stat(digest).modified < first.modified - 3000
     else:
         assert isinstance(blobs, MemoryBlobStore)
@@ -584,18 +587,3 @@ def test_local_store_layout(tmp_path: Path) -> None:
     digest = put(store, PAYLOAD)
     assert store.path_of(digest) == tmp_path / "blobs" / "sha256" / digest[:2] / digest
     assert store.path_of(digest).read_bytes() == PAYLOAD
-
-
-# -- S3BlobStore specifics ----------------------------------------------------------------------
-
-
-def age_in_moto(store: S3BlobStore, key: str, seconds: float) -> None:
-    """Move an object's LastModified into the past, in the moto server of this process
-    (S3 itself offers no way to, and a test must not wait an hour)."""
-    from datetime import timedelta
-
-    from moto.core import DEFAULT_ACCOUNT_ID
-    from moto.s3.models import s3_backends
-
-    stored = s3_backends[DEFAULT_ACCOUNT_ID]["aws"].buckets[store.bucket].keys[key]
-    stored.last_modified -= timedelta(seconds=seconds)

@@ -8,17 +8,21 @@ from __future__ import annotations
 
 import getpass
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import unquote, urlsplit
 
 from modelyard.domain.errors import MissingExtra
 
 if TYPE_CHECKING:
     from modelyard.domain.keys import ServerKey
     from modelyard.service import RegistryService
+    from modelyard.storage.blobs import BlobStore
+    from modelyard.storage.blobs.s3 import S3Location
 
 DEFAULT_DATA_DIR = "./modelyard-data"
 DEFAULT_HOST = "127.0.0.1"
@@ -32,6 +36,8 @@ SERVER_PACKAGES = frozenset(
     {
         "alembic",
         "argon2",
+        "boto3",
+        "botocore",
         "cryptography",
         "fastapi",
         "jinja2",
@@ -72,6 +78,12 @@ DEFAULT_LEASE_SECONDS = 15.0
 class Settings:
     data_dir: Path
     database_url: str | None = None
+    # Where blobs live: None (the data directory's blobs/), file:///PATH or
+    # s3://BUCKET/PREFIX; s3_endpoint for an S3-compatible store (else AWS's own).
+    blob_url: str | None = None
+    s3_endpoint: str | None = None
+    # Bytes always pass through the server, even where the store could sign a URL.
+    proxy_transfers: bool = False
     session_hours: float = DEFAULT_SESSION_HOURS  # how long a web UI sign-in lasts
     # The event stream: a comment every so often keeps proxies from cutting an idle one,
     # and a stream (or a long poll) is held open at most so long, then resumed.
@@ -94,11 +106,34 @@ class Settings:
         *,
         webhook_allow_http: bool | None = None,
         webhook_allow_hosts: str | None = None,
+        blob_url: str | None = None,
+        s3_endpoint: str | None = None,
+        proxy_transfers: bool | None = None,
     ) -> Settings:
-        """Flags (the arguments) over MODELYARD_* variables over defaults."""
+        """Flags (the arguments) over MODELYARD_* variables over defaults.
+
+        With PostgreSQL the data directory is no default: it would be wherever the server
+        happened to start (it holds the local blobs and secret.key), so it must be named.
+        """
+        database_url = database_url or os.environ.get("MODELYARD_DATABASE_URL") or None
+        chosen = data_dir or os.environ.get("MODELYARD_DATA_DIR") or None
+        if chosen is None and database_url is not None:
+            from modelyard.domain.errors import InvalidInput
+
+            raise InvalidInput(
+                "with --database-url, name the data directory too (it keeps secret.key and"
+                " local blobs): --data-dir DIR or MODELYARD_DATA_DIR"
+            )
         return cls(
-            data_dir=Path(data_dir or os.environ.get("MODELYARD_DATA_DIR") or DEFAULT_DATA_DIR),
-            database_url=database_url or os.environ.get("MODELYARD_DATABASE_URL") or None,
+            data_dir=Path(chosen or DEFAULT_DATA_DIR),
+            database_url=database_url,
+            blob_url=blob_url or os.environ.get("MODELYARD_BLOB_URL") or None,
+            s3_endpoint=s3_endpoint or os.environ.get("MODELYARD_S3_ENDPOINT") or None,
+            proxy_transfers=(
+                proxy_transfers
+                if proxy_transfers is not None
+                else _flag("MODELYARD_PROXY_TRANSFERS")
+            ),
             session_hours=_session_hours(os.environ.get("MODELYARD_SESSION_HOURS")),
             stream_heartbeat=_seconds("MODELYARD_STREAM_HEARTBEAT"),
             stream_seconds=_seconds("MODELYARD_STREAM_SECONDS"),
@@ -115,6 +150,12 @@ class Settings:
             webhook_retries=os.environ.get("MODELYARD_WEBHOOK_RETRIES", ""),
             webhook_lease_seconds=_lease_seconds(),
         )
+
+    @property
+    def blobs_where(self) -> str:
+        """Where blobs live, for a person: a directory, or s3://BUCKET/PREFIX (at ...)."""
+        location = blob_location(self)
+        return str(location)
 
     @property
     def effective_database_url(self) -> str:
@@ -182,6 +223,73 @@ def _flag(variable: str) -> bool:
     raise InvalidInput(f"{variable}={text!r}: give true or false")
 
 
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+_PREFIX_PART = re.compile(r"[A-Za-z0-9!_.*'()=+,;@&$-]+")
+
+
+def blob_location(settings: Settings) -> Path | S3Location:
+    """The blob store the settings name: a directory, or a bucket and key prefix.
+
+    Raises InvalidInput, in one line, for a URL that names neither.
+    """
+    from modelyard.domain.errors import InvalidInput
+    from modelyard.storage.blobs.s3 import S3Location
+
+    url = settings.blob_url
+    if not url:
+        return settings.data_dir / "blobs"
+    parts = urlsplit(url)
+    if parts.scheme == "file":
+        if parts.netloc not in ("", "localhost") or not parts.path.startswith("/"):
+            raise InvalidInput(f"--blob-url {url!r}: a directory is file:///ABSOLUTE/PATH")
+        return Path(unquote(parts.path))
+    if parts.scheme != "s3":
+        raise InvalidInput(
+            f"--blob-url {url!r}: give s3://BUCKET/PREFIX or file:///PATH"
+            f" (not {parts.scheme or 'a bare path'})"
+        )
+    if parts.query or parts.fragment or "@" in parts.netloc or ":" in parts.netloc:
+        raise InvalidInput(f"--blob-url {url!r}: s3://BUCKET/PREFIX has no port, user or query")
+    if not _BUCKET.fullmatch(parts.netloc) or ".." in parts.netloc:
+        raise InvalidInput(
+            f"--blob-url {url!r}: {parts.netloc!r} is not a bucket name (3 to 63 lowercase"
+            " letters, digits, dots and hyphens)"
+        )
+    segments = [p for p in parts.path.split("/") if p]
+    for segment in segments:
+        if segment in (".", "..") or not _PREFIX_PART.fullmatch(segment):
+            raise InvalidInput(f"--blob-url {url!r}: {segment!r} is not a usable key prefix")
+    endpoint = settings.s3_endpoint
+    if endpoint is not None:
+        where = urlsplit(endpoint)
+        if where.scheme not in ("http", "https") or not where.hostname or where.query:
+            raise InvalidInput(
+                f"--s3-endpoint {endpoint!r}: give the store's URL, e.g. http://127.0.0.1:9000"
+            )
+    prefix = "".join(f"{p}/" for p in segments)
+    if len(prefix) > 512:
+        raise InvalidInput("--blob-url: the key prefix may be at most 512 characters")
+    return S3Location(parts.netloc, prefix, settings.s3_endpoint)
+
+
+def open_blob_store(location: Path | S3Location) -> BlobStore:
+    """The blob store at ``location``, checked usable (a bucket that exists and answers)."""
+    from modelyard.storage.blobs import LocalBlobStore
+
+    if isinstance(location, Path):
+        return LocalBlobStore(location)
+    from modelyard.storage.blobs.s3 import S3BlobStore, require_reachable
+
+    require_reachable(location)
+    store = S3BlobStore(location)
+    try:
+        store.check()
+    except BaseException:
+        store.close()
+        raise
+    return store
+
+
 def os_user() -> str:
     """Who runs this process: the actor of local mode and of 'modelyard admin create'."""
     try:
@@ -208,11 +316,12 @@ def open_service(settings: Settings, *, artifacts: bool = True) -> RegistryServi
         from modelyard.service import RegistryService
         from modelyard.service.delivery import DeliveryConfig
         from modelyard.service.outbound import OutboundPolicy
-        from modelyard.storage.blobs import LocalBlobStore, MemoryBlobStore
+        from modelyard.storage.blobs import MemoryBlobStore
         from modelyard.storage.db.engine import create_db_engine, migrate
         from modelyard.storage.db.store import Database
         from modelyard.storage.private import private_dir, private_file
 
+    location = blob_location(settings)  # a bad URL is refused before anything is made
     private_dir(settings.data_dir)
     if settings.database_url is None:
         # SQLite creates its -wal and -shm files with the database file's mode.
@@ -220,9 +329,13 @@ def open_service(settings: Settings, *, artifacts: bool = True) -> RegistryServi
             path = settings.data_dir / f"registry.db{suffix}"
             if suffix == "" or path.exists():
                 private_file(path)
-    engine = create_db_engine(settings.effective_database_url)
-    migrate(engine)
-    blobs = LocalBlobStore(settings.data_dir / "blobs") if artifacts else MemoryBlobStore()
+    blobs = open_blob_store(location) if artifacts else MemoryBlobStore()
+    try:
+        engine = create_db_engine(settings.effective_database_url)
+        migrate(engine)
+    except BaseException:
+        blobs.close()
+        raise
     service = RegistryService(Database(engine), blobs, server_key(settings.data_dir))
     service.sessions.lifetime_us = round(settings.session_hours * 3_600_000_000)
     service.settings = settings

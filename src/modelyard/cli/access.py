@@ -543,9 +543,13 @@ admin_app = typer.Typer(
 def admin_create(
     name: Annotated[str, typer.Argument(help="The admin's user name.")],
     data_dir: Annotated[
-        str,
-        typer.Option(envvar="MODELYARD_DATA_DIR", help="The registry's data directory."),
-    ] = DEFAULT_DATA_DIR,
+        str | None,
+        typer.Option(
+            envvar="MODELYARD_DATA_DIR",
+            show_default=DEFAULT_DATA_DIR,
+            help="The registry's data directory (required with --database-url).",
+        ),
+    ] = None,
     database_url: Annotated[
         str | None,
         typer.Option(envvar="MODELYARD_DATABASE_URL", help="Its PostgreSQL URL, if it uses one."),
@@ -567,7 +571,8 @@ def admin_create(
     from modelyard.domain.access import Caller
 
     secret = read_password(password, password_stdin)
-    service = open_service(Settings.from_env(data_dir, database_url))
+    # Blobs are not touched: the blob store is left closed (a bucket need not answer).
+    service = open_service(Settings.from_env(data_dir, database_url), artifacts=False)
     try:
         made = service.identity.bootstrap_admin(name, operator=os_user())
         if secret is not None:

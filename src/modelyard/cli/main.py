@@ -77,14 +77,44 @@ def serve(
     host: Annotated[str, typer.Option(help="Address to bind.")] = DEFAULT_HOST,
     port: Annotated[int, typer.Option(help="Port to listen on.")] = DEFAULT_PORT,
     data_dir: Annotated[
-        str,
-        typer.Option(envvar="MODELYARD_DATA_DIR", help="Where the SQLite database and blobs live."),
-    ] = DEFAULT_DATA_DIR,
+        str | None,
+        typer.Option(
+            envvar="MODELYARD_DATA_DIR",
+            show_default=DEFAULT_DATA_DIR,
+            help="Where the SQLite database, secret.key and local blobs live. Required"
+            " with --database-url.",
+        ),
+    ] = None,
     database_url: Annotated[
         str | None,
         typer.Option(
             envvar="MODELYARD_DATABASE_URL",
             help="Use PostgreSQL instead of SQLite, e.g. postgresql://user@host/db.",
+        ),
+    ] = None,
+    blob_url: Annotated[
+        str | None,
+        typer.Option(
+            envvar="MODELYARD_BLOB_URL",
+            show_default="DATA_DIR/blobs",
+            help="Where blobs live: s3://BUCKET/PREFIX (credentials and region from the"
+            " standard AWS environment and ~/.aws) or file:///PATH.",
+        ),
+    ] = None,
+    s3_endpoint: Annotated[
+        str | None,
+        typer.Option(
+            envvar="MODELYARD_S3_ENDPOINT",
+            help="An S3-compatible store's URL (MinIO, Ceph...), e.g. http://10.0.0.5:9000.",
+        ),
+    ] = None,
+    proxy_transfers: Annotated[
+        bool | None,
+        typer.Option(
+            "--proxy-transfers/--no-proxy-transfers",
+            envvar="MODELYARD_PROXY_TRANSFERS",
+            show_default=False,
+            help="Send every byte through the server, never a presigned URL of the store.",
         ),
     ] = None,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
@@ -112,6 +142,13 @@ def serve(
 
     [bold]Example[/bold] with an internal webhook receiver:
     modelyard serve --webhook-allow-hosts 10.20.0.0/16
+
+    [bold]Example[/bold], replicas sharing PostgreSQL and a bucket:
+    modelyard serve --host 0.0.0.0 --data-dir /srv/modelyard
+    --database-url postgresql://modelyard@db/modelyard --blob-url s3://models/registry
+
+    [bold]Example[/bold] with MinIO: modelyard serve --blob-url s3://models
+    --s3-endpoint http://127.0.0.1:9000
     """
     from modelyard.config import Settings, open_service, server_side
 
@@ -124,6 +161,9 @@ def serve(
             database_url,
             webhook_allow_http=webhook_allow_http,
             webhook_allow_hosts=webhook_allow_hosts,
+            blob_url=blob_url,
+            s3_endpoint=s3_endpoint,
+            proxy_transfers=proxy_transfers,
         )
         service = open_service(settings)
     except ModelyardError as exc:
@@ -148,7 +188,7 @@ def serve(
     backend = "postgresql" if settings.database_url else f"sqlite in {settings.data_dir}"
     output.errors.print(
         f"Modelyard serving on http://{host}:{port} (metadata: {backend},"
-        f" blobs: {settings.data_dir / 'blobs'}); docs at /docs"
+        f" blobs: {settings.blobs_where}); docs at /docs"
     )
     mode = (
         "single-user local mode until a user exists"

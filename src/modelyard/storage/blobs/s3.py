@@ -22,12 +22,14 @@ import base64
 import contextlib
 import hashlib
 import secrets
+import socket
 import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from modelyard.domain.errors import DigestMismatch, InvalidInput, NotFound, Unavailable
 from modelyard.domain.manifest import validate_digest_hex
@@ -472,6 +474,23 @@ def _describe(exc: Exception) -> str:
     if isinstance(exc, BotoCoreError):
         return f"unreachable ({exc.__class__.__name__}): check the endpoint and the network"
     return f"{exc.__class__.__name__}: {code or exc}"
+
+
+def require_reachable(location: S3Location, timeout: float = 5.0) -> None:
+    """Fail at once, in one line, when nothing listens at the endpoint: botocore would
+    retry a refused connection with backoff for several seconds first."""
+    if location.endpoint is None:
+        return
+    parts = urlsplit(location.endpoint)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        socket.create_connection((parts.hostname or "", port), timeout=timeout).close()
+    except OSError as exc:
+        raise Unavailable(
+            f"blob store {location}: unreachable ({exc.strerror or exc.__class__.__name__}):"
+            " check the endpoint and the network",
+            code="blob_store",
+        ) from None
 
 
 def checksum_of(hex_digest: str) -> str:
