@@ -239,6 +239,15 @@ SAMPLES: dict[tuple[str, str], Sample] = {
         params={"digest": "sha256:{upload}"}, content=b"upload of {role}", scope="anywhere"
     ),
     ("POST", "/api/v1/blobs/uploads"): Sample(content=b"unnamed of {role}", scope="anywhere"),
+    # Bytes the caller may name already: "nothing to send" on any store (S3's direct
+    # uploads themselves are tested against a moto server in test_s3.py).
+    ("GET", "/api/v1/blobs/direct-uploads"): Sample(scope="anywhere"),
+    ("POST", "/api/v1/blobs/direct-uploads"): Sample(
+        json={"digest": "sha256:{blob}", "size": 1, "parts": []}, scope="anywhere"
+    ),
+    ("POST", "/api/v1/blobs/direct-uploads/complete"): Sample(
+        json={"digest": "sha256:{blob}", "size": 1}, scope="anywhere"
+    ),
     ("POST", "/api/v1/gc"): Sample(json={"dry_run": True}, scope=REGISTRY),
     ("GET", "/api/v1/blobs/{digest}"): Sample(params={"digest": "sha256:{blob}"}, scope="blob"),
     ("HEAD", "/api/v1/blobs/{digest}"): Sample(params={"digest": "sha256:{blob}"}, scope="blob"),

@@ -84,6 +84,9 @@ class Settings:
     s3_endpoint: str | None = None
     # Bytes always pass through the server, even where the store could sign a URL.
     proxy_transfers: bool = False
+    # A direct upload is verified by the store's own SHA-256 of the object (computed while
+    # S3 copies it in place), not by reading it back through the server.
+    s3_store_hashes: bool = False
     session_hours: float = DEFAULT_SESSION_HOURS  # how long a web UI sign-in lasts
     # The event stream: a comment every so often keeps proxies from cutting an idle one,
     # and a stream (or a long poll) is held open at most so long, then resumed.
@@ -109,6 +112,7 @@ class Settings:
         blob_url: str | None = None,
         s3_endpoint: str | None = None,
         proxy_transfers: bool | None = None,
+        s3_store_hashes: bool | None = None,
     ) -> Settings:
         """Flags (the arguments) over MODELYARD_* variables over defaults.
 
@@ -133,6 +137,11 @@ class Settings:
                 proxy_transfers
                 if proxy_transfers is not None
                 else _flag("MODELYARD_PROXY_TRANSFERS")
+            ),
+            s3_store_hashes=(
+                s3_store_hashes
+                if s3_store_hashes is not None
+                else _flag("MODELYARD_S3_STORE_HASHES")
             ),
             session_hours=_session_hours(os.environ.get("MODELYARD_SESSION_HOURS")),
             stream_heartbeat=_seconds("MODELYARD_STREAM_HEARTBEAT"),

@@ -27,6 +27,29 @@ BUFFERS = 4
 # 4 KiB covers every common device, and pool buffers are page-aligned (mmap).
 DIRECT_ALIGN = 4096
 
+# Parts of an object store's multipart upload: 8 MiB (S3's minimum is 5 MiB, but for the
+# last), growing by 8 MiB every thousand parts, so that S3's 10,000 parts reach 440 GB
+# without knowing the size in advance. The server and the SDK cut a file the same way.
+PART_SIZE = 8 * 1024 * 1024
+MAX_PARTS = 10_000
+
+
+def part_size(number: int) -> int:
+    """The size of part ``number`` (from 1) of a multipart upload."""
+    return PART_SIZE * (1 + (number - 1) // 1000)
+
+
+def part_ranges(size: int) -> list[tuple[int, int]]:
+    """(offset, length) of each part of a ``size``-byte blob: one part at least."""
+    ranges: list[tuple[int, int]] = []
+    offset = 0
+    while offset < size or not ranges:
+        length = min(part_size(len(ranges) + 1), size - offset)
+        ranges.append((offset, length))
+        offset += length
+    return ranges
+
+
 Step = Callable[[memoryview], None]
 _Item = tuple[mmap.mmap, int] | None
 

@@ -45,6 +45,42 @@ class BlobOut(BaseModel):
     created: bool
 
 
+class DirectUploadsOut(BaseModel):
+    enabled: bool = Field(description="Whether clients send and fetch bytes at the store.")
+    part_size: int = Field(description="The first parts' size; see part_ranges.")
+
+
+class DirectUploadIn(_Strict):
+    digest: StrictStr = Field(description="'sha256:<hex>' of the whole blob")
+    size: StrictInt = Field(ge=0)
+    parts: list[StrictStr] = Field(
+        default_factory=list, max_length=10_000, description="each part's sha256 (hex)"
+    )
+
+
+class DirectPartOut(BaseModel):
+    number: int
+    offset: int
+    size: int
+    url: str
+    headers: dict[str, str]
+
+
+class DirectUploadOut(BaseModel):
+    digest: str
+    size: int
+    created: bool | None = Field(
+        description="false: already stored, nothing to send; null: no direct transfers"
+        " here, upload through the registry; true: send the parts, then complete."
+    )
+    parts: list[DirectPartOut]
+
+
+class DirectCompleteIn(_Strict):
+    digest: StrictStr
+    size: StrictInt = Field(ge=0)
+
+
 class GcIn(_Strict):
     dry_run: StrictBool = Field(False, description="Report what would go; remove nothing.")
     grace_seconds: StrictInt | StrictFloat = Field(

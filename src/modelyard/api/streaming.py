@@ -10,6 +10,7 @@ import re
 from collections.abc import Callable, Iterator
 from urllib.parse import quote
 
+from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from modelyard.api.problems import problem
@@ -83,6 +84,45 @@ def stream_blob(
     )
 
 
+# The request header by which a client says it follows a redirect to the object store (and
+# verifies what it gets). Browsers never send it: the UI's downloads come through the server.
+REDIRECT_HEADER = "Modelyard-Redirect"
+
+
+def redirect_or_stream(
+    request: Request,
+    svc: RegistryService,
+    digest: str,
+    size: int,
+    range_header: str | None,
+    *,
+    filename: str,
+) -> Response:
+    """For a caller already allowed to read the blob: a 307 to a presigned GET of it when
+    the client accepts one and the store can sign, else the bytes through the server."""
+    head = request.method == "HEAD"
+    if not head and request.headers.get(REDIRECT_HEADER, "").lower() == "allow":
+        url = svc.direct_download_url(digest, attachment(filename))
+        if url is not None:
+            return Response(
+                status_code=307,
+                headers={
+                    "Location": url,
+                    "Cache-Control": "no-store",  # the URL expires: never replay it
+                    "Docker-Content-Digest": f"sha256:{digest}",
+                },
+            )
+    return stream_blob(
+        digest,
+        size,
+        range_header,
+        lambda start, end: svc.read_blob(digest, start, end),
+        instance=request.url.path,
+        filename=filename,
+        head=head,
+    )
+
+
 def stream_version_file(
     svc: RegistryService,
     caller: Caller,
@@ -93,10 +133,17 @@ def stream_version_file(
     *,
     instance: str,
     head: bool = False,
+    request: Request | None = None,
 ) -> Response:
     """One file of a version for a caller who may download it: the REST route's answer
-    and the UI's (with the browser's session) are this one."""
+    and the UI's (with the browser's session) are this one. Given the ``request``, a
+    client that accepts it may be redirected to the store (the REST route only)."""
     entry = svc.file_entry(name, number, path, caller=caller)
+    if request is not None:
+        filename = entry.path.rsplit("/", 1)[-1]
+        return redirect_or_stream(
+            request, svc, entry.sha256, entry.size, range_header, filename=filename
+        )
     return stream_blob(
         entry.sha256,
         entry.size,

@@ -23,7 +23,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote, urlencode
 
-from modelyard.client import sse
+from modelyard.client import direct, sse
 from modelyard.client.capture import capture_environment, capture_source
 from modelyard.client.credentials import token_for
 from modelyard.client.hashing import CHUNK, HashCache, cache_dir, file_stamp
@@ -88,6 +88,8 @@ INLINE_TOTAL_LIMIT = 1024 * 1024
 
 
 USER_AGENT = "modelyard-client"
+# Downloads follow a registry's redirect to its object store (the token stays behind).
+REDIRECT = {"Modelyard-Redirect": "allow"}
 # An event stream that cannot connect tries again after 0.5 s, then twice as late, up to 30 s.
 RECONNECT_FIRST = 0.5
 RECONNECT_LAST = 30.0
@@ -136,6 +138,7 @@ class Registry:
             self._headers["Authorization"] = f"Bearer {token}"
         self._progress: Progress = progress or NoProgress()
         self._hashes = HashCache()
+        self._direct: bool | None = None  # whether the registry takes direct uploads
 
     def __enter__(self) -> Registry:
         return self
@@ -352,9 +355,18 @@ class Registry:
         to_send = {d: (p, n) for p, n, d in known.values() if d in missing}
         total = sum(n for _, n in to_send.values()) + sum(n for _, n, _ in unknown.values())
         with self._progress.task("uploading", total) as advance:
+            direct = bool(to_send or unknown) and self._direct_uploads()
             for digest, (local, size) in to_send.items():
-                self._upload_blob(digest, _read_chunks(local, advance), size)
+                if direct:
+                    self._upload_direct(str(local), local, size, advance, digest)
+                else:
+                    self._upload_blob(digest, _read_chunks(local, advance), size)
             for rel, (local, size, stamp) in unknown.items():
+                if direct:
+                    stored = self._upload_direct(rel, local, size, advance)
+                    self._hashes.store(local, stamp, stored)
+                    entries[rel] = FileEntry(rel, size, stored)
+                    continue
                 hasher = hashlib.sha256()
                 chunks = _read_chunks(local, advance, hasher)
                 stored = self._upload_blob(None, chunks, size)
@@ -444,6 +456,38 @@ class Registry:
             return f"/api/v1/requests/{on}/comments"
         return f"{_version_path(self.resolve(on))}/comments"
 
+    def _direct_uploads(self) -> bool:
+        """Whether the registry takes bytes at its object store (presigned URLs): asked
+        once per Registry. A registry that cannot say (older) takes them itself."""
+        if self._direct is None:
+            try:
+                self._direct = bool(self._json("GET", "/api/v1/blobs/direct-uploads")["enabled"])
+            except Unavailable:
+                raise
+            except ModelyardError:  # older (404, 405), or not allowed to: the usual upload
+                self._direct = False
+        return self._direct
+
+    def _upload_direct(
+        self, rel: str, local: Path, size: int, advance: Advance, expected: str | None = None
+    ) -> str:
+        """Send a file's parts to the object store itself and have the registry verify
+        and publish them; continues an upload a dead run began. Returns the digest."""
+        digest, sums = direct.hash_parts(local, size)
+        if expected is not None and digest != expected:
+            raise DigestMismatch(f"{rel}: the file changed since it was hashed; register again")
+        body = {"digest": f"sha256:{digest}", "size": size, "parts": sums}
+        plan = self._json("POST", "/api/v1/blobs/direct-uploads", body=body)
+        if plan["created"] is None:  # this registry takes the bytes itself after all
+            return self._upload_blob(digest, _read_chunks(local, advance), size)
+        parts = [direct.PartToSend(**p) for p in plan["parts"]]
+        advance(size - sum(p.size for p in parts))  # already there: nothing to send
+        if plan["created"]:
+            direct.send_parts(local, parts, advance)
+            done = {"digest": f"sha256:{digest}", "size": size}
+            self._json("POST", "/api/v1/blobs/direct-uploads/complete", body=done)
+        return digest
+
     def _missing_blobs(self, digests: list[str]) -> list[str]:
         body = {"digests": [f"sha256:{d}" for d in digests]}
         data = self._json("POST", "/api/v1/blobs/missing", body=body)
@@ -498,7 +542,10 @@ class Registry:
         total = sum(e.size for e in todo)
         with self._progress.task("downloading", total) as advance:
             for entry in todo:
-                response = self._send("GET", f"/api/v1/blobs/sha256:{entry.sha256}", stream=True)
+                # Perhaps answered by a redirect to the object store: verified all the same.
+                response = self._send(
+                    "GET", f"/api/v1/blobs/sha256:{entry.sha256}", headers=REDIRECT, stream=True
+                )
                 try:
                     _write_verified(targets[entry.path], entry, _chunks_of(response), advance)
                 finally:

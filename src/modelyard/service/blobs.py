@@ -17,10 +17,12 @@ registration never names a blob being collected.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from modelyard.domain.access import Caller, Permission, Role
 from modelyard.domain.errors import (
@@ -37,13 +39,30 @@ from modelyard.domain.manifest import FileEntry, validate_digest_hex
 from modelyard.service.access import AccessControl
 from modelyard.storage.blobs import BlobStore, BlobUpload
 from modelyard.storage.db.store import Database, Reader, Writer, now_us
+from modelyard.transfer import MAX_PARTS, part_ranges, part_size
+
+if TYPE_CHECKING:
+    from modelyard.config import Settings
+    from modelyard.domain.keys import ServerKey
+    from modelyard.storage.blobs.s3 import DirectPart, S3BlobStore
 
 DEFAULT_GRACE_SECONDS = 3600.0
 MAX_INLINE_FILE = 64 * 1024
 MAX_INLINE_TOTAL = 4 * 1024 * 1024
 _BATCH = 500
+MAX_DIRECT_SIZE = sum(part_size(n) for n in range(1, MAX_PARTS + 1))
 # Not a principal name (those have no ':'), so the journal cannot confuse it with one.
 START_UP = Caller.local_user("modelyard:start-up")
+
+
+@dataclass(frozen=True, slots=True)
+class DirectPlan:
+    """The answer to a direct upload's start: nothing to send (``created`` False), no
+    direct transfers here (None: upload through the server), or the parts to send."""
+
+    size: int
+    created: bool | None
+    parts: list[DirectPart] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +89,8 @@ class BlobService:
     db: Database
     blobs: BlobStore
     access: AccessControl
+    key: ServerKey
+    settings: Settings | None
 
     # -- asking and uploading --------------------------------------------------------------
 
@@ -118,7 +139,9 @@ class BlobService:
         name these bytes before (to anyone else the registry never admits holding them).
         """
         size = pending.upload.commit()
-        digest = pending.digest
+        return self._record_upload(pending.caller, pending.digest, size)
+
+    def _record_upload(self, caller: Caller, digest: str, size: int) -> tuple[int, bool]:
         with self.db.write(unjournaled="blob.recorded") as tx:
             if self.blobs.stat(digest) is None:
                 # Collected between its publication and this record (rare): start again.
@@ -126,10 +149,8 @@ class BlobService:
                     f"blob sha256:{digest} was collected while it was uploaded; upload it again",
                     code="blob_collected",
                 )
-            known = bool(tx.blob_sizes([digest])) and bool(
-                self._nameable(tx, pending.caller, [digest])
-            )
-            tx.record_uploaded_blob(digest, size, pending.caller.principal_id, now_us())
+            known = bool(tx.blob_sizes([digest])) and bool(self._nameable(tx, caller, [digest]))
+            tx.record_uploaded_blob(digest, size, caller.principal_id, now_us())
         return size, not known
 
     def _require_blobs(
@@ -163,6 +184,84 @@ class BlobService:
                     f" sha256:{entry.sha256} has {stored[entry.sha256]}",
                     code="size_mismatch",
                 )
+
+    # -- direct transfers: the client and the store, the server out of the data path -------
+
+    def direct_transfers(self) -> bool:
+        """Whether bytes may go between client and store by presigned URLs (an S3 store,
+        unless --proxy-transfers)."""
+        return self._direct_store() is not None
+
+    def _direct_store(self) -> S3BlobStore | None:
+        if self.settings is not None and self.settings.proxy_transfers:
+            return None
+        from modelyard.storage.blobs.s3 import S3BlobStore
+
+        return self.blobs if isinstance(self.blobs, S3BlobStore) else None
+
+    def begin_direct_upload(
+        self, caller: Caller, digest: str, size: int, checksums: Sequence[str]
+    ) -> DirectPlan:
+        """Presigned PUTs for the parts of ``digest`` (``size`` bytes) the store still
+        lacks, each bound to its SHA-256 (``checksums``, one per part of ``part_ranges``).
+
+        Only for a caller who may upload (register somewhere). One staged upload per caller
+        and digest, so a client that died continues where it stopped. ``created=False``:
+        the registry holds these bytes and the caller may name them, nothing to send.
+        """
+        stored = self.stored_blobs(caller, [validate_digest_hex(digest)])  # REGISTER
+        if digest in stored:
+            return DirectPlan(stored[digest], created=False)
+        store = self._direct_store()
+        if store is None:
+            return DirectPlan(size, created=None)
+        if not 0 <= size <= MAX_DIRECT_SIZE:
+            raise TooLarge(f"a blob may have at most {MAX_DIRECT_SIZE} bytes")
+        ranges = part_ranges(size)
+        if len(checksums) != len(ranges):
+            raise InvalidInput(
+                f"{size} bytes make {len(ranges)} part(s) of part_ranges; {len(checksums)}"
+                " checksum(s) were sent",
+                code="parts_mismatch",
+            )
+        for checksum in checksums:
+            validate_digest_hex(checksum)
+        parts = store.plan_direct(self._direct_name(caller, digest), ranges, list(checksums))
+        return DirectPlan(size, created=True, parts=parts)
+
+    def finish_direct_upload(self, caller: Caller, digest: str, size: int) -> tuple[int, bool]:
+        """Verify what the client sent (the whole object's SHA-256 and size), publish and
+        record it as an upload is: the caller now proves possession. A blob that fails
+        verification is deleted (DigestMismatch): the registration naming it is refused."""
+        stored = self.stored_blobs(caller, [validate_digest_hex(digest)])  # REGISTER
+        if digest in stored:
+            return stored[digest], False
+        store = self._direct_store()
+        if store is None:
+            raise Conflict("this registry takes uploads through itself", code="proxy_transfers")
+        store_hashes = self.settings is not None and self.settings.s3_store_hashes
+        store.finish_direct(
+            self._direct_name(caller, digest), digest, size, store_hashes=store_hashes
+        )
+        return self._record_upload(caller, digest, size)
+
+    def _direct_name(self, caller: Caller, digest: str) -> str:
+        """The staged upload's name for this caller and digest: found again by a retry,
+        never shared with another caller (who cannot complete or poison it)."""
+        who = f"{caller.principal_id}" if caller.principal_id is not None else f"~{caller.name}"
+        mac = hmac.new(self.key.derive("direct-uploads"), f"{who}:{digest}".encode(), "sha256")
+        return f"{digest}.{mac.hexdigest()[:16]}.part"
+
+    def direct_download_url(self, digest: str, disposition: str) -> str | None:
+        """A presigned GET of a blob for a caller already allowed to read it, or None
+        (proxy mode, a store that cannot sign, or bytes kept in the database)."""
+        store = self._direct_store()
+        if store is None:
+            return None
+        with self.db.read() as tx:
+            if tx.blob_content(digest) is not None:
+                return None
+        return store.url(digest, disposition=disposition)
 
     # -- reading ---------------------------------------------------------------------------
 

@@ -11,11 +11,20 @@ from starlette.convertors import StringConvertor, register_url_convertor
 from starlette.responses import Response
 
 from modelyard.api.deps import caller, json_response, needs, service
-from modelyard.api.schemas import BlobOut, MissingBlobsIn, MissingBlobsOut
-from modelyard.api.streaming import stream_blob
+from modelyard.api.schemas import (
+    BlobOut,
+    DirectCompleteIn,
+    DirectUploadIn,
+    DirectUploadOut,
+    DirectUploadsOut,
+    MissingBlobsIn,
+    MissingBlobsOut,
+)
+from modelyard.api.streaming import redirect_or_stream
+from modelyard.domain.access import Permission
 from modelyard.domain.errors import InvalidInput
 from modelyard.service.blobs import PendingBlob
-from modelyard.transfer import BUFFER_SIZE
+from modelyard.transfer import BUFFER_SIZE, PART_SIZE
 
 router = APIRouter(prefix="/api/v1/blobs", tags=["blobs"])
 
@@ -47,6 +56,61 @@ def missing(body: MissingBlobsIn, request: Request) -> Response:
     """
     lacking = service(request).missing_blobs(caller(request), [_hex(d) for d in body.digests])
     return json_response({"missing": [f"sha256:{d}" for d in lacking]})
+
+
+@router.get(
+    "/direct-uploads", response_model=DirectUploadsOut, openapi_extra=needs("model.register")
+)
+def direct_uploads(request: Request) -> Response:
+    """Whether this registry hands out presigned URLs of its object store, so that bytes
+    go between client and store without passing through the server."""
+    svc = service(request)
+    svc.access.require_anywhere(caller(request), Permission.REGISTER)
+    return json_response({"enabled": svc.direct_transfers(), "part_size": PART_SIZE})
+
+
+@router.post(
+    "/direct-uploads",
+    status_code=201,
+    response_model=DirectUploadOut,
+    openapi_extra=needs("model.register"),
+)
+def begin_direct_upload(body: DirectUploadIn, request: Request) -> Response:
+    """Start (or resume) sending a blob straight to the object store: presigned PUTs for
+    the parts it lacks, each bound to its SHA-256, expiring in 15 minutes.
+
+    Parts are cut by ``part_ranges`` (8 MiB, growing after a thousand parts); ``parts``
+    lists each part's sha256. Send each part to its URL with its headers, in any order
+    and in parallel, then POST /blobs/direct-uploads/complete. Asking again after a crash
+    answers only the parts that are still missing.
+    """
+    plan = service(request).begin_direct_upload(
+        caller(request), _hex(body.digest), body.size, body.parts
+    )
+    parts = [
+        {"number": p.number, "offset": p.offset, "size": p.size, "url": p.url, "headers": p.headers}
+        for p in plan.parts
+    ]
+    answer = {"digest": body.digest, "size": plan.size, "created": plan.created, "parts": parts}
+    response = json_response(answer, status=201 if plan.created else 200)
+    response.headers["Cache-Control"] = "no-store"  # the URLs are credentials for minutes
+    return response
+
+
+@router.post(
+    "/direct-uploads/complete",
+    status_code=201,
+    response_model=BlobOut,
+    openapi_extra=needs("model.register"),
+)
+def complete_direct_upload(body: DirectCompleteIn, request: Request) -> Response:
+    """Verify the parts sent (the whole blob's sha256 and size) and publish the blob; one
+    that fails verification is deleted (400 digest_mismatch)."""
+    size, created = service(request).finish_direct_upload(
+        caller(request), _hex(body.digest), body.size
+    )
+    body_out = {"digest": body.digest, "size": size, "created": created}
+    return json_response(body_out, status=201 if created else 200)
 
 
 @router.put(
@@ -128,18 +192,16 @@ def _write(upload: PendingBlob, chunks: list[bytes]) -> None:
 def download(
     digest: DigestPath, request: Request, range: Annotated[str | None, Header()] = None
 ) -> Response:
-    """The blob's bytes; honours Range; the ETag is the digest."""
+    """The blob's bytes; honours Range; the ETag is the digest.
+
+    A client that sends ``Modelyard-Redirect: allow`` may get a 307 to a presigned URL of
+    the object store instead (the SDK does; it verifies every byte it receives).
+    """
     svc = service(request)
     hex_digest = _hex(digest)
     size = svc.blob_size(caller(request), hex_digest)
-    return stream_blob(
-        hex_digest,
-        size,
-        range,
-        lambda start, end: svc.read_blob(hex_digest, start, end),
-        instance=request.url.path,
-        filename=f"sha256-{hex_digest}",
-        head=request.method == "HEAD",
+    return redirect_or_stream(
+        request, svc, hex_digest, size, range, filename=f"sha256-{hex_digest}"
     )
 
 

@@ -187,7 +187,11 @@ def download_file(
     request: Request,
     range: Annotated[str | None, Header()] = None,
 ) -> Response:
-    """One file of a version; honours Range; the ETag is the file's sha256."""
+    """One file of a version; honours Range; the ETag is the file's sha256.
+
+    A client that sends ``Modelyard-Redirect: allow`` may get a 307 to a presigned URL of
+    the object store instead (the SDK does; it verifies every byte it receives).
+    """
     return stream_version_file(
         service(request),
         caller(request),
@@ -197,6 +201,7 @@ def download_file(
         range,
         instance=request.url.path,
         head=request.method == "HEAD",
+        request=request,
     )
 
 

@@ -31,27 +31,27 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from modelyard.domain.errors import DigestMismatch, InvalidInput, NotFound, Unavailable
+from modelyard.domain.errors import (
+    Conflict,
+    DigestMismatch,
+    InvalidInput,
+    ModelyardError,
+    NotFound,
+    Unavailable,
+)
 from modelyard.domain.manifest import validate_digest_hex
 from modelyard.storage.blobs.base import BlobInfo, UploadLeftover, validate_upload_name
-from modelyard.transfer import Pipeline
+from modelyard.transfer import MAX_PARTS, Pipeline, part_ranges, part_size
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
     from mypy_boto3_s3.type_defs import CompletedPartTypeDef
 
 CHUNK_SIZE = 4 * 1024 * 1024
-PART_SIZE = 8 * 1024 * 1024  # S3's minimum is 5 MiB (but for the last part)
 PARALLEL_PARTS = 4  # parts of one upload in flight at once: memory is about (this + 2) parts
-MAX_PARTS = 10_000
 COPY_LIMIT = 5 * 1024**3  # one CopyObject copies at most 5 GiB; beyond, a multipart copy
-PRESIGN_SECONDS = 300
-
-
-def part_size(number: int) -> int:
-    """The size of part ``number`` (from 1): 8 MiB, growing by 8 MiB every thousand parts,
-    so that 10,000 parts reach 440 GB without knowing the size in advance."""
-    return PART_SIZE * (1 + (number - 1) // 1000)
+PRESIGN_SECONDS = 300  # a download's URL: minutes, and bound to one object
+PART_URL_SECONDS = 900  # an upload part's URL: a part started late in a big upload too
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +88,17 @@ def make_client(endpoint: str | None) -> S3Client:
     )
     session = boto3.session.Session()
     return session.client("s3", endpoint_url=endpoint, config=config)
+
+
+@dataclass(frozen=True, slots=True)
+class DirectPart:
+    """One part a client sends itself: its place in the file and where to PUT it."""
+
+    number: int
+    offset: int
+    size: int
+    url: str
+    headers: dict[str, str]
 
 
 class S3BlobStore:
@@ -195,6 +206,150 @@ class S3BlobStore:
         else:
             self._s3.copy(source, self.bucket, target)  # type: ignore[arg-type]
         self._s3.delete_object(Bucket=self.bucket, Key=staged_key)
+
+    # -- direct uploads (presigned parts, sent by the client itself) ------------------------
+
+    def plan_direct(
+        self, name: str, ranges: list[tuple[int, int]], checksums: list[str]
+    ) -> list[DirectPart]:
+        """The parts of a multipart upload at ``staging/<name>`` still to send, each with
+        a presigned PUT that carries its SHA-256 (``checksums``, hex, one per range).
+
+        The upload is found again by its name, so a client that died re-plans and sends
+        only the parts that are not there yet.
+        """
+        key = self.staging_key(name)
+        try:
+            upload_id = self._open_multipart(key)
+            sent = self._parts(key, upload_id)
+        except Exception as exc:
+            raise self._unavailable(exc) from exc
+        todo = []
+        for number, ((offset, length), checksum) in enumerate(
+            zip(ranges, checksums, strict=True), 1
+        ):
+            if number in sent and sent[number]["Size"] == length:
+                continue
+            value = checksum_of(checksum)
+            url = self._s3.generate_presigned_url(
+                "upload_part",
+                Params={
+                    "Bucket": self.bucket,
+                    "Key": key,
+                    "UploadId": upload_id,
+                    "PartNumber": number,
+                    "ChecksumSHA256": value,
+                },
+                ExpiresIn=PART_URL_SECONDS,
+            )
+            todo.append(DirectPart(number, offset, length, url, {"x-amz-checksum-sha256": value}))
+        return todo
+
+    def finish_direct(self, name: str, digest: str, size: int, *, store_hashes: bool) -> int:
+        """Complete the client's multipart upload, verify it is ``digest`` of ``size``
+        bytes and publish it; a blob that fails is deleted (DigestMismatch).
+
+        The store checked each part against the SHA-256 it was sent with (where it does:
+        moto does not), but a client chooses those: the whole object's SHA-256 is what
+        counts. ``store_hashes``: the store computes it while copying the object in place
+        (S3 does, with ChecksumAlgorithm); else this server reads the object back.
+        """
+        key = self.staging_key(name)
+        validate_digest_hex(digest)
+        try:
+            self._complete_direct(key, size)
+            actual, stored = self._hash_of(key, digest, store_hashes)
+        except ModelyardError:
+            raise
+        except Exception as exc:
+            raise self._unavailable(exc) from exc
+        if actual != digest or stored != size:
+            self.remove_staged(key)
+            raise DigestMismatch(
+                f"the uploaded object ({stored} bytes) hashes to sha256:{actual}, not the"
+                f" sha256:{digest} of {size} bytes announced; it was deleted",
+                expected=f"sha256:{digest}",
+                actual=f"sha256:{actual}",
+            )
+        self.publish(key, digest, size)
+        return size
+
+    def _complete_direct(self, key: str, size: int) -> None:
+        uploads = [u for k, u, _ in self._multipart_uploads(key) if k == key]
+        if not uploads:
+            if self._head(key) is None:
+                raise NotFound(
+                    "no upload of these bytes is under way: begin it again", code="upload_not_found"
+                )
+            return  # completed before a crash: verify what is there
+        upload_id = uploads[0]
+        sent = self._parts(key, upload_id)
+        expected = len(part_ranges(size))
+        if (
+            sorted(sent) != list(range(1, expected + 1))
+            or sum(p["Size"] for p in sent.values()) != size
+        ):
+            raise Conflict(
+                f"{len(sent)} of the {expected} parts are uploaded: send the rest first",
+                code="upload_incomplete",
+            )
+        parts: list[CompletedPartTypeDef] = []
+        for number in sorted(sent):
+            part: CompletedPartTypeDef = {"PartNumber": number, "ETag": sent[number]["ETag"]}
+            if sent[number].get("ChecksumSHA256"):
+                part["ChecksumSHA256"] = sent[number]["ChecksumSHA256"]
+            parts.append(part)
+        self._s3.complete_multipart_upload(
+            Bucket=self.bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}
+        )
+
+    def _hash_of(self, key: str, digest: str, store_hashes: bool) -> tuple[str, int]:
+        """The staged object's SHA-256 (hex) and size: computed by the store, or here."""
+        if store_hashes:
+            copied = self._s3.copy_object(
+                Bucket=self.bucket,
+                Key=key,
+                CopySource={"Bucket": self.bucket, "Key": key},
+                ChecksumAlgorithm="SHA256",
+                MetadataDirective="REPLACE",
+            )
+            value = copied.get("CopyObjectResult", {}).get("ChecksumSHA256", "")
+            head = self._head(key)
+            if value and "-" not in value and head is not None:  # "-N": of parts, not whole
+                return base64.b64decode(value).hex(), head["ContentLength"]
+        answer = self._s3.get_object(Bucket=self.bucket, Key=key)
+        hasher = hashlib.sha256()
+        stored = 0
+        for chunk in _chunks(answer["Body"]):
+            hasher.update(chunk)
+            stored += len(chunk)
+        return hasher.hexdigest(), stored
+
+    def _open_multipart(self, key: str) -> str:
+        for found, upload_id, _ in self._multipart_uploads(key):
+            if found == key:
+                return upload_id
+        made = self._s3.create_multipart_upload(
+            Bucket=self.bucket, Key=key, ChecksumAlgorithm="SHA256"
+        )
+        return made["UploadId"]
+
+    def _parts(self, key: str, upload_id: str) -> dict[int, Any]:
+        found: dict[int, Any] = {}
+        for page in self._s3.get_paginator("list_parts").paginate(
+            Bucket=self.bucket, Key=key, UploadId=upload_id
+        ):
+            for part in page.get("Parts", ()):
+                found[part["PartNumber"]] = part
+        return found
+
+    def _head(self, key: str) -> Any:
+        try:
+            return self._s3.head_object(Bucket=self.bucket, Key=key)
+        except Exception as exc:
+            if _missing(exc):
+                return None
+            raise
 
     # -- leftovers -------------------------------------------------------------------------
 
