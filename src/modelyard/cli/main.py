@@ -117,6 +117,16 @@ def serve(
             help="Send every byte through the server, never a presigned URL of the store.",
         ),
     ] = None,
+    s3_store_hashes: Annotated[
+        bool | None,
+        typer.Option(
+            "--s3-store-hashes/--no-s3-store-hashes",
+            envvar="MODELYARD_S3_STORE_HASHES",
+            show_default=False,
+            help="Verify a direct upload by the SHA-256 the store computes as it copies the"
+            " object in place (AWS S3 does), instead of reading it back through the server.",
+        ),
+    ] = None,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
     webhook_allow_http: Annotated[
         bool | None,
@@ -164,6 +174,7 @@ def serve(
             blob_url=blob_url,
             s3_endpoint=s3_endpoint,
             proxy_transfers=proxy_transfers,
+            s3_store_hashes=s3_store_hashes,
         )
         service = open_service(settings)
     except ModelyardError as exc:
