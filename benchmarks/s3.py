@@ -134,8 +134,10 @@ def main() -> None:
                     servers[mode] = stack.enter_context(server)
                 for _ in range(args.reps):  # interleaved: a noisy minute hits every side
                     boto.append(boto3_round(client, big, scratch))
+                    print(f"boto3: {boto[-1]}", file=sys.stderr, flush=True)
                     for mode, server in servers.items():
                         rounds[mode].append(registry_round(server, big, scratch))
+                        print(f"{mode}: {rounds[mode][-1]}", file=sys.stderr, flush=True)
                 figures["loadavg_1m_end"] = round(os.getloadavg()[0], 2)
         boto_up = statistics.median(u for u, _ in boto)
         boto_down = statistics.median(d for _, d in boto)
