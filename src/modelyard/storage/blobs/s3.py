@@ -258,7 +258,8 @@ class S3BlobStore:
         validate_digest_hex(digest)
         try:
             self._complete_direct(key, size)
-            actual, stored = self._hash_of(key, digest, store_hashes)
+            # One CopyObject copies at most 5 GiB: past that, the server reads the object.
+            actual, stored = self._hash_of(key, store_hashes and size <= COPY_LIMIT)
         except ModelyardError:
             raise
         except Exception as exc:
@@ -303,7 +304,7 @@ class S3BlobStore:
             Bucket=self.bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}
         )
 
-    def _hash_of(self, key: str, digest: str, store_hashes: bool) -> tuple[str, int]:
+    def _hash_of(self, key: str, store_hashes: bool) -> tuple[str, int]:
         """The staged object's SHA-256 (hex) and size: computed by the store, or here."""
         if store_hashes:
             copied = self._s3.copy_object(
