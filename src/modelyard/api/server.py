@@ -57,6 +57,7 @@ class ServerOptions:
     tls_key: Path | None = None
     # Peers whose X-Forwarded-For, X-Forwarded-Proto and X-Request-Id are believed.
     forwarded_allow_ips: str = "127.0.0.1"
+    timeout_keep_alive: int = 5  # seconds: uvicorn's default
     metrics_token_sha256: str | None = None  # of the scraper's token; never the token
 
 
@@ -134,6 +135,7 @@ def _run(
         access_log=False,  # telemetry's request logs name the route, never the path
         proxy_headers=False,  # TrustedProxy does it, and tells the app whom it trusted
         forwarded_allow_ips=options.forwarded_allow_ips,
+        timeout_keep_alive=options.timeout_keep_alive,
         ssl_certfile=options.tls_cert,
         ssl_keyfile=options.tls_key,
     )

@@ -98,6 +98,37 @@ class Telemetry:
         started = time.perf_counter()
         status = 0
         received = sent = 0
+        recorded = False
+
+        def record(answered: int) -> None:
+            nonlocal recorded
+            recorded = True
+            elapsed = time.perf_counter() - started
+            route = route_of(scope)
+            method = scope["method"] if scope["method"] in METHODS else "other"
+            if metrics is not None:
+                metrics.observe(method, route, answered, elapsed)
+                if route in BLOB_ROUTES:
+                    if method in ("PUT", "POST"):
+                        metrics.blob_bytes(received, 0)
+                    elif method == "GET":
+                        metrics.blob_bytes(0, sent)
+            if log_requests:
+                access_log.info(
+                    "%s %s %d %.1f ms %s",
+                    method,
+                    route,
+                    answered,
+                    elapsed * 1000,
+                    request_id,
+                    extra={
+                        "method": method,
+                        "route": route,
+                        "status": answered,
+                        "duration_ms": round(elapsed * 1000, 3),
+                        "request_id": request_id,
+                    },
+                )
 
         async def counting_receive() -> Message:
             nonlocal received
@@ -112,36 +143,19 @@ class Telemetry:
                 message["headers"] = [*message.get("headers", ()), header]
             elif message["type"] == "http.response.body":
                 sent += len(message.get("body", b""))
+                if not message.get("more_body", False):
+                    # Counted before the answer's end leaves: whoever has read a whole
+                    # answer finds it counted (a scrape right after, on another worker).
+                    record(status)
             await send(message)
 
         try:
             await app(scope, counting_receive, counting_send)
         finally:
-            elapsed = time.perf_counter() - started
-            route = route_of(scope)
-            method = scope["method"] if scope["method"] in METHODS else "other"
-            # A request that ended before an answer (the client left) is a 499, as nginx
-            # logs it; an exception that escaped before any answer is the 500 uvicorn sends.
-            answered = status or (500 if _escaping() else 499)
-            if metrics is not None:
-                metrics.observe(method, route, answered, elapsed)
-                if route in BLOB_ROUTES:
-                    metrics.blob_bytes(received if method in ("PUT", "POST") else 0, sent)
-            if log_requests:
-                access_log.info(
-                    "%s %s %d %.1f ms",
-                    method,
-                    route,
-                    answered,
-                    elapsed * 1000,
-                    extra={
-                        "method": method,
-                        "route": route,
-                        "status": answered,
-                        "duration_ms": round(elapsed * 1000, 3),
-                        "request_id": request_id,
-                    },
-                )
+            if not recorded:
+                # Ended before its answer did: the client left (499, as nginx logs it), or
+                # an exception escaped before any answer (the 500 uvicorn then sends).
+                record(status or (500 if _escaping() else 499))
 
 
 def route_of(scope: Scope) -> str:

@@ -118,6 +118,16 @@ def serve(
             " X-Forwarded-For/-Proto and X-Request-Id are believed ('*': any).",
         ),
     ] = "127.0.0.1",
+    timeout_keep_alive: Annotated[
+        int,
+        typer.Option(
+            envvar="MODELYARD_TIMEOUT_KEEP_ALIVE",
+            min=1,
+            max=3600,
+            help="Seconds an idle kept-alive connection stays open; behind a reverse proxy,"
+            " longer than the proxy keeps its idle upstream connections.",
+        ),
+    ] = 5,
     log_format: Annotated[
         Literal["text", "json"],
         typer.Option(envvar="MODELYARD_LOG_FORMAT", help="json: one object a line."),
@@ -184,6 +194,7 @@ def serve(
             tls_cert=tls_cert,
             tls_key=tls_key,
             forwarded_allow_ips=forwarded_allow_ips,
+            timeout_keep_alive=timeout_keep_alive,
             metrics_token_sha256=_metrics_token_sha256(metrics_token),
         )
         _check_tls(tls_cert, tls_key)
