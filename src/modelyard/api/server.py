@@ -33,6 +33,7 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from modelyard.api import logs
 from modelyard.api.app import create_app
+from modelyard.api.metrics import Metrics
 from modelyard.api.telemetry import TRUSTED_PROXY, Telemetry
 from modelyard.config import DEFAULT_HOST, DEFAULT_PORT, Settings, open_service
 from modelyard.domain.access import Reach
@@ -110,8 +111,6 @@ def _app(
     deliver: bool,
     metrics: Path | None,
 ) -> FastAPI:
-    from modelyard.api.metrics import Metrics
-
     telemetry = Telemetry(
         Metrics(service.db, metrics),
         log_requests=options.access_log,
