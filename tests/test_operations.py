@@ -26,7 +26,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import pytest
@@ -37,9 +37,15 @@ from cryptography.x509.oid import NameOID
 from sqlalchemy import Engine, text
 
 import modelyard
+from modelyard.api import create_app
+from modelyard.api.routes.resolve import RESOLVE_ROUTE
+from modelyard.api.telemetry import BLOB_ROUTES
 from modelyard.config import Settings, open_service
+from modelyard.domain.access import Reach
+from modelyard.service import RegistryService
 from tests.conftest import BACKENDS, free_port
 from tests.receivers import receiving
+from tests.test_access import _RoutesOnly
 
 DEADLINE = 30.0
 METRICS_TOKEN = "scrape-" + secrets.token_hex(20)
@@ -567,3 +573,17 @@ def test_tls_with_the_sdk_and_a_ca_bundle(server: Server, monkeypatch: pytest.Mo
         modelyard.connect(server.url, token=server.admin_token) as reg,
     ):
         reg.resolve("secure")
+
+
+def test_the_routes_telemetry_names_are_routes_of_the_app() -> None:
+    """The blob routes whose bytes are counted, and the templates the fast paths report,
+    are templates of real routes: a renamed route must not silently stop being counted."""
+    app = create_app(cast(RegistryService, _RoutesOnly()), reach=Reach.LOOPBACK)
+    templates = set()
+    routes = list(app.routes)
+    while routes:
+        route = routes.pop()
+        templates.add(getattr(route, "path_format", ""))
+        routes += getattr(getattr(route, "original_router", None), "routes", [])
+    assert templates >= BLOB_ROUTES
+    assert {RESOLVE_ROUTE, "/api/v1/versions", "/api/v1/models/{name}/versions"} <= templates
