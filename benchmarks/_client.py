@@ -23,7 +23,7 @@ def get(conn: http.client.HTTPConnection, path: str, payload: bytes | None = Non
         conn.request("POST", path, payload, {"Content-Type": "application/json"})
     response = conn.getresponse()
     body = response.read()
-    if response.status != 200 or not body:
+    if not 200 <= response.status < 300 or not body:  # 201: a registration
         raise RuntimeError(f"{path} answered {response.status}: {body[:200]!r}")
 
 

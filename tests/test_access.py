@@ -21,6 +21,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy import text
 
 from modelyard.api import create_app
+from modelyard.api.metrics import Metrics
+from modelyard.api.telemetry import Telemetry
 from modelyard.domain.access import (
     MINIMUM_ROLE,
     Caller,
@@ -174,7 +176,8 @@ def world(restored: Callable[[Callable[[RegistryService], Handles]], Any]) -> It
     """The world, built once per test process and backend, restored for each test."""
     service, handles = restored(build_world)
     service.outbound = OUTBOUND  # configuration, not data: a copy starts without it
-    app = create_app(service, reach=Reach.LOOPBACK, local_user="tester")
+    telemetry = Telemetry(Metrics(service.db))  # as the server's: /metrics answers admins
+    app = create_app(service, reach=Reach.LOOPBACK, local_user="tester", telemetry=telemetry)
     with TestClient(app) as client:
         yield World(service, client, handles)
 
@@ -232,6 +235,7 @@ REGISTRY = "registry"
 SAMPLES: dict[tuple[str, str], Sample] = {
     ("GET", "/healthz"): Sample(),
     ("GET", "/readyz"): Sample(),
+    ("GET", "/metrics"): Sample(scope=REGISTRY),
     ("POST", "/api/v1/blobs/missing"): Sample(
         json={"digests": ["sha256:" + "0" * 64]}, scope="anywhere"
     ),

@@ -6,10 +6,11 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from pathlib import Path
 
 from modelyard.domain.access import Caller
 from modelyard.service import RegistryService
-from modelyard.storage.db.bell import JournalBell
+from modelyard.storage.db.bell import BellPeers, JournalBell
 
 
 def test_a_commit_wakes_a_waiter_in_this_process(service: RegistryService) -> None:
@@ -76,3 +77,33 @@ def test_a_cancelled_async_waiter_leaves_nothing_behind() -> None:
 
     asyncio.run(main())
     assert not bell._futures
+
+
+def test_sibling_workers_ring_each_other(tmp_path: Path) -> None:
+    """``BellPeers``: a ring in one worker wakes a waiter in another at once (its database
+    head never moves here and its poll is a minute: only the sibling's datagram can wake it),
+    reaches that worker's listeners, and is not echoed back."""
+    bells = [JournalBell(lambda: 0, poll=60.0) for _ in range(3)]
+    peers = [BellPeers(bell, tmp_path, i, 3) for i, bell in enumerate(bells)]
+    heard: list[int] = []
+    bells[1].listeners.append(heard.append)
+    try:
+        waiters = [
+            threading.Thread(target=lambda b=b: woke.append(b.wait(0, timeout=30)))
+            for b in bells[1:]
+        ]
+        woke: list[int] = []
+        for waiter in waiters:
+            waiter.start()
+        bells[0].ring(7)
+        for waiter in waiters:
+            waiter.join(30)
+        assert woke == [7, 7]
+        assert heard == [7]
+        bells[2].ring(9)  # and the other way
+        assert bells[0].wait(7, timeout=30) == 9
+        assert heard == [7, 9]
+    finally:
+        for peer in peers:
+            peer.close()
+    assert not list(tmp_path.iterdir())  # each worker's socket removed

@@ -45,6 +45,7 @@ SERVER_PACKAGES = frozenset(
         "multipart",
         "nh3",
         "orjson",
+        "prometheus_client",  # also serve-model's (the serving extra), which runs without these
         "psycopg",
         "python_multipart",
         "sqlalchemy",

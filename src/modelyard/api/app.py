@@ -30,13 +30,15 @@ from modelyard.api.routes import (
     gc,
     health,
     lifecycle,
+    metrics,
     models,
     online,
     resolve,
     versions,
     webhooks,
 )
-from modelyard.api.routes.resolve import FastResolve, fast_resolve, is_fast_resolve
+from modelyard.api.routes.resolve import RESOLVE_ROUTE, FastResolve, fast_resolve, is_fast_resolve
+from modelyard.api.telemetry import ROUTE, Telemetry
 from modelyard.config import os_user
 from modelyard.domain.access import Reach
 from modelyard.service import RegistryService
@@ -56,9 +58,9 @@ def _swagger_ui_assets() -> Path:
 
 
 class ModelyardApp(FastAPI):
-    """FastAPI, with ``X-Content-Type-Options: nosniff`` on every response, and the plain
-    resolve answered in front of the framework while nothing but the app's own middleware
-    is installed.
+    """FastAPI, with ``X-Content-Type-Options: nosniff`` and the request id (``Telemetry``)
+    on every response, and the plain resolve answered in front of the framework while
+    nothing but the app's own middleware is installed.
 
     nosniff is added here, outside the whole stack, so that it also covers the error pages
     the stack writes itself (the 500 of an unexpected exception).
@@ -72,6 +74,7 @@ class ModelyardApp(FastAPI):
 
     _own_middleware: tuple[object, ...] = ()
     _resolve_in_front = False  # decided when the stack is built (at the first request)
+    telemetry = Telemetry()  # request ids only; create_app sets the server's
 
     def own_middleware_installed(self) -> None:
         """Mark the middleware added so far as the app's own."""
@@ -94,14 +97,18 @@ class ModelyardApp(FastAPI):
                 message["headers"] = [*message.get("headers", ()), _NOSNIFF]
             await send(message)
 
+        await self.telemetry.track(scope, receive, send_nosniff, self._answer)
+
+    async def _answer(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self._resolve_in_front and is_fast_resolve(scope):
             scope["app"] = self
+            scope[ROUTE] = RESOLVE_ROUTE
             try:
-                await fast_resolve(self, scope, receive, send_nosniff)
+                await fast_resolve(self, scope, receive, send)
             except Exception:
-                await internal_error("GET", scope["path"])(scope, receive, send_nosniff)
+                await internal_error("GET", scope["path"])(scope, receive, send)
             return
-        await super().__call__(scope, receive, send_nosniff)
+        await super().__call__(scope, receive, send)
 
 
 def create_app(
@@ -111,6 +118,7 @@ def create_app(
     local_user: str | None = None,
     deliver: bool = False,
     ui: bool = True,
+    telemetry: Telemetry | None = None,
 ) -> FastAPI:
     """The app, for callers who reach it as ``reach`` says: in-process, over loopback, or
     from the network. Access control decides what that allows (single-user local mode as
@@ -120,6 +128,8 @@ def create_app(
     the in-process SDK does not, a short-lived process would only start and stop it.
     ``ui``: mount the web UI's pages. An in-process client speaks only the API, and
     importing the pages (their templates, forms and routes) is a third of its start.
+    ``telemetry``: the server's metrics and request logs (else request ids only, and
+    ``/metrics`` answers 404).
     """
     service.access.require_servable(reach)
     app = ModelyardApp(
@@ -131,6 +141,8 @@ def create_app(
         docs_url=None,  # served below from the package's own copy of Swagger UI
         redoc_url=None,  # ReDoc would load its script from a CDN
     )
+    if telemetry is not None:
+        app.telemetry = telemetry
     app.state.service = service
     app.state.reach = reach
     app.state.local_user = local_user or os_user()
@@ -145,6 +157,7 @@ def create_app(
     app.own_middleware_installed()
     for module in (
         health,
+        metrics,
         blobs,
         gc,
         models,

@@ -28,11 +28,13 @@ from modelyard.api.limits import replay_body
 from modelyard.api.routes.models import Filter, Limit, OrderBy, PageToken, register_version
 from modelyard.api.routes.versions import search_versions
 from modelyard.api.schemas import VersionIn
+from modelyard.api.telemetry import ROUTE
 from modelyard.domain.errors import ModelyardError
 
 _SEARCH = "/api/v1/versions"
 _MODELS = "/api/v1/models/"
 _VERSIONS = "/versions"
+_REGISTER = "/api/v1/models/{name}/versions"  # the template metrics and logs name
 # search_versions' query parameters, validated by the types its signature declares.
 _SEARCH_PARAMETERS: dict[str, TypeAdapter[Any]] = {
     "filter": TypeAdapter(Filter),
@@ -68,6 +70,7 @@ class FastRoutes:
         if query is None:
             await self.app(scope, receive, send)
             return
+        scope[ROUTE] = _SEARCH
         request = Request(scope)
         await _answer(request, send, lambda: search_versions(request, **query))
 
@@ -83,6 +86,7 @@ class FastRoutes:
         except (ValueError, ValidationError, RecursionError):
             await self.app(scope, replay_body(body, receive), send)
             return
+        scope[ROUTE] = _REGISTER
         request = Request(scope)
         await _answer(request, send, lambda: register_version(name, version, request))
 

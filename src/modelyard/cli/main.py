@@ -6,7 +6,11 @@ http://127.0.0.1:8080); a directory path instead of a URL works in-process, no s
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
+import logging
+import ssl
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -38,7 +42,7 @@ from modelyard.cli.common import (
 from modelyard.client.capture import declared_environment, environment_from_file
 from modelyard.config import DEFAULT_DATA_DIR, DEFAULT_HOST, DEFAULT_PORT, DEFAULT_URL
 from modelyard.domain.access import Reach
-from modelyard.domain.errors import ModelyardError
+from modelyard.domain.errors import InvalidInput, ModelyardError
 from modelyard.domain.journal import Checkpoint
 from modelyard.domain.models import Environment
 
@@ -128,6 +132,63 @@ def serve(
         ),
     ] = None,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+    # -- operations: processes, TLS, proxies, logs, metrics (docs/deploy.md) --
+    workers: Annotated[
+        int,
+        typer.Option(
+            envvar="MODELYARD_WORKERS",
+            min=1,
+            max=64,
+            help="Processes serving the port (one per core is a good start).",
+        ),
+    ] = 1,
+    tls_cert: Annotated[
+        Path | None,
+        typer.Option(envvar="MODELYARD_TLS_CERT", help="Serve https: the certificate (PEM)."),
+    ] = None,
+    tls_key: Annotated[
+        Path | None,
+        typer.Option(envvar="MODELYARD_TLS_KEY", help="The private key of --tls-cert (PEM)."),
+    ] = None,
+    forwarded_allow_ips: Annotated[
+        str,
+        typer.Option(
+            envvar=["MODELYARD_FORWARDED_ALLOW_IPS", "FORWARDED_ALLOW_IPS"],
+            help="Comma-separated addresses or CIDRs of reverse proxies whose"
+            " X-Forwarded-For/-Proto and X-Request-Id are believed ('*': any).",
+        ),
+    ] = "127.0.0.1",
+    timeout_keep_alive: Annotated[
+        int,
+        typer.Option(
+            envvar="MODELYARD_TIMEOUT_KEEP_ALIVE",
+            min=1,
+            max=3600,
+            help="Seconds an idle kept-alive connection stays open; behind a reverse proxy,"
+            " longer than the proxy keeps its idle upstream connections.",
+        ),
+    ] = 5,
+    log_format: Annotated[
+        Literal["text", "json"],
+        typer.Option(envvar="MODELYARD_LOG_FORMAT", help="json: one object a line."),
+    ] = "text",
+    access_log: Annotated[
+        bool,
+        typer.Option(
+            "--access-log/--no-access-log",
+            envvar="MODELYARD_ACCESS_LOG",
+            help="Log every request: method, route template, status, duration, request id.",
+        ),
+    ] = False,
+    metrics_token: Annotated[
+        str | None,
+        typer.Option(
+            envvar="MODELYARD_METRICS_TOKEN",
+            show_default=False,
+            help="A secret (32+ characters) a Prometheus scraper presents as a bearer token"
+            " for /metrics; admins' tokens work too. Prefer the variable: a flag shows in ps.",
+        ),
+    ] = None,
     webhook_allow_http: Annotated[
         bool | None,
         typer.Option(
@@ -159,13 +220,32 @@ def serve(
 
     [bold]Example[/bold] with MinIO: modelyard serve --blob-url s3://models
     --s3-endpoint http://127.0.0.1:9000
+
+    [bold]Example[/bold] in production (docs/deploy.md), four processes behind a proxy:
+    modelyard serve --host 0.0.0.0 --workers 4 --forwarded-allow-ips 10.0.0.5
+    --log-format json --access-log
     """
     from modelyard.config import Settings, open_service, server_side
 
     try:
         with server_side("modelyard serve"):
-            from modelyard.api import create_app
-            from modelyard.api.server import run_server
+            from modelyard.api import logs
+            from modelyard.api.server import ServerOptions, serve
+        options = ServerOptions(
+            host=host,
+            port=port,
+            log_level=log_level,
+            log_format=log_format,
+            access_log=access_log,
+            workers=workers,
+            tls_cert=tls_cert,
+            tls_key=tls_key,
+            forwarded_allow_ips=forwarded_allow_ips,
+            timeout_keep_alive=timeout_keep_alive,
+            metrics_token_sha256=_metrics_token_sha256(metrics_token),
+        )
+        _check_tls(tls_cert, tls_key)
+        logs.configure(log_format, log_level)
         settings = Settings.from_env(
             data_dir,
             database_url,
@@ -181,8 +261,9 @@ def serve(
         output.errors.print(f"[red]error:[/red] {output.escape(exc.message)}")
         raise typer.Exit(1) from None
     reach = Reach.LOOPBACK if is_loopback(host) else Reach.NETWORK
+    note = _notes(log_format)
     try:
-        app = create_app(service, reach=reach, deliver=True)
+        service.access.require_servable(reach)
     except ModelyardError as exc:
         service.close()
         output.errors.print(
@@ -191,14 +272,15 @@ def serve(
         raise typer.Exit(1) from None
     cleaned = service.clean_up_at_start()
     if cleaned is not None and (cleaned.blobs or cleaned.uploads):
-        output.errors.print(
+        note(
             f"start-up clean-up: removed {cleaned.uploads} unfinished upload(s)"
             f" ({output.human_size(cleaned.upload_bytes)}) and {cleaned.blobs} blob(s) no"
             f" version references ({output.human_size(cleaned.blob_bytes)})"
         )
     backend = "postgresql" if settings.database_url else f"sqlite in {settings.data_dir}"
-    output.errors.print(
-        f"Modelyard serving on http://{host}:{port} (metadata: {backend},"
+    scheme = "https" if tls_cert else "http"
+    note(
+        f"Modelyard serving on {scheme}://{host}:{port} (metadata: {backend},"
         f" blobs: {settings.blobs_where}); docs at /docs"
     )
     mode = (
@@ -206,8 +288,36 @@ def serve(
         if service.access.local_mode(reach)
         else "tokens required"
     )
-    output.errors.print(f"access: {mode}")
-    run_server(app, service, host=host, port=port, log_level=log_level)
+    note(f"access: {mode}" + (f"; {workers} worker processes" if workers > 1 else ""))
+    raise typer.Exit(serve(service, options, reach))
+
+
+def _notes(log_format: str) -> Callable[[str], None]:
+    """How ``serve`` says what it is doing: a line on stderr, or a log record (json)."""
+    if log_format == "json":
+        return logging.getLogger("modelyard.serve").info
+    return lambda text: output.errors.print(output.escape(text))
+
+
+def _metrics_token_sha256(token: str | None) -> str | None:
+    """Only the token's SHA-256 is kept (and passed to the workers)."""
+    if not token:
+        return None
+    if len(token) < 32 or not token.isprintable() or " " in token:
+        raise InvalidInput("--metrics-token: give 32 or more printable characters, no spaces")
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _check_tls(cert: Path | None, key: Path | None) -> None:
+    """Both or neither, and a pair that loads: a clear error now, not a worker's traceback."""
+    if cert is None and key is None:
+        return
+    if cert is None or key is None:
+        raise InvalidInput("--tls-cert and --tls-key go together")
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        raise InvalidInput(f"--tls-cert {cert} / --tls-key {key}: {exc}") from None
 
 
 def is_loopback(host: str) -> bool:

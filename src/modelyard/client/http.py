@@ -14,6 +14,7 @@ HTTPS_PROXY, ALL_PROXY, NO_PROXY) as httpx does:
 from __future__ import annotations
 
 import http.client
+import ssl
 from urllib.parse import urljoin, urlsplit
 
 import httpx
@@ -127,6 +128,13 @@ class HttpTransport:
             sent.close()
 
     def _unreachable(self, exc: Exception) -> Unavailable:
+        untrusted = _certificate_error(exc)
+        if untrusted is not None:
+            return Unavailable(
+                f"cannot verify the TLS certificate of {self.url} ({untrusted.verify_message}):"
+                " if your own CA signed it, point SSL_CERT_FILE at that CA's PEM bundle",
+                code="unreachable",
+            )
         return Unavailable(
             f"cannot reach Modelyard at {self.url} ({exc.__class__.__name__}): is"
             " 'modelyard serve' running there? Set MODELYARD_URL or --url to point elsewhere.",
@@ -144,3 +152,15 @@ def _origin(url: str) -> tuple[str, str, int]:
     parts = urlsplit(url)
     default = 443 if parts.scheme == "https" else 80
     return parts.scheme, (parts.hostname or "").lower(), parts.port or default
+
+
+def _certificate_error(exc: BaseException) -> ssl.SSLCertVerificationError | None:
+    """The certificate failure behind ``exc`` (http.client raises it, httpx wraps it)."""
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None:
+            return None
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None

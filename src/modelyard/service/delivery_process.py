@@ -142,7 +142,9 @@ class DeliveryProcess:
 
 def main(argv: list[str]) -> int:
     """The child: deliver until stdin closes."""
-    logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
+    from modelyard.api import logs
+
+    logs.configure(level="warning")  # in the server's format (MODELYARD_LOG_FORMAT)
     os.nice(NICENESS)
     fields = json.loads(argv[0])
     fields["data_dir"] = Path(fields["data_dir"])

@@ -12,10 +12,6 @@ ASGI app, uvicorn and prometheus_client; never the registry's server stack.
 from __future__ import annotations
 
 import logging
-import multiprocessing
-import os
-import signal
-import socket
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +19,7 @@ from pathlib import Path
 from modelyard.client.registry import connect
 from modelyard.domain.errors import InvalidInput
 from modelyard.domain.references import parse_reference
+from modelyard.processes import listening_socket, run_workers
 from modelyard.serving._app import ServingApp
 from modelyard.serving._cache import ModelCache, default_cache_dir, discard_staging
 from modelyard.serving._follower import Follower, Notify, log_notice
@@ -90,7 +87,7 @@ def create_app(options: ServeOptions, notify: Notify = log_notice) -> ServingApp
 
 def serve(options: ServeOptions, notify: Notify = log_notice) -> int:
     """Serve until told to stop; the exit status. ``workers`` > 1: that many processes on
-    one port (SO_REUSEPORT: the kernel spreads connections), each following on its own."""
+    one port (``modelyard.processes``), each following on its own."""
     parse_reference(options.reference)
     cache = ModelCache(options.cache_dir)
     if options.offline and cache.last_served(options.reference) is None:
@@ -102,25 +99,7 @@ def serve(options: ServeOptions, notify: Notify = log_notice) -> int:
     if options.workers <= 1:
         _run_worker(options, notify)
         return 0
-    context = multiprocessing.get_context("spawn")
-    workers = [
-        context.Process(target=_run_worker, args=(options, notify), name=f"serve-model-{i}")
-        for i in range(options.workers)
-    ]
-    for worker in workers:
-        worker.start()
-
-    def stop(signum: int, _frame: object) -> None:
-        for worker in workers:
-            if worker.pid is not None and worker.is_alive():
-                os.kill(worker.pid, signal.SIGTERM)
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    for worker in workers:
-        worker.join()
-    codes = [worker.exitcode or 0 for worker in workers]
-    return max(codes, key=abs)
+    return run_workers(_run_worker, [(options, notify)] * options.workers, "serve-model")
 
 
 def _run_worker(options: ServeOptions, notify: Notify) -> None:
@@ -136,16 +115,4 @@ def _run_worker(options: ServeOptions, notify: Notify) -> None:
         timeout_graceful_shutdown=10,
     )
     server = uvicorn.Server(config)
-    server.run(sockets=[_listening_socket(options.host, options.port, options.workers > 1)])
-
-
-def _listening_socket(host: str, port: int, shared: bool) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    if shared:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind((host, port))
-    sock.listen(2048)
-    sock.set_inheritable(True)
-    return sock
+    server.run(sockets=[listening_socket(options.host, options.port, shared=options.workers > 1)])

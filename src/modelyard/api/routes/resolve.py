@@ -14,6 +14,7 @@ from modelyard.api import problems
 from modelyard.api.auth import authenticate
 from modelyard.api.deps import caller, encode_json, json_response, needs
 from modelyard.api.schemas import VersionOut
+from modelyard.api.telemetry import ROUTE
 from modelyard.domain.access import Caller
 from modelyard.domain.errors import ModelyardError
 from modelyard.domain.models import Version
@@ -94,6 +95,7 @@ class FastResolve:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if is_fast_resolve(scope):
+            scope[ROUTE] = RESOLVE_ROUTE
             await fast_resolve(scope["app"], scope, receive, send)
         else:
             await self.app(scope, receive, send)
@@ -118,3 +120,4 @@ async def fast_resolve(app: Any, scope: Scope, receive: Receive, send: Send) -> 
 
 
 _PREFIX = "/api/v1/resolve/"
+RESOLVE_ROUTE = "/api/v1/resolve/{reference}"  # the template metrics and logs name

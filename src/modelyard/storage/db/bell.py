@@ -5,14 +5,19 @@ long poll) sleeps here instead of polling the database in a loop.
 process wakes at once. Events written by another process (a second replica on the same
 PostgreSQL, a CLI in local mode) ring nothing here, so every waiter also re-reads the
 journal's head at least every ``poll`` seconds: that bounds how late it hears of them.
+The worker processes of one ``modelyard serve --workers N`` ring each other's bells
+(``BellPeers``), so a stream in one hears a commit in another at once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 DEFAULT_POLL_SECONDS = 0.5
 
@@ -91,3 +96,55 @@ class JournalBell:
 def _wake(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
+
+
+class BellPeers:
+    """Passes the rings of one worker process's bell to its siblings' and theirs to it.
+
+    Each worker binds a Unix datagram socket ``INDEX.sock`` in a directory private to the
+    server (0700) and sends the seq of each of its own commits to every sibling's: a
+    datagram that never blocks (a sibling not yet listening, gone or with a full queue
+    hears of the commit at its own poll instead, as before). What a sibling tells is rung
+    here, which also wakes this process's listeners (the delivery process's pipe); a ring
+    heard from a sibling is not passed on again.
+    """
+
+    def __init__(self, bell: JournalBell, directory: Path, index: int, count: int) -> None:
+        self._bell = bell
+        self._path = str(directory / f"{index}.sock")
+        self._peers = [str(directory / f"{i}.sock") for i in range(count) if i != index]
+        self._heard = 0  # the newest seq a sibling told: rung here, not passed on again
+        self._inbox = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._inbox.bind(self._path)
+        self._outbox = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._outbox.setblocking(False)
+        self._listener = threading.Thread(target=self._listen, name="bell-peers", daemon=True)
+        self._listener.start()
+        bell.listeners.append(self._tell)
+
+    def _tell(self, seq: int) -> None:
+        if seq <= self._heard:
+            return
+        message = str(seq).encode()
+        for peer in self._peers:
+            with contextlib.suppress(OSError):  # not listening yet, gone, or busy
+                self._outbox.sendto(message, peer)
+
+    def _listen(self) -> None:
+        while True:
+            message = self._inbox.recv(64)
+            if not message.isdigit():
+                return  # close() sends an empty datagram
+            seq = int(message)
+            self._heard = max(self._heard, seq)
+            self._bell.ring(seq)
+
+    def close(self) -> None:
+        self._bell.listeners.remove(self._tell)
+        with contextlib.suppress(OSError):
+            self._outbox.sendto(b"", self._path)
+        self._listener.join(5)
+        self._inbox.close()
+        self._outbox.close()
+        with contextlib.suppress(OSError):
+            Path(self._path).unlink()
