@@ -7,6 +7,7 @@ from types import FrameType
 import uvicorn
 from fastapi import FastAPI
 
+from modelyard.api.rawbody import RawBodyProtocol
 from modelyard.service import RegistryService
 
 
@@ -14,7 +15,14 @@ def run_server(
     app: FastAPI, service: RegistryService, *, host: str, port: int, log_level: str
 ) -> None:
     """Serve until told to stop (SIGINT, SIGTERM)."""
-    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False)
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        access_log=False,
+        http=RawBodyProtocol,  # big uploads read from the socket (api/rawbody.py)
+    )
     _StreamEndingServer(config, service).run()
 
 
