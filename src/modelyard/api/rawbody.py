@@ -23,6 +23,7 @@ import os
 import select
 from typing import Any, cast
 
+from starlette.requests import ClientDisconnect
 from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
@@ -31,8 +32,9 @@ EXTENSION = "modelyard.raw_body"
 IDLE_TIMEOUT_S = 300.0
 
 
-class ClientGone(ConnectionError):
-    """The client closed the connection, or went silent, before its body was whole."""
+class ClientGone(ClientDisconnect):
+    """The client closed the connection, or went silent, before its body was whole (what
+    ``request.stream()`` raises when the client goes away, so both paths end alike)."""
 
 
 class RawBody:
