@@ -38,6 +38,7 @@ from benchmarks._common import (
     CpuWindow,
     RssSampler,
     concurrent_gets,
+    disk_bound,
     machine_references,
     ms,
     pct,
@@ -362,19 +363,37 @@ def _big_file(root: Path, big_mib: int) -> dict[str, Any]:
                 timings: dict[str, float] = {}
                 for label, path in payloads.items():
                     mib = sizes[label] / MIB
-                    with marks.span(f"{label}_upload"):
+                    gib = sizes[label] / 1024**3
+                    prefix = "" if label == "full" else "quarter_"
+                    with (
+                        marks.span(f"{label}_upload"),
+                        CpuWindow(os.getpid()) as client_cpu,
+                        CpuWindow(server.pid) as server_cpu,
+                    ):
                         t = time.perf_counter()
                         version = reg.register(f"bench-big-{label}", path)
                         timings[f"{label}_upload_s"] = time.perf_counter() - t
+                    out[f"{prefix}upload_client_cpu_s_per_gib"] = round(client_cpu.seconds / gib, 3)
+                    out[f"{prefix}upload_server_cpu_s_per_gib"] = round(server_cpu.seconds / gib, 3)
                     dest = root / f"download-{label}"
-                    with marks.span(f"{label}_download"):
+                    with (
+                        marks.span(f"{label}_download"),
+                        CpuWindow(os.getpid()) as client_cpu,
+                        CpuWindow(server.pid) as server_cpu,
+                    ):
                         t = time.perf_counter()
                         reg.download(version, dest)
                         timings[f"{label}_download_s"] = time.perf_counter() - t
+                    out[f"{prefix}download_client_cpu_s_per_gib"] = round(
+                        client_cpu.seconds / gib, 3
+                    )
+                    out[f"{prefix}download_server_cpu_s_per_gib"] = round(
+                        server_cpu.seconds / gib, 3
+                    )
+                    stored = version.files[0].sha256
                     if (dest / path.name).stat().st_size != sizes[label]:
                         raise RuntimeError("downloaded file has the wrong size")
                     shutil.rmtree(dest)
-                    prefix = "" if label == "full" else "quarter_"
                     out[f"{prefix}upload_s"] = round(timings[f"{label}_upload_s"], 3)
                     out[f"{prefix}upload_mb_s"] = round(mib / timings[f"{label}_upload_s"], 1)
                     out[f"{prefix}download_s"] = round(timings[f"{label}_download_s"], 3)
@@ -384,6 +403,9 @@ def _big_file(root: Path, big_mib: int) -> dict[str, Any]:
 
                 big = payloads["full"]
                 out |= machine_references(big, root)
+                blob = root / "data" / "blobs" / "sha256" / stored[:2] / stored
+                out |= disk_bound(blob, root)
+                out |= _shares(out)
 
                 with marks.span("reupload"):
                     t = time.perf_counter()
@@ -404,6 +426,19 @@ def _big_file(root: Path, big_mib: int) -> dict[str, Any]:
             out[f"server_peak_rss_{prefix}{step}_mb"] = sampler.peak_mib(*spans[f"{label}_{step}"])
     out["rss_samples"] = len(sampler.samples)
     return out
+
+
+def _shares(out: dict[str, Any]) -> dict[str, float]:
+    """The big file's rates as shares (%) of the machine's references in the same run."""
+    floor = min(out["sha256_mb_s"], out["cp_mb_s"])
+    shares = {
+        "hash_cp_mb_s": floor,
+        "upload_pct_hash_cp": round(100 * out["upload_mb_s"] / floor, 1),
+        "download_pct_hash_cp": round(100 * out["download_mb_s"] / floor, 1),
+    }
+    if "disk_both_mb_s" in out:
+        shares["download_pct_disk"] = round(100 * out["download_mb_s"] / out["disk_both_mb_s"], 1)
+    return shares
 
 
 # -- 4. search ------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ import pytest
 import uvicorn
 
 from modelyard.api import create_app
+from modelyard.api.rawbody import RawBodyProtocol
 from modelyard.config import Settings, open_service
 from modelyard.domain.access import Reach
 from tests.conftest import free_port
@@ -108,7 +109,8 @@ def serve_slowly(port: int, data_dir: Path, database_url: str | None) -> None:
     service = open_service(Settings(data_dir=data_dir, database_url=database_url))
     service.blobs = SlowBlobStore(service.blobs)  # type: ignore[assignment]
     app = create_app(service, reach=Reach.LOOPBACK, local_user="tester")
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
+    # As `modelyard serve` runs it: an upload's body is read from the socket itself.
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", http=RawBodyProtocol)
 
 
 def probe_while(busy: subprocess.Popen[bytes], url: str) -> list[float]:
@@ -155,10 +157,13 @@ def crawl(method: str, url: str, body: Path | None = None) -> subprocess.Popen[b
 def send_and_digest(method: str, url: str, body: str) -> None:
     """What ``crawl`` runs: the request (a body streamed in 64 KiB pieces), then print the
     status and the sha256 of the answer."""
-    content = in_pieces(Path(body).read_bytes()) if body else None
+    data = Path(body).read_bytes() if body else b""
+    content = in_pieces(data) if body else None
+    # A declared length, as the SDK sends: the server then takes the socket over.
+    headers = {"Content-Length": str(len(data))} if body else None
     with httpx.Client(timeout=120) as client:
         print("sending", flush=True)
-        response = client.request(method, url, content=content)
+        response = client.request(method, url, content=content, headers=headers)
     print(response.status_code, hashlib.sha256(response.content).hexdigest())
 
 

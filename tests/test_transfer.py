@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import threading
 from pathlib import Path
@@ -18,7 +19,7 @@ DATA = os.urandom(7 * SIZE + 12345)  # not a multiple of the buffer or the O_DIR
 def test_every_byte_reaches_every_step_in_order(tmp_path: Path) -> None:
     digest = hashlib.sha256()
     sink = FileSink(tmp_path / "out")
-    pipeline = Pipeline([digest.update, sink.write], buffers=2, size=SIZE)
+    pipeline = Pipeline([digest.update], writer=sink.write_at, buffers=3, size=SIZE)
     for i in range(0, len(DATA), 1000):  # network-sized pieces, across buffer boundaries
         pipeline.write(DATA[i : i + 1000])
     pipeline.close()
@@ -62,8 +63,8 @@ def test_file_sink_writes_aligned_and_unaligned_lengths(tmp_path: Path, size: in
     data = os.urandom(size)
     sink = FileSink(tmp_path / "out")
     with memoryview(data) as view:
-        sink.write(view)
-        sink.write(view)  # after an unaligned write the rest goes through the page cache
+        sink.write_at(view, 0)
+        sink.write_at(view, size)  # an unaligned offset goes through the page cache
     sink.fsync()
     sink.close()
     assert (tmp_path / "out").read_bytes() == data + data
@@ -74,3 +75,61 @@ def test_file_sink_never_replaces_an_existing_file(tmp_path: Path) -> None:
     with pytest.raises(FileExistsError):
         FileSink(tmp_path / "out")
     assert (tmp_path / "out").read_bytes() == b"keep"
+
+
+def test_writers_put_every_buffer_at_its_offset_from_several_threads(tmp_path: Path) -> None:
+    sink = FileSink(tmp_path / "out")
+    threads: set[str] = set()
+
+    def write_at(view: memoryview, offset: int) -> None:
+        threads.add(threading.current_thread().name + str(threading.get_ident()))
+        sink.write_at(view, offset)
+
+    digest = hashlib.sha256()
+    pipeline = Pipeline([digest.update], writer=write_at, writers=3, buffers=5, size=SIZE)
+    pipeline.write(DATA)
+    pipeline.close()
+    sink.close()
+    assert (tmp_path / "out").read_bytes() == DATA  # out of order, but each at its place
+    assert digest.hexdigest() == hashlib.sha256(DATA).hexdigest()
+    assert len(threads) > 1
+
+
+def test_a_failing_writer_is_raised_and_frees_the_pool() -> None:
+    def full(view: memoryview, offset: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    pipeline = Pipeline([lambda view: None], writer=full, buffers=2, size=SIZE)
+    with pytest.raises(OSError, match="No space"):
+        for _ in range(100):  # blocks for ever if a failed writer kept its buffers
+            pipeline.write(DATA)
+    with pytest.raises(OSError, match="No space"):
+        pipeline.close()
+    assert not [t for t in threading.enumerate() if t.name == "modelyard-transfer"]
+
+
+def test_receive_reads_straight_into_the_pool_up_to_its_limit() -> None:
+    source = io.BytesIO(DATA + b"the next request")  # what follows the body is not read
+    reads: list[int] = []
+
+    def read(view: memoryview) -> int:
+        n = source.readinto(view[:5000])  # a socket: short reads, across buffer boundaries
+        reads.append(n)
+        return n
+
+    digest = hashlib.sha256()
+    pipeline = Pipeline([digest.update], buffers=2, size=SIZE)
+    assert pipeline.receive(read, len(DATA)) == len(DATA)
+    pipeline.close()
+    assert digest.hexdigest() == hashlib.sha256(DATA).hexdigest()
+    assert source.read() == b"the next request"
+    assert max(reads) == 5000 and len(reads) > len(DATA) // SIZE
+
+
+def test_receive_stops_at_the_end_of_what_there_is() -> None:
+    source = io.BytesIO(DATA[:1000])
+    seen: list[bytes] = []
+    pipeline = Pipeline([lambda view: seen.append(bytes(view))], size=SIZE)
+    assert pipeline.receive(source.readinto, len(DATA)) == 1000
+    pipeline.close()
+    assert b"".join(seen) == DATA[:1000]

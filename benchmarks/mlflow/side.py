@@ -381,9 +381,10 @@ def _latency_phases(
 
 
 def run_mlflow_benchmark(
-    *, quick: bool, big_mib: int, search_sizes: list[int], workdir: Path
+    *, quick: bool, big_mib: int, search_sizes: list[int], workdir: Path, big_only: bool = False
 ) -> dict[str, Any]:
-    """Run every MLflow measurement and return the flat, stable-keyed result dict.
+    """Run every MLflow measurement (``big_only``: the big file's alone, for a partial run
+    that measures only that) and return the flat, stable-keyed result dict.
 
     Headline keys use ``mlflow server`` defaults (4 uvicorn workers). Latency-bound figures are
     repeated against ``--workers 1`` (keys suffixed ``_w1``) because uvicorn's multi-worker
@@ -398,7 +399,8 @@ def run_mlflow_benchmark(
     try:
         with MlflowServer(root / "server", tmp) as srv:
             out["server_settle_s"] = srv.settle_s
-            out |= _latency_phases(python, root / "server", tmp, srv.url, quick, "")
+            if not big_only:
+                out |= _latency_phases(python, root / "server", tmp, srv.url, quick, "")
             out["server_idle_rss_mb"] = round(tree_rss_kib(srv.pid) / 1024, 1)
             out["server_processes"] = len(process_tree(srv.pid))
             # time.time: the worker process takes the marks of the windows below.
@@ -429,13 +431,14 @@ def run_mlflow_benchmark(
             out["rss_samples"] = len(sampler.samples)
         shutil.rmtree(root / "server", ignore_errors=True)
 
-        with MlflowServer(root / "server-w1", tmp, workers=1) as srv:
-            out |= _latency_phases(python, root / "server-w1", tmp, srv.url, quick, "_w1")
-        shutil.rmtree(root / "server-w1", ignore_errors=True)
+        if not big_only:
+            with MlflowServer(root / "server-w1", tmp, workers=1) as srv:
+                out |= _latency_phases(python, root / "server-w1", tmp, srv.url, quick, "_w1")
+            shutil.rmtree(root / "server-w1", ignore_errors=True)
 
-        out["search"] = {}
-        for n in search_sizes:
-            out["search"][str(n)] = _search_at(python, root / f"search-{n}", tmp, n)
+            out["search"] = {}
+            for n in search_sizes:
+                out["search"][str(n)] = _search_at(python, root / f"search-{n}", tmp, n)
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

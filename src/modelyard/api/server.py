@@ -34,6 +34,7 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 from modelyard.api import logs
 from modelyard.api.app import create_app
 from modelyard.api.metrics import Metrics
+from modelyard.api.rawbody import RawBodyProtocol
 from modelyard.api.telemetry import TRUSTED_PROXY, Telemetry
 from modelyard.config import DEFAULT_HOST, DEFAULT_PORT, Settings, open_service
 from modelyard.domain.access import Reach
@@ -137,6 +138,7 @@ def _run(
         timeout_keep_alive=options.timeout_keep_alive,
         ssl_certfile=options.tls_cert,
         ssl_keyfile=options.tls_key,
+        http=RawBodyProtocol,  # big uploads read from the socket (api/rawbody.py)
     )
     _StreamEndingServer(config, service).run(sockets=sockets)  # type: ignore[arg-type]
 

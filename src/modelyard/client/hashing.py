@@ -92,10 +92,51 @@ def file_stamp(path: Path) -> str:
     return f"{stat.st_size}:{stat.st_mtime_ns}:{stat.st_ino}:{stat.st_ctime_ns}"
 
 
-def hash_file(path: Path, advance: Advance) -> str:
+def hash_file(path: Path, advance: Advance, stop: threading.Event | None = None) -> str:
+    """The sha256 of the file's bytes, read into one reused buffer (no allocation per
+    chunk); ``stop`` set ends it early (with a digest of nothing in particular)."""
     digest = hashlib.sha256()
-    with path.open("rb", buffering=0) as handle:
-        while chunk := handle.read(CHUNK):
-            digest.update(chunk)
-            advance(len(chunk))
+    buffer = bytearray(CHUNK)
+    with path.open("rb", buffering=0) as handle, memoryview(buffer) as whole:
+        while (n := handle.readinto(buffer)) and not (stop is not None and stop.is_set()):
+            with whole[:n] as view:
+                digest.update(view)
+            advance(n)
     return digest.hexdigest()
+
+
+class BackgroundHash:
+    """A file hashed on a thread of its own while the caller does something else with it
+    (sends it): the two overlap on two cores instead of taking turns on one.
+
+    ``result()`` waits for the digest and raises what hashing raised; leaving the ``with``
+    block without it stops the thread.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self._stop = threading.Event()
+        self._digest = ""
+        self._failure: BaseException | None = None
+        self._thread = threading.Thread(
+            target=self._run, args=(path,), name="modelyard-hash", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self, path: Path) -> None:
+        try:
+            self._digest = hash_file(path, lambda _: None, self._stop)
+        except BaseException as exc:  # raised to the caller by result()
+            self._failure = exc
+
+    def result(self) -> str:
+        self._thread.join()
+        if self._failure is not None:
+            raise self._failure
+        return self._digest
+
+    def __enter__(self) -> BackgroundHash:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()

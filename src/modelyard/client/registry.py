@@ -15,7 +15,7 @@ import os
 import secrets
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -26,10 +26,10 @@ from urllib.parse import quote, urlencode
 from modelyard.client import direct, sse
 from modelyard.client.capture import capture_environment, capture_source
 from modelyard.client.credentials import token_for
-from modelyard.client.hashing import CHUNK, HashCache, cache_dir, file_stamp
+from modelyard.client.hashing import BackgroundHash, HashCache, cache_dir, file_stamp
 from modelyard.client.http import HttpTransport
 from modelyard.client.progress import NoProgress, Progress
-from modelyard.client.transport import Advance, Request, Response, Transport
+from modelyard.client.transport import Advance, FileBody, Request, Response, Transport
 from modelyard.domain.access import (
     Grant,
     Identity,
@@ -164,7 +164,7 @@ class Registry:
         *,
         params: Mapping[str, Any] | None = None,
         body: Any = None,
-        content: Iterator[bytes] | None = None,
+        content: Iterable[bytes] | None = None,
         headers: Mapping[str, str] | None = None,
         stream: bool = False,
     ) -> Response:
@@ -173,7 +173,7 @@ class Registry:
         Raises the error the registry answered for a status of 400 or more.
         """
         sent = {**self._headers, **(headers or {})}
-        data: bytes | Iterator[bytes] = b""
+        data: bytes | Iterable[bytes] = b""
         if content is not None:
             data = content
         elif body is not None:
@@ -360,20 +360,22 @@ class Registry:
                 if direct:
                     self._upload_direct(str(local), local, size, advance, digest)
                 else:
-                    self._upload_blob(digest, _read_chunks(local, advance), size)
+                    self._upload_blob(digest, FileBody(local, size, advance), size)
             for rel, (local, size, stamp) in unknown.items():
                 if direct:
                     stored = self._upload_direct(rel, local, size, advance)
                     self._hashes.store(local, stamp, stored)
                     entries[rel] = FileEntry(rel, size, stored)
                     continue
-                hasher = hashlib.sha256()
-                chunks = _read_chunks(local, advance, hasher)
-                stored = self._upload_blob(None, chunks, size)
-                if stored != hasher.hexdigest():
+                # One pass each end, at once: this process hashes on a thread while the
+                # file goes out (the kernel sends it), the registry hashes what arrives.
+                with BackgroundHash(local) as hashing:
+                    stored = self._upload_blob(None, FileBody(local, size, advance), size)
+                    ours = hashing.result()
+                if stored != ours:
                     raise DigestMismatch(
                         f"{rel}: the registry stored sha256:{stored} but the file hashes to"
-                        f" sha256:{hasher.hexdigest()}; was it modified while uploading?"
+                        f" sha256:{ours}; was it modified while uploading?"
                     )
                 self._hashes.store(local, stamp, stored)
                 entries[rel] = FileEntry(rel, size, stored)
@@ -416,7 +418,7 @@ class Registry:
         entry = FileEntry(path, attachment.size, attachment.sha256)
         with self._progress.task("downloading", attachment.size) as advance:
             try:
-                _write_verified(target, entry, _chunks_of(response), advance)
+                _write_verified(target, entry, response, advance)
             finally:
                 response.close()
         return target
@@ -479,7 +481,7 @@ class Registry:
         body = {"digest": f"sha256:{digest}", "size": size, "parts": sums}
         plan = self._json("POST", "/api/v1/blobs/direct-uploads", body=body)
         if plan["created"] is None:  # this registry takes the bytes itself after all
-            return self._upload_blob(digest, _read_chunks(local, advance), size)
+            return self._upload_blob(digest, FileBody(local, size, advance), size)
         parts = [direct.PartToSend(**p) for p in plan["parts"]]
         advance(size - sum(p.size for p in parts))  # already there: nothing to send
         if plan["created"]:
@@ -493,7 +495,7 @@ class Registry:
         data = self._json("POST", "/api/v1/blobs/missing", body=body)
         return [d.removeprefix("sha256:") for d in data["missing"]]
 
-    def _upload_blob(self, digest: str | None, chunks: Iterator[bytes], size: int) -> str:
+    def _upload_blob(self, digest: str | None, chunks: FileBody, size: int) -> str:
         """Upload ``size`` bytes; with no ``digest`` the registry names the blob by what
         they hash to. Returns the digest it stored them under."""
         method, path = (
@@ -547,7 +549,7 @@ class Registry:
                     "GET", f"/api/v1/blobs/sha256:{entry.sha256}", headers=REDIRECT, stream=True
                 )
                 try:
-                    _write_verified(targets[entry.path], entry, _chunks_of(response), advance)
+                    _write_verified(targets[entry.path], entry, response, advance)
                 finally:
                     response.close()
                 # Verified: remember the digest, so checking the file again costs a stat.
@@ -1357,16 +1359,6 @@ def _chunks_of(response: Response) -> Iterator[bytes]:
     return response.chunks if response.chunks is not None else iter([response.body])
 
 
-def _read_chunks(path: Path, advance: Advance, hasher: Any = None) -> Iterator[bytes]:
-    """A file in 1 MiB chunks, reporting progress and optionally feeding a hash."""
-    with path.open("rb", buffering=0) as handle:
-        while chunk := handle.read(CHUNK):
-            if hasher is not None:
-                hasher.update(chunk)
-            advance(len(chunk))
-            yield chunk
-
-
 def _param_text(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -1417,24 +1409,33 @@ def _inside(root: Path, relative: str) -> Path:
     return target
 
 
-def _write_verified(
-    target: Path, entry: FileEntry, chunks: Iterator[bytes], advance: Advance
-) -> None:
+def _write_verified(target: Path, entry: FileEntry, response: Response, advance: Advance) -> None:
     """Write to a temporary name, verify the sha256, then rename into place.
 
-    This thread receives while a ``Pipeline`` hashes and writes on two others, so a
-    download costs about the slowest of the three, not their sum.
+    This thread receives (straight into the pipeline's buffers where the transport can)
+    while a ``Pipeline`` hashes and writes on threads of its own, so a download costs
+    about the slowest of the three, not their sum.
     """
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(f".{target.name}.{secrets.token_hex(4)}.partial")
     digest = hashlib.sha256()
     sink = FileSink(partial)
-    pipeline = Pipeline([digest.update, sink.write])
+    pipeline = Pipeline([digest.update], writer=sink.write_at)
     try:
         try:
-            for chunk in chunks:
-                pipeline.write(chunk)
-                advance(len(chunk))
+            if response.readinto is not None:
+                read = response.readinto
+
+                def counted(view: memoryview) -> int:
+                    n = read(view)
+                    advance(n)
+                    return n
+
+                pipeline.receive(counted, entry.size)
+            else:
+                for chunk in _chunks_of(response):
+                    pipeline.write(chunk)
+                    advance(len(chunk))
         except BaseException:
             pipeline.abort()
             raise

@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -38,6 +38,7 @@ from modelyard.domain.gc import GcReport
 from modelyard.domain.manifest import FileEntry, validate_digest_hex
 from modelyard.service.access import AccessControl
 from modelyard.storage.blobs import BlobStore, BlobUpload
+from modelyard.storage.blobs.base import ReceivingUpload
 from modelyard.storage.db.store import Database, Reader, Writer, now_us
 from modelyard.transfer import MAX_PARTS, part_ranges, part_size
 
@@ -51,6 +52,7 @@ MAX_INLINE_FILE = 64 * 1024
 MAX_INLINE_TOTAL = 4 * 1024 * 1024
 _BATCH = 500
 MAX_DIRECT_SIZE = sum(part_size(n) for n in range(1, MAX_PARTS + 1))
+RECEIVE_BUFFER = 1024 * 1024  # what a store without ReceivingUpload is handed at a time
 # Not a principal name (those have no ':'), so the journal cannot confuse it with one.
 START_UP = Caller.local_user("modelyard:start-up")
 
@@ -78,6 +80,23 @@ class PendingBlob:
 
     def write(self, chunk: bytes) -> None:
         self.upload.write(chunk)
+
+    def receive(self, read: Callable[[memoryview], int], limit: int) -> int:
+        """Read up to ``limit`` bytes with ``read`` (a socket's ``recv_into``) into the
+        upload: in place where the store allows it, else through a buffer of our own."""
+        if isinstance(self.upload, ReceivingUpload):
+            return self.upload.receive(read, limit)
+        buffer = bytearray(RECEIVE_BUFFER)
+        done = 0
+        with memoryview(buffer) as whole:
+            while done < limit:
+                with whole[: min(RECEIVE_BUFFER, limit - done)] as view:
+                    n = read(view)
+                if n <= 0:
+                    break
+                self.upload.write(bytes(whole[:n]))
+                done += n
+        return done
 
     def abort(self) -> None:
         self.upload.abort()

@@ -11,6 +11,7 @@ from starlette.convertors import StringConvertor, register_url_convertor
 from starlette.responses import Response
 
 from modelyard.api.deps import caller, json_response, needs, service
+from modelyard.api.rawbody import ClientGone, RawBody, take_raw_body
 from modelyard.api.schemas import (
     BlobOut,
     DirectCompleteIn,
@@ -146,7 +147,9 @@ async def upload_unnamed(request: Request) -> Response:
 
 
 async def _receive(request: Request, hex_digest: str | None) -> Response:
-    """Receive on the event loop, write on worker threads.
+    """Receive on the event loop, write on worker threads; or, where the server offers
+    the socket (``api/rawbody.py``), receive on a worker thread too, into the upload's
+    own buffers.
 
     A store's writes block whenever its disk is slow (or all of an upload's buffers are
     still busy): run on the loop, one slow upload would stall every request the server is
@@ -155,20 +158,27 @@ async def _receive(request: Request, hex_digest: str | None) -> Response:
     """
     svc = service(request)
     upload = await run_in_threadpool(_begin, request, hex_digest)
-    batch: list[bytes] = []
-    batched = 0
+    raw = take_raw_body(request.scope)
     try:
-        async for chunk in request.stream():
-            batch.append(chunk)
-            batched += len(chunk)
-            if batched >= BUFFER_SIZE:
-                await run_in_threadpool(_write, upload, batch)
-                batch, batched = [], 0
-        await run_in_threadpool(_write, upload, batch)
+        if raw is not None:  # the socket itself, read on a worker thread
+            await run_in_threadpool(_receive_raw, upload, raw)
+        else:
+            batch: list[bytes] = []
+            batched = 0
+            async for chunk in request.stream():
+                batch.append(chunk)
+                batched += len(chunk)
+                if batched >= BUFFER_SIZE:
+                    await run_in_threadpool(_write, upload, batch)
+                    batch, batched = [], 0
+            await run_in_threadpool(_write, upload, batch)
     except BaseException:
         with anyio.CancelScope(shield=True):  # a client that went away cancels the request
             await run_in_threadpool(upload.abort)
         raise
+    finally:
+        if raw is not None:
+            raw.close()
     size, created = await run_in_threadpool(svc.finish_blob_upload, upload)
     body = {"digest": f"sha256:{upload.digest}", "size": size, "created": created}
     return json_response(body, status=201 if created else 200)
@@ -176,6 +186,14 @@ async def _receive(request: Request, hex_digest: str | None) -> Response:
 
 def _begin(request: Request, hex_digest: str | None) -> PendingBlob:
     return service(request).begin_blob_upload(caller(request), hex_digest)
+
+
+def _receive_raw(upload: PendingBlob, raw: RawBody) -> None:
+    """The whole body from the socket into the upload (a worker thread: it waits)."""
+    upload.write(raw.head)
+    upload.receive(raw.read, raw.remaining)
+    if raw.remaining:
+        raise ClientGone(f"the body ended {raw.remaining} bytes early")
 
 
 def _write(upload: PendingBlob, chunks: list[bytes]) -> None:

@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import re
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from modelyard.domain.errors import InvalidInput
 
@@ -75,6 +75,17 @@ class BlobUpload(Protocol):
 
     def abort(self) -> None:
         """Cancel: discard whatever was written. Harmless when repeated."""
+        ...
+
+
+@runtime_checkable
+class ReceivingUpload(BlobUpload, Protocol):
+    """An upload that lets the bytes be read straight into its own buffers (a socket's
+    ``recv_into``), sparing a copy; ``PendingBlob.receive`` copies for any other upload."""
+
+    def receive(self, read: Callable[[memoryview], int], limit: int) -> int:
+        """Call ``read`` with free buffer space until ``limit`` bytes or a read of 0;
+        return the bytes read."""
         ...
 
 

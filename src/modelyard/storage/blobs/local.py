@@ -18,7 +18,7 @@ import mmap
 import os
 import re
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from modelyard.domain.errors import DigestMismatch, InvalidInput, NotFound
@@ -182,13 +182,19 @@ class _LocalUpload:
         self._staged = staged
         self._hash = hashlib.sha256()
         self._file = FileSink(staged, mode=FILE_MODE)
-        self._pipeline = Pipeline([self._hash.update, self._file.write])
+        self._pipeline = Pipeline([self._hash.update], writer=self._file.write_at)
         self._size = 0
 
     def write(self, chunk: bytes) -> None:
         # Blocks only when every pool buffer is still being hashed or written: backpressure.
         self._pipeline.write(chunk)
         self._size += len(chunk)
+
+    def receive(self, read: Callable[[memoryview], int], limit: int) -> int:
+        # The socket's bytes straight into the pool: one copy, the kernel's.
+        n = self._pipeline.receive(read, limit)
+        self._size += n
+        return n
 
     def commit(self) -> int:
         try:
