@@ -174,6 +174,24 @@ def test_identity_caches_stay_warm_through_registrations_and_see_revocations_at_
         service.access.authenticate(bobs.token)
 
 
+def test_grants_read_in_an_older_transaction_are_not_cached_as_current(
+    service: RegistryService, replica: RegistryService
+) -> None:
+    """A transaction opened before a grant was removed elsewhere reads the grant (on SQLite,
+    its snapshot); that answer must not be cached under the newer stamp, or the removed
+    grant would be honoured until the next identity change."""
+    root = service.identity.bootstrap_admin("root", operator="test")
+    admin = service.access.authenticate(root.token)
+    service.identity.create_principal(admin, "bob", PrincipalKind.USER)
+    bob = service.access.authenticate(service.identity.create_token(admin, principal="bob").token)
+    service.identity.set_grant(admin, "bob", Role.CONTRIBUTOR, model="a")
+    with service.db.read() as tx:
+        tx.journal_head()  # the transaction's first read: on SQLite, its snapshot
+        replica.identity.revoke_grant(replica.access.authenticate(root.token), "bob", model="a")
+        service.access.role(bob, "a", tx)  # a miss (the stamp moved), loaded in the old tx
+    assert service.access.role(bob, "a") is None
+
+
 def test_an_expired_token_is_refused_from_the_cache_too(service: RegistryService) -> None:
     root = service.identity.bootstrap_admin("root", operator="test")
     admin = service.access.authenticate(root.token)

@@ -156,7 +156,10 @@ class AccessControl:
             with self.db.read() as own:
                 return _grants(own, principal_id)
 
-        return self._grants.get(principal_id, load)
+        # Read in the caller's transaction, the grants are cached only if it sees the
+        # identity stamp the cache read (see StampedCache.get).
+        seen = tx.identity_seq if tx is not None else None
+        return self._grants.get(principal_id, load, seen)
 
     def role(self, caller: Caller, model: str | None, tx: Reader | None = None) -> Role | None:
         """The role the caller may use on ``model`` (None: registry-wide), or None."""

@@ -33,16 +33,23 @@ class StampedCache(Generic[K, V]):
         self._size = size
         self._entries: dict[K, tuple[int, V]] = {}
 
-    def get(self, key: K, load: Callable[[], V]) -> V:
+    def get(self, key: K, load: Callable[[], V], seen: Callable[[], int] | None = None) -> V:
         """The cached value of ``key``, or ``load()`` (then cached) if its stamp moved.
 
-        What ``load`` raises is not cached.
+        What ``load`` raises is not cached. ``seen``: for a ``load`` that reads in a
+        transaction the caller opened earlier, the stamp as that transaction sees it. The
+        value is then cached only if it equals the stamp read here: a SQLite transaction
+        reads the snapshot of its first statement, which may predate a change committed
+        since by another process, and a write transaction sees its own uncommitted
+        changes; cached under the newer stamp, either would be served as current.
         """
         stamp = self._stamp(key)
         hit = self._entries.get(key)
         if hit is not None and hit[0] == stamp:
             return hit[1]
         value = load()
+        if seen is not None and seen() != stamp:
+            return value  # right for that transaction, not for the next request
         if len(self._entries) >= self._size:
             self._entries.clear()
         # Kept under the stamp read before loading: a change that committed in between

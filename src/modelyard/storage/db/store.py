@@ -658,6 +658,11 @@ class Reader(
         row = self.conn.execute(select(journal_head.c.seq, journal_head.c.hash)).one()
         return Checkpoint(int(row.seq), str(row.hash))
 
+    def identity_seq(self) -> int:
+        """The identity stamp as this transaction sees it (``Database.identity_stamp`` reads
+        the committed one outside any transaction)."""
+        return int(self.conn.exec_driver_sql(_IDENTITY_STAMP_SQL).scalar_one())
+
     def events_after(
         self,
         after: int,
