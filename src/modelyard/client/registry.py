@@ -49,6 +49,7 @@ from modelyard.domain.errors import (
     Forbidden,
     InvalidInput,
     InvalidPath,
+    MissingBlobs,
     ModelyardError,
     NotFound,
     Unavailable,
@@ -85,6 +86,9 @@ if TYPE_CHECKING:
 # with headroom in the total for base64 and the rest of the JSON body.
 INLINE_FILE_LIMIT = 64 * 1024
 INLINE_TOTAL_LIMIT = 1024 * 1024
+# How often a request naming uploaded blobs sends them again when garbage collection took
+# them first (``Registry._naming_blobs``), and an upload whose bytes it took meanwhile.
+_RESENDS = 2
 
 
 USER_AGENT = "modelyard-client"
@@ -227,8 +231,9 @@ class Registry:
         """
         files = _collect(Path(path))
         evidence = _collect_all(attachments) if attachments else {}
-        entries, inline = self._send_files(files)
-        attached = self._attachment_items(evidence) if evidence else []
+        sent: dict[str, Path] = {}
+        entries, inline = self._send_files(files, sent)
+        attached = self._attachment_items(evidence, sent) if evidence else []
         spec = NewVersion(
             files=entries,
             params={k: _param_text(v) for k, v in (params or {}).items()},
@@ -250,7 +255,7 @@ class Registry:
         if card_from_previous:
             body["card_from_previous"] = True
         path = f"/api/v1/models/{_seg(name)}/versions"
-        return Version.from_dict(self._json("POST", path, body=body))
+        return Version.from_dict(self._naming_blobs(path, body, sent))
 
     def log_model(
         self,
@@ -318,18 +323,71 @@ class Registry:
         self.download(version, directory)
         return load_directory(directory, version, unsafe_pickle=unsafe_pickle)
 
-    def _attachment_items(self, files: dict[str, Path]) -> list[dict[str, object]]:
+    def _attachment_items(
+        self, files: dict[str, Path], sent: dict[str, Path]
+    ) -> list[dict[str, object]]:
         """Send attachments' bytes as files are sent; their entries for a request body."""
-        entries, inline = self._send_files(files)
+        entries, inline = self._send_files(files, sent)
         return _file_items(entries, inline)
 
-    def _send_files(self, files: dict[str, Path]) -> tuple[list[FileEntry], dict[str, bytes]]:
+    def _naming_blobs(self, path: str, body: dict[str, Any], sent: dict[str, Path]) -> Any:
+        """POST a request that names blobs sent before it (``sent``: digest -> file).
+
+        Garbage collection may take an uploaded blob before a version names it (an upload
+        older than its grace period, or a run with none, on any replica): the registry
+        then answers ``missing_blobs``, and those bytes are sent again and the request made
+        again, twice at most. A blob missing that was not sent from here is the caller's
+        error and raises at once.
+        """
+        for attempt in range(_RESENDS + 1):
+            try:
+                return self._json("POST", path, body=body)
+            except MissingBlobs as exc:
+                missing = [str(d).removeprefix("sha256:") for d in exc.details.get("missing", ())]
+                if attempt == _RESENDS or not missing or not all(d in sent for d in missing):
+                    raise
+                again = {d: (sent[d], sent[d].stat().st_size) for d in missing}
+                total = sum(size for _, size in again.values())
+                with self._progress.task("uploading", total) as advance:
+                    for digest, (local, size) in again.items():
+                        self._upload_file(digest, local, size, advance)
+        raise AssertionError("unreachable")
+
+    def _upload_file(
+        self, digest: str | None, local: Path, size: int, advance: Advance
+    ) -> tuple[str, str | None]:
+        """Upload a file: named by ``digest``, or (None) by what it hashes to. Returns the
+        digest the registry stored it under and, when unnamed, what it hashed to here.
+
+        Sent again (twice at most) when the registry answers ``blob_collected``: garbage
+        collection took the bytes between their publication and their record.
+        """
+        for attempt in range(_RESENDS + 1):
+            try:
+                if digest is not None:
+                    return self._upload_blob(digest, FileBody(local, size, advance), size), None
+                # One pass each end, at once: this process hashes on a thread while the
+                # file goes out (the kernel sends it), the registry hashes what arrives.
+                with BackgroundHash(local) as hashing:
+                    stored = self._upload_blob(None, FileBody(local, size, advance), size)
+                    return stored, hashing.result()
+            except Conflict as exc:
+                if exc.code != "blob_collected" or attempt == _RESENDS:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _send_files(
+        self, files: dict[str, Path], sent: dict[str, Path] | None = None
+    ) -> tuple[list[FileEntry], dict[str, bytes]]:
         """Get every file's bytes to the registry at the least cost; return the manifest.
 
         - Small files ride inline in the registration request.
         - Files whose digest the hash cache knows: ask which the registry lacks, send those.
         - Other files: hash while sending, in one pass; the registry names the blob and the
           name must match our own hash.
+
+        ``sent`` gets the digest and file of every blob not inline, which the request that
+        names them may have to send again (``_naming_blobs``).
         """
         entries: dict[str, FileEntry] = {}
         inline: dict[str, bytes] = {}
@@ -360,27 +418,25 @@ class Registry:
                 if direct:
                     self._upload_direct(str(local), local, size, advance, digest)
                 else:
-                    self._upload_blob(digest, FileBody(local, size, advance), size)
+                    self._upload_file(digest, local, size, advance)
             for rel, (local, size, stamp) in unknown.items():
                 if direct:
                     stored = self._upload_direct(rel, local, size, advance)
-                    self._hashes.store(local, stamp, stored)
-                    entries[rel] = FileEntry(rel, size, stored)
-                    continue
-                # One pass each end, at once: this process hashes on a thread while the
-                # file goes out (the kernel sends it), the registry hashes what arrives.
-                with BackgroundHash(local) as hashing:
-                    stored = self._upload_blob(None, FileBody(local, size, advance), size)
-                    ours = hashing.result()
-                if stored != ours:
-                    raise DigestMismatch(
-                        f"{rel}: the registry stored sha256:{stored} but the file hashes to"
-                        f" sha256:{ours}; was it modified while uploading?"
-                    )
+                else:
+                    stored, hashed = self._upload_file(None, local, size, advance)
+                    if stored != hashed:
+                        raise DigestMismatch(
+                            f"{rel}: the registry stored sha256:{stored} but the file hashes"
+                            f" to sha256:{hashed}; was it modified while uploading?"
+                        )
+                if sent is not None:
+                    sent[stored] = local
                 self._hashes.store(local, stamp, stored)
                 entries[rel] = FileEntry(rel, size, stored)
-        for rel, (_, size, digest) in known.items():
+        for rel, (local, size, digest) in known.items():
             entries[rel] = FileEntry(rel, size, digest)
+            if sent is not None:  # held already, or sent above: either may be collected
+                sent[digest] = local
         return [entries[rel] for rel in files], inline
 
     # -- evidence: attachments, the model card, comments ---------------------------------
@@ -393,8 +449,9 @@ class Registry:
         Conflict) and the version's manifest digest does not change."""
         listed = [paths] if isinstance(paths, str | os.PathLike) else list(paths)
         version = self.resolve(reference)
-        body = {"attachments": self._attachment_items(_collect_all(listed))}
-        data = self._json("POST", f"{_version_path(version)}/attachments", body=body)
+        sent: dict[str, Path] = {}
+        body = {"attachments": self._attachment_items(_collect_all(listed), sent)}
+        data = self._naming_blobs(f"{_version_path(version)}/attachments", body, sent)
         return [Attachment.from_dict(a) for a in data["items"]]
 
     def attachments(self, reference: str) -> list[Attachment]:
