@@ -30,8 +30,8 @@ from modelyard.client.transport import Request, Response
 from modelyard.config import Settings, open_service
 from modelyard.domain.errors import Conflict, NotFound, Unauthorized
 from modelyard.domain.models import Event
-from tests.conftest import LiveServer
-from tests.test_cli import invoke
+from tests.conftest import LiveServer, free_port
+from tests.test_cli import assert_user_error, invoke
 
 
 def shared_blob_store(shared: Path, data_dir: Path) -> dict[str, str]:
@@ -49,6 +49,7 @@ def shared_blob_store(shared: Path, data_dir: Path) -> dict[str, str]:
 class Replicas:
     a: LiveServer
     b: LiveServer
+    database_url: str
     root: str  # an admin's token
     early_blob: str  # uploaded through A before B started, not registered then
     early_size: int
@@ -93,7 +94,7 @@ def replicas(pg_admin: Engine, tmp_path_factory: pytest.TempPathFactory) -> Iter
         early = os.urandom(100_000)
         early_blob = _upload(a, root, early)
         b.start()  # A holds the store open: B's start-up clean-up leaves the blob alone
-        yield Replicas(a, b, root, early_blob, len(early), tmp)
+        yield Replicas(a, b, url, root, early_blob, len(early), tmp)
     finally:
         b.stop()
         a.stop()
@@ -171,6 +172,15 @@ def gc_on_one_replica_loses_nothing_uploaded_through_the_other(replicas: Replica
 def writes_split_across_replicas_are_one_registry(replicas: Replicas) -> None:
     """Registrations from threads on both replicas: gapless numbers and journal."""
     a, b = replicas.registry(replicas.a), replicas.registry(replicas.b)
+
+    # A third server with a key of its own is refused: what A and B sign and seal (page
+    # tokens, sign-ins, webhook secrets) it could not read, nor they what it would.
+    result = invoke(
+        "serve", "--port", str(free_port()), "--data-dir", str(replicas.tmp / "c"),
+        "--database-url", replicas.database_url,
+        env={"MODELYARD_SECRET_KEY": secrets.token_urlsafe(32)}, url=None, cwd=replicas.tmp,
+    )  # fmt: skip
+    assert_user_error(result, contains="secret key (MODELYARD_SECRET_KEY) is not the one")
 
     # What B's start-up found in the shared store, uploaded through A, is still there.
     size = replicas.early_size

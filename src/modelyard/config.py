@@ -365,6 +365,13 @@ def open_service(settings: Settings, *, artifacts: bool = True) -> RegistryServi
     return service
 
 
+def key_source(data_dir: Path) -> str:
+    """Where ``server_key`` takes the key from, for messages (never the key)."""
+    if os.environ.get("MODELYARD_SECRET_KEY"):
+        return "MODELYARD_SECRET_KEY"
+    return str(data_dir / "secret.key")
+
+
 def server_key(data_dir: Path) -> ServerKey:
     """``MODELYARD_SECRET_KEY``, else the data directory's ``secret.key`` (made 0600 once).
 

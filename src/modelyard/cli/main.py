@@ -225,7 +225,7 @@ def serve(
     modelyard serve --host 0.0.0.0 --workers 4 --forwarded-allow-ips 10.0.0.5
     --log-format json --access-log
     """
-    from modelyard.config import Settings, open_service, server_side
+    from modelyard.config import Settings, key_source, open_service, server_side
 
     try:
         with server_side("modelyard serve"):
@@ -258,6 +258,12 @@ def serve(
         )
         service = open_service(settings)
     except ModelyardError as exc:
+        output.errors.print(f"[red]error:[/red] {output.escape(exc.message)}")
+        raise typer.Exit(1) from None
+    try:
+        service.claim_key(key_source(settings.data_dir))
+    except ModelyardError as exc:
+        service.close()
         output.errors.print(f"[red]error:[/red] {output.escape(exc.message)}")
         raise typer.Exit(1) from None
     reach = Reach.LOOPBACK if is_loopback(host) else Reach.NETWORK

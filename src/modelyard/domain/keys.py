@@ -41,3 +41,8 @@ class ServerKey:
 
     def derive(self, purpose: str) -> bytes:
         return hmac.new(self.secret, purpose.encode(), hashlib.sha256).digest()
+
+    def fingerprint(self) -> str:
+        """What tells two keys apart without telling anything of either: a key derived for
+        that purpose alone, in hex (the servers of one database record and compare it)."""
+        return self.derive("fingerprint").hex()

@@ -596,6 +596,23 @@ class RegistryService(Comparisons, BlobService):
             return None
         return self.access.visibility(caller) or Visibility(all_models=True)
 
+    def claim_key(self, source: str) -> None:
+        """Record this server's secret key for the database, or refuse to serve with a key
+        other than the one recorded: replicas sharing a database share the key, or the page
+        tokens, sign-ins and webhook secrets one signed or sealed the others cannot read
+        (a webhook's deliveries would fail on whichever replica holds its lease).
+
+        ``source`` says where this key came from, for the error.
+        """
+        if self.db.recorded_key(self.key.fingerprint()) != self.key.fingerprint():
+            raise Conflict(
+                f"this server's secret key ({source}) is not the one this registry's database"
+                " was first served with: servers sharing a database need the same key, so"
+                " set MODELYARD_SECRET_KEY to one value on every replica (to change the key"
+                " on purpose, stop them all and empty the table server_key)",
+                code="secret_key_mismatch",
+            )
+
     def close(self) -> None:
         self.db.close()
         self.blobs.close()

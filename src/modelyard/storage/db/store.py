@@ -76,6 +76,7 @@ from modelyard.storage.db.tables import (
     journal_head,
     model_tags,
     models,
+    server_key,
     version_files,
     version_metrics,
     version_params,
@@ -327,6 +328,16 @@ class Database:
         report acknowledged to a pipeline is not sent again."""
         with self._outside_journal(durable=True) as conn:
             yield Telemetry(conn)
+
+    def recorded_key(self, fingerprint: str) -> str:
+        """The fingerprint of the registry's secret key: ``fingerprint`` when none was
+        recorded yet (now it is), else the one the first server recorded. Outside the
+        journal: it is the servers' configuration, which no answer depends on."""
+        dialect = sqlite if self.is_sqlite else postgresql
+        row = {"id": 1, "fingerprint": fingerprint, "created_at": now_us()}
+        with self._outside_journal(durable=True) as conn:
+            conn.execute(dialect.insert(server_key).values(row).on_conflict_do_nothing())
+            return str(conn.execute(select(server_key.c.fingerprint)).scalar_one())
 
     @contextmanager
     def _outside_journal(self, *, durable: bool) -> Iterator[Connection]:

@@ -236,6 +236,17 @@ journal_head = Table(
     Column("identity_seq", BigInteger, nullable=False, server_default="0"),
 )
 
+# The fingerprint of the secret key the registry's servers use (ServerKey.fingerprint, a key
+# derived from it, never the key), recorded by the first server: replicas must share the
+# key, or what one signed or sealed the others cannot read (migration 0015).
+server_key = Table(
+    "server_key",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("fingerprint", String(64), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+)
+
 
 # -- identity and access ---------------------------------------------------------------------
 
