@@ -204,7 +204,10 @@ def reach(engine: Engine) -> None:
         try:
             conn.execute(text(f"CREATE DATABASE {quoted}"))
         except DBAPIError as exc:
-            if "already exists" not in _reason(exc):  # another replica made it just now
+            made_meanwhile = conn.execute(  # by another replica starting at the same moment
+                text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": name}
+            ).first()
+            if made_meanwhile is None:
                 maintenance.dispose()
                 raise DatabaseUnavailable(
                     f'could not create database "{name}" on {where}: {_reason(exc)}',
