@@ -4,9 +4,10 @@ would send them.
 
 Replicas share PostgreSQL by definition (SQLite is one file of one machine), so this
 module runs only there: without a PostgreSQL server it skips with the reason, and with
-CI=true it fails instead. The blob store is one directory both data directories link
-their ``blobs/`` to (``shared_blob_store``): the flock every open store holds on it is
-what keeps one replica's start-up clean-up from collecting what the other has in flight.
+CI=true it fails instead. The blob store is a prefix of a bucket on the tests' moto S3
+server (``shared_blob_store``); a directory both servers open would do too
+(``file:///PATH``: the flock each open store holds on it keeps one replica's start-up
+clean-up from collecting what the other has in flight, tests/test_blobstore.py).
 """
 
 from __future__ import annotations
@@ -30,19 +31,13 @@ from modelyard.client.transport import Request, Response
 from modelyard.config import Settings, open_service
 from modelyard.domain.errors import Conflict, NotFound, Unauthorized
 from modelyard.domain.models import Event
-from tests.conftest import LiveServer, free_port
+from tests.conftest import LiveServer, S3Server, free_port
 from tests.test_cli import assert_user_error, invoke
 
 
-def shared_blob_store(shared: Path, data_dir: Path) -> dict[str, str]:
-    """Give a replica the one blob store; the environment its server needs for it.
-
-    The replica's ``data_dir/blobs`` is a link to ``shared``: both servers open one
-    directory. (An object store would be the environment's ``MODELYARD_BLOB_URL``.)
-    """
-    data_dir.mkdir(mode=0o700, parents=True)
-    (data_dir / "blobs").symlink_to(shared, target_is_directory=True)
-    return {}
+def shared_blob_store(s3: S3Server) -> dict[str, str]:
+    """The environment that gives the replicas one blob store: a prefix of the bucket."""
+    return {"MODELYARD_BLOB_URL": s3.blob_url(), "MODELYARD_S3_ENDPOINT": s3.endpoint}
 
 
 @dataclass
@@ -72,18 +67,19 @@ def _upload(server: LiveServer, token: str, content: bytes) -> str:
 
 
 @pytest.fixture(scope="module")
-def replicas(pg_admin: Engine, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Replicas]:
+def replicas(
+    pg_admin: Engine, s3_server: S3Server, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Replicas]:
     tmp = tmp_path_factory.mktemp("replicas")
     name = f"modelyard_replicas_{secrets.token_hex(4)}"
     # Not created here: the first replica's role may create databases, so it makes it.
     url = f"postgresql://postgres@127.0.0.1:5432/{name}"
-    shared = tmp / "shared-blobs"
-    shared.mkdir(mode=0o700)
+    blobs = shared_blob_store(s3_server)
     # Replicas share the secret that signs page tokens and sessions and seals webhook
     # secrets: what one issues, the other reads.
     key = {"MODELYARD_SECRET_KEY": secrets.token_urlsafe(32)}
-    a = LiveServer(tmp / "a", url, env={**key, **shared_blob_store(shared, tmp / "a")})
-    b = LiveServer(tmp / "b", url, env={**key, **shared_blob_store(shared, tmp / "b")})
+    a = LiveServer(tmp / "a", url, env={**key, **blobs})
+    b = LiveServer(tmp / "b", url, env={**key, **blobs})
     try:
         a.start()
         ops = open_service(Settings(data_dir=tmp / "ops", database_url=url))
@@ -93,7 +89,7 @@ def replicas(pg_admin: Engine, tmp_path_factory: pytest.TempPathFactory) -> Iter
             ops.close()
         early = os.urandom(100_000)
         early_blob = _upload(a, root, early)
-        b.start()  # A holds the store open: B's start-up clean-up leaves the blob alone
+        b.start()  # the store is shared: B's start-up clean-up leaves the blob alone
         yield Replicas(a, b, url, root, early_blob, len(early), tmp)
     finally:
         b.stop()
@@ -116,8 +112,9 @@ def _model_dir(root: Path, content: bytes) -> Path:
 
 
 class BetweenUploadAndRegistration:
-    """A transport that runs ``then`` once, after the first upload and before the request
-    that names it: a garbage collection on the other replica, landing in that window."""
+    """A transport that runs ``then`` once, when the files are up and before the request
+    that registers them (a garbage collection on the other replica, landing in that
+    window), and notes each request with its status."""
 
     def __init__(self, inner: HttpTransport, then: Callable[[], None]) -> None:
         self.inner = inner
@@ -125,11 +122,11 @@ class BetweenUploadAndRegistration:
         self.seen: list[str] = []
 
     def send(self, request: Request) -> Response:
-        self.seen.append(f"{request.method} {request.path}")
-        response = self.inner.send(request)
-        if self.then is not None and request.path == "/api/v1/blobs/uploads":
+        if self.then is not None and request.path.endswith("/versions"):
             then, self.then = self.then, None
             then()
+        response = self.inner.send(request)
+        self.seen.append(f"{request.method} {request.path} {response.status}")
         return response
 
     def close(self) -> None:
@@ -157,11 +154,11 @@ def gc_on_one_replica_loses_nothing_uploaded_through_the_other(replicas: Replica
     # The collection did take the uploaded blob; the registration answered missing_blobs,
     # and the SDK sent the bytes again and registered.
     assert f"sha256:{digest}" in json.dumps(json.loads(reports[0])["removed"])
-    assert hooked.seen == [
-        "POST /api/v1/blobs/uploads",
-        "POST /api/v1/models/late/versions",
-        f"PUT /api/v1/blobs/sha256:{digest}",
-        "POST /api/v1/models/late/versions",
+    registering = "POST /api/v1/models/late/versions"
+    first = hooked.seen.index(f"{registering} 409")
+    assert hooked.seen[first + 1 :] == [
+        f"PUT /api/v1/blobs/sha256:{digest} 201",
+        f"{registering} 201",
     ]
     assert [f.sha256 for f in version.files] == [digest]
     with replicas.registry(replicas.a) as a:
