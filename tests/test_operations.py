@@ -223,8 +223,8 @@ def cmdline(pid: int) -> str:
         return ""
 
 
-def wait_until(check: Any, what: str) -> Any:
-    deadline = time.monotonic() + DEADLINE
+def wait_until(check: Any, what: str, seconds: float = DEADLINE) -> Any:
+    deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         found = check()
         if found:
@@ -328,6 +328,7 @@ def server(
         wait_until(
             lambda: process.poll() is not None or len(found.workers()) == 2,
             "two workers listening",
+            seconds=3 * DEADLINE,  # two fresh interpreters each, on a loaded machine
         )
         assert process.poll() is None, log.read_text()
         yield found
