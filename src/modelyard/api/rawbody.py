@@ -28,6 +28,9 @@ from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 EXTENSION = "modelyard.raw_body"
+# Set in the scope by a route that read the socket: the body's bytes, for the telemetry
+# (which counts what passes through ``receive()``, and the socket's bytes do not).
+RECEIVED = "modelyard.raw_received"
 # A client that sends nothing for this long has gone: the upload is aborted.
 IDLE_TIMEOUT_S = 300.0
 
@@ -48,6 +51,7 @@ class RawBody:
     def __init__(self, head: bytes, fd: int, remaining: int) -> None:
         self.head = head
         self.remaining = remaining
+        self.received = len(head)  # of the body, so far
         self._fd = fd
         self._poll = select.poll()
         self._poll.register(fd, select.POLLIN)
@@ -73,6 +77,7 @@ class RawBody:
         if n == 0:
             raise ClientGone(f"the client went away {self.remaining} bytes before the end")
         self.remaining -= n
+        self.received += n
         return n
 
     def close(self) -> None:

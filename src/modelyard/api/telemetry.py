@@ -31,6 +31,8 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.types import Message, Receive, Scope, Send
 
+from modelyard.api.rawbody import RECEIVED
+
 if TYPE_CHECKING:
     from modelyard.api.metrics import Metrics
 
@@ -110,7 +112,7 @@ class Telemetry:
                 metrics.observe(method, route, answered, elapsed)
                 if route in BLOB_ROUTES:
                     if method in ("PUT", "POST"):
-                        metrics.blob_bytes(received, 0)
+                        metrics.blob_bytes(received + scope.get(RECEIVED, 0), 0)
                     elif method == "GET":
                         metrics.blob_bytes(0, sent)
             if log_requests:

@@ -11,7 +11,7 @@ from starlette.convertors import StringConvertor, register_url_convertor
 from starlette.responses import Response
 
 from modelyard.api.deps import caller, json_response, needs, service
-from modelyard.api.rawbody import ClientGone, RawBody, take_raw_body
+from modelyard.api.rawbody import RECEIVED, ClientGone, RawBody, take_raw_body
 from modelyard.api.schemas import (
     BlobOut,
     DirectCompleteIn,
@@ -178,6 +178,7 @@ async def _receive(request: Request, hex_digest: str | None) -> Response:
         raise
     finally:
         if raw is not None:
+            request.scope[RECEIVED] = raw.received
             raw.close()
     size, created = await run_in_threadpool(svc.finish_blob_upload, upload)
     body = {"digest": f"sha256:{upload.digest}", "size": size, "created": created}
