@@ -182,6 +182,7 @@ def test_uploads_and_downloads_honour_the_proxy_settings(
     assert (tmp_path / "out" / "w.bin").read_bytes() == data
     blob = f"/api/v1/blobs/sha256:{version.files[0].sha256}"
     assert seen == [
+        "GET registry.invalid /api/v1/blobs/direct-uploads",  # asked once: it takes the bytes
         "POST registry.invalid /api/v1/blobs/uploads",
         "POST registry.invalid /api/v1/models/churn/versions",
         "GET registry.invalid /api/v1/resolve/churn/1",
