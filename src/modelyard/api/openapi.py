@@ -83,8 +83,24 @@ _EXTRA: dict[str, dict[int, str]] = {
     "PUT /api/v1/blobs/{digest}": {200: "Stored already: the body was read and dropped"},
     "GET /api/v1/events/stream": {413: "More kinds than an event filter takes (64)"},
     "POST /api/v1/blobs/uploads": {200: "Stored already: the copy was dropped"},
+    "POST /api/v1/blobs/direct-uploads": {
+        200: "Nothing to send (created false: stored, and yours to name), or no direct"
+        " transfers here (created null: upload through the registry)",
+        503: "The object store did not answer",
+    },
+    "POST /api/v1/blobs/direct-uploads/complete": {
+        200: "Stored already, and yours to name",
+        404: "No upload of these bytes is under way (for this caller)",
+        409: "Parts are still missing, or this registry takes uploads itself",
+        503: "The object store did not answer",
+    },
     **{
         f"{method} {path}": {206: "The requested range", 416: _MEANING[416]}
+        | (
+            {307: "Fetch the bytes from the object store (asked: Modelyard-Redirect: allow)"}
+            if method == "GET" and "attachments" not in path
+            else {}
+        )
         for method in ("GET", "HEAD")
         for path in (
             "/api/v1/blobs/{digest}",
