@@ -20,7 +20,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from modelyard.domain.errors import InvalidInput
+from modelyard.domain.errors import DigestMismatch, InvalidInput
 
 _UPLOAD_NAME = re.compile(r"(?:[0-9a-f]{64}|unnamed)\.[0-9a-f]{16}\.part")
 
@@ -35,6 +35,19 @@ def validate_upload_name(name: str) -> str:
     if not isinstance(name, str) or _UPLOAD_NAME.fullmatch(name) is None:
         raise InvalidInput(f"{name!r} is not the name of an upload")
     return name
+
+
+def verified_digest(expected: str | None, actual: str) -> str:
+    """The digest an upload is published under: what it hashed to when it named none,
+    else the one it named, which must be what it hashed to (every store's one rule)."""
+    if expected is not None and actual != expected:
+        raise DigestMismatch(
+            f"uploaded bytes hash to sha256:{actual}, not the sha256:{expected}"
+            " named in the URL; nothing was stored",
+            expected=f"sha256:{expected}",
+            actual=f"sha256:{actual}",
+        )
+    return actual
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,13 +21,14 @@ import secrets
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from modelyard.domain.errors import DigestMismatch, InvalidInput, NotFound
+from modelyard.domain.errors import InvalidInput, NotFound
 from modelyard.domain.manifest import validate_digest_hex
 from modelyard.storage.blobs.base import (
     BlobInfo,
     UploadLeftover,
     new_upload_name,
     validate_upload_name,
+    verified_digest,
 )
 from modelyard.storage.private import FILE_MODE, private_dir, private_file
 from modelyard.transfer import DIRECT_ALIGN, FileSink, Pipeline
@@ -200,15 +201,7 @@ class _LocalUpload:
         try:
             self._pipeline.close()
             actual = self._hash.hexdigest()
-            if self._expected is None:
-                self._digest = actual
-            if actual != self._digest:
-                raise DigestMismatch(
-                    f"uploaded bytes hash to sha256:{actual}, not the sha256:{self._digest}"
-                    " named in the URL; nothing was stored",
-                    expected=f"sha256:{self._digest}",
-                    actual=f"sha256:{actual}",
-                )
+            self._digest = verified_digest(self._expected, actual)
             self._file.fsync()
             self._file.close()
             self._store._publish(self._staged, self._digest)

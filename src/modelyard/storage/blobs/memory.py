@@ -18,6 +18,7 @@ from modelyard.storage.blobs.base import (
     UploadLeftover,
     new_upload_name,
     validate_upload_name,
+    verified_digest,
 )
 
 CHUNK_SIZE = 4 * 1024 * 1024
@@ -117,16 +118,11 @@ class _MemoryUpload:
 
     def commit(self) -> int:
         actual = hashlib.sha256(self.data).hexdigest()
-        if self._expected is None:
-            self._digest = actual
-        if actual != self._digest:
+        try:
+            self._digest = verified_digest(self._expected, actual)
+        except DigestMismatch:
             self.abort()
-            raise DigestMismatch(
-                f"uploaded bytes hash to sha256:{actual}, not the sha256:{self._digest}"
-                " named in the URL; nothing was stored",
-                expected=f"sha256:{self._digest}",
-                actual=f"sha256:{actual}",
-            )
+            raise
         if not self._store._publish(self):
             raise NotFound("the upload was removed as a leftover before it was committed")
         return len(self.data)

@@ -40,7 +40,12 @@ from modelyard.domain.errors import (
     Unavailable,
 )
 from modelyard.domain.manifest import validate_digest_hex
-from modelyard.storage.blobs.base import BlobInfo, UploadLeftover, validate_upload_name
+from modelyard.storage.blobs.base import (
+    BlobInfo,
+    UploadLeftover,
+    validate_upload_name,
+    verified_digest,
+)
 from modelyard.transfer import MAX_PARTS, Pipeline, part_ranges, part_size
 
 if TYPE_CHECKING:
@@ -528,15 +533,7 @@ class _S3Upload:
         try:
             self._pipeline.close()
             actual = self._hash.hexdigest()
-            if self._expected is None:
-                self._digest = actual
-            if actual != self._digest:
-                raise DigestMismatch(
-                    f"uploaded bytes hash to sha256:{actual}, not the sha256:{self._digest}"
-                    " named in the URL; nothing was stored",
-                    expected=f"sha256:{self._digest}",
-                    actual=f"sha256:{actual}",
-                )
+            self._digest = verified_digest(self._expected, actual)
             self._publish()
             self._done = True
             return self.size
