@@ -4,6 +4,7 @@ heard within the poll."""
 from __future__ import annotations
 
 import asyncio
+import queue
 import threading
 import time
 from pathlib import Path
@@ -85,8 +86,9 @@ def test_sibling_workers_ring_each_other(tmp_path: Path) -> None:
     reaches that worker's listeners, and is not echoed back."""
     bells = [JournalBell(lambda: 0, poll=60.0) for _ in range(3)]
     peers = [BellPeers(bell, tmp_path, i, 3) for i, bell in enumerate(bells)]
-    heard: list[int] = []
-    bells[1].listeners.append(heard.append)
+    # A queue, not a list: listeners run after the waiters are woken, on the receiving thread.
+    heard: queue.Queue[int] = queue.Queue()
+    bells[1].listeners.append(heard.put)
     try:
         waiters = [
             threading.Thread(target=lambda b=b: woke.append(b.wait(0, timeout=30)))
@@ -99,10 +101,11 @@ def test_sibling_workers_ring_each_other(tmp_path: Path) -> None:
         for waiter in waiters:
             waiter.join(30)
         assert woke == [7, 7]
-        assert heard == [7]
+        assert heard.get(timeout=30) == 7
         bells[2].ring(9)  # and the other way
         assert bells[0].wait(7, timeout=30) == 9
-        assert heard == [7, 9]
+        assert heard.get(timeout=30) == 9
+        assert heard.empty()  # neither ring came back a second time
     finally:
         for peer in peers:
             peer.close()
