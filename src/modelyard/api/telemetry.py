@@ -99,7 +99,7 @@ class Telemetry:
 
         started = time.perf_counter()
         status = 0
-        received = sent = 0
+        received = 0
         recorded = False
 
         def record(answered: int) -> None:
@@ -110,11 +110,8 @@ class Telemetry:
             method = scope["method"] if scope["method"] in METHODS else "other"
             if metrics is not None:
                 metrics.observe(method, route, answered, elapsed)
-                if route in BLOB_ROUTES:
-                    if method in ("PUT", "POST"):
-                        metrics.blob_bytes(received + scope.get(RECEIVED, 0), 0)
-                    elif method == "GET":
-                        metrics.blob_bytes(0, sent)
+                if route in BLOB_ROUTES and method in ("PUT", "POST"):
+                    metrics.blob_bytes(received + scope.get(RECEIVED, 0), 0)
             if log_requests:
                 access_log.info(
                     "%s %s %d %.1f ms %s",
@@ -139,12 +136,22 @@ class Telemetry:
             return message
 
         async def counting_send(message: Message) -> None:
-            nonlocal status, sent
+            nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
                 message["headers"] = [*message.get("headers", ()), header]
             elif message["type"] == "http.response.body":
-                sent += len(message.get("body", b""))
+                size = len(message.get("body", b""))
+                # A download's bytes are counted as each chunk leaves, not at its end: a
+                # streamed answer ends with an empty message that its client, which knew
+                # the length, need not wait for before it scrapes.
+                if (
+                    size
+                    and metrics is not None
+                    and scope["method"] == "GET"
+                    and route_of(scope) in BLOB_ROUTES
+                ):
+                    metrics.blob_bytes(0, size)
                 if not message.get("more_body", False):
                     # Counted before the answer's end leaves: whoever has read a whole
                     # answer finds it counted (a scrape right after, on another worker).
