@@ -9,6 +9,7 @@ tests pin a connection to each worker instead of hoping the kernel spreads them.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import datetime as dt
 import hashlib
@@ -38,8 +39,9 @@ from sqlalchemy import Engine, text
 
 import modelyard
 from modelyard.api import create_app
+from modelyard.api.metrics import Metrics
 from modelyard.api.routes.resolve import RESOLVE_ROUTE
-from modelyard.api.telemetry import BLOB_ROUTES
+from modelyard.api.telemetry import BLOB_ROUTES, Telemetry
 from modelyard.config import Settings, open_service
 from modelyard.domain.access import Reach
 from modelyard.service import RegistryService
@@ -588,3 +590,45 @@ def test_the_routes_telemetry_names_are_routes_of_the_app() -> None:
         routes += getattr(getattr(route, "original_router", None), "routes", [])
     assert templates >= BLOB_ROUTES
     assert {RESOLVE_ROUTE, "/api/v1/versions", "/api/v1/models/{name}/versions"} <= templates
+
+
+@dataclass
+class _Route:
+    path_format: str
+
+
+def test_a_downloads_bytes_are_counted_before_its_last_message(
+    service: RegistryService,
+) -> None:
+    """A streamed download ends with an empty message that its client, which knew the
+    length, need not wait for: its bytes are counted as they leave, so a scrape taken the
+    moment the client holds them all finds them (it read 0 once, on another worker)."""
+    metrics = Metrics(service.db)
+    telemetry = Telemetry(metrics)
+    route = _Route("/api/v1/models/{name}/versions/{number}/files/{path}")
+    assert route.path_format in BLOB_ROUTES
+    scope: dict[str, Any] = {"type": "http", "method": "GET", "path": "/x", "headers": []}
+    counted_when_received: list[float] = []
+
+    def sent_bytes() -> float:
+        exposition = metrics.render()[0].decode()
+        found = re.search(r"^modelyard_blob_sent_bytes_total (\S+)$", exposition, re.M)
+        assert found is not None
+        return float(found[1])
+
+    async def download(scope: Any, receive: Any, send: Any) -> None:
+        scope["route"] = route
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"x" * 70_000, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def client(message: Any) -> None:
+        if message["type"] == "http.response.body" and message["body"]:
+            counted_when_received.append(sent_bytes())
+
+    async def no_body() -> Any:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    asyncio.run(telemetry.track(scope, no_body, client, download))
+    assert counted_when_received == [70_000]
+    assert sent_bytes() == 70_000  # and once only
