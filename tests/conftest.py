@@ -10,6 +10,7 @@ is a failure.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import os
 import re
@@ -21,7 +22,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -393,6 +395,16 @@ def make_tree(tmp_path: Path) -> Callable[[dict[str, bytes]], Path]:
         return root
 
     return build
+
+
+Result = TypeVar("Result")
+
+
+def run_async(coroutine: Coroutine[Any, Any, Result]) -> Result:
+    """`asyncio.run` on a thread of its own: once a browser test has run, this process's
+    main thread holds Playwright's loop, and `asyncio.run` refuses to start beside it."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
 
 
 def free_port() -> int:

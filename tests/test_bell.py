@@ -12,6 +12,7 @@ from pathlib import Path
 from modelyard.domain.access import Caller
 from modelyard.service import RegistryService
 from modelyard.storage.db.bell import BellPeers, JournalBell
+from tests.conftest import run_async
 
 
 def test_a_commit_wakes_a_waiter_in_this_process(service: RegistryService) -> None:
@@ -57,13 +58,13 @@ def test_an_async_waiter_wakes_on_a_ring_from_another_thread() -> None:
         threading.Thread(target=bell.ring, args=(3,)).start()
         return await waiter
 
-    assert asyncio.run(main()) == 3
+    assert run_async(main()) == 3
 
 
 def test_a_wait_times_out_with_the_head_unchanged() -> None:
     bell = JournalBell(lambda: 5, poll=0.01)
     assert bell.wait(5, timeout=0.05) == 5
-    assert asyncio.run(bell.wait_async(5, timeout=0.05)) == 5
+    assert run_async(bell.wait_async(5, timeout=0.05)) == 5
 
 
 def test_a_cancelled_async_waiter_leaves_nothing_behind() -> None:
@@ -76,7 +77,7 @@ def test_a_cancelled_async_waiter_leaves_nothing_behind() -> None:
         waiter.cancel()  # as when a stream's client goes away
         await asyncio.gather(waiter, return_exceptions=True)
 
-    asyncio.run(main())
+    run_async(main())
     assert not bell._futures
 
 

@@ -9,7 +9,6 @@ tests pin a connection to each worker instead of hoping the kernel spreads them.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import datetime as dt
 import hashlib
@@ -45,7 +44,7 @@ from modelyard.api.telemetry import BLOB_ROUTES, Telemetry
 from modelyard.config import Settings, open_service
 from modelyard.domain.access import Reach
 from modelyard.service import RegistryService
-from tests.conftest import BACKENDS, free_port
+from tests.conftest import BACKENDS, free_port, run_async
 from tests.receivers import receiving
 from tests.test_access import _RoutesOnly
 
@@ -629,6 +628,6 @@ def test_a_downloads_bytes_are_counted_before_its_last_message(
     async def no_body() -> Any:
         return {"type": "http.request", "body": b"", "more_body": False}
 
-    asyncio.run(telemetry.track(scope, no_body, client, download))
+    run_async(telemetry.track(scope, no_body, client, download))
     assert counted_when_received == [70_000]
     assert sent_bytes() == 70_000  # and once only
