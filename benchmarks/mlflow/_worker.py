@@ -23,10 +23,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from mlflow.entities import Metric, Param
-
 import mlflow
 from mlflow import MlflowClient
+from mlflow.entities import Metric, Param
 
 # Run as a script, so only this folder is on sys.path; _common is stdlib-only for this venv.
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
