@@ -196,6 +196,10 @@ class Sample:
     # not manage it gets the 404 of a missing webhook, never a 403 that would confirm it)
     scope: str = "model"
     query: dict[str, str] = field(default_factory=dict)
+    # What whoever may call it gets instead of a 2xx, (status, code): MLflow's
+    # transition-stage into a protected stage opens a request and says so (nothing moved),
+    # and the world has no MLflow tracking server to copy a version from.
+    refusal: tuple[int, str] | None = None
 
 
 _REPORT = b"auc,0.9\n"
@@ -395,6 +399,48 @@ for _kind, _victim in (
     SAMPLES[("GET", _base + "/{name}")] = Sample(params={"name": _victim}, scope=REGISTRY)
     SAMPLES[("DELETE", _base + "/{name}")] = Sample(params={"name": _victim}, scope=REGISTRY)
 
+# MLflow's registry API (tests/test_mlflow_api.py drives it with MLflow's own client), under
+# both of its prefixes: the same model, versions, aliases and files as the REST samples.
+_MV = {"name": "m-{role}", "version": "1"}
+for _api in ("/api/2.0/mlflow", "/ajax-api/2.0/mlflow"):
+    _rm, _mv = f"{_api}/registered-models", f"{_api}/model-versions"
+    SAMPLES |= {
+        ("POST", f"{_rm}/create"): Sample(json={"name": "new-{role}"}),
+        ("GET", f"{_rm}/get"): Sample(query=M),
+        ("PATCH", f"{_rm}/update"): Sample(json={**M, "description": "edited"}),
+        ("DELETE", f"{_rm}/delete"): Sample(json={"name": "empty-{role}"}),
+        ("GET", f"{_rm}/search"): Sample(scope="listing"),
+        ("POST", f"{_rm}/get-latest-versions"): Sample(json=M),
+        ("POST", f"{_rm}/set-tag"): Sample(json={**M, "key": "k", "value": "v"}),
+        ("DELETE", f"{_rm}/delete-tag"): Sample(json={**M, "key": "k"}),
+        ("POST", f"{_rm}/alias"): Sample(json={**M, "alias": "candidate", "version": "1"}),
+        ("DELETE", f"{_rm}/alias"): Sample(json={**M, "alias": "candidate"}),
+        ("GET", f"{_rm}/alias"): Sample(query={**M, "alias": "candidate"}),
+        ("GET", f"{_mv}/get"): Sample(query=_MV),
+        ("PATCH", f"{_mv}/update"): Sample(json={**_MV, "description": "edited"}),
+        ("DELETE", f"{_mv}/delete"): Sample(json=_MV),
+        ("GET", f"{_mv}/search"): Sample(scope="listing"),
+        ("POST", f"{_mv}/set-tag"): Sample(json={**_MV, "key": "k", "value": "v"}),
+        ("DELETE", f"{_mv}/delete-tag"): Sample(json={**_MV, "key": "k"}),
+        # Staging is protected: whoever may promote opens a request, answered as a refusal.
+        ("POST", f"{_mv}/transition-stage"): Sample(
+            json={"name": "m-{role}", "version": "2", "stage": "Staging"},
+            refusal=(403, "request_opened"),
+        ),
+        ("POST", f"{_mv}/create"): Sample(
+            json={"name": "m-{role}", "source": "runs:/0123/model"},
+            refusal=(400, "source_refused"),
+        ),
+        ("GET", f"{_mv}/get-download-uri"): Sample(query=_MV),
+    }
+for _api in ("/api/2.0/mlflow-artifacts", "/ajax-api/2.0/mlflow-artifacts"):
+    SAMPLES |= {
+        ("GET", f"{_api}/artifacts"): Sample(query={"path": "modelyard-models/m-{role}/1"}),
+        ("GET", f"{_api}/artifacts/{{path}}"): Sample(
+            params={"path": "modelyard-models/m-{role}/1/model.bin"}
+        ),
+    }
+
 
 class _RoutesOnly:
     """Just enough of a service to build the app and read its route table."""
@@ -494,7 +540,9 @@ def test_permission_matrix(world: World, method: str, path: str, declared: str) 
         )
         want = expected(declared, sample.scope, role)
         where = f"{method} {url} as {role}: {response.status_code} {response.text[:300]}"
-        if want == "ok":
+        if want == "ok" and sample.refusal:
+            assert (response.status_code, response.json()["code"]) == sample.refusal, where
+        elif want == "ok":
             assert 200 <= response.status_code < 300, where
         else:
             assert response.status_code == want, where

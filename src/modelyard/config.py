@@ -101,6 +101,9 @@ class Settings:
     # to an hour, for a day) and the lease a replica holds on a subscription it delivers.
     webhook_retries: str = ""
     webhook_lease_seconds: float = DEFAULT_LEASE_SECONDS
+    # The MLflow tracking server that versions created through MLflow's API are copied
+    # from (runs:/, models:/, mlflow-artifacts:/ sources), and a token for it if it wants one.
+    mlflow_tracking_uri: str | None = None
 
     @classmethod
     def from_env(
@@ -114,6 +117,7 @@ class Settings:
         s3_endpoint: str | None = None,
         proxy_transfers: bool | None = None,
         s3_store_hashes: bool | None = None,
+        mlflow_tracking_uri: str | None = None,
     ) -> Settings:
         """Flags (the arguments) over MODELYARD_* variables over defaults.
 
@@ -159,6 +163,9 @@ class Settings:
             ),
             webhook_retries=os.environ.get("MODELYARD_WEBHOOK_RETRIES", ""),
             webhook_lease_seconds=_lease_seconds(),
+            mlflow_tracking_uri=(
+                mlflow_tracking_uri or os.environ.get("MODELYARD_MLFLOW_TRACKING_URI") or None
+            ),
         )
 
     @property
@@ -325,6 +332,7 @@ def open_service(settings: Settings, *, artifacts: bool = True) -> RegistryServi
         from modelyard.domain.delivery import RetrySchedule
         from modelyard.service import RegistryService
         from modelyard.service.delivery import DeliveryConfig
+        from modelyard.service.mlflow_source import MlflowSources
         from modelyard.service.outbound import OutboundPolicy
         from modelyard.storage.blobs import MemoryBlobStore
         from modelyard.storage.db.engine import create_db_engine, migrate
@@ -361,6 +369,11 @@ def open_service(settings: Settings, *, artifacts: bool = True) -> RegistryServi
         if settings.webhook_retries
         else RetrySchedule(),
         lease_seconds=settings.webhook_lease_seconds,
+    )
+    service.mlflow_sources = MlflowSources(
+        service,
+        settings.mlflow_tracking_uri,
+        os.environ.get("MODELYARD_MLFLOW_TRACKING_TOKEN") or None,
     )
     return service
 

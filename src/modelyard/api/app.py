@@ -31,6 +31,7 @@ from modelyard.api.routes import (
     health,
     lifecycle,
     metrics,
+    mlflow,
     models,
     online,
     resolve,
@@ -171,6 +172,7 @@ def create_app(
         online,
         evidence,
         webhooks,
+        mlflow,
     ):
         app.include_router(module.router)
     _offline_docs(app)

@@ -14,6 +14,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
+from modelyard.api.mlflow_wire import is_mlflow_path
 from modelyard.api.problems import PROBLEM_TYPE
 from modelyard.domain.access import PRINCIPAL_PATTERN
 from modelyard.domain.checks import CHECK_NAME_PATTERN
@@ -30,6 +31,17 @@ PROBLEM_SCHEMA: dict[str, Any] = {
         "detail": {"type": "string"},
         "code": {"type": "string", "example": "model_not_found"},
         "instance": {"type": "string"},
+    },
+    "additionalProperties": True,
+}
+MLFLOW_ERROR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": "MLflow's error, with Modelyard's stable `code` beside (docs/mlflow.md).",
+    "required": ["error_code", "message", "code"],
+    "properties": {
+        "error_code": {"type": "string", "example": "RESOURCE_DOES_NOT_EXIST"},
+        "message": {"type": "string"},
+        "code": {"type": "string", "example": "model_not_found"},
     },
     "additionalProperties": True,
 }
@@ -109,6 +121,10 @@ _EXTRA: dict[str, dict[int, str]] = {
         )
     },
 }
+_MLFLOW_EXTRA: dict[str, dict[int, str]] = {
+    "POST model-versions/create": {503: "The MLflow tracking server did not answer"},
+    "GET artifacts/{path}": {206: "The requested range", 416: _MEANING[416]},
+}
 # Not found without a path parameter: a model, reference or principal named in the query
 # or the body.
 _NOT_FOUND = {
@@ -156,6 +172,7 @@ def document(app: FastAPI) -> dict[str, Any]:
     for unused in ("HTTPValidationError", "ValidationError"):
         schemas.pop(unused, None)
     schemas["Problem"] = PROBLEM_SCHEMA
+    schemas["MlflowError"] = MLFLOW_ERROR_SCHEMA
     for path, item in doc["paths"].items():
         for method, operation in item.items():
             _correct(f"{method.upper()} {path}", operation)
@@ -165,11 +182,13 @@ def document(app: FastAPI) -> dict[str, Any]:
 def _correct(key: str, operation: dict[str, Any]) -> None:
     responses: dict[str, Any] = operation["responses"]
     responses.pop("422", None)
-    for status, description in sorted(_statuses(key, operation).items()):
+    mlflow = is_mlflow_path(key.split(" ", 1)[1])
+    statuses = _mlflow_statuses(key, operation) if mlflow else _statuses(key, operation)
+    for status, description in sorted(statuses.items()):
         if status < 400:
             responses.setdefault(str(status), {"description": description})
         else:
-            responses[str(status)] = _problem(status, description)
+            responses[str(status)] = _problem(status, description, mlflow=mlflow)
     for parameter in operation.get("parameters", ()):
         if parameter["in"] == "path":
             pattern = _path_pattern(key, parameter["name"])
@@ -196,10 +215,25 @@ def _statuses(key: str, operation: dict[str, Any]) -> dict[int, str]:
     return found
 
 
-def _problem(status: int, description: str) -> dict[str, Any]:
+def _mlflow_statuses(key: str, operation: dict[str, Any]) -> dict[int, str]:
+    """MLflow's API names models and versions in the query or the body: any call but a
+    search may find nothing, and any change may conflict with the registry's state."""
+    found = _statuses(key, operation)
+    method, path = key.split(" ", 1)
+    if not path.endswith("/search"):
+        found[404] = _MEANING[404]
+    if method != "GET":
+        found[409] = _MEANING[409]
+    endpoint = path.split("/2.0/", 1)[1].split("/", 1)[1]
+    found.update(_MLFLOW_EXTRA.get(f"{method} {endpoint}", {}))
+    return found
+
+
+def _problem(status: int, description: str, *, mlflow: bool = False) -> dict[str, Any]:
+    media, schema = ("application/json", "MlflowError") if mlflow else (PROBLEM_TYPE, "Problem")
     response: dict[str, Any] = {
         "description": description,
-        "content": {PROBLEM_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+        "content": {media: {"schema": {"$ref": f"#/components/schemas/{schema}"}}},
     }
     if status == 401:
         response["headers"] = {

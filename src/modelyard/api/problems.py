@@ -14,6 +14,7 @@ from starlette.routing import Match
 from starlette.types import Scope
 
 from modelyard.api.auth import challenge
+from modelyard.api.mlflow_wire import error_body, is_mlflow_path
 from modelyard.domain.errors import ModelyardError, Unauthorized
 
 log = logging.getLogger("modelyard.api")
@@ -38,6 +39,15 @@ def problem(
     headers: dict[str, str] | None = None,
     **extra: Any,
 ) -> Response:
+    """An error answer: problem+json, or MLflow's format under its API's paths."""
+    if is_mlflow_path(instance):
+        mlflow_body = error_body(status, code, detail, extra, instance)
+        return Response(
+            json.dumps(mlflow_body),
+            status_code=status,
+            media_type="application/json",
+            headers=headers,
+        )
     body = {
         "type": f"urn:modelyard:problem:{code}",
         "title": title,

@@ -206,6 +206,14 @@ def serve(
             " they are not public addresses, e.g. ci.internal,10.20.0.0/16.",
         ),
     ] = None,
+    mlflow_tracking_uri: Annotated[
+        str | None,
+        typer.Option(
+            envvar="MODELYARD_MLFLOW_TRACKING_URI",
+            help="The MLflow tracking server that versions created through MLflow's API"
+            " (log_model, register_model) are copied from (docs/mlflow.md).",
+        ),
+    ] = None,
 ) -> None:
     """Run the registry server (REST API under /api/v1, OpenAPI docs at /docs).
 
@@ -217,6 +225,9 @@ def serve(
     [bold]Example[/bold], replicas sharing PostgreSQL and a bucket:
     modelyard serve --host 0.0.0.0 --data-dir /srv/modelyard
     --database-url postgresql://modelyard@db/modelyard --blob-url s3://models/registry
+
+    [bold]Example[/bold] as MLflow's registry, copying from its tracking server:
+    modelyard serve --mlflow-tracking-uri http://mlflow.internal:5000
 
     [bold]Example[/bold] with MinIO: modelyard serve --blob-url s3://models
     --s3-endpoint http://127.0.0.1:9000
@@ -255,6 +266,7 @@ def serve(
             s3_endpoint=s3_endpoint,
             proxy_transfers=proxy_transfers,
             s3_store_hashes=s3_store_hashes,
+            mlflow_tracking_uri=mlflow_tracking_uri,
         )
         service = open_service(settings)
     except ModelyardError as exc:

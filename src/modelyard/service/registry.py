@@ -61,6 +61,7 @@ from modelyard.service.evidence import EvidenceService
 from modelyard.service.feed import EventFeed
 from modelyard.service.identity import IdentityService
 from modelyard.service.lifecycle import LifecycleService
+from modelyard.service.mlflow_source import MlflowSources
 from modelyard.service.online import OnlineMetricsService
 from modelyard.service.outbound import OutboundPolicy
 from modelyard.service.sessions import SessionService
@@ -94,6 +95,8 @@ class RegistryService(Comparisons, BlobService):
         # Where webhooks may send: https to global addresses unless configured otherwise.
         self.outbound = OutboundPolicy()
         self.deliveries: DeliveryService = DeliveryService(self)
+        # Versions from MLflow sources: open_service names the tracking server.
+        self.mlflow_sources = MlflowSources(self, None)
         # The policy is read at each check: open_service and tests replace it.
         self.webhooks = WebhookService(
             db, self.access, self.key, lambda url: self.outbound.check_url(url), self.deliveries
@@ -479,6 +482,12 @@ class RegistryService(Comparisons, BlobService):
                 ids = tx.search_version_ids(condition, order, limit + 1, offset, model_id, visible)
             items = tx.load_versions(ids)
         return self._page(items, limit, offset, query)
+
+    def version_files(self, name: str, number: int, *, caller: Caller) -> tuple[FileEntry, ...]:
+        """A version's files, for a caller who may download them (a listing of paths is
+        the first step of reading the bytes, as MLflow's artifact client does)."""
+        self.access.require(caller, Permission.DOWNLOAD, validate_model_name(name))
+        return self.get_version(name, number, caller=caller).files
 
     def file_entry(self, name: str, number: int, path: str, *, caller: Caller) -> FileEntry:
         validate_file_path(path)
