@@ -49,6 +49,7 @@ from benchmarks._common import (
 )
 from benchmarks._harness import Marks, ModelyardServer
 from benchmarks._seed import seed_search_db
+from benchmarks.mlflow_api import mlflow_api_benchmark
 from benchmarks.serving import serving_benchmark
 from benchmarks.ui import ui_benchmark
 from benchmarks.webhooks import webhooks_benchmark
@@ -56,7 +57,7 @@ from benchmarks.webhooks import webhooks_benchmark
 Log = Callable[[str], None]
 
 # What `python -m benchmarks.run --only` can name; all of them by default.
-PHASES = ("startup", "registry", "big_file", "search", "ui", "webhooks", "serving")
+PHASES = ("startup", "registry", "big_file", "search", "ui", "webhooks", "serving", "mlflow_api")
 
 STARTS = 5
 MODEL = "bench-register"
@@ -142,6 +143,13 @@ def run_modelyard_benchmark(
             result = _guard(errors, "serving", log, serving_benchmark, root / "serving", log, quick)
             if result is not None:
                 out["serving"] = result
+        if "mlflow_api" in phases:
+            log("MLflow's client against MLflow's registry and Modelyard's MLflow API")
+            result = _guard(
+                errors, "mlflow_api", log, mlflow_api_benchmark, root / "mlflow-api", log, quick
+            )
+            if result is not None:
+                out["mlflow_api"] = result
     finally:
         if old_cache is None:
             os.environ.pop("MODELYARD_CACHE_DIR", None)

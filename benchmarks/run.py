@@ -32,6 +32,7 @@ from rich.table import Table
 
 from benchmarks._common import RESOLVE_CLIENTS, sizes_arg
 from benchmarks._harness import machine_info
+from benchmarks.mlflow_api import TARGET_TIMES as MLFLOW_API_TIMES
 from benchmarks.modelyard_side import PHASES, SEARCH_QUERIES, run_modelyard_benchmark
 from benchmarks.serving import PROMOTION_TARGET_S, THROUGHPUT_TARGET_RATIO
 from benchmarks.ui import P95_TARGET_MS, WEIGHT_TARGET_KB, page_key, ui_pages
@@ -297,6 +298,25 @@ def build_rows(ours: dict[str, Any], theirs: dict[str, Any] | None) -> list[Row]
                     ratio_value=None,
                 )
             )
+
+    via = "MLflow's client (issue 14)"
+    for label, key in (
+        ("register (create_model_version from runs:/)", "register"),
+        ("get by alias, p50", "get_by_alias"),
+        ("search_model_versions, first 100, p50", "search_versions"),
+        ("search_registered_models, first 100, p50", "search_models"),
+    ):
+        add(
+            via,
+            label,
+            f"mlflow_api.{key}_p50_ms",
+            f"mlflow_api.mlflow_{key}_p50_ms",
+            "ms",
+            "lower",
+            f">= {MLFLOW_API_TIMES:g}x faster",
+            [at_least_times(MLFLOW_API_TIMES)],
+            measured_beside=True,
+        )
 
     hooks = "webhooks (issue 11)"
     add(
