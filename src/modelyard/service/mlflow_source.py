@@ -123,8 +123,11 @@ class MlflowSources:
             run, _, path = source.removeprefix("runs:/").partition("/")
             if not run:
                 raise _refused(source, "runs:/ takes RUN_ID/PATH")
-            if path:
-                validate_file_path(path)  # before anything is asked of the tracking server
+            if path:  # checked before anything is asked of the tracking server
+                try:
+                    validate_file_path(path)
+                except InvalidInput as exc:
+                    raise _refused(source, exc.message) from None
             found = self._run(http, run)
             root = self._located(source, found.get("info", {}).get("artifact_uri", ""))
             if path:
@@ -234,7 +237,14 @@ class MlflowSources:
                 code="tracking_unavailable",
             ) from None
         _check(answer, path)
-        return answer.json()
+        try:
+            return answer.json()
+        except ValueError:
+            raise Unavailable(
+                f"the tracking server's answer for {path!r} is not JSON: is"
+                f" {self.tracking_uri} an MLflow tracking server?",
+                code="tracking_unavailable",
+            ) from None
 
 
 def _check(answer: httpx.Response, what: str) -> None:
