@@ -131,25 +131,20 @@ def run_modelyard_benchmark(
                     for key, figures in result.items():
                         if isinstance(figures, dict) and "error" in figures:
                             errors[f"ui_{n}.{key}"] = figures["error"]
-        if "webhooks" in phases:
-            log("webhook delivery")
-            result = _guard(
-                errors, "webhooks", log, webhooks_benchmark, root / "webhooks", log, quick
-            )
-            if result is not None:
-                out["webhooks"] = result
-        if "serving" in phases:
-            log("serve-model, beside mlflow models serve")
-            result = _guard(errors, "serving", log, serving_benchmark, root / "serving", log, quick)
-            if result is not None:
-                out["serving"] = result
-        if "mlflow_api" in phases:
-            log("MLflow's client against MLflow's registry and Modelyard's MLflow API")
-            result = _guard(
-                errors, "mlflow_api", log, mlflow_api_benchmark, root / "mlflow-api", log, quick
-            )
-            if result is not None:
-                out["mlflow_api"] = result
+        for phase, what, benchmark in (
+            ("webhooks", "webhook delivery", webhooks_benchmark),
+            ("serving", "serve-model, beside mlflow models serve", serving_benchmark),
+            (
+                "mlflow_api",
+                "MLflow's client against MLflow's registry and Modelyard's MLflow API",
+                mlflow_api_benchmark,
+            ),
+        ):
+            if phase in phases:
+                log(what)
+                result = _guard(errors, phase, log, benchmark, root / phase, log, quick)
+                if result is not None:
+                    out[phase] = result
     finally:
         if old_cache is None:
             os.environ.pop("MODELYARD_CACHE_DIR", None)
