@@ -297,6 +297,9 @@ def test_errors_are_mlflows_codes_and_say_what_happened(
         return raised.value.error_code, raised.value.message
 
     assert code_of(client.get_registered_model, "absent")[0] == "RESOURCE_DOES_NOT_EXIST"
+    assert code_of(client.get_latest_versions, "absent")[0] == "RESOURCE_DOES_NOT_EXIST"
+    code, message = code_of(client.get_latest_versions, "churn", ["Canary"])
+    assert code == "INVALID_PARAMETER_VALUE" and "Canary" in message
     assert code_of(client.create_registered_model, "churn")[0] == "RESOURCE_ALREADY_EXISTS"
     assert code_of(client.get_model_version, "churn", "x")[0] == "INVALID_PARAMETER_VALUE"
     code, message = code_of(client.search_registered_models, "name ILIKE 'c%'")
@@ -378,6 +381,9 @@ def test_mlflow_filters_and_orderings_become_modelyards() -> None:
         wire.translate_order(["size"])
     with pytest.raises(InvalidFilter):
         wire.translate_filter("name ilike 'x'")
+    # MLflow's four stages as filters, from the one mapping that names them.
+    assert wire.stage_filter("Production") == "stage = 'production'"
+    assert wire.stage_filter("None") == "stage not in ('staging', 'production', 'archived')"
 
 
 # -- the artifact endpoint, in process -------------------------------------------------------

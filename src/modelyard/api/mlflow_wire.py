@@ -26,6 +26,7 @@ MODELS_DIR: Final = "modelyard-models"
 
 # MLflow's stages, by Modelyard stage name; any other stage reads as "None".
 _STAGES: Final = {"staging": "Staging", "production": "Production", "archived": "Archived"}
+MLFLOW_STAGES: Final = ("None", *_STAGES.values())
 
 # MLflow's error codes by HTTP status (a 409 is RESOURCE_ALREADY_EXISTS when the thing
 # exists, else INVALID_STATE); the client raises MlflowException with the code it reads.
@@ -80,6 +81,19 @@ def millis(moment: datetime) -> int:
 def stage_of(version: Version) -> str:
     """The version's stage as one of MLflow's four."""
     return _STAGES.get(version.stage, "None")
+
+
+def stage_filter(mlflow_stage: str) -> str:
+    """The filter for the versions MLflow would place in ``mlflow_stage`` (of its four)."""
+    if mlflow_stage == "None":
+        return f"stage not in ({', '.join(repr(s) for s in _STAGES)})"
+    named = {v: k for k, v in _STAGES.items()}.get(mlflow_stage)
+    if named is None:
+        raise InvalidInput(
+            f"unknown stage {mlflow_stage!r}; one of {', '.join(MLFLOW_STAGES)}",
+            code="invalid_stage",
+        )
+    return f"stage = {named!r}"
 
 
 def stage_name(mlflow_stage: str) -> str:

@@ -6,18 +6,15 @@ A source is something the server fetches, so a caller names only *what* (``runs:
 one tracking server an admin configured, through its artifact proxy, and any other scheme
 or host is refused before anything is fetched (a ``file://`` or ``http://`` source would let
 a caller make the server read what the caller cannot). The caller's right to register is
-checked first, too. The files are hashed as they arrive and stored content-addressed, so
+checked first, too. The files stream into the content-addressed store, hashed as they arrive, so
 the version is immutable whatever later happens to the run; the run's params, metrics and
 id become the version's lineage.
 """
 
 from __future__ import annotations
 
-import hashlib
 import posixpath
-import tempfile
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import quote
 
@@ -83,18 +80,15 @@ class MlflowSources:
                 " configured (MODELYARD_MLFLOW_TRACKING_URI)",
                 code="source_refused",
             )
-        with (
-            httpx.Client(
-                base_url=self.tracking_uri,
-                headers=self._headers,
-                timeout=TIMEOUT,
-                follow_redirects=False,
-                transport=self._transport,
-            ) as http,
-            tempfile.TemporaryDirectory(prefix="modelyard-mlflow-") as scratch,
-        ):
+        with httpx.Client(
+            base_url=self.tracking_uri,
+            headers=self._headers,
+            timeout=TIMEOUT,
+            follow_redirects=False,
+            transport=self._transport,
+        ) as http:
             located = self._locate(http, source, run_id)
-            files = self._copy(http, caller, located.path, Path(scratch))
+            files = self._copy(http, caller, located.path)
         spec = NewVersion(
             files=files,
             params=located.params,
@@ -177,20 +171,22 @@ class MlflowSources:
 
     # -- the bytes -------------------------------------------------------------------------
 
-    def _copy(
-        self, http: httpx.Client, caller: Caller, root: str, scratch: Path
-    ) -> list[FileEntry]:
-        """Every file under ``root``, hashed on arrival and put in the blob store."""
+    def _copy(self, http: httpx.Client, caller: Caller, root: str) -> list[FileEntry]:
+        """Every file under ``root``, streamed from the tracking server into the blob
+        store, which names each by what it hashes to: one pass, nothing on local disk."""
         entries = []
         for relative in self._walk(http, root):
-            digest, size, local = self._download(http, f"{root}/{relative}", scratch)
-            upload = self._registry.begin_blob_upload(caller, digest)
-            with local.open("rb") as chunks:
-                while chunk := chunks.read(CHUNK):
-                    upload.write(chunk)
-            self._registry.finish_blob_upload(upload)
-            local.unlink()
-            entries.append(FileEntry(relative, size, digest))
+            upload = self._registry.begin_blob_upload(caller)
+            try:
+                with http.stream("GET", f"{ARTIFACTS}/{quote(f'{root}/{relative}')}") as answer:
+                    _check(answer, relative)
+                    for chunk in answer.iter_bytes(CHUNK):
+                        upload.write(chunk)
+            except BaseException:
+                upload.abort()
+                raise
+            size, _ = self._registry.finish_blob_upload(upload)
+            entries.append(FileEntry(relative, size, upload.digest))
         if not entries:
             raise NotFound(f"no files at {root!r} on the tracking server", code="source_empty")
         return entries
@@ -214,19 +210,6 @@ class MlflowSources:
             if len(found) > MAX_FILES:
                 raise TooLarge(f"the source holds more than {MAX_FILES} files")
         return sorted(found)
-
-    def _download(self, http: httpx.Client, path: str, scratch: Path) -> tuple[str, int, Path]:
-        hasher = hashlib.sha256()
-        size = 0
-        local = scratch / hashlib.sha256(path.encode()).hexdigest()
-        with http.stream("GET", f"{ARTIFACTS}/{quote(path)}") as answer:
-            _check(answer, path)
-            with local.open("wb") as out:
-                for chunk in answer.iter_bytes(CHUNK):
-                    hasher.update(chunk)
-                    out.write(chunk)
-                    size += len(chunk)
-        return hasher.hexdigest(), size, local
 
     def _json(self, http: httpx.Client, path: str, params: dict[str, str] | None = None) -> Any:
         try:

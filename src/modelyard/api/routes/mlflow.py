@@ -22,7 +22,7 @@ from starlette.responses import Response
 from modelyard.api import mlflow_wire as wire
 from modelyard.api.deps import caller, json_response, needs, service
 from modelyard.api.streaming import stream_version_file
-from modelyard.domain.errors import Conflict, Forbidden, InvalidInput, NotFound
+from modelyard.domain.errors import Conflict, Forbidden, NotFound
 from modelyard.domain.lifecycle import ARCHIVED
 from modelyard.domain.models import Model, Page, Version
 from modelyard.domain.names import validate_file_path
@@ -31,12 +31,6 @@ from modelyard.service import RegistryService
 
 router = APIRouter(tags=["mlflow"])
 
-_STAGE_FILTERS = {
-    "None": 'stage not in ("staging", "production", "archived")',
-    "Staging": 'stage = "staging"',
-    "Production": 'stage = "production"',
-    "Archived": 'stage = "archived"',
-}
 # What MLflow's client may ask for in one page (its default for versions is 10,000); pages
 # hold at most MAX_PAGE_SIZE, and next_page_token leads on, as the client reads it.
 MLFLOW_MAX_RESULTS = 200_000
@@ -127,13 +121,11 @@ class TransitionIn(VersionIn):
 def _latest(svc: RegistryService, request: Request, name: str, stages: list[str]) -> list[Version]:
     """The newest version in each of MLflow's ``stages`` (all four when none is named)."""
     found = []
-    for stage in stages or list(_STAGE_FILTERS):
-        if stage not in _STAGE_FILTERS:
-            raise InvalidInput(f"unknown stage {stage!r}; one of {', '.join(_STAGE_FILTERS)}")
+    for stage in stages or wire.MLFLOW_STAGES:
         page = svc.list_versions(
             name,
             caller=caller(request),
-            filter=_STAGE_FILTERS[stage],
+            filter=wire.stage_filter(stage),
             order_by="version desc",
             limit=1,
         )
@@ -142,7 +134,8 @@ def _latest(svc: RegistryService, request: Request, name: str, stages: list[str]
 
 
 def _model(svc: RegistryService, request: Request, model: Model) -> Response:
-    latest = _latest(svc, request, model.name, [])
+    """A model with its latest versions (four reads, none for a model without versions)."""
+    latest = _latest(svc, request, model.name, []) if model.latest_version else []
     return json_response({"registered_model": wire.registered_model(model, latest)})
 
 
@@ -234,9 +227,7 @@ def _add(prefix: str) -> None:
 
     @router.post(f"{models}/get-latest-versions", openapi_extra=needs("model.view"))
     def get_latest_versions(body: LatestIn, request: Request) -> Response:
-        svc = service(request)
-        svc.get_model(body.name, caller=caller(request))  # a missing model is an error
-        found = _latest(svc, request, body.name, body.stages or [])
+        found = _latest(service(request), request, body.name, body.stages or [])
         return json_response({"model_versions": [wire.model_version(v) for v in found]})
 
     @router.post(f"{models}/set-tag", openapi_extra=needs("model.edit"))
