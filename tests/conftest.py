@@ -48,6 +48,7 @@ from modelyard.storage.db.store import Database
 from modelyard.storage.db.tables import metadata
 
 if TYPE_CHECKING:
+    import numpy as np
     from playwright.sync_api import Browser, BrowserContext, Page
 
 PG_ADMIN_URL = os.environ.get(
@@ -646,3 +647,69 @@ def sign_in(page: Page, user: str, password: str, then: str = "/requests") -> No
     page.get_by_role("button", name="Sign in", exact=True).click()
     expect(page).to_have_url(re.compile(f"{re.escape(then)}$"))
     expect(page.locator("header .who .user")).to_contain_text(user)
+
+
+# -- MLflow: its tracking server and a model it saved ------------------------------------
+
+
+@dataclass
+class Tracking:
+    """A real MLflow tracking server serving artifacts, one per test process."""
+
+    url: str
+
+
+@pytest.fixture(scope="session")
+def tracking(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tracking]:
+    root = tmp_path_factory.mktemp("mlflow-tracking")
+    port = free_port()
+    log = root / "server.log"
+    command = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1"]
+    command += ["--port", str(port), "--workers", "1", "--serve-artifacts"]
+    command += ["--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}"]
+    command += ["--artifacts-destination", str(root / "artifacts")]
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}  # a third of its start
+    with log.open("wb") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert process.poll() is None, log.read_text()[-2000:]
+            assert time.monotonic() < deadline, "MLflow's tracking server did not start"
+            try:
+                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.2)  # polling for readiness, not standing in for it
+        yield Tracking(url)
+    finally:
+        process.terminate()
+        process.wait(20)
+
+
+@dataclass(frozen=True)
+class Trained:
+    """A small scikit-learn model saved by MLflow, with what it predicts."""
+
+    saved: Path
+    features: np.ndarray
+    predictions: np.ndarray
+
+
+# Given, so that MLflow does not infer them by importing the model in a new interpreter
+# (seconds each time).
+REQUIREMENTS = ["scikit-learn"]
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Trained:
+    import mlflow.sklearn
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+
+    features, labels = load_iris(return_X_y=True)
+    model = LogisticRegression(max_iter=300).fit(features, labels)
+    saved = tmp_path_factory.mktemp("iris") / "model"
+    mlflow.sklearn.save_model(model, saved, pip_requirements=REQUIREMENTS)
+    return Trained(saved, features[:20], model.predict(features[:20]))

@@ -5,15 +5,10 @@ Modelyard token as ``MLFLOW_TRACKING_TOKEN``, under the same access control and 
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import numpy as np
 import pytest
 import requests
@@ -28,7 +23,7 @@ from modelyard.domain.access import PrincipalKind, Role
 from modelyard.domain.errors import InvalidFilter
 from modelyard.service import RegistryService
 from modelyard.service.mlflow_source import MlflowSources
-from tests.conftest import LiveServer, free_port
+from tests.conftest import REQUIREMENTS, LiveServer, Tracking, Trained, free_port
 from tests.test_api import register
 
 
@@ -41,69 +36,6 @@ class Registry:
     viewer: str
     features: np.ndarray
     predictions: np.ndarray
-
-
-@dataclass
-class Tracking:
-    """A real MLflow tracking server serving artifacts, one per test process."""
-
-    url: str
-
-
-@pytest.fixture(scope="session")
-def tracking(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tracking]:
-    root = tmp_path_factory.mktemp("mlflow-tracking")
-    port = free_port()
-    log = root / "server.log"
-    command = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1"]
-    command += ["--port", str(port), "--workers", "1", "--serve-artifacts"]
-    command += ["--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}"]
-    command += ["--artifacts-destination", str(root / "artifacts")]
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}  # a third of its start
-    with log.open("wb") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert process.poll() is None, log.read_text()[-2000:]
-            assert time.monotonic() < deadline, "MLflow's tracking server did not start"
-            try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.2)  # polling for readiness, not standing in for it
-        yield Tracking(url)
-    finally:
-        process.terminate()
-        process.wait(20)
-
-
-@dataclass(frozen=True)
-class Trained:
-    """A small scikit-learn model saved by MLflow, with what it predicts."""
-
-    saved: Path
-    features: np.ndarray
-    predictions: np.ndarray
-
-
-# Given, so that MLflow does not infer them by importing the model in a new interpreter
-# (seconds each time).
-REQUIREMENTS = ["scikit-learn"]
-
-
-@pytest.fixture(scope="session")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> Trained:
-    import mlflow.sklearn
-    from sklearn.datasets import load_iris
-    from sklearn.linear_model import LogisticRegression
-
-    features, labels = load_iris(return_X_y=True)
-    model = LogisticRegression(max_iter=300).fit(features, labels)
-    saved = tmp_path_factory.mktemp("iris") / "model"
-    mlflow.sklearn.save_model(model, saved, pip_requirements=REQUIREMENTS)
-    return Trained(saved, features[:20], model.predict(features[:20]))
 
 
 def nowhere() -> str:

@@ -33,7 +33,16 @@ from modelyard.domain.gc import GcReport
 from modelyard.domain.journal import JournalReport
 from modelyard.domain.lifecycle import Evaluation, Promotion, TransitionRequest
 from modelyard.domain.manifest import FileEntry
-from modelyard.domain.models import DatasetRef, Environment, Event, Model, Page, SourceRef, Version
+from modelyard.domain.models import (
+    DatasetRef,
+    Environment,
+    Event,
+    Model,
+    Origin,
+    Page,
+    SourceRef,
+    Version,
+)
 from modelyard.domain.webhooks import NewSubscription, Subscription
 
 __all__ = [
@@ -64,6 +73,7 @@ __all__ = [
     "NewSubscription",
     "NewToken",
     "NotFound",
+    "Origin",
     "Page",
     "PolicyFailed",
     "Principal",

@@ -135,9 +135,13 @@ def tags_dict(tags: Iterable[Any] | None) -> dict[str, str]:
 
 
 def registered_model(model: Model, latest: Sequence[Version] = ()) -> dict[str, Any]:
+    """An imported model reports its original creation time, as MLflow did."""
+    origin = model.origin
     return {
         "name": model.name,
-        "creation_timestamp": millis(model.created_at),
+        "creation_timestamp": millis(
+            origin.created_at if origin and origin.created_at else model.created_at
+        ),
         "last_updated_timestamp": millis(model.updated_at),
         "description": model.description,
         "latest_versions": [model_version(v) for v in latest],
@@ -147,12 +151,15 @@ def registered_model(model: Model, latest: Sequence[Version] = ()) -> dict[str, 
 
 
 def model_version(version: Version) -> dict[str, Any]:
-    return {
+    """An imported version reports its original time, creator and run link, as MLflow did."""
+    origin = version.origin
+    created = origin.created_at if origin and origin.created_at else version.created_at
+    answer = {
         "name": version.model,
         "version": str(version.version),
-        "creation_timestamp": millis(version.created_at),
-        "last_updated_timestamp": millis(version.created_at),
-        "user_id": version.creator,
+        "creation_timestamp": millis(created),
+        "last_updated_timestamp": millis(created),
+        "user_id": (origin.created_by or "") if origin else version.creator,
         "current_stage": stage_of(version),
         "description": version.description,
         "source": f"models:/{version.model}/{version.version}",
@@ -161,6 +168,9 @@ def model_version(version: Version) -> dict[str, Any]:
         "tags": tags_list(version.tags),
         "aliases": sorted(version.aliases),
     }
+    if origin and origin.run_link:
+        answer["run_link"] = origin.run_link
+    return answer
 
 
 # -- filters and orderings ---------------------------------------------------------------

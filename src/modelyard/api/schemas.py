@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import (
+    AwareDatetime,
     Base64Bytes,
     BaseModel,
     ConfigDict,
@@ -22,7 +23,7 @@ from pydantic import (
 
 from modelyard.domain.evidence import MAX_CARD, MAX_COMMENT, AttachmentIn
 from modelyard.domain.manifest import FileEntry
-from modelyard.domain.models import DatasetRef, Environment, SourceRef
+from modelyard.domain.models import DatasetRef, Environment, Origin, SourceRef
 from modelyard.domain.references import MAX_VERSION_NUMBER
 from modelyard.domain.versions import NewVersion
 
@@ -109,10 +110,34 @@ class GcOut(BaseModel):
     unlisted: int = Field(description="Removals counted but not listed")
 
 
+class OriginIn(_Strict):
+    """Where an import found the model or version: recorded as that registry reported it."""
+
+    system: StrictStr = Field(description='The registry it came from, e.g. "mlflow"')
+    uri: StrictStr
+    name: StrictStr = Field(description="The model's name there")
+    version: StrictStr | None = Field(default=None, description="The version's number there")
+    created_at: AwareDatetime | None = Field(
+        default=None, description="When that registry says it was created"
+    )
+    created_by: StrictStr | None = Field(default=None, description="Who it says created it")
+    run_link: StrictStr | None = Field(default=None, description="The source run's page")
+
+    def to_domain(self) -> Origin:
+        return Origin(**self.model_dump())
+
+
+_ORIGIN = (
+    "Where an import found it (another registry's name, number, time and creator), kept"
+    " beside this registry's own creator and time"
+)
+
+
 class ModelIn(_Strict):
     name: StrictStr
     description: StrictStr = ""
     tags: dict[StrictStr, StrictStr] = {}
+    origin: OriginIn | None = Field(default=None, description=_ORIGIN)
 
 
 class PatchIn(_Strict):
@@ -178,6 +203,14 @@ class VersionIn(_Strict):
     run: StrictStr | None = None
     framework: StrictStr | None = None
     format: StrictStr | None = None
+    origin: OriginIn | None = Field(default=None, description=_ORIGIN)
+    number: StrictInt | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_VERSION_NUMBER,
+        description="With an origin only: keep the number the version had there (above the"
+        " model's latest; numbers it skipped stay unused)",
+    )
 
     def inline(self) -> dict[str, bytes]:
         """The inline file contents, by digest."""
@@ -199,6 +232,8 @@ class VersionIn(_Strict):
             run=self.run,
             framework=self.framework,
             format=self.format,
+            origin=self.origin.to_domain() if self.origin else None,
+            number=self.number,
         )
 
 
@@ -239,6 +274,7 @@ class VersionOut(BaseModel):
     description: str
     stage: str
     aliases: list[str]
+    origin: dict[str, Any] | None = Field(description=_ORIGIN)
 
 
 class ModelOut(BaseModel):
@@ -250,6 +286,7 @@ class ModelOut(BaseModel):
     latest_version: int | None
     aliases: dict[str, int]
     protected_aliases: list[str]
+    origin: dict[str, Any] | None = Field(description=_ORIGIN)
 
 
 class VersionItemOut(VersionOut):

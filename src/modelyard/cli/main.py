@@ -23,6 +23,7 @@ from modelyard.cli import (
     describe,
     evidence,
     gc,
+    imports,
     lifecycle,
     online,
     output,
@@ -808,6 +809,7 @@ online.install(app)
 evidence.install(app)
 gc.install(app)
 webhooks.install(app)
+imports.install(app)
 watch.install(app)
 serve_model.install(app)
 

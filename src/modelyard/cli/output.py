@@ -19,8 +19,10 @@ from rich.markup import escape
 from rich.progress import (
     BarColumn,
     DownloadColumn,
+    MofNCompleteColumn,
     Progress,
     TextColumn,
+    TimeElapsedColumn,
     TimeRemainingColumn,
     TransferSpeedColumn,
 )
@@ -28,7 +30,7 @@ from rich.table import Table
 
 from modelyard.client.transport import Advance
 from modelyard.domain.events import describe
-from modelyard.domain.models import Event, Model, Version
+from modelyard.domain.models import Event, Model, Origin, Version
 
 __all__ = ["Table", "escape"]  # re-exported for the commands
 
@@ -85,6 +87,22 @@ class RichProgress:
             DownloadColumn(),
             TransferSpeedColumn(),
             TimeRemainingColumn(),
+        )
+        with Progress(*columns, console=errors, transient=False) as progress:
+            task_id = progress.add_task(description, total=total)
+            yield lambda n: progress.advance(task_id, n)
+
+
+class CountProgress:
+    """A progress bar on stderr counting things (versions imported), not bytes."""
+
+    @contextmanager
+    def task(self, description: str, total: int) -> Iterator[Advance]:
+        columns = (
+            TextColumn("{task.description:<12}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
         )
         with Progress(*columns, console=errors, transient=False) as progress:
             task_id = progress.add_task(description, total=total)
@@ -238,11 +256,25 @@ def version_details(v: Version) -> Table:
         rows.append(("source", f"{v.source.repo or '-'} {v.source.commit or ''}{dirty}"))
     if v.run:
         rows.append(("run", v.run))
+    if v.origin:
+        rows.append(("imported from", describe_origin(v.origin)))
     if v.description:
         rows.append(("description", v.description))
     for key, value in rows:
         table.add_row(key, escape(value))
     return table
+
+
+def describe_origin(origin: Origin) -> str:
+    """'mlflow http://mlflow:5000 churn v3, created 2024-05-01 09:30 UTC by alice'."""
+    what = f"{origin.system} {origin.uri} {origin.name}"
+    if origin.version:
+        what += f" v{origin.version}"
+    if origin.created_at:
+        what += f", created {origin.created_at.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
+    if origin.created_by:
+        what += f" by {origin.created_by}"
+    return what
 
 
 def human_size(size: int) -> str:

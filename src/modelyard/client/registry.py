@@ -65,6 +65,7 @@ from modelyard.domain.models import (
     Environment,
     Event,
     Model,
+    Origin,
     Page,
     SourceRef,
     T,
@@ -215,6 +216,8 @@ class Registry:
         attachments: Sequence[str | os.PathLike[str]] = (),
         card: str | os.PathLike[str] | None = None,
         card_from_previous: bool = False,
+        origin: Origin | None = None,
+        number: int | None = None,
     ) -> Version:
         """Register the file or directory at ``path`` as the next version of ``name``.
 
@@ -228,6 +231,10 @@ class Registry:
         one, a MODEL_CARD.md among the files or attachments is the card, else, with
         ``card_from_previous``, the previous version's. All of it is registered in one
         transaction with the version.
+
+        ``origin``: for an import, where the version was first made (another registry's
+        name, number, time and creator), kept beside this registry's own; with it,
+        ``number`` keeps the number it had there, if that lies above the model's latest.
         """
         files = _collect(Path(path))
         evidence = _collect_all(attachments) if attachments else {}
@@ -246,6 +253,8 @@ class Registry:
             run=run,
             framework=framework,
             format=format,
+            origin=origin,
+            number=number,
         )
         body = _registration(spec, inline)
         if attached:
@@ -659,9 +668,17 @@ class Registry:
     # -- models ---------------------------------------------------------------------------
 
     def create_model(
-        self, name: str, *, description: str = "", tags: Mapping[str, str] | None = None
+        self,
+        name: str,
+        *,
+        description: str = "",
+        tags: Mapping[str, str] | None = None,
+        origin: Origin | None = None,
     ) -> Model:
-        body = {"name": name, "description": description, "tags": dict(tags or {})}
+        """``origin``: where an import found the model (see ``register``)."""
+        body: dict[str, Any] = {"name": name, "description": description, "tags": dict(tags or {})}
+        if origin is not None:
+            body["origin"] = origin.as_dict()
         return Model.from_dict(self._json("POST", "/api/v1/models", body=body))
 
     def model(self, name: str) -> Model:
@@ -1307,6 +1324,8 @@ def _registration(spec: NewVersion, inline: dict[str, bytes]) -> dict[str, Any]:
         "run": spec.run,
         "framework": spec.framework,
         "format": spec.format,
+        **({"origin": spec.origin.as_dict()} if spec.origin else {}),
+        **({"number": spec.number} if spec.number is not None else {}),
     }
 
 

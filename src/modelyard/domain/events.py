@@ -81,6 +81,8 @@ class VersionState(TypedDict):
     run: NotRequired[str | None]
     # The environment's key: the sha256 of its canonical JSON (environment_key).
     environment: NotRequired[str | None]
+    # Where an import found it (Origin.as_dict), when it came from another registry.
+    origin: NotRequired[dict[str, Any]]
 
 
 class PrincipalState(TypedDict):
@@ -299,6 +301,8 @@ class PrincipalEvent(JournalEvent):
 class ModelCreated(ModelEvent):
     kind: ClassVar[str] = "model.created"
     after: ModelState
+    # Where an import found the model (Origin.as_dict), when it came from another registry.
+    origin: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -782,7 +786,7 @@ def version_state(version: Version) -> VersionState:
     """What a registration journals of a version, and what ``journal verify --state``
     compares: the same function reads both sides."""
     dataset, source = version.dataset, version.source
-    return {
+    state: VersionState = {
         "manifest_digest": version.manifest_digest,
         "files": len(version.files),
         "size": version.size,
@@ -813,6 +817,9 @@ def version_state(version: Version) -> VersionState:
             None if version.environment is None else environment_key(version.environment)
         ),
     }
+    if version.origin is not None:
+        state["origin"] = version.origin.as_dict()
+    return state
 
 
 def decode(event: Event) -> JournalEvent:

@@ -114,6 +114,53 @@ class Environment:
 
 
 @dataclass(frozen=True, slots=True)
+class Origin:
+    """Where a model or version was first made, when an import brought it from another
+    registry: its name and number there, and the time and creator that registry reported,
+    kept beside (never instead of) this registry's own creator and time, which are the
+    import's."""
+
+    system: str  # "mlflow"
+    uri: str  # the registry it came from
+    name: str  # the model's name there
+    version: str | None = None
+    created_at: datetime | None = None
+    created_by: str | None = None
+    run_link: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "system": self.system,
+            "uri": self.uri,
+            "name": self.name,
+            "version": self.version,
+            "created_at": iso(self.created_at) if self.created_at else None,
+            "created_by": self.created_by,
+            "run_link": self.run_link,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Origin:
+        return cls(
+            system=str(data["system"]),
+            uri=str(data["uri"]),
+            name=str(data["name"]),
+            version=data.get("version"),
+            created_at=parse_iso(data["created_at"]) if data.get("created_at") else None,
+            created_by=data.get("created_by"),
+            run_link=data.get("run_link"),
+        )
+
+    @classmethod
+    def from_json(cls, text: str | None) -> Origin | None:
+        """A stored origin (a JSON column), or None."""
+        return cls.from_dict(json.loads(text)) if text else None
+
+    def to_json(self) -> str:
+        return json.dumps(self.as_dict(), sort_keys=True)
+
+
+@dataclass(frozen=True, slots=True)
 class Model:
     name: str
     description: str
@@ -123,6 +170,7 @@ class Model:
     latest_version: int | None
     aliases: dict[str, int]
     protected_aliases: tuple[str, ...] = DEFAULT_PROTECTED_ALIASES
+    origin: Origin | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -134,6 +182,7 @@ class Model:
             "latest_version": self.latest_version,
             "aliases": dict(self.aliases),
             "protected_aliases": list(self.protected_aliases),
+            "origin": self.origin.as_dict() if self.origin else None,
         }
 
     @classmethod
@@ -147,6 +196,7 @@ class Model:
             latest_version=data.get("latest_version"),
             aliases=dict(data.get("aliases") or {}),
             protected_aliases=tuple(data.get("protected_aliases", DEFAULT_PROTECTED_ALIASES)),
+            origin=Origin.from_dict(data["origin"]) if data.get("origin") else None,
         )
 
 
@@ -171,6 +221,7 @@ class Version:
     description: str
     stage: str
     aliases: tuple[str, ...]
+    origin: Origin | None = None
 
     @property
     def reference(self) -> str:
@@ -202,6 +253,7 @@ class Version:
             "description": self.description,
             "stage": self.stage,
             "aliases": list(self.aliases),
+            "origin": self.origin.as_dict() if self.origin else None,
         }
 
     @classmethod
@@ -231,6 +283,7 @@ class Version:
             description=data.get("description") or "",
             stage=data.get("stage") or DEFAULT_STAGE,
             aliases=tuple(data.get("aliases") or ()),
+            origin=Origin.from_dict(data["origin"]) if data.get("origin") else None,
         )
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from modelyard.domain.checks import refuse_check_tags
 from modelyard.domain.errors import InvalidInput, TooLarge
 from modelyard.domain.manifest import FileEntry, build_manifest
-from modelyard.domain.models import DatasetRef, Environment, SourceRef
+from modelyard.domain.models import DatasetRef, Environment, Origin, SourceRef
 from modelyard.domain.names import validate_key, validate_tag_value, validate_text
 
 MAX_TAGS = 100
@@ -37,6 +37,9 @@ class NewVersion:
     run: str | None = None
     framework: str | None = None
     format: str | None = None
+    origin: Origin | None = None
+    # An import's own number for the version (with an origin only), above the model's latest.
+    number: int | None = None
 
 
 def validate_new_version(spec: NewVersion) -> NewVersion:
@@ -73,6 +76,13 @@ def validate_new_version(spec: NewVersion) -> NewVersion:
         for name, version in spec.environment.packages.items():
             _check_text("package name", name, 256)
             _check_text("package version", version, 256)
+    if spec.origin is not None:
+        validate_origin(spec.origin)
+    elif spec.number is not None:
+        raise InvalidInput(
+            "a version chooses its number only when imported with an origin (numbers are"
+            " otherwise the next in turn)"
+        )
     return NewVersion(
         files=files,
         params={k: str(v) for k, v in spec.params.items()},
@@ -85,7 +95,25 @@ def validate_new_version(spec: NewVersion) -> NewVersion:
         run=spec.run,
         framework=spec.framework,
         format=spec.format,
+        origin=spec.origin,
+        number=spec.number,
     )
+
+
+def validate_origin(origin: Origin) -> Origin:
+    """Short texts, an origin's every field: it is shown, searched by the importer, kept."""
+    for what, text, limit in (
+        ("origin system", origin.system, 64),
+        ("origin uri", origin.uri, MAX_SHORT_TEXT),
+        ("origin name", origin.name, MAX_SHORT_TEXT),
+        ("origin version", origin.version, 64),
+        ("origin creator", origin.created_by, 256),
+        ("origin run link", origin.run_link, MAX_SHORT_TEXT),
+    ):
+        _check_text(what, text, limit)
+    if not origin.system or not origin.name:
+        raise InvalidInput("an origin names its system and the model's name there")
+    return origin
 
 
 def validate_tags(tags: dict[str, str], kept: Mapping[str, str] | None = None) -> None:

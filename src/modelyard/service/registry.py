@@ -35,7 +35,17 @@ from modelyard.domain.frameworks import detect_framework
 from modelyard.domain.journal import Checkpoint, JournalReport, verify_chain
 from modelyard.domain.keys import ServerKey
 from modelyard.domain.manifest import FileEntry, manifest_digest
-from modelyard.domain.models import Event, EventFilter, Model, Page, T, Version, to_us, utc_from_us
+from modelyard.domain.models import (
+    Event,
+    EventFilter,
+    Model,
+    Origin,
+    Page,
+    T,
+    Version,
+    to_us,
+    utc_from_us,
+)
 from modelyard.domain.names import (
     validate_alias_name,
     validate_file_path,
@@ -49,6 +59,7 @@ from modelyard.domain.versions import (
     NewVersion,
     validate_description,
     validate_new_version,
+    validate_origin,
     validate_tags,
 )
 from modelyard.service.access import AccessControl, Action
@@ -120,26 +131,39 @@ class RegistryService(Comparisons, BlobService):
         caller: Caller,
         description: str = "",
         tags: dict[str, str] | None = None,
+        origin: Origin | None = None,
     ) -> Model:
+        """``origin``: where an import found the model, recorded as that registry says."""
         validate_model_name(name)
         self.access.require(caller, Permission.REGISTER, name)
         validate_description(description)
         tags = dict(tags or {})
         validate_tags(tags)
+        if origin is not None:
+            validate_origin(origin)
         with self.db.write() as tx:
             if tx.model_id(name) is not None:
                 raise Conflict(f"model {name!r} already exists", code="model_exists")
-            self._create_model(tx, name, caller, description, tags)
+            self._create_model(tx, name, caller, description, tags, origin)
             return self._model(tx, name)
 
     def _create_model(
-        self, tx: Writer, name: str, caller: Caller, description: str, tags: dict[str, str]
+        self,
+        tx: Writer,
+        name: str,
+        caller: Caller,
+        description: str,
+        tags: dict[str, str],
+        origin: Origin | None = None,
     ) -> int:
         now = now_us()
-        model_id = tx.insert_model(name, description, tags, now)
-        tx.append_event(
-            caller, ModelCreated(name, {"description": description, "tags": tags}), now=now
+        model_id = tx.insert_model(name, description, tags, now, origin)
+        created = ModelCreated(
+            name,
+            {"description": description, "tags": tags},
+            origin.as_dict() if origin is not None else None,
         )
+        tx.append_event(caller, created, now=now)
         return model_id
 
     def get_model(self, name: str, *, caller: Caller) -> Model:
@@ -312,7 +336,8 @@ class RegistryService(Comparisons, BlobService):
             model = tx.lock_model(name)
             stage = self.lifecycle.policy_in_force(tx, name)[0].stages[0].name
             model_id = self._create_model(tx, name, caller, "", {}) if model is None else model[0]
-            number = (0 if model is None else model[1]) + 1
+            latest = 0 if model is None else model[1]
+            number = _number(name, latest, spec.number)
             now = now_us()
             version_id = tx.insert_version(
                 model_id=model_id,
@@ -338,6 +363,7 @@ class RegistryService(Comparisons, BlobService):
                     "creator": caller.name,
                     "description": spec.description,
                     "stage": stage,
+                    "origin": spec.origin.to_json() if spec.origin else None,
                 },
                 files=spec.files,
                 tags=spec.tags,
@@ -367,6 +393,7 @@ class RegistryService(Comparisons, BlobService):
                 description=spec.description,
                 stage=stage,
                 aliases=(),
+                origin=spec.origin,
             )
             tx.append_event(
                 caller, VersionRegistered(name, number, version_state(version)), now=now
@@ -640,6 +667,20 @@ def _every_event(tx: Reader, batch: int = 1000) -> Iterator[Event]:
         if len(page) < batch:
             return
         after = page[-1].seq
+
+
+def _number(name: str, latest: int, wanted: int | None) -> int:
+    """The next number in turn, or an import's own (which must lie above the latest: a
+    number once given is never given again, so a reference keeps meaning one version)."""
+    if wanted is None:
+        return latest + 1
+    if wanted <= latest:
+        raise Conflict(
+            f"{name} already has numbers up to {latest}: an imported version keeps its own"
+            f" number ({wanted}) only above them",
+            code="number_taken",
+        )
+    return wanted
 
 
 def _require(model_id: int | None, name: str) -> int:

@@ -74,7 +74,11 @@ def list_models(
 def create_model(body: ModelIn, request: Request) -> Response:
     """Create an empty model (registering a version also creates it)."""
     model = service(request).create_model(
-        body.name, caller=caller(request), description=body.description, tags=body.tags
+        body.name,
+        caller=caller(request),
+        description=body.description,
+        tags=body.tags,
+        origin=body.origin.to_domain() if body.origin else None,
     )
     return json_response(model.as_dict(), status=201)
 

@@ -54,6 +54,7 @@ from modelyard.domain.models import (
     Environment,
     Event,
     Model,
+    Origin,
     SourceRef,
     Version,
     utc_from_us,
@@ -156,6 +157,7 @@ _LOAD_VERSIONS = Prebuilt(
         versions.c.created_at,
         versions.c.description,
         versions.c.stage,
+        versions.c.origin,
     )
     .join(models, versions.c.model_id == models.c.id)
     .where(_InIds(versions.c.id, _IDS))
@@ -490,6 +492,7 @@ class Reader(
                 latest_version=r.latest_version or None,
                 aliases=dict(sorted(alias_map[r.id].items())),
                 protected_aliases=protected_aliases(r.protected_aliases),
+                origin=Origin.from_json(r.origin),
             )
             for r in rows
         ]
@@ -768,11 +771,23 @@ class Writer(
         rows = _LOCK_MODEL.rows(self.conn, {"name": name})
         return (int(rows[0][0]), int(rows[0][1])) if rows else None
 
-    def insert_model(self, name: str, description: str, tags: Mapping[str, str], now: int) -> int:
+    def insert_model(
+        self,
+        name: str,
+        description: str,
+        tags: Mapping[str, str],
+        now: int,
+        origin: Origin | None = None,
+    ) -> int:
         model_id = self.conn.execute(
             insert(models)
             .values(
-                name=name, description=description, latest_version=0, created_at=now, updated_at=now
+                name=name,
+                description=description,
+                latest_version=0,
+                created_at=now,
+                updated_at=now,
+                origin=origin.to_json() if origin else None,
             )
             .returning(models.c.id)
         ).scalar_one()
@@ -1023,6 +1038,7 @@ def _version_from_row(
         created_at,
         description,
         stage,
+        origin,
     ) = row
     has_source = source_repo or source_commit or source_branch
     return Version(
@@ -1056,4 +1072,5 @@ def _version_from_row(
         description=description,
         stage=stage,
         aliases=alias_names,
+        origin=Origin.from_json(origin),
     )

@@ -44,6 +44,7 @@ models = Table(
     Column("updated_at", BigInteger, nullable=False),
     # A JSON list; NULL means the defaults (champion, production).
     Column("protected_aliases", Text, nullable=True),
+    Column("origin", Text, nullable=True),  # JSON (domain.models.Origin): an import's
 )
 
 model_tags = Table(
@@ -82,6 +83,7 @@ versions = Table(
     # versions resolves to the one promoted most recently.
     Column("stage_updated_at", BigInteger, nullable=True),
     Column("deleted_at", BigInteger, nullable=True),  # soft delete: hidden, kept
+    Column("origin", Text, nullable=True),  # JSON (domain.models.Origin): an import's
     UniqueConstraint("model_id", "number"),
     Index(None, "number"),  # `version = N` across models (else a walk of every version)
     Index(None, "model_id", "manifest_digest"),
