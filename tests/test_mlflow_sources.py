@@ -30,10 +30,11 @@ from modelyard.domain.errors import (
     InvalidInput,
     ModelyardError,
     NotFound,
+    TooLarge,
 )
 from modelyard.domain.models import Version
 from modelyard.service import RegistryService
-from modelyard.service.mlflow_source import MlflowSources
+from modelyard.service.mlflow_source import MAX_DEPTH, MlflowSources
 from tests.conftest import S3_ENV, LiveServer, S3Server, on
 from tests.test_cli import assert_user_error, invoke
 from tests.test_mlflow_api import Tracking, tracking
@@ -198,6 +199,15 @@ def test_a_link_inside_the_source_pointing_out_refuses_the_whole_source(
     assert list(service.blobs.digests()) == [], "nothing is copied before the walk is done"
     with pytest.raises(NotFound):
         service.get_model("churn", caller=ME)
+
+
+@on("sqlite")
+def test_the_limits_hold_for_a_file_source(service: RegistryService, disk: Disk) -> None:
+    deep = disk.allowed / "deep"
+    write(deep / "/".join(["d"] * (MAX_DEPTH + 1)), {"MLmodel": b"flavors: {}\n"})
+    with pytest.raises(TooLarge):
+        service.mlflow_sources.register(ME, "churn", deep.as_uri())
+    assert list(service.blobs.digests()) == []
 
 
 @on("sqlite")
