@@ -9,7 +9,7 @@ from __future__ import annotations
 import getpass
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +21,7 @@ from modelyard.domain.errors import MissingExtra
 if TYPE_CHECKING:
     from modelyard.domain.keys import ServerKey
     from modelyard.service import RegistryService
+    from modelyard.service.mlflow_source import SourceAllowlist
     from modelyard.storage.blobs import BlobStore
     from modelyard.storage.blobs.s3 import S3Location
 
@@ -104,6 +105,10 @@ class Settings:
     # The MLflow tracking server that versions created through MLflow's API are copied
     # from (runs:/, models:/, mlflow-artifacts:/ sources), and a token for it if it wants one.
     mlflow_tracking_uri: str | None = None
+    # What else MLflow sources may name (nothing by default): buckets, each BUCKET or
+    # BUCKET/PREFIX (s3:// sources), and directories on the server's disk (file:// sources).
+    mlflow_source_buckets: tuple[str, ...] = ()
+    mlflow_source_dirs: tuple[str, ...] = ()
 
     @classmethod
     def from_env(
@@ -118,6 +123,8 @@ class Settings:
         proxy_transfers: bool | None = None,
         s3_store_hashes: bool | None = None,
         mlflow_tracking_uri: str | None = None,
+        mlflow_source_buckets: Sequence[str] = (),
+        mlflow_source_dirs: Sequence[str] = (),
     ) -> Settings:
         """Flags (the arguments) over MODELYARD_* variables over defaults.
 
@@ -166,6 +173,8 @@ class Settings:
             mlflow_tracking_uri=(
                 mlflow_tracking_uri or os.environ.get("MODELYARD_MLFLOW_TRACKING_URI") or None
             ),
+            mlflow_source_buckets=_listed(mlflow_source_buckets, "MODELYARD_MLFLOW_SOURCE_BUCKETS"),
+            mlflow_source_dirs=_listed(mlflow_source_dirs, "MODELYARD_MLFLOW_SOURCE_DIRS"),
         )
 
     @property
@@ -240,6 +249,13 @@ def _flag(variable: str) -> bool:
     raise InvalidInput(f"{variable}={text!r}: give true or false")
 
 
+def _listed(flags: Sequence[str], variable: str) -> tuple[str, ...]:
+    """A repeatable flag's values, else the variable's comma-separated ones (a list of
+    paths is not split on spaces, as the CLI would split a variable)."""
+    values = flags or os.environ.get(variable, "").split(",")
+    return tuple(value.strip() for value in values if value.strip())
+
+
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 _PREFIX_PART = re.compile(r"[A-Za-z0-9!_.*'()=+,;@&$-]+")
 
@@ -267,15 +283,7 @@ def blob_location(settings: Settings) -> Path | S3Location:
         )
     if parts.query or parts.fragment or "@" in parts.netloc or ":" in parts.netloc:
         raise InvalidInput(f"--blob-url {url!r}: s3://BUCKET/PREFIX has no port, user or query")
-    if not _BUCKET.fullmatch(parts.netloc) or ".." in parts.netloc:
-        raise InvalidInput(
-            f"--blob-url {url!r}: {parts.netloc!r} is not a bucket name (3 to 63 lowercase"
-            " letters, digits, dots and hyphens)"
-        )
-    segments = [p for p in parts.path.split("/") if p]
-    for segment in segments:
-        if segment in (".", "..") or not _PREFIX_PART.fullmatch(segment):
-            raise InvalidInput(f"--blob-url {url!r}: {segment!r} is not a usable key prefix")
+    prefix = _key_prefix(f"--blob-url {url!r}", parts.netloc, parts.path)
     endpoint = settings.s3_endpoint
     if endpoint is not None:
         where = urlsplit(endpoint)
@@ -283,10 +291,67 @@ def blob_location(settings: Settings) -> Path | S3Location:
             raise InvalidInput(
                 f"--s3-endpoint {endpoint!r}: give the store's URL, e.g. http://127.0.0.1:9000"
             )
+    return S3Location(parts.netloc, prefix, settings.s3_endpoint)
+
+
+def mlflow_source_allowlist(settings: Settings) -> SourceAllowlist:
+    """The buckets and directories MLflow sources may be read from, checked.
+
+    Raises InvalidInput, in one line, for a name that is neither, and for a place that
+    holds the registry's own data or blobs: a source there would copy secret.key, or any
+    blob past the access control of the model it belongs to.
+    """
+    from modelyard.domain.errors import InvalidInput
+    from modelyard.service.mlflow_source import AllowedBucket, SourceAllowlist
+
+    blobs = blob_location(settings)
+    own = [Path(os.path.realpath(settings.data_dir))]
+    if isinstance(blobs, Path):
+        own.append(Path(os.path.realpath(blobs)))
+    dirs = []
+    for text in settings.mlflow_source_dirs:
+        if not Path(text).is_absolute():
+            raise InvalidInput(f"--mlflow-source-dir {text!r}: give an absolute path")
+        real = Path(os.path.realpath(text))
+        if not real.is_dir():
+            raise InvalidInput(f"--mlflow-source-dir {text!r}: not a directory on this server")
+        if any(real.is_relative_to(mine) or mine.is_relative_to(real) for mine in own):
+            raise InvalidInput(
+                f"--mlflow-source-dir {text!r}: overlaps the registry's own data or blobs;"
+                " allow a directory beside them"
+            )
+        dirs.append(real)
+    buckets = []
+    for text in settings.mlflow_source_buckets:
+        bucket, _, rest = text.removeprefix("s3://").partition("/")
+        what = f"--mlflow-source-bucket {text!r} (BUCKET or BUCKET/PREFIX)"
+        allowed = AllowedBucket(bucket, _key_prefix(what, bucket, rest))
+        if not isinstance(blobs, Path) and allowed.overlaps(blobs.bucket, blobs.prefix):
+            raise InvalidInput(
+                f"--mlflow-source-bucket {text!r}: overlaps the blob store ({blobs});"
+                " allow a prefix beside it"
+            )
+        buckets.append(allowed)
+    return SourceAllowlist(dirs=tuple(dirs), buckets=tuple(buckets))
+
+
+def _key_prefix(what: str, bucket: str, path: str) -> str:
+    """The key prefix ("" or ending in '/') of ``path`` in ``bucket``, both checked usable."""
+    from modelyard.domain.errors import InvalidInput
+
+    if not _BUCKET.fullmatch(bucket) or ".." in bucket:
+        raise InvalidInput(
+            f"{what}: {bucket!r} is not a bucket name (3 to 63 lowercase letters, digits,"
+            " dots and hyphens)"
+        )
+    segments = [p for p in path.split("/") if p]
+    for segment in segments:
+        if segment in (".", "..") or not _PREFIX_PART.fullmatch(segment):
+            raise InvalidInput(f"{what}: {segment!r} is not a usable key prefix")
     prefix = "".join(f"{p}/" for p in segments)
     if len(prefix) > 512:
-        raise InvalidInput("--blob-url: the key prefix may be at most 512 characters")
-    return S3Location(parts.netloc, prefix, settings.s3_endpoint)
+        raise InvalidInput(f"{what}: the key prefix may be at most 512 characters")
+    return prefix
 
 
 def open_blob_store(location: Path | S3Location) -> BlobStore:
@@ -340,6 +405,7 @@ def open_service(settings: Settings, *, artifacts: bool = True) -> RegistryServi
         from modelyard.storage.private import private_dir, private_file
 
     location = blob_location(settings)  # a bad URL is refused before anything is made
+    allowlist = mlflow_source_allowlist(settings)
     private_dir(settings.data_dir)
     if settings.database_url is None:
         # SQLite creates its -wal and -shm files with the database file's mode.
@@ -374,6 +440,8 @@ def open_service(settings: Settings, *, artifacts: bool = True) -> RegistryServi
         service,
         settings.mlflow_tracking_uri,
         os.environ.get("MODELYARD_MLFLOW_TRACKING_TOKEN") or None,
+        allowlist=allowlist,
+        s3_endpoint=settings.s3_endpoint,
     )
     return service
 

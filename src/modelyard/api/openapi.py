@@ -122,7 +122,9 @@ _EXTRA: dict[str, dict[int, str]] = {
     },
 }
 _MLFLOW_EXTRA: dict[str, dict[int, str]] = {
-    "POST model-versions/create": {503: "The MLflow tracking server did not answer"},
+    "POST model-versions/create": {
+        503: "The MLflow tracking server, or the bucket of an s3:// source, did not answer"
+    },
     "GET artifacts/{path}": {206: "The requested range", 416: _MEANING[416]},
 }
 # Not found without a path parameter: a model, reference or principal named in the query

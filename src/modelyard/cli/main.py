@@ -215,6 +215,26 @@ def serve(
             " (log_model, register_model) are copied from (docs/mlflow.md).",
         ),
     ] = None,
+    mlflow_source_bucket: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="BUCKET[/PREFIX]",
+            show_default="none allowed",
+            help="A bucket, or a key prefix in one, that s3:// MLflow sources (and runs whose"
+            " artifacts are there) may be read from, with the blob store's credentials and"
+            " --s3-endpoint. Repeatable. MODELYARD_MLFLOW_SOURCE_BUCKETS: comma-separated.",
+        ),
+    ] = None,
+    mlflow_source_dir: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="DIR",
+            show_default="none allowed",
+            help="A directory that file:// MLflow sources (and runs whose artifacts are"
+            " there) may be read under, links resolved first; a link among the files is"
+            " refused. Repeatable. MODELYARD_MLFLOW_SOURCE_DIRS: comma-separated.",
+        ),
+    ] = None,
 ) -> None:
     """Run the registry server (REST API under /api/v1, OpenAPI docs at /docs).
 
@@ -229,6 +249,9 @@ def serve(
 
     [bold]Example[/bold] as MLflow's registry, copying from its tracking server:
     modelyard serve --mlflow-tracking-uri http://mlflow.internal:5000
+
+    [bold]Example[/bold], also copying MLflow artifacts kept in a bucket or on a shared disk:
+    modelyard serve --mlflow-source-bucket ml-artifacts/mlruns --mlflow-source-dir /mnt/mlruns
 
     [bold]Example[/bold] with MinIO: modelyard serve --blob-url s3://models
     --s3-endpoint http://127.0.0.1:9000
@@ -268,6 +291,8 @@ def serve(
             proxy_transfers=proxy_transfers,
             s3_store_hashes=s3_store_hashes,
             mlflow_tracking_uri=mlflow_tracking_uri,
+            mlflow_source_buckets=mlflow_source_bucket or (),
+            mlflow_source_dirs=mlflow_source_dir or (),
         )
         service = open_service(settings)
     except ModelyardError as exc:

@@ -270,7 +270,8 @@ def _add(prefix: str) -> None:
     @router.post(f"{versions}/create", openapi_extra=needs("model.register"))
     def create_model_version(body: CreateVersionIn, request: Request) -> Response:
         """A version whose files are copied now from the configured MLflow tracking server
-        (``service/mlflow_source.py``): it is READY when this answers."""
+        (``service/mlflow_source.py``), or from a bucket or directory an admin allowed: it
+        is READY when this answers."""
         version = service(request).mlflow_sources.register(
             caller(request),
             body.name,
