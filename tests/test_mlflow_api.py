@@ -5,10 +5,15 @@ Modelyard token as ``MLFLOW_TRACKING_TOKEN``, under the same access control and 
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
+import httpx
 import numpy as np
 import pytest
 import requests
@@ -19,8 +24,10 @@ from mlflow.exceptions import MlflowException, RestException
 import modelyard
 from modelyard.api import mlflow_wire as wire
 from modelyard.config import Settings, open_service
-from modelyard.domain.access import PrincipalKind, Role
-from modelyard.domain.errors import InvalidFilter
+from modelyard.domain.access import Caller, PrincipalKind, Role
+from modelyard.domain.errors import InvalidFilter, NotFound
+from modelyard.domain.models import PendingVersion
+from modelyard.mlflow_tracking import ARTIFACTS as TRACKING_ARTIFACTS
 from modelyard.service import RegistryService
 from modelyard.service.mlflow_source import MlflowSources
 from tests.conftest import REQUIREMENTS, LiveServer, Tracking, Trained, free_port
@@ -178,7 +185,8 @@ def test_log_model_and_register_model_copy_the_run_into_the_registry(
     assert np.array_equal(loaded.predict(features), model.predict(features))
 
 
-CREATE = "/api/2.0/mlflow/model-versions/create"
+MODEL_VERSIONS = "/api/2.0/mlflow/model-versions"
+CREATE = f"{MODEL_VERSIONS}/create"
 
 
 @pytest.mark.parametrize(
@@ -358,3 +366,99 @@ def test_the_artifact_endpoint_serves_a_versions_files_and_nothing_else(
     assert (
         client.put(f"{ARTIFACTS}/modelyard-models/churn/1/MLmodel", content=b"x").status_code == 405
     )
+
+
+class HeldDownloads(httpx.HTTPTransport):
+    """The real network to the real tracking server, but a file's download waits until the
+    test lets it go, then goes through, or fails as a server gone away would."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.go = threading.Event()
+        self.fail = False
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path.startswith(f"{TRACKING_ARTIFACTS}/"):
+            assert self.go.wait(60), "the test never let the download go"
+            if self.fail:
+                raise httpx.ConnectError("the tracking server went away", request=request)
+        return super().handle_request(request)
+
+
+ROOT = Caller.local_user("tester")  # the in-process client's caller
+
+
+def logged_run(tracking: Tracking, trained: Trained, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A run on MLflow's server that logged the trained model under ``model``."""
+    import mlflow
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking.url)
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
+    with mlflow.start_run() as run:
+        mlflow.log_artifacts(str(trained.saved), "model")
+    return str(run.info.run_id)
+
+
+def status_of(client: TestClient, name: str, version: str) -> dict[str, Any]:
+    answer = client.get(f"{MODEL_VERSIONS}/get", params={"name": name, "version": version})
+    assert answer.status_code == 200, answer.text
+    found: dict[str, Any] = answer.json()["model_version"]
+    return found
+
+
+def settled(client: TestClient, name: str, version: str) -> dict[str, Any]:
+    """The version once its copy has ended, as MLflow's client polls for it."""
+    deadline = time.monotonic() + 60
+    while (found := status_of(client, name, version))["status"] == "PENDING_REGISTRATION":
+        assert time.monotonic() < deadline, found
+        time.sleep(0.05)  # polling the state the test waits for, not standing in for it
+    return found
+
+
+def test_a_long_copy_answers_pending_and_the_client_polls_until_ready_or_failed(
+    service: RegistryService,
+    client: TestClient,
+    tracking: Tracking,
+    trained: Trained,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    run_id = logged_run(tracking, trained, monkeypatch)
+    held = HeldDownloads()
+    service.mlflow_sources = MlflowSources(service, tracking.url, transport=held, answer_within=0.0)
+    source = {"name": "slow", "source": f"runs:/{run_id}/model", "run_id": run_id}
+
+    created = client.post(CREATE, json=source)
+    assert created.status_code == 200, created.text
+    pending = created.json()["model_version"]
+    assert (pending["version"], pending["status"]) == ("1", "PENDING_REGISTRATION")
+    assert status_of(client, "slow", "1")["status"] == "PENDING_REGISTRATION"
+    with pytest.raises(NotFound):  # nothing of it exists but its number
+        service.get_version("slow", 1, caller=ROOT)
+    held.go.set()
+    ready = settled(client, "slow", "1")
+    assert (ready["status"], ready["run_id"]) == ("READY", run_id)
+    files = {f.path for f in service.get_version("slow", 1, caller=ROOT).files}
+    assert files == {
+        p.relative_to(trained.saved).as_posix() for p in trained.saved.rglob("*") if p.is_file()
+    }
+
+    held.fail = True
+    failed = settled(
+        client, "slow", client.post(CREATE, json=source).json()["model_version"]["version"]
+    )
+    assert (failed["version"], failed["status"]) == ("2", "FAILED_REGISTRATION")
+    assert "went away" in failed["status_message"]
+    # Its number is never given again, and the model's versions are only the copied one.
+    held.fail = False
+    assert client.post(CREATE, json=source).json()["model_version"]["version"] == "3"
+    assert settled(client, "slow", "3")["status"] == "READY"
+    assert [v.version for v in service.list_versions("slow", caller=ROOT).items] == [3, 1]
+
+
+def test_a_pending_copy_silent_too_long_reads_as_failed() -> None:
+    """Its server died mid-copy: the number will never be a version."""
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    pending = PendingVersion("m", 4, "pending", "", "runs:/r/model", "r", "ann", at, at)
+    assert pending.seen_at(at + PendingVersion.STALE_AFTER) is pending
+    stale = pending.seen_at(at + PendingVersion.STALE_AFTER + timedelta(seconds=1))
+    assert (stale.status, "stopped" in stale.message) == ("failed", True)

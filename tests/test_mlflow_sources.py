@@ -33,13 +33,11 @@ from modelyard.domain.errors import (
     TooLarge,
 )
 from modelyard.domain.models import Version
+from modelyard.mlflow_tracking import MAX_DEPTH
 from modelyard.service import RegistryService
-from modelyard.service.mlflow_source import MAX_DEPTH, MlflowSources
-from tests.conftest import S3_ENV, LiveServer, S3Server, on
+from modelyard.service.mlflow_source import MlflowSources
+from tests.conftest import S3_ENV, LiveServer, S3Server, Tracking, on
 from tests.test_cli import assert_user_error, invoke
-from tests.test_mlflow_api import Tracking, tracking
-
-__all__ = ["tracking"]  # the tracking server fixture, shared with test_mlflow_api
 
 ME = Caller.local_user("tester")
 MODEL = {"MLmodel": b"flavors: {}\n", "data/weights.bin": os.urandom(3000)}

@@ -2,7 +2,8 @@
 their versions, runs, and artifacts through the server's proxy (``mlflow-artifacts``).
 
 Two readers share it: the server, copying a version's files from the tracking server an
-admin configured (``service.mlflow_source``), and ``modelyard import mlflow``, copying a
+admin configured (``service.mlflow_source``, whose other places, disk and buckets, plug
+into the same ``Files`` seam and ``walk``), and ``modelyard import mlflow``, copying a
 whole registry from the client's side. Only GETs; answers are checked before they are used,
 and MLflow's failures become the registry's own errors, naming the server that failed.
 """
@@ -10,9 +11,9 @@ and MLflow's failures become the registry's own errors, naming the server that f
 from __future__ import annotations
 
 import posixpath
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Any, Final
+from collections.abc import Iterable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from typing import Any, Final, Protocol
 from urllib.parse import quote
 
 import httpx
@@ -114,59 +115,36 @@ class TrackingServer:
     # -- artifacts -------------------------------------------------------------------------
 
     def artifact_path(self, artifact_uri: str, what: str) -> str:
-        """The path under this server's artifact proxy of an ``mlflow-artifacts:`` URI: the
-        one form read here, whose bytes come through this server and no other."""
+        """The path under this server's artifact proxy of an ``mlflow-artifacts:`` URI (its
+        bytes come through this server, and no other); ``what`` names it in a refusal."""
         if not artifact_uri.startswith("mlflow-artifacts:"):
-            raise InvalidInput(
-                f"{what} refused: its artifacts are at {artifact_uri or 'an unknown place'},"
-                " not behind the tracking server's artifact proxy (mlflow server"
-                " --serve-artifacts)",
-                code="source_refused",
+            raise refused(
+                what,
+                f"its artifacts are at {artifact_uri or 'an unknown place'}, not behind the"
+                " tracking server's artifact proxy (mlflow server --serve-artifacts)",
             )
         rest = artifact_uri.removeprefix("mlflow-artifacts:")
         if rest.startswith("//"):  # mlflow-artifacts://HOST/PATH: only this server
             host, _, rest = rest[2:].partition("/")
             if host and host != httpx.URL(self.url).netloc.decode():
-                raise InvalidInput(
-                    f"{what} refused: its artifacts are on {host}, not the tracking server",
-                    code="source_refused",
-                )
+                raise refused(what, f"its artifacts are on {host}, not the tracking server")
         return validate_file_path(rest.strip("/"))
 
-    def files(self, root: str) -> list[str]:
-        """The files under ``root`` (an artifact path), relative to it, sorted; at most
-        MAX_FILES of them, MAX_DEPTH directories deep."""
-        found: list[str] = []
-        pending = [("", 0)]
-        while pending:
-            prefix, depth = pending.pop()
-            if depth > MAX_DEPTH:
-                raise TooLarge(f"the source is nested deeper than {MAX_DEPTH} directories")
-            listed = self.json(ARTIFACTS, {"path": posixpath.join(root, prefix)})
-            for item in listed.get("files", []):
-                name = posixpath.join(prefix, str(item.get("path", "")).rsplit("/", 1)[-1])
-                validate_file_path(name)
-                if item.get("is_dir"):
-                    pending.append((name, depth + 1))
-                else:
-                    found.append(name)
-            if len(found) > MAX_FILES:
-                raise TooLarge(f"the source holds more than {MAX_FILES} files")
-        if not found:
-            raise NotFound(f"no files at {root!r} on the tracking server", code="source_empty")
-        return sorted(found)
+    def artifacts(self, root: str) -> ProxyFiles:
+        """The files under ``root``, an artifact path, as the proxy lists and streams them."""
+        return ProxyFiles(self, root)
+
+    # -- plumbing --------------------------------------------------------------------------
 
     @contextmanager
-    def open(self, root: str, relative: str) -> Iterator[Iterator[bytes]]:
-        """A file's bytes, in chunks, as the proxy streams them."""
+    def stream(self, path: str) -> Iterator[Iterator[bytes]]:
+        """A GET's body, in chunks, as the server streams it."""
         try:
-            with self._http.stream("GET", f"{ARTIFACTS}/{quote(f'{root}/{relative}')}") as answer:
-                _check(answer, relative)
+            with self._http.stream("GET", path) as answer:
+                _check(answer, path)
                 yield answer.iter_bytes(CHUNK)
         except httpx.HTTPError as exc:
             raise self._unavailable(exc) from None
-
-    # -- plumbing --------------------------------------------------------------------------
 
     def json(self, path: str, params: dict[str, str] | None = None) -> Any:
         try:
@@ -186,6 +164,62 @@ class TrackingServer:
         return Unavailable(
             f"the MLflow server at {self.url} did not answer: {exc}", code="tracking_unavailable"
         )
+
+
+class Files(Protocol):
+    """A source's files in one kind of place (a tracking server's artifact proxy, a
+    directory, a bucket): what a directory holds, and a file's bytes."""
+
+    where: str  # for messages
+
+    def listing(self, prefix: str) -> Iterable[tuple[str, bool]]:
+        """The names in the directory ``prefix`` ("" the top), each with whether it is one."""
+        ...
+
+    def reading(self, relative: str) -> AbstractContextManager[Iterable[bytes]]: ...
+
+
+def walk(files: Files) -> list[str]:
+    """The files of a source, as paths relative to it, sorted, within the limits."""
+    found: list[str] = []
+    pending = [("", 0)]
+    while pending:
+        prefix, depth = pending.pop()
+        if depth > MAX_DEPTH:
+            raise TooLarge(f"the source is nested deeper than {MAX_DEPTH} directories")
+        for entry, is_dir in files.listing(prefix):
+            name = validate_file_path(posixpath.join(prefix, entry))
+            if is_dir:
+                pending.append((name, depth + 1))
+            else:
+                found.append(name)
+            if len(found) > MAX_FILES:
+                raise TooLarge(f"the source holds more than {MAX_FILES} files")
+    return sorted(found)
+
+
+class ProxyFiles:
+    """Under a tracking server's artifact proxy (``mlflow server --serve-artifacts``)."""
+
+    def __init__(self, server: TrackingServer, root: str) -> None:
+        self._server = server
+        self._root = root
+        self.where = f"{root!r} on the tracking server"
+
+    def listing(self, prefix: str) -> Iterable[tuple[str, bool]]:
+        listed = self._server.json(ARTIFACTS, {"path": posixpath.join(self._root, prefix)})
+        for item in listed.get("files", []):
+            yield str(item.get("path", "")).rsplit("/", 1)[-1], bool(item.get("is_dir"))
+
+    @contextmanager
+    def reading(self, relative: str) -> Iterator[Iterable[bytes]]:
+        with self._server.stream(f"{ARTIFACTS}/{quote(f'{self._root}/{relative}')}") as chunks:
+            yield chunks
+
+
+def refused(source: str, why: str) -> InvalidInput:
+    """A source this registry will not read, and why: before anything is fetched."""
+    return InvalidInput(f"source {source!r} refused: {why}", code="source_refused")
 
 
 def _check(answer: httpx.Response, what: str) -> None:

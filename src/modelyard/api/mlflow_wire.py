@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any, Final
 
 from modelyard.domain.errors import InvalidFilter, InvalidInput
-from modelyard.domain.models import Model, Version
+from modelyard.domain.models import Model, PendingVersion, Version
 from modelyard.domain.references import MAX_VERSION_NUMBER
 
 PREFIXES: Final = ("/api/2.0/mlflow", "/ajax-api/2.0/mlflow")
@@ -171,6 +171,29 @@ def model_version(version: Version) -> dict[str, Any]:
     if origin and origin.run_link:
         answer["run_link"] = origin.run_link
     return answer
+
+
+_PENDING_STATUS: Final = {"pending": "PENDING_REGISTRATION", "failed": "FAILED_REGISTRATION"}
+
+
+def pending_model_version(pending: PendingVersion) -> dict[str, Any]:
+    """A version whose files are still being copied, or whose copy failed, as MLflow's
+    client polls for it (``status``, and ``status_message`` saying why it failed)."""
+    return {
+        "name": pending.model,
+        "version": str(pending.version),
+        "creation_timestamp": millis(pending.created_at),
+        "last_updated_timestamp": millis(pending.updated_at),
+        "user_id": pending.creator,
+        "current_stage": "None",
+        "description": "",
+        "source": pending.source,
+        "run_id": pending.run or "",
+        "status": _PENDING_STATUS[pending.status],
+        "status_message": pending.message,
+        "tags": [],
+        "aliases": [],
+    }
 
 
 # -- filters and orderings ---------------------------------------------------------------

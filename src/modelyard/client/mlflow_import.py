@@ -29,7 +29,7 @@ from modelyard.client.progress import NoProgress, Progress
 from modelyard.client.registry import Registry
 from modelyard.domain.errors import Conflict, ModelyardError, NotFound
 from modelyard.domain.models import Model, Origin, Version
-from modelyard.mlflow_tracking import TrackingServer, latest_metrics, params_of, tags_of
+from modelyard.mlflow_tracking import TrackingServer, latest_metrics, params_of, tags_of, walk
 
 SYSTEM: Final = "mlflow"
 ARCHIVED: Final = "archived"
@@ -198,11 +198,12 @@ class _Importer:
             created_by=found.get("user_id") or (run or {}).get("info", {}).get("user_id") or None,
             run_link=link,
         )
+        files = self.tracking.artifacts(root)
         with tempfile.TemporaryDirectory(prefix="modelyard-import-") as scratch:
-            for relative in self.tracking.files(root):
+            for relative in walk(files):
                 target = Path(scratch, relative)
                 target.parent.mkdir(parents=True, exist_ok=True)
-                with self.tracking.open(root, relative) as chunks, target.open("wb") as out:
+                with files.reading(relative) as chunks, target.open("wb") as out:
                     for chunk in chunks:
                         out.write(chunk)
             version = self.reg.register(

@@ -11,7 +11,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any, Generic, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 from modelyard.domain.errors import InvalidInput
 from modelyard.domain.manifest import FileEntry
@@ -158,6 +158,37 @@ class Origin:
 
     def to_json(self) -> str:
         return json.dumps(self.as_dict(), sort_keys=True)
+
+
+@dataclass(frozen=True, slots=True)
+class PendingVersion:
+    """A number given to a version whose files are still being copied from a source (what
+    MLflow calls PENDING_REGISTRATION), or whose copy failed (FAILED_REGISTRATION). The
+    version itself does not exist until its registration commits, whole."""
+
+    model: str
+    version: int
+    status: str  # pending, failed
+    message: str
+    source: str
+    run: str | None
+    creator: str
+    created_at: datetime
+    updated_at: datetime  # the copy's last sign of life
+
+    # A copy gives a sign of life at least this often; one silent for longer died with its
+    # server (a restart mid-copy), and will not finish.
+    STALE_AFTER: ClassVar[timedelta] = timedelta(minutes=2)
+
+    def seen_at(self, now: datetime) -> PendingVersion:
+        """As it stands at ``now``: a pending copy silent too long has failed."""
+        if self.status == "pending" and now - self.updated_at > self.STALE_AFTER:
+            return replace(
+                self,
+                status="failed",
+                message="the copy stopped (its server restarted?); register the source again",
+            )
+        return self
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,33 +23,44 @@ import errno
 import os
 import posixpath
 import stat
+import time
 from collections.abc import Iterable, Iterator
-from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass, field
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FuturesTimeout
+from contextlib import ExitStack, contextmanager, suppress
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, Protocol
-from urllib.parse import quote, unquote, urlsplit
+from typing import TYPE_CHECKING, Any, Final
+from urllib.parse import unquote, urlsplit
 
 import httpx
 
 from modelyard.domain.access import Caller, Permission
-from modelyard.domain.errors import InvalidInput, NotFound, TooLarge, Unavailable
+from modelyard.domain.errors import InvalidInput, ModelyardError, NotFound, Unavailable
 from modelyard.domain.manifest import FileEntry
-from modelyard.domain.models import Version
+from modelyard.domain.models import PendingVersion, Version
 from modelyard.domain.names import validate_file_path, validate_model_name
 from modelyard.domain.versions import NewVersion
+from modelyard.mlflow_tracking import (
+    CHUNK,
+    Files,
+    TrackingServer,
+    latest_metrics,
+    params_of,
+    refused,
+    walk,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
     from modelyard.service.registry import RegistryService
 
-ARTIFACTS: Final = "/api/2.0/mlflow-artifacts/artifacts"
-MAX_FILES: Final = 10_000
-MAX_DEPTH: Final = 32
-CHUNK: Final = 1 << 20
-TIMEOUT: Final = httpx.Timeout(30.0, connect=5.0)
+
+ANSWER_WITHIN: Final = 10.0  # seconds: most models are copied by then, and answer READY
+COPIES: Final = 4  # copies at once per server process
+HEARTBEAT: Final = 20.0  # seconds between a copy's signs of life (PendingVersion.STALE_AFTER)
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,12 +128,16 @@ class MlflowSources:
         *,
         allowlist: SourceAllowlist | None = None,
         s3_endpoint: str | None = None,
+        answer_within: float = ANSWER_WITHIN,
     ) -> None:
         """``s3_endpoint``: the blob store's (--s3-endpoint), whose credentials read an
-        allowed bucket too."""
+        allowed bucket too. ``answer_within``: seconds a registration waits for its copy
+        before it answers with the version pending."""
         self._registry = registry
+        self.answer_within = answer_within
+        self._copies: ThreadPoolExecutor | None = None
         self.tracking_uri = tracking_uri.rstrip("/") if tracking_uri else None
-        self._headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._token = token
         self._transport = transport
         self.allowlist = allowlist or SourceAllowlist()
         self._s3_endpoint = s3_endpoint
@@ -137,81 +152,113 @@ class MlflowSources:
         run_id: str | None = None,
         tags: dict[str, str] | None = None,
         description: str = "",
-    ) -> Version:
-        """The next version of ``name``, its files copied from ``source``."""
+    ) -> Version | PendingVersion:
+        """The next version of ``name``, its files copied from ``source``: the version
+        when the copy ends within ``answer_within`` seconds, else its number, pending
+        (``RegistryService.pending_version`` says how it goes).
+
+        Everything that can refuse the source is done first, while the caller waits: the
+        permission, the source's place, its run, the listing of its files (links, depth,
+        count). Only then is a number given (``reserve_version``), and the bytes copied on
+        a thread of this server; a copy that fails leaves the number failed, with why.
+        """
         self._registry.access.require(caller, Permission.REGISTER, validate_model_name(name))
-        with self._tracking() as http:
-            located = self._locate(http, source, run_id)
-            with self._files(http, source, located.place) as files:
-                entries = self._copy(caller, files)
-        spec = NewVersion(
-            files=entries,
-            params=located.params,
-            metrics=located.metrics,
-            tags=dict(tags or {}),
-            description=description,
-            run=located.run_id or run_id or None,
-        )
-        return self._registry.register_version(name, spec, caller=caller)
+        with ExitStack() as held:
+            tracking = held.enter_context(self._tracking())
+            located = self._locate(tracking, source, run_id)
+            files = held.enter_context(self._files(tracking, source, located.place))
+            listed = walk(files)
+            if not listed:
+                raise NotFound(f"no files at {files.where}", code="source_empty")
+            run = located.run_id or run_id or None
+            number = self._registry.reserve_version(name, source, caller=caller, run=run)
+            spec = NewVersion(
+                files=[],
+                params=located.params,
+                metrics=located.metrics,
+                tags=dict(tags or {}),
+                description=description,
+                run=run,
+            )
+            copy = _Copy(self._registry, caller, name, number, spec, files, listed)
+            copying = self._pool().submit(copy.run, held.pop_all())
+        try:
+            return copying.result(timeout=self.answer_within)
+        except FuturesTimeout:
+            pass
+        except ModelyardError:
+            pass  # the copy failed, and said why: the pending version reports it
+        pending = self._registry.pending_version(name, number, caller=caller)
+        if pending is None:  # registered between the wait and the read
+            return self._registry.get_version(name, number, caller=caller)
+        return pending
+
+    def _pool(self) -> ThreadPoolExecutor:
+        if self._copies is None:
+            self._copies = ThreadPoolExecutor(COPIES, thread_name_prefix="mlflow-copy")
+        return self._copies
+
+    def close(self) -> None:
+        """Copies still running go on until they end or fail (their versions pending)."""
+        if self._copies is not None:
+            self._copies.shutdown(wait=False)
 
     @contextmanager
-    def _tracking(self) -> Iterator[httpx.Client | None]:
-        """A client of the configured tracking server (it connects at its first request)."""
+    def _tracking(self) -> Iterator[TrackingServer | None]:
+        """The configured tracking server (connected at its first request), if any."""
         if self.tracking_uri is None:
             yield None
             return
-        with httpx.Client(
-            base_url=self.tracking_uri,
-            headers=self._headers,
-            timeout=TIMEOUT,
-            follow_redirects=False,
-            transport=self._transport,
-        ) as http:
-            yield http
+        with TrackingServer(
+            self.tracking_uri, token=self._token, transport=self._transport
+        ) as tracking:
+            yield tracking
 
-    def _need(self, http: httpx.Client | None, source: str) -> httpx.Client:
-        if http is None:
-            raise _refused(
+    def _need(self, tracking: TrackingServer | None, source: str) -> TrackingServer:
+        if tracking is None:
+            raise refused(
                 source,
                 "it is read from an MLflow tracking server, and none is configured"
                 " (MODELYARD_MLFLOW_TRACKING_URI)",
             )
-        return http
+        return tracking
 
     # -- where the files are -----------------------------------------------------------------
 
-    def _locate(self, http: httpx.Client | None, source: str, run_id: str | None) -> _Located:
+    def _locate(self, tracking: TrackingServer | None, source: str, run_id: str | None) -> _Located:
         if source.startswith("models:/"):
             model_id = source.removeprefix("models:/").strip("/")
             if not model_id or "/" in model_id or "@" in model_id:
-                raise _refused(source, "models:/ names a logged model by its id (models:/m-...)")
-            tracking = self._need(http, source)
-            found = _json(tracking, f"/api/2.0/mlflow/logged-models/{quote(model_id)}")["model"]
-            info, data = found.get("info", {}), found.get("data", {})
-            located = _Located(self._place(source, info.get("artifact_uri", "")))
-            located.params = _pairs(data.get("params"))
-            located.metrics = _metrics(data.get("metrics"))
+                raise refused(source, "models:/ names a logged model by its id (models:/m-...)")
+            server = self._need(tracking, source)
+            found = server.logged_model(model_id)
+            info = found.get("info", {})
+            located = _Located(self._place(server, source, info.get("artifact_uri", "")))
+            located.params, located.metrics = params_of(found), latest_metrics(found)
             run = info.get("source_run_id") or run_id
-            return self._with_run(tracking, located, run) if run else located
+            return self._with_run(server, located, run) if run else located
         if source.startswith("runs:/"):
             run, _, path = source.removeprefix("runs:/").partition("/")
             if not run:
-                raise _refused(source, "runs:/ takes RUN_ID/PATH")
+                raise refused(source, "runs:/ takes RUN_ID/PATH")
             if path:  # checked before anything is asked of the tracking server
                 try:
                     validate_file_path(path)
                 except InvalidInput as exc:
-                    raise _refused(source, exc.message) from None
-            tracking = self._need(http, source)
-            found = _run(tracking, run)
+                    raise refused(source, exc.message) from None
+            server = self._need(tracking, source)
+            found = server.run(run)
             artifacts = str(found.get("info", {}).get("artifact_uri", ""))
             if artifacts and path:
                 artifacts = f"{artifacts.rstrip('/')}/{path}"
-            return self._with_run(tracking, _Located(self._place(source, artifacts)), run, found)
-        located = _Located(self._place(source))
-        return self._with_run(http, located, run_id) if run_id and http else located
+            located = _Located(self._place(server, source, artifacts))
+            return self._with_run(server, located, run, found)
+        located = _Located(self._place(tracking, source))
+        return self._with_run(tracking, located, run_id) if run_id and tracking else located
 
-    def _place(self, source: str, artifacts: str | None = None) -> _Proxied | _OnDisk | _InBucket:
+    def _place(
+        self, tracking: TrackingServer | None, source: str, artifacts: str | None = None
+    ) -> _Proxied | _OnDisk | _InBucket:
         """Where the source's files are (``artifacts``: its run's or logged model's, as the
         tracking server says), if that is a place this registry reads; else refused."""
         uri = source if artifacts is None else artifacts
@@ -220,7 +267,7 @@ class MlflowSources:
         except ValueError:  # a malformed host, as http://[::1 is
             scheme = ""
         if scheme == "mlflow-artifacts":
-            return self._proxied(source, uri)
+            return _Proxied(self._need(tracking, source).artifact_path(uri, source))
         if scheme == "file":
             return self._on_disk(source, uri)
         if scheme == "s3":
@@ -230,24 +277,14 @@ class MlflowSources:
             " and file:// where an admin allowed them; other schemes and hosts are refused"
         )
         if artifacts is None:
-            raise _refused(
+            raise refused(
                 source,
                 "sources are runs:/RUN_ID/PATH, models:/MODEL_ID or mlflow-artifacts:/PATH,"
                 f" read through {readable}",
             )
-        raise _refused(
+        raise refused(
             source, f"its artifacts are at {uri or 'an unknown place'}, not behind {readable}"
         )
-
-    def _proxied(self, source: str, uri: str) -> _Proxied:
-        """The path under the artifact proxy of an ``mlflow-artifacts:`` URI (its bytes
-        come through the configured server, and no other)."""
-        rest = uri.removeprefix("mlflow-artifacts:")
-        if rest.startswith("//"):  # mlflow-artifacts://HOST/PATH: only the configured one
-            host, _, rest = rest[2:].partition("/")
-            if host and host != httpx.URL(self.tracking_uri or "").netloc.decode():
-                raise _refused(source, f"its artifacts are on {host}, not the tracking server")
-        return _Proxied(validate_file_path(rest.strip("/")))
 
     def _on_disk(self, source: str, uri: str) -> _OnDisk:
         """A ``file://`` URI's place, when its real path (links resolved, ``..`` climbed)
@@ -256,9 +293,9 @@ class MlflowSources:
         parts = urlsplit(uri)
         path = unquote(parts.path)
         if parts.netloc not in ("", "localhost") or parts.query or parts.fragment:
-            raise _refused(source, "a file:// source is file:///ABSOLUTE/PATH on this server")
+            raise refused(source, "a file:// source is file:///ABSOLUTE/PATH on this server")
         if not self.allowlist.dirs:
-            raise _refused(
+            raise refused(
                 source,
                 "this registry reads no file:// sources (an admin allows directories with"
                 " --mlflow-source-dir)",
@@ -268,7 +305,7 @@ class MlflowSources:
             for allowed in self.allowlist.dirs:
                 if real.is_relative_to(allowed):
                     return _OnDisk(allowed, real.relative_to(allowed).parts)
-        raise _refused(
+        raise refused(
             source,
             "file:// sources are read only under the directories an admin allowed"
             " (--mlflow-source-dir)",
@@ -279,7 +316,7 @@ class MlflowSources:
         parts = urlsplit(uri)
         bucket, key = parts.netloc, parts.path.strip("/")
         if not self.allowlist.buckets:
-            raise _refused(
+            raise refused(
                 source,
                 "this registry reads no s3:// sources (an admin allows buckets with"
                 " --mlflow-source-bucket)",
@@ -288,14 +325,14 @@ class MlflowSources:
             try:
                 validate_file_path(key)
             except InvalidInput as exc:
-                raise _refused(source, exc.message) from None
+                raise refused(source, exc.message) from None
         under = f"{key}/" if key else ""
         if (
             parts.query
             or parts.fragment
             or not any(allowed.holds(bucket, under) for allowed in self.allowlist.buckets)
         ):
-            raise _refused(
+            raise refused(
                 source,
                 "s3:// sources are read only in the buckets and key prefixes an admin allowed"
                 " (--mlflow-source-bucket)",
@@ -303,24 +340,24 @@ class MlflowSources:
         return _InBucket(bucket, under)
 
     def _with_run(
-        self, http: httpx.Client, located: _Located, run_id: str, run: Any = None
+        self, tracking: TrackingServer, located: _Located, run_id: str, run: Any = None
     ) -> _Located:
         """The run's params and metrics (its latest values), as the version's lineage; they
         win over a logged model's, whose metrics MLflow 3 fills with each one's first value."""
-        data = (run or _run(http, run_id)).get("data", {})
+        run = run or tracking.run(run_id)
         located.run_id = run_id
-        located.params = {**located.params, **_pairs(data.get("params"))}
-        located.metrics = {**located.metrics, **_metrics(data.get("metrics"))}
+        located.params = {**located.params, **params_of(run)}
+        located.metrics = {**located.metrics, **latest_metrics(run)}
         return located
 
     # -- the bytes -------------------------------------------------------------------------
 
     @contextmanager
     def _files(
-        self, http: httpx.Client | None, source: str, place: _Proxied | _OnDisk | _InBucket
-    ) -> Iterator[_Files]:
+        self, tracking: TrackingServer | None, source: str, place: _Proxied | _OnDisk | _InBucket
+    ) -> Iterator[Files]:
         if isinstance(place, _Proxied):
-            yield _ProxyFiles(self._need(http, source), place.path)
+            yield self._need(tracking, source).artifacts(place.path)
         elif isinstance(place, _OnDisk):
             with _DiskFiles.opened(source, place) as files:
                 yield files
@@ -331,78 +368,67 @@ class MlflowSources:
                 self._s3 = make_client(self._s3_endpoint)
             yield _BucketFiles(self._s3, place)
 
-    def _copy(self, caller: Caller, files: _Files) -> list[FileEntry]:
-        """Every file of the source, streamed into the blob store, which names each by
-        what it hashes to: one pass, nothing on local disk."""
-        entries = []
-        for relative in _walk(files):
-            upload = self._registry.begin_blob_upload(caller)
+
+class _Copy:
+    """A pending version's bytes, streamed from its source into the blob store (which
+    names each file by what it hashes to: one pass, nothing on local disk), then the
+    version registered under the number it was given; or that number marked failed."""
+
+    def __init__(
+        self,
+        registry: RegistryService,
+        caller: Caller,
+        name: str,
+        number: int,
+        spec: NewVersion,
+        files: Files,
+        listed: list[str],
+    ) -> None:
+        self._registry, self._caller = registry, caller
+        self._name, self._number, self._spec = name, number, spec
+        self._files, self._listed = files, listed
+        self._alive_at = time.monotonic()
+
+    def run(self, held: ExitStack) -> Version:
+        with held:
             try:
-                with files.reading(relative) as chunks:
-                    for chunk in chunks:
-                        upload.write(chunk)
-            except BaseException:
-                upload.abort()
+                entries = [self._file(relative) for relative in self._listed]
+                spec = replace(self._spec, files=entries)
+                return self._registry.register_version(
+                    self._name, spec, caller=self._caller, pending=self._number
+                )
+            except ModelyardError as exc:
+                self._failed(exc.message)
                 raise
-            size, _ = self._registry.finish_blob_upload(upload)
-            entries.append(FileEntry(relative, size, upload.digest))
-        if not entries:
-            raise NotFound(f"no files at {files.where}", code="source_empty")
-        return entries
+            except Exception as exc:
+                self._failed(f"the copy failed ({exc.__class__.__name__})")
+                raise
+
+    def _file(self, relative: str) -> FileEntry:
+        upload = self._registry.begin_blob_upload(self._caller)
+        try:
+            with self._files.reading(relative) as chunks:
+                for chunk in chunks:
+                    upload.write(chunk)
+                    self._heartbeat()
+        except BaseException:
+            upload.abort()
+            raise
+        size, _ = self._registry.finish_blob_upload(upload)
+        return FileEntry(relative, size, upload.digest)
+
+    def _heartbeat(self) -> None:
+        """A sign of life now and then: a pending copy silent for long died with its server."""
+        if time.monotonic() - self._alive_at > HEARTBEAT:
+            self._registry.copy_alive(self._name, self._number)
+            self._alive_at = time.monotonic()
+
+    def _failed(self, message: str) -> None:
+        with suppress(ModelyardError):  # the model went meanwhile: nothing left to report on
+            self._registry.copy_failed(self._name, self._number, message)
 
 
 # -- where the bytes come from: one seam per kind of place --------------------------------------
-
-
-class _Files(Protocol):
-    """A source's files in one kind of place: what a directory holds, and a file's bytes."""
-
-    where: str  # for messages
-
-    def listing(self, prefix: str) -> Iterable[tuple[str, bool]]:
-        """The names in the directory ``prefix`` ("" the top), each with whether it is one."""
-        ...
-
-    def reading(self, relative: str) -> AbstractContextManager[Iterable[bytes]]: ...
-
-
-def _walk(files: _Files) -> list[str]:
-    """The files of a source, as paths relative to it, within the limits."""
-    found: list[str] = []
-    pending = [("", 0)]
-    while pending:
-        prefix, depth = pending.pop()
-        if depth > MAX_DEPTH:
-            raise TooLarge(f"the source is nested deeper than {MAX_DEPTH} directories")
-        for entry, is_dir in files.listing(prefix):
-            name = validate_file_path(posixpath.join(prefix, entry))
-            if is_dir:
-                pending.append((name, depth + 1))
-            else:
-                found.append(name)
-            if len(found) > MAX_FILES:
-                raise TooLarge(f"the source holds more than {MAX_FILES} files")
-    return sorted(found)
-
-
-class _ProxyFiles:
-    """Under the tracking server's artifact proxy."""
-
-    def __init__(self, http: httpx.Client, root: str) -> None:
-        self._http = http
-        self._root = root
-        self.where = f"{root!r} on the tracking server"
-
-    def listing(self, prefix: str) -> Iterable[tuple[str, bool]]:
-        listed = _json(self._http, ARTIFACTS, {"path": posixpath.join(self._root, prefix)})
-        for item in listed.get("files", []):
-            yield str(item.get("path", "")).rsplit("/", 1)[-1], bool(item.get("is_dir"))
-
-    @contextmanager
-    def reading(self, relative: str) -> Iterator[Iterable[bytes]]:
-        with self._http.stream("GET", f"{ARTIFACTS}/{quote(f'{self._root}/{relative}')}") as answer:
-            _check(answer, relative)
-            yield answer.iter_bytes(CHUNK)
 
 
 class _DiskFiles:
@@ -473,12 +499,12 @@ class _DiskFiles:
         return fd
 
     def _link(self, relative: str) -> InvalidInput:
-        return _refused(
+        return refused(
             self._source, f"{relative or 'it'} is a link, which this registry does not follow"
         )
 
     def _special(self, relative: str) -> InvalidInput:
-        return _refused(self._source, f"{relative} is neither a file nor a directory")
+        return refused(self._source, f"{relative} is neither a file nor a directory")
 
 
 class _BucketFiles:
@@ -537,62 +563,3 @@ def _s3_errors(where: str) -> Iterator[None]:
         raise Unavailable(
             f"{where}: unreachable ({exc.__class__.__name__})", code="source_unavailable"
         ) from None
-
-
-# -- the tracking server's answers ------------------------------------------------------------
-
-
-def _run(http: httpx.Client, run_id: str) -> dict[str, Any]:
-    found: dict[str, Any] = _json(http, "/api/2.0/mlflow/runs/get", {"run_id": run_id})
-    run: dict[str, Any] = found["run"]
-    return run
-
-
-def _json(http: httpx.Client, path: str, params: dict[str, str] | None = None) -> Any:
-    server = str(http.base_url).rstrip("/")
-    try:
-        answer = http.get(path, params=params)
-    except httpx.HTTPError as exc:
-        raise Unavailable(
-            f"the MLflow tracking server at {server} did not answer: {exc}",
-            code="tracking_unavailable",
-        ) from None
-    _check(answer, path)
-    try:
-        return answer.json()
-    except ValueError:
-        raise Unavailable(
-            f"the tracking server's answer for {path!r} is not JSON: is {server} an MLflow"
-            " tracking server?",
-            code="tracking_unavailable",
-        ) from None
-
-
-def _check(answer: httpx.Response, what: str) -> None:
-    if answer.status_code == 404:
-        raise NotFound(f"the tracking server has no {what!r}", code="source_not_found")
-    if answer.status_code != 200:
-        raise Unavailable(
-            f"the tracking server answered {answer.status_code} for {what!r}",
-            code="tracking_unavailable",
-        )
-
-
-def _refused(source: str, why: str) -> InvalidInput:
-    return InvalidInput(f"source {source!r} refused: {why}", code="source_refused")
-
-
-def _pairs(items: Any) -> dict[str, str]:
-    return {str(p["key"]): str(p.get("value", "")) for p in items or () if "key" in p}
-
-
-def _metrics(items: Any) -> dict[str, float]:
-    """The latest value of each metric (the highest step, then the latest time)."""
-    latest: dict[str, tuple[int, int, float]] = {}
-    for m in items or ():
-        if "key" not in m:
-            continue
-        at = (int(m.get("step", 0)), int(m.get("timestamp", 0)))
-        if m["key"] not in latest or at >= latest[m["key"]][:2]:
-            latest[m["key"]] = (*at, float(m.get("value", 0.0)))
-    return {k: v[2] for k, v in latest.items()}

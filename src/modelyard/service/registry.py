@@ -41,6 +41,7 @@ from modelyard.domain.models import (
     Model,
     Origin,
     Page,
+    PendingVersion,
     T,
     Version,
     to_us,
@@ -305,8 +306,11 @@ class RegistryService(Comparisons, BlobService):
         attachments: Sequence[AttachmentIn] = (),
         card: str | None = None,
         card_from_previous: bool = False,
+        pending: int | None = None,
     ) -> Version:
         """Create the next version of ``name`` (and the model on first registration).
+
+        ``pending``: the number ``reserve_version`` gave it, while its files were copied.
 
         With its evidence, in the same transaction: ``attachments``, and a first card (the
         ``card`` text, else MODEL_CARD.md among the files or attachments, else, with
@@ -337,7 +341,9 @@ class RegistryService(Comparisons, BlobService):
             stage = self.lifecycle.policy_in_force(tx, name)[0].stages[0].name
             model_id = self._create_model(tx, name, caller, "", {}) if model is None else model[0]
             latest = 0 if model is None else model[1]
-            number = _number(name, latest, spec.number)
+            if pending is not None and not tx.take_pending(model_id, pending):
+                raise Conflict(f"{name}/{pending} is no longer pending", code="not_pending")
+            number = pending or _number(name, latest, spec.number)
             now = now_us()
             version_id = tx.insert_version(
                 model_id=model_id,
@@ -400,6 +406,41 @@ class RegistryService(Comparisons, BlobService):
             )
             self.evidence.record_new(tx, caller, version, version_id, model_id, evidence, inline)
         return version
+
+    # -- versions whose files are still being copied -------------------------------------
+
+    def reserve_version(self, name: str, source: str, *, caller: Caller, run: str | None) -> int:
+        """Give the next number of ``name`` to a version whose files ``source`` is still
+        to copy (and create the model, on its first): no other registration takes it, and
+        ``pending_version`` says how the copy goes until ``register_version(pending=)``."""
+        validate_model_name(name)
+        self.access.require(caller, Permission.REGISTER, name)
+        with self.db.write("version.pending") as tx:
+            model = tx.lock_model(name)
+            model_id = self._create_model(tx, name, caller, "", {}) if model is None else model[0]
+            number = (0 if model is None else model[1]) + 1
+            tx.insert_pending(model_id, number, source, run, caller.name, now_us())
+        return number
+
+    def pending_version(self, name: str, number: int, *, caller: Caller) -> PendingVersion | None:
+        """How the copy of a reserved version goes, to whoever may see the model; None
+        when the number is no pending version's."""
+        validate_model_name(name)
+        self.access.require(caller, Permission.VIEW, name)
+        with self.db.read() as tx:
+            model_id = tx.model_id(name)
+            found = None if model_id is None else tx.pending_version(name, model_id, number)
+        return None if found is None else found.seen_at(utc_from_us(now_us()))
+
+    def copy_alive(self, name: str, number: int) -> None:
+        """The copy of a pending version is still under way (its heartbeat)."""
+        with self.db.write("version.pending") as tx:
+            tx.touch_pending(_require(tx.model_id(name), name), number, now_us())
+
+    def copy_failed(self, name: str, number: int, message: str) -> None:
+        """The copy of a pending version failed: the number stays unused, and says why."""
+        with self.db.write("version.pending") as tx:
+            tx.fail_pending(_require(tx.model_id(name), name), number, message, now_us())
 
     def get_version(self, name: str, number: int, *, caller: Caller) -> Version:
         return self.resolve(
@@ -650,6 +691,7 @@ class RegistryService(Comparisons, BlobService):
             )
 
     def close(self) -> None:
+        self.mlflow_sources.close()
         self.db.close()
         self.blobs.close()
 

@@ -24,7 +24,7 @@ from modelyard.api.deps import caller, json_response, needs, service
 from modelyard.api.streaming import stream_version_file
 from modelyard.domain.errors import Conflict, Forbidden, NotFound
 from modelyard.domain.lifecycle import ARCHIVED
-from modelyard.domain.models import Model, Page, Version
+from modelyard.domain.models import Model, Page, PendingVersion, Version
 from modelyard.domain.names import validate_file_path
 from modelyard.domain.pagination import MAX_PAGE_SIZE
 from modelyard.service import RegistryService
@@ -139,7 +139,9 @@ def _model(svc: RegistryService, request: Request, model: Model) -> Response:
     return json_response({"registered_model": wire.registered_model(model, latest)})
 
 
-def _version(version: Version) -> Response:
+def _version(version: Version | PendingVersion) -> Response:
+    if isinstance(version, PendingVersion):
+        return json_response({"model_version": wire.pending_model_version(version)})
     return json_response({"model_version": wire.model_version(version)})
 
 
@@ -269,10 +271,11 @@ def _add(prefix: str) -> None:
 
     @router.post(f"{versions}/create", openapi_extra=needs("model.register"))
     def create_model_version(body: CreateVersionIn, request: Request) -> Response:
-        """A version whose files are copied now from the configured MLflow tracking server
-        (``service/mlflow_source.py``), or from a bucket or directory an admin allowed: it
-        is READY when this answers."""
-        version = service(request).mlflow_sources.register(
+        """A version whose files are copied from its source (``service/mlflow_source.py``):
+        the configured MLflow tracking server, or a bucket or directory an admin allowed.
+        READY when the copy ends within seconds, else PENDING_REGISTRATION while it goes
+        on, which MLflow's client polls ``get`` for (then READY or FAILED_REGISTRATION)."""
+        made = service(request).mlflow_sources.register(
             caller(request),
             body.name,
             body.source,
@@ -280,14 +283,22 @@ def _add(prefix: str) -> None:
             tags=wire.tags_dict(body.tags),
             description=body.description,
         )
-        return _version(version)
+        return _version(made)
 
     @router.get(f"{versions}/get", openapi_extra=needs("model.view"))
     def get_model_version(
         request: Request, name: Annotated[str, Query()], version: Annotated[str, Query()]
     ) -> Response:
+        """A version, or one whose files are still being copied (or failed to be)."""
         number = wire.version_number(version)
-        return _version(service(request).get_version(name, number, caller=caller(request)))
+        svc, who = service(request), caller(request)
+        try:
+            return _version(svc.get_version(name, number, caller=who))
+        except NotFound:
+            pending = svc.pending_version(name, number, caller=who)
+            if pending is None:
+                raise
+            return _version(pending)
 
     @router.patch(f"{versions}/update", openapi_extra=needs("model.edit"))
     def update_model_version(body: UpdateVersionIn, request: Request) -> Response:

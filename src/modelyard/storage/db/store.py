@@ -69,6 +69,7 @@ from modelyard.storage.db.identity import IdentityReader, IdentityWriter, protec
 from modelyard.storage.db.lifecycle import LifecycleReader, LifecycleWriter, event_from_row
 from modelyard.storage.db.online import OnlineReader, OnlineWriter
 from modelyard.storage.db.overview import OverviewReader
+from modelyard.storage.db.pending import PendingReader, PendingWriter
 from modelyard.storage.db.prebuilt import CHANGES, Prebuilt, count_change
 from modelyard.storage.db.tables import (
     aliases,
@@ -77,6 +78,7 @@ from modelyard.storage.db.tables import (
     journal_head,
     model_tags,
     models,
+    pending_versions,
     server_key,
     version_files,
     version_metrics,
@@ -196,8 +198,15 @@ _LOCK_HEAD = (
     .with_for_update()
 )
 _MODEL_ID = Prebuilt(select(models.c.id).where(models.c.name == bindparam("name")))
+# The highest number given: to a version, or to one whose files are still being copied.
 _LOCK_MODEL = Prebuilt(
-    select(models.c.id, models.c.latest_version)
+    select(
+        models.c.id,
+        models.c.latest_version,
+        select(func.max(pending_versions.c.number))
+        .where(pending_versions.c.model_id == models.c.id)
+        .scalar_subquery(),
+    )
     .where(models.c.name == bindparam("name"))
     .with_for_update()
 )
@@ -228,6 +237,9 @@ NON_JOURNALED: dict[str, str] = {
     " content-addressed and belongs to no model until a journaled registration names it",
     "blob.collected": "garbage collection forgets blobs no version names, batch by batch;"
     " the run is journaled once, as registry.gc with its counts",
+    "version.pending": "a number given to a version whose files are still being copied, and"
+    " how the copy goes: the version is journaled when it registers, and no cache reads these"
+    " rows",
 }
 
 
@@ -441,6 +453,7 @@ class Reader(
     OnlineReader,
     WebhooksReader,
     DeliveriesReader,
+    PendingReader,
 ):
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
@@ -741,6 +754,7 @@ class Writer(
     ChecksWriter,
     EvidenceWriter,
     WebhooksWriter,
+    PendingWriter,
 ):
     """A write transaction holding the journal head lock."""
 
@@ -767,9 +781,10 @@ class Writer(
         _record_blobs(self.conn, [(d, len(content), content) for d, content in contents.items()])
 
     def lock_model(self, name: str) -> tuple[int, int] | None:
-        """(id, latest_version) of a model, locked for the transaction; None if none."""
+        """(id, the highest number given) of a model, locked for the transaction; None if
+        none."""
         rows = _LOCK_MODEL.rows(self.conn, {"name": name})
-        return (int(rows[0][0]), int(rows[0][1])) if rows else None
+        return (int(rows[0][0]), max(int(rows[0][1]), int(rows[0][2] or 0))) if rows else None
 
     def insert_model(
         self,

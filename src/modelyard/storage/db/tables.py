@@ -188,6 +188,23 @@ aliases = Table(
     Column("updated_at", BigInteger, nullable=False),
 )
 
+# A number given to a version whose files are still being copied (an MLflow source): the
+# version does not exist until its one registering transaction, which deletes the row; a
+# copy that fails leaves it 'failed', and its number is never given again.
+pending_versions = Table(
+    "pending_versions",
+    metadata,
+    Column("model_id", Integer, ForeignKey("models.id", ondelete="CASCADE"), primary_key=True),
+    Column("number", Integer, primary_key=True),
+    Column("status", String(16), nullable=False),  # pending, failed
+    Column("message", Text, nullable=False, default=""),
+    Column("source", String(1024), nullable=False),
+    Column("run", String(1024)),
+    Column("creator", String(256), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),  # the copy's heartbeat
+)
+
 blobs = Table(
     "blobs",
     metadata,
