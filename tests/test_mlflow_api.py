@@ -447,7 +447,7 @@ def test_a_long_copy_answers_pending_and_the_client_polls_until_ready_or_failed(
         client, "slow", client.post(CREATE, json=source).json()["model_version"]["version"]
     )
     assert (failed["version"], failed["status"]) == ("2", "FAILED_REGISTRATION")
-    assert "went away" in failed["status_message"]
+    assert "went away" in failed["status_message"], failed
     # Its number is never given again, and the model's versions are only the copied one.
     held.fail = False
     assert client.post(CREATE, json=source).json()["model_version"]["version"] == "3"

@@ -28,6 +28,8 @@ MAX_DEPTH: Final = 32
 CHUNK: Final = 1 << 20
 PAGE: Final = 1000
 TIMEOUT: Final = httpx.Timeout(30.0, connect=5.0)
+# Modelyard's stage of each of MLflow's (whose fourth, "None", is any other).
+STAGES: Final = {"Staging": "staging", "Production": "production", "Archived": "archived"}
 
 
 class TrackingServer:

@@ -16,6 +16,7 @@ from typing import Any, Final
 from modelyard.domain.errors import InvalidFilter, InvalidInput
 from modelyard.domain.models import Model, PendingVersion, Version
 from modelyard.domain.references import MAX_VERSION_NUMBER
+from modelyard.mlflow_tracking import STAGES
 
 PREFIXES: Final = ("/api/2.0/mlflow", "/ajax-api/2.0/mlflow")
 ARTIFACT_PREFIXES: Final = ("/api/2.0/mlflow-artifacts", "/ajax-api/2.0/mlflow-artifacts")
@@ -25,8 +26,8 @@ ARTIFACT_ROOT: Final = "/api/2.0/mlflow-artifacts/artifacts"
 MODELS_DIR: Final = "modelyard-models"
 
 # MLflow's stages, by Modelyard stage name; any other stage reads as "None".
-_STAGES: Final = {"staging": "Staging", "production": "Production", "archived": "Archived"}
-MLFLOW_STAGES: Final = ("None", *_STAGES.values())
+_STAGES: Final = {ours: theirs for theirs, ours in STAGES.items()}
+MLFLOW_STAGES: Final = ("None", *STAGES)
 
 # MLflow's error codes by HTTP status (a 409 is RESOURCE_ALREADY_EXISTS when the thing
 # exists, else INVALID_STATE); the client raises MlflowException with the code it reads.
@@ -87,7 +88,7 @@ def stage_filter(mlflow_stage: str) -> str:
     """The filter for the versions MLflow would place in ``mlflow_stage`` (of its four)."""
     if mlflow_stage == "None":
         return f"stage not in ({', '.join(repr(s) for s in _STAGES)})"
-    named = {v: k for k, v in _STAGES.items()}.get(mlflow_stage)
+    named = STAGES.get(mlflow_stage)
     if named is None:
         raise InvalidInput(
             f"unknown stage {mlflow_stage!r}; one of {', '.join(MLFLOW_STAGES)}",

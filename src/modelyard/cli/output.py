@@ -21,6 +21,7 @@ from rich.progress import (
     DownloadColumn,
     MofNCompleteColumn,
     Progress,
+    ProgressColumn,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
@@ -81,16 +82,9 @@ class RichProgress:
         if total < PROGRESS_THRESHOLD:
             yield lambda _: None
             return
-        columns = (
-            TextColumn("{task.description:<12}"),
-            BarColumn(),
-            DownloadColumn(),
-            TransferSpeedColumn(),
-            TimeRemainingColumn(),
-        )
-        with Progress(*columns, console=errors, transient=False) as progress:
-            task_id = progress.add_task(description, total=total)
-            yield lambda n: progress.advance(task_id, n)
+        columns = (DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn())
+        with _bar(description, total, columns) as advance:
+            yield advance
 
 
 class CountProgress:
@@ -98,15 +92,18 @@ class CountProgress:
 
     @contextmanager
     def task(self, description: str, total: int) -> Iterator[Advance]:
-        columns = (
-            TextColumn("{task.description:<12}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-        )
-        with Progress(*columns, console=errors, transient=False) as progress:
-            task_id = progress.add_task(description, total=total)
-            yield lambda n: progress.advance(task_id, n)
+        with _bar(description, total, (MofNCompleteColumn(), TimeElapsedColumn())) as advance:
+            yield advance
+
+
+@contextmanager
+def _bar(description: str, total: int, columns: tuple[ProgressColumn, ...]) -> Iterator[Advance]:
+    """One bar, described and drawn, then ``columns`` (what counts, how fast)."""
+    with Progress(
+        TextColumn("{task.description:<12}"), BarColumn(), *columns, console=errors
+    ) as progress:
+        task_id = progress.add_task(description, total=total)
+        yield lambda n: progress.advance(task_id, n)
 
 
 def print_json(data: Any) -> None:

@@ -29,12 +29,17 @@ from modelyard.client.progress import NoProgress, Progress
 from modelyard.client.registry import Registry
 from modelyard.domain.errors import Conflict, ModelyardError, NotFound
 from modelyard.domain.models import Model, Origin, Version
-from modelyard.mlflow_tracking import TrackingServer, latest_metrics, params_of, tags_of, walk
+from modelyard.mlflow_tracking import (
+    STAGES,
+    TrackingServer,
+    latest_metrics,
+    params_of,
+    tags_of,
+    walk,
+)
 
 SYSTEM: Final = "mlflow"
-ARCHIVED: Final = "archived"
-# MLflow's stages that Modelyard's policy has under the same name, lowercased.
-PROMOTED_STAGES: Final = ("Staging", "Production")
+ARCHIVED: Final = STAGES["Archived"]
 
 
 @dataclass
@@ -244,15 +249,13 @@ class _Importer:
         wanted: dict[str, list[Version]] = {}
         for found in versions:
             version = imported.get(found["version"])
-            stage = str(found.get("current_stage") or "None")
-            if version is None or stage == "None":
+            stage = STAGES.get(str(found.get("current_stage")))
+            if version is None or stage is None:
                 continue
-            if stage == "Archived":
-                if version.stage != ARCHIVED:
-                    self._archive(version)
-                continue
-            if stage in PROMOTED_STAGES:
-                wanted.setdefault(stage.lower(), []).append(version)
+            if stage != ARCHIVED:
+                wanted.setdefault(stage, []).append(version)
+            elif version.stage != ARCHIVED:
+                self._archive(version)
         for stage, holders in wanted.items():
             for version in holders[-1:] if stage in exclusive else holders:
                 self._promote(version, stage)

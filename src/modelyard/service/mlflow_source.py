@@ -188,10 +188,7 @@ class MlflowSources:
             pass
         except ModelyardError:
             pass  # the copy failed, and said why: the pending version reports it
-        pending = self._registry.pending_version(name, number, caller=caller)
-        if pending is None:  # registered between the wait and the read
-            return self._registry.get_version(name, number, caller=caller)
-        return pending
+        return self._registry.version_or_pending(name, number, caller=caller)
 
     def _pool(self) -> ThreadPoolExecutor:
         if self._copies is None:

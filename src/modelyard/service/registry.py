@@ -422,15 +422,20 @@ class RegistryService(Comparisons, BlobService):
             tx.insert_pending(model_id, number, source, run, caller.name, now_us())
         return number
 
-    def pending_version(self, name: str, number: int, *, caller: Caller) -> PendingVersion | None:
-        """How the copy of a reserved version goes, to whoever may see the model; None
-        when the number is no pending version's."""
-        validate_model_name(name)
-        self.access.require(caller, Permission.VIEW, name)
-        with self.db.read() as tx:
-            model_id = tx.model_id(name)
-            found = None if model_id is None else tx.pending_version(name, model_id, number)
-        return None if found is None else found.seen_at(utc_from_us(now_us()))
+    def version_or_pending(
+        self, name: str, number: int, *, caller: Caller
+    ) -> Version | PendingVersion:
+        """A version, or the number of one whose files are still being copied (or failed
+        to be): how the copy goes, to whoever may see the model."""
+        try:
+            return self.get_version(name, number, caller=caller)
+        except NotFound:
+            with self.db.read() as tx:
+                model_id = tx.model_id(name)
+                found = None if model_id is None else tx.pending_version(name, model_id, number)
+            if found is None:  # none pending, or its registration committed since: read again
+                return self.get_version(name, number, caller=caller)
+            return found.seen_at(utc_from_us(now_us()))
 
     def copy_alive(self, name: str, number: int) -> None:
         """The copy of a pending version is still under way (its heartbeat)."""

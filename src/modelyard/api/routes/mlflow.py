@@ -291,14 +291,7 @@ def _add(prefix: str) -> None:
     ) -> Response:
         """A version, or one whose files are still being copied (or failed to be)."""
         number = wire.version_number(version)
-        svc, who = service(request), caller(request)
-        try:
-            return _version(svc.get_version(name, number, caller=who))
-        except NotFound:
-            pending = svc.pending_version(name, number, caller=who)
-            if pending is None:
-                raise
-            return _version(pending)
+        return _version(service(request).version_or_pending(name, number, caller=caller(request)))
 
     @router.patch(f"{versions}/update", openapi_extra=needs("model.edit"))
     def update_model_version(body: UpdateVersionIn, request: Request) -> Response:
