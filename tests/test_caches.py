@@ -318,6 +318,10 @@ def _busy_scenario(service: RegistryService) -> None:
     life.delete_version(ME, "m", 3, hard=False)
     register(service, "m", b"m4")
     life.delete_version(ME, "m", 4, hard=True)
+    pending = service.reserve_version("m", "runs:/r/model", caller=ME, run="r")  # a copy's
+    service.copy_alive("m", pending)
+    service.copy_failed("m", pending, "the source went away")
+    service.reserve_version("copied", "runs:/r/model", caller=ME, run=None)  # a new model's
     service.delete_model("empty", caller=ME)
 
     root = identity.bootstrap_admin("root", operator="test")
