@@ -54,18 +54,19 @@ def mlflow(
 ) -> None:
     """Copy MLflow's registered models into this registry, with their history.
 
-    Each version comes with its files (verified, content-addressed), tags, description,
-    stage, aliases, and its run's params, latest metrics and link. It keeps its MLflow
-    number, and the time and creator MLflow recorded, as its origin (shown by
-    `modelyard show`); the import itself is journaled as yours. Stages follow the
-    model's policy: a protected stage opens a request instead of moving.
+    Each version comes with its files (verified), tags, description, stage and aliases.
 
-    Run it again at any time: versions already imported are not copied again, only what
-    changed in MLflow since (tags, descriptions, stages, aliases) is applied, and an
-    interrupted run continues where it stopped.
+    Its run's params, latest metrics and link come too; it keeps its MLflow number.
 
-    MLflow's credentials come from MLFLOW_TRACKING_TOKEN, or MLFLOW_TRACKING_USERNAME and
-    MLFLOW_TRACKING_PASSWORD, as for MLflow's own client. Exits 1 if anything failed.
+    MLflow's time and creator are kept as its origin (modelyard show); the import is yours.
+
+    Stages follow the model's policy: a protected stage opens a request instead of moving.
+
+    Run it again at any time: it copies only what changed, and resumes an interrupted run.
+
+    MLflow's credentials: MLFLOW_TRACKING_TOKEN, or MLFLOW_TRACKING_USERNAME and _PASSWORD.
+
+    Exits 1 if anything failed (the notes under the summary say what and why).
 
     [bold]Examples[/bold]:
       modelyard import mlflow --tracking-uri http://mlflow:5000
