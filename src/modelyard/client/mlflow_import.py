@@ -27,6 +27,7 @@ from typing import Any, Final
 
 from modelyard.client.progress import NoProgress, Progress
 from modelyard.client.registry import Registry
+from modelyard.client.transport import Advance
 from modelyard.domain.errors import Conflict, ModelyardError, NotFound
 from modelyard.domain.models import Model, Origin, Version
 from modelyard.mlflow_tracking import (
@@ -115,7 +116,9 @@ class _Importer:
     def __init__(self, reg: Registry, tracking: TrackingServer, uri: str, done: ModelImport):
         self.reg, self.tracking, self.uri, self.done = reg, tracking, uri, done
 
-    def model(self, found: dict[str, Any], versions: list[dict[str, Any]], advance: Any) -> None:
+    def model(
+        self, found: dict[str, Any], versions: list[dict[str, Any]], advance: Advance
+    ) -> None:
         name = found["name"]
         try:
             here = self._model(found)
@@ -147,11 +150,10 @@ class _Importer:
                 SYSTEM, self.uri, name, created_at=_time(found.get("creation_timestamp"))
             )
             return self.reg.create_model(name, description=description, tags=tags, origin=origin)
-        changed = {k: v for k, v in tags.items() if here.tags.get(k) != v}
-        if changed or (description and description != here.description):
-            new_description = description if description != here.description else None
-            return self.reg.update_model(name, description=new_description, tags=changed or None)
-        return here
+        new_description, new_tags = _edits(here.description, here.tags, found)
+        if new_description is None and new_tags is None:
+            return here
+        return self.reg.update_model(name, description=new_description, tags=new_tags)
 
     # -- versions --------------------------------------------------------------------------
 
@@ -176,17 +178,12 @@ class _Importer:
                 f"{here.reference} was registered here, not imported from MLflow; left as it is",
                 code="number_taken",
             )
-        description = found.get("description") or ""
-        tags = {k: v for k, v in tags_of(found.get("tags")).items() if here.tags.get(k) != v}
-        if not tags and (not description or description == here.description):
+        description, tags = _edits(here.description, here.tags, found)
+        if description is None and tags is None:
             self.done.unchanged += 1
             return here
         self.done.updated += 1
-        return self.reg.update_version(
-            here.reference,
-            description=description if description != here.description else None,
-            tags=tags or None,
-        )
+        return self.reg.update_version(here.reference, description=description, tags=tags)
 
     def _copy(self, name: str, found: dict[str, Any]) -> Version:
         number = found["version"]
@@ -314,6 +311,19 @@ class _Importer:
                 self._promote(self.reg.resolve(version.reference), alias["alias"])
             except ModelyardError as exc:
                 self.done.fail(f"alias {alias['alias']}", exc.message)
+
+
+def _edits(
+    description: str, tags: dict[str, str], found: dict[str, Any]
+) -> tuple[str | None, dict[str, str | None] | None]:
+    """What MLflow's model or version (``found``) changed since: its description, if it has
+    one and it differs, and the tags it set (None for each that did not change). Tags set
+    only here are kept: the import adds, it does not take away."""
+    theirs = found.get("description") or ""
+    changed = {k: v for k, v in tags_of(found.get("tags")).items() if tags.get(k) != v}
+    return (theirs if theirs and theirs != description else None), (
+        dict[str, str | None](changed) or None
+    )
 
 
 def _time(millis: Any) -> datetime | None:
