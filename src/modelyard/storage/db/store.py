@@ -25,7 +25,6 @@ from sqlalchemy import (
     Connection,
     Dialect,
     Engine,
-    Row,
     Table,
     Text,
     TypeDecorator,
@@ -184,6 +183,37 @@ _LOAD_ALIASES = Prebuilt(
     .order_by(aliases.c.name)
 )
 
+# A model's columns, in the order _load_models unpacks them, and what it loads with them.
+_MODEL_COLUMNS = (
+    models.c.id,
+    models.c.name,
+    models.c.description,
+    models.c.created_at,
+    models.c.updated_at,
+    models.c.latest_version,
+    models.c.protected_aliases,
+    models.c.origin,
+)
+_GET_MODEL = Prebuilt(select(*_MODEL_COLUMNS).where(models.c.name == bindparam("name")))
+_LOAD_MODEL_TAGS = Prebuilt(
+    select(model_tags.c.model_id, model_tags.c.key, model_tags.c.value).where(
+        _InIds(model_tags.c.model_id, _IDS)
+    )
+)
+_LOAD_MODEL_ALIASES = Prebuilt(
+    select(aliases.c.model_id, aliases.c.name, versions.c.number)
+    .join(versions, aliases.c.version_id == versions.c.id)
+    .where(_InIds(aliases.c.model_id, _IDS))
+)
+_RESOLVE_NUMBER = Prebuilt(
+    select(versions.c.id)
+    .join(models, versions.c.model_id == models.c.id)
+    .where(
+        models.c.name == bindparam("model"),
+        versions.c.number == bindparam("number"),
+        versions.c.deleted_at.is_(None),
+    )
+)
 
 # The statements of the hot paths (registration, resolve), built once: constructing a
 # statement costs more in SQLAlchemy than running it on SQLite.
@@ -465,8 +495,8 @@ class Reader(
         return found
 
     def get_model(self, name: str) -> Model | None:
-        row = self.conn.execute(select(models).where(models.c.name == name)).first()
-        return self._load_models([row])[0] if row else None
+        rows = _GET_MODEL.rows(self.conn, {"name": name})
+        return self._load_models(rows)[0] if rows else None
 
     def list_models(
         self,
@@ -476,7 +506,7 @@ class Reader(
         offset: int,
         visible: Visibility | None = None,
     ) -> list[Model]:
-        stmt = select(models)
+        stmt = select(*_MODEL_COLUMNS)
         if condition is not None:
             stmt = stmt.where(condition)
         if visible is not None:
@@ -484,30 +514,37 @@ class Reader(
         stmt = stmt.order_by(*order, models.c.id).limit(limit).offset(offset)
         return self._load_models(list(self.conn.execute(stmt)))
 
-    def _load_models(self, rows: list[Row[Any]]) -> list[Model]:
-        ids = [r.id for r in rows]
+    def _load_models(self, rows: Sequence[Sequence[Any]]) -> list[Model]:
+        """Rows of ``_MODEL_COLUMNS`` as models, with their tags and aliases."""
+        ids = [r[0] for r in rows]
         tags: dict[int, dict[str, str]] = defaultdict(dict)
-        for r in self._in(select(model_tags), model_tags.c.model_id, ids):
-            tags[r.model_id][r.key] = r.value
+        for model_id, key, value in self._by_ids(_LOAD_MODEL_TAGS, ids):
+            tags[model_id][key] = value
         alias_map: dict[int, dict[str, int]] = defaultdict(dict)
-        stmt = select(aliases.c.model_id, aliases.c.name, versions.c.number).join(
-            versions, aliases.c.version_id == versions.c.id
-        )
-        for r in self._in(stmt, aliases.c.model_id, ids):
-            alias_map[r.model_id][r.name] = r.number
+        for model_id, alias, number in self._by_ids(_LOAD_MODEL_ALIASES, ids):
+            alias_map[model_id][alias] = number
         return [
             Model(
-                name=r.name,
-                description=r.description,
-                tags=tags[r.id],
-                created_at=utc_from_us(r.created_at),
-                updated_at=utc_from_us(r.updated_at),
-                latest_version=r.latest_version or None,
-                aliases=dict(sorted(alias_map[r.id].items())),
-                protected_aliases=protected_aliases(r.protected_aliases),
-                origin=Origin.from_json(r.origin),
+                name=name,
+                description=description,
+                tags=tags[model_id],
+                created_at=utc_from_us(created_at),
+                updated_at=utc_from_us(updated_at),
+                latest_version=latest_version or None,
+                aliases=dict(sorted(alias_map[model_id].items())),
+                protected_aliases=protected_aliases(protected),
+                origin=Origin.from_json(origin),
             )
-            for r in rows
+            for (
+                model_id,
+                name,
+                description,
+                created_at,
+                updated_at,
+                latest_version,
+                protected,
+                origin,
+            ) in rows
         ]
 
     # -- versions -------------------------------------------------------------------------
@@ -518,11 +555,14 @@ class Reader(
         ``NAME@X`` is the alias X, else the version most recently promoted to stage X:
         aliases and stages share one namespace per model. Deleted versions are not found.
         """
+        if ref.kind is RefKind.NUMBER:
+            found: int | None = _RESOLVE_NUMBER.scalar(
+                self.conn, {"model": ref.model, "number": ref.value}
+            )
+            return found
         base = select(versions.c.id).join(models, versions.c.model_id == models.c.id)
         base = base.where(models.c.name == ref.model, versions.c.deleted_at.is_(None))
-        if ref.kind is RefKind.NUMBER:
-            stmt = base.where(versions.c.number == ref.value)
-        elif ref.kind is RefKind.DIGEST:
+        if ref.kind is RefKind.DIGEST:
             stmt = (
                 base.where(versions.c.manifest_digest == ref.value)
                 .order_by(versions.c.number.desc())
@@ -731,14 +771,6 @@ class Reader(
             stmt = stmt.order_by(events.c.seq)
         rows = self.conn.execute(stmt.limit(limit))
         return [event_from_row(r) for r in rows]
-
-    # -- helpers --------------------------------------------------------------------------
-
-    def _in(self, stmt: Any, column: Any, values: Sequence[Any]) -> Iterator[Row[Any]]:
-        for start in range(0, len(values), _IN_BATCH):
-            yield from self.conn.execute(
-                stmt.where(column.in_(values[start : start + _IN_BATCH]))
-            ).all()
 
 
 class Telemetry(Reader, OnlineWriter):
@@ -982,7 +1014,8 @@ def _count_changes(
 
 
 def visible_condition(column: Any, visible: Visibility) -> ColumnElement[bool]:
-    """Rows whose model ``column`` names a model the caller may see."""
+    """Rows whose model ``column`` names a model the caller may see (``Visibility.admits``
+    in SQL)."""
     if visible.all_models:
         return column.is_not(None)  # type: ignore[no-any-return]
     return column.in_(sorted(visible.models))  # type: ignore[no-any-return]
