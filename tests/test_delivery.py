@@ -358,6 +358,63 @@ def test_a_new_subscription_in_a_deleted_ones_place_gets_every_event(
         assert [d.seq for d in log] == sorted(d.seq for d in log)
 
 
+def test_an_edit_applies_to_every_event_after_it(delivering: RegistryService) -> None:
+    """Workers read the subscription's row again only when the journal says it changed:
+    an event committed after an edit goes to the new URL, under the new filter."""
+    service = delivering
+    with receiving() as old, receiving() as new:
+        sub, _ = subscribe(service, old.url(), ["version.registered"])
+        register(service)
+        old.wait_for(1)
+        service.webhooks.update(ME, sub.id, url=new.url(), events=["version.*", "model.*"])
+        service.update_model("churn", description="now subscribed", caller=ME)
+        register(service)
+        requests = new.wait_for(2)
+        assert [json.loads(r.body)["type"] for r in requests] == [
+            "model.updated",
+            "version.registered",
+        ]
+        assert len(old.received) == 1
+
+
+def test_a_subscription_behind_the_shared_window_gets_every_event_in_order(
+    service: RegistryService,
+) -> None:
+    """Workers share a window of the newest events; one held back (its receiver failing)
+    while the others move the window on reads what it missed from the database."""
+    service.outbound = OutboundPolicy.from_config(True, "127.0.0.1")
+    service.deliveries.config = DeliveryConfig(
+        retries=RetrySchedule(0.02, 0.05, 60), lease_seconds=2.0, window=3, batch=2
+    )
+    recovered = threading.Event()
+    deliverer = Deliverer(service)
+    deliverer.start()
+    try:
+        with (
+            receiving(lambda _: Reply() if recovered.is_set() else Reply(503)) as failing,
+            receiving() as healthy,
+        ):
+            register(service)
+            subscribe(service, failing.url(), ["model.updated"])
+            subscribe(service, healthy.url(), ["model.updated"])
+            for i in range(20):
+                service.update_model("churn", description=f"step {i}", caller=ME)
+            healthy.wait_for(20)
+            recovered.set()
+
+            def changes() -> list[str]:
+                documents = bodies(list(failing.received))
+                return [d["data"]["event"]["payload"]["after"]["description"] for d in documents]
+
+            wait_until(lambda: changes()[-1:] == ["step 19"])
+            # The first event was tried until the receiver recovered, then every one in order.
+            first_tries = changes().count("step 0")
+            assert first_tries > 1
+            assert changes()[first_tries - 1 :] == [f"step {i}" for i in range(20)]
+    finally:
+        deliverer.stop()
+
+
 def test_retry_and_lease_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MODELYARD_WEBHOOK_RETRIES", "1,60,600")
     monkeypatch.setenv("MODELYARD_WEBHOOK_LEASE_SECONDS", "5")

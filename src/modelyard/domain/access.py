@@ -198,6 +198,10 @@ class Visibility:
     all_models: bool
     models: frozenset[str] = frozenset()
 
+    def admits(self, model: str | None) -> bool:
+        """Whether an event about ``model`` (None: about no model) may be shown."""
+        return model is not None and (self.all_models or model in self.models)
+
 
 # -- tokens ---------------------------------------------------------------------------------
 

@@ -23,6 +23,7 @@ lock, and a lost batch
 
 from __future__ import annotations
 
+import bisect
 import logging
 import os
 import secrets
@@ -56,9 +57,10 @@ from modelyard.domain.models import Event, Version, to_us, utc_from_us
 from modelyard.domain.pagination import validate_page_size
 from modelyard.domain.references import Reference, RefKind
 from modelyard.domain.webhooks import Subscription
+from modelyard.service.caches import StampedCache
 from modelyard.service.outbound import OutboundError
 from modelyard.storage.db.deliveries import AttemptRecord, Delivered, Pending
-from modelyard.storage.db.store import Reader, now_us
+from modelyard.storage.db.store import Database, Reader, now_us
 
 if TYPE_CHECKING:
     from modelyard.service.registry import RegistryService
@@ -81,6 +83,7 @@ class DeliveryConfig:
     retries: RetrySchedule = field(default_factory=RetrySchedule)
     lease_seconds: float = 15.0
     batch: int = 100  # events read at a time
+    window: int = 5000  # recent events kept for every worker to read (about 1 KiB each)
     ledger_seconds: float = 2.0  # the bookkeeping commits at most this often, in a burst
     ledger_pause: float = 0.05  # and once deliveries pause for this long
 
@@ -128,6 +131,9 @@ class DeliveryService:
         self.config = DeliveryConfig()
         self._bodies: OrderedDict[int, Future[bytes]] = OrderedDict()
         self._bodies_lock = threading.Lock()
+        self._visibility: StampedCache[tuple[str, int | None], Visibility | None] = StampedCache(
+            lambda _key: registry.db.identity_stamp()
+        )
         # Called with a webhook's id when a redelivery is queued: the local deliverer.
         self.on_redeliver: list[Callable[[int], None]] = []
 
@@ -206,15 +212,35 @@ class DeliveryService:
             return _NOTHING
         return self._registry.event_visibility(Caller(name=sub.creator, principal_id=creator.id))
 
+    def visible_now(self, sub: Subscription) -> Visibility | None:
+        """``visibility`` as of now, cached until identities or grants change (a worker
+        asks at every event)."""
+        key = (sub.creator, sub.creator_id)
+        return self._visibility.get(key, lambda: self._read_visibility(sub))
+
+    def _read_visibility(self, sub: Subscription) -> Visibility | None:
+        with self._registry.db.read() as tx:
+            return self.visibility(tx, sub)
+
+    @staticmethod
+    def is_for(sub: Subscription, visible: Visibility | None, event: Event) -> bool:
+        """Whether the subscription receives ``event``: in its scope, about a model its
+        creator may see (``visible``: what ``visibility`` says), of a kind it asked for."""
+        return (
+            (sub.model is None or event.model == sub.model)
+            and (visible is None or visible.admits(event.model))
+            and sub.matches(event.kind)
+        )
+
     def events_for(
         self, tx: Reader, sub: Subscription, after: int, limit: int
     ) -> tuple[list[Event], int]:
-        """The events after ``after`` for the subscription, and the seq it has looked up
-        to (past events that are not for it)."""
-        head = tx.journal_head().seq
-        found = tx.events_after(after, limit, visible=self.visibility(tx, sub), model=sub.model)
-        seen = found[-1].seq if len(found) == limit else max(head, found[-1].seq if found else 0)
-        return [e for e in found if sub.matches(e.kind)], max(seen, after)
+        """Of the ``limit`` events after ``after``, those for the subscription, and the seq
+        it has looked up to."""
+        found = tx.events_after(after, limit)
+        visible = self.visibility(tx, sub)
+        seen = found[-1].seq if found else after
+        return [e for e in found if self.is_for(sub, visible, e)], seen
 
     def body(self, event: Event) -> bytes:
         """The body of an event's delivery, made once for all its subscribers: the first
@@ -264,6 +290,69 @@ class DeliveryService:
         return _Sent(record, error, retry_after)
 
 
+class _Journal:
+    """The journal's newest events, read once for every worker.
+
+    Ten subscriptions woken by one commit would each read the same events (and the
+    subscription's row, and its creator's grants): those reads were most of a delivery's
+    CPU. Workers ask for the events after their cursor; the window holds every event after
+    ``_start`` up to ``_hi``, and the first worker to reach ``_hi`` reads what follows, for
+    all. A worker further behind than the window reads the database itself.
+
+    It also notes the newest event about each subscription (``webhook.*``): a worker
+    re-reads its own row only when one came after the row it holds, so it never sends an
+    event to a URL, or under a filter, older than the event.
+    """
+
+    def __init__(self, db: Database, head: Callable[[], int], size: int) -> None:
+        self._db = db
+        self._head = head
+        self._size = size
+        self._lock = threading.Lock()
+        self._events: list[Event] = []
+        self._start: int | None = None  # None: nothing read yet
+        self._hi = 0
+        self._touched: dict[int, int] = {}  # webhook id -> seq of its newest event read
+
+    def after(self, cursor: int, limit: int) -> list[Event]:
+        """Up to ``limit`` events after ``cursor``, every kind and model, in order."""
+        with self._lock:
+            if self._start is None or cursor - self._hi > self._size:
+                self._events, self._start, self._hi = [], cursor, cursor
+                self._touched.clear()
+            start = self._start
+            if cursor >= start:
+                if cursor >= self._hi and self._head() > self._hi:
+                    self._extend(cursor - self._hi + limit)
+                first = bisect.bisect_right(self._events, cursor, key=lambda e: e.seq)
+                return self._events[first : first + limit]
+        # Behind the window: read up to it (the worker then joins it), without the lock.
+        with self._db.read() as tx:
+            found = tx.events_after(cursor, limit)
+        before = [e for e in found if e.seq <= start]
+        return before if before or not found else self.after(start, limit)
+
+    def changed_since(self, webhook_id: int, seq: int) -> bool:
+        """Whether the subscription may have changed after ``seq`` (its row as read then)."""
+        with self._lock:
+            start = self._start
+            return start is None or seq < start or self._touched.get(webhook_id, 0) > seq
+
+    def _extend(self, limit: int) -> None:
+        with self._db.read() as tx:
+            found = tx.events_after(self._hi, limit)
+        for event in found:
+            if event.kind.startswith("webhook."):
+                self._touched[int(event.subject.removeprefix("webhook/"))] = event.seq
+        self._events.extend(found)
+        if found:
+            self._hi = found[-1].seq
+        if len(self._events) > 2 * self._size:
+            dropped = len(self._events) - self._size
+            self._start = self._events[dropped - 1].seq
+            del self._events[:dropped]
+
+
 class _Ledger:
     """Writes what workers delivered (and cursors moved past events not for them) from one
     thread, in batches: once deliveries pause (``ledger_pause``), and while they keep
@@ -298,7 +387,8 @@ class _Ledger:
             self._last_record = time.monotonic()
             self._queue.append(_Entry(sub.id, to_us(sub.created), cursor, message, sent))
             self._queued += 1
-            self._cond.notify_all()
+            if len(self._queue) == 1:  # later ones: it wakes when its wait for a pause ends
+                self._cond.notify_all()
 
     def flush(self, timeout: float = 30.0) -> None:
         """Write everything recorded so far now, and wait until it is committed."""
@@ -377,6 +467,7 @@ class _Worker:
         # id of a deleted row): this worker ends, and one for the new subscription starts.
         self.retired = False
         self.check_pending = True  # a retry or a redelivery may wait
+        self._row_seq = -1  # the journal's head when ``sub`` was read (-1: read it again)
         # Redeliveries asked of another replica nudge nobody here: look now and then.
         self._next_pending_look = 0.0
         self.wake = threading.Event()
@@ -417,15 +508,20 @@ class _Worker:
                 return cursor
             self.check_pending = False
             self._next_pending_look = time.monotonic() + PENDING_LOOK_SECONDS
-        with d.db.read() as tx:
-            # The subscription as it is now: one deleted, disabled or edited since the
-            # keeper last looked gets nothing more sent to its old URL.
-            current = tx.webhook(sub.id)
+        read = d.journal.after(cursor, d.config.batch)
+        if d.journal.changed_since(sub.id, self._row_seq):
+            # The subscription as it is now: one deleted, disabled or edited before the
+            # events read gets none of them sent to its old URL.
+            with d.db.read() as tx:
+                self._row_seq = tx.journal_head().seq
+                current = tx.webhook(sub.id)
             if current is None or current.created != sub.created or not current.enabled:
                 self.retired = True
                 return cursor
             self.sub = sub = current
-            events, seen = d.service.events_for(tx, sub, cursor, d.config.batch)
+        visible = d.service.visible_now(sub)
+        events = [e for e in read if d.service.is_for(sub, visible, e)]
+        seen = read[-1].seq if read else cursor
         secret = d.secret(sub) if events else ""
         for event in events:
             if not d.holds(sub.id) or self.check_pending or self.retired:
@@ -441,7 +537,7 @@ class _Worker:
             return event.seq
         if seen > cursor:
             d.ledger.record(sub, seen)
-        if not events:
+        if not read:
             self._idle(seen)
         return seen
 
@@ -528,6 +624,7 @@ class Deliverer:
         self.bell = service.db.bell
         self.owner = owner or f"{os.uname().nodename[:40]}:{os.getpid()}:{secrets.token_hex(4)}"
         self.ledger = _Ledger(self)
+        self.journal = _Journal(service.db, service.db.bell.head, self.config.window)
         self._lock = threading.Lock()
         self._workers: dict[int, _Worker] = {}
         self._held_until: dict[int, float] = {}  # monotonic time each lease is safe until
