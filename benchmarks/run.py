@@ -368,6 +368,11 @@ def build_rows(ours: dict[str, Any], theirs: dict[str, Any] | None) -> list[Row]
         f">= {RATE_TARGET_RATIO:g}",
         [at_least(RATE_TARGET_RATIO)],
     )
+    for label, key in (
+        ("register rate, ten, deliveries paused / none", "register_rate_ratio_deliveries_paused"),
+        ("register rate, an idle-priority busy loop / none", "register_rate_ratio_busy_loop"),
+    ):
+        add(hooks, label, f"webhooks.{key}", None, "", "higher", "info", [])
 
     served = "serve-model (issue 12)"
     for label, key, their_key, unit, better, target, checks in (

@@ -19,13 +19,19 @@ replica would: the server hears of those events through its bell's poll.
   untimed registrations (and their deliveries), so that the steady state is measured; a
   block's rate is its registrations over their own time, the next block starts once its
   deliveries have all arrived; medians of the blocks, and the CPU per registration
-  (deliveries included) of the server and of its delivery process (its child).
+  (deliveries included) of the server, of its delivery process (its child) and of the
+  receiver. Two more kinds of block tell what the ratio measures on a small machine:
+  ten subscriptions with the delivery process stopped (SIGSTOP) while the block
+  registers (its deliveries go once it ends): what subscriptions cost the registry's own
+  write path; and no subscriptions with a busy loop at the lowest CPU priority there is
+  (SCHED_IDLE): what any work on the other cores costs, whatever its priority.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -157,6 +163,12 @@ def _latency(
     }
 
 
+# The kinds of registration-rate block, in the order they take turns.
+NONE, TEN, TEN_PAUSED, BUSY_LOOP = "none", "ten", "ten_paused", "busy_loop"
+BLOCK_KINDS = (NONE, TEN, TEN_PAUSED, BUSY_LOOP)
+_BUSY_LOOP = "import os; os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))\nwhile 1: pass"
+
+
 def _registration_rate(
     writer: RegistryService,
     receiver: ReceiverProcess,
@@ -165,18 +177,19 @@ def _registration_rate(
     root: Path,
     quick: bool,
 ) -> dict[str, Any]:
-    """Alternating blocks (none, ten, none, ten, ...), so that drift in the machine's speed
-    falls on both sides alike. Each block starts with a few registrations it does not
+    """Blocks of each kind in turn (``BLOCK_KINDS``), so that drift in the machine's speed
+    falls on every kind alike. Each block starts with a few registrations it does not
     time (with subscriptions, until their deliveries arrived): what is measured is the
     steady state, not the server staffing new subscriptions or retiring old ones."""
-    blocks, per_block = (4, 50) if quick else (16, 150)
+    blocks, per_block = (8, 50) if quick else (24, 150)
     untimed = 5
     files = _files(root, blocks * (untimed + per_block) + 10)
     for i in range(10):
         _register(reg, "bench-rate", files[i], i)  # warm-up
-    rates: dict[bool, list[float]] = {False: [], True: []}
-    cpu_ms: dict[bool, list[float]] = {False: [], True: []}
-    delivery_ms: dict[bool, list[float]] = {False: [], True: []}
+    rates: dict[str, list[float]] = {kind: [] for kind in BLOCK_KINDS}
+    cpu_ms: dict[str, list[float]] = {kind: [] for kind in BLOCK_KINDS}
+    delivery_ms: list[float] = []
+    receiver_ms: list[float] = []
     # The server's delivery process, its child (delivery runs beside the request handlers),
     # started by whichever of its threads saw the first subscription.
     children = [
@@ -187,7 +200,8 @@ def _registration_rate(
     delivery_pid = int(children[0])
     delivered = 0
     for block in range(blocks):
-        subscribed = block % 2 == 1
+        kind = BLOCK_KINDS[block % len(BLOCK_KINDS)]
+        subscribed = kind in (TEN, TEN_PAUSED)
         subs = []
         if subscribed:
             subs = [
@@ -202,32 +216,52 @@ def _registration_rate(
         if subscribed:
             receiver.wait_for({f"rate{block}-{s}": untimed for s in range(SUBSCRIBERS)}, 60)
         start += untimed
-        with CpuWindow(server_pid) as cpu, CpuWindow(delivery_pid) as delivery_cpu:
-            t0 = time.perf_counter()
-            for i in range(start, start + per_block):
-                _register(reg, "bench-rate", files[i], i)
-            elapsed = time.perf_counter() - t0
-            if subscribed:
-                # The deliveries count against this block: wait for the last of them.
-                counts = {f"rate{block}-{s}": untimed + per_block for s in range(SUBSCRIBERS)}
-                receiver.wait_for(counts, timeout=120)
-                delivered += (untimed + per_block) * SUBSCRIBERS
-        rates[subscribed].append(per_block / elapsed)
-        cpu_ms[subscribed].append(cpu.seconds * 1000 / per_block)
-        delivery_ms[subscribed].append(delivery_cpu.seconds * 1000 / per_block)
+        busy = subprocess.Popen([sys.executable, "-c", _BUSY_LOOP]) if kind == BUSY_LOOP else None
+        if kind == TEN_PAUSED:
+            os.kill(delivery_pid, signal.SIGSTOP)
+        try:
+            with (
+                CpuWindow(server_pid) as cpu,
+                CpuWindow(delivery_pid) as delivery_cpu,
+                CpuWindow(receiver.proc.pid) as receiver_cpu,
+            ):
+                t0 = time.perf_counter()
+                for i in range(start, start + per_block):
+                    _register(reg, "bench-rate", files[i], i)
+                elapsed = time.perf_counter() - t0
+                if kind == TEN_PAUSED:
+                    os.kill(delivery_pid, signal.SIGCONT)
+                if subscribed:
+                    # The deliveries count against this block: wait for the last of them.
+                    counts = {f"rate{block}-{s}": untimed + per_block for s in range(SUBSCRIBERS)}
+                    receiver.wait_for(counts, timeout=120)
+                    delivered += (untimed + per_block) * SUBSCRIBERS
+        finally:
+            os.kill(delivery_pid, signal.SIGCONT)
+            if busy is not None:
+                busy.kill()
+                busy.wait()
+        rates[kind].append(per_block / elapsed)
+        cpu_ms[kind].append(cpu.seconds * 1000 / per_block)
+        if kind == TEN:
+            delivery_ms.append(delivery_cpu.seconds * 1000 / per_block)
+            receiver_ms.append(receiver_cpu.seconds * 1000 / per_block)
         for sub in subs:
             writer.webhooks.delete(OWNER, sub.id)
-    without, with_ten = median(rates[False]), median(rates[True])
+    rate = {kind: median(found) for kind, found in rates.items()}
     return {
         "rate_blocks": blocks,
         "rate_per_block": per_block,
-        "register_per_s_no_subscriptions": round(without, 2),
-        "register_per_s_ten_subscriptions": round(with_ten, 2),
-        "register_rate_ratio": round(with_ten / without, 3),
-        "register_cpu_ms_no_subscriptions": round(median(cpu_ms[False]), 3),
-        "register_cpu_ms_ten_subscriptions": round(median(cpu_ms[True]), 3),
-        "delivery_cpu_ms_per_registration_ten": round(median(delivery_ms[True]), 3),
-        "delivery_cpu_ms_per_delivery": round(median(delivery_ms[True]) / SUBSCRIBERS, 3),
+        "register_per_s_no_subscriptions": round(rate[NONE], 2),
+        "register_per_s_ten_subscriptions": round(rate[TEN], 2),
+        "register_rate_ratio": round(rate[TEN] / rate[NONE], 3),
+        "register_rate_ratio_deliveries_paused": round(rate[TEN_PAUSED] / rate[NONE], 3),
+        "register_rate_ratio_busy_loop": round(rate[BUSY_LOOP] / rate[NONE], 3),
+        "register_cpu_ms_no_subscriptions": round(median(cpu_ms[NONE]), 3),
+        "register_cpu_ms_ten_subscriptions": round(median(cpu_ms[TEN]), 3),
+        "delivery_cpu_ms_per_registration_ten": round(median(delivery_ms), 3),
+        "delivery_cpu_ms_per_delivery": round(median(delivery_ms) / SUBSCRIBERS, 3),
+        "receiver_cpu_ms_per_delivery": round(median(receiver_ms) / SUBSCRIBERS, 3),
         "rate_deliveries": delivered,
     }
 
