@@ -27,6 +27,7 @@ from modelyard.cli import (
     lifecycle,
     online,
     output,
+    scan,
     serve_model,
     watch,
     webhooks,
@@ -837,6 +838,7 @@ webhooks.install(app)
 imports.install(app)
 watch.install(app)
 serve_model.install(app)
+scan.install(app)
 
 if __name__ == "__main__":  # pragma: no cover
     main()
