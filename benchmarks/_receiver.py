@@ -4,7 +4,8 @@ server's or the benchmark's interpreter): standard library only.
 Usage: ``python -m benchmarks._receiver``. Prints ``port N`` once listening, then answers
 commands on stdin, one JSON line each on stdout: ``count`` (requests per path), ``dump
 PATH`` (for each request to PATH: its webhook-id, the event's seq, the latency from the
-event's journal time to arrival, and the arrival time), ``quit``.
+event's journal time to arrival, and the arrival time), ``hold`` (answer nothing from now
+on: requests are counted on arrival and wait), ``release`` (answer them), ``quit``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from typing import Any
 
 _lock = threading.Lock()
 _arrivals: dict[str, list[tuple[str, int, float, float]]] = defaultdict(list)
+_answering = threading.Event()
+_answering.set()
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -34,6 +37,7 @@ class _Handler(BaseHTTPRequestHandler):
             _arrivals[self.path].append(
                 (self.headers["webhook-id"], event["seq"], arrived - journaled, arrived)
             )
+        _answering.wait()
         self.send_response(204)
         self.send_header("Content-Length", "0")
         self.end_headers()  # the connection stays open (HTTP/1.1), as most servers keep it
@@ -55,6 +59,9 @@ def main() -> int:
                 answer: Any = {path: len(found) for path, found in _arrivals.items()}
             elif command == "dump":
                 answer = list(_arrivals.get(argument, []))
+            elif command in ("hold", "release"):
+                (_answering.clear if command == "hold" else _answering.set)()
+                answer = command
             else:
                 break
         print(json.dumps(answer), flush=True)

@@ -369,7 +369,7 @@ def build_rows(ours: dict[str, Any], theirs: dict[str, Any] | None) -> list[Row]
         [at_least(RATE_TARGET_RATIO)],
     )
     for label, key in (
-        ("register rate, ten, deliveries paused / none", "register_rate_ratio_deliveries_paused"),
+        ("register rate, ten, receiver holding / none", "register_rate_ratio_receiver_holding"),
         ("register rate, an idle-priority busy loop / none", "register_rate_ratio_busy_loop"),
     ):
         add(hooks, label, f"webhooks.{key}", None, "", "higher", "info", [])
