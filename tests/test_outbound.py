@@ -262,6 +262,115 @@ def test_a_trickling_receiver_cannot_outlast_the_deadline() -> None:
     assert elapsed < 3
 
 
+class RawReceiver:
+    """A loopback server answering each request with the next of ``answers``, raw bytes
+    exactly as given (what a real server library would never send is the point)."""
+
+    def __init__(self, answers: Sequence[bytes]) -> None:
+        self.answers = list(answers)
+        self.connections = 0
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.getsockname()[1]}/hook"
+
+    def _serve(self) -> None:
+        while self.answers:
+            try:
+                conn, _ = self.server.accept()
+            except OSError:
+                return
+            self.connections += 1
+            with conn:
+                while self.answers:
+                    request = b""
+                    while b"\r\n\r\n" not in request:
+                        chunk = conn.recv(65536)
+                        if not chunk:
+                            break
+                        request += chunk
+                    if not chunk:
+                        break
+                    head, _, body = request.partition(b"\r\n\r\n")
+                    length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+                    while len(body) < length:
+                        body += conn.recv(65536)
+                    answer = self.answers.pop(0)
+                    conn.sendall(answer)
+                    if b"connection: close" in answer.lower() or b"HTTP/1.0" in answer[:8]:
+                        break
+
+    def close(self) -> None:
+        self.server.close()
+        self.thread.join(5)
+
+
+def post_all(answers: Sequence[bytes]) -> tuple[list[tuple[int, bytes]], int]:
+    """(status, body prefix) of a POST per answer, one policy; connections the server saw."""
+    receiver = RawReceiver(answers)
+    try:
+        policy = loopback_policy()
+        results = []
+        for _ in answers:
+            answer = policy.post(receiver.url, b"{}", {})
+            results.append((answer.status, answer.body_prefix))
+        return results, receiver.connections
+    finally:
+        receiver.close()
+
+
+def test_answers_as_receivers_send_them_and_when_the_connection_is_kept() -> None:
+    long_body = b"y" * 20_000
+    answers = [
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\nX-A: 1\r\n\r\n",
+        b"HTTP/1.1 202 Accepted\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"3;ext=1\r\nabc\r\n2\r\nde\r\n0\r\nX-Trailer: t\r\n\r\n",
+        b"HTTP/1.1 200 OK\nContent-Length: 3\nX-Folded: a\n b\n\nbar",  # bare LF ends lines
+        b"HTTP/1.1 500 Oops\r\nContent-Length: 20000\r\n\r\n" + long_body,  # too long to keep
+        b"HTTP/1.1 201 Created\r\nConnection: close\r\nContent-Length: 1\r\n\r\nz",
+        b"HTTP/1.0 200 OK\r\n\r\nuntil closed",
+    ]
+    results, connections = post_all(answers)
+    assert results == [
+        (200, b"ok"),
+        (204, b""),
+        (202, b"abcde"),
+        (200, b"bar"),
+        (500, b"y" * 512),
+        (201, b"z"),
+        (200, b"until closed"),
+    ]
+    # The first five share one connection, which the long body ends; the close and
+    # HTTP/1.0 end theirs.
+    assert connections == 3
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"SMTP ready\r\n\r\n",
+        b"HTTP/1.1 2x0 OK\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nno colon here\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+        b"HTTP/1.1 200 OK\r\n" + b"X-Many: 1\r\n" * 200 + b"\r\n",
+        b"HTTP/1.1 200 OK\r\nX-Long: " + b"a" * 40_000 + b"\r\n\r\n",
+    ],
+)
+def test_what_is_not_an_http_answer_is_a_protocol_error(answer: bytes) -> None:
+    receiver = RawReceiver([answer])
+    try:
+        with pytest.raises(OutboundError) as failed:
+            loopback_policy().post(receiver.url, b"{}", {})
+        assert failed.value.error_class == "protocol"
+    finally:
+        receiver.close()
+
+
 # -- TLS: a test authority and certificates for names the fake DNS maps to loopback ------
 
 

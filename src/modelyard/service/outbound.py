@@ -10,13 +10,16 @@ delivery, because DNS answers change (rebinding).
 The sender is the standard library's, on a socket this module opens itself: it connects to
 the very address that was checked (no second resolution between check and connect),
 verifies the connected peer is that address, speaks TLS with the URL's host as SNI and for
-certificate verification, and parses the answer with ``http.client.HTTPResponse``, which
-never follows redirects. httpx resolves names inside its transport, so pinning the checked
-address there means replacing its network backend; here it is one ``connect`` call. Every
-read is bounded by what is left of the total deadline, so a receiver trickling bytes cannot
-hold a delivery past it, and only a short prefix of the body is ever read.
+certificate verification, and reads the answer itself (``_read_answer``: the status line,
+the headers and a short prefix of the body; a redirect is an answer like any other, never
+followed). httpx resolves names inside its transport, so pinning the checked address there
+means replacing its network backend; here it is one ``connect`` call. ``http.client``'s
+parser (the email package's, for the headers) cost a third of a delivery's CPU. Every read
+is bounded by what is left of the total deadline, so a receiver trickling bytes cannot
+hold a delivery past it, and the head of an answer by its size and number of headers.
 
-A connection the answer allows to keep (HTTP/1.1, the body read whole) serves the next
+A connection the answer allows to keep (HTTP/1.1, a body of known length up to
+``KEEP_BODY_BYTES``, read whole) serves the next
 request to the same scheme, host and port, but only if its peer is among the addresses the
 policy has just checked for that request: the name is still resolved and checked every
 time. One the receiver closed meanwhile is replaced, the request sent again.
@@ -24,9 +27,8 @@ time. One the receiver closed meanwhile is replaced, the request sent again.
 
 from __future__ import annotations
 
-import http.client
-import io
 import ipaddress
+import itertools
 import socket
 import ssl
 import threading
@@ -45,7 +47,10 @@ Resolver = Callable[[str, int], Sequence[str]]
 
 CONNECT_TIMEOUT = 5.0
 TOTAL_TIMEOUT = 30.0
-PREFIX_BYTES = 512  # how much of an answer's body is read and kept
+PREFIX_BYTES = 512  # how much of an answer's body is kept
+KEEP_BODY_BYTES = 16 * 1024  # a longer body is not read to its end: the connection closes
+MAX_HEAD_BYTES = 32 * 1024  # the status line and headers of an answer, at most
+MAX_HEADERS = 100
 MAX_URL_LENGTH = 2048
 IDLE_SECONDS = 20.0  # a kept connection older than this is closed, not reused
 MAX_IDLE_PER_TARGET = 32  # one receiver often serves many subscriptions, a worker each
@@ -237,25 +242,21 @@ class OutboundPolicy:
         """One request and its answer on ``sock``, which is kept for the next request when
         the answer allows it (HTTP/1.1, not ``Connection: close``, the body read whole)."""
         keep = False
-        answered = False
+        reader = _Reader(sock, deadline)
         try:
             request = _request_bytes(target, body, headers)
             sock.settimeout(_left(deadline))
             sock.sendall(request)
-            response = http.client.HTTPResponse(_DeadlineSocket(sock, deadline), method="POST")  # type: ignore[arg-type]
-            response.begin()
-            answered = True
-            prefix = response.read(self.prefix_bytes)
-            keep = response.isclosed() and not response.will_close
+            status, retry_after, prefix, keep = _read_answer(reader, self.prefix_bytes)
             return Answer(
-                status=response.status,
-                retry_after=response.getheader("Retry-After"),
+                status=status,
+                retry_after=retry_after,
                 body_prefix=prefix,
                 latency_us=round((time.monotonic() - started) * 1_000_000),
                 peer=str(target_peer(sock)),
             )
         except (BrokenPipeError, ConnectionResetError) as exc:
-            if not answered:
+            if reader.received == 0:
                 raise _Stale(repr(exc)) from None
             raise OutboundError("network", str(exc)) from None
         except OutboundError:
@@ -266,8 +267,8 @@ class OutboundPolicy:
             raise OutboundError("tls", str(exc)) from None
         except TimeoutError:
             raise OutboundError("timeout", f"no answer within {self.total_timeout:g} s") from None
-        except http.client.HTTPException as exc:
-            raise OutboundError("protocol", f"not an HTTP answer: {exc!r}") from None
+        except _Malformed as exc:
+            raise OutboundError("protocol", f"not an HTTP answer: {exc}") from None
         except OSError as exc:
             raise OutboundError("network", str(exc)) from None
         finally:
@@ -385,28 +386,131 @@ class _Idle:
                 kept.pop(0)[1].close()
 
 
-class _DeadlineSocket:
-    """What HTTPResponse reads from: every read bounded by the time left to the deadline."""
+class _Malformed(Exception):
+    """An answer that is not HTTP/1.x, or breaks off in the middle."""
+
+
+class _Reader:
+    """The bytes of an answer, every read bounded by what is left of the deadline."""
 
     def __init__(self, sock: socket.socket, deadline: float) -> None:
         self._sock = sock
         self._deadline = deadline
+        self._buffer = bytearray()
+        self.received = 0  # bytes read so far (none: the receiver closed before answering)
 
-    def makefile(self, mode: str) -> io.BufferedReader:
-        return io.BufferedReader(_DeadlineReader(self._sock, self._deadline))
+    def line(self) -> bytes:
+        """The next line of the head, without its CRLF (or LF)."""
+        while (end := self._buffer.find(b"\n")) < 0:
+            if len(self._buffer) > MAX_HEAD_BYTES:
+                raise _Malformed(f"a line of its head is over {MAX_HEAD_BYTES} bytes")
+            self._fill()
+        line = bytes(self._buffer[:end]).removesuffix(b"\r")
+        del self._buffer[: end + 1]
+        return line
 
+    def take(self, size: int) -> bytes:
+        """Exactly ``size`` bytes."""
+        while len(self._buffer) < size:
+            self._fill()
+        data = bytes(self._buffer[:size])
+        del self._buffer[:size]
+        return data
 
-class _DeadlineReader(io.RawIOBase):
-    def __init__(self, sock: socket.socket, deadline: float) -> None:
-        self._sock = sock
-        self._deadline = deadline
+    def until_closed(self, size: int) -> bytes:
+        """Up to ``size`` bytes of a body that ends when the connection does."""
+        while len(self._buffer) < size and self._fill(eof_ok=True):
+            pass
+        return bytes(self._buffer[:size])
 
-    def readable(self) -> bool:
+    @property
+    def drained(self) -> bool:
+        """Whether nothing past the answer arrived (else the connection is not reused)."""
+        return not self._buffer
+
+    def _fill(self, eof_ok: bool = False) -> bool:
+        self._sock.settimeout(_left(self._deadline))
+        chunk = self._sock.recv(65536)
+        if not chunk:
+            if eof_ok:
+                return False
+            if self.received == 0:
+                raise ConnectionResetError("the connection closed before an answer")
+            raise _Malformed("the connection closed in the middle of the answer")
+        self.received += len(chunk)
+        self._buffer += chunk
         return True
 
-    def readinto(self, buffer: Any) -> int:
-        self._sock.settimeout(_left(self._deadline))
-        return self._sock.recv_into(buffer)
+
+def _read_answer(reader: _Reader, prefix_bytes: int) -> tuple[int, str | None, bytes, bool]:
+    """Status, Retry-After, the body's prefix, and whether the connection may be kept."""
+    status, persistent, headers = _read_head(reader)
+    while 100 <= status < 200:  # interim answers (100 Continue, 103 Early Hints)
+        status, persistent, headers = _read_head(reader)
+    complete = True
+    if status in (204, 304):
+        body = b""
+    elif "chunked" in headers.get("transfer-encoding", "").lower():
+        body, complete = _read_chunked(reader, prefix_bytes)
+    elif "content-length" in headers:
+        length = headers["content-length"]
+        if not length.isdigit():
+            raise _Malformed(f"Content-Length {length[:40]!r}")
+        complete = int(length) <= KEEP_BODY_BYTES
+        body = reader.take(int(length) if complete else prefix_bytes)[:prefix_bytes]
+    else:
+        body, complete = reader.until_closed(prefix_bytes), False
+    closes = "close" in headers.get("connection", "").lower()
+    keep = persistent and complete and not closes and reader.drained
+    return status, headers.get("retry-after"), body, keep
+
+
+def _read_head(reader: _Reader) -> tuple[int, bool, dict[str, str]]:
+    """The status, whether HTTP/1.1 (persistent), and the headers by lower-case name."""
+    line = reader.line()
+    version, _, rest = line.partition(b" ")
+    code = rest[:3]
+    if version not in (b"HTTP/1.0", b"HTTP/1.1") or not code.isdigit() or len(code) != 3:
+        raise _Malformed(f"the status line is {line[:80]!r}")
+    headers: dict[str, str] = {}
+    name = ""
+    size = len(line)
+    for count in itertools.count():
+        if not (line := reader.line()):
+            break
+        size += len(line)
+        if size > MAX_HEAD_BYTES or count >= MAX_HEADERS:
+            raise _Malformed(f"its head is over {MAX_HEAD_BYTES} bytes or {MAX_HEADERS} headers")
+        if line[:1] in (b" ", b"\t") and name:  # an obsolete continuation line
+            headers[name] += " " + line.strip().decode("latin-1")
+            continue
+        raw, colon, value = line.partition(b":")
+        if not colon or not raw or raw != raw.strip():
+            raise _Malformed(f"a header line is {line[:80]!r}")
+        name = raw.decode("latin-1").lower()
+        text = value.strip().decode("latin-1")
+        headers[name] = f"{headers[name]}, {text}" if name in headers else text
+    return int(code), version == b"HTTP/1.1", headers
+
+
+def _read_chunked(reader: _Reader, prefix_bytes: int) -> tuple[bytes, bool]:
+    """A chunked body's prefix, and whether it ended within ``KEEP_BODY_BYTES``."""
+    body = bytearray()
+    while True:
+        size_text = reader.line().split(b";", 1)[0].strip()
+        try:
+            size = int(size_text, 16)
+        except ValueError:
+            raise _Malformed(f"a chunk size is {size_text[:40]!r}") from None
+        if size == 0:
+            while reader.line():  # trailers
+                pass
+            return bytes(body[:prefix_bytes]), True
+        if len(body) + size > KEEP_BODY_BYTES:
+            return bytes((body + reader.take(min(size, prefix_bytes)))[:prefix_bytes]), False
+        body += reader.take(size)
+        if reader.take(2) != b"\r\n":
+            raise _Malformed("a chunk does not end in CRLF")
 
 
 def _left(deadline: float) -> float:
