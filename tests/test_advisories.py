@@ -9,9 +9,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import Result
+from typer.testing import CliRunner
 
+import modelyard
+from modelyard.cli.main import app
 from modelyard.domain.advisories import AdvisoryDB, Finding, Severity, Verdict, cvss3_base_score
 from modelyard.domain.errors import InvalidInput
+from modelyard.domain.models import Environment
 
 LOG4SHELL = "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:C/C:H/I:H/A:H"  # CVE-2021-44228: 10.0
 READ_ONLY = "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:N/A:N"  # 7.5
@@ -288,3 +293,79 @@ def test_a_dump_the_size_of_pypis() -> None:
     db = AdvisoryDB.from_json(json.dumps(r).encode() for r in records)
     env = {f"pkg{i}": "1.0" for i in range(0, 20_000, 100)} | {f"other{i}": "1" for i in range(100)}
     assert len(db.match(env)) == 200
+
+
+# -- the command -------------------------------------------------------------------------------
+
+ENV = {"COLUMNS": "200", "TERM": "dumb", "MODELYARD_URL": None}
+
+
+@pytest.fixture(scope="module")
+def dump(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_dump(tmp_path_factory.mktemp("cli") / "all.zip", RECORDS, MALFORMED)
+
+
+def advisories(*args: str) -> Result:
+    result = CliRunner().invoke(app, ["advisories", "check", *args], env=ENV)
+    assert "Traceback" not in result.output, result.output
+    return result
+
+
+def test_a_requirements_file_with_a_vulnerable_package_fails(dump: Path, tmp_path: Path) -> None:
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text("# pinned\nrequests==2.30.0\nnumpy==1.22.0.post1\nflask\n")
+    result = advisories("--osv", str(dump), "--requirements", str(requirements))
+    assert result.exit_code == 1, result.output
+    assert "GHSA-0001" in result.output and "2.31.0" in result.output
+    assert "numpy" not in result.output  # fixed in its post-release
+    assert "5 member(s) skipped" in result.output and "verdict: fail" in result.output
+
+
+def test_fail_on_critical_passes_a_high_finding(dump: Path) -> None:
+    pin = "requests==2.30.0"
+    assert advisories("--osv", str(dump), "--package", pin, "--fail-on", "critical").exit_code == 0
+    assert advisories("--osv", str(dump), "--package", pin, "--fail-on", "high").exit_code == 1
+    clean = advisories("--osv", str(dump), "--package", "requests==2.31.0")
+    assert clean.exit_code == 0 and "0 finding(s)" in clean.output
+
+
+def test_json_output(dump: Path) -> None:
+    args = ("--package", "jinja2==3.0.0", "--package", "requests==weird!", "--json")
+    result = advisories("--osv", str(dump), *args)
+    data = json.loads(result.stdout)
+    assert result.exit_code == 1 and data["verdict"] == "fail"
+    assert data["max_severity"] == "CRITICAL" and data["packages"] == 2
+    assert [(f["advisory"], f["match"]) for f in data["findings"]] == [
+        ("GHSA-0003", "affected"),
+        ("GHSA-0001", "unknown"),
+    ]
+    assert data["osv"] == {"records": len(RECORDS), "skipped": len(MALFORMED)}
+
+
+def test_one_source_of_packages_and_clear_errors(dump: Path, tmp_path: Path) -> None:
+    for args, message in [
+        ((), "give one of"),
+        (("--package", "a==1", "churn/1"), "give one of"),
+        (("--package", "requests"), "NAME==VERSION"),
+    ]:
+        result = advisories("--osv", str(dump), *args)
+        assert result.exit_code == 1 and message in result.output, result.output
+    bomb = write_dump(tmp_path / "bomb.zip", [], {"big.json": bytes(20 * 1024 * 1024)})
+    refused = advisories("--osv", str(bomb), "--package", "a==1")
+    assert refused.exit_code == 1 and "zip bomb" in refused.output
+
+
+def test_a_registered_versions_environment(dump: Path, tmp_path: Path) -> None:
+    model = tmp_path / "model.bin"
+    model.write_bytes(b"weights")
+    environment = Environment("3.11.9", "linux", {"Jinja2": "3.1.2", "numpy": "2.0.0"})
+    with modelyard.connect(tmp_path / "data") as reg:
+        reg.register("churn", model, source=None, environment=environment)
+        reg.register("churn", model, source=None, environment=None)
+    registry = ("--registry", str(tmp_path / "data"))
+    result = advisories("--osv", str(dump), "churn/1", *registry)
+    assert result.exit_code == 1, result.output
+    assert "churn/1" in result.output and "GHSA-0003" in result.output
+    assert "3.1.3" in result.output and "CRITICAL" in result.output
+    missing = advisories("--osv", str(dump), "churn/2", *registry)
+    assert missing.exit_code == 1 and "no captured environment" in missing.output
