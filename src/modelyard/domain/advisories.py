@@ -132,7 +132,7 @@ class Finding:
     summary: str
     severity: Severity
     fixed: tuple[str, ...]
-    match: Match = "affected"
+    match: Match
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -362,11 +362,9 @@ def _severity(sources: tuple[dict[str, Any], ...]) -> Severity:
                     continue  # a vector we cannot read: the label may still tell
         if scores:
             return Severity.of_score(max(scores))
-    for source in sources:
-        label = _get(_get(source, "database_specific", dict, {}), "severity", str, "")
-        if Severity.of_label(label) is not Severity.UNKNOWN:
-            return Severity.of_label(label)
-    return Severity.UNKNOWN
+    labels = (_get(_get(s, "database_specific", dict, {}), "severity", str, "") for s in sources)
+    rated = (Severity.of_label(label) for label in labels)
+    return next((r for r in rated if r is not Severity.UNKNOWN), Severity.UNKNOWN)
 
 
 # -- matching ----------------------------------------------------------------------------------
