@@ -25,6 +25,17 @@ UrlOption = Annotated[
         show_default=True,
     ),
 ]
+# Where --url names something else (a webhook's receiver) or would read as the URL of what
+# a command checks (an OSV dump), the registry is --registry, from the same MODELYARD_URL.
+RegistryOption = Annotated[
+    str,
+    typer.Option(
+        "--registry",
+        envvar="MODELYARD_URL",
+        help="Registry URL, or a local data directory to work in-process.",
+        show_default=True,
+    ),
+]
 JsonOption = Annotated[
     bool, typer.Option("--json", help="Print the result as JSON (for scripts) instead of text.")
 ]

@@ -18,6 +18,7 @@ import typer
 
 from modelyard.cli import (
     access,
+    advisories,
     checks,
     compare,
     describe,
@@ -839,6 +840,7 @@ imports.install(app)
 watch.install(app)
 serve_model.install(app)
 scan.install(app)
+advisories.install(app)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from modelyard.cli import output
-from modelyard.cli.common import JsonOption, handles_errors, registry
+from modelyard.cli.common import JsonOption, RegistryOption, handles_errors, registry
 from modelyard.config import DEFAULT_URL
 from modelyard.domain.delivery import Delivery
 from modelyard.domain.errors import InvalidInput
@@ -24,17 +24,6 @@ webhooks_app = typer.Typer(
     no_args_is_help=True,
 )
 
-# --url names the receiver in these commands (`webhooks create --url https://ci.example/hook`),
-# so the registry is --registry, from the same MODELYARD_URL as every other command's --url.
-RegistryOption = Annotated[
-    str,
-    typer.Option(
-        "--registry",
-        envvar="MODELYARD_URL",
-        help="Registry URL, or a local data directory to work in-process.",
-        show_default=True,
-    ),
-]
 WebhookId = Annotated[int, typer.Argument(help="The webhook's id (see webhooks list).", min=1)]
 EventsOption = Annotated[
     str,

@@ -1,0 +1,169 @@
+"""modelyard advisories: known vulnerabilities in an environment's packages, from the OSV
+dump a site downloads where the network allows (docs/security.md)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Annotated, Literal
+
+import typer
+
+from modelyard.cli import output
+from modelyard.cli.common import JsonOption, RegistryOption, handles_errors, registry
+from modelyard.client.capture import environment_from_file
+from modelyard.config import DEFAULT_URL
+from modelyard.domain.advisories import AdvisoryDB, Severity, Verdict
+from modelyard.domain.errors import InvalidInput
+
+_STYLE = {
+    Severity.CRITICAL: "bold red",
+    Severity.HIGH: "red",
+    Severity.MEDIUM: "yellow",
+    Severity.LOW: "default",
+    Severity.UNKNOWN: "magenta",
+}
+
+advisories_app = typer.Typer(
+    help="Known vulnerabilities in a version's environment, matched offline against the"
+    " advisories OSV publishes for PyPI.\n\n"
+    "[bold]Example[/bold]: modelyard advisories check --osv all.zip churn@production",
+    no_args_is_help=True,
+)
+
+
+def install(app: typer.Typer) -> None:
+    app.add_typer(advisories_app, name="advisories")
+
+
+@advisories_app.command("check")
+@handles_errors
+def check(
+    osv: Annotated[
+        Path,
+        typer.Option(
+            "--osv",
+            metavar="FILE.zip",
+            help="OSV's PyPI dump (all.zip), as downloaded: docs/security.md says from where.",
+        ),
+    ],
+    reference: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="REF",
+            help="A version (NAME/N, NAME@ALIAS...): the environment captured with it.",
+        ),
+    ] = None,
+    requirements: Annotated[
+        Path | None,
+        typer.Option(
+            "--requirements",
+            "-r",
+            metavar="FILE",
+            help="A requirements.txt (name==version a line) or conda environment file.",
+        ),
+    ] = None,
+    package: Annotated[
+        list[str] | None,
+        typer.Option("--package", metavar="NAME==VERSION", help="A package, repeatable."),
+    ] = None,
+    fail_on: Annotated[
+        Literal["low", "medium", "high", "critical"],
+        typer.Option(
+            help="Exit 1 on a finding of this severity or above (one of unknown severity"
+            " counts at every level)."
+        ),
+    ] = "low",
+    registry_url: RegistryOption = DEFAULT_URL,
+    json_out: JsonOption = False,
+) -> None:
+    """Match packages and their versions against OSV's advisories, without the network.
+
+    Give one of: a version REF (its captured environment), --requirements or --package.
+
+    A version PEP 440 cannot read is reported as unknown, never passed as unaffected.
+
+    Exits 1 when a finding reaches --fail-on (default low: any finding fails).
+
+    [bold]Examples[/bold]:
+      modelyard advisories check --osv all.zip churn@production
+      modelyard advisories check --osv all.zip --requirements requirements.txt --json
+      modelyard advisories check --osv all.zip --package numpy==1.21.0 --fail-on high
+    """
+    label, packages = _packages(reference, requirements, package or [], registry_url)
+    db = AdvisoryDB.from_zip(osv)
+    verdict = Verdict.of(db.match(packages), Severity[fail_on.upper()])
+    if json_out:
+        output.print_json(
+            {
+                **verdict.as_dict(),
+                "checked": label,
+                "packages": len(packages),
+                "osv": {"records": db.records, "skipped": db.skipped},
+            }
+        )
+    else:
+        if verdict.findings:
+            output.console.print(_table(verdict))
+        for line in _summary(label, len(packages), db, verdict):
+            output.console.print(line, highlight=False)
+    if verdict.status == "fail":
+        raise typer.Exit(1)
+
+
+def _packages(
+    reference: str | None, requirements: Path | None, pins: list[str], registry_url: str
+) -> tuple[str, dict[str, str]]:
+    """What to check, named for the summary, and its packages: name -> version."""
+    if sum((reference is not None, requirements is not None, bool(pins))) != 1:
+        raise InvalidInput("give one of REF, --requirements FILE or --package NAME==VERSION")
+    if requirements is not None:
+        return str(requirements), environment_from_file(requirements).packages
+    if pins:
+        return "--package", dict(_pin(pin) for pin in pins)
+    assert reference is not None
+    with registry(registry_url) as reg:
+        version = reg.resolve(reference)
+    if version.environment is None:
+        raise InvalidInput(f"{version.reference} has no captured environment to check")
+    return version.reference, version.environment.packages
+
+
+def _pin(text: str) -> tuple[str, str]:
+    name, sep, version = text.partition("==")
+    if not sep or not name.strip() or not version.strip():
+        raise InvalidInput(f"--package {text!r} must look like NAME==VERSION")
+    return name.strip(), version.strip()
+
+
+def _table(verdict: Verdict) -> output.Table:
+    table = output.Table("package", "installed", "advisory", "severity", "fixed in", "match")
+    for f in verdict.findings:
+        style = _STYLE[f.severity]
+        aliases = f" ({', '.join(f.aliases)})" if f.aliases else ""
+        table.add_row(
+            output.escape(f.package),
+            output.escape(f.installed),
+            output.escape(f.advisory + aliases),
+            f"[{style}]{f.severity.name}[/{style}]",
+            output.escape(", ".join(f.fixed) or "-"),
+            f.match if f.match == "affected" else "[magenta]unknown[/magenta]",
+        )
+    return table
+
+
+def _summary(label: str, checked: int, db: AdvisoryDB, verdict: Verdict) -> list[str]:
+    findings = verdict.findings
+    counts = Counter(f.severity.name for f in findings)
+    by_severity = ", ".join(f"{n} {name}" for name, n in counts.items())
+    unknown = sum(f.match == "unknown" for f in findings)
+    lines = [
+        f"{output.escape(label)}: {len(findings)} finding(s)"
+        + (f" ({by_severity})" if findings else "")
+        + f" in {len({f.package for f in findings})} of {checked} package(s)"
+        + (f"; {unknown} could not be evaluated (a version PEP 440 cannot read)" if unknown else "")
+    ]
+    skipped = f", {db.skipped} member(s) skipped: not OSV records" if db.skipped else ""
+    lines.append(f"OSV dump: {db.records} record(s){skipped}")
+    lines.append(f"verdict: {verdict.status} (--fail-on {verdict.fail_on.name.lower()})")
+    return lines
