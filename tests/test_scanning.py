@@ -27,6 +27,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from typer.testing import CliRunner
 
+import modelyard
 from modelyard.cli.main import app
 from modelyard.domain.errors import InvalidInput
 from modelyard.domain.scanning import (
@@ -462,6 +463,32 @@ def test_cli_scan_fails_names_the_file_and_import(tmp_path: Path, clean: dict[st
     assert {Path(f["path"]).name for f in report["files"]} == {"good.joblib", "weights.safetensors"}
     (tmp_path / "sub" / "weights.safetensors").unlink()
     assert runner.invoke(app, ["scan", str(tmp_path)], env=env).exit_code == 0
+
+
+def test_cli_scan_a_registered_version_its_files_and_attachments(
+    tmp_path: Path, clean: dict[str, Path]
+) -> None:
+    good = tmp_path / "model.joblib"
+    good.write_bytes(clean["logistic.joblib"].read_bytes())
+    report = tmp_path / "report.pkl"
+    report.write_bytes(evil(2))  # evidence is a file someone will open too
+    with modelyard.connect(tmp_path / "data") as reg:
+        reg.register("churn", good, source=None)
+        reg.register("churn", good, source=None)
+        reg.attach("churn/2", report)
+    runner = CliRunner()
+    env = {"COLUMNS": "200", "TERM": "dumb", "MODELYARD_SCAN_ALLOW": None}
+    registry = ["--registry", str(tmp_path / "data")]
+    clean_one = runner.invoke(app, ["scan", "--version", "churn/1", "--json", *registry], env=env)
+    assert clean_one.exit_code == 0, clean_one.output
+    assert [f["path"] for f in json.loads(clean_one.stdout)["files"]] == ["churn/1:model.joblib"]
+    both = runner.invoke(
+        app, ["scan", "--version", "churn/1", "--version", "churn@latest", *registry], env=env
+    )
+    assert both.exit_code == 1, both.output
+    assert "churn/2:attachments/report.pkl" in both.output and "system" in both.output
+    nothing = runner.invoke(app, ["scan"], env=env)
+    assert nothing.exit_code == 1 and "--version REF" in nothing.output
 
 
 def test_cli_scan_allowlist_file_from_the_option_or_the_environment(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
@@ -10,7 +11,10 @@ import typer
 from rich.table import Table
 
 from modelyard.cli import output
-from modelyard.cli.common import JsonOption, handles_errors
+from modelyard.cli.common import JsonOption, RegistryOption, handles_errors, registry
+from modelyard.client.registry import Registry
+from modelyard.config import DEFAULT_URL
+from modelyard.domain.errors import InvalidInput
 from modelyard.domain.scanning import DEFAULT_ALLOWLIST, Allowlist, ScanReport, scan_path
 
 _VERDICT_STYLE = {"pass": "green", "safe": "green", "unknown": "yellow", "fail": "red"}
@@ -22,9 +26,19 @@ def install(app: typer.Typer) -> None:
 
 def scan(
     paths: Annotated[
-        list[Path],
+        list[Path] | None,
         typer.Argument(metavar="PATH...", help="Files or directories (scanned recursively)."),
-    ],
+    ] = None,
+    versions: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--version",
+            metavar="REF",
+            help="A registered version (NAME/N, NAME@ALIAS...): its files and attachments,"
+            " downloaded and verified first. Repeatable.",
+        ),
+    ] = None,
+    registry_url: RegistryOption = DEFAULT_URL,
     allow: Annotated[
         Path | None,
         typer.Option(
@@ -47,16 +61,26 @@ def scan(
 
     Exits 1 when any file fails.
 
+    A registered version is named NAME/N:PATH in the report, its attachments
+    NAME/N:attachments/PATH.
+
     [bold]Examples[/bold]:
       modelyard scan ./model_dir
       modelyard scan model.joblib --allow trusted.txt --json
+      modelyard scan --version churn@production
     """
+    if not paths and not versions:
+        raise InvalidInput("give files or directories to scan, or --version REF")
     allowlist = DEFAULT_ALLOWLIST
     if allow is not None:
         allowlist = allowlist.extended(Allowlist.from_text(allow.read_text(), str(allow)))
     report = ScanReport((), ())
-    for file in _files(paths):
+    for file in _files(paths or []):
         report = report.merged(scan_path(file, allowlist))
+    if versions:
+        with registry(registry_url) as reg:
+            for reference in versions:
+                report = report.merged(_scan_version(reg, reference, allowlist))
     if json_out:
         output.print_json(report.as_dict())
     else:
@@ -71,6 +95,27 @@ def scan(
         output.console.print(f"verdict: {report.verdict}", highlight=False)
     if report.verdict == "fail":
         raise typer.Exit(1)
+
+
+def _scan_version(reg: Registry, reference: str, allowlist: Allowlist) -> ScanReport:
+    """A version's files and attachments, downloaded (verified) into a directory of its
+    own that is removed after the scan."""
+    report = ScanReport((), ())
+    with tempfile.TemporaryDirectory(prefix="modelyard-scan-") as tmp:
+        root = Path(tmp)
+        version = reg.download(reference, root / "files")
+        label = f"{version.model}/{version.version}"
+        for entry in version.files:
+            report = report.merged(
+                scan_path(root / "files" / entry.path, allowlist, name=f"{label}:{entry.path}")
+            )
+        (root / "attachments").mkdir()
+        for attachment in reg.attachments(label):
+            target = root / "attachments" / attachment.sha256
+            reg.download_attachment(label, attachment.path, target)
+            name = f"{label}:attachments/{attachment.path}"
+            report = report.merged(scan_path(target, allowlist, name=name))
+    return report
 
 
 def _files(paths: list[Path]) -> Iterator[Path]:
