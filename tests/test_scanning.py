@@ -162,6 +162,9 @@ MALICIOUS: dict[str, Callable[[], bytes]] = {
     "renamed-p0-weights.txt": lambda: call_global("os", "system", proto=0),
     "crc-corrupted.zip": lambda: corrupt_crc({"a/data.pkl": pickle.dumps([1.0])}),
     "pytorch-style.pt": lambda: zipped({"archive/data.pkl": evil(2), "archive/version": b"3\n"}),
+    "p0-in-large-member.zip": lambda: zipped(
+        {"weights": call_global("os", "system", proto=0) + b" " * 100_000}  # no magic, > 64 KiB
+    ),
     "zip-in-zip.zip": lambda: zipped({"inner.zip": zipped({"archive/data.pkl": evil()})}),
     "deflated-member.zip": lambda: zipped({"model.bin": evil()}, zipfile.ZIP_DEFLATED),
     "object-dtype.npy": lambda: object_npy(Payload(os.system, "echo")),

@@ -433,8 +433,9 @@ class _Scan:
         view: memoryview,
         depth: int,
     ) -> None:
-        """A member is read (CRC checked) and scanned when its first bytes show a format
-        worth scanning, it is named .pkl, or it is small; raw tensor storages are not."""
+        """Every member but raw tensor storages is read, CRC checked and scanned: a
+        protocol 0 or 1 pickle has no magic to tell it by, so a large member that shows no
+        format may still be one (and a loader may unpickle a member by any name)."""
         if member.flag_bits & 0x1:
             self.fail(path, "encrypted_member", "an encrypted member cannot be inspected")
             return
@@ -444,13 +445,10 @@ class _Scan:
         data = self.member_bytes(archive, member, path, view)
         if data is None:
             return
-        head = bytes(data[:16])
-        worth = member.file_size <= _TEXT_PROBE or member.filename.endswith(".pkl")
-        if worth or _is_pickle_start(data) or _is_zlib(head) or _has_magic(head):
-            if zlib.crc32(data) != member.CRC:
-                self.fail(path, "crc_mismatch", "the member's CRC-32 does not match the directory")
-                return
-            self.scan(path, data, depth + 1)
+        if zlib.crc32(data) != member.CRC:
+            self.fail(path, "crc_mismatch", "the member's CRC-32 does not match the directory")
+            return
+        self.scan(path, data, depth + 1)
 
     def member_bytes(
         self, archive: zipfile.ZipFile, member: zipfile.ZipInfo, path: str, view: memoryview
@@ -572,10 +570,6 @@ _CONTAINERS: tuple[tuple[bytes, Callable[[_Scan, str, memoryview, int], Entry]],
     (b"ZF", _Scan.unsupported),  # joblib's pre-0.10 zlib files
 )
 _COMPRESSIONS = {zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA}
-
-
-def _has_magic(head: bytes) -> bool:
-    return any(head.startswith(magic) for magic, _ in _CONTAINERS)
 
 
 def _is_zlib(head: bytes) -> bool:
