@@ -386,6 +386,17 @@ def help_of(path: list[str]) -> str:
     return result.output
 
 
+def test_a_missing_file_is_named_as_the_shell_names_it(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere" / "model.pkl"
+    env = {"COLUMNS": "200", "TERM": "dumb"}
+    osv = ["advisories", "check", "--osv", str(missing), "--package", "numpy==2.0.0"]
+    for args in (["scan", str(missing)], osv):
+        result = CliRunner().invoke(app, args, env=env)
+        assert result.exit_code != 0, result.output
+        assert f"{missing}: no such file or directory" in result.output, result.output
+        assert "Errno" not in result.output and "Traceback" not in result.output
+
+
 def test_help_of_every_command() -> None:
     leaves, groups = _command_paths()
     expected = {"serve", "register", "show", "resolve", "download", "search", "edit"}

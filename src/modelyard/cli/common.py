@@ -59,13 +59,22 @@ def handles_errors(func: F, exit_code: int = 1) -> F:
                 )
             raise typer.Exit(exit_code) from None
         except OSError as exc:  # a file the user named: missing, unreadable, in the way
-            output.errors.print(f"[red]error:[/red] {output.escape(str(exc))}", highlight=False)
+            output.errors.print(
+                f"[red]error:[/red] {output.escape(_os_error(exc))}", highlight=False
+            )
             raise typer.Exit(exit_code) from None
         except KeyboardInterrupt:
             output.errors.print("interrupted")
             raise typer.Exit(130) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def _os_error(exc: OSError) -> str:
+    """``PATH: reason``, the way the shell says it, rather than ``[Errno 2] ...: 'PATH'``."""
+    if exc.filename is not None and exc.strerror:
+        return f"{exc.filename}: {exc.strerror[0].lower()}{exc.strerror[1:]}"
+    return str(exc)
 
 
 @contextmanager
