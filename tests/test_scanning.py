@@ -517,3 +517,14 @@ def test_reports_merge_in_order() -> None:
     both = first.merged(scan_bytes("b.pkl", evil()))
     assert isinstance(both, ScanReport)
     assert [e.path for e in both.entries] == ["a.json", "b.pkl"] and both.verdict == "fail"
+
+
+@pytest.mark.parametrize("length", [0, 255, 256, 257, 100_000])
+def test_text_lines_of_any_length_are_read_whole(length: int) -> None:
+    """Protocol 0 reads names and strings to a newline, searched for in growing chunks:
+    a line just under, at and over a chunk's end reads as the same line."""
+    padding = "x" * length
+    stream = f"(S'{padding}'\np0\ncos\nsystem\np1\n(g0\ntp2\nRp3\n.".encode()
+    report = scan_bytes("model.pkl", stream)
+    [finding] = report.findings
+    assert (finding.imports, finding.offset) == ("os.system", length + 8)

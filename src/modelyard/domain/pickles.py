@@ -106,12 +106,17 @@ class Reader:
         return bytes(chunk) if len(chunk) < _COPY_LIMIT else chunk
 
     def readline(self, size: int | None = -1) -> bytes:
-        limit = len(self.view) if size is None or size < 0 else self.pos + size
-        end = self.pos
-        while end < min(limit, len(self.view)):
-            end += 1
-            if self.view[end - 1] == 0x0A:
+        """Up to and including the next newline, searched for in growing chunks: a file of
+        random bytes (or a hostile one, a gigabyte without a newline) is read at C speed,
+        not a Python loop a byte."""
+        stop = len(self.view) if size is None or size < 0 else min(len(self.view), self.pos + size)
+        end, step = self.pos, 256
+        while end < stop:
+            found = bytes(self.view[end : min(stop, end + step)]).find(b"\n")
+            if found != -1:
+                end += found + 1
                 break
+            end, step = min(stop, end + step), min(step * 2, 1 << 20)
         line = bytes(self.view[self.pos : end])
         self.pos = end
         return line
