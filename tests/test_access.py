@@ -336,7 +336,7 @@ SAMPLES: dict[tuple[str, str], Sample] = {
         params={"name": "vteam-{role}", "member": "victim-{role}"}, scope=REGISTRY
     ),
     ("PUT", "/api/v1/models/{name}/versions/{number}/checks/{check}"): Sample(
-        params={**V, "check": "scan"}, json={"status": "pass", "url": "https://ci.example/1"}
+        params={**V, "check": "audit"}, json={"status": "pass", "url": "https://ci.example/1"}
     ),
     ("GET", "/api/v1/models/{name}/versions/{number}/checks"): Sample(params=V),
     ("POST", "/api/v1/models/{name}/versions/{number}/online-metrics"): Sample(

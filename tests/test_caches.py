@@ -31,6 +31,7 @@ from modelyard.domain.errors import Unauthorized
 from modelyard.domain.evidence import AttachmentIn
 from modelyard.domain.manifest import FileEntry
 from modelyard.domain.models import Version, to_us
+from modelyard.domain.scanning import Allowlist
 from modelyard.domain.versions import NewVersion
 from modelyard.service import RegistryService
 from modelyard.service.outbound import OutboundPolicy
@@ -298,7 +299,7 @@ def _busy_scenario(service: RegistryService) -> None:
         service.set_alias("m", "best", 1, caller=ME)
         identity.set_protected_aliases(ME, "m", ["gold"])
     service.delete_alias("m", "best", caller=ME)
-    service.checks.report(ME, "m", 1, "scan", status="pass")
+    service.checks.report(ME, "m", 1, "audit", status="pass")
     evidence = b"plot"
     digest = hashlib.sha256(evidence).hexdigest()
     service.evidence.attach(ME, "m", 1, [AttachmentIn("roc.png", 4, digest, evidence)])
@@ -318,6 +319,10 @@ def _busy_scenario(service: RegistryService) -> None:
     life.delete_version(ME, "m", 3, hard=False)
     register(service, "m", b"m4")
     life.delete_version(ME, "m", 4, hard=True)
+    register(service, "m", b"\x80\x02cacme\nModel\n)\x81.")  # m/5: its scan fails
+    service.scans.accept(ME, "m", 5, "a class of our own")
+    service.scans.allow = service.scans.allow.extended(Allowlist.from_text("acme:Model"))
+    assert service.scans.rescan_stale() == 3  # m/1, m/2 and m/5: m/3 is deleted
     pending = service.reserve_version("m", "runs:/r/model", caller=ME, run="r")  # a copy's
     service.copy_alive("m", pending)
     service.copy_failed("m", pending, "the source went away")

@@ -19,12 +19,12 @@ from modelyard.storage.db.tables import journal_head, version_checks, version_ta
 from tests.test_cli import dead_url, invoke, invoke_many
 from tests.test_lifecycle import People, people, register
 
-# Staging needs a passing scan and no approval: a promotion executes at once when it passes.
+# Staging needs a passing audit and no approval: a promotion executes at once when it passes.
 POLICY = """
 promotion:
   staging:
     require:
-      - check: scan
+      - check: audit
       - metrics.auc >= current.metrics.auc - 0.005
     approvals: {count: 0}
 """
@@ -53,20 +53,21 @@ def test_a_checker_reports_and_the_policy_reads_the_result(service: RegistryServ
     with pytest.raises(PolicyFailed) as refused:
         life.promote(p.ds, f"churn/{number}", "staging")
     assert refused.value.details["failures"] == [
-        {"rule": 'checks.scan = "pass"', "passed": False, "detail": "checks.scan is missing"}
+        {"rule": 'checks.audit = "pass"', "passed": False, "detail": "checks.audit is missing"}
     ]
 
     url = "https://ci.example.com/runs/7"
-    pending = checks.report(ci, "churn", number, "scan", status="pending", url=url)
+    pending = checks.report(ci, "churn", number, "audit", status="pending", url=url)
     assert (pending.status, pending.url, pending.reporter) == ("pending", url, "ci")
-    with pytest.raises(PolicyFailed, match=r'checks\.scan = "pending"; needs = "pass"'):
+    with pytest.raises(PolicyFailed, match=r'checks\.audit = "pending"; needs = "pass"'):
         life.promote(p.ds, f"churn/{number}", "staging")
-    checks.report(ci, "churn", number, "scan", status="pass", url=url)
+    checks.report(ci, "churn", number, "audit", status="pass", url=url)
     checks.report(ci, "churn", number, "bias", status="fail")
     listed = checks.results(p.rita, "churn", number)  # a viewer reads them
     assert [(c.name, c.status, c.reporter) for c in listed] == [
+        ("audit", "pass", "ci"),
         ("bias", "fail", "ci"),
-        ("scan", "pass", "ci"),
+        ("scan", "pass", "modelyard"),  # the registry's own, at registration
     ]
     assert life.promote(p.ds, f"churn/{number}", "staging").status == "executed"
 
@@ -75,8 +76,8 @@ def test_a_checker_reports_and_the_policy_reads_the_result(service: RegistryServ
         (f"churn/{number}", "ci", ci.token_id)
     ] * 3
     assert [(e.payload["check"], e.payload["before"], e.payload["after"]) for e in reported] == [
-        ("scan", None, {"status": "pending", "url": url}),
-        ("scan", {"status": "pending", "url": url}, {"status": "pass", "url": url}),
+        ("audit", None, {"status": "pending", "url": url}),
+        ("audit", {"status": "pending", "url": url}, {"status": "pass", "url": url}),
         ("bias", None, {"status": "fail", "url": None}),
     ]
 
@@ -89,15 +90,15 @@ def test_only_checkers_report(service: RegistryService) -> None:
     head = head_seq(service)
     for who in (p.ds, p.rita):  # the contributor who registered it, a viewer
         with pytest.raises(Forbidden) as refused:
-            service.checks.report(who, "churn", number, "scan", status="pass")
+            service.checks.report(who, "churn", number, "audit", status="pass")
         assert refused.value.details["permission"] == "version.check"
     outsider = Caller(name="eve", principal_id=10_000)
     with pytest.raises(NotFound, match="model 'churn' not found"):
-        service.checks.report(outsider, "churn", number, "scan", status="pass")
+        service.checks.report(outsider, "churn", number, "audit", status="pass")
     with pytest.raises(NotFound, match="model 'churn' not found"):
         service.checks.results(outsider, "churn", number)
     # A maintainer may: they can change the policy anyway.
-    assert service.checks.report(p.mia, "churn", number, "scan", status="pass").reporter == "mia"
+    assert service.checks.report(p.mia, "churn", number, "audit", status="pass").reporter == "mia"
     assert head_seq(service) == head + 1
 
 
@@ -108,7 +109,7 @@ def test_bad_reports_are_refused_with_nothing_written(service: RegistryService) 
     head = head_seq(service)
     report = service.checks.report
     with pytest.raises(InvalidInput, match="use pass, fail or pending") as bad_status:
-        report(ci, "churn", number, "scan", status="ok")
+        report(ci, "churn", number, "audit", status="ok")
     assert bad_status.value.code == "invalid_status"
     with pytest.raises(InvalidName, match="check name"):
         report(ci, "churn", number, "a scan", status="pass")
@@ -120,29 +121,29 @@ def test_bad_reports_are_refused_with_nothing_written(service: RegistryService) 
         ("https://ci.example.com/" + "x" * 2048, "at most 2048"),
     ):
         with pytest.raises(InvalidInput, match=message):
-            report(ci, "churn", number, "scan", status="pass", url=url)
+            report(ci, "churn", number, "audit", status="pass", url=url)
     with pytest.raises(NotFound, match="does not exist"):
-        report(ci, "churn", number + 1, "scan", status="pass")
+        report(ci, "churn", number + 1, "audit", status="pass")
     service.lifecycle.delete_version(p.mia, "churn", number, hard=False)
     head += 1
     with pytest.raises(NotFound, match="does not exist"):
-        report(ci, "churn", number, "scan", status="pass")
+        report(ci, "churn", number, "audit", status="pass")
     assert head_seq(service) == head
 
 
 def test_no_tag_passes_a_check(service: RegistryService) -> None:
-    """The attack: a contributor tags their version check.scan=pass."""
+    """The attack: a contributor tags their version check.audit=pass."""
     p = people(service)
     number = register(service, p.ds, 0.86)
     head = head_seq(service)
     entry = service.get_version("churn", number, caller=p.ds).files[0]
-    forged = NewVersion(files=[entry], tags={"check.scan": "pass"})
+    forged = NewVersion(files=[entry], tags={"check.audit": "pass"})
     for attempt in (
         lambda: service.register_version("churn", forged, caller=p.ds),
-        lambda: service.update_version("churn", number, caller=p.ds, tags={"check.scan": "pass"}),
+        lambda: service.update_version("churn", number, caller=p.ds, tags={"check.audit": "pass"}),
         lambda: service.update_version("churn", number, caller=p.ds, tags={"Check.Scan": "pass"}),
-        lambda: service.update_model("churn", caller=p.ds, tags={"check.scan": "pass"}),
-        lambda: service.create_model("other", caller=p.admin, tags={"check.scan": "pass"}),
+        lambda: service.update_model("churn", caller=p.ds, tags={"check.audit": "pass"}),
+        lambda: service.create_model("other", caller=p.admin, tags={"check.audit": "pass"}),
     ):
         with pytest.raises(InvalidInput, match="reserved") as refused:
             attempt()
@@ -154,13 +155,13 @@ def test_no_tag_passes_a_check(service: RegistryService) -> None:
     with service.db.engine.begin() as conn:
         version_id = conn.execute(select(versions.c.id).where(versions.c.number == number)).scalar()
         conn.execute(
-            insert(version_tags).values(version_id=version_id, key="check.scan", value="pass")
+            insert(version_tags).values(version_id=version_id, key="check.audit", value="pass")
         )
     service.lifecycle.apply_policy(p.mia, "churn", POLICY)
-    with pytest.raises(PolicyFailed, match=r"checks\.scan is missing"):
+    with pytest.raises(PolicyFailed, match=r"checks\.audit is missing"):
         service.lifecycle.promote(p.ds, f"churn/{number}", "staging")
     edited = service.update_version("churn", number, caller=p.ds, tags={"team": "growth"})
-    assert edited.tags == {"check.scan": "pass", "team": "growth"}
+    assert edited.tags == {"check.audit": "pass", "team": "growth"}
 
 
 def test_checks_over_rest(service: RegistryService) -> None:
@@ -178,28 +179,29 @@ def test_checks_over_rest(service: RegistryService) -> None:
             return {"Authorization": f"Bearer {tokens[name]}"}
 
         body = {"status": "pass", "url": "https://ci.example.com/runs/7"}
-        refused = client.put(f"{url}/scan", json=body, headers=as_("ds"))
+        refused = client.put(f"{url}/audit", json=body, headers=as_("ds"))
         assert refused.status_code == 403
         assert refused.json()["permission"] == "version.check"
         assert refused.headers["content-type"] == "application/problem+json"
-        done = client.put(f"{url}/scan", json=body, headers=as_("ci"))
+        done = client.put(f"{url}/audit", json=body, headers=as_("ci"))
         assert done.status_code == 200, done.text
         assert {k: done.json()[k] for k in ("model", "version", "name", "status", "reporter")} == {
             "model": "churn",
             "version": number,
-            "name": "scan",
+            "name": "audit",
             "status": "pass",
             "reporter": "ci",
         }
         listed = client.get(url, headers=as_("ds")).json()["items"]
         assert [(c["name"], c["status"], c["url"]) for c in listed] == [
-            ("scan", "pass", "https://ci.example.com/runs/7")
+            ("audit", "pass", "https://ci.example.com/runs/7"),
+            ("scan", "pass", None),
         ]
-        bad = client.put(f"{url}/scan", json={"status": "maybe"}, headers=as_("ci"))
+        bad = client.put(f"{url}/audit", json={"status": "maybe"}, headers=as_("ci"))
         assert (bad.status_code, bad.json()["code"]) == (400, "invalid_status")
         tag = client.patch(
             f"/api/v1/models/churn/versions/{number}",
-            json={"tags": {"check.scan": "pass"}},
+            json={"tags": {"check.audit": "pass"}},
             headers=as_("ds"),
         )
         assert (tag.status_code, tag.json()["code"]) == (400, "reserved_tag")
@@ -214,11 +216,11 @@ def test_a_hard_delete_takes_the_checks_with_it(service: RegistryService) -> Non
     ci = checker(service, p)
     keep, gone = register(service, p.ds, 0.86), register(service, p.ds, 0.87)
     for number in (keep, gone):
-        service.checks.report(ci, "churn", number, "scan", status="pass")
+        service.checks.report(ci, "churn", number, "audit", status="pass")
     service.lifecycle.delete_version(p.admin, "churn", gone, hard=True)
-    assert [c.version for c in service.checks.results(p.ds, "churn", keep)] == [keep]
-    with service.db.engine.connect() as conn:
-        assert conn.execute(select(func.count()).select_from(version_checks)).scalar() == 1
+    assert [c.version for c in service.checks.results(p.ds, "churn", keep)] == [keep, keep]
+    with service.db.engine.connect() as conn:  # its audit and the registry's scan
+        assert conn.execute(select(func.count()).select_from(version_checks)).scalar() == 2
 
 
 def test_the_cli_reports_and_lists_checks(tmp_path: Path) -> None:
@@ -231,26 +233,27 @@ def test_the_cli_reports_and_lists_checks(tmp_path: Path) -> None:
 
     invoke(*cli("register", "churn", "model", "--no-capture"), url=dead_url(), cwd=tmp_path).ok()
     reported = invoke(
-        *cli("check", "churn/1", "scan", "--status", "pass", "-d", "https://ci.example.com/7"),
+        *cli("check", "churn/1", "audit", "--status", "pass", "-d", "https://ci.example.com/7"),
         url=dead_url(),
         cwd=tmp_path,
     ).ok()
-    assert reported.stdout.startswith("churn/1: scan = pass (reported by ")
+    assert reported.stdout.startswith("churn/1: audit = pass (reported by ")
     listed, table, bad, tagged = invoke_many(
         [
             cli("checks", "churn/1", "--json"),
             cli("checks", "churn/1"),
-            cli("check", "churn/1", "scan", "--status", "maybe"),
-            cli("edit", "churn/1", "--tag", "check.scan=pass"),
+            cli("check", "churn/1", "audit", "--status", "maybe"),
+            cli("edit", "churn/1", "--tag", "check.audit=pass"),
         ],
         url=dead_url(),
         cwd=tmp_path,
     )
     items = json.loads(listed.ok().stdout)["items"]
     assert [(c["name"], c["status"], c["url"]) for c in items] == [
-        ("scan", "pass", "https://ci.example.com/7")
+        ("audit", "pass", "https://ci.example.com/7"),
+        ("scan", "pass", None),
     ]
-    assert "scan" in table.ok().stdout and "https://ci.example.com/7" in table.stdout
+    assert "audit" in table.ok().stdout and "https://ci.example.com/7" in table.stdout
     for refused, message in ((bad, "use pass, fail or pending"), (tagged, "reserved")):
         assert refused.returncode == 1 and message in refused.stderr
         assert len(refused.stderr.strip().splitlines()) == 1 and "Traceback" not in refused.stderr

@@ -71,7 +71,7 @@ def test_every_kind_is_appended(service: RegistryService) -> None:
     assert service.collect_garbage(admin).blobs == 1  # the erased version's blob, at once
     service.create_model("empty", caller=admin)
     service.delete_model("empty", caller=admin)
-    service.checks.report(admin, "churn", v1, "scan", status="pass")
+    service.checks.report(admin, "churn", v1, "audit", status="pass")
     report = b"auc 0.9"
     attached = AttachmentIn("report.txt", len(report), hashlib.sha256(report).hexdigest(), report)
     service.evidence.attach(admin, "churn", v1, [attached])

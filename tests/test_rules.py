@@ -187,9 +187,12 @@ def test_old_policy_rules_parse_into_the_new_language() -> None:
         tags={"team": "growth"},
         params={"depth": "6"},
     )
-    evaluation = policy.evaluate("production", Subject(good, {"artifact_scan": "pass"}), None)
+    checked = {"artifact_scan": "pass", "scan": "pass"}  # scan: the registry's own, always
+    evaluation = policy.evaluate("production", Subject(good, checked), None)
     assert [r.rule for r in evaluation.failures] == ["source.commit"]
-    carded = Subject(version(5, 0.9), {"artifact_scan": "pass"}, card="# Churn")
+    unscanned = policy.evaluate("production", Subject(good, {"artifact_scan": "pass"}), None)
+    assert [r.rule for r in unscanned.failures] == ['checks.scan = "pass"', "source.commit"]
+    carded = Subject(version(5, 0.9), checked, card="# Churn")
     assert "description" not in [
         r.rule for r in policy.evaluate("production", carded, None).failures
     ]

@@ -235,6 +235,25 @@ def test_version_page_shows_every_piece_of_metadata(
     assert compare is not None and "a=churn%40production" in compare.group(1)
 
 
+def test_version_page_shows_the_registrys_scan_its_findings_and_acceptance(
+    service: RegistryService, client: TestClient
+) -> None:
+    register(service, "churn", 1)
+    register(service, "churn", 2, files={"model.pkl": b"cos\nsystem\n(S'id'\ntR."})
+    clean = client.get("/models/churn/versions/1").text
+    assert 'data-test="scan-badge"' in clean and "scan: pass" in text_of(clean)
+    assert 'data-test="scan-findings"' not in clean
+    html = client.get("/models/churn/versions/2").text
+    assert "scan: fail" in text_of(html)
+    findings = text_of(section(html, "checks"))
+    assert "model.pkl at byte 0 : imports os.system, which can run code" in findings
+    assert "modelyard accept-scan churn/2 --reason TEXT" in findings
+    service.scans.accept(ME, "churn", 2, "a <b>fixture</b> that never loads")
+    accepted = client.get("/models/churn/versions/2").text
+    assert "scan: pass" in text_of(accepted)
+    assert "1 finding(s) accepted by tester: a &lt;b&gt;fixture&lt;/b&gt;" in accepted
+
+
 def test_file_download_through_the_page_route(service: RegistryService, client: TestClient) -> None:
     register(service, "churn", 1, files={"eval/report.html": b"<script>alert(1)</script>"})
     response = client.get("/models/churn/versions/1/files/eval/report.html")

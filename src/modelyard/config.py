@@ -20,6 +20,7 @@ from modelyard.domain.errors import MissingExtra
 
 if TYPE_CHECKING:
     from modelyard.domain.keys import ServerKey
+    from modelyard.domain.scanning import Allowlist
     from modelyard.service import RegistryService
     from modelyard.service.mlflow_source import SourceAllowlist
     from modelyard.storage.blobs import BlobStore
@@ -109,6 +110,9 @@ class Settings:
     # BUCKET/PREFIX (s3:// sources), and directories on the server's disk (file:// sources).
     mlflow_source_buckets: tuple[str, ...] = ()
     mlflow_source_dirs: tuple[str, ...] = ()
+    # A file of more globals the registry's scan lets pickles import (module:Name lines),
+    # beyond its default allowlist; verdicts reached under another allowlist are redone.
+    scan_allow: Path | None = None
 
     @classmethod
     def from_env(
@@ -175,6 +179,7 @@ class Settings:
             ),
             mlflow_source_buckets=_listed(mlflow_source_buckets, "MODELYARD_MLFLOW_SOURCE_BUCKETS"),
             mlflow_source_dirs=_listed(mlflow_source_dirs, "MODELYARD_MLFLOW_SOURCE_DIRS"),
+            scan_allow=Path(allow) if (allow := os.environ.get("MODELYARD_SCAN_ALLOW")) else None,
         )
 
     @property
@@ -406,6 +411,7 @@ def open_service(settings: Settings, *, artifacts: bool = True) -> RegistryServi
 
     location = blob_location(settings)  # a bad URL is refused before anything is made
     allowlist = mlflow_source_allowlist(settings)
+    scan_allow = scan_allowlist(settings)
     private_dir(settings.data_dir)
     if settings.database_url is None:
         # SQLite creates its -wal and -shm files with the database file's mode.
@@ -436,6 +442,8 @@ def open_service(settings: Settings, *, artifacts: bool = True) -> RegistryServi
         else RetrySchedule(),
         lease_seconds=settings.webhook_lease_seconds,
     )
+    if scan_allow is not None:
+        service.scans.allow = service.scans.allow.extended(scan_allow)
     service.mlflow_sources = MlflowSources(
         service,
         settings.mlflow_tracking_uri,
@@ -444,6 +452,23 @@ def open_service(settings: Settings, *, artifacts: bool = True) -> RegistryServi
         s3_endpoint=settings.s3_endpoint,
     )
     return service
+
+
+def scan_allowlist(settings: Settings) -> Allowlist | None:
+    """The allowlist file the settings name, read and checked (a bad line is refused at
+    start, naming it), or None."""
+    if settings.scan_allow is None:
+        return None
+    from modelyard.domain.errors import InvalidInput
+    from modelyard.domain.scanning import Allowlist
+
+    try:
+        text = settings.scan_allow.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidInput(
+            f"MODELYARD_SCAN_ALLOW: cannot read {settings.scan_allow}: {exc}"
+        ) from None
+    return Allowlist.from_text(text, str(settings.scan_allow))
 
 
 def key_source(data_dir: Path) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
@@ -125,8 +126,9 @@ def create_app(
     from the network. Access control decides what that allows (single-user local mode as
     ``local_user``, the OS user by default) and refuses NETWORK while no admin exists.
 
-    ``deliver``: run webhook delivery while the app runs (its lifespan): the server does;
-    the in-process SDK does not, a short-lived process would only start and stop it.
+    ``deliver``: run webhook delivery and re-scans while the app runs (its lifespan): the
+    server does; the in-process SDK does not, a short-lived process would only start and
+    stop them.
     ``ui``: mount the web UI's pages. An in-process client speaks only the API, and
     importing the pages (their templates, forms and routes) is a third of its start.
     ``telemetry``: the server's metrics and request logs (else request ids only, and
@@ -134,7 +136,7 @@ def create_app(
     """
     service.access.require_servable(reach)
     app = ModelyardApp(
-        lifespan=_delivering(service) if deliver else None,
+        lifespan=_background(service) if deliver else None,
         title="Modelyard",
         version=__version__,
         description="A self-hosted ML model registry. References: NAME, NAME/N, NAME@ALIAS,"
@@ -183,17 +185,25 @@ def create_app(
     return app
 
 
-def _delivering(service: RegistryService) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
-    """The lifespan that runs webhook delivery (in a process of its own) from start-up to
-    shutdown."""
+def _background(service: RegistryService) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    """The lifespan that runs the server's own work from start-up to shutdown: webhook
+    delivery (in a process of its own), and a re-scan of the versions whose scan verdict
+    another allowlist reached (a thread: it ends when they are done, or at shutdown)."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         deliverer = DeliveryProcess(service)
         deliverer.start()
+        stop = threading.Event()
+        rescan = threading.Thread(
+            target=service.scans.rescan_stale, args=(stop,), name="modelyard-rescan", daemon=True
+        )
+        rescan.start()
         try:
             yield
         finally:
+            stop.set()
+            await asyncio.to_thread(rescan.join)
             await asyncio.to_thread(deliverer.stop)
 
     return lifespan

@@ -454,8 +454,19 @@ class CheckOut(BaseModel):
     name: str
     status: str = Field(description="pass, fail or pending.")
     url: str | None
-    reporter: str = Field(description="Who reported it: a checker.")
+    reporter: str = Field(description="Who reported it: a checker, or modelyard for its scan.")
     reported_at: datetime
+    details: dict[str, Any] | None = Field(
+        default=None,
+        description="The registry's scan: its report (files, findings, the allowlist's"
+        " fingerprint, acceptances); null for the checks checkers report.",
+    )
+
+
+class ScanAcceptIn(_Strict):
+    reason: StrictStr = Field(
+        min_length=1, max_length=1000, description="Why the findings are safe to load."
+    )
 
 
 class CheckListOut(BaseModel):

@@ -1,9 +1,10 @@
 """Check results: `modelyard check` reports one (checkers, e.g. CI), `modelyard checks`
-lists a version's."""
+lists a version's with the findings of the registry's own scan, `modelyard accept-scan`
+accepts those (admins)."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -18,11 +19,12 @@ def install(app: typer.Typer) -> None:
     """Add the commands to the main app."""
     app.command()(handles_errors(check))
     app.command()(handles_errors(checks))
+    app.command("accept-scan")(handles_errors(accept_scan))
 
 
 def check(
     reference: Reference,
-    name: Annotated[str, typer.Argument(help="The check, e.g. scan or bias-audit.")],
+    name: Annotated[str, typer.Argument(help="The check, e.g. tests or bias-audit.")],
     status: Annotated[str, typer.Option("--status", "-s", help="pass, fail or pending.")],
     details_url: Annotated[
         str | None,
@@ -34,9 +36,10 @@ def check(
     """Report the result of a check on a version. Takes the checker role (give it to the
     CI account that scans or tests): the author of a version cannot pass its checks, and
     no tag can. The latest report of a check counts; every one is journaled. A policy
-    requires one with the rule checks.NAME = "pass".
+    requires one with the rule checks.NAME = "pass". The name scan is the registry's own
+    (it scans every file itself), so nobody reports it.
 
-    [bold]Example[/bold]: modelyard check churn/43 scan --status pass
+    [bold]Example[/bold]: modelyard check churn/43 bias-audit --status pass
     --details-url https://ci.example.com/runs/7
     """
     with registry(url) as reg:
@@ -53,7 +56,8 @@ def check(
 def checks(
     reference: Reference, url: UrlOption = DEFAULT_URL, json_out: JsonOption = False
 ) -> None:
-    """The latest result of every check reported on a version.
+    """The latest result of every check on a version: those checkers reported, and scan,
+    the registry's own scan of every file and attachment, with its open findings.
 
     [bold]Example[/bold]: modelyard checks churn/43
     """
@@ -69,6 +73,52 @@ def checks(
             c.status.value,
             output.escape(c.reporter),
             c.reported_at.strftime("%Y-%m-%d %H:%M:%S"),
-            output.escape(c.url or "-"),
+            output.escape(c.url or _scan_summary(c.details)),
         )
     output.console.print(table)
+    from modelyard.domain.scanning import open_findings  # here: most commands never need it
+
+    for c in found:
+        for finding in open_findings(c.details or {"findings": []}):
+            where = f" at byte {finding['offset']}" if finding.get("offset") is not None else ""
+            output.console.print(
+                f"  {output.escape(finding['path'])}{where}: {output.escape(finding['message'])}",
+                highlight=False,
+            )
+
+
+def accept_scan(
+    reference: Reference,
+    reason: Annotated[
+        str, typer.Option("--reason", "-r", help="Why the findings are safe (journaled).")
+    ],
+    url: UrlOption = DEFAULT_URL,
+    json_out: JsonOption = False,
+) -> None:
+    """Accept the open findings of the registry's scan of a version (admins): its scan
+    check passes, so the version may leave development. The journal keeps who accepted
+    which findings and why; a re-scan that finds anything else fails again. To trust a
+    class everywhere instead, list it in the server's MODELYARD_SCAN_ALLOW file.
+
+    [bold]Example[/bold]: modelyard accept-scan churn/43 --reason "our own tokenizer class"
+    """
+    with registry(url) as reg:
+        result = reg.accept_scan(reference, reason)
+    if json_out:
+        output.print_json(result.as_dict())
+        return
+    output.console.print(
+        f"{result.reference}: scan = {result.status} (findings accepted by you)", highlight=False
+    )
+
+
+def _scan_summary(details: dict[str, Any] | None) -> str:
+    """The details column for the registry's scan: how many files, how many findings."""
+    if details is None:
+        return "-"
+    from modelyard.domain.scanning import open_findings
+
+    findings = len(open_findings(details))
+    accepted = details["findings_total"] - findings
+    parts = [f"{details['files_total']} file(s) scanned", f"{findings} open finding(s)"]
+    return ", ".join(parts + ([f"{accepted} accepted"] if accepted else []))

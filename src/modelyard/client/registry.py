@@ -900,6 +900,12 @@ class Registry:
         path = f"{_checks_path(version)}/{_seg(name)}"
         return CheckResult.from_dict(self._json("PUT", path, body={"status": status, "url": url}))
 
+    def accept_scan(self, reference: str, reason: str) -> CheckResult:
+        """Accept the open findings of the registry's scan of a version, saying why (an
+        admin): its ``scan`` check passes, and the journal keeps the reason."""
+        path = f"{_checks_path(self.resolve(reference))}/scan/accept"
+        return CheckResult.from_dict(self._json("POST", path, body={"reason": reason}))
+
     def checks(self, reference: str) -> list[CheckResult]:
         """The latest result of every check reported on a version, by name."""
         data = self._json("GET", _checks_path(self.resolve(reference)))

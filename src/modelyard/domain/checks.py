@@ -1,10 +1,14 @@
 """Check results: what a checker (a scanner, a test suite in CI) reported about a version.
 
-A check is named (``scan``, ``bias-audit``) and holds the latest status reported for it on
-one version, with a details URL, who reported it and when; every report is journaled.
+A check is named (``tests``, ``bias-audit``) and holds the latest status reported for it
+on one version, with a details URL, who reported it and when; every report is journaled.
 Policies read them as ``checks.NAME = "pass"``. Only checkers report them (the
 ``version.check`` permission), and tags under ``check.`` are refused, so the author of a
 version cannot pass its checks with a tag.
+
+``scan`` is the registry's own check (``SCAN_CHECK``): the server scans every file and
+attachment itself and records the report as the check's ``details``. Nobody reports it;
+an admin may only accept its findings, with a reason.
 """
 
 from __future__ import annotations
@@ -16,10 +20,12 @@ from enum import StrEnum
 from typing import Any, Final
 from urllib.parse import urlsplit
 
-from modelyard.domain.errors import InvalidInput, InvalidName
+from modelyard.domain.errors import Forbidden, InvalidInput, InvalidName
 from modelyard.domain.models import iso, parse_iso
 
 CHECK_TAG_PREFIX: Final = "check."
+SCAN_CHECK: Final = "scan"
+SERVER_REPORTER: Final = "modelyard"  # the reporter of the checks the registry runs
 MAX_URL: Final = 2048
 CHECK_NAME_PATTERN: Final = r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}"  # also in OpenAPI
 _NAME_RE: Final = re.compile(CHECK_NAME_PATTERN)
@@ -51,6 +57,7 @@ class CheckResult:
     url: str | None
     reporter: str
     reported_at: datetime
+    details: dict[str, Any] | None = None  # what the registry's own checks found
 
     @property
     def reference(self) -> str:
@@ -65,6 +72,7 @@ class CheckResult:
             "url": self.url,
             "reporter": self.reporter,
             "reported_at": iso(self.reported_at),
+            "details": self.details,
         }
 
     @classmethod
@@ -77,6 +85,7 @@ class CheckResult:
             url=data.get("url"),
             reporter=data["reporter"],
             reported_at=parse_iso(data["reported_at"]),
+            details=data.get("details"),
         )
 
 
@@ -85,6 +94,20 @@ def validate_check_name(name: str) -> str:
         raise InvalidName(
             f"check name {name!r} is not allowed: use letters, digits, '.', '_' and '-'"
             " (1..64 characters, starting with a letter or digit)"
+        )
+    return name
+
+
+def validate_reported_check(name: str) -> str:
+    """A name a checker may report: any valid one but the registry's own ``scan``."""
+    validate_check_name(name)
+    if name == SCAN_CHECK:
+        raise Forbidden(
+            f"{SCAN_CHECK!r} is the registry's own check: the server scans every file when it"
+            " is registered, and nobody else reports it. Report your CI's scanner under its"
+            " own name (e.g. ci-scan); an admin may accept scan findings:"
+            " modelyard accept-scan REF --reason TEXT",
+            code="reserved_check",
         )
     return name
 

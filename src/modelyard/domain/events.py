@@ -91,10 +91,11 @@ class PrincipalState(TypedDict):
 
 
 class CheckState(TypedDict):
-    """A check's result as reported."""
+    """A check's result as reported; ``reason``: why an admin accepted scan findings."""
 
     status: str
     url: str | None
+    reason: NotRequired[str]
 
 
 class AttachedState(TypedDict):
@@ -336,8 +337,12 @@ class ProtectedAliasesSet(ModelEvent):
 
 @dataclass(frozen=True, slots=True)
 class VersionRegistered(VersionEvent):
+    """``scan``: the verdict of the registry's scan of its files and attachments (pass or
+    fail; None in registrations journaled before the registry scanned)."""
+
     kind: ClassVar[str] = "version.registered"
     after: VersionState
+    scan: str | None = None
 
     def describe(self) -> str:
         return f"{self.after['files']} file(s), {self.after['size']} bytes, {self.after['stage']}"

@@ -6,14 +6,17 @@ constructors; anything the scan cannot follow (a truncated stream, a bad CRC, an
 encrypted member, an archive nested too deep) fails. Formats are told by their bytes,
 never by the file's name: a pickle saved as ``model.safetensors`` is still a pickle.
 
-``scan_path`` maps the file (the one read this module does); everything else works on a
-buffer, so a large file is never copied whole into memory.
+``scan_view`` works on a buffer, so a large file is never copied whole into memory: the
+server hands it a blob's memory map (service/scans.py), and ``scan_path``, the CLI's entry
+point and the one read this module does, maps the file it is given.
 """
 
 from __future__ import annotations
 
 import ast
 import bz2
+import functools
+import hashlib
 import json
 import lzma
 import mmap
@@ -21,7 +24,7 @@ import re
 import struct
 import zipfile
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -30,6 +33,11 @@ from modelyard.domain import pickles
 from modelyard.domain.errors import InvalidInput
 
 Verdict = Literal["pass", "safe", "unknown", "fail"]
+# Raised whenever a change to this module can change a verdict: stored verdicts reached by
+# an older scanner are then stale, and the server scans their versions again.
+SCANNER_VERSION = 1
+MAX_STORED_ENTRIES = 1000
+MAX_STORED_FINDINGS = 200
 
 # -- the allowlist ------------------------------------------------------------------------------
 
@@ -107,6 +115,20 @@ class Allowlist:
         if public and module in self.modules:
             return True
         return any(family.covers(module, name) for family in self.families)
+
+    @functools.cached_property
+    def fingerprint(self) -> str:
+        """What a verdict was reached under: this allowlist and the scanner's own rules
+        (``SCANNER_VERSION``), so a change to either shows which verdicts are stale."""
+        canonical = json.dumps(
+            {
+                "scanner": SCANNER_VERSION,
+                "names": sorted(map(list, self.names)),
+                "modules": sorted(self.modules),
+                "families": sorted(f.package for f in self.families),
+            }
+        )
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
     def extended(self, other: Allowlist) -> Allowlist:
         return Allowlist(
@@ -253,6 +275,54 @@ class ScanReport:
             "findings": [f.as_dict() for f in self.findings],
         }
 
+    def stored(self, allow: Allowlist) -> dict[str, Any]:
+        """The report as the registry keeps it with the version's scan check: capped (an
+        archive of 10,000 members is one row, not a megabyte), with the totals, and the
+        fingerprint of the allowlist the verdict was reached under."""
+        return {
+            **self.as_dict(),
+            "files": [e.as_dict() for e in self.entries[:MAX_STORED_ENTRIES]],
+            "findings": [f.as_dict() for f in self.findings[:MAX_STORED_FINDINGS]],
+            "files_total": len(self.entries),
+            "findings_total": len(self.findings),
+            "allowlist": allow.fingerprint,
+        }
+
+
+# -- the report as stored, and findings an admin accepted --------------------------------------
+
+
+def finding_key(finding: Mapping[str, Any]) -> str:
+    """What an acceptance names of a stored finding: the file, the reason and the import
+    (not the offset: accepting ``model.pkl`` importing ``acme.Model`` accepts each use)."""
+    return f"{finding['path']}|{finding['reason']}|{finding.get('import') or ''}"
+
+
+def open_findings(details: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The stored findings no acceptance covers."""
+    accepted = {key for a in details.get("accepted", ()) for key in a["findings"]}
+    return [f for f in details["findings"] if finding_key(f) not in accepted]
+
+
+def stored_verdict(details: Mapping[str, Any]) -> Literal["pass", "fail"]:
+    """Pass when every finding is accepted. A report whose findings were cut at
+    ``MAX_STORED_FINDINGS`` fails: findings nobody can see cannot have been accepted."""
+    truncated = details["findings_total"] > len(details["findings"])
+    return "fail" if truncated or open_findings(details) else "pass"
+
+
+def keep_acceptances(new: dict[str, Any], old: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A new report of a version (a re-scan, evidence attached) with the acceptances of
+    its old one that still name a finding it has: an acceptance outlives a re-scan that
+    finds the same thing, never one that finds something else."""
+    keys = {finding_key(f) for f in new["findings"]}
+    kept = []
+    for acceptance in (old or {}).get("accepted", ()):
+        still = [k for k in acceptance["findings"] if k in keys]
+        if still:
+            kept.append({**acceptance, "findings": still})
+    return {**new, "accepted": kept} if kept else new
+
 
 @dataclass(frozen=True)
 class Limits:
@@ -266,10 +336,17 @@ class Limits:
 # -- scanning -----------------------------------------------------------------------------------
 
 
+def scan_view(
+    name: str, view: memoryview, allow: Allowlist = DEFAULT_ALLOWLIST, limits: Limits = Limits()
+) -> ScanReport:
+    """Scan one file's bytes, given as a buffer (a memory map pages in only what is read)."""
+    return _Scan(allow, limits).run(name, view)
+
+
 def scan_bytes(
     name: str, data: bytes, allow: Allowlist = DEFAULT_ALLOWLIST, limits: Limits = Limits()
 ) -> ScanReport:
-    return _Scan(allow, limits).run(name, memoryview(data))
+    return scan_view(name, memoryview(data), allow, limits)
 
 
 def scan_path(
@@ -279,11 +356,11 @@ def scan_path(
     label = name or str(path)
     with path.open("rb") as file:
         if path.stat().st_size == 0:
-            return _Scan(allow, limits).run(label, memoryview(b""))
+            return scan_view(label, memoryview(b""), allow, limits)
         with mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
             view = memoryview(mapped)
             try:
-                return _Scan(allow, limits).run(label, view)
+                return scan_view(label, view, allow, limits)
             finally:
                 view.release()
 

@@ -11,8 +11,8 @@ from modelyard.domain.access import Caller, Permission
 from modelyard.domain.checks import (
     CheckResult,
     CheckStatus,
-    validate_check_name,
     validate_check_url,
+    validate_reported_check,
 )
 from modelyard.domain.errors import NotFound
 from modelyard.domain.events import CheckState, VersionCheckReported
@@ -39,7 +39,7 @@ class ChecksService:
     ) -> CheckResult:
         """Record the result of ``check`` on a version: the latest one counts."""
         validate_model_name(model)
-        validate_check_name(check)
+        validate_reported_check(check)
         verdict = CheckStatus.parse(status)
         url = validate_check_url(url)
         self.access.require(caller, Permission.REPORT_CHECK, model)

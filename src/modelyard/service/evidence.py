@@ -46,6 +46,7 @@ from modelyard.domain.names import validate_file_path, validate_model_name
 from modelyard.service.access import AccessControl
 from modelyard.service.blobs import BlobService, check_inline
 from modelyard.service.checks import version_id_or_404
+from modelyard.service.scans import ScanService
 from modelyard.storage.db.store import Database, Reader, Writer, now_us
 
 # Reads a range of an attachment's bytes, as a file download does (start, end).
@@ -63,10 +64,13 @@ class NewEvidence:
 
 
 class EvidenceService:
-    def __init__(self, db: Database, access: AccessControl, blobs: BlobService) -> None:
+    def __init__(
+        self, db: Database, access: AccessControl, blobs: BlobService, scans: ScanService
+    ) -> None:
         self.db = db
         self.access = access
         self._blobs = blobs
+        self._scans = scans
 
     # -- attachments ---------------------------------------------------------------------------
 
@@ -81,6 +85,7 @@ class EvidenceService:
         validate_model_name(name)
         self.access.require(caller, Permission.ATTACH, name)
         new = self.prepare(files)
+        scanned = self._scans.scan((), [f.entry for f in new.attachments], new.inline)
         with self.db.write() as tx:
             version_id = version_id_or_404(tx, name, number)
             taken = {a.path for a in tx.attachments(version_id)}
@@ -92,7 +97,9 @@ class EvidenceService:
                     code="attachment_exists",
                 )
             validate_attachments(new.attachments, existing=taken)
-            return self._insert(tx, caller, name, number, version_id, new, now_us())
+            attached = self._insert(tx, caller, name, number, version_id, new, now_us())
+            self._scans.rescan_attached(tx, caller, name, number, version_id, scanned)
+            return attached
 
     def attachments(self, caller: Caller, name: str, number: int) -> list[Attachment]:
         """A version's attachments, by path."""

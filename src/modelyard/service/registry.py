@@ -76,6 +76,7 @@ from modelyard.service.lifecycle import LifecycleService
 from modelyard.service.mlflow_source import MlflowSources
 from modelyard.service.online import OnlineMetricsService
 from modelyard.service.outbound import OutboundPolicy
+from modelyard.service.scans import ScanService
 from modelyard.service.sessions import SessionService
 from modelyard.service.webhooks import WebhookService
 from modelyard.storage.blobs import BlobStore
@@ -100,8 +101,9 @@ class RegistryService(Comparisons, BlobService):
         self.identity = IdentityService(db, self.access)
         self.lifecycle = LifecycleService(db, self.access)
         self.checks = ChecksService(db, self.access)
+        self.scans = ScanService(db, self.access, self)
         self.online = OnlineMetricsService(db, self.access, self.page_tokens)
-        self.evidence = EvidenceService(db, self.access, self)
+        self.evidence = EvidenceService(db, self.access, self, self.scans)
         self.sessions = SessionService(db, self.access, self.identity, self.key)
         self.feed = EventFeed(self)
         # Where webhooks may send: https to global addresses unless configured otherwise.
@@ -335,6 +337,9 @@ class RegistryService(Comparisons, BlobService):
             framework, fmt = detect_framework(f.path for f in spec.files)
         digest = manifest_digest(spec.files)
         size = sum(f.size for f in spec.files)
+        scanned = self.scans.scan(
+            spec.files, [a.entry for a in evidence.attachments], {**inline, **evidence.inline}
+        )
         with self.db.write() as tx:
             self._require_blobs(tx, caller, spec.files, inline)
             model = tx.lock_model(name)
@@ -401,8 +406,11 @@ class RegistryService(Comparisons, BlobService):
                 aliases=(),
                 origin=spec.origin,
             )
+            verdict = self.scans.record(tx, version_id, self.scans.details(scanned), now)
             tx.append_event(
-                caller, VersionRegistered(name, number, version_state(version)), now=now
+                caller,
+                VersionRegistered(name, number, version_state(version), scan=verdict),
+                now=now,
             )
             self.evidence.record_new(tx, caller, version, version_id, model_id, evidence, inline)
         return version

@@ -10,11 +10,11 @@ from starlette.responses import Response
 
 from modelyard.api.deps import caller, json_response, needs, service
 from modelyard.api.routes.models import Name, Number
-from modelyard.api.schemas import CheckIn, CheckListOut, CheckOut
+from modelyard.api.schemas import CheckIn, CheckListOut, CheckOut, ScanAcceptIn
 
 router = APIRouter(prefix="/api/v1/models", tags=["checks"])
 # The service validates check names (one rule, one error code).
-CheckName = Annotated[str, Path(description="Check name, e.g. scan")]
+CheckName = Annotated[str, Path(description="Check name, e.g. bias-audit")]
 
 
 @router.put(
@@ -30,6 +30,18 @@ def report_check(
     result = service(request).checks.report(
         caller(request), name, number, check, status=body.status, url=body.url
     )
+    return json_response(result.as_dict())
+
+
+@router.post(
+    "/{name}/versions/{number}/checks/scan/accept",
+    response_model=CheckOut,
+    openapi_extra=needs("registry.admin"),
+)
+def accept_scan(name: Name, number: Number, body: ScanAcceptIn, request: Request) -> Response:
+    """Accept the open findings of the registry's scan of a version, saying why (admins):
+    the check passes, and the journal keeps who accepted what and the reason."""
+    result = service(request).scans.accept(caller(request), name, number, body.reason)
     return json_response(result.as_dict())
 
 

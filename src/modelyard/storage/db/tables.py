@@ -177,6 +177,8 @@ version_checks = Table(
     Column("url", String(2048), nullable=True),
     Column("reporter", String(256), nullable=False),
     Column("reported_at", BigInteger, nullable=False),
+    # JSON: what the check found, for the checks the registry runs itself (the scan report).
+    Column("details", Text, nullable=True),
 )
 
 aliases = Table(

@@ -12,9 +12,11 @@ from starlette.responses import Response
 
 from modelyard.api.streaming import stream_version_file
 from modelyard.domain.access import Permission
+from modelyard.domain.checks import SCAN_CHECK
 from modelyard.domain.events import describe
 from modelyard.domain.online import MAX_SERIES_POINTS
 from modelyard.domain.overview import top_stage
+from modelyard.domain.scanning import open_findings
 from modelyard.web.charts import metric_chart
 from modelyard.web.evidence import shown
 from modelyard.web.links import commit_url, web_url
@@ -48,6 +50,9 @@ def version_page(request: Request, name: str, number: Number, online: Text = Non
     evidence = service.evidence.attachments(caller, name, number)
     source = version.source
     compare = {"a": f"{name}@{top}", "b": version.reference}
+    checks = service.checks.results(caller, name, number)
+    scan = next((c for c in checks if c.name == SCAN_CHECK), None)
+    scan_details = scan.details if scan and scan.details else None
     return page(
         request,
         "version.html",
@@ -63,6 +68,10 @@ def version_page(request: Request, name: str, number: Number, online: Text = Non
         card=service.evidence.card(caller, name, number),
         attachments=shown(service, name, number, evidence),
         comments=service.evidence.comments(caller, model=name, version=number),
+        checks=checks,
+        scan=scan,
+        scan_findings=open_findings(scan_details) if scan_details else [],
+        scan_accepted=scan_details.get("accepted", []) if scan_details else [],
         online=latest,
         online_metric=chosen,
         max_points=MAX_SERIES_POINTS,

@@ -1,0 +1,263 @@
+"""The registry's own check, ``scan``: every file and attachment read on the server.
+
+A model file is code (a pickle runs what it imports), so the verdict cannot come from the
+author's CI: the server scans the bytes it holds (domain/scanning.py) and records the
+report as the ``scan`` check's details, which nobody else may report. Scanning reads blobs,
+possibly large ones, so it runs before the transaction that records it: the registration
+(the verdict in its ``version.registered`` event), attaching evidence, or a re-scan.
+
+The verdict is kept with the fingerprint of the allowlist (and scanner) that reached it.
+When the server starts under another one, ``rescan_stale`` scans those versions again,
+and versions registered before the registry scanned get their first verdict. An admin
+may accept findings with a reason; an acceptance outlives a re-scan that finds the same.
+"""
+
+from __future__ import annotations
+
+import mmap
+import tempfile
+import threading
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any, BinaryIO
+
+from modelyard.domain.access import Caller, Permission
+from modelyard.domain.checks import SCAN_CHECK, SERVER_REPORTER, CheckResult
+from modelyard.domain.errors import Conflict, InvalidInput, NotFound
+from modelyard.domain.events import CheckState, VersionCheckReported
+from modelyard.domain.manifest import FileEntry
+from modelyard.domain.names import validate_model_name
+from modelyard.domain.references import Reference, RefKind
+from modelyard.domain.scanning import (
+    DEFAULT_ALLOWLIST,
+    Allowlist,
+    Entry,
+    Finding,
+    ScanReport,
+    finding_key,
+    keep_acceptances,
+    open_findings,
+    scan_view,
+    stored_verdict,
+)
+from modelyard.service.access import AccessControl
+from modelyard.service.blobs import BlobService
+from modelyard.service.checks import version_id_or_404
+from modelyard.storage.blobs.local import LocalBlobStore
+from modelyard.storage.db.store import Database, Writer, now_us
+
+SCANNER = Caller(name="modelyard:scanner")  # the actor of the verdicts the server changes
+ATTACHMENTS = "attachments/"  # how a report names an attachment: beside the files, apart
+MAX_REASON = 1000
+
+
+class ScanService:
+    def __init__(self, db: Database, access: AccessControl, blobs: BlobService) -> None:
+        self.db = db
+        self.access = access
+        self.blobs = blobs
+        self.allow: Allowlist = DEFAULT_ALLOWLIST  # open_service extends it from config
+
+    def scan(
+        self,
+        files: Iterable[FileEntry],
+        attachments: Iterable[FileEntry] = (),
+        inline: Mapping[str, bytes] | None = None,
+    ) -> ScanReport:
+        """Scan the bytes of each file and attachment. A blob the registry does not hold is
+        left out: the transaction that follows refuses it as missing."""
+        labelled = [*((f.path, f.sha256) for f in files)]
+        labelled += [(ATTACHMENTS + a.path, a.sha256) for a in attachments]
+        report = ScanReport((), ())
+        for label, digest in labelled:
+            with self._bytes(digest, inline or {}) as view:
+                if view is not None:
+                    report = report.merged(scan_view(label, view, self.allow))
+        return report
+
+    def details(self, report: ScanReport, old: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """The report as the check keeps it, with ``old``'s acceptances that still apply."""
+        return keep_acceptances(report.stored(self.allow), old)
+
+    def record(self, tx: Writer, version_id: int, details: dict[str, Any], now: int) -> str:
+        """Write the ``scan`` check; return its status. The caller journals it."""
+        status = stored_verdict(details)
+        tx.put_check(
+            version_id,
+            SCAN_CHECK,
+            {
+                "status": status,
+                "url": None,
+                "reporter": SERVER_REPORTER,
+                "reported_at": now,
+                "details": details,
+            },
+        )
+        return status
+
+    def update(
+        self,
+        tx: Writer,
+        caller: Caller,
+        model: str,
+        number: int,
+        version_id: int,
+        details: dict[str, Any],
+        reason: str | None = None,
+    ) -> None:
+        """Replace a version's scan check, journaled when its status changes or nothing
+        else in the transaction is: every change is on the record (and moves the stamp
+        that every cache is keyed on), a verdict attaching evidence kept needs no event
+        beside ``version.attached``."""
+        before = tx.checks(version_id, SCAN_CHECK)
+        now = now_us()
+        status = self.record(tx, version_id, details, now)
+        old = before[0].status.value if before else None
+        if old == status and reason is None and tx.journaled:
+            return
+        after: CheckState = {"status": status, "url": None}
+        if reason is not None:
+            after["reason"] = reason
+        event = VersionCheckReported(
+            model=model,
+            version=number,
+            check=SCAN_CHECK,
+            before=None if not before else {"status": old or "", "url": None},
+            after=after,
+        )
+        tx.append_event(caller, event, now=now)
+
+    def rescan_attached(
+        self, tx: Writer, caller: Caller, model: str, number: int, version_id: int, new: ScanReport
+    ) -> None:
+        """Evidence attached to a version: its report grows by what the new files show."""
+        current = tx.checks(version_id, SCAN_CHECK)
+        old = current[0].details if current else None
+        merged = new if old is None else _report_of(old).merged(new)
+        self.update(tx, caller, model, number, version_id, self.details(merged, old))
+
+    def rescan_stale(self, stop: threading.Event | None = None) -> int:
+        """Scan every version whose verdict another allowlist or scanner reached, or which
+        has none; return how many were scanned. ``stop`` ends it between two versions."""
+        fingerprint = self.allow.fingerprint
+        with self.db.read() as tx:
+            stale = [
+                (version_id, model, number, details)
+                for version_id, model, number, details in tx.scan_details()
+                if details is None or details.get("allowlist") != fingerprint
+            ]
+        done = 0
+        for version_id, model, number, old in stale:
+            if stop is not None and stop.is_set():
+                break
+            with self.db.read() as tx:
+                files = tx.load_versions([version_id])
+                attachments = [
+                    FileEntry(a.path, a.size, a.sha256) for a in tx.attachments(version_id)
+                ]
+            if not files:
+                continue  # deleted since
+            report = self.scan(files[0].files, attachments)
+            with self.db.write() as tx:
+                if tx.resolve_id(Reference(model, RefKind.NUMBER, number)) != version_id:
+                    continue  # deleted while it was scanned
+                self.update(tx, SCANNER, model, number, version_id, self.details(report, old))
+            done += 1
+        return done
+
+    def accept(self, caller: Caller, model: str, number: int, reason: str) -> CheckResult:
+        """An admin accepts the open findings of a version's scan, saying why: the check
+        passes, and the journal keeps who accepted what and the reason."""
+        validate_model_name(model)
+        reason = _reason(reason)
+        self.access.require(caller, Permission.ADMIN)
+        with self.db.write() as tx:
+            version_id = version_id_or_404(tx, model, number)
+            current = tx.checks(version_id, SCAN_CHECK)
+            if not current or current[0].details is None:
+                raise NotFound(f"{model}/{number} has not been scanned yet", code="not_scanned")
+            details = current[0].details
+            findings = open_findings(details)
+            if not findings:
+                raise Conflict(
+                    f"{model}/{number}'s scan has no open finding to accept",
+                    code="nothing_to_accept",
+                )
+            acceptance = {
+                "by": caller.name,
+                "reason": reason,
+                "at": now_us(),
+                "findings": [finding_key(f) for f in findings],
+            }
+            accepted = {**details, "accepted": [*details.get("accepted", ()), acceptance]}
+            self.update(tx, caller, model, number, version_id, accepted, reason=reason)
+            return tx.checks(version_id, SCAN_CHECK)[0]
+
+    def report(self, caller: Caller, model: str, number: int) -> CheckResult | None:
+        """The version's scan check (its report in ``details``), for whoever sees the model:
+        the findings name files and imports, not their bytes."""
+        validate_model_name(model)
+        self.access.require(caller, Permission.VIEW, model)
+        with self.db.read() as tx:
+            found = tx.checks(version_id_or_404(tx, model, number), SCAN_CHECK)
+        return found[0] if found else None
+
+    @contextmanager
+    def _bytes(self, digest: str, inline: Mapping[str, bytes]) -> Iterator[memoryview | None]:
+        """A blob's bytes as a buffer: inline or kept in the database as they are, a local
+        blob mapped in place, any other store's copied to a temporary file and mapped."""
+        content = inline.get(digest)
+        if content is None:
+            with self.db.read() as tx:
+                content = tx.blob_content(digest)
+        if content is not None:
+            yield memoryview(content)
+            return
+        store = self.blobs.blobs
+        handle: BinaryIO
+        if isinstance(store, LocalBlobStore):
+            try:
+                handle = store.path_of(digest).open("rb")
+            except FileNotFoundError:
+                yield None
+                return
+        else:
+            handle = tempfile.TemporaryFile()  # noqa: SIM115 (closed below)
+            try:
+                for chunk in store.read(digest):
+                    handle.write(chunk)
+            except NotFound:
+                handle.close()
+                yield None
+                return
+            handle.flush()
+        with handle:
+            if handle.seek(0, 2) == 0:
+                yield memoryview(b"")
+                return
+            with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+                view = memoryview(mapped)
+                try:
+                    yield view
+                finally:
+                    view.release()
+
+
+def _report_of(details: Mapping[str, Any]) -> ScanReport:
+    """A stored report read back as one (to merge a later scan into)."""
+    entries = tuple(
+        Entry(e["path"], e["format"], e["verdict"], e.get("note", "")) for e in details["files"]
+    )
+    findings = tuple(
+        Finding(f["path"], f["reason"], f["message"], f.get("offset"), f.get("import"))
+        for f in details["findings"]
+    )
+    return ScanReport(entries, findings)
+
+
+def _reason(reason: str) -> str:
+    if not isinstance(reason, str) or not reason.strip():
+        raise InvalidInput("say why the findings are accepted: --reason TEXT")
+    if len(reason) > MAX_REASON:
+        raise InvalidInput(f"a reason is at most {MAX_REASON} characters")
+    return reason.strip()
