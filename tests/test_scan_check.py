@@ -20,7 +20,7 @@ from modelyard.domain.access import Caller, Reach
 from modelyard.domain.errors import Conflict, Forbidden, InvalidInput, PolicyFailed
 from modelyard.domain.evidence import AttachmentIn
 from modelyard.domain.manifest import FileEntry
-from modelyard.domain.scanning import Allowlist
+from modelyard.domain.scanning import MAX_STORED_FINDINGS, Allowlist
 from modelyard.domain.versions import NewVersion
 from modelyard.service import RegistryService
 from modelyard.storage.blobs import MemoryBlobStore
@@ -287,3 +287,25 @@ def test_the_cli_lists_the_findings_and_an_admin_accepts_them(tmp_path: Path) ->
     assert json.loads(accepted.ok().stdout)["status"] == "pass"
     [scan] = json.loads(listed.ok().stdout)["items"]
     assert scan["details"]["accepted"][0]["reason"] == "our own class"
+
+
+def test_findings_cut_from_a_report_still_fail_it_after_evidence_is_attached(
+    service: RegistryService,
+) -> None:
+    """The attack: so many findings that the report is cut, then a clean attachment (the
+    merged report fits its caps again), then an admin accepting every finding shown."""
+    p = people(service)
+    many = {f"m{i:03}.pkl": SYSTEM + bytes([i % 256]) for i in range(MAX_STORED_FINDINGS + 5)}
+    number = register(service, p.ds, many)
+    status, details = scan_of(service, p.ds, number)
+    assert (status, details["findings_total"], len(details["findings"])) == (
+        "fail",
+        MAX_STORED_FINDINGS + 5,
+        MAX_STORED_FINDINGS,
+    )
+    plot = AttachmentIn("plot.png", 4, hashlib.sha256(b"\x89PNG").hexdigest(), b"\x89PNG")
+    service.evidence.attach(p.ds, "churn", number, [plot])
+    accepted = service.scans.accept(p.admin, "churn", number, "every one I was shown")
+    assert accepted.status.value == "fail"
+    assert accepted.details is not None
+    assert accepted.details["findings_total"] == MAX_STORED_FINDINGS + 5

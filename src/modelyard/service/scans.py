@@ -130,11 +130,17 @@ class ScanService:
     def rescan_attached(
         self, tx: Writer, caller: Caller, model: str, number: int, version_id: int, new: ScanReport
     ) -> None:
-        """Evidence attached to a version: its report grows by what the new files show."""
+        """Evidence attached to a version: its report grows by what the new files show.
+        What the old report left out past its caps still counts (and fails it): nobody
+        saw those findings, so nobody can have accepted them."""
         current = tx.checks(version_id, SCAN_CHECK)
         old = current[0].details if current else None
         merged = new if old is None else _report_of(old).merged(new)
-        self.update(tx, caller, model, number, version_id, self.details(merged, old))
+        details = self.details(merged, old)
+        if old is not None:
+            details["files_total"] += old["files_total"] - len(old["files"])
+            details["findings_total"] += old["findings_total"] - len(old["findings"])
+        self.update(tx, caller, model, number, version_id, details)
 
     def rescan_stale(self, stop: threading.Event | None = None) -> int:
         """Scan every version whose verdict another allowlist or scanner reached, or which
