@@ -339,6 +339,10 @@ SAMPLES: dict[tuple[str, str], Sample] = {
         params={**V, "check": "audit"}, json={"status": "pass", "url": "https://ci.example/1"}
     ),
     ("GET", "/api/v1/models/{name}/versions/{number}/checks"): Sample(params=V),
+    # The samples' files are clean: an admin finds nothing to accept.
+    ("POST", "/api/v1/models/{name}/versions/{number}/checks/scan/accept"): Sample(
+        params=V, json={"reason": "read it"}, scope=REGISTRY, refusal=(409, "nothing_to_accept")
+    ),
     ("POST", "/api/v1/models/{name}/versions/{number}/online-metrics"): Sample(
         params=V, json={"metrics": {"auc": 0.8, "latency_p99_ms": 12.5}}
     ),
