@@ -381,6 +381,8 @@ SAMPLES: dict[tuple[str, str], Sample] = {
     ("POST", "/api/v1/webhooks/{webhook_id}/redeliver"): Sample(
         params=W, json={"first_seq": 1, "last_seq": 50}, scope="webhook"
     ),
+    ("GET", "/api/v1/keys"): Sample(),
+    ("GET", "/api/v1/models/{name}/versions/{number}/signatures"): Sample(params=V),
     ("GET", "/api/v1/compare"): Sample(query={"a": "m-{role}/1", "b": "m-{role}@candidate"}),
     ("GET", "/api/v1/gate"): Sample(
         query={"challenger": "m-{role}@candidate", "against": "champion", "metric": "auc"}

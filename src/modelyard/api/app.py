@@ -35,6 +35,7 @@ from modelyard.api.routes import (
     models,
     online,
     resolve,
+    signing,
     versions,
     webhooks,
 )
@@ -172,6 +173,7 @@ def create_app(
         online,
         evidence,
         webhooks,
+        signing,
         mlflow,
     ):
         app.include_router(module.router)

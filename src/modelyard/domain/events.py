@@ -438,6 +438,23 @@ class CommentAdded(VersionEvent):
         return f"comment {self.comment}{on}"
 
 
+@dataclass(frozen=True, slots=True)
+class VersionSigned(VersionEvent):
+    """A signature of the version's manifest kept: the registry's own on promotion into a
+    protected stage (``signer`` registry, ``stage`` the stage entered), or a user's.
+    ``payload_sha256`` is the digest of the signed statement, which vouches for it."""
+
+    kind: ClassVar[str] = "version.signed"
+    signer: str
+    key_id: str
+    payload_sha256: str
+    stage: str | None = None
+
+    def describe(self) -> str:
+        on = f" on entering {self.stage}" if self.stage else ""
+        return f"signed by {self.signer} (key {self.key_id[:12]}){on}"
+
+
 # -- aliases ----------------------------------------------------------------------------------
 
 
@@ -746,6 +763,7 @@ CATALOGUE: Mapping[str, type[JournalEvent]] = {
         VersionAttached,
         VersionCardEdited,
         CommentAdded,
+        VersionSigned,
         AliasSet,
         AliasDeleted,
         RequestOpened,

@@ -36,6 +36,7 @@ from modelyard.domain.events import (
     VersionCardEdited,
     VersionDeleted,
     VersionRegistered,
+    VersionSigned,
     VersionStaged,
     decode,
     of_kind,
@@ -59,6 +60,7 @@ from modelyard.domain.references import Reference, RefKind, parse_reference
 from modelyard.domain.rules import Subject
 from modelyard.service.access import AccessControl
 from modelyard.service.caches import StampedCache
+from modelyard.service.signing import SigningService
 from modelyard.storage.db.store import Database, Reader, Writer, now_us
 
 # Whoever may not see the model is told what reviewing takes, whether the request exists or
@@ -81,6 +83,8 @@ class LifecycleService:
         self._periods: StampedCache[tuple[str, tuple[str, ...]], tuple[StagePeriod, ...]] = (
             StampedCache(lambda key: db.model_stamp(key[0]))
         )
+        # What enters a protected stage is signed in the move's transaction (_move).
+        self.signing = SigningService(db, access, self.policy_in_force)
 
     # -- policies -----------------------------------------------------------------------------
 
@@ -471,13 +475,14 @@ class LifecycleService:
         self, caller: Caller, model: str, *, limit: int = 1000, before: int | None = None
     ) -> list[Event]:
         """Every stage move, alias change, request and approval of a model, and its evidence
-        (attachments, card edits, comments), oldest first: the newest ``limit`` of them
-        (before seq ``before``, to page back)."""
+        (attachments, card edits, comments, signatures), oldest first: the newest ``limit``
+        of them (before seq ``before``, to page back)."""
         self.access.require(caller, Permission.VIEW, model)
         kinds = (
             *HISTORY_KINDS,
             *REQUEST_KINDS,
             *EVIDENCE_KINDS,
+            VersionSigned.kind,
             VersionDeleted.kind,
             PolicyApplied.kind,
         )
@@ -587,8 +592,9 @@ class LifecycleService:
         reason: str,
         **context: Any,
     ) -> None:
-        """Change a version's stage, demote the occupant of an exclusive target, journal
-        both, and invalidate the model's open requests that this change overtakes.
+        """Change a version's stage (signing it on entering a protected one), demote the
+        occupant of an exclusive target, journal both, and invalidate the model's open
+        requests that this change overtakes.
 
         ``context``: the other fields of the ``VersionStaged`` event (comment, request...).
         """
@@ -610,6 +616,8 @@ class LifecycleService:
             **context,
         )
         tx.append_event(caller, moved, now=now)
+        if target is not None and target.protected:
+            self.signing.sign_on_entry(tx, caller, version_id, version, to_stage, now)
         for occupant in displaced:
             assert target is not None
             tx.set_stage(occupant.id, target.demote_to, now)
