@@ -698,3 +698,16 @@ class SignaturesOut(BaseModel):
     stage: str
     protected: bool = Field(description="Whether the stage is protected: clients verify then.")
     signatures: list[SignatureOut]
+
+
+class KeyIn(_Strict):
+    pem: StrictStr = Field(
+        max_length=4096, description="An ECDSA P-256 public key, PEM (-----BEGIN PUBLIC KEY-----)."
+    )
+
+
+class SignatureIn(_Strict):
+    bundle: dict[str, Any] = Field(
+        description="A Sigstore bundle signing the version's files (OpenSSF model-signing"
+        " v1.0), by a key registered to the caller."
+    )

@@ -629,6 +629,18 @@ class SessionEnded(PrincipalEvent):
 
 
 @dataclass(frozen=True, slots=True)
+class KeyRegistered(PrincipalEvent):
+    """A public key registered to a user or service account: versions it signs count as
+    signed by them (a policy's ``signed_by``). The subject is the key's holder."""
+
+    kind: ClassVar[str] = "key.registered"
+    key_id: str
+
+    def describe(self) -> str:
+        return f"signing key {self.key_id[:12]}"
+
+
+@dataclass(frozen=True, slots=True)
 class GrantSet(ScopeEvent):
     kind: ClassVar[str] = "grant.set"
     principal: str
@@ -780,6 +792,7 @@ CATALOGUE: Mapping[str, type[JournalEvent]] = {
         PasswordSet,
         SessionStarted,
         SessionEnded,
+        KeyRegistered,
         GrantSet,
         GrantRevoked,
         GarbageCollected,

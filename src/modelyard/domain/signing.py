@@ -36,8 +36,6 @@ PAYLOAD_TYPE: Final = "application/vnd.in-toto+json"
 STATEMENT_TYPE: Final = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE: Final = "https://model_signing/signature/v1.0"
 BUNDLE_MEDIA_TYPE: Final = "application/vnd.dev.sigstore.bundle.v0.3+json"
-# Every file of the largest version (10,000 paths of up to 1 KiB) fits, with room.
-MAX_BUNDLE_BYTES: Final = 16 * 1024 * 1024
 # Who signed, when it was the registry itself (promotion); a user's signature names them.
 REGISTRY_SIGNER: Final = "registry"
 _PEM_BLOCK = re.compile(
@@ -146,6 +144,17 @@ class SigningKey:
         }
 
 
+def public_key_of(pem: bytes, where: str) -> PublicKey:
+    """The public key a PEM file holds, or a private key's public part (what a user
+    registers: the private key stays where it is)."""
+    if b"PRIVATE KEY-----" in pem:
+        return SigningKey.from_pem(pem, where).public
+    try:
+        return PublicKey.from_pem(pem)
+    except InvalidInput as exc:
+        raise InvalidInput(f"{where}: {exc.message}", code=exc.code) from None
+
+
 def statement(name: str, files: Sequence[FileEntry]) -> dict[str, Any]:
     """The in-toto statement over a manifest, as model-signing v1.0 serialises by files."""
     ordered = sorted(files, key=lambda f: f.path)
@@ -173,11 +182,11 @@ def payload_digest(bundle: Mapping[str, Any]) -> str:
     return hashlib.sha256(_decoded(_envelope(bundle)["payload"], "payload")).hexdigest()
 
 
-def read_pem_keys(text: bytes) -> list[PublicKey]:
+def read_pem_keys(text: bytes, where: str) -> list[PublicKey]:
     """Every ``PUBLIC KEY`` block of a file (MODELYARD_TRUSTED_KEYS pins such a file)."""
-    keys = [PublicKey.from_pem(block) for block in _PEM_BLOCK.findall(text)]
+    keys = [public_key_of(block, where) for block in _PEM_BLOCK.findall(text)]
     if not keys:
-        raise InvalidInput("no -----BEGIN PUBLIC KEY----- block found", code="invalid_key")
+        raise InvalidInput(f"{where}: no -----BEGIN PUBLIC KEY----- block", code="invalid_key")
     return keys
 
 
@@ -274,7 +283,7 @@ def verify_version(
     if not good:
         untrusted = sorted({s.key_id for s in signatures})
         why = (
-            f"signed only by keys the registry does not publish: {', '.join(untrusted)}"
+            f"signed only by keys that are not trusted here: {', '.join(untrusted)}"
             if untrusted
             else "not signed"
         )

@@ -217,7 +217,7 @@ class LifecycleService:
                 )
             if version.stage == to_stage:
                 raise Conflict(f"{version.reference} is already in {to_stage}", code="no_change")
-            candidate = _subject(tx, version, version_id)
+            candidate = self._subject(tx, version, version_id)
             current = self._current(tx, ref.model, to_stage)
             evaluation = _with_version(
                 policy.evaluate(to_stage, candidate, current), policy_version
@@ -351,7 +351,7 @@ class LifecycleService:
             policy, policy_version = self.policy_in_force(tx, request.model)
             ref = Reference(request.model, RefKind.NUMBER, request.version)
             version, version_id = self._version(tx, ref)
-            candidate = _subject(tx, version, version_id)
+            candidate = self._subject(tx, version, version_id)
             current = self._current(tx, request.model, request.to_stage)
             return _with_version(
                 policy.evaluate(request.to_stage, candidate, current), policy_version
@@ -571,7 +571,19 @@ class LifecycleService:
         occupants = tx.stage_occupants(_model_id(tx, model), stage)
         if not occupants:
             return None
-        return _subject(tx, self._load(tx, occupants[0].id), occupants[0].id)
+        return self._subject(tx, self._load(tx, occupants[0].id), occupants[0].id)
+
+    def _subject(self, tx: Reader, version: Version, version_id: int) -> Subject:
+        """What a policy reads of a version: its fields, its checks, its card, the newest
+        value of each of its online metrics, and who signed it."""
+        card = tx.card(version_id)
+        return Subject(
+            version,
+            tx.check_statuses(version_id),
+            card.text if card else None,
+            tx.online_latest(version_id),
+            self.signing.signers(tx, version_id, version.files),
+        )
 
     def _snapshot(self, tx: Reader, model_id: int, version_id: int, stage: str) -> dict[str, Any]:
         return {
@@ -647,7 +659,7 @@ class LifecycleService:
         """Carry out an approved request, evaluating the policy once more."""
         ref = Reference(request.model, RefKind.NUMBER, request.version)
         version, version_id = self._version(tx, ref)
-        candidate = _subject(tx, version, version_id)
+        candidate = self._subject(tx, version, version_id)
         current = self._current(tx, request.model, request.to_stage)
         evaluation = _with_version(
             policy.evaluate(request.to_stage, candidate, current), policy_version
@@ -750,18 +762,6 @@ class LifecycleService:
         if approving and any(a.approver == caller.name for a in request.approvals):
             return Conflict(f"{caller.name} already approved request {request.id}")
         return None
-
-
-def _subject(tx: Reader, version: Version, version_id: int) -> Subject:
-    """What a policy rule reads of a version: its fields, its checks, its card and the
-    newest value of each of its online metrics."""
-    card = tx.card(version_id)
-    return Subject(
-        version,
-        tx.check_statuses(version_id),
-        card.text if card else None,
-        tx.online_latest(version_id),
-    )
 
 
 def _model_id(tx: Reader, model: str) -> int:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 
 from sqlalchemy import Connection, insert, select
 
@@ -16,10 +17,18 @@ class SignaturesReader:
     conn: Connection
 
     def signing_keys(self) -> list[PublishedKey]:
-        """Every key that signs versions, the registry's first, then by owner and age."""
-        stmt = select(
-            signing_keys.c.key_id, signing_keys.c.pem, principals.c.name, signing_keys.c.created_at
-        ).outerjoin(principals, signing_keys.c.principal_id == principals.c.id)
+        """Every key whose signatures count: the registry's first, then its users' by
+        owner (a disabled user's keys no longer count, nor sign)."""
+        stmt = (
+            select(
+                signing_keys.c.key_id,
+                signing_keys.c.pem,
+                principals.c.name,
+                signing_keys.c.created_at,
+            )
+            .outerjoin(principals, signing_keys.c.principal_id == principals.c.id)
+            .where(principals.c.disabled_at.is_(None))
+        )
         keys = [
             PublishedKey(key_id, pem, owner or REGISTRY_SIGNER, utc_from_us(created_at))
             for key_id, pem, owner, created_at in self.conn.execute(stmt)
@@ -32,6 +41,21 @@ class SignaturesReader:
             select(signing_keys.c.principal_id).where(signing_keys.c.key_id == key_id)
         ).first()
         return (False, None) if row is None else (True, row[0])
+
+    def principal_keys(self, principal_id: int) -> list[str]:
+        """The PEMs of the keys registered to a principal."""
+        stmt = select(signing_keys.c.pem).where(signing_keys.c.principal_id == principal_id)
+        return list(self.conn.execute(stmt).scalars())
+
+    def user_keys(self, key_ids: Sequence[str]) -> dict[str, tuple[int, str, str]]:
+        """key id -> (principal id, principal name, PEM) of those of ``key_ids`` registered
+        to a principal that is not disabled."""
+        stmt = (
+            select(signing_keys.c.key_id, principals.c.id, principals.c.name, signing_keys.c.pem)
+            .join(principals, signing_keys.c.principal_id == principals.c.id)
+            .where(signing_keys.c.key_id.in_(list(key_ids)), principals.c.disabled_at.is_(None))
+        )
+        return {key_id: (pid, name, pem) for key_id, pid, name, pem in self.conn.execute(stmt)}
 
     def signatures(self, version_id: int) -> list[Signature]:
         stmt = (
