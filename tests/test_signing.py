@@ -652,3 +652,15 @@ def test_a_policys_signed_by_is_a_list_of_principals() -> None:
             parse_policy({"promotion": {"production": {"signed_by": wrong}}})
     with pytest.raises(PolicyError, match="'signed_by' \\(a list\\)"):
         parse_policy({"promotion": {"production": {"signers": ["ana"]}}})
+
+
+def test_the_version_page_lists_the_signatures(
+    reg: Registry, service: RegistryService, make_tree: Tree
+) -> None:
+    staged(reg, make_tree({"w.bin": b"weights"}))
+    reg.register("churn", make_tree({"w.bin": b"unsigned"}))
+    key_id = reg.public_keys()[0].key_id
+    with TestClient(create_app(service, reach=Reach.LOOPBACK, local_user="tester")) as client:
+        signed = client.get("/models/churn/versions/1").text
+        assert 'data-test="signature"><td>registry</td>' in signed and key_id in signed
+        assert "Not signed: the registry signs" in client.get("/models/churn/versions/2").text

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -57,7 +57,7 @@ class PublicKey:
         data = pem.encode() if isinstance(pem, str) else pem
         try:
             key = serialization.load_pem_public_key(data)
-        except ValueError:
+        except (ValueError, UnsupportedAlgorithm):
             raise InvalidInput(
                 "not a PEM public key (-----BEGIN PUBLIC KEY-----)", code="invalid_key"
             ) from None
@@ -108,7 +108,7 @@ class SigningKey:
         """An unencrypted PEM private key (PKCS#8 or SEC1); ``where`` names it in errors."""
         try:
             key = serialization.load_pem_private_key(data, password=None)
-        except (ValueError, TypeError) as exc:
+        except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
             raise InvalidInput(
                 f"{where}: not an unencrypted PEM private key ({exc})", code="invalid_key"
             ) from None
@@ -195,9 +195,9 @@ def read_pem_keys(text: bytes, where: str) -> list[PublicKey]:
 
 @dataclass(frozen=True, slots=True)
 class SignedManifest:
-    """What a signature vouches for once its signature checks: by which key, which files."""
+    """What a signature vouches for once its signature checks: by which key, which files
+    (the subject's name, informative in model-signing, is not read)."""
 
-    name: str
     key_id: str
     digests: dict[str, str]  # path -> sha256
 
@@ -436,9 +436,8 @@ def _manifest_of(payload: bytes, key_id: str) -> SignedManifest:
                 raise SignatureInvalid(f"resource {resource['name']!r}: one sha256 per file")
             digests[str(resource["name"])] = str(resource["digest"])
         root = _root_digest(r["digest"] for r in resources)
-        name = str(subject["name"])
         if subject["digest"]["sha256"] != root:
             raise SignatureInvalid("the statement's subject digest is not its files' digest")
     except (ValueError, KeyError, TypeError, AttributeError):
         raise SignatureInvalid("the signed statement is not a model-signing manifest") from None
-    return SignedManifest(name, key_id, digests)
+    return SignedManifest(key_id, digests)

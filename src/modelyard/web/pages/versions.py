@@ -35,7 +35,7 @@ Number = Annotated[int, Path(ge=1, le=2**31 - 1)]
 def version_page(request: Request, name: str, number: Number, online: Text = None) -> Response:
     """Every piece of a version's metadata (its metrics offline and online, a chart of
     one online series), its files (download links for readers), its card, attachments,
-    comments and history."""
+    signatures, comments and history."""
     caller = web_caller(request)
     service = service_of(request)
     version = service.get_version(name, number, caller=caller)
@@ -63,6 +63,7 @@ def version_page(request: Request, name: str, number: Number, online: Text = Non
         card=service.evidence.card(caller, name, number),
         attachments=shown(service, name, number, evidence),
         comments=service.evidence.comments(caller, model=name, version=number),
+        signatures=service.signing.signatures(caller, name, number),
         online=latest,
         online_metric=chosen,
         max_points=MAX_SERIES_POINTS,
