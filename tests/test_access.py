@@ -35,6 +35,7 @@ from modelyard.domain.errors import Conflict, InvalidInput, InvalidName
 from modelyard.domain.evidence import AttachmentIn
 from modelyard.domain.journal import verify_chain
 from modelyard.domain.manifest import FileEntry
+from modelyard.domain.signing import SigningKey
 from modelyard.domain.versions import NewVersion
 from modelyard.service import RegistryService
 from modelyard.service.outbound import OutboundPolicy
@@ -79,6 +80,7 @@ class Handles:
     spare_tokens: dict[str, str] = field(default_factory=dict)
     requests: dict[str, int] = field(default_factory=dict)
     webhooks: dict[str, int] = field(default_factory=dict)
+    signing_keys: dict[str, bytes] = field(default_factory=dict)  # each user's, PEM
 
 
 @dataclass
@@ -114,6 +116,15 @@ class World:
     def caller(self, role: str) -> Caller:
         return self.service.access.authenticate(self.tokens[role])
 
+    def signature(self, role: str) -> dict[str, Any]:
+        """A body signing m-R/1 with R's registered key (a stranger's: anonymous's)."""
+        pem = self.handles.signing_keys.get(role)
+        key = SigningKey.from_pem(pem, role) if pem else SigningKey.generate()
+        content = weights(role)
+        return {
+            "bundle": key.sign(f"m-{role}/1", [FileEntry("model.bin", len(content), sha(content))])
+        }
+
 
 # The world's receivers: loopback, allowed in its outbound policy as an admin allows an
 # internal receiver; nothing listens there, so a test send is refused at once.
@@ -142,6 +153,11 @@ def build_world(service: RegistryService) -> Handles:
             for model in (f"m-{role}", f"empty-{role}", f"new-{role}"):
                 identity.set_grant(admin, role, held, model=model)
         identity.set_membership(admin, "everyone", role, present=True)
+        key = SigningKey.generate()
+        service.signing.register_key(
+            service.access.authenticate(handles.tokens[role]), key.public.pem
+        )
+        handles.signing_keys[role] = key.to_pem()
         for content in (weights(role), weights(role) + b" v2"):
             upload = service.begin_blob_upload(admin, sha(content))
             upload.write(content)
@@ -385,6 +401,13 @@ SAMPLES: dict[tuple[str, str], Sample] = {
     ("POST", "/api/v1/webhooks/{webhook_id}/redeliver"): Sample(
         params=W, json={"first_seq": 1, "last_seq": 50}, scope="webhook"
     ),
+    ("GET", "/api/v1/keys"): Sample(),
+    ("POST", "/api/v1/keys"): Sample(json={"pem": "{new_key}"}),
+    ("GET", "/api/v1/models/{name}/versions/{number}/signatures"): Sample(params=V),
+    ("POST", "/api/v1/models/{name}/versions/{number}/signatures"): Sample(
+        params=V, json="signature"
+    ),
+    ("POST", "/api/v1/models/{name}/versions/{number}/signatures/registry"): Sample(params=V2),
     ("GET", "/api/v1/compare"): Sample(query={"a": "m-{role}/1", "b": "m-{role}@candidate"}),
     ("GET", "/api/v1/gate"): Sample(
         query={"challenger": "m-{role}@candidate", "against": "champion", "metric": "auc"}
@@ -524,6 +547,7 @@ def test_permission_matrix(world: World, method: str, path: str, declared: str) 
             "spare": world.spare_tokens.get(role, "0" * 16),
             "request": str(world.requests.get(role, 1)),
             "webhook": str(world.webhooks.get(role, 1)),
+            "new_key": SigningKey.generate().public.pem,
         }
 
         def fill(template: str, values: dict[str, str] = values) -> str:
@@ -534,7 +558,9 @@ def test_permission_matrix(world: World, method: str, path: str, declared: str) 
         url = path
         for key, template in sample.params.items():
             url = url.replace("{" + key + "}", fill(template))
-        body = inline_version(role) if sample.json == "inline" else sample.json
+        body = {"inline": inline_version, "signature": world.signature}.get(
+            sample.json if isinstance(sample.json, str) else "", lambda _: sample.json
+        )(role)
         if isinstance(body, dict):
             body = {k: fill(v) if isinstance(v, str) else v for k, v in body.items()}
         content = fill(sample.content.decode()).encode() if sample.content else None
@@ -755,7 +781,8 @@ def test_journal_names_actor_and_token_for_every_change(world: World) -> None:
     client.put("/api/v1/models/m-maintainer/aliases/prod", json={"version": 1}, headers=maintainer)
     admin = world.caller("admin")
     events = service.events(caller=admin, limit=1000)
-    mine = [e for e in events if e.actor == "maintainer"]
+    # (Besides the key the world registered as each user, which is theirs to register.)
+    mine = [e for e in events if e.actor == "maintainer" and e.kind != "key.registered"]
     assert [(e.kind, e.payload.get("after")) for e in mine] == [
         ("grant.set", "reader"),
         ("grant.revoked", None),

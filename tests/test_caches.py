@@ -32,6 +32,7 @@ from modelyard.domain.evidence import AttachmentIn
 from modelyard.domain.manifest import FileEntry
 from modelyard.domain.models import Version, to_us
 from modelyard.domain.scanning import Allowlist
+from modelyard.domain.signing import SigningKey
 from modelyard.domain.versions import NewVersion
 from modelyard.service import RegistryService
 from modelyard.service.outbound import OutboundPolicy
@@ -331,6 +332,11 @@ def _busy_scenario(service: RegistryService) -> None:
 
     root = identity.bootstrap_admin("root", operator="test")
     admin = service.access.authenticate(root.token)
+    key = SigningKey.generate()
+    service.signing.register_key(admin, key.public.pem)
+    m1 = service.get_version("m", 1, caller=admin)
+    service.signing.add_signature(admin, "m", 1, key.sign(m1.reference, m1.files))
+    service.signing.sign_as_registry(admin, "m", 1)  # signed entering production: nothing new
     identity.create_principal(admin, "u", PrincipalKind.USER)
     identity.create_principal(admin, "t", PrincipalKind.TEAM)
     identity.create_principal(admin, "sa", PrincipalKind.SERVICE_ACCOUNT)

@@ -30,6 +30,7 @@ from modelyard.domain.evidence import AttachmentIn
 from modelyard.domain.manifest import FileEntry
 from modelyard.domain.models import Event
 from modelyard.domain.projection import Projection, compare
+from modelyard.domain.signing import SigningKey
 from modelyard.domain.versions import NewVersion
 from modelyard.service import RegistryService
 from modelyard.service.outbound import OutboundPolicy
@@ -84,6 +85,7 @@ def test_every_kind_is_appended(service: RegistryService) -> None:
     token = identity.create_token(admin, name="spare")
     identity.revoke_token(admin, token.info.id)
     identity.set_password(admin, "mia", "a long enough password")
+    service.signing.register_key(mia, SigningKey.generate().public.pem)
     cookie, _ = service.sessions.start_session("mia", "a long enough password")
     service.sessions.end_session(cookie)
     identity.disable_principal(admin, "mia", PrincipalKind.USER)

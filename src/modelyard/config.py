@@ -21,6 +21,7 @@ from modelyard.domain.errors import MissingExtra
 if TYPE_CHECKING:
     from modelyard.domain.keys import ServerKey
     from modelyard.domain.scanning import Allowlist
+    from modelyard.domain.signing import SigningKey
     from modelyard.service import RegistryService
     from modelyard.service.mlflow_source import SourceAllowlist
     from modelyard.storage.blobs import BlobStore
@@ -40,7 +41,6 @@ SERVER_PACKAGES = frozenset(
         "argon2",
         "boto3",
         "botocore",
-        "cryptography",
         "fastapi",
         "jinja2",
         "markdown_it",
@@ -428,6 +428,7 @@ def open_service(settings: Settings, *, artifacts: bool = True) -> RegistryServi
         raise
     service = RegistryService(Database(engine), blobs, server_key(settings.data_dir))
     service.sessions.lifetime_us = round(settings.session_hours * 3_600_000_000)
+    service.signing.load_key = lambda: signing_key(settings.data_dir)
     service.settings = settings
     if settings.stream_heartbeat is not None:
         service.feed.heartbeat = settings.stream_heartbeat
@@ -485,25 +486,29 @@ def server_key(data_dir: Path) -> ServerKey:
     token one issued is read by the next.
     """
     from modelyard.domain.keys import KEY_BYTES, ServerKey
+    from modelyard.storage.private import create_once
 
     text = os.environ.get("MODELYARD_SECRET_KEY")
     if text:
         return ServerKey.from_text(text)
     path = data_dir / "secret.key"
-    if not path.exists():
-        # Written whole under a private name, then linked into place: a process starting
-        # beside this one reads either no key or the whole key, and only one key wins.
-        staged = data_dir / f".secret.key.{os.getpid()}"
-        fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        try:
-            os.write(fd, os.urandom(KEY_BYTES))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        try:
-            os.link(staged, path)
-        except FileExistsError:
-            pass
-        finally:
-            staged.unlink()
+    create_once(path, os.urandom(KEY_BYTES))
     return ServerKey(path.read_bytes())
+
+
+def signing_key(data_dir: Path) -> SigningKey:
+    """The registry's ECDSA P-256 key, which signs versions entering a protected stage:
+    ``MODELYARD_SIGNING_KEY`` (the path of a PEM private key), else the data directory's
+    ``signing.key``, made 0600 on first use. Either is refused if other users could read
+    or replace it (``read_secret_file``). Keeping it in a KMS or an HSM is future work.
+    """
+    from modelyard.domain.signing import SigningKey
+    from modelyard.storage.private import create_once, read_secret_file
+
+    named = os.environ.get("MODELYARD_SIGNING_KEY")
+    if named:
+        path = Path(named)
+        return SigningKey.from_pem(read_secret_file(path, follow=True), str(path))
+    path = data_dir / "signing.key"
+    create_once(path, SigningKey.generate().to_pem())
+    return SigningKey.from_pem(read_secret_file(path), str(path))

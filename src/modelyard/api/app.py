@@ -36,6 +36,7 @@ from modelyard.api.routes import (
     models,
     online,
     resolve,
+    signing,
     versions,
     webhooks,
 )
@@ -174,6 +175,7 @@ def create_app(
         online,
         evidence,
         webhooks,
+        signing,
         mlflow,
     ):
         app.include_router(module.router)

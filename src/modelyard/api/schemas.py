@@ -676,3 +676,49 @@ class DeliveryOut(BaseModel):
 class DeliveryListOut(BaseModel):
     items: list[DeliveryOut]
     next_before: int | None = Field(description="Pass as `before` for older deliveries.")
+
+
+# -- signatures --------------------------------------------------------------------------------
+
+
+class PublishedKeyOut(BaseModel):
+    key_id: str = Field(description="sha256 of the DER public key, hex.")
+    pem: str = Field(description="The ECDSA P-256 public key, PEM.")
+    owner: str = Field(description="registry, or the principal the key is registered to.")
+    created_at: datetime | None = Field(
+        description="When it first signed (null: the registry's key, not used yet)."
+    )
+
+
+class KeyListOut(BaseModel):
+    items: list[PublishedKeyOut]
+
+
+class SignatureOut(BaseModel):
+    key_id: str
+    signer: str = Field(description="registry, or the principal whose key signed.")
+    created_at: datetime
+    bundle: dict[str, Any] = Field(
+        description="A Sigstore bundle (v0.3 JSON): a DSSE envelope over an in-toto statement"
+        " of model-signing v1.0, every file's path and sha256."
+    )
+
+
+class SignaturesOut(BaseModel):
+    reference: str
+    stage: str
+    protected: bool = Field(description="Whether the stage is protected: clients verify then.")
+    signatures: list[SignatureOut]
+
+
+class KeyIn(_Strict):
+    pem: StrictStr = Field(
+        max_length=4096, description="An ECDSA P-256 public key, PEM (-----BEGIN PUBLIC KEY-----)."
+    )
+
+
+class SignatureIn(_Strict):
+    bundle: dict[str, Any] = Field(
+        description="A Sigstore bundle signing the version's files (OpenSSF model-signing"
+        " v1.0), by a key registered to the caller."
+    )

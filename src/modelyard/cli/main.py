@@ -30,6 +30,7 @@ from modelyard.cli import (
     output,
     scan,
     serve_model,
+    signing,
     watch,
     webhooks,
 )
@@ -543,20 +544,40 @@ def resolve(
 def download(
     reference: Annotated[str, typer.Argument(help="NAME, NAME/N, NAME@ALIAS or NAME@sha256:…")],
     out: Annotated[Path, typer.Option("--output", "-o", help="Directory to write the files to.")],
+    verify: Annotated[
+        bool,
+        typer.Option(
+            "--verify",
+            help="First check the version's signatures against the registry's published keys"
+            " (or the PEM file $MODELYARD_TRUSTED_KEYS names): nothing is written unless a"
+            " trusted key signed exactly these files.",
+        ),
+    ] = False,
     url: UrlOption = DEFAULT_URL,
     json_out: JsonOption = False,
 ) -> None:
     """Download a version's files, verifying every sha256 and writing atomically.
 
-    [bold]Example[/bold]: modelyard download churn@champion -o ./deploy
+    With --verify the sha256s are first checked against a signature: the registry signs
+    every version that enters a protected stage (staging, production), and a file whose
+    bytes differ from what was signed is refused by name.
+
+    [bold]Example[/bold]: modelyard download churn@production --verify -o ./deploy
     """
     with registry(url) as reg:
-        version = reg.download(reference, out)
+        version = reg.resolve(reference)
+        verified = reg.verify(version) if verify else None
+        reg.download(version, out)
+    signed = f", signed by {', '.join(verified.signers)}" if verified else ""
     output.emit(
         json_out,
-        {"directory": str(out), "version": version.as_dict()},
+        {
+            "directory": str(out),
+            "version": version.as_dict(),
+            "verified": verified.as_dict() if verified else None,
+        },
         f"downloaded [bold]{version.reference}[/bold] ({len(version.files)} files,"
-        f" {output.human_size(version.size)}) to {output.escape(str(out))}",
+        f" {output.human_size(version.size)}{signed}) to {output.escape(str(out))}",
     )
 
 
@@ -841,6 +862,7 @@ watch.install(app)
 serve_model.install(app)
 scan.install(app)
 advisories.install(app)
+signing.install(app)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -81,6 +81,13 @@ from modelyard.domain.webhooks import NewSubscription, Subscription
 from modelyard.transfer import FileSink, Pipeline
 
 if TYPE_CHECKING:
+    from modelyard.domain.signing import (
+        PublicKey,
+        PublishedKey,
+        Signature,
+        Verified,
+        VersionSignatures,
+    )
     from modelyard.flavors import Predictor
 
 # Matched to the server's limits (service.blobs.MAX_INLINE_FILE / MAX_INLINE_TOTAL),
@@ -319,7 +326,8 @@ class Registry:
 
     def load_model(self, reference: str | Version, *, unsafe_pickle: bool = False) -> Predictor:
         """Download a version (verified, into the content-addressed cache: a version already
-        there costs a stat per file) and load it by its ``modelyard.yaml``.
+        there costs a stat per file) and load it by its ``modelyard.yaml``. A version in a
+        protected stage loads only if its signatures verify (``verify``).
 
         A pickled model loads only with ``unsafe_pickle=True``.
         """
@@ -329,7 +337,7 @@ class Registry:
         version = reference if isinstance(reference, Version) else self.resolve(reference)
         require_descriptor(version)
         directory = model_cache(version)
-        self.download(version, directory)
+        self.download(version, directory, verify=None)
         return load_directory(directory, version, unsafe_pickle=unsafe_pickle)
 
     def _attachment_items(
@@ -597,12 +605,23 @@ class Registry:
             return None, new_etag or etag
         return Version.from_dict(json.loads(response.body)), new_etag
 
-    def download(self, reference: str | Version, dest: str | os.PathLike[str]) -> Version:
-        """Write every file of the version under ``dest``, verified and atomically.
+    def download(
+        self,
+        reference: str | Version,
+        dest: str | os.PathLike[str],
+        *,
+        verify: bool | None = False,
+    ) -> Version:
+        """Write every file of the version under ``dest``, each checked against its sha256
+        and written atomically. Files already present with the right content are left alone.
 
-        Files already present with the right content are left alone.
+        ``verify=True``: first check the version's signatures (``verify``), so that the
+        digests the bytes are checked against are the signed ones; ``None``: so only when
+        the version's stage is protected (what ``load_model`` and serve-model do).
         """
         version = reference if isinstance(reference, Version) else self.resolve(reference)
+        if verify is not False:
+            self._verify(version, required=bool(verify))
         root = Path(dest)
         root.mkdir(parents=True, exist_ok=True)
         targets = {entry.path: _inside(root, entry.path) for entry in version.files}
@@ -622,6 +641,86 @@ class Registry:
                 target = targets[entry.path]
                 self._hashes.store(target, file_stamp(target), entry.sha256)
         return version
+
+    # -- signatures ------------------------------------------------------------------------
+
+    def public_keys(self) -> list[PublishedKey]:
+        """The public keys the registry publishes: its own and its users' (``key_id`` is
+        the sha256 of the DER public key)."""
+        from modelyard.domain.signing import PublishedKey
+
+        return [PublishedKey.from_dict(k) for k in self._json("GET", "/api/v1/keys")["items"]]
+
+    def signatures(self, reference: str | Version) -> VersionSignatures:
+        """A version's signatures (Sigstore bundles, OpenSSF model-signing v1.0) and
+        whether its stage is protected."""
+        from modelyard.domain.signing import VersionSignatures
+
+        version = reference if isinstance(reference, Version) else self.resolve(reference)
+        return VersionSignatures.from_dict(
+            self._json("GET", f"{_version_path(version)}/signatures")
+        )
+
+    def register_key(self, pem_file: str | os.PathLike[str]) -> PublishedKey:
+        """Register a public key to you (a PEM file; of a private key, only its public part
+        is sent): the versions it signs count as signed by you, e.g. for a policy's
+        ``signed_by``."""
+        from modelyard.domain.signing import PublishedKey, public_key_of
+
+        key = public_key_of(_read_key_file(pem_file), os.fspath(pem_file))
+        return PublishedKey.from_dict(self._json("POST", "/api/v1/keys", body={"pem": key.pem}))
+
+    def sign(self, reference: str | Version, key_file: str | os.PathLike[str]) -> Signature:
+        """Sign a version's files with your private key (a PEM file, which never leaves this
+        machine) and add the signature; its public part must be registered to you."""
+        from modelyard.domain.signing import Signature, SigningKey
+
+        key = SigningKey.from_pem(_read_key_file(key_file), os.fspath(key_file))
+        version = reference if isinstance(reference, Version) else self.resolve(reference)
+        body = {"bundle": key.sign(version.reference, version.files)}
+        return Signature.from_dict(
+            self._json("POST", f"{_version_path(version)}/signatures", body=body)
+        )
+
+    def sign_as_registry(self, reference: str | Version) -> Signature:
+        """Have the registry sign a version already in a protected stage (admins): one
+        promoted before the registry signed, which protected downloads would refuse."""
+        from modelyard.domain.signing import Signature
+
+        version = reference if isinstance(reference, Version) else self.resolve(reference)
+        return Signature.from_dict(
+            self._json("POST", f"{_version_path(version)}/signatures/registry")
+        )
+
+    def verify(self, reference: str | Version) -> Verified:
+        """Check that trusted keys signed exactly the version's files; else ``SignatureInvalid``
+        naming the file or the key. Trusted: the keys in the PEM file $MODELYARD_TRUSTED_KEYS
+        names (pinned: a registry whose database is not to be trusted cannot publish keys
+        of its own), else the registry's own published keys (users' keys attest for
+        policies, not for downloads)."""
+        version = reference if isinstance(reference, Version) else self.resolve(reference)
+        verified = self._verify(version, required=True)
+        assert verified is not None
+        return verified
+
+    def _verify(self, version: Version, *, required: bool) -> Verified | None:
+        """``verify``, or (not ``required``) None for a version outside protected stages."""
+        from modelyard.domain.signing import verify_version
+
+        found = self.signatures(version)
+        if not required and not found.protected:
+            return None
+        return verify_version(
+            version.reference, version.files, found.signatures, self._trusted_keys()
+        )
+
+    def _trusted_keys(self) -> list[PublicKey]:
+        from modelyard.domain.signing import REGISTRY_SIGNER, read_pem_keys
+
+        pinned = os.environ.get("MODELYARD_TRUSTED_KEYS")
+        if pinned:
+            return read_pem_keys(_read_key_file(pinned), f"MODELYARD_TRUSTED_KEYS ({pinned})")
+        return [key.public_key() for key in self.public_keys() if key.owner == REGISTRY_SIGNER]
 
     def _already_there(self, target: Path, entry: FileEntry) -> bool:
         if not target.is_file() or target.stat().st_size != entry.size:
@@ -1480,6 +1579,13 @@ def _collect_all(roots: Sequence[str | os.PathLike[str]]) -> dict[str, Path]:
                 raise InvalidPath(f"{local} and {files[rel]} would both be attached as {rel!r}")
             files[rel] = local
     return files
+
+
+def _read_key_file(path: str | os.PathLike[str]) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise InvalidInput(f"{os.fspath(path)}: {exc.strerror}") from None
 
 
 def _inside(root: Path, relative: str) -> Path:

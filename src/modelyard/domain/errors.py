@@ -58,6 +58,13 @@ class DigestMismatch(InvalidInput):
     title = "Digest mismatch"
 
 
+class SignatureInvalid(InvalidInput):
+    """A signature that does not verify, or files that are not the ones signed."""
+
+    default_code = "signature_invalid"
+    title = "Signature invalid"
+
+
 class TooLarge(ModelyardError):
     status = 413
     default_code = "too_large"
@@ -116,6 +123,14 @@ class Unavailable(ModelyardError):
     status = 503
     default_code = "unavailable"
     title = "Service unavailable"
+
+
+class Misconfigured(ModelyardError):
+    """The server's own configuration is unsafe or broken (e.g. a key file others can read):
+    nothing the caller can fix, said in full so that the operator can."""
+
+    default_code = "misconfigured"
+    title = "Server misconfigured"
 
 
 class MissingExtra(ModelyardError):

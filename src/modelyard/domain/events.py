@@ -443,6 +443,23 @@ class CommentAdded(VersionEvent):
         return f"comment {self.comment}{on}"
 
 
+@dataclass(frozen=True, slots=True)
+class VersionSigned(VersionEvent):
+    """A signature of the version's manifest kept: the registry's own on promotion into a
+    protected stage (``signer`` registry, ``stage`` the stage entered), or a user's.
+    ``payload_sha256`` is the digest of the signed statement, which vouches for it."""
+
+    kind: ClassVar[str] = "version.signed"
+    signer: str
+    key_id: str
+    payload_sha256: str
+    stage: str | None = None
+
+    def describe(self) -> str:
+        on = f" on entering {self.stage}" if self.stage else ""
+        return f"signed by {self.signer} (key {self.key_id[:12]}){on}"
+
+
 # -- aliases ----------------------------------------------------------------------------------
 
 
@@ -617,6 +634,18 @@ class SessionEnded(PrincipalEvent):
 
 
 @dataclass(frozen=True, slots=True)
+class KeyRegistered(PrincipalEvent):
+    """A public key registered to a user or service account: versions it signs count as
+    signed by them (a policy's ``signed_by``). The subject is the key's holder."""
+
+    kind: ClassVar[str] = "key.registered"
+    key_id: str
+
+    def describe(self) -> str:
+        return f"signing key {self.key_id[:12]}"
+
+
+@dataclass(frozen=True, slots=True)
 class GrantSet(ScopeEvent):
     kind: ClassVar[str] = "grant.set"
     principal: str
@@ -751,6 +780,7 @@ CATALOGUE: Mapping[str, type[JournalEvent]] = {
         VersionAttached,
         VersionCardEdited,
         CommentAdded,
+        VersionSigned,
         AliasSet,
         AliasDeleted,
         RequestOpened,
@@ -767,6 +797,7 @@ CATALOGUE: Mapping[str, type[JournalEvent]] = {
         PasswordSet,
         SessionStarted,
         SessionEnded,
+        KeyRegistered,
         GrantSet,
         GrantRevoked,
         GarbageCollected,

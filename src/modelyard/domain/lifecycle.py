@@ -17,6 +17,7 @@ A policy is a document (YAML or JSON) stored and versioned in the registry:
           - source.commit
           - checks.artifact_scan = "pass"   # reported by a checker (or: check: artifact_scan)
         approvals: {count: 1, team: risk}
+        signed_by: [release-team]     # a signature by a key of each (a user, or a member)
 
 Each rule is a rule of domain/rules.py: the search language, with ``current.FIELD`` naming
 the version now in the target stage and ``checks.NAME`` the checks reported on the
@@ -34,6 +35,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final
 
+from modelyard.domain.access import validate_principal_name
 from modelyard.domain.errors import InvalidFilter, InvalidInput
 from modelyard.domain.filters import Field, Node
 from modelyard.domain.models import Version, iso, parse_iso
@@ -158,6 +160,9 @@ SCAN_RULE: Final = PolicyRule('checks.scan = "pass"', parse_rule('checks.scan = 
 class StagePolicy:
     require: tuple[PolicyRule, ...] = ()
     approvals: Approvals = field(default_factory=Approvals)
+    # Principals (users, service accounts, teams) each of whom must have signed the
+    # candidate: with a key registered to them, or to one of the team's members.
+    signed_by: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,13 +193,18 @@ class Policy:
         Beyond the first stage, the registry's own scan must pass whatever the policy says
         (``SCAN_RULE``, listed first): a model file is code, and one that imports what the
         allowlist does not know leaves development only once an admin accepts it."""
-        rules = self.for_stage(stage).require
+        stage_policy = self.for_stage(stage)
+        rules = stage_policy.require
         if stage != self.stages[0].name and all(r.text != SCAN_RULE.text for r in rules):
             rules = (SCAN_RULE, *rules)
         results = []
         for rule in rules:
             passed, detail = evaluate(rule.node, candidate, current)
             results.append(RuleResult(rule.text, passed, detail))
+        for name in stage_policy.signed_by:
+            passed = name in candidate.signers
+            detail = "signed" if passed else f"no signature by a key of {name} (or a member)"
+            results.append(RuleResult(f"signed_by {name}", passed, detail))
         return Evaluation(stage, tuple(results))
 
 
@@ -252,8 +262,10 @@ def _parse_stages(raw: Any) -> tuple[StageSpec, ...]:
 
 
 def _parse_stage_policy(stage: str, entry: Any) -> StagePolicy:
-    if not isinstance(entry, dict) or set(entry) - {"require", "approvals"}:
-        raise PolicyError(f"promotion.{stage}: use 'require' (a list) and 'approvals'")
+    if not isinstance(entry, dict) or set(entry) - {"require", "approvals", "signed_by"}:
+        raise PolicyError(
+            f"promotion.{stage}: use 'require' (a list), 'approvals' and 'signed_by' (a list)"
+        )
     require = entry.get("require") or []
     if not isinstance(require, list):
         raise PolicyError(f"promotion.{stage}.require is a list of rules")
@@ -267,7 +279,14 @@ def _parse_stage_policy(stage: str, entry: Any) -> StagePolicy:
     if not isinstance(count, int) or isinstance(count, bool) or not 0 <= count <= 20:
         raise PolicyError(f"promotion.{stage}.approvals.count must be a number from 0 to 20")
     team = approvals.get("team")
+    signed_by = entry.get("signed_by") or []
+    if not isinstance(signed_by, list) or not all(isinstance(n, str) for n in signed_by):
+        raise PolicyError(
+            f"promotion.{stage}.signed_by is a list of users, service accounts or teams,"
+            " e.g. [release-team]"
+        )
     return StagePolicy(
+        signed_by=tuple(validate_principal_name(n) for n in signed_by),
         require=rules,
         approvals=Approvals(
             count=count,

@@ -50,12 +50,15 @@ _SHOWN: Final = 60  # characters of a text value quoted in a detail
 @dataclass(frozen=True, slots=True)
 class Subject:
     """What a rule reads: a version, the status of each check reported on it, its card,
-    the newest value of each of its online metrics."""
+    the newest value of each of its online metrics; and who signed it (what a policy's
+    ``signed_by`` reads)."""
 
     version: Version
     checks: Mapping[str, str] = field(default_factory=dict)
     card: str | None = None  # the text of the version's model card
     online: Mapping[str, float] = field(default_factory=dict)
+    # Each principal whose key signed exactly its files, and the teams each belongs to.
+    signers: frozenset[str] = frozenset()
 
 
 def parse_rule(text: str) -> Node:

@@ -36,6 +36,7 @@ from modelyard.domain.events import (
     VersionCardEdited,
     VersionDeleted,
     VersionRegistered,
+    VersionSigned,
     VersionStaged,
     decode,
     of_kind,
@@ -59,6 +60,7 @@ from modelyard.domain.references import Reference, RefKind, parse_reference
 from modelyard.domain.rules import Subject
 from modelyard.service.access import AccessControl
 from modelyard.service.caches import StampedCache
+from modelyard.service.signing import SigningService
 from modelyard.storage.db.store import Database, Reader, Writer, now_us
 
 # Whoever may not see the model is told what reviewing takes, whether the request exists or
@@ -81,6 +83,8 @@ class LifecycleService:
         self._periods: StampedCache[tuple[str, tuple[str, ...]], tuple[StagePeriod, ...]] = (
             StampedCache(lambda key: db.model_stamp(key[0]))
         )
+        # What enters a protected stage is signed in the move's transaction (_move).
+        self.signing = SigningService(db, access, self.policy_in_force)
 
     # -- policies -----------------------------------------------------------------------------
 
@@ -213,7 +217,7 @@ class LifecycleService:
                 )
             if version.stage == to_stage:
                 raise Conflict(f"{version.reference} is already in {to_stage}", code="no_change")
-            candidate = _subject(tx, version, version_id)
+            candidate = self._subject(tx, version, version_id)
             current = self._current(tx, ref.model, to_stage)
             evaluation = _with_version(
                 policy.evaluate(to_stage, candidate, current), policy_version
@@ -347,7 +351,7 @@ class LifecycleService:
             policy, policy_version = self.policy_in_force(tx, request.model)
             ref = Reference(request.model, RefKind.NUMBER, request.version)
             version, version_id = self._version(tx, ref)
-            candidate = _subject(tx, version, version_id)
+            candidate = self._subject(tx, version, version_id)
             current = self._current(tx, request.model, request.to_stage)
             return _with_version(
                 policy.evaluate(request.to_stage, candidate, current), policy_version
@@ -471,13 +475,14 @@ class LifecycleService:
         self, caller: Caller, model: str, *, limit: int = 1000, before: int | None = None
     ) -> list[Event]:
         """Every stage move, alias change, request and approval of a model, and its evidence
-        (attachments, card edits, comments), oldest first: the newest ``limit`` of them
-        (before seq ``before``, to page back)."""
+        (attachments, card edits, comments, signatures), oldest first: the newest ``limit``
+        of them (before seq ``before``, to page back)."""
         self.access.require(caller, Permission.VIEW, model)
         kinds = (
             *HISTORY_KINDS,
             *REQUEST_KINDS,
             *EVIDENCE_KINDS,
+            VersionSigned.kind,
             VersionDeleted.kind,
             PolicyApplied.kind,
         )
@@ -566,7 +571,19 @@ class LifecycleService:
         occupants = tx.stage_occupants(_model_id(tx, model), stage)
         if not occupants:
             return None
-        return _subject(tx, self._load(tx, occupants[0].id), occupants[0].id)
+        return self._subject(tx, self._load(tx, occupants[0].id), occupants[0].id)
+
+    def _subject(self, tx: Reader, version: Version, version_id: int) -> Subject:
+        """What a policy reads of a version: its fields, its checks, its card, the newest
+        value of each of its online metrics, and who signed it."""
+        card = tx.card(version_id)
+        return Subject(
+            version,
+            tx.check_statuses(version_id),
+            card.text if card else None,
+            tx.online_latest(version_id),
+            self.signing.signers(tx, version_id, version.files),
+        )
 
     def _snapshot(self, tx: Reader, model_id: int, version_id: int, stage: str) -> dict[str, Any]:
         return {
@@ -587,8 +604,9 @@ class LifecycleService:
         reason: str,
         **context: Any,
     ) -> None:
-        """Change a version's stage, demote the occupant of an exclusive target, journal
-        both, and invalidate the model's open requests that this change overtakes.
+        """Change a version's stage (signing it on entering a protected one), demote the
+        occupant of an exclusive target, journal both, and invalidate the model's open
+        requests that this change overtakes.
 
         ``context``: the other fields of the ``VersionStaged`` event (comment, request...).
         """
@@ -610,6 +628,8 @@ class LifecycleService:
             **context,
         )
         tx.append_event(caller, moved, now=now)
+        if target is not None and target.protected:
+            self.signing.sign_on_entry(tx, caller, version_id, version, to_stage, now)
         for occupant in displaced:
             assert target is not None
             tx.set_stage(occupant.id, target.demote_to, now)
@@ -639,7 +659,7 @@ class LifecycleService:
         """Carry out an approved request, evaluating the policy once more."""
         ref = Reference(request.model, RefKind.NUMBER, request.version)
         version, version_id = self._version(tx, ref)
-        candidate = _subject(tx, version, version_id)
+        candidate = self._subject(tx, version, version_id)
         current = self._current(tx, request.model, request.to_stage)
         evaluation = _with_version(
             policy.evaluate(request.to_stage, candidate, current), policy_version
@@ -742,18 +762,6 @@ class LifecycleService:
         if approving and any(a.approver == caller.name for a in request.approvals):
             return Conflict(f"{caller.name} already approved request {request.id}")
         return None
-
-
-def _subject(tx: Reader, version: Version, version_id: int) -> Subject:
-    """What a policy rule reads of a version: its fields, its checks, its card and the
-    newest value of each of its online metrics."""
-    card = tx.card(version_id)
-    return Subject(
-        version,
-        tx.check_statuses(version_id),
-        card.text if card else None,
-        tx.online_latest(version_id),
-    )
 
 
 def _model_id(tx: Reader, model: str) -> int:

@@ -100,6 +100,7 @@ class RegistryService(Comparisons, BlobService):
         self.access = AccessControl(db)
         self.identity = IdentityService(db, self.access)
         self.lifecycle = LifecycleService(db, self.access)
+        self.signing = self.lifecycle.signing
         self.checks = ChecksService(db, self.access)
         self.scans = ScanService(db, self.access, self)
         self.online = OnlineMetricsService(db, self.access, self.page_tokens)

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from modelyard.client.registry import Registry
-from modelyard.domain.errors import DigestMismatch, ModelyardError, Unavailable
+from modelyard.domain.errors import DigestMismatch, ModelyardError, SignatureInvalid, Unavailable
 from modelyard.domain.models import Version
 from modelyard.flavors import Predictor, load_directory
 from modelyard.serving._cache import ModelCache
@@ -203,7 +203,7 @@ class Follower:
             started = time.perf_counter()
             try:
                 directory = self.cache.fetch(self.registry, version)
-            except DigestMismatch as exc:
+            except (DigestMismatch, SignatureInvalid) as exc:
                 return self._reject(version, "verification", exc.message)
             except ModelyardError as exc:
                 # Unreachable, or refused for now: not the version's fault, tried again.

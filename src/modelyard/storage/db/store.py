@@ -70,6 +70,7 @@ from modelyard.storage.db.online import OnlineReader, OnlineWriter
 from modelyard.storage.db.overview import OverviewReader
 from modelyard.storage.db.pending import PendingReader, PendingWriter
 from modelyard.storage.db.prebuilt import CHANGES, Prebuilt, count_change
+from modelyard.storage.db.signatures import SignaturesReader, SignaturesWriter
 from modelyard.storage.db.tables import (
     aliases,
     blobs,
@@ -484,6 +485,7 @@ class Reader(
     WebhooksReader,
     DeliveriesReader,
     PendingReader,
+    SignaturesReader,
 ):
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
@@ -787,6 +789,7 @@ class Writer(
     EvidenceWriter,
     WebhooksWriter,
     PendingWriter,
+    SignaturesWriter,
 ):
     """A write transaction holding the journal head lock."""
 

@@ -555,3 +555,31 @@ webhook_attempts = Table(
     Column("response_prefix", Text, nullable=True),
     Index(None, "delivery_id"),
 )
+
+
+# -- signatures ---------------------------------------------------------------------------------
+
+# The public keys that sign versions: the registry's own (principal_id NULL, each key it has
+# signed with, so older signatures still verify after the key changes) and users' (each
+# registered to its principal). The id is the sha256 of the DER public key.
+signing_keys = Table(
+    "signing_keys",
+    metadata,
+    Column("key_id", String(64), primary_key=True),
+    Column("pem", Text, nullable=False),
+    Column("principal_id", Integer, ForeignKey("principals.id", ondelete="CASCADE"), nullable=True),
+    Column("created_at", BigInteger, nullable=False),
+    Index(None, "principal_id"),
+)
+
+# Signatures of versions' manifests (Sigstore bundles, domain/signing.py): one per key and
+# version. A key that is no longer published leaves its signatures here, proving nothing.
+version_signatures = Table(
+    "version_signatures",
+    metadata,
+    Column("version_id", Integer, ForeignKey("versions.id", ondelete="CASCADE"), primary_key=True),
+    Column("key_id", String(64), primary_key=True),
+    Column("signer", String(256), nullable=False),
+    Column("bundle", Text, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+)

@@ -37,7 +37,7 @@ Number = Annotated[int, Path(ge=1, le=2**31 - 1)]
 def version_page(request: Request, name: str, number: Number, online: Text = None) -> Response:
     """Every piece of a version's metadata (its metrics offline and online, a chart of
     one online series), its files (download links for readers), its card, attachments,
-    comments and history."""
+    signatures, comments and history."""
     caller = web_caller(request)
     service = service_of(request)
     version = service.get_version(name, number, caller=caller)
@@ -72,6 +72,7 @@ def version_page(request: Request, name: str, number: Number, online: Text = Non
         scan=scan,
         scan_findings=open_findings(scan_details) if scan_details else [],
         scan_accepted=scan_details.get("accepted", []) if scan_details else [],
+        signatures=service.signing.signatures(caller, name, number),
         online=latest,
         online_metric=chosen,
         max_points=MAX_SERIES_POINTS,
