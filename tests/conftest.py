@@ -31,6 +31,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 import pytest
+import typer.main
+import typer.testing
 import uvicorn
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, create_engine, event, text
@@ -50,6 +52,12 @@ from modelyard.storage.db.tables import metadata
 if TYPE_CHECKING:
     import numpy as np
     from playwright.sync_api import Browser, BrowserContext, Page
+
+# typer's CliRunner turns the Typer app into a click command on every invoke: ~0.15 s of
+# CPU for modelyard's hundred commands, paid by each of the suite's in-process CLI calls.
+# The app is the same all session and the conversion reads nothing from the environment
+# (options read theirs when a command runs), so one conversion per app serves them all.
+typer.testing._get_command = functools.cache(typer.main.get_command)
 
 PG_ADMIN_URL = os.environ.get(
     "MODELYARD_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
