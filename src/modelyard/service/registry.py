@@ -407,7 +407,8 @@ class RegistryService(Comparisons, BlobService):
                 aliases=(),
                 origin=spec.origin,
             )
-            verdict = self.scans.record(tx, version_id, self.scans.details(scanned), now)
+            details = self.scans.details(scanned)
+            verdict = self.scans.record(tx, version_id, details, now, new=True)
             tx.append_event(
                 caller,
                 VersionRegistered(name, number, version_state(version), scan=verdict),

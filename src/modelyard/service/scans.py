@@ -79,8 +79,11 @@ class ScanService:
         """The report as the check keeps it, with ``old``'s acceptances that still apply."""
         return keep_acceptances(report.stored(self.allow), old)
 
-    def record(self, tx: Writer, version_id: int, details: dict[str, Any], now: int) -> str:
-        """Write the ``scan`` check; return its status. The caller journals it."""
+    def record(
+        self, tx: Writer, version_id: int, details: dict[str, Any], now: int, *, new: bool = False
+    ) -> str:
+        """Write the ``scan`` check (``new``: of a version this transaction created);
+        return its status. The caller journals it."""
         status = stored_verdict(details)
         tx.put_check(
             version_id,
@@ -92,6 +95,7 @@ class ScanService:
                 "reported_at": now,
                 "details": details,
             },
+            new=new,
         )
         return status
 

@@ -10,6 +10,7 @@ from sqlalchemy import Connection, and_, insert, select, update
 
 from modelyard.domain.checks import SCAN_CHECK, CheckResult, CheckStatus
 from modelyard.domain.models import utc_from_us
+from modelyard.storage.db.prebuilt import Prebuilt
 from modelyard.storage.db.tables import models, version_checks, versions
 
 _CHECKS = (
@@ -17,6 +18,10 @@ _CHECKS = (
     .join(versions, version_checks.c.version_id == versions.c.id)
     .join(models, versions.c.model_id == models.c.id)
 )
+
+
+# Every registration writes its scan check: built once, run on the cursor.
+_INSERT_CHECK = Prebuilt(insert(version_checks))
 
 
 class ChecksReader:
@@ -64,15 +69,20 @@ class ChecksReader:
 
 
 class ChecksWriter(ChecksReader):
-    def put_check(self, version_id: int, name: str, values: dict[str, Any]) -> None:
+    def put_check(
+        self, version_id: int, name: str, values: dict[str, Any], *, new: bool = False
+    ) -> None:
         """Record the latest result of a check (status, url, reporter, reported_at, and
-        for the registry's own checks the details, JSON-encoded here)."""
+        for the registry's own checks the details, JSON-encoded here). ``new``: the
+        version was created by this transaction, so there is no row to update (one
+        statement saved on the registration path)."""
         values = {**values, "details": _json(values.get("details"))}
         key = and_(version_checks.c.version_id == version_id, version_checks.c.name == name)
-        if self.conn.execute(update(version_checks).where(key).values(**values)).rowcount == 0:
-            self.conn.execute(
-                insert(version_checks).values(version_id=version_id, name=name, **values)
-            )
+        if (
+            new
+            or self.conn.execute(update(version_checks).where(key).values(**values)).rowcount == 0
+        ):
+            _INSERT_CHECK.rows(self.conn, {"version_id": version_id, "name": name, **values})
 
 
 def _json(details: dict[str, Any] | None) -> str | None:
