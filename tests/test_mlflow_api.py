@@ -22,15 +22,16 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException, RestException
 
 import modelyard
+from modelyard.api import create_app
 from modelyard.api import mlflow_wire as wire
 from modelyard.config import Settings, open_service
-from modelyard.domain.access import Caller, PrincipalKind, Role
+from modelyard.domain.access import Caller, PrincipalKind, Reach, Role
 from modelyard.domain.errors import InvalidFilter, NotFound
 from modelyard.domain.models import PendingVersion
 from modelyard.mlflow_tracking import ARTIFACTS as TRACKING_ARTIFACTS
 from modelyard.service import RegistryService
 from modelyard.service.mlflow_source import MlflowSources
-from tests.conftest import REQUIREMENTS, LiveServer, Tracking, Trained, free_port
+from tests.conftest import REQUIREMENTS, Tracking, Trained, free_port, serving
 from tests.test_api import register
 
 
@@ -38,7 +39,7 @@ from tests.test_api import register
 class Registry:
     """A live server with an admin's and a viewer's token, and churn/1 an MLflow model."""
 
-    server: LiveServer
+    url: str
     admin: str
     viewer: str
     features: np.ndarray
@@ -54,27 +55,30 @@ def nowhere() -> str:
 def registry(
     tmp_path: Path, database_url: str | None, trained: Trained, request: pytest.FixtureRequest
 ) -> Iterator[Registry]:
-    """Copying from MLflow's tracking server when the test takes one, else from nowhere."""
+    """Copying from MLflow's tracking server when the test takes one, else from nowhere.
+
+    uvicorn serves the app in a thread of this process: MLflow's client talks HTTP to a real
+    server all the same, and each test saves the second a server process takes to start."""
     needs_tracking = "tracking" in request.fixturenames
     tracking_url = request.getfixturevalue("tracking").url if needs_tracking else nowhere()
-    data_dir = tmp_path / "server-data"
-    service = open_service(Settings(data_dir=data_dir, database_url=database_url))
+    settings = Settings(
+        data_dir=tmp_path / "server-data",
+        database_url=database_url,
+        mlflow_tracking_uri=tracking_url,
+    )
+    service = open_service(settings)
     try:
         admin = service.identity.bootstrap_admin("root", operator="test").token
         root = service.access.authenticate(admin)
         service.identity.create_principal(root, "vera", PrincipalKind.USER)
         service.identity.set_grant(root, "vera", Role.VIEWER)
         viewer = service.identity.create_token(root, principal="vera").token
+        with serving(create_app(service, reach=Reach.LOOPBACK)) as url:
+            with modelyard.connect(url, token=admin) as reg:
+                reg.register("churn", trained.saved, metrics={"accuracy": 0.97}, run="run-17")
+            yield Registry(url, admin, viewer, trained.features, trained.predictions)
     finally:
         service.close()
-    server = LiveServer(data_dir, database_url, env={"MODELYARD_MLFLOW_TRACKING_URI": tracking_url})
-    server.start()
-    try:
-        with modelyard.connect(server.url, token=admin) as reg:
-            reg.register("churn", trained.saved, metrics={"accuracy": 0.97}, run="run-17")
-        yield Registry(server, admin, viewer, trained.features, trained.predictions)
-    finally:
-        server.stop()
 
 
 def client_as(
@@ -86,8 +90,8 @@ def client_as(
     """MLflow's client as its users configure it: environment variables only (tracking on
     MLflow's own server, or nowhere: then every call it makes is the registry's)."""
     monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", token)
-    monkeypatch.setenv("MLFLOW_REGISTRY_URI", registry.server.url)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking.url if tracking else registry.server.url)
+    monkeypatch.setenv("MLFLOW_REGISTRY_URI", registry.url)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking.url if tracking else registry.url)
     return MlflowClient()
 
 
@@ -173,7 +177,7 @@ def test_log_model_and_register_model_copy_the_run_into_the_registry(
     again = mlflow.register_model(f"runs:/{run.info.run_id}/model", "tree")
     assert (again.version, again.status, again.run_id) == ("2", "READY", run.info.run_id)
 
-    with modelyard.connect(registry.server.url, token=registry.admin) as reg:
+    with modelyard.connect(registry.url, token=registry.admin) as reg:
         copied = reg.resolve("tree/2")
     assert copied.run == run.info.run_id
     assert (copied.params, copied.metrics) == ({"C": "0.3"}, {"accuracy": 0.96})
@@ -286,7 +290,7 @@ def test_an_alias_named_as_a_stage_promotes_under_the_policy(
     with pytest.raises(MlflowException):
         client.get_model_version_by_alias("churn", "production")  # nothing moved
 
-    with modelyard.connect(registry.server.url, token=registry.admin) as reg:
+    with modelyard.connect(registry.url, token=registry.admin) as reg:
         reg.apply_policy("churn", "stages:\n  production: {exclusive: true}\n")
     client.set_registered_model_alias("churn", "production", "1")
     promoted = client.get_model_version_by_alias("churn", "production")
@@ -298,7 +302,7 @@ def test_changes_through_the_mlflow_api_are_journaled(
 ) -> None:
     client = client_as(registry, registry.admin, monkeypatch)
     client.set_registered_model_alias("churn", "champion", "1")
-    with modelyard.connect(registry.server.url, token=registry.admin) as reg:
+    with modelyard.connect(registry.url, token=registry.admin) as reg:
         events = reg.events(limit=1000)
     last = events[-1]
     assert (last.kind, last.model, last.actor) == ("alias.set", "churn", "root")
