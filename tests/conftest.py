@@ -112,6 +112,7 @@ def pg_database(pg_admin: Engine) -> Iterator[str]:
     try:
         yield url
     finally:
+        _emptier(url).dispose()
         with pg_admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
@@ -122,6 +123,18 @@ def pg_url(pg_database: str) -> str:
     return emptied(pg_database)
 
 
+@functools.cache
+def _emptier(pg_database: str) -> Engine:
+    """One connection per test process that empties its database before each test.
+
+    A new backend would load the catalog entries of every table and index again, which
+    cost PostgreSQL about 60 ms of CPU per test; this one keeps them. A forked child drops
+    it without closing it, so that the parent's connection survives the child."""
+    engine = create_engine(pg_database, pool_size=1, pool_pre_ping=True)
+    os.register_at_fork(after_in_child=lambda: engine.dispose(close=False))
+    return engine
+
+
 def emptied(pg_database: str) -> str:
     """Empty the per-process PostgreSQL database (every table, the journal's head reset).
 
@@ -129,7 +142,7 @@ def emptied(pg_database: str) -> str:
     a TRUNCATE makes new files for the table and each of its indexes, and most tests touch
     a few of the schema's tables.
     """
-    engine = create_engine(pg_database)
+    engine = _emptier(pg_database)
     names = [t.name for t in metadata.sorted_tables if t.name != "journal_head"]
     holding_rows = " UNION ALL ".join(
         f"SELECT '{name}' WHERE EXISTS (SELECT 1 FROM \"{name}\")" for name in names
@@ -153,7 +166,6 @@ def emptied(pg_database: str) -> str:
             text("UPDATE journal_head SET seq = 0, hash = :genesis, identity_seq = 0"),
             {"genesis": GENESIS_HASH},
         )
-    engine.dispose()
     return pg_database
 
 
