@@ -78,13 +78,14 @@ class SlowBlobStore:
 
 
 @pytest.fixture
-def slow_server(tmp_path: Path, database_url: str | None) -> Iterator[str]:
+def slow_server(tmp_path: Path) -> Iterator[str]:
     """A real uvicorn on a loopback port serving a slowed store, in a process of its own (so
-    that the probes measure the server, not this process's threads taking turns)."""
+    that the probes measure the server, not this process's threads taking turns). On the
+    embedded default only: what is slowed is the blob store, which no database touches."""
     port = free_port()
     command = [sys.executable, "-m", "tests.test_nonblocking", "serve", str(port)]
     command += [str(tmp_path / "data")]
-    process = subprocess.Popen([*command, database_url or ""], stderr=subprocess.PIPE)
+    process = subprocess.Popen(command, stderr=subprocess.PIPE)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30
@@ -104,9 +105,9 @@ def slow_server(tmp_path: Path, database_url: str | None) -> Iterator[str]:
         process.wait(timeout=30)
 
 
-def serve_slowly(port: int, data_dir: Path, database_url: str | None) -> None:
+def serve_slowly(port: int, data_dir: Path) -> None:
     """The server of ``slow_server``: the real service, its blob store slowed."""
-    service = open_service(Settings(data_dir=data_dir, database_url=database_url))
+    service = open_service(Settings(data_dir=data_dir))
     service.blobs = SlowBlobStore(service.blobs)  # type: ignore[assignment]
     app = create_app(service, reach=Reach.LOOPBACK, local_user="tester")
     # As `modelyard serve` runs it: an upload's body is read from the socket itself.
@@ -208,4 +209,4 @@ if __name__ == "__main__":
     if sys.argv[1] == "crawl":
         send_and_digest(*sys.argv[2:5])
     else:
-        serve_slowly(int(sys.argv[2]), Path(sys.argv[3]), sys.argv[4] or None)
+        serve_slowly(int(sys.argv[2]), Path(sys.argv[3]))

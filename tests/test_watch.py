@@ -149,9 +149,10 @@ def test_watch_runs_once_per_change_across_restarts(
 
 
 def test_watch_retries_a_failing_command_then_stops_or_skips(
-    live_server: LiveServer, make_tree: Tree, tmp_path: Path
+    sqlite_server: LiveServer, make_tree: Tree, tmp_path: Path
 ) -> None:
-    url = live_server.url
+    """Retries, failures and placeholders are the watch's own: one database is enough."""
+    url = sqlite_server.url
     with modelyard.connect(url) as reg:
         reg.register("churn", make_tree({"model.bin": b"weights"}))
     marker = tmp_path / "failed-once"
