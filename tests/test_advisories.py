@@ -14,8 +14,16 @@ from typer.testing import CliRunner
 
 import modelyard
 from modelyard.cli.main import app
-from modelyard.domain.advisories import AdvisoryDB, Finding, Severity, Verdict, cvss3_base_score
+from modelyard.domain.advisories import (
+    AdvisoryDB,
+    Finding,
+    Severity,
+    Verdict,
+    check_details,
+    cvss3_base_score,
+)
 from modelyard.domain.errors import InvalidInput
+from modelyard.domain.filters import SEVERITY_SCALE
 from modelyard.domain.models import Environment
 
 LOG4SHELL = "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:C/C:H/I:H/A:H"  # CVE-2021-44228: 10.0
@@ -309,6 +317,19 @@ def test_what_the_registry_keeps_matches_as_the_dump_does(db: AdvisoryDB) -> Non
     assert (db.packages, db.advisories, db.modified) == (9, 9, "2024-01-01T00:00:00Z")
     wanted = [(name, kept[name]) for name in AdvisoryDB.keys(env) if name in kept]
     assert AdvisoryDB.from_stored(wanted).match(env) == db.match(env)
+
+
+def test_the_severity_a_check_keeps_is_on_the_rules_scale(db: AdvisoryDB) -> None:
+    """What ``advisories.severity`` reads: the highest, an unrated advisory or no captured
+    environment as ``unknown`` (above critical), ``none`` without a finding."""
+    found = {
+        package: check_details(db, {package: version})["severity"]
+        for package, version in {"jinja2": "3.0", "requests": "2.5", "evilpkg": "1.0"}.items()
+    }
+    assert found == {"jinja2": "critical", "requests": "high", "evilpkg": "unknown"}
+    assert check_details(db, {})["severity"] == "none"
+    assert check_details(db, None)["severity"] == "unknown"
+    assert {*found.values(), "none"} <= set(SEVERITY_SCALE)
 
 
 def test_a_record_too_big_to_keep_is_cut_or_skipped() -> None:
