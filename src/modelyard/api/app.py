@@ -23,6 +23,7 @@ from modelyard.api.limits import BodyLimit
 from modelyard.api.problems import internal_error
 from modelyard.api.routes import (
     access,
+    advisories,
     blobs,
     checks,
     compare,
@@ -176,6 +177,7 @@ def create_app(
         evidence,
         webhooks,
         signing,
+        advisories,
         mlflow,
     ):
         app.include_router(module.router)
