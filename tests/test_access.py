@@ -41,6 +41,7 @@ from modelyard.service import RegistryService
 from modelyard.service.outbound import OutboundPolicy
 from modelyard.web.routing import PageRoute
 from tests.conftest import free_port
+from tests.test_advisories import osv, osv_zip
 
 ROLES = ("anonymous", "none", "viewer", "reader", "contributor", "checker", "maintainer", "admin")
 HELD: dict[str, Role | None] = {
@@ -208,6 +209,7 @@ class Sample:
     params: dict[str, str] = field(default_factory=dict)
     json: Any = None
     content: bytes | None = None
+    raw: bytes | None = None  # a body sent as it is (a zip), {role} not replaced
     # model | blob | anywhere | listing | registry | webhook (one on model m-R: whoever may
     # not manage it gets the 404 of a missing webhook, never a 403 that would confirm it)
     scope: str = "model"
@@ -273,6 +275,12 @@ SAMPLES: dict[tuple[str, str], Sample] = {
         json={"digest": "sha256:{blob}", "size": 1}, scope="anywhere"
     ),
     ("POST", "/api/v1/gc"): Sample(json={"dry_run": True}, scope=REGISTRY),
+    # Admins load an OSV dump (whoever else is refused before the body is read); anyone
+    # authenticated reads which one is loaded.
+    ("PUT", "/api/v1/advisories"): Sample(
+        raw=osv_zip([osv("GHSA-1", "requests", {"introduced": "0"})]), scope=REGISTRY
+    ),
+    ("GET", "/api/v1/advisories"): Sample(),
     ("GET", "/api/v1/blobs/{digest}"): Sample(params={"digest": "sha256:{blob}"}, scope="blob"),
     ("HEAD", "/api/v1/blobs/{digest}"): Sample(params={"digest": "sha256:{blob}"}, scope="blob"),
     ("GET", "/api/v1/models"): Sample(scope="listing"),
@@ -563,7 +571,7 @@ def test_permission_matrix(world: World, method: str, path: str, declared: str) 
         )(role)
         if isinstance(body, dict):
             body = {k: fill(v) if isinstance(v, str) else v for k, v in body.items()}
-        content = fill(sample.content.decode()).encode() if sample.content else None
+        content = fill(sample.content.decode()).encode() if sample.content else sample.raw
         query = {k: fill(v) for k, v in sample.query.items()}
         response = world.client.request(
             method, url, params=query, json=body, content=content, headers=world.headers(role)

@@ -14,8 +14,16 @@ from typer.testing import CliRunner
 
 import modelyard
 from modelyard.cli.main import app
-from modelyard.domain.advisories import AdvisoryDB, Finding, Severity, Verdict, cvss3_base_score
+from modelyard.domain.advisories import (
+    AdvisoryDB,
+    Finding,
+    Severity,
+    Verdict,
+    check_details,
+    cvss3_base_score,
+)
 from modelyard.domain.errors import InvalidInput
+from modelyard.domain.filters import SEVERITY_SCALE
 from modelyard.domain.models import Environment
 
 LOG4SHELL = "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:C/C:H/I:H/A:H"  # CVE-2021-44228: 10.0
@@ -73,13 +81,19 @@ RECORDS = [
 ]
 
 
-def write_dump(path: Path, records: list[dict[str, Any]], extra: dict[str, bytes]) -> Path:
+def osv_zip(records: list[dict[str, Any]], extra: dict[str, bytes] | None = None) -> bytes:
     """A zip as OSV publishes it: one JSON file per advisory, plus ``extra`` members."""
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
         for record in records:
             archive.writestr(f"{record['id']}.json", json.dumps(record))
-        for name, content in extra.items():
+        for name, content in (extra or {}).items():
             archive.writestr(name, content)
+    return buffer.getvalue()
+
+
+def write_dump(path: Path, records: list[dict[str, Any]], extra: dict[str, bytes]) -> Path:
+    path.write_bytes(osv_zip(records, extra))
     return path
 
 
@@ -293,6 +307,37 @@ def test_a_dump_the_size_of_pypis() -> None:
     db = AdvisoryDB.from_json(json.dumps(r).encode() for r in records)
     env = {f"pkg{i}": "1.0" for i in range(0, 20_000, 100)} | {f"other{i}": "1" for i in range(100)}
     assert len(db.match(env)) == 200
+
+
+def test_what_the_registry_keeps_matches_as_the_dump_does(db: AdvisoryDB) -> None:
+    env = {"requests": "2.5", "urllib3": "1.20", "jinja2": "3.0", "evilpkg": "1.1", "x": "1"}
+    env |= {"scikit-learn": "1.4", "torch": "2.1", "numpy": "1.22.0", "oddball": "1.0"}
+    kept = json.loads(json.dumps(db.stored()))  # as a database row gives it back
+    assert sorted(kept) == AdvisoryDB.keys(p for p in kept)  # filed by PEP 503 name
+    assert (db.packages, db.advisories, db.modified) == (9, 9, "2024-01-01T00:00:00Z")
+    wanted = [(name, kept[name]) for name in AdvisoryDB.keys(env) if name in kept]
+    assert AdvisoryDB.from_stored(wanted).match(env) == db.match(env)
+
+
+def test_the_severity_a_check_keeps_is_on_the_rules_scale(db: AdvisoryDB) -> None:
+    """What ``advisories.severity`` reads: the highest, an unrated advisory or no captured
+    environment as ``unknown`` (above critical), ``none`` without a finding."""
+    found = {
+        package: check_details(db, {package: version})["severity"]
+        for package, version in {"jinja2": "3.0", "requests": "2.5", "evilpkg": "1.0"}.items()
+    }
+    assert found == {"jinja2": "critical", "requests": "high", "evilpkg": "unknown"}
+    assert check_details(db, {})["severity"] == "none"
+    assert check_details(db, None)["severity"] == "unknown"
+    assert {*found.values(), "none"} <= set(SEVERITY_SCALE)
+
+
+def test_a_record_too_big_to_keep_is_cut_or_skipped() -> None:
+    long_summary = osv("S", "lib", {"introduced": "0"}, summary="x" * 10_000)
+    long_name = osv("N", "a" * 300, {"introduced": "0"})
+    db = AdvisoryDB.from_json(json.dumps(r) for r in (long_summary, long_name))
+    assert (db.records, db.skipped) == (1, 1)
+    assert len(db.match({"lib": "1"})[0].summary) == 500
 
 
 # -- the command -------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import io
 import os
 import sys
 import threading
@@ -37,6 +38,7 @@ from modelyard.domain.versions import NewVersion
 from modelyard.service import RegistryService
 from modelyard.service.outbound import OutboundPolicy
 from modelyard.storage.db.store import UnjournaledWrite, Writer, now_us
+from tests.test_advisories import osv, osv_zip
 
 ME = Caller.local_user("tester")
 SRC = Path(__file__).parents[1] / "src" / "modelyard"
@@ -324,6 +326,9 @@ def _busy_scenario(service: RegistryService) -> None:
     service.scans.accept(ME, "m", 5, "a class of our own")
     service.scans.allow = service.scans.allow.extended(Allowlist.from_text("acme:Model"))
     assert service.scans.rescan_stale() == 3  # m/1, m/2 and m/5: m/3 is deleted
+    dump = osv_zip([osv("GHSA-1", "requests", {"introduced": "0"})])
+    for _ in range(2):  # the second time, the dump in force already: nothing to write
+        service.advisories.load(ME, io.BytesIO(dump))
     pending = service.reserve_version("m", "runs:/r/model", caller=ME, run="r")  # a copy's
     service.copy_alive("m", pending)
     service.copy_failed("m", pending, "the source went away")

@@ -1,4 +1,5 @@
-"""Reaching PostgreSQL: a missing database, an unknown role, an unreachable server.
+"""Reaching PostgreSQL: a missing database, an unknown role, an unreachable server; and
+the schema the migrations make, on both backends.
 
 Each is one line on the CLI (serve, admin commands) and a ``DatabaseUnavailable`` from
 the SDK in local mode, never a traceback. A missing database is created when the URL's
@@ -15,11 +16,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
 from sqlalchemy import Engine, text
 
 from modelyard import connect
+from modelyard.service import RegistryService
 from modelyard.storage.db.engine import DatabaseUnavailable, create_db_engine, migrate
 from modelyard.storage.db.migrations import HEAD_REVISION
+from modelyard.storage.db.tables import metadata
 from tests.conftest import free_port
 from tests.test_cli import assert_user_error, invoke
 
@@ -155,3 +160,11 @@ def test_replicas_starting_together_on_a_new_database_migrate_once(
             assert conn.execute(text("SELECT seq FROM journal_head")).scalar() == 0
     finally:
         engine.dispose()
+
+
+def test_the_migrated_schema_is_the_tables_metadata(service: RegistryService) -> None:
+    """What the migrations create is what storage/db/tables.py declares (tables, columns,
+    types, indexes, keys), on each backend: a migration that forgot a column, or metadata
+    that forgot a migration, is named here rather than at a user's first write."""
+    with service.db.engine.connect() as conn:
+        assert compare_metadata(MigrationContext.configure(conn), metadata) == []

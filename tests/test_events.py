@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import re
 from datetime import UTC, datetime
 from ipaddress import ip_network
@@ -28,12 +29,13 @@ from modelyard.domain.events import (
 )
 from modelyard.domain.evidence import AttachmentIn
 from modelyard.domain.manifest import FileEntry
-from modelyard.domain.models import Event
+from modelyard.domain.models import Environment, Event
 from modelyard.domain.projection import Projection, compare
 from modelyard.domain.signing import SigningKey
 from modelyard.domain.versions import NewVersion
 from modelyard.service import RegistryService
 from modelyard.service.outbound import OutboundPolicy
+from tests.test_advisories import osv, osv_zip
 
 DOCS = Path(__file__).parent.parent / "docs" / "events.md"
 
@@ -98,6 +100,15 @@ def test_every_kind_is_appended(service: RegistryService) -> None:
     hooks.disable(admin, hook.subscription.id, "paused")
     hooks.enable(admin, hook.subscription.id)
     hooks.delete(admin, hook.subscription.id)
+    # A version in production that an OSV dump, once loaded, finds affected.
+    content = b"advised"
+    digest = hashlib.sha256(content).hexdigest()
+    packages = Environment(packages={"requests": "2.0"})
+    spec = NewVersion(files=[FileEntry("model.bin", 7, digest)], environment=packages)
+    service.register_version("advised", spec, caller=admin, inline={digest: content})
+    life.promote(admin, "advised/1", "production", override="first release")
+    vulnerable = osv("GHSA-1", "requests", {"introduced": "0"}, {"fixed": "2.31.0"})
+    assert service.advisories.load(admin, io.BytesIO(osv_zip([vulnerable]))).evaluation.affected
 
     journal = service.events(caller=admin, limit=1000)
     assert {e.kind for e in journal} == set(CATALOGUE)

@@ -246,3 +246,38 @@ def test_a_rule_compares_two_fields_of_the_candidate_online_with_offline() -> No
         parse_rule("online.metrics.auc >= stage")
     with pytest.raises(InvalidFilter, match="unknown field 'production'"):
         parse_rule("stage = production")  # a bare word is a field: quote a value
+
+
+def test_advisories_severity_orders_on_its_scale_with_unknown_above_all() -> None:
+    def holds(value: str | None, rule: str, current: str | None = "high") -> bool:
+        candidate = Subject(version(2, None), advisories=value)
+        occupant = Subject(version(1, None), advisories=current)
+        return evaluate(parse_rule(rule), candidate, occupant)[0]
+
+    assert holds("medium", "advisories.severity < high")  # bare or quoted, any case
+    assert holds("medium", 'advisories.severity <= "MEDIUM"')
+    assert not holds("critical", "advisories.severity < high")
+    assert not holds("unknown", "advisories.severity <= critical")  # nothing shows it lower
+    assert holds("none", "advisories.severity in (none, low)")
+    assert holds("medium", "advisories.severity <= current.advisories.severity")
+    assert not holds("critical", "advisories.severity <= current.advisories.severity")
+    assert not holds(None, "advisories.severity < critical")  # no check: missing
+    limit = parse_rule("advisories.severity < high")
+    assert evaluate(limit, Subject(version(1, None)), None) == (
+        False,
+        "advisories.severity is missing",
+    )
+    assert evaluate(limit, Subject(version(1, None), advisories="high"), None) == (
+        False,
+        'advisories.severity = "high"; needs < "high"',  # the value, as every rule names it
+    )
+    for bad, message in (
+        ('advisories.severity < "severe"', "takes a severity"),
+        ("advisories.severity < 3", "takes a severity"),
+        ('advisories.severity like "h%"', "'like' needs a text field"),
+        ("advisories.severity < current.advisories.severity + 1", "only numbers take"),
+    ):
+        with pytest.raises(InvalidFilter, match=message):
+            parse_rule(bad)
+    with pytest.raises(InvalidFilter, match=r"unknown field 'advisories\.severity'"):
+        parse_filter("advisories.severity < high")  # a rule's field, not a search's

@@ -4,6 +4,7 @@ both backends; assertions on the HTML a browser would get."""
 from __future__ import annotations
 
 import hashlib
+import io
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,6 +24,7 @@ from modelyard.domain.versions import NewVersion
 from modelyard.service import RegistryService
 from modelyard.web.links import commit_url
 from modelyard.web.security import REPORT_POLICY
+from tests.test_advisories import osv, osv_zip
 
 ME = Caller.local_user("tester")
 HOSTILE = '<script>alert(1)</script><img src=x onerror="alert(2)">'
@@ -49,9 +51,9 @@ def register(
         metrics={"auc": 0.80 + number / 100, "logloss": 0.5 - number / 100},
         dataset=DatasetRef("customers", f"2026-w{number:02d}"),
         source=SourceRef("git@github.com:acme/churn.git", f"{number:07x}abcdef", "main", False),
-        environment=Environment("3.11.9", "linux", {"scikit-learn": f"1.{number}.0"}),
         run=f"https://mlflow.example/runs/{number}",
-        **fields,
+        **{"environment": Environment("3.11.9", "linux", {"scikit-learn": f"1.{number}.0"})}
+        | fields,
     )
     inline = {sha(data): data for data in contents.values()}
     service.register_version(name, spec, caller=ME, inline=inline)
@@ -252,6 +254,33 @@ def test_version_page_shows_the_registrys_scan_its_findings_and_acceptance(
     accepted = client.get("/models/churn/versions/2").text
     assert "scan: pass" in text_of(accepted)
     assert "1 finding(s) accepted by tester: a &lt;b&gt;fixture&lt;/b&gt;" in accepted
+
+
+def test_version_page_shows_the_known_vulnerabilities_escaped(
+    service: RegistryService, client: TestClient
+) -> None:
+    """An OSV dump is untrusted input: an advisory's id, aliases and summary are shown as
+    text, never markup."""
+    register(service, "churn", 1)  # scikit-learn 1.1.0
+    register(service, "churn", 2, environment=None)
+    hostile = osv(
+        "GHSA-<b>x</b>",
+        "scikit-learn",
+        {"introduced": "0"},
+        {"fixed": "1.5.0"},
+        aliases=["CVE-<i>1</i>"],
+        summary=HOSTILE,
+    )
+    service.advisories.load(ME, io.BytesIO(osv_zip([hostile])))
+    html = client.get("/models/churn/versions/1").text
+    checks = section(html, "checks")
+    assert HOSTILE not in checks and "&lt;script&gt;alert(1)&lt;/script&gt;" in checks
+    assert "GHSA-&lt;b&gt;x&lt;/b&gt;" in checks and "CVE-&lt;i&gt;1&lt;/i&gt;" in checks
+    row = text_of(section(html, "advisories"))
+    assert "scikit-learn 1.1.0" in row and "UNKNOWN 1.5.0 affected" in row
+    assert "1 advisory finding(s) among 1 package(s), severity unknown" in text_of(checks)
+    none = text_of(section(client.get("/models/churn/versions/2").text, "checks"))
+    assert "no captured environment" in none and 'data-test="advisories"' not in none
 
 
 def test_file_download_through_the_page_route(service: RegistryService, client: TestClient) -> None:

@@ -23,6 +23,7 @@ from modelyard.api.limits import BodyLimit
 from modelyard.api.problems import internal_error
 from modelyard.api.routes import (
     access,
+    advisories,
     blobs,
     checks,
     compare,
@@ -176,6 +177,7 @@ def create_app(
         evidence,
         webhooks,
         signing,
+        advisories,
         mlflow,
     ):
         app.include_router(module.router)
@@ -189,8 +191,8 @@ def create_app(
 
 def _background(service: RegistryService) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
     """The lifespan that runs the server's own work from start-up to shutdown: webhook
-    delivery (in a process of its own), and a re-scan of the versions whose scan verdict
-    another allowlist reached (a thread: it ends when they are done, or at shutdown)."""
+    delivery (in a process of its own), and ``catch_up`` on a thread (it ends when done,
+    or at shutdown)."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -198,7 +200,7 @@ def _background(service: RegistryService) -> Callable[[FastAPI], AbstractAsyncCo
         deliverer.start()
         stop = threading.Event()
         rescan = threading.Thread(
-            target=service.scans.rescan_stale, args=(stop,), name="modelyard-rescan", daemon=True
+            target=catch_up, args=(service, stop), name="modelyard-rescan", daemon=True
         )
         rescan.start()
         try:
@@ -209,6 +211,14 @@ def _background(service: RegistryService) -> Callable[[FastAPI], AbstractAsyncCo
             await asyncio.to_thread(deliverer.stop)
 
     return lifespan
+
+
+def catch_up(service: RegistryService, stop: threading.Event) -> None:
+    """What a server does once it starts: scan again the versions whose scan verdict
+    another allowlist reached, and finish evaluating the live versions against an OSV dump
+    when a stop cut that short."""
+    service.scans.rescan_stale(stop)
+    service.advisories.reevaluate(stop)
 
 
 def _offline_docs(app: FastAPI) -> None:

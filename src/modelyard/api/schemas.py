@@ -454,12 +454,17 @@ class CheckOut(BaseModel):
     name: str
     status: str = Field(description="pass, fail or pending.")
     url: str | None
-    reporter: str = Field(description="Who reported it: a checker, or modelyard for its scan.")
+    reporter: str = Field(
+        description="Who reported it: a checker, or modelyard for its own checks (scan,"
+        " advisories)."
+    )
     reported_at: datetime
     details: dict[str, Any] | None = Field(
         default=None,
-        description="The registry's scan: its report (files, findings, the allowlist's"
-        " fingerprint, acceptances); null for the checks checkers report.",
+        description="What the registry's own checks found: the scan's report (files,"
+        " findings, the allowlist's fingerprint, acceptances), the advisories' verdict"
+        " (verdict, severity, packages, findings with advisory, aliases, severity,"
+        " installed and fixed versions); null for the checks checkers report.",
     )
 
 
@@ -471,6 +476,41 @@ class ScanAcceptIn(_Strict):
 
 class CheckListOut(BaseModel):
     items: list[CheckOut]
+
+
+# -- advisories --------------------------------------------------------------------------------
+
+
+class DumpOut(BaseModel):
+    sha256: str = Field(description="The zip's sha256, as loaded.")
+    size: int
+    records: int = Field(description="OSV records it held (withdrawn, other ecosystems too).")
+    skipped: int = Field(description="Members that were not OSV records.")
+    packages: int = Field(description="PyPI packages its advisories name.")
+    advisories: int = Field(description="Advisories that name a PyPI package.")
+    modified: str | None = Field(description="The newest record's modified time.")
+    loaded_at: datetime
+    loaded_by: str
+    pending: bool = Field(description="Live versions not yet evaluated against it.")
+
+
+class AdvisoriesOut(BaseModel):
+    dump: DumpOut | None = Field(description="The OSV dump in force; null: none is loaded.")
+
+
+class EvaluationOut(BaseModel):
+    versions: int = Field(description="Live versions evaluated against the dump.")
+    changed: int = Field(description="Verdicts that changed (each journaled).")
+    affected: int = Field(
+        description="Versions in an exclusive or protected stage newly affected"
+        " (version.advisories_affected)."
+    )
+
+
+class DumpLoadedOut(BaseModel):
+    dump: DumpOut
+    replaced: bool = Field(description="False: this dump was in force already.")
+    evaluation: EvaluationOut
 
 
 # -- online metrics ----------------------------------------------------------------------------

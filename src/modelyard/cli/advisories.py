@@ -1,5 +1,7 @@
 """modelyard advisories: known vulnerabilities in an environment's packages, from the OSV
-dump a site downloads where the network allows (docs/security.md)."""
+dump a site downloads where the network allows (docs/security.md): checked here (`check`),
+or loaded into the registry (`load`, admins), which then checks every version itself
+(`status` says which dump it holds)."""
 
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ from modelyard.config import DEFAULT_URL
 from modelyard.domain.errors import InvalidInput
 
 if TYPE_CHECKING:
-    from modelyard.domain.advisories import AdvisoryDB, Verdict
+    from modelyard.domain.advisories import AdvisoryDB, DumpSummary, Verdict
 
 # By Severity's name: the matcher is imported when the command runs, not with every
 # other command (it costs each `modelyard` invocation 13 ms).
@@ -31,7 +33,8 @@ _STYLE = {
 advisories_app = typer.Typer(
     help="Known vulnerabilities in a version's environment, matched offline against the"
     " advisories OSV publishes for PyPI.\n\n"
-    "[bold]Example[/bold]: modelyard advisories check --osv all.zip churn@production",
+    "[bold]Examples[/bold]: modelyard advisories check --osv all.zip churn@production;"
+    " modelyard advisories load all.zip",
     no_args_is_help=True,
 )
 
@@ -115,6 +118,87 @@ def check(
             output.console.print(line, highlight=False)
     if verdict.status == "fail":
         raise typer.Exit(1)
+
+
+@advisories_app.command("load")
+@handles_errors
+def load(
+    dump: Annotated[
+        Path,
+        typer.Argument(
+            metavar="FILE.zip",
+            help="OSV's PyPI dump (all.zip), as downloaded: docs/security.md says from where.",
+        ),
+    ],
+    registry_url: RegistryOption = DEFAULT_URL,
+    json_out: JsonOption = False,
+) -> None:
+    """Load OSV's PyPI dump into the registry (admins), in place of the one it holds.
+
+    The registry checks the zip whole first (a zip bomb, what is not a zip, a dump with no
+    PyPI advisory are refused, and nothing changes), then matches every live version's
+    environment against it: each verdict is the version's advisories check, and a policy
+    may require checks.advisories = "pass" or limit advisories.severity.
+
+    [bold]Example[/bold]:
+      curl -O https://osv-vulnerabilities.storage.googleapis.com/PyPI/all.zip
+      modelyard advisories load all.zip
+    """
+    with registry(registry_url) as reg:
+        loaded = reg.load_advisories(dump)
+    if json_out:
+        output.print_json(loaded.as_dict())
+        return
+    said = "loaded" if loaded.replaced else "already loaded:"
+    output.console.print(f"{said} {_dump_line(loaded.dump)}", highlight=False)
+    done = loaded.evaluation
+    output.console.print(
+        f"evaluated {done.versions} version(s) against it: {done.changed} verdict(s) changed,"
+        f" {done.affected} version(s) in a protected or exclusive stage newly affected",
+        highlight=False,
+    )
+
+
+@advisories_app.command("status")
+@handles_errors
+def status(registry_url: RegistryOption = DEFAULT_URL, json_out: JsonOption = False) -> None:
+    """The OSV dump the registry matches versions against: its digest, what it holds, who
+    loaded it when, and whether every live version has been evaluated against it.
+
+    [bold]Example[/bold]: modelyard advisories status --json
+    """
+    with registry(registry_url) as reg:
+        dump = reg.advisories()
+    if json_out:
+        output.print_json({"dump": dump.as_dict() if dump is not None else None})
+        return
+    if dump is None:
+        output.console.print(
+            "no OSV dump is loaded: versions have no advisories check"
+            " (an admin loads one: modelyard advisories load all.zip)",
+            highlight=False,
+        )
+        return
+    output.console.print(_dump_line(dump), highlight=False)
+    newest = f"; its newest record modified {dump.modified}" if dump.modified else ""
+    output.console.print(
+        f"loaded by {output.escape(dump.loaded_by)} on {output.when(dump.loaded_at)}{newest}",
+        highlight=False,
+    )
+    output.console.print(
+        "evaluation of the live versions under way"
+        if dump.pending
+        else "every live version is evaluated against it",
+        highlight=False,
+    )
+
+
+def _dump_line(dump: DumpSummary) -> str:
+    skipped = f", {dump.skipped} member(s) skipped: not OSV records" if dump.skipped else ""
+    return (
+        f"OSV dump sha256:{dump.sha256} ({dump.size} bytes): {dump.advisories} advisories"
+        f" naming {dump.packages} PyPI package(s), of {dump.records} record(s){skipped}"
+    )
 
 
 def _packages(

@@ -1,6 +1,6 @@
 """Check results: `modelyard check` reports one (checkers, e.g. CI), `modelyard checks`
-lists a version's with the findings of the registry's own scan, `modelyard accept-scan`
-accepts those (admins)."""
+lists a version's with the findings of the registry's own checks (its scan's, the known
+vulnerabilities in its environment), `modelyard accept-scan` accepts the scan's (admins)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import typer
 from modelyard.cli import output
 from modelyard.cli.common import JsonOption, UrlOption, handles_errors, registry
 from modelyard.config import DEFAULT_URL
+from modelyard.domain.checks import ADVISORIES_CHECK, SCAN_CHECK, CheckResult
 
 Reference = Annotated[str, typer.Argument(help="A version: NAME/N, NAME@ALIAS_OR_STAGE, ...")]
 
@@ -56,8 +57,10 @@ def check(
 def checks(
     reference: Reference, url: UrlOption = DEFAULT_URL, json_out: JsonOption = False
 ) -> None:
-    """The latest result of every check on a version: those checkers reported, and scan,
-    the registry's own scan of every file and attachment, with its open findings.
+    """The latest result of every check on a version: those checkers reported, and the
+    registry's own: scan, of every file and attachment, with its open findings; and
+    advisories, the known vulnerabilities in its environment (once an admin loaded an OSV
+    dump), with each advisory, its severity and the versions that fix it.
 
     [bold]Example[/bold]: modelyard checks churn/43
     """
@@ -73,18 +76,12 @@ def checks(
             c.status.value,
             output.escape(c.reporter),
             c.reported_at.strftime("%Y-%m-%d %H:%M:%S"),
-            output.escape(c.url or _scan_summary(c.details)),
+            output.escape(c.url or _summary(c)),
         )
     output.console.print(table)
-    from modelyard.domain.scanning import open_findings  # here: most commands never need it
-
     for c in found:
-        for finding in open_findings(c.details or {"findings": []}):
-            where = f" at byte {finding['offset']}" if finding.get("offset") is not None else ""
-            output.console.print(
-                f"  {output.escape(finding['path'])}{where}: {output.escape(finding['message'])}",
-                highlight=False,
-            )
+        for line in _findings(c):
+            output.console.print(f"  {output.escape(line)}", highlight=False)
 
 
 def accept_scan(
@@ -112,13 +109,47 @@ def accept_scan(
     )
 
 
-def _scan_summary(details: dict[str, Any] | None) -> str:
-    """The details column for the registry's scan: how many files, how many findings."""
+def _summary(check: CheckResult) -> str:
+    """The details column of the registry's own checks (others have none)."""
+    details = check.details
     if details is None:
         return "-"
+    if check.name == ADVISORIES_CHECK:
+        from modelyard.domain.advisories import summary_of  # here: most commands never need it
+
+        return summary_of(details)
     from modelyard.domain.scanning import open_findings
 
     findings = len(open_findings(details))
     accepted = details["findings_total"] - findings
     parts = [f"{details['files_total']} file(s) scanned", f"{findings} open finding(s)"]
     return ", ".join(parts + ([f"{accepted} accepted"] if accepted else []))
+
+
+def _findings(check: CheckResult) -> list[str]:
+    """A line per finding of the registry's own checks: the scan's open ones; each
+    advisory affecting the environment (or that may: a version that cannot be compared)."""
+    details: dict[str, Any] = check.details or {}
+    if check.name == ADVISORIES_CHECK and details:
+        lines = [_advisory_line(f) for f in details["findings"]]
+        more = details["findings_total"] - len(details["findings"])
+        return lines + ([f"and {more} more: modelyard checks REF --json"] if more > 0 else [])
+    if check.name != SCAN_CHECK or not details:
+        return []
+    from modelyard.domain.scanning import open_findings
+
+    lines = []
+    for finding in open_findings(details):
+        where = f" at byte {finding['offset']}" if finding.get("offset") is not None else ""
+        lines.append(f"{finding['path']}{where}: {finding['message']}")
+    return lines
+
+
+def _advisory_line(finding: dict[str, Any]) -> str:
+    aliases = f" ({', '.join(finding['aliases'])})" if finding["aliases"] else ""
+    fixed = f"fixed in {', '.join(finding['fixed'])}" if finding["fixed"] else "no fix listed"
+    may = "" if finding["match"] == "affected" else ", may affect it (cannot compare versions)"
+    return (
+        f"{finding['package']} {finding['installed']}: {finding['advisory']}{aliases}"
+        f" {finding['severity']}, {fixed}{may}"
+    )

@@ -81,6 +81,7 @@ from modelyard.domain.webhooks import NewSubscription, Subscription
 from modelyard.transfer import FileSink, Pipeline
 
 if TYPE_CHECKING:
+    from modelyard.domain.advisories import DumpLoaded, DumpSummary
     from modelyard.domain.signing import (
         PublicKey,
         PublishedKey,
@@ -831,6 +832,29 @@ class Registry:
         """
         body = {"dry_run": dry_run, "grace_seconds": grace.total_seconds()}
         return GcReport.from_dict(self._json("POST", "/api/v1/gc", body=body))
+
+    # -- known vulnerabilities ------------------------------------------------------------
+
+    def load_advisories(self, path: str | os.PathLike[str]) -> DumpLoaded:
+        """Load OSV's PyPI dump (``all.zip``, as downloaded) into the registry in place of
+        the one in force (admins): every version's environment is matched against it, the
+        live ones before this returns (their ``advisories`` check)."""
+        from modelyard.domain.advisories import DumpLoaded  # the matcher's: when used
+
+        local = Path(path)
+        size = local.stat().st_size
+        headers = {"Content-Length": str(size), "Content-Type": "application/zip"}
+        with self._progress.task("loading", size) as advance:
+            body = FileBody(local, size, advance)
+            data = self._json("PUT", "/api/v1/advisories", content=body, headers=headers)
+        return DumpLoaded.from_dict(data)
+
+    def advisories(self) -> DumpSummary | None:
+        """The OSV dump the registry matches environments against; None: none is loaded."""
+        from modelyard.domain.advisories import DumpSummary
+
+        dump = self._json("GET", "/api/v1/advisories")["dump"]
+        return None if dump is None else DumpSummary.from_dict(dump)
 
     # -- journal --------------------------------------------------------------------------
 

@@ -3,6 +3,10 @@
 Air-gapped sites cannot ask OSV's API, so they load the per-ecosystem zip OSV publishes
 (docs/security.md). Everything in it is untrusted input: caps refuse a zip bomb, a member
 that is not an OSV record is skipped and counted, and member names are never paths.
+
+The registry keeps a loaded dump as what matching needs (``AdvisoryDB.stored``: each PyPI
+package's entries, read back by ``from_stored`` for the packages an environment has) and
+records each version's verdict as the check ``advisories`` (``check_details``).
 """
 
 from __future__ import annotations
@@ -16,18 +20,26 @@ import zipfile
 import zlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import IO, Any, Literal, TypeVar
 
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
-from modelyard.domain.errors import InvalidInput
+from modelyard.domain.errors import InvalidInput, TooLarge
+from modelyard.domain.models import iso, parse_iso
 
 # The PyPI dump holds tens of thousands of records of a few KiB each; these caps leave it
 # room to grow tenfold and still refuse an archive built to exhaust memory.
 MAX_MEMBERS = 500_000
 MAX_TOTAL_BYTES = 4 * 1024**3
 MAX_MEMBER_BYTES = 16 * 1024**2
+# The zip a registry takes, as uploaded: OSV's PyPI dump is tens of MiB, all of OSV a few
+# hundred; past this it is refused before it is read whole.
+MAX_DUMP_BYTES = 1024**3
+MAX_SUMMARY = 500  # characters of an advisory's summary kept: a line, in OSV's own words
+MAX_PACKAGE_NAME = 256
+MAX_MODIFIED = 64  # an RFC 3339 time takes 35 at most
 
 ECOSYSTEM = "PyPI"
 _COMPARABLE_RANGES = frozenset({"ECOSYSTEM", "SEMVER"})  # GIT ranges name commits
@@ -200,16 +212,70 @@ class _Affected:
     ranges: tuple[tuple[tuple[str, str], ...], ...]
     versions: frozenset[str]
 
+    def as_stored(self) -> dict[str, Any]:
+        return {
+            "id": self.advisory.id,
+            "aliases": list(self.advisory.aliases),
+            "summary": self.advisory.summary,
+            "severity": self.severity.name,
+            "ranges": [[list(event) for event in events] for events in self.ranges],
+            "versions": sorted(self.versions),
+        }
+
+    @classmethod
+    def from_stored(cls, data: Mapping[str, Any]) -> _Affected:
+        return cls(
+            advisory=_Advisory(data["id"], tuple(data["aliases"]), data["summary"]),
+            severity=Severity[data["severity"]],
+            ranges=tuple(tuple((kind, v) for kind, v in events) for events in data["ranges"]),
+            versions=frozenset(data["versions"]),
+        )
+
 
 class AdvisoryDB:
     """The PyPI advisories of an OSV dump, indexed by normalised package name."""
 
-    def __init__(self, entries: Iterable[tuple[str, _Affected]], records: int, skipped: int):
+    def __init__(
+        self,
+        entries: Iterable[tuple[str, _Affected]],
+        records: int,
+        skipped: int,
+        modified: str | None = None,
+    ):
         self._index: dict[str, list[_Affected]] = {}
         for name, entry in entries:
             self._index.setdefault(name, []).append(entry)
         self.records = records  # valid OSV records read, withdrawn and other ecosystems too
         self.skipped = skipped  # members that were not OSV records
+        self.modified = modified  # the newest record's ``modified``, as the dump writes it
+
+    @property
+    def packages(self) -> int:
+        """How many PyPI packages some advisory names."""
+        return len(self._index)
+
+    @property
+    def advisories(self) -> int:
+        """How many advisories name a PyPI package."""
+        return len({e.advisory.id for entries in self._index.values() for e in entries})
+
+    def stored(self) -> dict[str, list[dict[str, Any]]]:
+        """Each package's entries as the registry keeps them (JSON), by normalised name:
+        what matching reads, not the records (details, references and the rest go)."""
+        return {name: [e.as_stored() for e in entries] for name, entries in self._index.items()}
+
+    @classmethod
+    def from_stored(cls, rows: Iterable[tuple[str, Sequence[Mapping[str, Any]]]]) -> AdvisoryDB:
+        """The entries ``stored`` gave, for the packages read back (the registry reads
+        those of the environments it matches, never the whole dump)."""
+        return cls(
+            ((name, _Affected.from_stored(e)) for name, entries in rows for e in entries), 0, 0
+        )
+
+    @staticmethod
+    def keys(packages: Iterable[str]) -> list[str]:
+        """The names ``stored`` files packages under: PEP 503's normal form."""
+        return sorted({canonicalize_name(p) for p in packages})
 
     @classmethod
     def from_zip(
@@ -228,21 +294,26 @@ class AdvisoryDB:
                 return cls.from_json(archive.read(info) for info in members)
         except (zipfile.BadZipFile, zlib.error, NotImplementedError, RuntimeError) as exc:
             # a corrupt, encrypted or oddly compressed archive: refused whole, not half read
-            raise InvalidInput(f"the OSV dump is not a readable zip: {exc}") from None
+            raise InvalidInput(
+                f"the OSV dump is not a readable zip: {exc}", code="not_a_zip"
+            ) from None
 
     @classmethod
     def from_json(cls, documents: Iterable[str | bytes]) -> AdvisoryDB:
         """Each document one OSV record; those that are not are skipped and counted."""
         entries: list[tuple[str, _Affected]] = []
         records = skipped = 0
+        modified: str | None = None
         for document in documents:
             try:
-                entries.extend(_entries(json.loads(document)))
+                record = json.loads(document)
+                entries.extend(_entries(record))
             except (ValueError, RecursionError, _NotOsv):  # bad JSON, UTF-8, nesting, records
                 skipped += 1
             else:
                 records += 1
-        return cls(entries, records, skipped)
+                modified = max(modified or "", record["modified"][:MAX_MODIFIED])
+        return cls(entries, records, skipped, modified)
 
     def match(self, environment_packages: Mapping[str, str]) -> list[Finding]:
         """Every advisory naming an installed package at its version, most severe first."""
@@ -260,7 +331,8 @@ def _check_caps(members: list[zipfile.ZipInfo], max_members: int, max_total: int
     if len(members) > max_members:
         raise InvalidInput(
             f"the OSV dump has {len(members)} members, more than the {max_members} allowed:"
-            " refused as a possible zip bomb"
+            " refused as a possible zip bomb",
+            code="zip_bomb",
         )
     total = sum(info.file_size for info in members)
     largest = max((info.file_size for info in members), default=0)
@@ -268,7 +340,8 @@ def _check_caps(members: list[zipfile.ZipInfo], max_members: int, max_total: int
         raise InvalidInput(
             f"the OSV dump would unpack to {total} bytes (largest member {largest}), more"
             f" than the {max_total} ({MAX_MEMBER_BYTES} a member) allowed: refused as a"
-            " possible zip bomb"
+            " possible zip bomb",
+            code="zip_bomb",
         )
 
 
@@ -310,7 +383,7 @@ def _entries(record: object) -> list[tuple[str, _Affected]]:
     advisory = _Advisory(
         id=record["id"],
         aliases=_strings(record, "aliases"),
-        summary=_get(record, "summary", str, ""),
+        summary=_get(record, "summary", str, "")[:MAX_SUMMARY],
     )
     return [
         (package, _affected(advisory, entry, record))
@@ -322,7 +395,10 @@ def _pypi(affected: Iterable[dict[str, Any]]) -> Iterator[tuple[str, dict[str, A
     for entry in affected:
         package = _get(entry, "package", dict, {})
         if _get(package, "ecosystem", str, "") == ECOSYSTEM and _get(package, "name", str, ""):
-            yield canonicalize_name(package["name"]), entry
+            name = canonicalize_name(package["name"])
+            if len(name) > MAX_PACKAGE_NAME:
+                raise _NotOsv("package")  # no PyPI name is that long; the registry keys on it
+            yield name, entry
 
 
 def _affected(advisory: _Advisory, entry: dict[str, Any], record: dict[str, Any]) -> _Affected:
@@ -457,3 +533,193 @@ def _findings(package: str, installed: str, entries: Iterable[_Affected]) -> Ite
 def _fixed_order(text: str) -> tuple[bool, Version | int, str]:
     version = _version(text)
     return (version is None, version if version is not None else 0, text)
+
+
+# -- the registry's check ----------------------------------------------------------------------
+
+MAX_STORED_FINDINGS = 500
+NO_ENVIRONMENT = "no captured environment: which packages it runs is unknown"
+
+
+def check_dump_size(size: int) -> None:
+    """Refuse a dump larger than a registry takes (a declared length, or bytes received)."""
+    if size > MAX_DUMP_BYTES:
+        raise TooLarge(
+            f"the OSV dump is larger than the {MAX_DUMP_BYTES} bytes a registry takes",
+            limit=MAX_DUMP_BYTES,
+        )
+
+
+def check_details(db: AdvisoryDB, packages: Mapping[str, str] | None) -> dict[str, Any]:
+    """A version's ``advisories`` check as the registry keeps it: the verdict, the value
+    ``advisories.severity`` reads, and the findings (the first MAX_STORED_FINDINGS; the
+    verdict and the severity count them all). Without a captured environment the verdict
+    is unknown: nothing says which packages it runs, so nothing shows them safe."""
+    if packages is None:
+        return {
+            "verdict": "unknown",
+            "severity": "unknown",
+            "packages": 0,
+            "findings": [],
+            "findings_total": 0,
+            "note": NO_ENVIRONMENT,
+        }
+    verdict = Verdict.of(db.match(packages))
+    return {
+        "verdict": verdict.status,
+        "severity": rule_severity(f.severity.name for f in verdict.findings),
+        "packages": len(packages),
+        "findings": [f.as_dict() for f in verdict.findings[:MAX_STORED_FINDINGS]],
+        "findings_total": len(verdict.findings),
+    }
+
+
+def rule_severity(severities: Iterable[str]) -> str:
+    """What ``advisories.severity`` reads (on filters.SEVERITY_SCALE) of findings by their
+    severities' names: the highest, ``unknown`` if one has none (it counts above them all),
+    ``none`` without any. Findings that only may affect the version (a version PEP 440
+    cannot read) count: a limit must not pass what nobody could evaluate."""
+    found = {Severity[name] for name in severities}
+    if Severity.UNKNOWN in found:
+        return "unknown"
+    return max(found).name.lower() if found else "none"
+
+
+def summary_of(details: Mapping[str, Any]) -> str:
+    """The check's details in a line (the CLI's table, the version page)."""
+    if "note" in details:
+        return str(details["note"])
+    return (
+        f"{details['findings_total']} advisory finding(s) among {details['packages']}"
+        f" package(s), severity {details['severity']}"
+    )
+
+
+def check_status(details: Mapping[str, Any]) -> Literal["pass", "fail"]:
+    """The check passes on a verdict of pass only: an unknown one (a match nobody could
+    evaluate, no environment) fails closed, as an affected one does."""
+    return "pass" if details["verdict"] == "pass" else "fail"
+
+
+def same_verdict(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> bool:
+    """Whether a re-evaluation says what the stored check says: the same verdict and the
+    same findings by advisory, package, severity, match and fixed versions. A summary or
+    an alias a newer dump reworded alone rewrites nothing (nor journals anything)."""
+    return old is not None and _substance(old) == _substance(new)
+
+
+def _substance(details: Mapping[str, Any]) -> tuple[Any, ...]:
+    findings = tuple(
+        (f["package"], f["installed"], f["advisory"], f["severity"], f["match"], tuple(f["fixed"]))
+        for f in details["findings"]
+    )
+    return details["verdict"], details["severity"], details["findings_total"], findings
+
+
+def newly_affecting(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The findings of ``new`` that affect the version (not merely may) and that ``old``
+    did not list as affecting it, advisory and package alike."""
+    before = {
+        (f["advisory"], f["package"])
+        for f in (old or {}).get("findings", ())
+        if f["match"] == "affected"
+    }
+    return [
+        f
+        for f in new["findings"]
+        if f["match"] == "affected" and (f["advisory"], f["package"]) not in before
+    ]
+
+
+# -- what the registry says of its dump -------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DumpSummary:
+    """The OSV dump the registry matches against: its digest, what it holds, who loaded
+    it when, and whether every live version has been evaluated against it yet."""
+
+    sha256: str
+    size: int
+    records: int  # OSV records read, withdrawn and other ecosystems too
+    skipped: int  # members that were not OSV records
+    packages: int  # PyPI packages some advisory names
+    advisories: int  # advisories that name a PyPI package
+    modified: str | None  # the newest record's modified time, as the dump writes it
+    loaded_at: datetime
+    loaded_by: str
+    pending: bool  # live versions not yet evaluated against it
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "sha256": self.sha256,
+            "size": self.size,
+            "records": self.records,
+            "skipped": self.skipped,
+            "packages": self.packages,
+            "advisories": self.advisories,
+            "modified": self.modified,
+            "loaded_at": iso(self.loaded_at),
+            "loaded_by": self.loaded_by,
+            "pending": self.pending,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> DumpSummary:
+        return cls(
+            sha256=data["sha256"],
+            size=int(data["size"]),
+            records=int(data["records"]),
+            skipped=int(data["skipped"]),
+            packages=int(data["packages"]),
+            advisories=int(data["advisories"]),
+            modified=data.get("modified"),
+            loaded_at=parse_iso(data["loaded_at"]),
+            loaded_by=data["loaded_by"],
+            pending=bool(data["pending"]),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Reevaluation:
+    """What evaluating the live versions against a dump did: how many were evaluated, how
+    many verdicts changed (each journaled), how many versions in an exclusive or protected
+    stage it found newly affected (each a ``version.advisories_affected`` event)."""
+
+    versions: int = 0
+    changed: int = 0
+    affected: int = 0
+
+    def __add__(self, other: Reevaluation) -> Reevaluation:
+        return Reevaluation(
+            self.versions + other.versions,
+            self.changed + other.changed,
+            self.affected + other.affected,
+        )
+
+    def as_dict(self) -> dict[str, int]:
+        return {"versions": self.versions, "changed": self.changed, "affected": self.affected}
+
+
+@dataclass(frozen=True, slots=True)
+class DumpLoaded:
+    """A load: the dump now in force; ``replaced`` false when it was that one already."""
+
+    dump: DumpSummary
+    replaced: bool
+    evaluation: Reevaluation
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "dump": self.dump.as_dict(),
+            "replaced": self.replaced,
+            "evaluation": self.evaluation.as_dict(),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> DumpLoaded:
+        return cls(
+            DumpSummary.from_dict(data["dump"]),
+            bool(data["replaced"]),
+            Reevaluation(**data["evaluation"]),
+        )

@@ -8,7 +8,9 @@ version cannot pass its checks with a tag.
 
 ``scan`` is the registry's own check (``SCAN_CHECK``): the server scans every file and
 attachment itself and records the report as the check's ``details``. Nobody reports it;
-an admin may only accept its findings, with a reason.
+an admin may only accept its findings, with a reason. ``advisories`` is the registry's
+too (``ADVISORIES_CHECK``): a version's environment matched against the OSV dump an admin
+loaded, re-evaluated when a newer one is loaded.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from modelyard.domain.models import iso, parse_iso
 
 CHECK_TAG_PREFIX: Final = "check."
 SCAN_CHECK: Final = "scan"
+ADVISORIES_CHECK: Final = "advisories"
 SERVER_REPORTER: Final = "modelyard"  # the reporter of the checks the registry runs
 MAX_URL: Final = 2048
 CHECK_NAME_PATTERN: Final = r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}"  # also in OpenAPI
@@ -98,16 +101,23 @@ def validate_check_name(name: str) -> str:
     return name
 
 
+# The registry's own checks, and why nobody else reports them.
+_RESERVED: Final = {
+    SCAN_CHECK: "the server scans every file when it is registered, and nobody else reports"
+    " it. Report your CI's scanner under its own name (e.g. ci-scan); an admin may accept"
+    " scan findings: modelyard accept-scan REF --reason TEXT",
+    ADVISORIES_CHECK: "the server matches every version's environment against the OSV dump"
+    " an admin loaded (modelyard advisories load FILE.zip), and nobody else reports it."
+    " Report your CI's audit under its own name (e.g. pip-audit)",
+}
+
+
 def validate_reported_check(name: str) -> str:
-    """A name a checker may report: any valid one but the registry's own ``scan``."""
+    """A name a checker may report: any valid one but the registry's own checks."""
     validate_check_name(name)
-    if name == SCAN_CHECK:
+    if name in _RESERVED:
         raise Forbidden(
-            f"{SCAN_CHECK!r} is the registry's own check: the server scans every file when it"
-            " is registered, and nobody else reports it. Report your CI's scanner under its"
-            " own name (e.g. ci-scan); an admin may accept scan findings:"
-            " modelyard accept-scan REF --reason TEXT",
-            code="reserved_check",
+            f"{name!r} is the registry's own check: {_RESERVED[name]}", code="reserved_check"
         )
     return name
 

@@ -338,11 +338,13 @@ class ProtectedAliasesSet(ModelEvent):
 @dataclass(frozen=True, slots=True)
 class VersionRegistered(VersionEvent):
     """``scan``: the verdict of the registry's scan of its files and attachments (pass or
-    fail; None in registrations journaled before the registry scanned)."""
+    fail; None in registrations journaled before the registry scanned). ``advisories``:
+    its ``advisories`` check, pass or fail (None: no OSV dump was loaded)."""
 
     kind: ClassVar[str] = "version.registered"
     after: VersionState
     scan: str | None = None
+    advisories: str | None = None
 
     def describe(self) -> str:
         return f"{self.after['files']} file(s), {self.after['size']} bytes, {self.after['stage']}"
@@ -458,6 +460,24 @@ class VersionSigned(VersionEvent):
     def describe(self) -> str:
         on = f" on entering {self.stage}" if self.stage else ""
         return f"signed by {self.signer} (key {self.key_id[:12]}){on}"
+
+
+@dataclass(frozen=True, slots=True)
+class VersionAdvisoriesAffected(VersionEvent):
+    """Known vulnerabilities newly affect a version in an exclusive or protected stage
+    (what runs, or is about to): usually found by evaluating it against a newer OSV dump.
+    ``findings`` are the new ones, as its ``advisories`` check lists them; ``severity`` the
+    highest of them (``advisories.severity``'s scale); ``dump`` the dump's sha256."""
+
+    kind: ClassVar[str] = "version.advisories_affected"
+    stage: str
+    severity: str
+    findings: list[dict[str, Any]]
+    dump: str
+
+    def describe(self) -> str:
+        ids = ", ".join(sorted({f["advisory"] for f in self.findings}))
+        return f"newly affected in {self.stage} ({self.severity}): {ids}"
 
 
 # -- aliases ----------------------------------------------------------------------------------
@@ -765,6 +785,24 @@ class GarbageCollected(RegistryEvent):
         return f"removed {a['blobs']} blob(s), {a['uploads']} upload(s)"
 
 
+@dataclass(frozen=True, slots=True)
+class AdvisoriesLoaded(RegistryEvent):
+    """An admin loaded an OSV dump: versions are matched against it from now on (every
+    live one again, at once). ``before``: the sha256 of the dump it replaced."""
+
+    kind: ClassVar[str] = "advisories.loaded"
+    sha256: str
+    size: int
+    records: int
+    skipped: int
+    packages: int
+    advisories: int
+    before: str | None
+
+    def describe(self) -> str:
+        return f"OSV dump {self.sha256[:12]}: {self.advisories} advisories of PyPI packages"
+
+
 CATALOGUE: Mapping[str, type[JournalEvent]] = {
     cls.kind: cls
     for cls in (
@@ -781,6 +819,7 @@ CATALOGUE: Mapping[str, type[JournalEvent]] = {
         VersionCardEdited,
         CommentAdded,
         VersionSigned,
+        VersionAdvisoriesAffected,
         AliasSet,
         AliasDeleted,
         RequestOpened,
@@ -801,6 +840,7 @@ CATALOGUE: Mapping[str, type[JournalEvent]] = {
         GrantSet,
         GrantRevoked,
         GarbageCollected,
+        AdvisoriesLoaded,
         WebhookCreated,
         WebhookUpdated,
         WebhookDeleted,

@@ -13,7 +13,9 @@ fit ``[A-Za-z0-9_.-/:]`` can be quoted with backticks: ``metrics.`my key```.
 
 Versions have ``online.metrics.K`` too: the newest value of K reported from production.
 Policy rules (target ``rules``, evaluated by ``domain/rules.py``) are the same language over
-the versions' fields plus ``checks.NAME`` and ``card``; a comparison may take
+the versions' fields plus ``checks.NAME``, ``card`` and ``advisories.severity`` (ordered
+``none`` < ``low`` < ... < ``critical`` < ``unknown``, written quoted or bare); a comparison
+may take
 ``current.FIELD [+|- N]`` (the version in the target stage) or ``FIELD [+|- N]`` (of the
 version itself) where a value goes, and ``==`` means ``=``.
 """
@@ -51,6 +53,14 @@ class FieldType(Enum):
     TIME = "an ISO date or datetime string"
     BOOL = "true or false"
     PARAM = "a string or a number"  # params are stored as text but often hold numbers
+    SEVERITY = "a severity: none, low, medium, high, critical or unknown"
+
+
+# The scale ``advisories.severity`` compares on, lowest first (domain/advisories.py says
+# what a version's value is). ``unknown`` (an advisory nobody rated, an environment
+# nobody captured) is above ``critical``: nothing shows it to be lower, so every limit
+# refuses it.
+SEVERITY_SCALE: Final = ("none", "low", "medium", "high", "critical", "unknown")
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,8 +146,15 @@ _FIELDS: Final[dict[Target, dict[str, FieldType]]] = {
         "latest_version": _Type.NUMBER,
     },
 }
-# Rules read a version's model card too (``card``: its text), which searches do not.
-_FIELDS[Target.RULES] = {**_FIELDS[Target.VERSIONS], "card": _Type.TEXT}
+# Rules read a version's model card too (``card``: its text), and the highest severity of
+# the known vulnerabilities in its environment (its ``advisories`` check), which searches
+# do not.
+ADVISORY_SEVERITY: Final = "advisories.severity"
+_FIELDS[Target.RULES] = {
+    **_FIELDS[Target.VERSIONS],
+    "card": _Type.TEXT,
+    ADVISORY_SEVERITY: _Type.SEVERITY,
+}
 # Namespaces whose keys are free-form (key/value tables).
 _KEYED: Final[dict[Target, dict[str, FieldType]]] = {
     Target.VERSIONS: {
@@ -301,9 +318,14 @@ class _Parser:
                 raise self.fail(token.pos, "'==' is written '=' here")
             op = _COMPARISON_OPS[token.text]
             self._check_op(field, field_type, op, token.pos)
-            if self.target is Target.RULES and self.peek.kind == "word" and not self.peek.keyword:
+            if (
+                self.target is Target.RULES
+                and self.peek.kind == "word"
+                and not self.peek.keyword
+                and not self._severity_word(field_type)
+            ):
                 return self._relative(field, field_type, op)
-            value, position = self._value(token.text)
+            value, position = self._value(token.text, field_type)
             return Comparison(field, op, self._check(field, field_type, op, value, position))
         negated = token.keyword == "not"
         if negated:
@@ -333,7 +355,7 @@ class _Parser:
         self.advance()
         values: list[Scalar] = []
         while True:
-            value, position = self._value("(" if not values else ",")
+            value, position = self._value("(" if not values else ",", field_type)
             values.append(self._check(field, field_type, op, value, position))
             token = self.advance()
             if token.kind == ")":
@@ -391,12 +413,25 @@ class _Parser:
             f"; valid fields: {', '.join(valid_fields(self.target))}",
         )
 
-    def _value(self, after: str) -> tuple[Scalar, int]:
+    def _value(self, after: str, field_type: FieldType | None = None) -> tuple[Scalar, int]:
         token = self.peek
+        if self._severity_word(field_type):
+            self.advance()
+            return token.text, token.pos
         if token.kind not in ("string", "number", "bool"):
             raise self.fail(token.pos, f"expected a value after '{after}'", _found(token))
         self.advance()
         return token.value, token.pos
+
+    def _severity_word(self, field_type: FieldType | None) -> bool:
+        """Whether the next token is a severity written bare (``advisories.severity <
+        high``): no field has such a name, so it cannot be a ``current.FIELD``."""
+        token = self.peek
+        return (
+            field_type is FieldType.SEVERITY
+            and token.kind == "word"
+            and token.text.lower() in SEVERITY_SCALE
+        )
 
     # -- types -----------------------------------------------------------------------------
 
@@ -421,6 +456,10 @@ class _Parser:
                     position, "a like pattern must not end with a lone '\\' (use \\\\\\\\)"
                 )
             return value
+        if field_type is FieldType.SEVERITY:
+            if not isinstance(value, str) or value.lower() not in SEVERITY_SCALE:
+                raise self.fail(position, f"'{field}' takes {field_type.value}")
+            return value.lower()
         if field_type is FieldType.TIME:
             micros = _micros(value) if isinstance(value, str) else None
             if micros is None:

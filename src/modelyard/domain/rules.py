@@ -3,8 +3,9 @@
 Policy rules and the gate's comparisons are rules. A search runs as SQL over every
 version; a rule is evaluated here against one candidate and the version now in the target
 stage (``current.FIELD``) or itself (``online.metrics.auc >= metrics.auc - 0.02``), with
-``checks.NAME`` reading the candidate's reported checks and ``online.metrics.K`` the newest
-value reported from production.
+``checks.NAME`` reading the candidate's reported checks, ``online.metrics.K`` the newest
+value reported from production and ``advisories.severity`` the highest severity of the
+known vulnerabilities its ``advisories`` check found, compared on ``SEVERITY_SCALE``.
 The semantics are the SQL's (storage/db/filters.py), so a rule and a search with the same
 text agree: a missing field satisfies no comparison, ``not`` is the exact complement,
 ``like`` folds A-Z only, params compare as numbers against numbers.
@@ -25,8 +26,10 @@ from typing import Final, TypeGuard
 
 from modelyard.domain.errors import InvalidFilter
 from modelyard.domain.filters import (
+    ADVISORY_SEVERITY,
     MAX_NUMERIC_TEXT,
     NUMERIC_TEXT,
+    SEVERITY_SCALE,
     And,
     Comparison,
     Field,
@@ -50,8 +53,8 @@ _SHOWN: Final = 60  # characters of a text value quoted in a detail
 @dataclass(frozen=True, slots=True)
 class Subject:
     """What a rule reads: a version, the status of each check reported on it, its card,
-    the newest value of each of its online metrics; and who signed it (what a policy's
-    ``signed_by`` reads)."""
+    the newest value of each of its online metrics; who signed it (what a policy's
+    ``signed_by`` reads); the severity its ``advisories`` check found (None: no check)."""
 
     version: Version
     checks: Mapping[str, str] = field(default_factory=dict)
@@ -59,6 +62,7 @@ class Subject:
     online: Mapping[str, float] = field(default_factory=dict)
     # Each principal whose key signed exactly its files, and the teams each belongs to.
     signers: frozenset[str] = frozenset()
+    advisories: str | None = None
 
 
 def parse_rule(text: str) -> Node:
@@ -130,7 +134,7 @@ class _Evaluation:
             close = math.isclose(ours, target, rel_tol=1e-9, abs_tol=1e-12)
             if close:
                 return node.op in ("=", "<=", ">=")
-        return _compare(node.op, ours, target)
+        return _compare(node.op, _ordered(node.field, ours), _ordered(node.field, target))
 
 
 def value_of(subject: Subject, field: Field) -> Scalar | None:
@@ -146,6 +150,8 @@ def value_of(subject: Subject, field: Field) -> Scalar | None:
         return subject.checks.get(field.key)
     if field.namespace == ONLINE_NAMESPACE:
         return subject.online.get(field.key)
+    if str(field) == ADVISORY_SEVERITY:
+        return subject.advisories
     if field.namespace == "dataset":
         return getattr(v.dataset, field.key) if v.dataset else None
     if field.namespace == "source":
@@ -176,7 +182,15 @@ def _test(field: Field, op: Op, value: Scalar, wanted: Scalar | tuple[Scalar, ..
     if op in ("like", "not like"):
         assert isinstance(value, str) and isinstance(wanted, str)
         return _like(value, wanted) == (op == "like")
-    return _compare(op, value, wanted)
+    return _compare(op, _ordered(field, value), _ordered(field, wanted))
+
+
+def _ordered(field: Field, value: Scalar) -> Scalar:
+    """A value as it orders: a severity by its place on the scale (one it does not know
+    above them all), anything else as is."""
+    if str(field) == ADVISORY_SEVERITY and isinstance(value, str):
+        return SEVERITY_SCALE.index(value) if value in SEVERITY_SCALE else len(SEVERITY_SCALE)
+    return value
 
 
 def _param_test(value: str, op: Op, wanted: Scalar | tuple[Scalar, ...]) -> bool:

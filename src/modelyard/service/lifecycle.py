@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from modelyard.domain.access import Caller, Permission, Role
+from modelyard.domain.checks import ADVISORIES_CHECK
 from modelyard.domain.errors import (
     Conflict,
     Forbidden,
@@ -577,12 +578,14 @@ class LifecycleService:
         """What a policy reads of a version: its fields, its checks, its card, the newest
         value of each of its online metrics, and who signed it."""
         card = tx.card(version_id)
+        advised = tx.checks(version_id, ADVISORIES_CHECK)
         return Subject(
             version,
             tx.check_statuses(version_id),
             card.text if card else None,
             tx.online_latest(version_id),
             self.signing.signers(tx, version_id, version.files),
+            advised[0].details.get("severity") if advised and advised[0].details else None,
         )
 
     def _snapshot(self, tx: Reader, model_id: int, version_id: int, stage: str) -> dict[str, Any]:

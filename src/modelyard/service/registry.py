@@ -11,6 +11,7 @@ from collections.abc import Collection, Iterator, Mapping, Sequence
 
 from modelyard.config import Settings
 from modelyard.domain.access import Caller, Permission, Role, Visibility
+from modelyard.domain.advisories import check_status
 from modelyard.domain.errors import (
     Conflict,
     InvalidInput,
@@ -64,6 +65,7 @@ from modelyard.domain.versions import (
     validate_tags,
 )
 from modelyard.service.access import AccessControl, Action
+from modelyard.service.advisories import AdvisoryService
 from modelyard.service.blobs import BlobService, check_inline
 from modelyard.service.caches import StampedCache
 from modelyard.service.checks import ChecksService
@@ -103,6 +105,7 @@ class RegistryService(Comparisons, BlobService):
         self.signing = self.lifecycle.signing
         self.checks = ChecksService(db, self.access)
         self.scans = ScanService(db, self.access, self)
+        self.advisories = AdvisoryService(db, self.access, self.lifecycle)
         self.online = OnlineMetricsService(db, self.access, self.page_tokens)
         self.evidence = EvidenceService(db, self.access, self, self.scans)
         self.sessions = SessionService(db, self.access, self.identity, self.key)
@@ -409,11 +412,17 @@ class RegistryService(Comparisons, BlobService):
             )
             details = self.scans.details(scanned)
             verdict = self.scans.record(tx, version_id, details, now, new=True)
-            tx.append_event(
-                caller,
-                VersionRegistered(name, number, version_state(version), scan=verdict),
-                now=now,
+            advised = self.advisories.check_new(tx, version_id, spec.environment, now)
+            registered = VersionRegistered(
+                name,
+                number,
+                version_state(version),
+                scan=verdict,
+                advisories=None if advised is None else check_status(advised),
             )
+            tx.append_event(caller, registered, now=now)
+            if advised is not None:
+                self.advisories.announce(tx, name, number, stage, None, advised, now)
             self.evidence.record_new(tx, caller, version, version_id, model_id, evidence, inline)
         return version
 

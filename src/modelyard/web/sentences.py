@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from modelyard.domain.events import (
+    AdvisoriesLoaded,
     AliasDeleted,
     AliasSet,
     CommentAdded,
@@ -29,6 +30,7 @@ from modelyard.domain.events import (
     TokenCreated,
     TokenRevoked,
     UndecodableEvent,
+    VersionAdvisoriesAffected,
     VersionAttached,
     VersionCardEdited,
     VersionCheckReported,
@@ -82,6 +84,11 @@ def _said(actor: str, event: JournalEvent) -> str | None:
             return f"{actor} commented on {on}"
         case VersionCheckReported(model=m, version=n, check=check, after=after):
             return f"{actor} reported check {check} on {m}/{n}: {after['status']}"
+        case VersionAdvisoriesAffected(model=m, version=n, stage=stage, severity=severity):
+            ids = ", ".join(sorted({f["advisory"] for f in event.findings}))
+            return f"known vulnerabilities newly affect {m}/{n} in {stage} ({severity}): {ids}"
+        case AdvisoriesLoaded(advisories=count, packages=packages):
+            return f"{actor} loaded an OSV dump: {count} advisories naming {packages} packages"
         case AliasSet(model=m, alias=alias, before=before, after=after):
             moved = f" (it was {m}/{before})" if before is not None else ""
             return f"{actor} pointed {m}@{alias} at {m}/{after}{moved}"

@@ -59,6 +59,7 @@ from modelyard.domain.models import (
     utc_from_us,
 )
 from modelyard.domain.references import Reference, RefKind
+from modelyard.storage.db.advisories import AdvisoriesReader, AdvisoriesWriter
 from modelyard.storage.db.bell import JournalBell
 from modelyard.storage.db.blobs import BlobReader, BlobWriter
 from modelyard.storage.db.checks import ChecksReader, ChecksWriter
@@ -271,6 +272,9 @@ NON_JOURNALED: dict[str, str] = {
     "version.pending": "a number given to a version whose files are still being copied, and"
     " how the copy goes: the version is journaled when it registers, and no cache reads these"
     " rows",
+    "advisories.progress": "how far the evaluation of the live versions against a newly"
+    " loaded OSV dump has come (a column of its row, which no cache reads): the load is"
+    " journaled as advisories.loaded, and each verdict it changes as version.check_reported",
 }
 
 
@@ -486,6 +490,7 @@ class Reader(
     DeliveriesReader,
     PendingReader,
     SignaturesReader,
+    AdvisoriesReader,
 ):
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
@@ -790,6 +795,7 @@ class Writer(
     WebhooksWriter,
     PendingWriter,
     SignaturesWriter,
+    AdvisoriesWriter,
 ):
     """A write transaction holding the journal head lock."""
 

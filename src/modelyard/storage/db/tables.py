@@ -583,3 +583,34 @@ version_signatures = Table(
     Column("bundle", Text, nullable=False),
     Column("created_at", BigInteger, nullable=False),
 )
+
+# -- known vulnerabilities -------------------------------------------------------------------
+
+# The OSV dump versions' environments are matched against (domain/advisories.py): one row
+# (id 1), replaced with every package's entries by each load, in one transaction.
+advisory_dump = Table(
+    "advisory_dump",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("sha256", String(64), nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("records", Integer, nullable=False),
+    Column("skipped", Integer, nullable=False),
+    Column("packages", Integer, nullable=False),
+    Column("advisories", Integer, nullable=False),
+    Column("modified", String(64), nullable=True),
+    Column("loaded_at", BigInteger, nullable=False),
+    Column("loaded_by", String(256), nullable=False),
+    # How far the re-evaluation of the live versions against it has come: the id of the
+    # next version to evaluate; NULL once every one has been.
+    Column("pending_from", Integer, nullable=True),
+)
+
+# Each PyPI package's advisories as matching reads them (JSON, AdvisoryDB.stored), by the
+# package's PEP 503 name: a registration reads the rows of its environment's packages.
+advisory_packages = Table(
+    "advisory_packages",
+    metadata,
+    Column("package", String(256), primary_key=True),
+    Column("entries", Text, nullable=False),
+)

@@ -12,7 +12,8 @@ from starlette.responses import Response
 
 from modelyard.api.streaming import stream_version_file
 from modelyard.domain.access import Permission
-from modelyard.domain.checks import SCAN_CHECK
+from modelyard.domain.advisories import summary_of
+from modelyard.domain.checks import ADVISORIES_CHECK, SCAN_CHECK
 from modelyard.domain.events import describe
 from modelyard.domain.online import MAX_SERIES_POINTS
 from modelyard.domain.overview import top_stage
@@ -53,6 +54,7 @@ def version_page(request: Request, name: str, number: Number, online: Text = Non
     checks = service.checks.results(caller, name, number)
     scan = next((c for c in checks if c.name == SCAN_CHECK), None)
     scan_details = scan.details if scan and scan.details else None
+    advised = next((c for c in checks if c.name == ADVISORIES_CHECK and c.details), None)
     return page(
         request,
         "version.html",
@@ -72,6 +74,8 @@ def version_page(request: Request, name: str, number: Number, online: Text = Non
         scan=scan,
         scan_findings=open_findings(scan_details) if scan_details else [],
         scan_accepted=scan_details.get("accepted", []) if scan_details else [],
+        advisories=advised.details if advised else None,
+        advisories_summary=summary_of(advised.details) if advised and advised.details else "",
         signatures=service.signing.signatures(caller, name, number),
         online=latest,
         online_metric=chosen,
