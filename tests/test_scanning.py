@@ -29,6 +29,7 @@ from typer.testing import CliRunner
 
 import modelyard
 from modelyard.cli.main import app
+from modelyard.domain import onnx_model
 from modelyard.domain.errors import InvalidInput
 from modelyard.domain.scanning import (
     DEFAULT_ALLOWLIST,
@@ -123,6 +124,77 @@ def legacy_torch(model: bytes) -> bytes:
     return magic + pickle.dumps(1001, protocol=2) + info + model + keys + b"\x80\x02raw bytes"
 
 
+def onnx_bytes(
+    nodes: list[Any],
+    *,
+    initializers: tuple[Any, ...] = (),
+    functions: tuple[Any, ...] = (),
+    opsets: tuple[tuple[str, int], ...] = (("", 17),),
+) -> bytes:
+    """A model of ``nodes`` from x to y, as onnx's own helpers write it."""
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])],
+        initializer=list(initializers),
+    )
+    opset_imports = [helper.make_opsetid(domain, version) for domain, version in opsets]
+    model = helper.make_model(graph, functions=list(functions), opset_imports=opset_imports)
+    return bytes(model.SerializeToString())
+
+
+def onnx_node(op: str, domain: str = "", **attributes: Any) -> Any:
+    from onnx import helper
+
+    return helper.make_node(op, ["x"], ["y"], domain=domain, **attributes)
+
+
+def custom_op(in_subgraph: bool = False) -> bytes:
+    """A node of a domain no runtime implements, at the top or inside an If's branch."""
+    from onnx import TensorProto, helper
+
+    custom = onnx_node("Decrypt", "com.acme")
+    if not in_subgraph:
+        return onnx_bytes([custom], opsets=(("", 17), ("com.acme", 1)))
+    output = [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])]
+    branch = helper.make_graph([custom], "then", [], output)
+    other = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "else", [], output)
+    node = helper.make_node("If", ["x"], ["y"], then_branch=branch, else_branch=other)
+    return onnx_bytes([node], opsets=(("", 17), ("com.acme", 1)))
+
+
+def external_data(location: str) -> bytes:
+    """A model whose weight lies in the file ``location`` names."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = numpy_helper.from_array(np.ones(4, dtype=np.float32), "w")
+    weight.ClearField("raw_data")
+    weight.data_location = TensorProto.EXTERNAL
+    entry = weight.external_data.add()
+    entry.key, entry.value = "location", location
+    node = helper.make_node("Add", ["x", "w"], ["y"])
+    return onnx_bytes([node], initializers=(weight,))
+
+
+def skops_naming(module: str, name: str, loader: str = "ObjectNode") -> bytes:
+    """A skops file whose schema has a node of ``module.name`` (how skops writes one)."""
+    node = {"__class__": name, "__module__": module, "__loader__": loader, "__id__": 2}
+    content = {"__class__": "dict", "__module__": "builtins", "__loader__": "DictNode"}
+    schema = {
+        "__class__": "FunctionTransformer",
+        "__module__": "sklearn.preprocessing._function_transformer",
+        "__loader__": "ObjectNode",
+        "__id__": 1,
+        "content": {**content, "content": {"func": node}},
+        "protocol": 2,
+        "_skops_version": "0.16.0",
+    }
+    return zipped({"schema.json": json.dumps(schema).encode()})
+
+
 MALICIOUS: dict[str, Callable[[], bytes]] = {
     "os-system-global-p0.pkl": lambda: call_global("os", "system", proto=0),
     "os-system-global-p2.pkl": lambda: call_global("os", "system"),
@@ -178,6 +250,14 @@ MALICIOUS: dict[str, Callable[[], bytes]] = {
     "nested-too-deep.zip": lambda: _nest(zipped({"x.txt": b"fine"}), 8),
     "truncated-gzip.gz": lambda: gzip.compress(pickle.dumps([1.0] * 100))[:-12],
     "lz4-frame.lz4": lambda: b"\x04\x22\x4d\x18" + b"\x00" * 20,
+    "custom-op.onnx": custom_op,
+    "custom-op-in-subgraph.onnx": lambda: custom_op(in_subgraph=True),
+    "external-data-climbs-out.onnx": lambda: external_data("../../etc/passwd"),
+    "external-data-absolute.onnx": lambda: external_data("/etc/shadow"),
+    "external-data-windows.onnx": lambda: external_data("C:\\Windows\\win.ini"),
+    "truncated.onnx": lambda: custom_op()[:-5],
+    "skops-os-system.skops": lambda: skops_naming("os", "system", "FunctionNode"),
+    "skops-users-class.skops": lambda: skops_naming("acme.models", "Scorer"),
 }
 
 
@@ -247,8 +327,55 @@ def clean(iris: tuple[Any, Any], tmp_path_factory: pytest.TempPathFactory) -> di
             }
         )
     )
+    _onnx_and_skops(root, iris)
     _optional_frameworks(root, X, y)
     return {p.name: p for p in sorted(root.iterdir())}
+
+
+def _onnx_and_skops(root: Path, iris: tuple[Any, Any]) -> None:
+    """Models as skl2onnx, onnx and skops save them (all three are test dependencies)."""
+    import onnx
+    import skops.io
+    from onnx import helper, numpy_helper
+    from skl2onnx import to_onnx
+    from sklearn.preprocessing import FunctionTransformer
+
+    X, y = iris
+    models = sklearn_models(iris)
+    (root / "logistic.onnx").write_bytes(
+        to_onnx(models["logistic"], X[:1].astype(np.float32)).SerializeToString()
+    )
+    # Weights kept beside the model, as onnx saves a large one.
+    weight = numpy_helper.from_array(np.arange(4, dtype=np.float32), "w")
+    added = onnx_bytes([helper.make_node("Add", ["x", "w"], ["y"])], initializers=(weight,))
+    onnx.save_model(
+        onnx.load_from_string(added),
+        str(root / "external.onnx"),
+        save_as_external_data=True,
+        location="external.weights",
+        size_threshold=0,
+    )
+    twice = helper.make_function(
+        "local.fn",
+        "Twice",
+        ["a"],
+        ["b"],
+        [helper.make_node("Add", ["a", "a"], ["b"])],
+        [helper.make_opsetid("", 17)],
+    )
+    (root / "own-function.onnx").write_bytes(
+        onnx_bytes(
+            [onnx_node("Twice", "local.fn")],
+            functions=(twice,),
+            opsets=(("", 17), ("local.fn", 1)),
+        )
+    )
+    for name, model in models.items():
+        skops.io.dump(model, root / f"{name}.skops")
+    log1p = Pipeline(
+        [("log", FunctionTransformer(np.log1p)), ("model", LogisticRegression(max_iter=300))]
+    )
+    skops.io.dump(log1p.fit(X, y), root / "log1p-pipeline.skops")
 
 
 def _optional_frameworks(root: Path, X: Any, y: Any) -> None:
@@ -324,6 +451,12 @@ def test_each_malicious_file_fails_for_its_reason(name: str) -> None:
         "nested-too-deep.zip": "nesting_too_deep",
         "truncated-gzip.gz": "truncated",
         "lz4-frame.lz4": "unsupported_compression",
+        "custom-op.onnx": "custom_op_domain",
+        "custom-op-in-subgraph.onnx": "custom_op_domain",
+        "external-data-climbs-out.onnx": "external_data_escapes",
+        "external-data-absolute.onnx": "external_data_escapes",
+        "external-data-windows.onnx": "external_data_escapes",
+        "truncated.onnx": "malformed_onnx",
     }.get(name, "import_not_allowed")
     assert expected in {f.reason for f in report.findings}, report.as_dict()
 
@@ -417,13 +550,43 @@ def test_formats_are_told_by_their_bytes(clean: dict[str, Path]) -> None:
     if "lgbm.txt" in formats:
         assert formats["lgbm.txt"].format == "lightgbm text"
     if "identity.onnx" in formats:
-        assert formats["identity.onnx"].format.startswith("onnx")
+        assert formats["identity.onnx"].format == "onnx"
+    assert formats["logistic.onnx"].format == "onnx"
+    assert formats["external.onnx"].note == "external data: external.weights"
+    assert formats["log1p-pipeline.skops"].format == "skops"
     unknown = scan_bytes("blob.bin", bytes(range(256)) * 4)
     assert unknown.verdict == "pass" and unknown.entries[0].verdict == "unknown"
     lying = struct.pack("<Q", 20) + b'{"w":{"dtype":"F32","shape":[9],"data_offsets":[0,36]}}'
     assert scan_bytes("w.safetensors", lying.ljust(28 + 36, b" ")).entries[0].format != (
         "safetensors"
     )
+
+
+@pytest.mark.parametrize(
+    ("location", "escapes"),
+    [
+        ("weights.bin", False),
+        ("sub/weights.bin", False),
+        ("sub/../weights.bin", False),
+        ("../weights.bin", True),
+        ("sub/../../weights.bin", True),
+        ("/etc/passwd", True),
+        ("C:\\weights.bin", True),
+        ("..\\weights.bin", True),
+    ],
+)
+def test_onnx_external_data_may_not_leave_the_models_directory(
+    location: str, escapes: bool
+) -> None:
+    assert onnx_model.escapes(location) is escapes
+    verdict = scan_bytes("model.onnx", external_data(location)).verdict
+    assert verdict == ("fail" if escapes else "pass")
+
+
+def test_onnx_bytes_that_do_not_parse_fail_closed() -> None:
+    for junk in (b"\x08", b"\x08\x07" + bytes(range(256)), b"\x08\x01\x3a\xff\xff\xff\xff\x0f"):
+        (finding,) = scan_bytes("model.onnx", junk).findings
+        assert finding.reason == "malformed_onnx", junk
 
 
 def test_torch_files_when_torch_is_installed(tmp_path: Path) -> None:

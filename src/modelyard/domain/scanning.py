@@ -24,18 +24,18 @@ import re
 import struct
 import zipfile
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from modelyard.domain import pickles
+from modelyard.domain import onnx_model, pickles
 from modelyard.domain.errors import InvalidInput
 
 Verdict = Literal["pass", "safe", "unknown", "fail"]
 # Raised whenever a change to this module can change a verdict: stored verdicts reached by
 # an older scanner are then stale, and the server scans their versions again.
-SCANNER_VERSION = 1
+SCANNER_VERSION = 2  # 2: ONNX and skops files read deeply
 MAX_STORED_ENTRIES = 1000
 MAX_STORED_FINDINGS = 200
 
@@ -184,6 +184,10 @@ DEFAULT_ALLOWLIST = Allowlist(
             *_pairs("numpy.random._mt19937", "MT19937"),
             *_pairs("numpy.random._pcg64", "PCG64", "PCG64DXSM"),
             *_pairs("collections", "OrderedDict", "defaultdict"),
+            # Element-wise functions a model refers to (FunctionTransformer(np.log1p)):
+            # called on arrays by the model, nothing when a file is loaded.
+            *_pairs("numpy", "log", "log1p", "log2", "log10", "exp", "expm1", "sqrt"),
+            *_pairs("numpy", "square", "abs", "absolute", "sign", "tanh", "reciprocal"),
             *_pairs("builtins", "set", "frozenset", "bytearray", "slice", "complex", "range"),
             # How protocol 2 rebuilds bytes (numpy arrays, any model pickled for Python 2
             # compatibility): str -> bytes through the codec registry, calls nothing else.
@@ -417,6 +421,9 @@ class _Scan:
             return self.inflate(path, view, depth, "zlib", _zlib_stream)
         if _is_pickle_start(view):
             return self.scan_pickles(path, view)
+        # ONNX is protobuf, which has no magic: the extension and a first field of ir_version.
+        if path.lower().endswith(".onnx") and head[:1] == b"\x08":
+            return self.onnx(path, view)
         safe = _safe_format(path, head, view)
         if safe:
             return Entry(path, safe, "safe")
@@ -455,10 +462,67 @@ class _Scan:
                 continue
             seen.add(key)
             self.findings.append(
-                Finding(path, "import_not_allowed", _not_allowed(item), item.offset, item.dotted)
+                Finding(
+                    path,
+                    "import_not_allowed",
+                    _not_allowed(item.module, item.name, "loading calls it"),
+                    item.offset,
+                    item.dotted,
+                )
             )
         for problem in stream.problems:
             self.fail(path, problem.reason, problem.message, problem.offset)
+
+    # -- ONNX and skops: formats without code that still name what a loader reaches ---------
+
+    def onnx(self, path: str, view: memoryview) -> Entry:
+        """Safe unless it needs a custom-op library or points its data outside its folder."""
+        try:
+            facts = onnx_model.read(view)
+        except onnx_model.MalformedOnnx as exc:
+            self.fail(path, "malformed_onnx", f"the ONNX protobuf does not parse: {exc}")
+            return Entry(path, "onnx", "fail")
+        for domain in facts.custom_domains():
+            self.fail(
+                path,
+                "custom_op_domain",
+                f"uses operators of the domain {domain!r}, which no ONNX runtime implements:"
+                " running it takes a custom-op library, code this scan has not seen",
+            )
+        for location in sorted(set(facts.locations)):
+            if onnx_model.escapes(location):
+                self.fail(
+                    path,
+                    "external_data_escapes",
+                    f"its external data {location!r} lies outside the model's directory (an"
+                    " absolute path, or one climbing out with ..): the loader would open it",
+                )
+        named = sorted(set(facts.locations))
+        return Entry(path, "onnx", "safe", f"external data: {', '.join(named)}" if named else "")
+
+    def skops(self, archive: zipfile.ZipFile, path: str, view: memoryview) -> bool:
+        """Whether the zip is a skops file; if so, every type its schema names that skops
+        would have to be told to trust must be on the allowlist (as a pickle's imports)."""
+        where = f"{path}!schema.json"
+        data = self.member_bytes(archive, archive.getinfo("schema.json"), where, view)
+        try:
+            schema = json.loads(bytes(data)) if data is not None else None
+        except ValueError:
+            return False  # the member's own scan said what it is
+        if not (isinstance(schema, dict) and "__loader__" in schema and "protocol" in schema):
+            return False
+        try:
+            named = sorted(set(_skops_types(schema)))
+        except ValueError as exc:
+            self.fail(where, "malformed_skops", str(exc))
+            return True
+        for module, name in named:
+            if (module, name) not in _SKOPS_PLAIN and not self.allow.permits(module, name):
+                message = _not_allowed(module, name, "skops loads it only when told to trust it")
+                self.findings.append(
+                    Finding(where, "import_not_allowed", message, None, f"{module}.{name}")
+                )
+        return True
 
     # -- numpy -------------------------------------------------------------------------------
 
@@ -500,6 +564,8 @@ class _Scan:
                 if not any(member.filename.startswith(s) for s in storages):
                     self.member(archive, member, f"{path}!{member.filename}", view, depth)
         kind = "pytorch zip" if storages else "zip"
+        if not storages and "schema.json" in names and self.skops(archive, path, view):
+            kind = "skops"
         return Entry(path, kind, "pass", f"{len(members)} member(s)")
 
     def member(
@@ -677,9 +743,6 @@ def _safe_format(path: str, head: bytes, view: memoryview) -> str:
     if _safetensors(view):
         return "safetensors"
     lower = path.lower()
-    # ONNX is protobuf, which has no magic: the extension and a first field of ir_version.
-    if lower.endswith(".onnx") and head[:1] == b"\x08":
-        return "onnx (not deeply inspected)"
     # UBJSON: an object opening; no pickle opcode is "{".
     if lower.endswith(".ubj") and head[:1] == b"{":
         return "xgboost ubj"
@@ -733,11 +796,43 @@ def _text_format(head: bytes, view: memoryview) -> str:
     return "text"
 
 
-def _not_allowed(item: pickles.Import) -> str:
-    if forbidden(item.module, item.name):
-        return f"imports {item.dotted}, which can run code or reach what does: never allowed"
+def _not_allowed(module: str, name: str, why: str) -> str:
+    if forbidden(module, name):
+        return f"imports {module}.{name}, which can run code or reach what does: never allowed"
     return (
-        f"imports {item.dotted}, which is not on the allowlist (loading calls it); if you"
-        f" trust it, add the line {item.module}:{item.name} to a file named by --allow or"
+        f"imports {module}.{name}, which is not on the allowlist ({why}); if you"
+        f" trust it, add the line {module}:{name} to a file named by --allow or"
         " MODELYARD_SCAN_ALLOW"
     )
+
+
+# What a skops schema names for its plain values: skops rebuilds these without trusting.
+_SKOPS_PLAIN = frozenset(
+    {
+        *_pairs("builtins", "dict", "list", "tuple", "str", "int", "float", "bool", "bytes"),
+        *_pairs("builtins", "NoneType", "complex"),
+        *_pairs("numpy", "ndarray", "dtype", "bool_", "str_", "bytes_"),
+        *_pairs(
+            "numpy", *(f"{kind}{bits}" for kind in ("int", "uint") for bits in (8, 16, 32, 64))
+        ),
+        *_pairs("numpy", "float16", "float32", "float64", "complex64", "complex128"),
+        *_pairs("numpy.random.mtrand", "RandomState"),
+        *_pairs("numpy.random._generator", "Generator"),
+    }
+)
+
+
+def _skops_types(schema: dict[str, Any]) -> Iterator[tuple[str, str]]:
+    """Every (module, name) the nodes of a skops schema name (a node has a loader)."""
+    stack: list[Any] = [schema]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            if "__loader__" in node:
+                module, name = node.get("__module__"), node.get("__class__")
+                if not (isinstance(module, str) and isinstance(name, str)):
+                    raise ValueError("a schema node names no module and class")
+                yield module, name
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
