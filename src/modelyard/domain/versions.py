@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from modelyard.domain.checks import refuse_check_tags
-from modelyard.domain.errors import InvalidInput, TooLarge
+from modelyard.domain.errors import Conflict, InvalidInput, TooLarge
 from modelyard.domain.manifest import FileEntry, build_manifest
 from modelyard.domain.models import DatasetRef, Environment, Origin, SourceRef
 from modelyard.domain.names import validate_key, validate_tag_value, validate_text
@@ -165,3 +165,17 @@ def _check_count(values: Mapping[str, object], limit: int, what: str, per: str =
 def _check_text(what: str, text: str | None, limit: int) -> None:
     if text is not None:
         validate_text(text, what, limit)
+
+
+def next_number(name: str, latest: int, wanted: int | None) -> int:
+    """The next number in turn, or an import's own (which must lie above the latest: a
+    number once given is never given again, so a reference keeps meaning one version)."""
+    if wanted is None:
+        return latest + 1
+    if wanted <= latest:
+        raise Conflict(
+            f"{name} already has numbers up to {latest}: an imported version keeps its own"
+            f" number ({wanted}) only above them",
+            code="number_taken",
+        )
+    return wanted
