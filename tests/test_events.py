@@ -98,6 +98,8 @@ def test_every_kind_is_appended(service: RegistryService) -> None:
     hooks.disable(admin, hook.subscription.id, "paused")
     hooks.enable(admin, hook.subscription.id)
     hooks.delete(admin, hook.subscription.id)
+    east = service.signing.trust_registry(admin, "east", SigningKey.generate().public.pem)
+    service.signing.distrust_registry(admin, east.key_id)
 
     journal = service.events(caller=admin, limit=1000)
     assert {e.kind for e in journal} == set(CATALOGUE)

@@ -454,10 +454,13 @@ class VersionSigned(VersionEvent):
     key_id: str
     payload_sha256: str
     stage: str | None = None
+    # The registry a bundle carried the signature from (None: made here).
+    origin: str | None = None
 
     def describe(self) -> str:
         on = f" on entering {self.stage}" if self.stage else ""
-        return f"signed by {self.signer} (key {self.key_id[:12]}){on}"
+        there = f", carried from {self.origin}" if self.origin else ""
+        return f"signed by {self.signer} (key {self.key_id[:12]}){on}{there}"
 
 
 # -- aliases ----------------------------------------------------------------------------------
@@ -753,6 +756,32 @@ E = TypeVar("E", bound=JournalEvent)
 
 
 @dataclass(frozen=True, slots=True)
+class KeyTrusted(RegistryEvent):
+    """An admin trusts another registry's public key, under a name: bundles it signs may
+    be imported, and its signatures verify downloads here."""
+
+    kind: ClassVar[str] = "key.trusted"
+    registry: str
+    key_id: str
+
+    def describe(self) -> str:
+        return f"trusts registry {self.registry} (key {self.key_id[:12]})"
+
+
+@dataclass(frozen=True, slots=True)
+class KeyDistrusted(RegistryEvent):
+    """An admin no longer trusts another registry's key: its bundles are refused and its
+    signatures verify nothing from now on (those carried already are kept, as history)."""
+
+    kind: ClassVar[str] = "key.distrusted"
+    registry: str
+    key_id: str
+
+    def describe(self) -> str:
+        return f"no longer trusts registry {self.registry} (key {self.key_id[:12]})"
+
+
+@dataclass(frozen=True, slots=True)
 class GarbageCollected(RegistryEvent):
     """A ``modelyard gc`` that removed something (a run that finds nothing is not
     journaled)."""
@@ -801,6 +830,8 @@ CATALOGUE: Mapping[str, type[JournalEvent]] = {
         GrantSet,
         GrantRevoked,
         GarbageCollected,
+        KeyTrusted,
+        KeyDistrusted,
         WebhookCreated,
         WebhookUpdated,
         WebhookDeleted,
