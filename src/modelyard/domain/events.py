@@ -332,6 +332,23 @@ class ProtectedAliasesSet(ModelEvent):
         return f"protected aliases {', '.join(self.before) or '-'} → {', '.join(self.after) or '-'}"
 
 
+@dataclass(frozen=True, slots=True)
+class BundleImported(ModelEvent):
+    """Versions imported from a bundle another registry signed (``registry``: the name
+    its key is trusted under here); ``already``: those of the bundle imported before."""
+
+    kind: ClassVar[str] = "model.bundle_imported"
+    bundle: str
+    key_id: str
+    registry: str
+    versions: list[int]
+    already: list[int]
+
+    def describe(self) -> str:
+        numbers = ", ".join(map(str, self.versions))
+        return f"bundle {self.bundle[:12]} from {self.registry}: imported {numbers}"
+
+
 # -- versions ---------------------------------------------------------------------------------
 
 
@@ -801,6 +818,7 @@ CATALOGUE: Mapping[str, type[JournalEvent]] = {
         ModelUpdated,
         ModelDeleted,
         ProtectedAliasesSet,
+        BundleImported,
         VersionRegistered,
         VersionUpdated,
         VersionStaged,

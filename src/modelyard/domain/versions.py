@@ -22,6 +22,7 @@ MAX_METRICS = 1000
 MAX_DESCRIPTION = 64 * 1024
 MAX_PACKAGES = 5000
 MAX_SHORT_TEXT = 1024
+MAX_ORIGIN_CHECKS = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,8 +110,21 @@ def validate_origin(origin: Origin) -> Origin:
         ("origin version", origin.version, 64),
         ("origin creator", origin.created_by, 256),
         ("origin run link", origin.run_link, MAX_SHORT_TEXT),
+        ("origin key id", origin.key_id, 64),
+        ("origin bundle", origin.bundle, 64),
+        ("origin stage", origin.stage, 64),
     ):
         _check_text(what, text, limit)
+    if len(origin.checks) > MAX_ORIGIN_CHECKS:
+        raise TooLarge(f"an origin keeps at most {MAX_ORIGIN_CHECKS} checks' results")
+    for check in origin.checks:
+        for what, text, limit in (
+            ("origin check", check.name, 64),
+            ("origin check status", check.status, 16),
+            ("origin check reporter", check.reporter, 256),
+            ("origin check url", check.url, 2048),
+        ):
+            _check_text(what, text, limit)
     if not origin.system or not origin.name:
         raise InvalidInput("an origin names its system and the model's name there")
     return origin

@@ -68,6 +68,7 @@ from modelyard.domain.versions import (
 )
 from modelyard.service.access import AccessControl, Action
 from modelyard.service.blobs import BlobService, check_inline
+from modelyard.service.bundles import BundleService
 from modelyard.service.caches import StampedCache
 from modelyard.service.checks import ChecksService
 from modelyard.service.comparison import Comparisons
@@ -131,6 +132,8 @@ class RegistryService(Comparisons, BlobService):
         self.deliveries: DeliveryService = DeliveryService(self)
         # Versions from MLflow sources: open_service names the tracking server.
         self.mlflow_sources = MlflowSources(self, None)
+        # Versions to and from another registry, in one signed file.
+        self.bundles = BundleService(self)
         # The policy is read at each check: open_service and tests replace it.
         self.webhooks = WebhookService(
             db, self.access, self.key, lambda url: self.outbound.check_url(url), self.deliveries
