@@ -24,6 +24,7 @@ from modelyard.api.problems import internal_error
 from modelyard.api.routes import (
     access,
     blobs,
+    bundles,
     checks,
     compare,
     events,
@@ -176,6 +177,7 @@ def create_app(
         evidence,
         webhooks,
         signing,
+        bundles,
         mlflow,
     ):
         app.include_router(module.router)
