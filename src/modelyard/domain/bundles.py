@@ -602,3 +602,24 @@ class BundleImport:
             tuple(data["imported"]),
             tuple(data["already"]),
         )
+
+
+@dataclass(frozen=True, slots=True)
+class ExportedBundle:
+    """What an export wrote: where, the bundle's digest (its signed manifest's sha256, as
+    the importing registry records it), its size and the versions it holds."""
+
+    model: str
+    path: str
+    digest: str
+    size: int
+    versions: tuple[int, ...]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "path": self.path,
+            "bundle": f"sha256:{self.digest}",
+            "size": self.size,
+            "versions": list(self.versions),
+        }

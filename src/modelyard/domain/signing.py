@@ -321,7 +321,7 @@ def verify_version(
     return Verified(
         reference,
         tuple(s.key_id for s in good),
-        tuple(dict.fromkeys(s.signer for s in good)),
+        tuple(dict.fromkeys(s.attribution for s in good)),
     )
 
 
@@ -340,6 +340,11 @@ class Signature:
     # this registry's own: such a signature is shown as that registry's, and counts for
     # no policy's signed_by here.
     origin: str | None = None
+
+    @property
+    def attribution(self) -> str:
+        """Who signed, as people read it: ``registry``, ``alice``, ``registry of east``."""
+        return f"{self.signer} of {self.origin}" if self.origin else self.signer
 
     def as_dict(self) -> dict[str, Any]:
         return {
