@@ -55,6 +55,7 @@ JOURNAL: Final = "journal.jsonl"
 _BLOB = re.compile(r"blobs/sha256/([0-9a-f]{64})")
 BLOCK: Final = 512
 END: Final = b"\0" * (2 * BLOCK)
+END_OF_ARCHIVE: Final = "the end of the archive"  # how refusals name what follows the members
 
 # Caps, checked against what the manifest declares before a byte of a member is read.
 MAX_MANIFEST: Final = 16 * 1024 * 1024
@@ -157,7 +158,7 @@ def signing_member(expected: str, block: bytes) -> int:
     header, checked against its cap before it is read."""
     header = _header_of(expected, block)
     if header is None or header[0] != expected:
-        found = "the end of the archive" if header is None else repr(header[0][:120])
+        found = END_OF_ARCHIVE if header is None else repr(header[0][:120])
         raise BundleInvalid(f"a bundle holds {expected} here, not {found}", member=expected)
     if header[1] > _CAPS[expected]:
         raise BundleInvalid(f"{expected}: {header[1]} bytes is beyond its cap", member=expected)
@@ -175,9 +176,8 @@ def _header_of(expected: str, block: bytes) -> tuple[str, int] | None:
     try:
         return read_header(block)
     except BundleInvalid as exc:
-        raise BundleInvalid(
-            f"the tar header of {expected}: {exc.message}", member=expected
-        ) from None
+        named = exc.details.get("member", expected)
+        raise BundleInvalid(f"the tar header of {expected}: {exc.message}", member=named) from None
 
 
 # -- the signed manifest ----------------------------------------------------------------------
@@ -313,7 +313,7 @@ class Layout:
     def next(self, block: bytes) -> Member | None:
         """The member a header block announces; None at the end of the archive, once
         every member came."""
-        expected = "the end of the archive"
+        expected = END_OF_ARCHIVE
         if self._next < len(self._members):
             expected = self._members[self._next].name
         header = _header_of(expected, block)
@@ -364,7 +364,10 @@ def check_digest(member: Member, sha256: str) -> None:
 def check_end(tail: bytes) -> None:
     """After the end of the archive, only the zeros tar pads a record with."""
     if any(tail):
-        raise BundleInvalid("bytes follow the end of the bundle's tar archive")
+        raise BundleInvalid(
+            "bytes that are not zeros follow the end of the bundle's tar archive",
+            member=END_OF_ARCHIVE,
+        )
 
 
 # -- bundle.json and journal.jsonl ------------------------------------------------------------

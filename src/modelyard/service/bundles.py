@@ -27,6 +27,7 @@ from modelyard.domain.bundles import (
     BLOCK,
     DOCUMENT,
     END,
+    END_OF_ARCHIVE,
     JOURNAL,
     MANIFEST,
     SIGNATURE,
@@ -382,7 +383,9 @@ def _read(source: BinaryIO, trusted: dict[str, PublicKey]) -> _Verified:
             kept[member.name] = b"".join(parts)
     tail = _read_up_to(source, _MAX_TAIL + 1)
     if len(tail) > _MAX_TAIL:
-        raise BundleInvalid("more than a tar record follows the end of the bundle")
+        raise BundleInvalid(
+            "more than a tar record follows the end of the bundle", member=END_OF_ARCHIVE
+        )
     check_end(tail)
     document = BundleDocument.from_bytes(kept[DOCUMENT])
     check_bundle(manifest, document, read_journal(kept[JOURNAL]))
