@@ -37,7 +37,7 @@ from modelyard.domain.bundles import (
     padding,
     tar_header,
 )
-from modelyard.domain.errors import BundleInvalid, Conflict, SignatureInvalid
+from modelyard.domain.errors import BundleInvalid, Conflict, SignatureInvalid, TooLarge
 from modelyard.domain.evidence import AttachmentIn
 from modelyard.domain.journal import verify_chain
 from modelyard.domain.manifest import FileEntry
@@ -396,6 +396,10 @@ def _stage_claimed(members: dict[str, bytes]) -> None:
     members[DOCUMENT] = members[DOCUMENT].replace(b'"stage":"production"', b'"stage":"staging"')
 
 
+def _tag_added(members: dict[str, bytes]) -> None:
+    members[DOCUMENT] = members[DOCUMENT].replace(b'"tags":{}', b'"tags":{"shipped":"yes"}', 1)
+
+
 def _file_missing(members: dict[str, bytes]) -> None:
     del members[blob_member(sha(REPORT))]
 
@@ -416,11 +420,12 @@ def _signature_swapped(members: dict[str, bytes]) -> None:
     ("change", "member", "why"),
     [
         (_journal_altered, JOURNAL, "does not match its hash"),
-        (_stage_claimed, DOCUMENT, "its journal says production"),
+        (_stage_claimed, DOCUMENT, "stage is 'staging', but journal.jsonl says 'production'"),
+        (_tag_added, DOCUMENT, "tags.shipped is 'yes', but journal.jsonl says None"),
         (_file_missing, DOCUMENT, "disagree about blob"),
         (_signature_swapped, DOCUMENT, "signature by key"),
     ],
-    ids=["journal", "stage", "file", "signature"],
+    ids=["journal", "stage", "tag", "file", "signature"],
 )
 def test_a_bundle_that_does_not_hold_together_is_refused(
     registries: Registries, change: Callable[[dict[str, bytes]], None], member: str, why: str
@@ -487,6 +492,22 @@ def test_a_size_beyond_the_caps_is_refused_before_it_is_read(registries: Registr
     with pytest.raises(BundleInvalid, match="beyond its cap") as caught:
         r.import_(huge + data[manifest.offset_data :])
     assert caught.value.details["member"] == MANIFEST
+
+
+def test_a_version_this_registry_would_refuse_is_refused_before_a_blob_is_copied(
+    registries: Registries,
+) -> None:
+    """Each version is checked as its registration would be before anything is written:
+    here its origin would keep more check results than an origin takes."""
+    r = registries
+    for number in range(100):
+        r.source.checks.report(r.source_admin, "churn", 1, f"lint-{number}", status="pass")
+    data = r.export()
+    r.trust()
+    before = r.state()
+    with pytest.raises(TooLarge, match="at most 100 checks"):
+        r.import_(data)
+    assert r.state() == before
 
 
 def test_a_number_given_here_already_is_refused_before_anything_is_written(

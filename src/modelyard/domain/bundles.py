@@ -23,17 +23,17 @@ import hashlib
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Final
 
 from modelyard.domain.checks import CheckResult
 from modelyard.domain.errors import BundleInvalid, SignatureInvalid
-from modelyard.domain.events import UndecodableEvent, VersionRegistered, VersionStaged, decode
+from modelyard.domain.events import UndecodableEvent
 from modelyard.domain.evidence import Attachment, Card
 from modelyard.domain.journal import Checkpoint, verify_slice
-from modelyard.domain.manifest import manifest_digest
 from modelyard.domain.models import Event, Model, Origin, SourceCheck, Version, iso, parse_iso
+from modelyard.domain.projection import Projection, compare
 from modelyard.domain.signing import (
     STATEMENT_TYPE,
     PublicKey,
@@ -489,9 +489,9 @@ def read_journal(data: bytes) -> list[Event]:
 
 def check_bundle(manifest: Manifest, document: BundleDocument, events: Sequence[Event]) -> None:
     """Everything a bundle says agrees: the document is the manifest's model, its versions'
-    files match their digests and are blobs of the bundle (all of them used), the journal
-    slice holds together and records each version's registration and stage, and every
-    signature carried verifies with the key the bundle publishes for it."""
+    files are blobs of the bundle (all of them used), the journal slice holds together and
+    replays to the document's versions, and every signature carried verifies with the key
+    the bundle publishes for it."""
     name = manifest.model
     if document.model.name != name or not document.versions:
         raise BundleInvalid(f"{DOCUMENT} is not the versions of {name}", member=DOCUMENT)
@@ -509,11 +509,6 @@ def check_bundle(manifest: Manifest, document: BundleDocument, events: Sequence[
     keys = {k.key_id: k for k in document.keys}
     for bundled in document.versions:
         version = bundled.version
-        if manifest_digest(version.files) != version.manifest_digest:
-            raise BundleInvalid(
-                f"{DOCUMENT}: {version.reference}'s files do not hash to its digest",
-                member=DOCUMENT,
-            )
         for signature in bundled.signatures:
             try:
                 key = keys[signature.key_id].public_key()
@@ -529,17 +524,18 @@ def check_bundle(manifest: Manifest, document: BundleDocument, events: Sequence[
 
 
 def _check_journal(document: BundleDocument, events: Sequence[Event]) -> None:
+    """The slice holds together, is about the bundle's model and versions only, and
+    replays to exactly the document's model and versions (the projection ``journal verify
+    --state`` compares the tables with): their files, metadata and stages."""
     report = verify_slice(events)
     if not report.ok:
         raise BundleInvalid(
             f"{JOURNAL}: event {report.first_broken_seq}: {report.reason}", member=JOURNAL
         )
     name = document.model.name
-    held = {f"{name}/{v.version.version}": v.version for v in document.versions}
-    registered: dict[str, str] = {}
-    stages: dict[str, str] = {}
+    held = {name, *(v.version.reference for v in document.versions)}
     for event in events:
-        if event.model != name or (event.subject != name and event.subject not in held):
+        if event.model != name or event.subject not in held:
             raise BundleInvalid(
                 f"{JOURNAL}: event {event.seq} is about {event.subject[:120]!r}, which the"
                 " bundle does not hold",
@@ -547,27 +543,19 @@ def _check_journal(document: BundleDocument, events: Sequence[Event]) -> None:
             )
         if event.seq > document.journal_head.seq:
             raise BundleInvalid(f"{JOURNAL}: event {event.seq} is past the head", member=JOURNAL)
-        try:
-            typed = decode(event)
-        except UndecodableEvent as exc:
-            raise BundleInvalid(f"{JOURNAL}: {exc}", member=JOURNAL) from None
-        if isinstance(typed, VersionRegistered):
-            registered[event.subject] = typed.after["manifest_digest"]
-            stages[event.subject] = typed.after["stage"]
-        elif isinstance(typed, VersionStaged):
-            stages[event.subject] = typed.after
-    for subject, version in held.items():
-        if registered.get(subject) != version.manifest_digest:
-            raise BundleInvalid(
-                f"{JOURNAL} does not record the registration of {subject} with these files",
-                member=JOURNAL,
-            )
-        if stages[subject] != version.stage:
-            raise BundleInvalid(
-                f"{DOCUMENT} says {subject} is in {version.stage}, its journal says"
-                f" {stages[subject]}",
-                member=DOCUMENT,
-            )
+    try:
+        projection = Projection.replay(events)
+    except UndecodableEvent as exc:
+        raise BundleInvalid(f"{JOURNAL}: {exc}", member=JOURNAL) from None
+    # Aliases are not the bundle's (their events are not in the slice).
+    model = replace(document.model, aliases={})
+    found = compare(projection, [model], [v.version for v in document.versions])
+    if found:
+        d = found[0]
+        raise BundleInvalid(
+            f"{DOCUMENT}: {d.row} {d.field} is {d.tables!r}, but {JOURNAL} says {d.journal!r}",
+            member=DOCUMENT,
+        )
 
 
 # -- what an import did ------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import tempfile
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, BinaryIO, Final
 
 from modelyard.domain.access import Caller, Permission
@@ -59,7 +59,7 @@ from modelyard.domain.models import Event, Origin, Version, to_us, utc_from_us
 from modelyard.domain.names import validate_model_name
 from modelyard.domain.references import Reference, RefKind
 from modelyard.domain.signing import PublicKey, Signature, canonical, payload_digest
-from modelyard.domain.versions import NewVersion, next_number
+from modelyard.domain.versions import NewVersion, next_number, validate_new_version
 from modelyard.storage.db.store import Reader, Writer, now_us
 
 if TYPE_CHECKING:
@@ -80,6 +80,15 @@ class BundleExport:
     digest: str
     versions: tuple[int, ...]
     chunks: Iterator[bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class _Wanted:
+    """A version of the bundle to register here, as its registration takes it."""
+
+    spec: NewVersion
+    attachments: list[AttachmentIn]
+    card: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,48 +210,68 @@ class BundleService:
         registry = trusted[manifest.key_id][0]
         with self.db.read() as tx:
             new, already = _plan(tx, document)
-        report = BundleImport(
+        done = BundleImport(
             manifest.model, manifest.digest, manifest.key_id, registry, (), tuple(already)
         )
         if not new:
-            return report
+            return done
+        # Each version checked as its registration will check it, before a blob is copied;
+        # then copied, so that the registration's scan reads the bytes.
+        wanted = {b.version.version: self._spec(b, manifest, registry) for b in new}
+        for want in wanted.values():
+            validate_new_version(want.spec)
+            self.registry.evidence.prepare(want.attachments, want.card)
         self._copy_blobs(caller, source, verified, new)
-        prepared = [self._prepare(caller, bundled, manifest, registry) for bundled in new]
+        prepared = {
+            number: self.registry.prepare_registration(
+                manifest.model,
+                want.spec,
+                caller=caller,
+                attachments=want.attachments,
+                card=want.card,
+            )
+            for number, want in wanted.items()
+        }
         with self.db.write() as tx:
             new, already = _plan(tx, document)  # again, under the lock: a race imports once
-            imported = [n.version.version for n in new]
-            if tx.model_id(manifest.model) is None and new:
-                origin = Origin(
-                    SYSTEM,
-                    registry,
-                    manifest.model,
-                    created_at=document.model.created_at,
-                    key_id=manifest.key_id,
-                    bundle=manifest.digest,
-                )
-                model = document.model
-                self.registry._create_model(
-                    tx, model.name, caller, model.description, dict(model.tags), origin
-                )
-            for registration in prepared:
-                if registration.spec.number not in imported:
-                    continue
-                version, version_id = self.registry.write_registration(tx, caller, registration)
-                bundled = next(b for b in new if b.version.version == version.version)
-                self._carry_signatures(tx, caller, version, version_id, bundled, registry)
-            if imported:
-                event = BundleImported(
-                    manifest.model, manifest.digest, manifest.key_id, registry, imported, already
-                )
-                tx.append_event(caller, event, now=now_us())
-        return BundleImport(
-            manifest.model,
-            manifest.digest,
-            manifest.key_id,
-            registry,
-            tuple(imported),
-            tuple(already),
+            if new:
+                self._write(tx, caller, verified, registry, new, prepared, already)
+        return replace(done, imported=tuple(b.version.version for b in new), already=tuple(already))
+
+    def _write(
+        self,
+        tx: Writer,
+        caller: Caller,
+        verified: _Verified,
+        registry: str,
+        new: list[BundledVersion],
+        prepared: dict[int, Registration],
+        already: list[int],
+    ) -> None:
+        """The model (if it is new here), each version, its carried signatures, and the
+        import's event, in the one transaction ``tx``."""
+        manifest, model = verified.manifest, verified.document.model
+        if tx.model_id(model.name) is None:
+            origin = Origin(
+                SYSTEM,
+                registry,
+                model.name,
+                created_at=model.created_at,
+                key_id=manifest.key_id,
+                bundle=manifest.digest,
+            )
+            self.registry._create_model(
+                tx, model.name, caller, model.description, dict(model.tags), origin
+            )
+        for bundled in new:
+            registration = prepared[bundled.version.version]
+            version, version_id = self.registry.write_registration(tx, caller, registration)
+            self._carry_signatures(tx, caller, version, version_id, bundled, registry)
+        numbers = [b.version.version for b in new]
+        event = BundleImported(
+            model.name, manifest.digest, manifest.key_id, registry, numbers, already
         )
+        tx.append_event(caller, event, now=now_us())
 
     def _copy_blobs(
         self, caller: Caller, source: BinaryIO, verified: _Verified, new: list[BundledVersion]
@@ -265,11 +294,9 @@ class BundleService:
                 raise
             self.registry.finish_blob_upload(upload)
 
-    def _prepare(
-        self, caller: Caller, bundled: BundledVersion, manifest: Manifest, registry: str
-    ) -> Registration:
-        """A bundled version as a registration here: its metadata, evidence and card, its
-        number, and its origin."""
+    def _spec(self, bundled: BundledVersion, manifest: Manifest, registry: str) -> _Wanted:
+        """A bundled version as a registration here: its metadata and number, its origin,
+        its attachments and card."""
         v = bundled.version
         spec = NewVersion(
             files=list(v.files),
@@ -287,10 +314,7 @@ class BundleService:
             number=v.version,
         )
         attachments = [AttachmentIn(a.path, a.size, a.sha256) for a in bundled.attachments]
-        card = bundled.card.text if bundled.card else None
-        return self.registry.prepare_registration(
-            v.model, spec, caller=caller, attachments=attachments, card=card
-        )
+        return _Wanted(spec, attachments, bundled.card.text if bundled.card else None)
 
     def _carry_signatures(
         self,
