@@ -62,7 +62,10 @@ def export_bundle(
         **needs("registry.admin"),
         "requestBody": {
             "required": True,
-            "content": {MEDIA_TYPE: {"schema": {"type": "string", "format": "binary"}}},
+            # The bundle's bytes, whatever the type sent says (the SDK names MEDIA_TYPE).
+            "content": {
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
+            },
         },
     },
 )
