@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import secrets
 import tarfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import text
+from sqlalchemy import Engine, text
 
 import modelyard
 from modelyard.api import create_app
@@ -31,6 +32,7 @@ from modelyard.domain.bundles import (
     MANIFEST,
     SIGNATURE,
     BundleDocument,
+    BundleImport,
     Member,
     blob_member,
     manifest_bytes,
@@ -46,7 +48,7 @@ from modelyard.domain.signing import SigningKey, canonical
 from modelyard.domain.versions import NewVersion
 from modelyard.service import RegistryService
 from modelyard.service.checks import version_id_or_404
-from tests.conftest import Images, LiveServer, _empty, serving
+from tests.conftest import BACKENDS, Images, LiveServer, _empty, serving
 from tests.test_cli import invoke
 
 BIG = b"weights " * 20_000  # above the inline limit: in the blob store, on disk
@@ -70,7 +72,7 @@ class Source:
 def build_source(service: RegistryService) -> Source:
     """churn/1 (a big file and a small one, evidence, a card, a check, alice's signature)
     promoted to production, so the registry signed it; churn/2 in development; churn/3
-    in staging once, then archived."""
+    in staging once, then archived; noisy/1, with more checks than an origin keeps."""
     root = service.identity.bootstrap_admin("root", operator="test")
     admin = service.access.authenticate(root.token)
     service.identity.create_principal(admin, "alice", PrincipalKind.USER)
@@ -104,6 +106,12 @@ def build_source(service: RegistryService) -> Source:
         service.lifecycle.promote(admin, "churn/1", stage, override="tested")
     service.lifecycle.promote(admin, "churn/3", "staging", override="tried")
     service.lifecycle.archive(admin, "churn/3")
+    # noisy/1: more check results than an origin keeps.
+    service.register_version(
+        "noisy", NewVersion(files=files[1:]), caller=admin, inline={sha(SMALL): SMALL}
+    )
+    for number in range(100):
+        service.checks.report(admin, "noisy", 1, f"lint-{number}", status="pass")
     return Source(root.token, key.to_pem())
 
 
@@ -112,6 +120,7 @@ class Registries:
     source: RegistryService
     target: RegistryService
     handles: Source
+    target_token: str
 
     @property
     def source_admin(self) -> Caller:
@@ -121,10 +130,10 @@ class Registries:
     def target_admin(self) -> Caller:
         return self.target.access.authenticate(self.target_token)
 
-    target_token: str = ""
-
-    def export(self, stage: str | None = "production", history: bool = False) -> bytes:
-        made = self.source.bundles.export(self.source_admin, "churn", stage=stage, history=history)
+    def export(
+        self, stage: str | None = "production", history: bool = False, model: str = "churn"
+    ) -> bytes:
+        made = self.source.bundles.export(self.source_admin, model, stage=stage, history=history)
         data = b"".join(made.chunks)
         assert len(data) == made.size
         return data
@@ -133,7 +142,7 @@ class Registries:
         pem = self.source.signing.key.public.pem
         return self.target.signing.trust_registry(self.target_admin, name, pem).key_id
 
-    def import_(self, data: bytes) -> Any:
+    def import_(self, data: bytes) -> BundleImport:
         return self.target.bundles.import_bundle(self.target_admin, io.BytesIO(data))
 
     def state(self) -> tuple[int, list[str], int]:
@@ -144,24 +153,47 @@ class Registries:
         return self.target.db.head_seq(), models, int(blobs)
 
 
+@pytest.fixture(scope="module", params=BACKENDS)
+def source(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[RegistryService, Source]]:
+    """The source, built once per module and backend on a database of its own (tests only
+    export from it), beside each test's target on the per-process one."""
+    url = None
+    if request.param == "postgresql":
+        admin: Engine = request.getfixturevalue("pg_admin")
+        name = f"modelyard_test_{secrets.token_hex(6)}"
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        url = admin.url.set(database=name).render_as_string(hide_password=False)
+    service = open_service(Settings(data_dir=tmp_path_factory.mktemp("source"), database_url=url))
+    try:
+        yield service, build_source(service)
+    finally:
+        service.close()
+        if url is not None:
+            with admin.connect() as conn:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
 @pytest.fixture
 def registries(
-    restored: Callable[[Callable[[RegistryService], Source]], tuple[RegistryService, Source]],
-    database_url: str | None,
+    source: tuple[RegistryService, Source],
     images: Images,
     tmp_path: Path,
     request: pytest.FixtureRequest,
 ) -> Iterator[Registries]:
-    """The source (restored) and an empty target, on the same backend, each with its own
-    data directory (so its own signing key) and database."""
-    source, handles = restored(build_source)
-    settings = Settings(data_dir=tmp_path / "target", database_url=database_url)
-    if database_url is None:
+    """The source and an empty target on the same backend, each with its own data
+    directory (so its own signing key) and database."""
+    postgresql = source[0].db.engine.dialect.name == "postgresql"
+    url: str | None = request.getfixturevalue("pg_url") if postgresql else None
+    settings = Settings(data_dir=tmp_path / "target", database_url=url)
+    if url is None:
         images.restore(_empty, "sqlite", settings.data_dir, request)
     target = open_service(settings)
     try:
         token = target.identity.bootstrap_admin("root", operator="test").token
-        yield Registries(source, target, handles, token)
+        yield Registries(source[0], target, source[1], token)
     finally:
         target.close()
 
@@ -500,9 +532,7 @@ def test_a_version_this_registry_would_refuse_is_refused_before_a_blob_is_copied
     """Each version is checked as its registration would be before anything is written:
     here its origin would keep more check results than an origin takes."""
     r = registries
-    for number in range(100):
-        r.source.checks.report(r.source_admin, "churn", 1, f"lint-{number}", status="pass")
-    data = r.export()
+    data = r.export(stage="development", model="noisy")
     r.trust()
     before = r.state()
     with pytest.raises(TooLarge, match="at most 100 checks"):
