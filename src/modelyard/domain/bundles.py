@@ -233,7 +233,7 @@ def open_manifest(manifest: bytes, signature: bytes, trusted: Iterable[PublicKey
     try:
         key, payload = open_envelope(envelope, keys)
     except SignatureInvalid as exc:
-        untrusted = "not trusted" in exc.message
+        untrusted = bool(exc.details.get("untrusted"))
         raise BundleInvalid(
             f"{SIGNATURE}: {exc.message}"
             + (

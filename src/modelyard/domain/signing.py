@@ -469,7 +469,11 @@ def _key_for(
     for key in keys:
         if key_id == key.key_id or (not key_id and hint == key.hint):
             return key
-    raise SignatureInvalid(f"signed by a key that is not trusted here ({key_id or hint})")
+    raise SignatureInvalid(
+        f"signed by a key that is not trusted here ({key_id or hint})",
+        key_id=key_id or hint,
+        untrusted=True,
+    )
 
 
 def _manifest_of(payload: bytes, key_id: str) -> SignedManifest:
