@@ -82,6 +82,7 @@ class Handles:
     requests: dict[str, int] = field(default_factory=dict)
     webhooks: dict[str, int] = field(default_factory=dict)
     signing_keys: dict[str, bytes] = field(default_factory=dict)  # each user's, PEM
+    trusted_key: str = ""  # the id of another registry's key, trusted by the admin
 
 
 @dataclass
@@ -137,7 +138,8 @@ def build_world(service: RegistryService) -> Handles:
     root = service.identity.bootstrap_admin("root", operator="test")
     admin = service.access.authenticate(root.token)
     identity = service.identity
-    handles = Handles()
+    peer = service.signing.trust_registry(admin, "peer", SigningKey.generate().public.pem)
+    handles = Handles(trusted_key=peer.key_id)
     identity.create_principal(admin, "everyone", PrincipalKind.TEAM)
     # Requests into staging stay open (five approvals) and any member may review them.
     review = "promotion:\n  staging:\n    approvals: {count: 5, team: everyone}\n"
@@ -416,6 +418,17 @@ SAMPLES: dict[tuple[str, str], Sample] = {
         params=V, json="signature"
     ),
     ("POST", "/api/v1/models/{name}/versions/{number}/signatures/registry"): Sample(params=V2),
+    ("POST", "/api/v1/keys/trusted"): Sample(
+        json={"name": "peer-{role}", "pem": "{new_key}"}, scope=REGISTRY
+    ),
+    ("DELETE", "/api/v1/keys/trusted/{key_id}"): Sample(
+        params={"key_id": "{trusted_key}"}, scope=REGISTRY
+    ),
+    ("GET", "/api/v1/models/{name}/bundle"): Sample(params=M, query={"stage": "production"}),
+    # Admins reach the import (checked before the body is read), which refuses these bytes.
+    ("POST", "/api/v1/bundles"): Sample(
+        content=b"not a bundle of {role}", scope=REGISTRY, refusal=(400, "bundle_invalid")
+    ),
     ("GET", "/api/v1/compare"): Sample(query={"a": "m-{role}/1", "b": "m-{role}@candidate"}),
     ("GET", "/api/v1/gate"): Sample(
         query={"challenger": "m-{role}@candidate", "against": "champion", "metric": "auc"}
@@ -556,6 +569,7 @@ def test_permission_matrix(world: World, method: str, path: str, declared: str) 
             "request": str(world.requests.get(role, 1)),
             "webhook": str(world.webhooks.get(role, 1)),
             "new_key": SigningKey.generate().public.pem,
+            "trusted_key": world.handles.trusted_key,
         }
 
         def fill(template: str, values: dict[str, str] = values) -> str:

@@ -15,6 +15,7 @@ import hashlib
 import io
 import os
 import sys
+import tempfile
 import threading
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -369,6 +370,18 @@ def _busy_scenario(service: RegistryService) -> None:
         hooks.enable(admin, hook.subscription.id)
     hooks.rotate_secret(admin, hook.subscription.id)
     hooks.delete(admin, hook.subscription.id)
+    with tempfile.TemporaryDirectory() as scratch:  # another registry, to import from
+        source = open_service(Settings(data_dir=Path(scratch)))
+        try:
+            register(source, "shipped", b"s1")
+            made = source.bundles.export(ME, "shipped", stage="development")
+            bundle = b"".join(made.chunks)
+            east = service.signing.trust_registry(admin, "east", source.signing.key.public.pem)
+        finally:
+            source.close()
+    for _ in range(2):  # the second time, its version is here already: nothing to write
+        service.bundles.import_bundle(admin, io.BytesIO(bundle))
+    service.signing.distrust_registry(admin, east.key_id)
     assert service.collect_garbage(admin, dry_run=True).blobs  # m/4's, released
     assert service.collect_garbage(admin).blobs
 

@@ -15,7 +15,8 @@ from typing import Any, ForwardRef
 import pytest
 from fastapi.testclient import TestClient
 
-from modelyard.domain.access import PrincipalKind, Role
+from modelyard.config import Settings, open_service
+from modelyard.domain.access import Caller, PrincipalKind, Role
 from modelyard.domain.events import (
     CATALOGUE,
     SHAPES,
@@ -46,7 +47,7 @@ def _register(service: RegistryService, caller: Any, model: str, content: bytes)
     return service.register_version(model, spec, caller=caller, inline={digest: content}).version
 
 
-def test_every_kind_is_appended(service: RegistryService) -> None:
+def test_every_kind_is_appended(service: RegistryService, tmp_path: Path) -> None:
     """Drives the service through a step for each kind; a new kind adds its step here."""
     identity, life = service.identity, service.lifecycle
     admin = service.access.authenticate(identity.bootstrap_admin("alice", operator="os").token)
@@ -109,6 +110,15 @@ def test_every_kind_is_appended(service: RegistryService) -> None:
     life.promote(admin, "advised/1", "production", override="first release")
     vulnerable = osv("GHSA-1", "requests", {"introduced": "0"}, {"fixed": "2.31.0"})
     assert service.advisories.load(admin, io.BytesIO(osv_zip([vulnerable]))).evaluation.affected
+    source = open_service(Settings(data_dir=tmp_path / "source"))
+    try:
+        _register(source, Caller.local_user("os"), "shipped", b"four")
+        made = source.bundles.export(Caller.local_user("os"), "shipped", stage="development")
+        east = service.signing.trust_registry(admin, "east", source.signing.key.public.pem)
+        service.bundles.import_bundle(admin, io.BytesIO(b"".join(made.chunks)))
+    finally:
+        source.close()
+    service.signing.distrust_registry(admin, east.key_id)
 
     journal = service.events(caller=admin, limit=1000)
     assert {e.kind for e in journal} == set(CATALOGUE)

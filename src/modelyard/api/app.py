@@ -25,6 +25,7 @@ from modelyard.api.routes import (
     access,
     advisories,
     blobs,
+    bundles,
     checks,
     compare,
     events,
@@ -178,6 +179,7 @@ def create_app(
         webhooks,
         signing,
         advisories,
+        bundles,
         mlflow,
     ):
         app.include_router(module.router)

@@ -1,8 +1,8 @@
 """Refuse oversized request bodies before they are read into memory, and bodies that are
 not Unicode text.
 
-Blob uploads and an OSV dump stream to disk and are exempt (their routes cap them); every
-other body (JSON metadata) is capped.
+Blob uploads, an OSV dump and bundles stream to disk and are exempt (their routes cap
+them); every other body (JSON metadata) is capped.
 """
 
 from __future__ import annotations
@@ -15,7 +15,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from modelyard.api.problems import problem
 
 MAX_JSON_BODY = 8 * 1024 * 1024
-_STREAMED = ("/api/v1/blobs/sha256:", "/api/v1/blobs/uploads", "/api/v1/advisories")
+_STREAMED = (
+    "/api/v1/blobs/sha256:",
+    "/api/v1/blobs/uploads",
+    "/api/v1/advisories",
+    "/api/v1/bundles",
+)
 # The UI's attachment form: a multipart file whose bytes go to the blob store as an upload's.
 _STREAMED_FORM = re.compile(r"/models/[^/]+/versions/[0-9]+/attachments")
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")

@@ -81,6 +81,8 @@ _CONFLICTS = {
     "POST /api/v1/models/{name}/versions/{number}/archive",
     "POST /api/v1/models/{name}/versions/{number}/restore",
     "POST /api/v1/webhooks",
+    "POST /api/v1/bundles",
+    "POST /api/v1/keys/trusted",
 }
 _EXTRA: dict[str, dict[int, str]] = {
     "GET /readyz": {503: _MEANING[503]},
@@ -95,6 +97,7 @@ _EXTRA: dict[str, dict[int, str]] = {
     "PUT /api/v1/blobs/{digest}": {200: "Stored already: the body was read and dropped"},
     "GET /api/v1/events/stream": {413: "More kinds than an event filter takes (64)"},
     "POST /api/v1/blobs/uploads": {200: "Stored already: the copy was dropped"},
+    "POST /api/v1/bundles": {200: "Every version of the bundle was imported before"},
     "POST /api/v1/blobs/direct-uploads": {
         200: "Nothing to send (created false: stored, and yours to name), or no direct"
         " transfers here (created null: upload through the registry)",

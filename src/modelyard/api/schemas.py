@@ -724,9 +724,12 @@ class DeliveryListOut(BaseModel):
 class PublishedKeyOut(BaseModel):
     key_id: str = Field(description="sha256 of the DER public key, hex.")
     pem: str = Field(description="The ECDSA P-256 public key, PEM.")
-    owner: str = Field(description="registry, or the principal the key is registered to.")
+    owner: str = Field(
+        description="registry, registry:NAME (another registry's key, trusted here), or the"
+        " principal the key is registered to."
+    )
     created_at: datetime | None = Field(
-        description="When it first signed (null: the registry's key, not used yet)."
+        description="When it first signed, or was trusted (null: the registry's key, not used yet)."
     )
 
 
@@ -742,6 +745,10 @@ class SignatureOut(BaseModel):
         description="A Sigstore bundle (v0.3 JSON): a DSSE envelope over an in-toto statement"
         " of model-signing v1.0, every file's path and sha256."
     )
+    origin: str | None = Field(
+        description="The trusted registry a bundle carried it from (its signer is that"
+        " registry's), null when made here."
+    )
 
 
 class SignaturesOut(BaseModel):
@@ -755,6 +762,26 @@ class KeyIn(_Strict):
     pem: StrictStr = Field(
         max_length=4096, description="An ECDSA P-256 public key, PEM (-----BEGIN PUBLIC KEY-----)."
     )
+
+
+class TrustedKeyIn(_Strict):
+    name: StrictStr = Field(
+        max_length=64,
+        pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$",
+        description="The name the other registry is known by here (its imports' origin).",
+    )
+    pem: StrictStr = Field(
+        max_length=4096, description="Its ECDSA P-256 public key, PEM (modelyard keys list --pem)."
+    )
+
+
+class BundleImportOut(BaseModel):
+    model: str
+    bundle: str = Field(description="sha256:HEX of the bundle's signed manifest.")
+    key_id: str = Field(description="The key that signed it.")
+    registry: str = Field(description="The name that key is trusted under here.")
+    imported: list[int] = Field(description="The versions imported, keeping their numbers.")
+    already: list[int] = Field(description="The bundle's versions imported before, left as is.")
 
 
 class SignatureIn(_Strict):

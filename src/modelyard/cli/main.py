@@ -19,6 +19,7 @@ import typer
 from modelyard.cli import (
     access,
     advisories,
+    bundles,
     checks,
     compare,
     describe,
@@ -863,6 +864,7 @@ serve_model.install(app)
 scan.install(app)
 advisories.install(app)
 signing.install(app)
+bundles.install(app)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

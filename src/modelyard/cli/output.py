@@ -271,6 +271,12 @@ def describe_origin(origin: Origin) -> str:
         what += f", created {origin.created_at.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
     if origin.created_by:
         what += f" by {origin.created_by}"
+    if origin.stage:
+        what += f"; {origin.stage} there"
+    if origin.checks:
+        what += "; checks there: " + ", ".join(f"{c.name} {c.status}" for c in origin.checks)
+    if origin.bundle:
+        what += f"; bundle sha256:{origin.bundle} (key {origin.key_id})"
     return what
 
 

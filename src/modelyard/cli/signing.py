@@ -1,6 +1,7 @@
-"""Signatures: `modelyard keys list|add` (the public keys whose signatures count, and your
-own), `modelyard sign` (your signature of a version), `modelyard signatures` (who signed a
-version, and whether it verifies)."""
+"""Signatures: `modelyard keys list|add|remove` (the public keys whose signatures count:
+the registry's, other registries' it trusts, and your own), `modelyard sign` (your
+signature of a version), `modelyard signatures` (who signed a version, and whether it
+verifies)."""
 
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ def install(app: typer.Typer) -> None:
     app.add_typer(keys_app, name="keys")
     keys_app.command("list")(handles_errors(list_keys))
     keys_app.command("add")(handles_errors(add_key))
+    keys_app.command("remove")(handles_errors(remove_key))
     app.command()(handles_errors(sign))
     app.command()(handles_errors(signatures))
 
@@ -39,18 +41,26 @@ def list_keys(
     pem: Annotated[
         bool, typer.Option("--pem", help="Print the keys as PEM, e.g. to pin them in a file.")
     ] = False,
+    owner: Annotated[
+        str | None,
+        typer.Option(
+            "--owner", help="Only the keys of this owner: registry, registry:NAME, a user."
+        ),
+    ] = None,
     url: UrlOption = DEFAULT_URL,
     json_out: JsonOption = False,
 ) -> None:
     """The public keys whose signatures the registry vouches for: its own ECDSA P-256 key
-    (each it has signed with) and the keys registered to its users. A client that should
-    not take the registry's word for its keys pins them: save them with --pem and point
-    MODELYARD_TRUSTED_KEYS at the file.
+    (each it has signed with), other registries' keys an admin trusts (registry:NAME) and
+    the keys registered to its users. A client that should not take the registry's word for
+    its keys pins them: save them with --pem and point MODELYARD_TRUSTED_KEYS at the file.
 
     [bold]Example[/bold]: modelyard keys list --pem > trusted.pem
+
+    [bold]Example[/bold]: modelyard keys list --owner registry --pem > this-registry.pem
     """
     with registry(url) as reg:
-        found = reg.public_keys()
+        found = [k for k in reg.public_keys() if owner is None or k.owner == owner]
     if json_out:
         output.print_json({"items": [k.as_dict() for k in found]})
         return
@@ -64,17 +74,54 @@ def list_keys(
     output.console.print(table)
 
 
-def add_key(key: KeyFile, url: UrlOption = DEFAULT_URL, json_out: JsonOption = False) -> None:
+def add_key(
+    key: KeyFile,
+    registry_name: Annotated[
+        str | None,
+        typer.Option(
+            "--registry",
+            help="Trust another registry's key under this name instead (admins): its bundles"
+            " import here (modelyard import-bundle), its signatures verify downloads.",
+        ),
+    ] = None,
+    url: UrlOption = DEFAULT_URL,
+    json_out: JsonOption = False,
+) -> None:
     """Register your public key (a PEM file; given a private key, only its public part is
     sent): the versions you sign with it count as signed by you, and by your teams, for a
     policy's signed_by. Make a key with: openssl ecparam -name prime256v1 -genkey -noout
     -out key.pem (ECDSA P-256)
 
+    With --registry, an admin trusts another registry's key (there: modelyard keys list
+    --owner registry --pem), carried here by a channel you trust: compare its key id.
+
     [bold]Example[/bold]: modelyard keys add --key key.pem
+
+    [bold]Example[/bold]: modelyard keys add --registry prod-east --key prod-east.pem
     """
     with registry(url) as reg:
-        added = reg.register_key(key)
-    output.emit(json_out, added.as_dict(), f"registered key {added.key_id} to {added.owner}")
+        if registry_name is None:
+            added = reg.register_key(key)
+            said = f"registered key {added.key_id} to {added.owner}"
+        else:
+            added = reg.trust_registry(registry_name, key)
+            said = f"trusted key {added.key_id} as {added.owner}"
+    output.emit(json_out, added.as_dict(), output.escape(said))
+
+
+def remove_key(
+    key_id: Annotated[str, typer.Argument(help="The key id (modelyard keys list).")],
+    url: UrlOption = DEFAULT_URL,
+    json_out: JsonOption = False,
+) -> None:
+    """Stop trusting another registry's key (admins): its bundles are refused and its
+    signatures verify nothing here from now on.
+
+    [bold]Example[/bold]: modelyard keys remove 3f2a…
+    """
+    with registry(url) as reg:
+        reg.distrust_registry(key_id)
+    output.emit(json_out, {"key_id": key_id, "trusted": False}, f"no longer trusts key {key_id}")
 
 
 def sign(
@@ -131,7 +178,7 @@ def signatures(
             verdict, problem = None, exc.message
     table = output.Table("signer", "key id", "at")
     for s in found.signatures:
-        table.add_row(output.escape(s.signer), s.key_id, output.when(s.created_at))
+        table.add_row(output.escape(s.attribution), s.key_id, output.when(s.created_at))
     stage = f"{found.stage}, protected" if found.protected else found.stage
     line = f"verified: signed by {', '.join(verdict.signers)}" if verdict else problem
     output.emit(

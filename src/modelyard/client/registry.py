@@ -82,6 +82,7 @@ from modelyard.transfer import FileSink, Pipeline
 
 if TYPE_CHECKING:
     from modelyard.domain.advisories import DumpLoaded, DumpSummary
+    from modelyard.domain.bundles import BundleImport, ExportedBundle
     from modelyard.domain.signing import (
         PublicKey,
         PublishedKey,
@@ -683,6 +684,19 @@ class Registry:
             self._json("POST", f"{_version_path(version)}/signatures", body=body)
         )
 
+    def trust_registry(self, name: str, pem_file: str | os.PathLike[str]) -> PublishedKey:
+        """Trust another registry's public key (a PEM file) under ``name`` (admins): its
+        bundles may be imported here, and its signatures verify downloads."""
+        from modelyard.domain.signing import PublishedKey, public_key_of
+
+        key = public_key_of(_read_key_file(pem_file), os.fspath(pem_file))
+        body = {"name": name, "pem": key.pem}
+        return PublishedKey.from_dict(self._json("POST", "/api/v1/keys/trusted", body=body))
+
+    def distrust_registry(self, key_id: str) -> None:
+        """Stop trusting another registry's key (admins)."""
+        self._send("DELETE", f"/api/v1/keys/trusted/{_seg(key_id)}").close()
+
     def sign_as_registry(self, reference: str | Version) -> Signature:
         """Have the registry sign a version already in a protected stage (admins): one
         promoted before the registry signed, which protected downloads would refuse."""
@@ -716,12 +730,76 @@ class Registry:
         )
 
     def _trusted_keys(self) -> list[PublicKey]:
-        from modelyard.domain.signing import REGISTRY_SIGNER, read_pem_keys
+        from modelyard.domain.signing import read_pem_keys
 
         pinned = os.environ.get("MODELYARD_TRUSTED_KEYS")
         if pinned:
             return read_pem_keys(_read_key_file(pinned), f"MODELYARD_TRUSTED_KEYS ({pinned})")
-        return [key.public_key() for key in self.public_keys() if key.owner == REGISTRY_SIGNER]
+        return [key.public_key() for key in self.public_keys() if key.speaks_for_a_registry]
+
+    # -- bundles ---------------------------------------------------------------------------
+
+    def export_bundle(
+        self,
+        model: str,
+        dest: str | os.PathLike[str],
+        *,
+        stage: str | None = None,
+        history: bool = False,
+    ) -> ExportedBundle:
+        """Write a bundle of ``model``'s versions in ``stage`` (``history``: all of them,
+        with their whole history) to ``dest``: one file, signed by the registry, that
+        another registry imports (``import_bundle``) with no network between them. It is
+        written under a temporary name beside ``dest``, then renamed: a cut transfer
+        leaves no bundle behind."""
+        from modelyard.domain.bundles import ExportedBundle
+
+        params: dict[str, Any] = {"history": True} if history else {}
+        if stage is not None:
+            params["stage"] = stage
+        response = self._send(
+            "GET", f"/api/v1/models/{_seg(model)}/bundle", params=params, stream=True
+        )
+        target = Path(dest)
+        partial = target.with_name(f".{target.name}.{secrets.token_hex(4)}.partial")
+        try:
+            size = int(response.headers.get("content-length") or 0)
+            with self._progress.task("exporting", size) as advance, partial.open("wb") as out:
+                for chunk in _chunks_of(response):
+                    out.write(chunk)
+                    advance(len(chunk))
+                written = out.tell()
+                out.flush()
+                os.fsync(out.fileno())
+            if size and written != size:
+                raise InvalidInput(f"{model}'s bundle ended after {written} of {size} bytes")
+            os.replace(partial, target)
+        finally:
+            response.close()
+            with contextlib.suppress(FileNotFoundError):
+                partial.unlink()
+        versions = response.headers.get("modelyard-bundle-versions") or ""
+        return ExportedBundle(
+            model,
+            os.fspath(target),
+            response.headers.get("modelyard-bundle", "").removeprefix("sha256:"),
+            written,
+            tuple(int(n) for n in versions.split(",") if n),
+        )
+
+    def import_bundle(self, path: str | os.PathLike[str]) -> BundleImport:
+        """Import a bundle another registry exported (admins): the registry verifies all
+        of it (signed by a registry it trusts, every byte as the manifest says) before it
+        writes anything, and imports only the versions it does not hold yet."""
+        from modelyard.domain.bundles import MEDIA_TYPE, BundleImport
+
+        local = Path(path)
+        size = local.stat().st_size
+        headers = {"Content-Length": str(size), "Content-Type": MEDIA_TYPE}
+        with self._progress.task("importing", size) as advance:
+            body = FileBody(local, size, advance)
+            answer = self._json("POST", "/api/v1/bundles", content=body, headers=headers)
+        return BundleImport.from_dict(answer)
 
     def _already_there(self, target: Path, entry: FileEntry) -> bool:
         if not target.is_file() or target.stat().st_size != entry.size:

@@ -65,6 +65,14 @@ class SignatureInvalid(InvalidInput):
     title = "Signature invalid"
 
 
+class BundleInvalid(InvalidInput):
+    """A bundle that is not what its signed manifest says, or not signed by a trusted
+    registry; ``member`` names the part at fault."""
+
+    default_code = "bundle_invalid"
+    title = "Bundle invalid"
+
+
 class TooLarge(ModelyardError):
     status = 413
     default_code = "too_large"

@@ -332,6 +332,23 @@ class ProtectedAliasesSet(ModelEvent):
         return f"protected aliases {', '.join(self.before) or '-'} → {', '.join(self.after) or '-'}"
 
 
+@dataclass(frozen=True, slots=True)
+class BundleImported(ModelEvent):
+    """Versions imported from a bundle another registry signed (``registry``: the name
+    its key is trusted under here); ``already``: those of the bundle imported before."""
+
+    kind: ClassVar[str] = "model.bundle_imported"
+    bundle: str
+    key_id: str
+    registry: str
+    versions: list[int]
+    already: list[int]
+
+    def describe(self) -> str:
+        numbers = ", ".join(map(str, self.versions))
+        return f"bundle {self.bundle[:12]} from {self.registry}: imported {numbers}"
+
+
 # -- versions ---------------------------------------------------------------------------------
 
 
@@ -456,10 +473,13 @@ class VersionSigned(VersionEvent):
     key_id: str
     payload_sha256: str
     stage: str | None = None
+    # The registry a bundle carried the signature from (None: made here).
+    origin: str | None = None
 
     def describe(self) -> str:
         on = f" on entering {self.stage}" if self.stage else ""
-        return f"signed by {self.signer} (key {self.key_id[:12]}){on}"
+        there = f", carried from {self.origin}" if self.origin else ""
+        return f"signed by {self.signer} (key {self.key_id[:12]}){on}{there}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -773,6 +793,32 @@ E = TypeVar("E", bound=JournalEvent)
 
 
 @dataclass(frozen=True, slots=True)
+class KeyTrusted(RegistryEvent):
+    """An admin trusts another registry's public key, under a name: bundles it signs may
+    be imported, and its signatures verify downloads here."""
+
+    kind: ClassVar[str] = "key.trusted"
+    registry: str
+    key_id: str
+
+    def describe(self) -> str:
+        return f"trusts registry {self.registry} (key {self.key_id[:12]})"
+
+
+@dataclass(frozen=True, slots=True)
+class KeyDistrusted(RegistryEvent):
+    """An admin no longer trusts another registry's key: its bundles are refused and its
+    signatures verify nothing from now on (those carried already are kept, as history)."""
+
+    kind: ClassVar[str] = "key.distrusted"
+    registry: str
+    key_id: str
+
+    def describe(self) -> str:
+        return f"no longer trusts registry {self.registry} (key {self.key_id[:12]})"
+
+
+@dataclass(frozen=True, slots=True)
 class GarbageCollected(RegistryEvent):
     """A ``modelyard gc`` that removed something (a run that finds nothing is not
     journaled)."""
@@ -810,6 +856,7 @@ CATALOGUE: Mapping[str, type[JournalEvent]] = {
         ModelUpdated,
         ModelDeleted,
         ProtectedAliasesSet,
+        BundleImported,
         VersionRegistered,
         VersionUpdated,
         VersionStaged,
@@ -841,6 +888,8 @@ CATALOGUE: Mapping[str, type[JournalEvent]] = {
         GrantRevoked,
         GarbageCollected,
         AdvisoriesLoaded,
+        KeyTrusted,
+        KeyDistrusted,
         WebhookCreated,
         WebhookUpdated,
         WebhookDeleted,

@@ -65,6 +65,10 @@ class Attachment:
     attached_by: str
     attached_at: datetime
 
+    @property
+    def entry(self) -> FileEntry:
+        return FileEntry(self.path, self.size, self.sha256)
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "path": self.path,

@@ -143,20 +143,57 @@ def verify_chain(
     return JournalReport(count, True, head=Checkpoint(count, prev))
 
 
+def verify_slice(events: Iterable[Event]) -> JournalReport:
+    """Check some events of a journal, in order but not necessarily adjacent (a bundle
+    carries those of the versions it holds): each one's content hashes to its hash from
+    its own ``prev_hash``, seqs increase, chain versions never go back, and an event that
+    follows another directly names its hash as ``prev_hash``. What lies between is not
+    there to check; the slice's signature vouches for what is."""
+    count = 0
+    newest = 1
+    previous: Event | None = None
+    for event in events:
+        count += 1
+        after = previous.seq if previous is not None else 0
+        broken = (
+            (f"it comes after event {after}: out of order" if event.seq <= after else None)
+            or _chain_flaw(event, newest)
+            or (_unlinked(event, previous.hash) if previous and event.seq == after + 1 else None)
+            or _altered(event, event.prev_hash)
+        )
+        if broken is not None:
+            return JournalReport(count, False, event.seq, broken)
+        previous, newest = event, max(newest, event.chain)
+    head = Checkpoint(previous.seq, previous.hash) if previous is not None else None
+    return JournalReport(count, True, head=head)
+
+
 def _broken_link(event: Event, seq: int, prev: str, newest: int) -> str | None:
     """Why ``event`` cannot be the ``seq``th event after one hashing to ``prev``, if so."""
     if event.seq != seq:
         missing = f"event {seq}" if event.seq == seq + 1 else f"events {seq} to {event.seq - 1}"
         return f"{missing} missing: the journal skips from {seq - 1} to {event.seq}"
+    return _chain_flaw(event, newest) or _unlinked(event, prev) or _altered(event, prev)
+
+
+def _chain_flaw(event: Event, newest: int) -> str | None:
     if event.chain not in (1, CHAIN_VERSION):
         return f"it names chain version {event.chain}, which does not exist"
     if event.chain < newest:
         return f"it uses chain version {event.chain} after an event of version {newest}"
+    return None
+
+
+def _unlinked(event: Event, prev: str) -> str | None:
     if event.prev_hash != prev:
         return (
-            f"its prev_hash is not the hash of event {seq - 1}: events were deleted, inserted"
-            " or reordered here"
+            f"its prev_hash is not the hash of event {event.seq - 1}: events were deleted,"
+            " inserted or reordered here"
         )
+    return None
+
+
+def _altered(event: Event, prev: str) -> str | None:
     computed = event_hash(
         prev,
         seq=event.seq,

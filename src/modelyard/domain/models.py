@@ -114,22 +114,61 @@ class Environment:
 
 
 @dataclass(frozen=True, slots=True)
+class SourceCheck:
+    """A check's result as another registry recorded it, kept as provenance: this
+    registry's policies read its own checks only."""
+
+    name: str
+    status: str
+    reporter: str
+    reported_at: datetime
+    url: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "status": self.status,
+            "reporter": self.reporter,
+            "reported_at": iso(self.reported_at),
+            "url": self.url,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SourceCheck:
+        return cls(
+            str(data["name"]),
+            str(data["status"]),
+            str(data["reporter"]),
+            parse_iso(data["reported_at"]),
+            data.get("url"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class Origin:
     """Where a model or version was first made, when an import brought it from another
     registry: its name and number there, and the time and creator that registry reported,
     kept beside (never instead of) this registry's own creator and time, which are the
-    import's."""
+    import's.
 
-    system: str  # "mlflow"
+    A Modelyard bundle's import (system ``modelyard``, ``uri`` the name its registry's key
+    is trusted under here) also keeps the key that signed the bundle, the bundle's digest,
+    the stage the version held there and its checks' results there."""
+
+    system: str  # "mlflow", "modelyard"
     uri: str  # the registry it came from
     name: str  # the model's name there
     version: str | None = None
     created_at: datetime | None = None
     created_by: str | None = None
     run_link: str | None = None
+    key_id: str | None = None
+    bundle: str | None = None  # sha256 of the bundle's signed manifest
+    stage: str | None = None
+    checks: tuple[SourceCheck, ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        found: dict[str, Any] = {
             "system": self.system,
             "uri": self.uri,
             "name": self.name,
@@ -138,6 +177,14 @@ class Origin:
             "created_by": self.created_by,
             "run_link": self.run_link,
         }
+        # Only when set: origins journaled before these existed compare equal
+        # (journal verify --state) with the rows they describe.
+        for key, value in (("key_id", self.key_id), ("bundle", self.bundle), ("stage", self.stage)):
+            if value is not None:
+                found[key] = value
+        if self.checks:
+            found["checks"] = [c.as_dict() for c in self.checks]
+        return found
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Origin:
@@ -149,6 +196,10 @@ class Origin:
             created_at=parse_iso(data["created_at"]) if data.get("created_at") else None,
             created_by=data.get("created_by"),
             run_link=data.get("run_link"),
+            key_id=data.get("key_id"),
+            bundle=data.get("bundle"),
+            stage=data.get("stage"),
+            checks=tuple(SourceCheck.from_dict(c) for c in data.get("checks") or ()),
         )
 
     @classmethod

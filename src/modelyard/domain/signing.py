@@ -38,6 +38,9 @@ PREDICATE_TYPE: Final = "https://model_signing/signature/v1.0"
 BUNDLE_MEDIA_TYPE: Final = "application/vnd.dev.sigstore.bundle.v0.3+json"
 # Who signed, when it was the registry itself (promotion); a user's signature names them.
 REGISTRY_SIGNER: Final = "registry"
+# Another registry whose key an admin trusts (its bundles import, its signatures verify
+# downloads) is published as "registry:NAME": principal names have no ':'.
+_REGISTRY_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 _PEM_BLOCK = re.compile(
     rb"-----BEGIN PUBLIC KEY-----\r?\n.+?\r?\n-----END PUBLIC KEY-----", re.DOTALL
 )
@@ -127,9 +130,11 @@ class SigningKey:
 
     def sign(self, name: str, files: Sequence[FileEntry]) -> dict[str, Any]:
         """The Sigstore bundle that signs ``files`` (a version's manifest) as ``name``."""
-        payload = json.dumps(
-            statement(name, files), sort_keys=True, separators=(",", ":"), ensure_ascii=False
-        ).encode()
+        return self.sign_payload(canonical(statement(name, files)))
+
+    def sign_payload(self, payload: bytes) -> dict[str, Any]:
+        """The Sigstore bundle whose DSSE envelope signs ``payload``, an in-toto statement
+        (a version's, or a bundle's manifest: their predicate types keep them apart)."""
         signature = self._key.sign(pae(payload), ec.ECDSA(hashes.SHA256()))
         return {
             "mediaType": BUNDLE_MEDIA_TYPE,
@@ -171,6 +176,11 @@ def statement(name: str, files: Sequence[FileEntry]) -> dict[str, Any]:
     }
 
 
+def canonical(document: Mapping[str, Any]) -> bytes:
+    """The bytes a statement is signed as: sorted keys, no spaces, UTF-8."""
+    return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
 def pae(payload: bytes) -> bytes:
     """DSSE's pre-authentication encoding: what the signature covers."""
     kind = PAYLOAD_TYPE.encode()
@@ -180,6 +190,18 @@ def pae(payload: bytes) -> bytes:
 def payload_digest(bundle: Mapping[str, Any]) -> str:
     """The sha256 of a bundle's signed statement: what the journal records of a signature."""
     return hashlib.sha256(_decoded(_envelope(bundle)["payload"], "payload")).hexdigest()
+
+
+def registry_owner(name: str) -> str:
+    """How a trusted registry's key is published (``registry:NAME``), its name checked:
+    lower-case letters, digits, '.', '_' and '-', at most 64."""
+    if not isinstance(name, str) or _REGISTRY_NAME.fullmatch(name) is None:
+        raise InvalidInput(
+            f"registry name {str(name)[:80]!r} is not allowed: use lower-case letters, digits,"
+            " '.', '_' and '-' (1..64, starting with a letter or digit)",
+            code="invalid_name",
+        )
+    return f"{REGISTRY_SIGNER}:{name}"
 
 
 def read_pem_keys(text: bytes, where: str) -> list[PublicKey]:
@@ -208,6 +230,14 @@ def open_bundle(bundle: Mapping[str, Any], keys: Iterable[PublicKey]) -> SignedM
     Refuses (``SignatureInvalid``) a bundle of another format, by a key not among ``keys``,
     whose signature does not verify, or whose statement is not model-signing's v1.0.
     """
+    key, payload = open_envelope(bundle, keys)
+    return _manifest_of(payload, key.key_id)
+
+
+def open_envelope(bundle: Mapping[str, Any], keys: Iterable[PublicKey]) -> tuple[PublicKey, bytes]:
+    """The key among ``keys`` whose signature of a Sigstore bundle's DSSE envelope
+    verifies, and the payload it signs (not yet read: each kind of statement reads its
+    own); else ``SignatureInvalid``."""
     if bundle.get("mediaType") != BUNDLE_MEDIA_TYPE:
         raise SignatureInvalid(f"not a Sigstore bundle of media type {BUNDLE_MEDIA_TYPE}")
     envelope = _envelope(bundle)
@@ -221,7 +251,7 @@ def open_bundle(bundle: Mapping[str, Any], keys: Iterable[PublicKey]) -> SignedM
     payload = _decoded(envelope.get("payload"), "payload")
     if not key.verifies(_decoded(entry.get("sig"), "signature"), pae(payload)):
         raise SignatureInvalid(f"the signature does not verify with key {key.key_id}")
-    return _manifest_of(payload, key.key_id)
+    return key, payload
 
 
 def check_manifest(signed: SignedManifest, files: Sequence[FileEntry], what: str) -> None:
@@ -291,7 +321,7 @@ def verify_version(
     return Verified(
         reference,
         tuple(s.key_id for s in good),
-        tuple(dict.fromkeys(s.signer for s in good)),
+        tuple(dict.fromkeys(s.attribution for s in good)),
     )
 
 
@@ -306,6 +336,15 @@ class Signature:
     signer: str  # REGISTRY_SIGNER, or the principal whose key it is
     bundle: dict[str, Any]
     created_at: datetime
+    # The registry a bundle carried it from (the name its key is trusted under), None for
+    # this registry's own: such a signature is shown as that registry's, and counts for
+    # no policy's signed_by here.
+    origin: str | None = None
+
+    @property
+    def attribution(self) -> str:
+        """Who signed, as people read it: ``registry``, ``alice``, ``registry of east``."""
+        return f"{self.signer} of {self.origin}" if self.origin else self.signer
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -313,11 +352,18 @@ class Signature:
             "signer": self.signer,
             "created_at": iso(self.created_at),
             "bundle": self.bundle,
+            "origin": self.origin,
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Signature:
-        return cls(data["key_id"], data["signer"], data["bundle"], parse_iso(data["created_at"]))
+        return cls(
+            data["key_id"],
+            data["signer"],
+            data["bundle"],
+            parse_iso(data["created_at"]),
+            data.get("origin"),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -370,6 +416,12 @@ class PublishedKey:
         created = parse_iso(data["created_at"]) if data.get("created_at") else None
         return cls(data["key_id"], data["pem"], data["owner"], created)
 
+    @property
+    def speaks_for_a_registry(self) -> bool:
+        """The registry's own key, or another registry's an admin trusts: what downloads
+        are verified against (users' keys attest for policies, not for downloads)."""
+        return self.owner == REGISTRY_SIGNER or self.owner.startswith(REGISTRY_SIGNER + ":")
+
     def public_key(self) -> PublicKey:
         """The key itself, refused if the id published beside it is not its own."""
         key = PublicKey.from_pem(self.pem)
@@ -417,7 +469,11 @@ def _key_for(
     for key in keys:
         if key_id == key.key_id or (not key_id and hint == key.hint):
             return key
-    raise SignatureInvalid(f"signed by a key that is not trusted here ({key_id or hint})")
+    raise SignatureInvalid(
+        f"signed by a key that is not trusted here ({key_id or hint})",
+        key_id=key_id or hint,
+        untrusted=True,
+    )
 
 
 def _manifest_of(payload: bytes, key_id: str) -> SignedManifest:

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from modelyard.domain.checks import refuse_check_tags
-from modelyard.domain.errors import InvalidInput, TooLarge
+from modelyard.domain.errors import Conflict, InvalidInput, TooLarge
 from modelyard.domain.manifest import FileEntry, build_manifest
 from modelyard.domain.models import DatasetRef, Environment, Origin, SourceRef
 from modelyard.domain.names import validate_key, validate_tag_value, validate_text
@@ -22,6 +22,7 @@ MAX_METRICS = 1000
 MAX_DESCRIPTION = 64 * 1024
 MAX_PACKAGES = 5000
 MAX_SHORT_TEXT = 1024
+MAX_ORIGIN_CHECKS = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,8 +110,21 @@ def validate_origin(origin: Origin) -> Origin:
         ("origin version", origin.version, 64),
         ("origin creator", origin.created_by, 256),
         ("origin run link", origin.run_link, MAX_SHORT_TEXT),
+        ("origin key id", origin.key_id, 64),
+        ("origin bundle", origin.bundle, 64),
+        ("origin stage", origin.stage, 64),
     ):
         _check_text(what, text, limit)
+    if len(origin.checks) > MAX_ORIGIN_CHECKS:
+        raise TooLarge(f"an origin keeps at most {MAX_ORIGIN_CHECKS} checks' results")
+    for check in origin.checks:
+        for what, text, limit in (
+            ("origin check", check.name, 64),
+            ("origin check status", check.status, 16),
+            ("origin check reporter", check.reporter, 256),
+            ("origin check url", check.url, 2048),
+        ):
+            _check_text(what, text, limit)
     if not origin.system or not origin.name:
         raise InvalidInput("an origin names its system and the model's name there")
     return origin
@@ -165,3 +179,17 @@ def _check_count(values: Mapping[str, object], limit: int, what: str, per: str =
 def _check_text(what: str, text: str | None, limit: int) -> None:
     if text is not None:
         validate_text(text, what, limit)
+
+
+def next_number(name: str, latest: int, wanted: int | None) -> int:
+    """The next number in turn, or an import's own (which must lie above the latest: a
+    number once given is never given again, so a reference keeps meaning one version)."""
+    if wanted is None:
+        return latest + 1
+    if wanted <= latest:
+        raise Conflict(
+            f"{name} already has numbers up to {latest}: an imported version keeps its own"
+            f" number ({wanted}) only above them",
+            code="number_taken",
+        )
+    return wanted

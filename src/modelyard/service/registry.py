@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Collection, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 
 from modelyard.config import Settings
 from modelyard.domain.access import Caller, Permission, Role, Visibility
@@ -57,8 +58,10 @@ from modelyard.domain.names import (
 from modelyard.domain.overview import MetricPoint, ModelSummary, key_metric, owner, tracked_stages
 from modelyard.domain.pagination import PageTokens, validate_page_size
 from modelyard.domain.references import Reference, RefKind, parse_reference
+from modelyard.domain.scanning import ScanReport
 from modelyard.domain.versions import (
     NewVersion,
+    next_number,
     validate_description,
     validate_new_version,
     validate_origin,
@@ -67,11 +70,12 @@ from modelyard.domain.versions import (
 from modelyard.service.access import AccessControl, Action
 from modelyard.service.advisories import AdvisoryService
 from modelyard.service.blobs import BlobService, check_inline
+from modelyard.service.bundles import BundleService
 from modelyard.service.caches import StampedCache
 from modelyard.service.checks import ChecksService
 from modelyard.service.comparison import Comparisons
 from modelyard.service.delivery import DeliveryService
-from modelyard.service.evidence import EvidenceService
+from modelyard.service.evidence import EvidenceService, NewEvidence
 from modelyard.service.feed import EventFeed
 from modelyard.service.identity import IdentityService
 from modelyard.service.lifecycle import LifecycleService
@@ -89,6 +93,22 @@ from modelyard.storage.db.filters import (
     version_order_by,
 )
 from modelyard.storage.db.store import Database, Reader, Writer, now_us
+
+
+@dataclass(frozen=True, slots=True)
+class Registration:
+    """A registration checked and scanned, before its transaction (``write_registration``):
+    the spec validated, its inline bytes and evidence, the framework, the scan's report."""
+
+    name: str
+    spec: NewVersion
+    inline: Mapping[str, bytes]
+    evidence: NewEvidence
+    framework: str | None
+    format: str | None
+    digest: str
+    size: int
+    scanned: ScanReport
 
 
 class RegistryService(Comparisons, BlobService):
@@ -115,6 +135,8 @@ class RegistryService(Comparisons, BlobService):
         self.deliveries: DeliveryService = DeliveryService(self)
         # Versions from MLflow sources: open_service names the tracking server.
         self.mlflow_sources = MlflowSources(self, None)
+        # Versions to and from another registry, in one signed file.
+        self.bundles = BundleService(self)
         # The policy is read at each check: open_service and tests replace it.
         self.webhooks = WebhookService(
             db, self.access, self.key, lambda url: self.outbound.check_url(url), self.deliveries
@@ -329,6 +351,31 @@ class RegistryService(Comparisons, BlobService):
         commit makes both durable. The number is assigned under the journal lock, so
         numbers are gapless under concurrency.
         """
+        registration = self.prepare_registration(
+            name,
+            spec,
+            caller=caller,
+            inline=inline,
+            attachments=attachments,
+            card=card,
+            card_from_previous=card_from_previous,
+        )
+        with self.db.write() as tx:
+            return self.write_registration(tx, caller, registration, pending=pending)[0]
+
+    def prepare_registration(
+        self,
+        name: str,
+        spec: NewVersion,
+        *,
+        caller: Caller,
+        inline: Mapping[str, bytes] | None = None,
+        attachments: Sequence[AttachmentIn] = (),
+        card: str | None = None,
+        card_from_previous: bool = False,
+    ) -> Registration:
+        """What a registration checks and scans before its transaction opens: a bundle's
+        import prepares each of its versions so, then writes them all in one."""
         validate_model_name(name)
         self.access.require(caller, Permission.REGISTER, name)
         spec = validate_new_version(spec)
@@ -339,92 +386,101 @@ class RegistryService(Comparisons, BlobService):
         framework, fmt = spec.framework, spec.format
         if framework is None and fmt is None:
             framework, fmt = detect_framework(f.path for f in spec.files)
-        digest = manifest_digest(spec.files)
-        size = sum(f.size for f in spec.files)
         scanned = self.scans.scan(
             spec.files, [a.entry for a in evidence.attachments], {**inline, **evidence.inline}
         )
-        with self.db.write() as tx:
-            self._require_blobs(tx, caller, spec.files, inline)
-            model = tx.lock_model(name)
-            stage = self.lifecycle.policy_in_force(tx, name)[0].stages[0].name
-            model_id = self._create_model(tx, name, caller, "", {}) if model is None else model[0]
-            latest = 0 if model is None else model[1]
-            if pending is not None and not tx.take_pending(model_id, pending):
-                raise Conflict(f"{name}/{pending} is no longer pending", code="not_pending")
-            number = pending or _number(name, latest, spec.number)
-            now = now_us()
-            version_id = tx.insert_version(
-                model_id=model_id,
-                number=number,
-                values={
-                    "manifest_digest": digest,
-                    "size": size,
-                    "framework": framework,
-                    "format": fmt,
-                    "dataset_name": spec.dataset.name if spec.dataset else None,
-                    "dataset_version": spec.dataset.version if spec.dataset else None,
-                    "dataset_digest": spec.dataset.digest if spec.dataset else None,
-                    "source_repo": spec.source.repo if spec.source else None,
-                    "source_commit": spec.source.commit if spec.source else None,
-                    "source_branch": spec.source.branch if spec.source else None,
-                    "source_dirty": spec.source.dirty if spec.source else None,
-                    "environment": (
-                        json.dumps(spec.environment.as_dict(), sort_keys=True)
-                        if spec.environment
-                        else None
-                    ),
-                    "run": spec.run,
-                    "creator": caller.name,
-                    "description": spec.description,
-                    "stage": stage,
-                    "origin": spec.origin.to_json() if spec.origin else None,
-                },
-                files=spec.files,
-                tags=spec.tags,
-                params=spec.params,
-                metrics=spec.metrics,
-                now=now,
-            )
-            # Built from what was written rather than read back: six queries saved on the
-            # registration path, and a test compares it with what resolve reads.
-            version = Version(
-                model=name,
-                version=number,
-                manifest_digest=digest,
-                files=tuple(spec.files),
-                size=size,
-                framework=framework,
-                format=fmt,
-                params=spec.params,
-                metrics=spec.metrics,
-                dataset=spec.dataset,
-                source=spec.source,
-                environment=spec.environment,
-                run=spec.run,
-                creator=caller.name,
-                created_at=utc_from_us(now),
-                tags=spec.tags,
-                description=spec.description,
-                stage=stage,
-                aliases=(),
-                origin=spec.origin,
-            )
-            details = self.scans.details(scanned)
-            verdict = self.scans.record(tx, version_id, details, now, new=True)
-            advised = self.advisories.check_new(tx, version_id, spec.environment, now)
-            registered = VersionRegistered(
-                name,
-                number,
-                version_state(version),
-                scan=verdict,
-                advisories=None if advised is None else check_status(advised),
-            )
-            tx.append_event(caller, registered, now=now)
-            if advised is not None:
-                self.advisories.announce(tx, name, number, stage, None, advised, now)
-            self.evidence.record_new(tx, caller, version, version_id, model_id, evidence, inline)
-        return version
+        digest = manifest_digest(spec.files)
+        size = sum(f.size for f in spec.files)
+        return Registration(name, spec, inline, evidence, framework, fmt, digest, size, scanned)
+
+    def write_registration(
+        self, tx: Writer, caller: Caller, registration: Registration, *, pending: int | None = None
+    ) -> tuple[Version, int]:
+        """Write a prepared registration in ``tx``, journaled: the version and its id."""
+        name, spec, inline = registration.name, registration.spec, registration.inline
+        framework, fmt = registration.framework, registration.format
+        digest, size = registration.digest, registration.size
+        self._require_blobs(tx, caller, spec.files, inline)
+        model = tx.lock_model(name)
+        stage = self.lifecycle.policy_in_force(tx, name)[0].stages[0].name
+        model_id = self._create_model(tx, name, caller, "", {}) if model is None else model[0]
+        latest = 0 if model is None else model[1]
+        if pending is not None and not tx.take_pending(model_id, pending):
+            raise Conflict(f"{name}/{pending} is no longer pending", code="not_pending")
+        number = pending or next_number(name, latest, spec.number)
+        now = now_us()
+        version_id = tx.insert_version(
+            model_id=model_id,
+            number=number,
+            values={
+                "manifest_digest": digest,
+                "size": size,
+                "framework": framework,
+                "format": fmt,
+                "dataset_name": spec.dataset.name if spec.dataset else None,
+                "dataset_version": spec.dataset.version if spec.dataset else None,
+                "dataset_digest": spec.dataset.digest if spec.dataset else None,
+                "source_repo": spec.source.repo if spec.source else None,
+                "source_commit": spec.source.commit if spec.source else None,
+                "source_branch": spec.source.branch if spec.source else None,
+                "source_dirty": spec.source.dirty if spec.source else None,
+                "environment": (
+                    json.dumps(spec.environment.as_dict(), sort_keys=True)
+                    if spec.environment
+                    else None
+                ),
+                "run": spec.run,
+                "creator": caller.name,
+                "description": spec.description,
+                "stage": stage,
+                "origin": spec.origin.to_json() if spec.origin else None,
+            },
+            files=spec.files,
+            tags=spec.tags,
+            params=spec.params,
+            metrics=spec.metrics,
+            now=now,
+        )
+        # Built from what was written rather than read back: six queries saved on the
+        # registration path, and a test compares it with what resolve reads.
+        version = Version(
+            model=name,
+            version=number,
+            manifest_digest=digest,
+            files=tuple(spec.files),
+            size=size,
+            framework=framework,
+            format=fmt,
+            params=spec.params,
+            metrics=spec.metrics,
+            dataset=spec.dataset,
+            source=spec.source,
+            environment=spec.environment,
+            run=spec.run,
+            creator=caller.name,
+            created_at=utc_from_us(now),
+            tags=spec.tags,
+            description=spec.description,
+            stage=stage,
+            aliases=(),
+            origin=spec.origin,
+        )
+        details = self.scans.details(registration.scanned)
+        verdict = self.scans.record(tx, version_id, details, now, new=True)
+        advised = self.advisories.check_new(tx, version_id, spec.environment, now)
+        registered = VersionRegistered(
+            name,
+            number,
+            version_state(version),
+            scan=verdict,
+            advisories=None if advised is None else check_status(advised),
+        )
+        tx.append_event(caller, registered, now=now)
+        if advised is not None:
+            self.advisories.announce(tx, name, number, stage, None, advised, now)
+        evidence = registration.evidence
+        self.evidence.record_new(tx, caller, version, version_id, model_id, evidence, inline)
+        return version, version_id
 
     # -- versions whose files are still being copied -------------------------------------
 
@@ -733,20 +789,6 @@ def _every_event(tx: Reader, batch: int = 1000) -> Iterator[Event]:
         if len(page) < batch:
             return
         after = page[-1].seq
-
-
-def _number(name: str, latest: int, wanted: int | None) -> int:
-    """The next number in turn, or an import's own (which must lie above the latest: a
-    number once given is never given again, so a reference keeps meaning one version)."""
-    if wanted is None:
-        return latest + 1
-    if wanted <= latest:
-        raise Conflict(
-            f"{name} already has numbers up to {latest}: an imported version keeps its own"
-            f" number ({wanted}) only above them",
-            code="number_taken",
-        )
-    return wanted
 
 
 def _require(model_id: int | None, name: str) -> int:

@@ -16,8 +16,8 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from modelyard.domain.access import Caller, Permission
-from modelyard.domain.errors import Conflict, Forbidden, SignatureInvalid
-from modelyard.domain.events import KeyRegistered, VersionSigned
+from modelyard.domain.errors import Conflict, Forbidden, NotFound, SignatureInvalid
+from modelyard.domain.events import KeyDistrusted, KeyRegistered, KeyTrusted, VersionSigned
 from modelyard.domain.lifecycle import Policy
 from modelyard.domain.manifest import FileEntry
 from modelyard.domain.models import Version, utc_from_us
@@ -32,6 +32,7 @@ from modelyard.domain.signing import (
     check_manifest,
     open_bundle,
     payload_digest,
+    registry_owner,
 )
 from modelyard.service.access import AccessControl
 from modelyard.service.checks import version_id_or_404
@@ -153,6 +154,45 @@ class SigningService:
             tx.append_event(caller, KeyRegistered(caller.name, key.key_id), now=now)
         return PublishedKey(key.key_id, key.pem, caller.name, utc_from_us(now))
 
+    def trust_registry(self, caller: Caller, name: str, pem: str) -> PublishedKey:
+        """Trust another registry's public key under ``name`` (admins): bundles it signs
+        may be imported here, and its signatures verify downloads, as this registry's own
+        do. Journaled ``key.trusted``."""
+        self.access.require(caller, Permission.ADMIN)
+        owner = registry_owner(name)
+        key = PublicKey.from_pem(pem)
+        with self.db.write() as tx:
+            known, principal_id = tx.signing_key_owner(key.key_id)
+            if known:
+                whose = "a user's" if principal_id is not None else "a registry's"
+                raise Conflict(f"key {key.key_id} is known here already ({whose})")
+            now = now_us()
+            tx.insert_signing_key(key.key_id, key.pem, None, now, registry=name)
+            tx.append_event(caller, KeyTrusted(name, key.key_id), now=now)
+        return PublishedKey(key.key_id, key.pem, owner, utc_from_us(now))
+
+    def distrust_registry(self, caller: Caller, key_id: str) -> None:
+        """Stop trusting another registry's key (admins): its bundles are refused and its
+        signatures verify nothing from now on. Journaled ``key.distrusted``."""
+        self.access.require(caller, Permission.ADMIN)
+        with self.db.write() as tx:
+            found = tx.trusted_registry_keys().get(key_id)
+            if found is None:
+                raise NotFound(
+                    f"no other registry's key {key_id[:80]!r} is trusted here",
+                    code="key_not_found",
+                )
+            tx.delete_registry_key(key_id)
+            tx.append_event(caller, KeyDistrusted(found[0], key_id), now=now_us())
+
+    def trusted_registries(self, tx: Reader) -> dict[str, tuple[str, PublicKey]]:
+        """key id -> (the name it is trusted under, the key) of the other registries whose
+        bundles may be imported here."""
+        return {
+            key_id: (name, PublicKey.from_pem(pem))
+            for key_id, (name, pem) in tx.trusted_registry_keys().items()
+        }
+
     def add_signature(
         self, caller: Caller, model: str, number: int, bundle: Mapping[str, Any]
     ) -> Signature:
@@ -191,8 +231,8 @@ class SigningService:
         keys = tx.user_keys([s.key_id for s in signatures])
         names: set[str] = set()
         for signature in signatures:
-            if signature.key_id not in keys:
-                continue
+            if signature.key_id not in keys or signature.origin is not None:
+                continue  # not a user's here, or carried from another registry
             principal_id, name, pem = keys[signature.key_id]
             try:
                 signed = open_bundle(signature.bundle, [PublicKey.from_pem(pem)])

@@ -4,7 +4,9 @@ own keys and signatures (whoever may review the version signs it)."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Request
 from starlette.responses import Response
 
 from modelyard.api.deps import caller, json_response, needs, service
@@ -16,9 +18,11 @@ from modelyard.api.schemas import (
     SignatureIn,
     SignatureOut,
     SignaturesOut,
+    TrustedKeyIn,
 )
 
 router = APIRouter(prefix="/api/v1", tags=["signatures"])
+KeyId = Annotated[str, Path(pattern="^[0-9a-f]{64}$", description="sha256 of the DER key, hex")]
 
 
 @router.get("/keys", response_model=KeyListOut, openapi_extra=needs("authenticated"))
@@ -52,6 +56,32 @@ def register_key(body: KeyIn, request: Request) -> Response:
     limited to a model or to reading): the versions it signs count as signed by you."""
     key = service(request).signing.register_key(caller(request), body.pem)
     return json_response(key.as_dict(), status=201)
+
+
+@router.post(
+    "/keys/trusted",
+    status_code=201,
+    response_model=PublishedKeyOut,
+    openapi_extra=needs("registry.admin"),
+)
+def trust_registry(body: TrustedKeyIn, request: Request) -> Response:
+    """Trust another registry's public key under a name (admins): bundles it signs may be
+    imported here, and its signatures verify downloads (published as ``registry:NAME``)."""
+    key = service(request).signing.trust_registry(caller(request), body.name, body.pem)
+    return json_response(key.as_dict(), status=201)
+
+
+@router.delete(
+    "/keys/trusted/{key_id}",
+    status_code=204,
+    response_class=Response,
+    openapi_extra=needs("registry.admin"),
+)
+def distrust_registry(key_id: KeyId, request: Request) -> Response:
+    """Stop trusting another registry's key (admins): its bundles are refused from now on
+    and its signatures verify nothing here."""
+    service(request).signing.distrust_registry(caller(request), key_id)
+    return Response(status_code=204)
 
 
 @router.post(

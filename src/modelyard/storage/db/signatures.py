@@ -6,10 +6,10 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
-from sqlalchemy import Connection, insert, select
+from sqlalchemy import Connection, delete, insert, select
 
 from modelyard.domain.models import utc_from_us
-from modelyard.domain.signing import REGISTRY_SIGNER, PublishedKey, Signature
+from modelyard.domain.signing import REGISTRY_SIGNER, PublishedKey, Signature, registry_owner
 from modelyard.storage.db.tables import principals, signing_keys, version_signatures
 
 
@@ -17,23 +17,45 @@ class SignaturesReader:
     conn: Connection
 
     def signing_keys(self) -> list[PublishedKey]:
-        """Every key whose signatures count: the registry's first, then its users' by
-        owner (a disabled user's keys no longer count, nor sign)."""
+        """Every key whose signatures count: the registry's first, the other registries'
+        an admin trusts (``registry:NAME``), then its users' by owner (a disabled user's
+        keys no longer count, nor sign)."""
         stmt = (
             select(
                 signing_keys.c.key_id,
                 signing_keys.c.pem,
                 principals.c.name,
+                signing_keys.c.registry,
                 signing_keys.c.created_at,
             )
             .outerjoin(principals, signing_keys.c.principal_id == principals.c.id)
             .where(principals.c.disabled_at.is_(None))
         )
         keys = [
-            PublishedKey(key_id, pem, owner or REGISTRY_SIGNER, utc_from_us(created_at))
-            for key_id, pem, owner, created_at in self.conn.execute(stmt)
+            PublishedKey(
+                key_id,
+                pem,
+                owner or (registry_owner(registry) if registry else REGISTRY_SIGNER),
+                utc_from_us(created_at),
+            )
+            for key_id, pem, owner, registry, created_at in self.conn.execute(stmt)
         ]
-        return sorted(keys, key=lambda k: (k.owner != REGISTRY_SIGNER, k.owner, k.key_id))
+        return sorted(
+            keys,
+            key=lambda k: (
+                k.owner != REGISTRY_SIGNER,
+                not k.speaks_for_a_registry,
+                k.owner,
+                k.key_id,
+            ),
+        )
+
+    def trusted_registry_keys(self) -> dict[str, tuple[str, str]]:
+        """key id -> (the name it is trusted under, PEM) of the other registries' keys."""
+        stmt = select(signing_keys.c.key_id, signing_keys.c.registry, signing_keys.c.pem).where(
+            signing_keys.c.registry.is_not(None)
+        )
+        return {key_id: (name, pem) for key_id, name, pem in self.conn.execute(stmt)}
 
     def signing_key_owner(self, key_id: str) -> tuple[bool, int | None]:
         """(whether the key is registered, its principal's id: None for the registry's)."""
@@ -64,23 +86,39 @@ class SignaturesReader:
                 version_signatures.c.signer,
                 version_signatures.c.bundle,
                 version_signatures.c.created_at,
+                version_signatures.c.origin,
             )
             .where(version_signatures.c.version_id == version_id)
             .order_by(version_signatures.c.created_at, version_signatures.c.key_id)
         )
         return [
-            Signature(key_id, signer, json.loads(bundle), utc_from_us(created_at))
-            for key_id, signer, bundle, created_at in self.conn.execute(stmt)
+            Signature(key_id, signer, json.loads(bundle), utc_from_us(created_at), origin)
+            for key_id, signer, bundle, created_at, origin in self.conn.execute(stmt)
         ]
 
 
 class SignaturesWriter:
     conn: Connection
 
-    def insert_signing_key(self, key_id: str, pem: str, principal_id: int | None, now: int) -> None:
+    def insert_signing_key(
+        self,
+        key_id: str,
+        pem: str,
+        principal_id: int | None,
+        now: int,
+        registry: str | None = None,
+    ) -> None:
+        """``registry``: the name another registry's key is trusted under."""
         self.conn.execute(
             insert(signing_keys).values(
-                key_id=key_id, pem=pem, principal_id=principal_id, created_at=now
+                key_id=key_id, pem=pem, principal_id=principal_id, created_at=now, registry=registry
+            )
+        )
+
+    def delete_registry_key(self, key_id: str) -> None:
+        self.conn.execute(
+            delete(signing_keys).where(
+                signing_keys.c.key_id == key_id, signing_keys.c.registry.is_not(None)
             )
         )
 
@@ -92,5 +130,6 @@ class SignaturesWriter:
                 signer=signature.signer,
                 bundle=json.dumps(signature.bundle, separators=(",", ":")),
                 created_at=now,
+                origin=signature.origin,
             )
         )

@@ -62,6 +62,7 @@ from modelyard.domain.references import Reference, RefKind
 from modelyard.storage.db.advisories import AdvisoriesReader, AdvisoriesWriter
 from modelyard.storage.db.bell import JournalBell
 from modelyard.storage.db.blobs import BlobReader, BlobWriter
+from modelyard.storage.db.bundles import BundlesReader
 from modelyard.storage.db.checks import ChecksReader, ChecksWriter
 from modelyard.storage.db.deliveries import Bookkeeper, DeliveriesReader
 from modelyard.storage.db.evidence import EvidenceReader, EvidenceWriter
@@ -491,6 +492,7 @@ class Reader(
     PendingReader,
     SignaturesReader,
     AdvisoriesReader,
+    BundlesReader,
 ):
     def __init__(self, conn: Connection) -> None:
         self.conn = conn

@@ -569,6 +569,9 @@ signing_keys = Table(
     Column("pem", Text, nullable=False),
     Column("principal_id", Integer, ForeignKey("principals.id", ondelete="CASCADE"), nullable=True),
     Column("created_at", BigInteger, nullable=False),
+    # Another registry's key an admin trusts, by the name it is trusted under (migration
+    # 0021); NULL with principal_id NULL: this registry's own.
+    Column("registry", String(64), nullable=True),
     Index(None, "principal_id"),
 )
 
@@ -582,6 +585,8 @@ version_signatures = Table(
     Column("signer", String(256), nullable=False),
     Column("bundle", Text, nullable=False),
     Column("created_at", BigInteger, nullable=False),
+    # The trusted registry a bundle carried it from (migration 0021); NULL: made here.
+    Column("origin", String(64), nullable=True),
 )
 
 # -- known vulnerabilities -------------------------------------------------------------------
