@@ -921,7 +921,7 @@ class Registry:
 
         local = Path(path)
         size = local.stat().st_size
-        headers = {"Content-Length": str(size), "Content-Type": "application/zip"}
+        headers = {"Content-Length": str(size), "Content-Type": "application/octet-stream"}
         with self._progress.task("loading", size) as advance:
             body = FileBody(local, size, advance)
             data = self._json("PUT", "/api/v1/advisories", content=body, headers=headers)

@@ -22,7 +22,7 @@ _ZIP_BODY: dict[str, Any] = {
     "requestBody": {
         "required": True,
         "description": "OSV's PyPI dump (all.zip), as downloaded.",
-        "content": {"application/zip": {"schema": {"type": "string", "format": "binary"}}},
+        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
     }
 }
 
