@@ -35,7 +35,7 @@ from modelyard.domain.errors import InvalidInput
 Verdict = Literal["pass", "safe", "unknown", "fail"]
 # Raised whenever a change to this module can change a verdict: stored verdicts reached by
 # an older scanner are then stale, and the server scans their versions again.
-SCANNER_VERSION = 2  # 2: ONNX and skops files read deeply
+SCANNER_VERSION = 3  # 2: ONNX and skops read deeply; 3: random bytes are no pickle
 MAX_STORED_ENTRIES = 1000
 MAX_STORED_FINDINGS = 200
 
