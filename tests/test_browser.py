@@ -332,6 +332,7 @@ def test_the_api_docs_render_this_servers_openapi_offline(
 # -- the churn story ------------------------------------------------------------------------
 
 
+@on("sqlite", through="registry")  # its pages run on PostgreSQL in test_web_*
 def test_the_churn_story_from_search_to_rollback(
     registry: Registry, person: Callable[[str], tuple[Page, Watch]]
 ) -> None:
@@ -456,6 +457,7 @@ def test_a_viewer_sees_the_evidence_but_no_download_link_and_gets_403_on_the_byt
 # -- webhooks -------------------------------------------------------------------------------
 
 
+@on("sqlite", through="registry")  # its pages run on PostgreSQL in test_web_*
 def test_an_admin_adds_a_webhook_tests_it_and_redelivers_from_its_log(
     registry: Registry, person: Callable[[str], tuple[Page, Watch]]
 ) -> None:
