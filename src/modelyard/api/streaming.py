@@ -1,21 +1,24 @@
-"""Streaming blob bytes to clients with HTTP Range support.
+"""Streaming blob bytes to clients with HTTP Range support, and request bodies to a file.
 
 The store's iterator is read on worker threads (Starlette iterates a plain iterator in its
-thread pool), so a slow disk never holds up the event loop.
+thread pool), and a body is written from them, so a slow disk never holds up the event loop.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator
+from typing import IO
 from urllib.parse import quote
 
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from modelyard.api.problems import problem
 from modelyard.domain.access import Caller
 from modelyard.service import RegistryService
+from modelyard.transfer import BUFFER_SIZE
 
 # Were a browser ever to render bytes it was given to save, nothing in them may run.
 DOWNLOAD_POLICY = "default-src 'none'; sandbox"
@@ -172,3 +175,22 @@ def _position(digits: str) -> int | None:
 def _shown(header: str | None) -> str:
     text = repr(header)
     return text if len(text) <= 80 else text[:77] + "..."
+
+
+async def spool_body(
+    request: Request, spool: IO[bytes], check_size: Callable[[int], None] | None = None
+) -> None:
+    """The request's body into ``spool`` (an OSV dump, a bundle), one transfer buffer a hop
+    to a worker thread; ``check_size`` sees the running total and refuses by raising."""
+    batch: list[bytes] = []
+    batched = received = 0
+    async for chunk in request.stream():
+        received += len(chunk)
+        if check_size is not None:
+            check_size(received)
+        batch.append(chunk)
+        batched += len(chunk)
+        if batched >= BUFFER_SIZE:
+            await run_in_threadpool(spool.writelines, batch)
+            batch, batched = [], 0
+    await run_in_threadpool(spool.writelines, batch)

@@ -5,7 +5,7 @@ authenticated reads which one is loaded."""
 from __future__ import annotations
 
 import tempfile
-from typing import IO, Any
+from typing import Any
 
 from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
@@ -13,8 +13,8 @@ from starlette.responses import Response
 
 from modelyard.api.deps import caller, json_response, needs, service
 from modelyard.api.schemas import AdvisoriesOut, DumpLoadedOut
+from modelyard.api.streaming import spool_body
 from modelyard.domain.advisories import check_dump_size
-from modelyard.transfer import BUFFER_SIZE
 
 router = APIRouter(prefix="/api/v1", tags=["advisories"])
 
@@ -45,7 +45,7 @@ async def load_advisories(request: Request) -> Response:
     if declared.isdigit():
         check_dump_size(int(declared) if len(declared) <= 18 else 2**63)
     with tempfile.TemporaryFile() as spool:
-        await _spool(request, spool)
+        await spool_body(request, spool, check_dump_size)
         loaded = await run_in_threadpool(svc.advisories.load, who, spool)
     return json_response(loaded.as_dict())
 
@@ -56,17 +56,3 @@ def advisories_summary(request: Request) -> Response:
     it when, and whether every live version has been evaluated against it yet."""
     dump = service(request).advisories.summary(caller(request))
     return json_response({"dump": dump.as_dict() if dump is not None else None})
-
-
-async def _spool(request: Request, spool: IO[bytes]) -> None:
-    """The body into ``spool``, one transfer buffer a hop to a worker thread (the disk
-    never stalls the event loop), refused once it outgrows what a registry takes."""
-    batch, received = bytearray(), 0
-    async for chunk in request.stream():
-        received += len(chunk)
-        check_dump_size(received)
-        batch += chunk
-        if len(batch) >= BUFFER_SIZE:
-            await run_in_threadpool(spool.write, bytes(batch))
-            batch.clear()
-    await run_in_threadpool(spool.write, bytes(batch))

@@ -14,11 +14,10 @@ from starlette.responses import Response, StreamingResponse
 from modelyard.api.deps import caller, json_response, needs, service
 from modelyard.api.routes.models import Name
 from modelyard.api.schemas import BundleImportOut
-from modelyard.api.streaming import DOWNLOAD_POLICY, attachment
+from modelyard.api.streaming import DOWNLOAD_POLICY, attachment, spool_body
 from modelyard.domain.access import Caller, Permission
 from modelyard.domain.bundles import MEDIA_TYPE, BundleImport
 from modelyard.service.bundles import BundleService
-from modelyard.transfer import BUFFER_SIZE
 
 router = APIRouter(prefix="/api/v1", tags=["bundles"])
 
@@ -80,15 +79,7 @@ async def import_bundle(request: Request) -> Response:
     await run_in_threadpool(svc.access.require, who, Permission.ADMIN)
     spool = await run_in_threadpool(svc.bundles.spool)
     try:
-        batch: list[bytes] = []
-        batched = 0
-        async for chunk in request.stream():
-            batch.append(chunk)
-            batched += len(chunk)
-            if batched >= BUFFER_SIZE:
-                await run_in_threadpool(spool.writelines, batch)
-                batch, batched = [], 0
-        await run_in_threadpool(spool.writelines, batch)
+        await spool_body(request, spool)
         done = await run_in_threadpool(_import, svc.bundles, who, spool)
     finally:
         with anyio.CancelScope(shield=True):
