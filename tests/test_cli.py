@@ -8,6 +8,7 @@ independent invocations run side by side.
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import os
 import re
@@ -604,6 +605,22 @@ def test_readme_shared_server_and_churn_story_run_verbatim(tmp_path: Path) -> No
 
 # Commands that print nothing a script would parse, and why.
 PRINT_NO_JSON = {"serve": "runs the server; it logs to stderr"}
+
+
+def test_help_paragraphs_are_wrapped_by_the_terminal_not_the_source() -> None:
+    """Docstrings break their lines near 90 columns, and typer's rich mode keeps breaks: at
+    80 columns a sentence would break twice, a word or two left on a line of its own."""
+    leaves, groups = _command_paths()
+    broken = []
+    for path in leaves + groups:
+        shown = CliRunner().invoke(app, [*path, "--help"], env={"COLUMNS": "80"}).output
+        description = shown.split("╭")[0].splitlines()
+        for line, after in itertools.pairwise(description):
+            continued = after.startswith(" ") and not after.startswith("   ")
+            fragment = 0 < len(line.strip()) < 40 and not line.strip().endswith(":")
+            if fragment and continued and after.strip()[:1].islower():
+                broken.append(f"{' '.join(path)}: {line.strip()!r} / {after.strip()!r}")
+    assert broken == []
 
 
 def test_every_command_that_prints_has_json() -> None:

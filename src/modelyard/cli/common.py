@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -114,3 +115,32 @@ def parse_moment(text: str) -> datetime:
     if moment.tzinfo is None:
         raise InvalidInput(f"{text!r} needs a time zone: add Z for UTC, or +01:00")
     return moment
+
+
+def reflow_help(app: typer.Typer) -> None:
+    """Let the terminal wrap every command's help. typer's rich mode keeps a docstring's
+    line breaks, so at 80 columns each source line of about 90 broke twice, leaving a word
+    or two on a line of its own. Joined here, once, for the whole tree."""
+    app.info.help = _reflowed(app.info.help) if isinstance(app.info.help, str) else None
+    for command in app.registered_commands:
+        text = command.help or (inspect.getdoc(command.callback) if command.callback else None)
+        command.help = _reflowed(text) if text else text
+    for group in app.registered_groups:
+        if group.typer_instance is not None:
+            reflow_help(group.typer_instance)
+
+
+def _reflowed(text: str) -> str:
+    """Each paragraph's lines joined into one; an indented line (an example) and a list
+    item keep a line of their own, and so does what follows them."""
+    paragraphs = []
+    for paragraph in text.split("\n\n"):
+        lines: list[str] = []
+        for line in paragraph.split("\n"):
+            apart = not line or line[0].isspace() or line.startswith(("- ", "* "))
+            if lines and not apart and lines[-1] and not lines[-1][0].isspace():
+                lines[-1] += " " + line
+            else:
+                lines.append(line)
+        paragraphs.append("\n".join(lines))
+    return "\n\n".join(paragraphs)

@@ -42,6 +42,7 @@ from modelyard.cli.common import (
     parse_metrics,
     parse_moment,
     parse_pairs,
+    reflow_help,
     registry,
 )
 from modelyard.client.capture import declared_environment, environment_from_file
@@ -865,6 +866,7 @@ scan.install(app)
 advisories.install(app)
 signing.install(app)
 bundles.install(app)
+reflow_help(app)
 
 if __name__ == "__main__":  # pragma: no cover
     main()
