@@ -537,12 +537,13 @@ def make_file(tmp_path: Path) -> Path:
 
 
 def test_cli_prints_the_secret_once_and_json_everywhere(
-    tmp_path: Path, database_url: str | None, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """What the CLI prints, on SQLite: the webhook service runs on PostgreSQL above."""
     # The server may send to loopback, as an admin allows an internal receiver; nothing
     # listens at the receiver's address.
     monkeypatch.setenv("MODELYARD_WEBHOOK_ALLOW_HOSTS", "127.0.0.1")
-    server = LiveServer(tmp_path / "server-data", database_url)
+    server = LiveServer(tmp_path / "server-data", None)
     server.start()
     runner = CliRunner()
     env = {"MODELYARD_CONFIG": os.devnull, "MODELYARD_URL": server.url, "COLUMNS": "200"}
