@@ -82,13 +82,15 @@ RECORDS = [
 
 
 def osv_zip(records: list[dict[str, Any]], extra: dict[str, bytes] | None = None) -> bytes:
-    """A zip as OSV publishes it: one JSON file per advisory, plus ``extra`` members."""
+    """A zip as OSV publishes it: one JSON file per advisory, plus ``extra`` members. The
+    same records make the same bytes (a member's time is fixed, not the clock's), so a
+    test can load one dump twice."""
+    members = {f"{record['id']}.json": json.dumps(record) for record in records}
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        for record in records:
-            archive.writestr(f"{record['id']}.json", json.dumps(record))
-        for name, content in (extra or {}).items():
-            archive.writestr(name, content)
+        for name, content in {**members, **(extra or {})}.items():
+            info = zipfile.ZipInfo(name, date_time=(2026, 1, 1, 0, 0, 0))
+            archive.writestr(info, content, compress_type=zipfile.ZIP_DEFLATED)
     return buffer.getvalue()
 
 
