@@ -144,7 +144,7 @@ def test_post_reaches_the_receiver_and_reads_a_short_prefix() -> None:
             receiver.url("/hook?q=1"), b'{"a":1}', {"webhook-id": "msg_1"}
         )
         (request,) = receiver.wait_for(1)
-    assert (answer.status, answer.retry_after, answer.peer) == (201, "7", "127.0.0.1")
+    assert (answer.status, answer.retry_after) == (201, "7")
     assert answer.body_prefix == b"x" * 512
     assert answer.latency_us > 0
     assert request.path == "/hook?q=1"

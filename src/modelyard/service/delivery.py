@@ -286,7 +286,9 @@ class DeliveryService:
         prefix = answer.body_prefix.decode("utf-8", "replace")
         error = error_class_of(answer.status)
         record = AttemptRecord(at, answer.status, answer.latency_us, error, prefix)
-        retry_after = parse_retry_after(answer.retry_after, utc_from_us(at))
+        retry_after = None
+        if answer.retry_after is not None:  # the clock's time as a datetime only then
+            retry_after = parse_retry_after(answer.retry_after, utc_from_us(at))
         return _Sent(record, error, retry_after)
 
 

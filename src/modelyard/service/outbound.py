@@ -35,7 +35,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -107,7 +107,6 @@ class Answer:
     retry_after: str | None
     body_prefix: bytes
     latency_us: int
-    peer: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,7 +189,7 @@ class OutboundPolicy:
             found = self.resolver(host, port)
         except (OSError, UnicodeError) as exc:
             raise OutboundError("dns", f"cannot resolve {host}: {exc}") from None
-        addresses = tuple(dict.fromkeys(_unmapped(ipaddress.ip_address(a)) for a in found))
+        addresses = tuple(dict.fromkeys(_address(a) for a in found))
         if not addresses:
             raise OutboundError("dns", f"{host} resolves to no address")
         return addresses
@@ -221,12 +220,12 @@ class OutboundPolicy:
         reused = self._idle.take(target)
         if reused is not None:
             try:
-                return self._exchange(target, reused, body, headers, started, deadline)
+                return self._exchange(target, *reused, body, headers, started, deadline)
             except _Stale:
                 pass  # the receiver closed it while it was idle: once more, on a new one
-        sock = self._connect(target, deadline)
+        sock, peer = self._connect(target, deadline)
         try:
-            return self._exchange(target, sock, body, headers, started, deadline)
+            return self._exchange(target, sock, peer, body, headers, started, deadline)
         except _Stale as stale:
             raise OutboundError("network", f"the connection closed: {stale}") from None
 
@@ -234,6 +233,7 @@ class OutboundPolicy:
         self,
         target: Target,
         sock: socket.socket,
+        peer: IPAddress,
         body: bytes,
         headers: Mapping[str, str],
         started: float,
@@ -253,7 +253,6 @@ class OutboundPolicy:
                 retry_after=retry_after,
                 body_prefix=prefix,
                 latency_us=round((time.monotonic() - started) * 1_000_000),
-                peer=str(target_peer(sock)),
             )
         except (BrokenPipeError, ConnectionResetError) as exc:
             if reader.received == 0:
@@ -273,12 +272,13 @@ class OutboundPolicy:
             raise OutboundError("network", str(exc)) from None
         finally:
             if keep:
-                self._idle.give(target, sock)
+                self._idle.give(target, sock, peer)
             else:
                 sock.close()
 
-    def _connect(self, target: Target, deadline: float) -> socket.socket:
-        """A connection to one of the checked addresses (in order), TLS when https."""
+    def _connect(self, target: Target, deadline: float) -> tuple[socket.socket, IPAddress]:
+        """A connection to one of the checked addresses (in order), TLS when https, and
+        the address it is connected to."""
         failure = OutboundError("network", "no address to connect to")
         for address in target.addresses:
             family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
@@ -293,8 +293,8 @@ class OutboundPolicy:
                 if target.scheme == "https":
                     context = self.tls or _default_tls()
                     sock.settimeout(_left(deadline))
-                    return context.wrap_socket(sock, server_hostname=target.host)
-                return sock
+                    return context.wrap_socket(sock, server_hostname=target.host), peer
+                return sock, peer
             except OutboundError:
                 sock.close()
                 raise
@@ -316,6 +316,7 @@ class OutboundPolicy:
         raise failure
 
 
+@lru_cache(maxsize=4096)
 def non_global(address: IPAddress) -> str | None:
     """Why ``address`` is not a public Internet address, or None when it is one.
 
@@ -346,7 +347,7 @@ def non_global(address: IPAddress) -> str | None:
 
 def target_peer(sock: socket.socket) -> IPAddress:
     """The address a socket is connected to, IPv4-mapped forms unwrapped."""
-    return _unmapped(ipaddress.ip_address(sock.getpeername()[0]))
+    return _address(sock.getpeername()[0])
 
 
 class _Stale(Exception):
@@ -357,31 +358,29 @@ class _Idle:
     """Connections kept open between requests, by scheme, host and port (a delivery
     worker sends many requests to one receiver: a new TCP and TLS handshake each time cost
     more than the request). One is reused only when its peer is among the addresses the
-    policy has just checked for this request, so the rules hold as for a new connection."""
+    policy has just checked for this request, so the rules hold as for a new connection.
+    (The peer is noted when the connection is made: a connected socket's peer never
+    changes.)"""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._kept: dict[tuple[str, str, int], list[tuple[float, socket.socket]]] = {}
+        self._kept: dict[tuple[str, str, int], list[tuple[float, socket.socket, IPAddress]]] = {}
 
-    def take(self, target: Target) -> socket.socket | None:
+    def take(self, target: Target) -> tuple[socket.socket, IPAddress] | None:
         now = time.monotonic()
         with self._lock:
             kept = self._kept.get(target.key, [])
             while kept:
-                since, sock = kept.pop()
-                try:
-                    fresh = now - since < IDLE_SECONDS and target_peer(sock) in target.addresses
-                except OSError:
-                    fresh = False
-                if fresh:
-                    return sock
+                since, sock, peer = kept.pop()
+                if now - since < IDLE_SECONDS and peer in target.addresses:
+                    return sock, peer
                 sock.close()
         return None
 
-    def give(self, target: Target, sock: socket.socket) -> None:
+    def give(self, target: Target, sock: socket.socket, peer: IPAddress) -> None:
         with self._lock:
             kept = self._kept.setdefault(target.key, [])
-            kept.append((time.monotonic(), sock))
+            kept.append((time.monotonic(), sock, peer))
             while len(kept) > MAX_IDLE_PER_TARGET:
                 kept.pop(0)[1].close()
 
@@ -530,12 +529,14 @@ def _request_bytes(target: Target, body: bytes, headers: Mapping[str, str]) -> b
     }
     lines = [f"POST {target.path} HTTP/1.1"]
     for name, value in fields.items():
-        if any(c in name + value for c in "\r\n\0"):
+        field_text = name + value
+        if "\r" in field_text or "\n" in field_text or "\0" in field_text:
             raise OutboundError("protocol", f"header {name!r} holds a line break")
         lines.append(f"{name}: {value}")
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
 
 
+@lru_cache(maxsize=1024)  # every delivery parses its subscription's URL again
 def _parse(url: str) -> tuple[str, str, int, str]:
     if len(url) > MAX_URL_LENGTH:
         raise _refused(url[:80] + "...", f"longer than {MAX_URL_LENGTH} characters")
@@ -562,11 +563,18 @@ def _normal_host(host: str) -> str:
     return host.lower().rstrip(".")
 
 
+@lru_cache(maxsize=1024)
 def _ip_literal(host: str) -> IPAddress | None:
     try:
-        return _unmapped(ipaddress.ip_address(host.split("%", 1)[0]))
+        return _address(host.split("%", 1)[0])
     except ValueError:
         return None
+
+
+@lru_cache(maxsize=4096)  # parsing an address in Python costs more than sending to it
+def _address(text: str) -> IPAddress:
+    """The address ``text`` names (ValueError if none), IPv4-mapped forms unwrapped."""
+    return _unmapped(ipaddress.ip_address(text))
 
 
 def _unmapped(address: IPAddress) -> IPAddress:
