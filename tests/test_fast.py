@@ -1,5 +1,6 @@
-"""FastRoutes (api/fast.py): search and registration answered without FastAPI's router
-give exactly the framework's answers, and hand it everything they do not take."""
+"""FastRoutes (api/fast.py): search, registration and MLflow's reads answered without
+FastAPI's router give exactly the framework's answers, and hand it everything they do not
+take."""
 
 from __future__ import annotations
 
@@ -145,6 +146,13 @@ def test_fast_routes_answer_what_the_routes_take(service: RegistryService) -> No
     assert client.get(SEARCH, params={"limit": "0"}).status_code == 418
     assert client.get(SEARCH + "?limit=1&limit=2").status_code == 418
     assert client.get("/api/v1/versions/", params={"limit": "1"}).status_code == 418
+    alias = "/ajax-api/2.0/mlflow/registered-models/alias"
+    unknown = client.get(alias, params={"name": "churn", "alias": "x"})
+    assert (unknown.status_code, unknown.json()["error_code"]) == (404, "RESOURCE_DOES_NOT_EXIST")
+    assert client.get(alias, params={"name": "churn"}).status_code == 418
+    versions = "/api/2.0/mlflow/model-versions/search"
+    assert client.get(versions, params={"order_by": ["version_number DESC"]}).status_code == 200
+    assert client.get(versions, params={"max_results": "1", "order_by": ""}).status_code == 418
 
 
 def test_fast_routes_need_the_same_token(
@@ -170,3 +178,61 @@ def test_fast_routes_need_the_same_token(
     assert fast.post(url, json=body_of(b"a"), headers=auth).status_code == 201
     same(fast.get(SEARCH, headers=auth), slow.get(SEARCH, headers=auth))
     assert fast.get(SEARCH, headers=auth).json()["items"][0]["creator"] == "root"
+
+
+def test_mlflow_reads_answer_as_the_routes_do(
+    clients: tuple[TestClient, TestClient], service: RegistryService
+) -> None:
+    """MLflow's client's most frequent reads (``mlflow.FAST_GETS``), under both prefixes:
+    the same answers, errors in MLflow's format included, with or without FastRoutes."""
+    fast, slow = clients
+    for i in range(3):
+        body = body_of(f"m{i}".encode(), metrics={"auc": 0.5 + i / 10})
+        assert fast.post("/api/v1/models/churn/versions", json=body).status_code == 201
+    fast.post(
+        "/api/2.0/mlflow/registered-models/alias",
+        json={"name": "churn", "alias": "champion", "version": "2"},
+    ).raise_for_status()
+    queries = {
+        "registered-models/alias": [
+            {"name": "churn", "alias": "champion"},
+            {"name": "churn", "alias": "nobody"},
+            {"name": "gone", "alias": "champion"},
+            {"name": "churn"},  # alias missing: the framework's INVALID_PARAMETER_VALUE
+            {"name": "", "alias": "champion"},
+        ],
+        "model-versions/get": [
+            {"name": "churn", "version": "1"},
+            {"name": "churn", "version": "9"},
+            {"name": "churn", "version": "one"},
+            {"version": "1"},
+        ],
+        "model-versions/search": [
+            {},
+            {"filter": "name = 'churn'", "max_results": "2"},
+            {"order_by": ["version_number DESC", "creation_timestamp"]},
+            {"max_results": "0"},
+            {"max_results": "x"},
+            {"filter": "tags.x ~ 1"},
+            {"page_token": "garbage"},
+        ],
+        "registered-models/search": [{}, {"max_results": "1"}, {"filter": "name LIKE 'ch%'"}],
+    }
+    for prefix in ("/api/2.0/mlflow", "/ajax-api/2.0/mlflow"):
+        for path, cases in queries.items():
+            for params in cases:
+                url = f"{prefix}/{path}"
+                same(fast.get(url, params=params), slow.get(url, params=params))
+        repeated = f"{prefix}/registered-models/alias?name=churn&alias=champion&alias=x"
+        same(fast.get(repeated), slow.get(repeated))
+    found = fast.get("/api/2.0/mlflow/registered-models/alias?name=churn&alias=champion")
+    assert found.json()["model_version"]["version"] == "2"
+    missing = fast.get("/api/2.0/mlflow/model-versions/get?name=churn&version=9")
+    assert missing.json()["error_code"] == "RESOURCE_DOES_NOT_EXIST"
+    admin = service.identity.bootstrap_admin("root", operator="test").token
+    url = "/api/2.0/mlflow/registered-models/alias?name=churn&alias=champion"
+    for headers in ({}, {"authorization": "Bearer myd_0000000000000000_forged"}):
+        same(fast.get(url, headers=headers), slow.get(url, headers=headers))
+        assert fast.get(url, headers=headers).status_code == 401
+    auth = {"authorization": f"Bearer {admin}"}
+    same(fast.get(url, headers=auth), slow.get(url, headers=auth))

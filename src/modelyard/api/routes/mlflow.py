@@ -13,6 +13,7 @@ compatibility table.
 from __future__ import annotations
 
 import posixpath
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
@@ -180,10 +181,63 @@ def _promote(svc: RegistryService, request: Request, name: str, number: int, sta
     return promotion.version
 
 
+def search_registered_models(
+    request: Request,
+    filter: Annotated[str | None, Query(max_length=4096)] = None,
+    max_results: Annotated[int, Query(ge=1, le=MLFLOW_MAX_RESULTS)] = 100,
+    order_by: Annotated[list[str] | None, Query()] = None,
+    page_token: Annotated[str | None, Query(max_length=512)] = None,
+) -> Response:
+    page = service(request).list_models(
+        caller=caller(request), **_search_args(filter, order_by, page_token, max_results)
+    )
+    return _page_answer("registered_models", [wire.registered_model(m) for m in page.items], page)
+
+
+async def get_model_version_by_alias(
+    request: Request, name: Annotated[str, Query()], alias: Annotated[str, Query()]
+) -> Response:
+    """On the event loop, as ``/api/v1/resolve`` is: a cache hit is one indexed read."""
+    return _version(service(request).resolve(f"{name}@{alias}", caller=caller(request)))
+
+
+def get_model_version(
+    request: Request, name: Annotated[str, Query()], version: Annotated[str, Query()]
+) -> Response:
+    """A version, or one whose files are still being copied (or failed to be)."""
+    number = wire.version_number(version)
+    return _version(service(request).version_or_pending(name, number, caller=caller(request)))
+
+
+def search_model_versions(
+    request: Request,
+    filter: Annotated[str | None, Query(max_length=4096)] = None,
+    max_results: Annotated[int, Query(ge=1, le=MLFLOW_MAX_RESULTS)] = 10_000,
+    order_by: Annotated[list[str] | None, Query()] = None,
+    page_token: Annotated[str | None, Query(max_length=512)] = None,
+) -> Response:
+    page = service(request).list_versions(
+        caller=caller(request), **_search_args(filter, order_by, page_token, max_results)
+    )
+    return _page_answer("model_versions", [wire.model_version(v) for v in page.items], page)
+
+
+# MLflow's read routes its client calls most (a poll, a load by alias, searches), which
+# ``FastRoutes`` answers without FastAPI's router, by path under each prefix.
+FAST_GETS: dict[str, Callable[..., Any]] = {
+    "registered-models/search": search_registered_models,
+    "registered-models/alias": get_model_version_by_alias,
+    "model-versions/get": get_model_version,
+    "model-versions/search": search_model_versions,
+}
+
+
 def _add(prefix: str) -> None:
     """The API's routes under one prefix (MLflow's tools use both)."""
     models = f"{prefix}/registered-models"
     versions = f"{prefix}/model-versions"
+    for path, endpoint in FAST_GETS.items():
+        router.get(f"{prefix}/{path}", openapi_extra=needs("model.view"))(endpoint)
 
     @router.post(f"{models}/create", openapi_extra=needs("model.register"))
     def create_registered_model(body: CreateModelIn, request: Request) -> Response:
@@ -211,21 +265,6 @@ def _add(prefix: str) -> None:
     def delete_registered_model(body: NameIn, request: Request) -> Response:
         service(request).delete_model(body.name, caller=caller(request))
         return json_response({})
-
-    @router.get(f"{models}/search", openapi_extra=needs("model.view"))
-    def search_registered_models(
-        request: Request,
-        filter: Annotated[str | None, Query(max_length=4096)] = None,
-        max_results: Annotated[int, Query(ge=1, le=MLFLOW_MAX_RESULTS)] = 100,
-        order_by: Annotated[list[str] | None, Query()] = None,
-        page_token: Annotated[str | None, Query(max_length=512)] = None,
-    ) -> Response:
-        page = service(request).list_models(
-            caller=caller(request), **_search_args(filter, order_by, page_token, max_results)
-        )
-        return _page_answer(
-            "registered_models", [wire.registered_model(m) for m in page.items], page
-        )
 
     @router.post(f"{models}/get-latest-versions", openapi_extra=needs("model.view"))
     def get_latest_versions(body: LatestIn, request: Request) -> Response:
@@ -263,12 +302,6 @@ def _add(prefix: str) -> None:
         service(request).delete_alias(body.name, body.alias, caller=caller(request))
         return json_response({})
 
-    @router.get(f"{models}/alias", openapi_extra=needs("model.view"))
-    def get_model_version_by_alias(
-        request: Request, name: Annotated[str, Query()], alias: Annotated[str, Query()]
-    ) -> Response:
-        return _version(service(request).resolve(f"{name}@{alias}", caller=caller(request)))
-
     @router.post(f"{versions}/create", openapi_extra=needs("model.register"))
     def create_model_version(body: CreateVersionIn, request: Request) -> Response:
         """A version whose files are copied from its source (``service/mlflow_source.py``):
@@ -284,14 +317,6 @@ def _add(prefix: str) -> None:
             description=body.description,
         )
         return _version(made)
-
-    @router.get(f"{versions}/get", openapi_extra=needs("model.view"))
-    def get_model_version(
-        request: Request, name: Annotated[str, Query()], version: Annotated[str, Query()]
-    ) -> Response:
-        """A version, or one whose files are still being copied (or failed to be)."""
-        number = wire.version_number(version)
-        return _version(service(request).version_or_pending(name, number, caller=caller(request)))
 
     @router.patch(f"{versions}/update", openapi_extra=needs("model.edit"))
     def update_model_version(body: UpdateVersionIn, request: Request) -> Response:
@@ -309,19 +334,6 @@ def _add(prefix: str) -> None:
         number = wire.version_number(body.version)
         service(request).lifecycle.delete_version(caller(request), body.name, number, hard=False)
         return json_response({})
-
-    @router.get(f"{versions}/search", openapi_extra=needs("model.view"))
-    def search_model_versions(
-        request: Request,
-        filter: Annotated[str | None, Query(max_length=4096)] = None,
-        max_results: Annotated[int, Query(ge=1, le=MLFLOW_MAX_RESULTS)] = 10_000,
-        order_by: Annotated[list[str] | None, Query()] = None,
-        page_token: Annotated[str | None, Query(max_length=512)] = None,
-    ) -> Response:
-        page = service(request).list_versions(
-            caller=caller(request), **_search_args(filter, order_by, page_token, max_results)
-        )
-        return _page_answer("model_versions", [wire.model_version(v) for v in page.items], page)
 
     @router.post(f"{versions}/set-tag", openapi_extra=needs("model.edit"))
     def set_model_version_tag(body: VersionTagIn, request: Request) -> Response:
