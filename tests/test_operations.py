@@ -9,6 +9,7 @@ tests pin a connection to each worker instead of hoping the kernel spreads them.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import datetime as dt
 import hashlib
@@ -18,6 +19,7 @@ import json
 import os
 import re
 import secrets
+import signal
 import ssl
 import subprocess
 import sys
@@ -30,6 +32,7 @@ from typing import Any, cast
 
 import httpx
 import pytest
+import uvicorn
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -38,13 +41,14 @@ from sqlalchemy import Engine, text
 
 import modelyard
 from modelyard.api import create_app
+from modelyard.api import server as server_module
 from modelyard.api.metrics import Metrics
 from modelyard.api.routes.resolve import RESOLVE_ROUTE
 from modelyard.api.telemetry import BLOB_ROUTES, Telemetry
 from modelyard.config import Settings, open_service
 from modelyard.domain.access import Reach
 from modelyard.service import RegistryService
-from tests.conftest import BACKENDS, free_port, run_async
+from tests.conftest import BACKENDS, free_port, on, run_async
 from tests.receivers import receiving
 from tests.test_access import _RoutesOnly
 
@@ -631,3 +635,27 @@ def test_a_downloads_bytes_are_counted_before_its_last_message(
     run_async(telemetry.track(scope, no_body, client, download))
     assert counted_when_received == [70_000]
     assert sent_bytes() == 70_000  # and once only
+
+
+@on("sqlite")
+def test_a_signal_stops_the_server_between_its_ticks(
+    service: RegistryService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The main loop ticks once a second (an idle server's CPU was uvicorn's ten ticks a
+    second); a signal to stop must wake it at once: with ticks an hour apart, only the
+    wake can end the loop."""
+    monkeypatch.setattr(server_module, "TICK_SECONDS", 3600.0)
+    config = uvicorn.Config(create_app(service, reach=Reach.LOOPBACK), lifespan="off")
+    server = server_module._StreamEndingServer(config, service)
+    config.load()
+
+    async def stop_soon() -> None:
+        loop = asyncio.get_running_loop()
+        task = loop.create_task(server.main_loop())
+        await asyncio.sleep(0)  # main_loop is now waiting for its next tick
+        assert not task.done()
+        threading.Thread(target=server.handle_exit, args=(signal.SIGTERM, None)).start()
+        await asyncio.wait_for(task, 30)
+
+    asyncio.run(stop_soon())
+    assert server.should_exit

@@ -19,6 +19,8 @@ same port. What keeps them one registry:
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import shutil
 import tempfile
@@ -158,6 +160,9 @@ class TrustedProxy(ProxyHeadersMiddleware):
         await super().__call__(scope, receive, send)  # type: ignore[arg-type]
 
 
+TICK_SECONDS = 1.0  # how often the server's main loop renews the Date header
+
+
 class _StreamEndingServer(uvicorn.Server):
     """uvicorn, ending the event streams when told to stop: it waits for the responses in
     progress before it shuts down, and a stream lasts up to an hour. Their clients resume
@@ -166,7 +171,21 @@ class _StreamEndingServer(uvicorn.Server):
     def __init__(self, config: uvicorn.Config, service: RegistryService) -> None:
         super().__init__(config)
         self._service = service
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._exit_asked = asyncio.Event()
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         self._service.feed.close()
         super().handle_exit(sig, frame)
+        if self._loop is not None:  # wake main_loop now rather than at its next tick
+            self._loop.call_soon_threadsafe(self._exit_asked.set)
+
+    async def main_loop(self) -> None:
+        """uvicorn's loop, ticking once a second instead of ten times (its ticks were an
+        idle server's CPU: 2.3 ms a second); a signal to stop wakes it at once."""
+        self._loop = asyncio.get_running_loop()
+        ticks = 0
+        while not await self.on_tick(ticks):
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._exit_asked.wait(), TICK_SECONDS)
+            ticks += 10  # on_tick counts tenths of a second: the Date header is renewed
