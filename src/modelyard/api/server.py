@@ -177,8 +177,9 @@ class _StreamEndingServer(uvicorn.Server):
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         self._service.feed.close()
         super().handle_exit(sig, frame)
-        if self._loop is not None:  # wake main_loop now rather than at its next tick
-            self._loop.call_soon_threadsafe(self._exit_asked.set)
+        loop = self._loop  # wake main_loop now rather than at its next tick
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._exit_asked.set)
 
     async def main_loop(self) -> None:
         """uvicorn's loop, ticking once a second instead of ten times (its ticks were an
