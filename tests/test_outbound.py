@@ -203,6 +203,24 @@ def test_connections_are_kept_and_reused_only_for_the_addresses_just_checked() -
         assert len(receiver.received) == 3
 
 
+def test_a_kept_connection_serves_only_a_name_still_resolving_to_its_peer() -> None:
+    """A kept connection remembers the peer checked when it was made; once the name
+    resolves elsewhere (an allowed address here), the next request connects there rather
+    than reusing the old connection: nothing listens at 127.0.0.2, so it is refused."""
+    dns = FakeDns({"hooks.example": ["127.0.0.1"]})
+    policy = OutboundPolicy.from_config(True, "127.0.0.0/8", resolver=dns)
+    with receiving(keep_alive=True) as receiver:
+        url = f"http://hooks.example:{receiver.port}/hook"
+        assert policy.post(url, b"{}", {}).status == 200
+        dns.answers["hooks.example"] = ["127.0.0.2"]
+        with pytest.raises(OutboundError) as moved:
+            policy.post(url, b"{}", {})
+        assert moved.value.error_class == "connection_refused"
+        assert len(receiver.wait_for(1)) == 1
+        dns.answers["hooks.example"] = ["127.0.0.1"]
+        assert policy.post(url, b"{}", {}).status == 200
+
+
 def test_a_kept_connection_the_receiver_closed_is_replaced() -> None:
     policy = loopback_policy()
     with receiving(keep_alive=True, idle_timeout=0.1) as receiver:

@@ -36,6 +36,11 @@ router = APIRouter(tags=["mlflow"])
 # hold at most MAX_PAGE_SIZE, and next_page_token leads on, as the client reads it.
 MLFLOW_MAX_RESULTS = 200_000
 Text = Annotated[str, Field(max_length=4096)]
+# The query parameters of both searches (MLflow's defaults for max_results differ).
+SearchFilter = Annotated[str | None, Query(max_length=4096)]
+MaxResults = Annotated[int, Query(ge=1, le=MLFLOW_MAX_RESULTS)]
+SearchOrder = Annotated[list[str] | None, Query()]
+SearchPageToken = Annotated[str | None, Query(max_length=512)]
 Tags = list[dict[str, Any]] | None
 
 
@@ -183,10 +188,10 @@ def _promote(svc: RegistryService, request: Request, name: str, number: int, sta
 
 def search_registered_models(
     request: Request,
-    filter: Annotated[str | None, Query(max_length=4096)] = None,
-    max_results: Annotated[int, Query(ge=1, le=MLFLOW_MAX_RESULTS)] = 100,
-    order_by: Annotated[list[str] | None, Query()] = None,
-    page_token: Annotated[str | None, Query(max_length=512)] = None,
+    filter: SearchFilter = None,
+    max_results: MaxResults = 100,
+    order_by: SearchOrder = None,
+    page_token: SearchPageToken = None,
 ) -> Response:
     page = service(request).list_models(
         caller=caller(request), **_search_args(filter, order_by, page_token, max_results)
@@ -211,10 +216,10 @@ def get_model_version(
 
 def search_model_versions(
     request: Request,
-    filter: Annotated[str | None, Query(max_length=4096)] = None,
-    max_results: Annotated[int, Query(ge=1, le=MLFLOW_MAX_RESULTS)] = 10_000,
-    order_by: Annotated[list[str] | None, Query()] = None,
-    page_token: Annotated[str | None, Query(max_length=512)] = None,
+    filter: SearchFilter = None,
+    max_results: MaxResults = 10_000,
+    order_by: SearchOrder = None,
+    page_token: SearchPageToken = None,
 ) -> Response:
     page = service(request).list_versions(
         caller=caller(request), **_search_args(filter, order_by, page_token, max_results)
