@@ -657,5 +657,5 @@ def test_a_signal_stops_the_server_between_its_ticks(
         threading.Thread(target=server.handle_exit, args=(signal.SIGTERM, None)).start()
         await asyncio.wait_for(task, 30)
 
-    asyncio.run(stop_soon())
+    run_async(stop_soon())
     assert server.should_exit
