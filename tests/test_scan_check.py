@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -23,6 +25,7 @@ from modelyard.domain.manifest import FileEntry
 from modelyard.domain.scanning import MAX_STORED_FINDINGS, Allowlist
 from modelyard.domain.versions import NewVersion
 from modelyard.service import RegistryService
+from modelyard.service.scans import HEAD_BYTES
 from modelyard.storage.blobs import MemoryBlobStore
 from modelyard.storage.db.store import Database
 from tests.conftest import LiveServer
@@ -106,6 +109,40 @@ def test_a_store_that_cannot_map_a_blob_is_scanned_from_a_copy(tmp_path: Path) -
         me = Caller.local_user("me")
         number = register(service, me, {"model.pkl": SYSTEM}, upload=True)
         assert scan_of(service, me, number)[0] == "fail"
+    finally:
+        opened.close()
+
+
+class ReadsNoted(MemoryBlobStore):
+    """The memory store, noting the byte ranges the registry reads (a bucket's GETs)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads: list[tuple[int, int | None]] = []
+
+    def read(self, digest: str, start: int = 0, end: int | None = None) -> Iterator[bytes]:
+        self.reads.append((start, end))
+        return super().read(digest, start, end)
+
+
+def test_a_blob_in_a_bucket_is_scanned_from_its_head_when_that_decides(tmp_path: Path) -> None:
+    """Raw weights cost the scan one MiB's read, not the file's; a pickle that hides its
+    import past that MiB is read whole, and fails."""
+    settings = Settings(data_dir=tmp_path / "data")
+    opened = open_service(settings)
+    store = ReadsNoted()
+    service = RegistryService(Database(opened.db.engine), store)
+    try:
+        me = Caller.local_user("me")
+        number = register(service, me, {"weights.bin": os.urandom(3 * HEAD_BYTES)}, upload=True)
+        assert scan_of(service, me, number)[0] == "pass"
+        assert store.reads == [(0, HEAD_BYTES)]
+
+        store.reads.clear()
+        hidden = "(S'" + "x" * 2 * HEAD_BYTES + "'\np0\ncos\nsystem\np1\n(g0\ntp2\nRp3\n."
+        number = register(service, me, {"model.pkl": hidden.encode()}, upload=True)
+        assert scan_of(service, me, number)[0] == "fail"
+        assert store.reads == [(0, HEAD_BYTES), (0, None)]
     finally:
         opened.close()
 

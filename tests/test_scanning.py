@@ -38,6 +38,7 @@ from modelyard.domain.scanning import (
     Limits,
     ScanReport,
     scan_bytes,
+    scan_head,
     scan_path,
 )
 
@@ -703,3 +704,65 @@ def test_text_lines_of_any_length_are_read_whole(length: int) -> None:
     report = scan_bytes("model.pkl", stream)
     [finding] = report.findings
     assert (finding.imports, finding.offset) == ("os.system", length + 8)
+
+
+# -- a file judged by its head (a blob in a bucket, not fetched whole) --------------------------
+
+HEAD = 1 << 20
+
+
+def judged_by_their_heads() -> dict[str, bytes]:
+    """Big files of the formats whose first bytes decide: raw weights, text, an image,
+    safetensors."""
+    rng = random.Random(16)
+    header = json.dumps({"w": {"dtype": "F32", "shape": [HEAD], "data_offsets": [0, 4 * HEAD]}})
+    return {
+        "weights.bin": rng.randbytes(3 * HEAD),
+        "table.csv": b"a,b\n" + b"1,2\n" * HEAD,
+        "plot.png": b"\x89PNG\r\n\x1a\n" + rng.randbytes(2 * HEAD),
+        "w.safetensors": struct.pack("<Q", len(header)) + header.encode() + bytes(4 * HEAD),
+    }
+
+
+def hidden_past_the_head() -> dict[str, bytes]:
+    """Magicless pickles whose import comes after the first MiB: past a long string, and
+    past a joblib array the reading skips over (joblib's stream without its PROTO)."""
+    buffer = io.BytesIO()
+    joblib.dump([np.zeros(HEAD // 4), Payload(os.system, "echo")], buffer)
+    long_string = "(S'" + "x" * 2 * HEAD + "'\np0\ncos\nsystem\np1\n(g0\ntp2\nRp3\n."
+    return {"array.joblib": buffer.getvalue()[2:], "string.pkl": long_string.encode()}
+
+
+@pytest.mark.parametrize("name", sorted(judged_by_their_heads()))
+def test_a_head_decides_text_images_safetensors_and_raw_weights(name: str) -> None:
+    data = judged_by_their_heads()[name]
+    decided = scan_head(name, memoryview(data[:HEAD]), len(data))
+    assert decided is not None and decided == scan_bytes(name, data)
+    assert decided.verdict == "pass"
+
+
+@pytest.mark.parametrize("name", sorted(hidden_past_the_head()))
+def test_an_import_past_the_head_is_found_by_reading_the_whole_file(name: str) -> None:
+    """The attacker's files: harmless for a MiB, os.system after it."""
+    data = hidden_past_the_head()[name]
+    assert scan_head(name, memoryview(data[:HEAD]), len(data)) is None
+    report = scan_bytes(name, data)
+    imports = {f.imports for f in report.findings}
+    assert report.verdict == "fail" and imports & {"os.system", "posix.system"}, imports
+
+
+def test_a_head_answers_as_the_whole_file_would_or_not_at_all(clean: dict[str, Path]) -> None:
+    """Every file of the corpus, malicious and clean, cut at several lengths: whatever
+    scan_head decides from the cut is the whole file's report."""
+    files = {name: build() for name, build in MALICIOUS.items()}
+    files |= {name: path.read_bytes() for name, path in clean.items()}
+    files |= judged_by_their_heads() | hidden_past_the_head()
+    decided = 0
+    for name, data in files.items():
+        whole = scan_bytes(name, data)
+        for cut in {1 << 15, 1 << 16, (1 << 16) + 7, HEAD, len(data) - 1, len(data)}:
+            if 0 <= cut <= len(data):
+                found = scan_head(name, memoryview(data[:cut]), len(data))
+                assert found is None or found == whole, (name, cut)
+                decided += found is not None and cut < len(data)
+    assert decided >= len(judged_by_their_heads())

@@ -83,12 +83,24 @@ class Stream:
         return self.stopped and any(p.reason in unknowable for p in self.problems)
 
 
+class Beyond(Exception):
+    """Raised by a ``Reader`` given only a file's first bytes when a read needs bytes
+    after them: what was read so far cannot tell the verdict, so the whole file must."""
+
+
 class Reader:
     """A seekable file over a buffer (bytes or an mmap), copying only small reads: what
-    pickletools and zipfile read from without the whole file in memory."""
+    pickletools and zipfile read from without the whole file in memory.
 
-    def __init__(self, view: memoryview) -> None:
+    ``size``, when larger than the buffer, is the length of a file of which the buffer
+    holds only the first bytes (a blob's head, fetched before the rest): every length and
+    end is the file's, and a read past the buffer raises ``Beyond`` instead of returning
+    short, so a reading that finishes gives what the whole file would have given.
+    """
+
+    def __init__(self, view: memoryview, size: int | None = None) -> None:
         self.view = view
+        self.size = len(view) if size is None else size
         self.pos = 0
 
     def readable(self) -> bool:
@@ -101,13 +113,13 @@ class Reader:
         return self.pos
 
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.pos, io.SEEK_END: len(self.view)}[whence]
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.pos, io.SEEK_END: self.size}[whence]
         self.pos = max(0, base + offset)
         return self.pos
 
     def read(self, size: int | None = -1) -> Any:
-        end = len(self.view) if size is None or size < 0 else min(len(self.view), self.pos + size)
-        chunk = self.view[self.pos : end]
+        end = self.size if size is None or size < 0 else min(self.size, self.pos + size)
+        chunk = self._bytes(self.pos, end)
         self.pos = max(self.pos, end)
         return bytes(chunk) if len(chunk) < _COPY_LIMIT else chunk
 
@@ -115,17 +127,24 @@ class Reader:
         """Up to and including the next newline, searched for in growing chunks: a file of
         random bytes (or a hostile one, a gigabyte without a newline) is read at C speed,
         not a Python loop a byte."""
-        stop = len(self.view) if size is None or size < 0 else min(len(self.view), self.pos + size)
+        stop = self.size if size is None or size < 0 else min(self.size, self.pos + size)
         end, step = self.pos, 256
         while end < stop:
-            found = bytes(self.view[end : min(stop, end + step)]).find(b"\n")
+            chunk_end = min(stop, end + step)
+            found = bytes(self.view[end : min(chunk_end, len(self.view))]).find(b"\n")
             if found != -1:
                 end += found + 1
                 break
-            end, step = min(stop, end + step), min(step * 2, 1 << 20)
+            self._bytes(end, chunk_end)  # no newline in what is held: is there more?
+            end, step = chunk_end, min(step * 2, 1 << 20)
         line = bytes(self.view[self.pos : end])
         self.pos = end
         return line
+
+    def _bytes(self, start: int, end: int) -> memoryview:
+        if end > len(self.view) and start < end:
+            raise Beyond(f"bytes {len(self.view)}-{end} of {self.size} were not read")
+        return self.view[start:end]
 
 
 class _Mark:
@@ -168,9 +187,10 @@ def _underflow() -> _Halt:
 JOBLIB_ARRAY = Global("joblib.numpy_pickle", "NumpyArrayWrapper")
 
 
-def read(view: memoryview, start: int = 0, depth: int = 0) -> Stream:
-    """Follow the pickle that starts at ``start`` in ``view`` to its STOP."""
-    reader = Reader(view)
+def read(view: memoryview, start: int = 0, depth: int = 0, size: int | None = None) -> Stream:
+    """Follow the pickle that starts at ``start`` in ``view`` to its STOP. ``size``: of the
+    file whose first bytes ``view`` holds (``Reader``); may raise ``Beyond``."""
+    reader = Reader(view, size)
     reader.seek(start)
     return _Machine(reader, depth).run()
 
@@ -203,7 +223,7 @@ class _Machine:
             if halt.message:
                 stream.problems.append(Problem(halt.reason, offset, halt.message))
         except (ValueError, KeyError, TypeError, IndexError, OverflowError) as exc:
-            at_end = self.reader.tell() >= len(self.reader.view)
+            at_end = self.reader.tell() >= self.reader.size
             reason = "truncated" if at_end else "malformed_pickle"
             stream.problems.append(Problem(reason, offset, f"unreadable here: {exc}"))
         stream.end = self.reader.tell()
@@ -359,7 +379,7 @@ class _Machine:
             if padding:
                 self.reader.seek(padding[0], io.SEEK_CUR)
         end = self.reader.tell() + size
-        if end > len(self.reader.view):
+        if end > self.reader.size:
             raise _Halt("truncated", "the joblib array's data runs past the end")
         self.reader.seek(end)
 

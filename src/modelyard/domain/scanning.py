@@ -347,6 +347,32 @@ def scan_view(
     return _Scan(allow, limits).run(name, view)
 
 
+def scan_head(
+    name: str,
+    head: memoryview,
+    size: int,
+    allow: Allowlist = DEFAULT_ALLOWLIST,
+    limits: Limits = Limits(),
+) -> ScanReport | None:
+    """Scan a ``size``-byte file from ``head``, its first bytes, when they decide it; None
+    when the whole file must be scanned.
+
+    Most formats the scan knows need the whole file (archives, pickles, ONNX), but text,
+    images, safetensors and bytes of no known format (raw weights) are judged by their
+    first bytes: a server whose blobs are in a bucket need not fetch a gigabyte to learn
+    that. The answer is the whole file's, never a guess: the same reading runs on the
+    head, with every length the file's, and gives up at the first byte it lacks.
+    """
+    if len(head) >= size:
+        return scan_view(name, head[:size], allow, limits)
+    if len(head) < _TEXT_PROBE:
+        return None  # the text probe alone reads this much
+    try:
+        return _Scan(allow, limits, size).run(name, head)
+    except pickles.Beyond:
+        return None
+
+
 def scan_bytes(
     name: str, data: bytes, allow: Allowlist = DEFAULT_ALLOWLIST, limits: Limits = Limits()
 ) -> ScanReport:
@@ -381,9 +407,10 @@ def _is_pickle_start(view: memoryview, at: int = 0) -> bool:
 class _Scan:
     """One scan's state: the findings and entries so far, and what is left of the caps."""
 
-    def __init__(self, allow: Allowlist, limits: Limits) -> None:
+    def __init__(self, allow: Allowlist, limits: Limits, size: int | None = None) -> None:
         self.allow = allow
         self.limits = limits
+        self.size = size  # of the file, when the view given to run holds only its head
         self.members = 0
         self.inflated = 0
         self.entries: list[Entry] = []
@@ -414,24 +441,22 @@ class _Scan:
 
     def dispatch(self, path: str, view: memoryview, depth: int) -> Entry:
         head = bytes(view[:16])
-        for magic, container in _CONTAINERS:
-            if head.startswith(magic):
-                return container(self, path, view, depth)
-        if _is_zlib(head):
-            return self.inflate(path, view, depth, "zlib", _zlib_stream)
-        if _is_pickle_start(view):
-            return self.scan_pickles(path, view)
-        # ONNX is protobuf, which has no magic: the extension and a first field of ir_version.
-        if path.lower().endswith(".onnx") and head[:1] == b"\x08":
-            return self.onnx(path, view)
-        safe = _safe_format(path, head, view)
+        # The file's size: the view may hold only its head (scan_head), read as if whole.
+        size = self.size if depth == 0 and self.size is not None else len(view)
+        parse = _read_whole(path, head, view)
+        if parse is not None:
+            if size > len(view):
+                raise pickles.Beyond("this format is scanned whole")
+            return parse(self, path, view, depth)
+        safe = _safe_format(path, head, view, size)
         if safe:
             return Entry(path, safe, "safe")
-        probe = pickles.read(view)  # protocol 0 and 1 have no magic: a pickle if it imports
+        # Protocol 0 and 1 have no magic: a pickle if it imports.
+        probe = pickles.read(view, size=size)
         if probe.evidence:
             self.report_stream(path, probe)
             return Entry(path, "pickle (protocol 0/1)", "pass")
-        text = _text_format(head, view)
+        text = _text_format(head, view, size)
         if text:
             return Entry(path, text, "safe")
         return Entry(path, "unknown binary", "unknown", "not a format the scanner knows")
@@ -701,7 +726,8 @@ def _inflater(kind: str, decompressor: Callable[[], Any]) -> Callable[..., Entry
     return container
 
 
-_CONTAINERS: tuple[tuple[bytes, Callable[[_Scan, str, memoryview, int], Entry]], ...] = (
+_Parser = Callable[[_Scan, str, memoryview, int], Entry]
+_CONTAINERS: tuple[tuple[bytes, _Parser], ...] = (
     (b"PK\x03\x04", _Scan.zip),
     (b"PK\x05\x06", _Scan.zip),  # an empty zip
     (b"\x93NUMPY", _Scan.npy),
@@ -712,6 +738,25 @@ _CONTAINERS: tuple[tuple[bytes, Callable[[_Scan, str, memoryview, int], Entry]],
     (b"\x04\x22\x4d\x18", _Scan.unsupported),  # lz4 frame
     (b"ZF", _Scan.unsupported),  # joblib's pre-0.10 zlib files
 )
+_ZLIB = _inflater("zlib", _zlib_stream)
+
+
+def _read_whole(path: str, head: bytes, view: memoryview) -> _Parser | None:
+    """How to read a file of a format that is read through to its end, told by its first
+    bytes; None for the formats its head decides."""
+    for magic, container in _CONTAINERS:
+        if head.startswith(magic):
+            return container
+    if _is_zlib(head):
+        return _ZLIB
+    if _is_pickle_start(view):
+        return lambda scan, path, view, depth: scan.scan_pickles(path, view)
+    # ONNX is protobuf, which has no magic: the extension and a first field of ir_version.
+    if path.lower().endswith(".onnx") and head[:1] == b"\x08":
+        return lambda scan, path, view, depth: scan.onnx(path, view)
+    return None
+
+
 _COMPRESSIONS = {zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA}
 
 
@@ -735,12 +780,13 @@ _SAFE_MAGICS = (
 )
 
 
-def _safe_format(path: str, head: bytes, view: memoryview) -> str:
-    """Formats that hold no code by construction, each checked by its bytes."""
+def _safe_format(path: str, head: bytes, view: memoryview, size: int) -> str:
+    """Formats that hold no code by construction, each checked by its bytes; ``view`` may
+    hold only the first bytes of the ``size``-byte file."""
     for magic, kind in _SAFE_MAGICS:
         if head.startswith(magic):
             return kind
-    if _safetensors(view):
+    if _safetensors(view, size):
         return "safetensors"
     lower = path.lower()
     # UBJSON: an object opening; no pickle opcode is "{".
@@ -749,18 +795,20 @@ def _safe_format(path: str, head: bytes, view: memoryview) -> str:
     return ""
 
 
-def _safetensors(view: memoryview) -> bool:
+def _safetensors(view: memoryview, size: int) -> bool:
     """An 8-byte little-endian length, a JSON header, and every tensor inside the file."""
-    if len(view) < 10 or view[8] != ord("{"):
+    if size < 10 or view[8] != ord("{"):
         return False
     (length,) = struct.unpack_from("<Q", view)
-    if length > len(view) - 8 or length > 100 << 20:
+    if length > size - 8 or length > 100 << 20:
         return False
+    if 8 + length > len(view):
+        raise pickles.Beyond("the safetensors header runs past the head")
     try:
         header = json.loads(bytes(view[8 : 8 + length]))
     except ValueError:
         return False
-    data = len(view) - 8 - length
+    data = size - 8 - length
     tensors = (
         [v for k, v in header.items() if k != "__metadata__"] if isinstance(header, dict) else []
     )
@@ -777,7 +825,7 @@ def _within(tensor: Any, size: int) -> bool:
     )
 
 
-def _text_format(head: bytes, view: memoryview) -> str:
+def _text_format(head: bytes, view: memoryview, size: int) -> str:
     """Text (JSON, CSV, YAML, XGBoost JSON, LightGBM's model text) by its first 64 KiB."""
     sample = bytes(view[:_TEXT_PROBE])
     if b"\x00" in sample:
@@ -785,7 +833,7 @@ def _text_format(head: bytes, view: memoryview) -> str:
     try:
         sample.decode("utf-8")
     except UnicodeDecodeError as exc:
-        if exc.start < len(sample) - 4 or len(view) <= _TEXT_PROBE:
+        if exc.start < len(sample) - 4 or size <= _TEXT_PROBE:
             return ""  # not a character cut in half by the sample's end
     if head.startswith(b"tree\nversion="):
         return "lightgbm text"

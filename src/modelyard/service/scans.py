@@ -17,8 +17,7 @@ from __future__ import annotations
 import mmap
 import tempfile
 import threading
-from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Iterable, Mapping
 from typing import Any, BinaryIO
 
 from modelyard.domain.access import Caller, Permission
@@ -37,6 +36,7 @@ from modelyard.domain.scanning import (
     finding_key,
     keep_acceptances,
     open_findings,
+    scan_head,
     scan_view,
     stored_verdict,
 )
@@ -49,6 +49,9 @@ from modelyard.storage.db.store import Database, Writer, now_us
 SCANNER = Caller(name="modelyard:scanner")  # the actor of the verdicts the server changes
 ATTACHMENTS = "attachments/"  # how a report names an attachment: beside the files, apart
 MAX_REASON = 1000
+# What the scan fetches first of a blob in a bucket: most formats are judged by their
+# first bytes (scan_head), so a gigabyte of raw weights costs the server one MiB's read.
+HEAD_BYTES = 1 << 20
 
 
 class ScanService:
@@ -70,9 +73,9 @@ class ScanService:
         labelled += [(ATTACHMENTS + a.path, a.sha256) for a in attachments]
         report = ScanReport((), ())
         for label, digest in labelled:
-            with self._bytes(digest, inline or {}) as view:
-                if view is not None:
-                    report = report.merged(scan_view(label, view, self.allow))
+            found = self._scan_one(label, digest, inline or {})
+            if found is not None:
+                report = report.merged(found)
         return report
 
     def details(self, report: ScanReport, old: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -212,45 +215,50 @@ class ScanService:
             found = tx.checks(version_id_or_404(tx, model, number), SCAN_CHECK)
         return found[0] if found else None
 
-    @contextmanager
-    def _bytes(self, digest: str, inline: Mapping[str, bytes]) -> Iterator[memoryview | None]:
-        """A blob's bytes as a buffer: inline or kept in the database as they are, a local
-        blob mapped in place, any other store's copied to a temporary file and mapped."""
+    def _scan_one(self, label: str, digest: str, inline: Mapping[str, bytes]) -> ScanReport | None:
+        """A blob's report, None when the registry does not hold it. Bytes inline, kept in
+        the database, or in a local blob (mapped in place) are scanned where they are; any
+        other store's blob (a bucket's) from its head when that decides, else from a copy
+        in a temporary file, mapped."""
         content = inline.get(digest)
         if content is None:
             with self.db.read() as tx:
                 content = tx.blob_content(digest)
         if content is not None:
-            yield memoryview(content)
-            return
+            return scan_view(label, memoryview(content), self.allow)
         store = self.blobs.blobs
-        handle: BinaryIO
         if isinstance(store, LocalBlobStore):
             try:
-                handle = store.path_of(digest).open("rb")
+                handle: BinaryIO = store.path_of(digest).open("rb")
             except FileNotFoundError:
-                yield None
-                return
-        else:
-            handle = tempfile.TemporaryFile()  # noqa: SIM115 (closed below)
-            try:
+                return None
+            with handle:
+                return self._scan_mapped(label, handle)
+        info = store.stat(digest)
+        if info is None:
+            return None
+        try:
+            head = b"".join(store.read(digest, 0, min(info.size, HEAD_BYTES)))
+            decided = scan_head(label, memoryview(head), info.size, self.allow)
+            if decided is not None:
+                return decided
+            with tempfile.TemporaryFile() as copy:
                 for chunk in store.read(digest):
-                    handle.write(chunk)
-            except NotFound:
-                handle.close()
-                yield None
-                return
-            handle.flush()
-        with handle:
-            if handle.seek(0, 2) == 0:
-                yield memoryview(b"")
-                return
-            with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
-                view = memoryview(mapped)
-                try:
-                    yield view
-                finally:
-                    view.release()
+                    copy.write(chunk)
+                copy.flush()
+                return self._scan_mapped(label, copy)
+        except NotFound:
+            return None  # deleted since (gc): the registration refuses it as missing
+
+    def _scan_mapped(self, label: str, handle: BinaryIO) -> ScanReport:
+        if handle.seek(0, 2) == 0:
+            return scan_view(label, memoryview(b""), self.allow)
+        with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+            view = memoryview(mapped)
+            try:
+                return scan_view(label, view, self.allow)
+            finally:
+                view.release()
 
 
 def _report_of(details: Mapping[str, Any]) -> ScanReport:
