@@ -638,52 +638,51 @@ def test_a_downloads_bytes_are_counted_before_its_last_message(
     assert sent_bytes() == 70_000  # and once only
 
 
-def main_loop_of(service: RegistryService) -> server_module._StreamEndingServer:
-    """The server as `modelyard serve` runs it, for driving its main loop in the test."""
+@pytest.fixture
+def in_process(service: RegistryService) -> Iterator[server_module._StreamEndingServer]:
+    """The server as `modelyard serve` runs it, for driving its main loop in the test; the
+    heap the loop freezes is thawed afterwards, so this worker's later tests run as before."""
     config = uvicorn.Config(create_app(service, reach=Reach.LOOPBACK), lifespan="off")
-    server = server_module._StreamEndingServer(config, service)
     config.load()
-    return server
+    yield server_module._StreamEndingServer(config, service)
+    gc.unfreeze()
 
 
 @on("sqlite")
-def test_the_server_freezes_the_heap_it_started_with(service: RegistryService) -> None:
+def test_the_server_freezes_the_heap_it_started_with(
+    in_process: server_module._StreamEndingServer,
+) -> None:
     """What exists once the server runs lives as long as it; frozen, the cyclic collector
     stops walking it at each collection (45% of the server's CPU in a direct upload)."""
-    server = main_loop_of(service)
 
     async def frozen_while_serving() -> int:
-        task = asyncio.get_running_loop().create_task(server.main_loop())
+        task = asyncio.get_running_loop().create_task(in_process.main_loop())
         await asyncio.sleep(0)
         frozen = gc.get_freeze_count()
-        server.handle_exit(signal.SIGTERM, None)
+        in_process.handle_exit(signal.SIGTERM, None)
         await asyncio.wait_for(task, 30)
         return frozen
 
     assert gc.get_freeze_count() == 0
-    try:
-        assert run_async(frozen_while_serving()) > 10_000
-    finally:
-        gc.unfreeze()
+    assert run_async(frozen_while_serving()) > 10_000
 
 
 @on("sqlite")
 def test_a_signal_stops_the_server_between_its_ticks(
-    service: RegistryService, monkeypatch: pytest.MonkeyPatch
+    in_process: server_module._StreamEndingServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The main loop ticks once a second (an idle server's CPU was uvicorn's ten ticks a
     second); a signal to stop must wake it at once: with ticks an hour apart, only the
     wake can end the loop."""
     monkeypatch.setattr(server_module, "TICK_SECONDS", 3600.0)
-    server = main_loop_of(service)
 
     async def stop_soon() -> None:
         loop = asyncio.get_running_loop()
-        task = loop.create_task(server.main_loop())
+        task = loop.create_task(in_process.main_loop())
         await asyncio.sleep(0)  # main_loop is now waiting for its next tick
         assert not task.done()
-        threading.Thread(target=server.handle_exit, args=(signal.SIGTERM, None)).start()
+        threading.Thread(target=in_process.handle_exit, args=(signal.SIGTERM, None)).start()
         await asyncio.wait_for(task, 30)
 
     run_async(stop_soon())
-    assert server.should_exit
+    assert in_process.should_exit

@@ -32,6 +32,7 @@ from tests.conftest import LiveServer
 from tests.test_checks import checker
 from tests.test_cli import assert_user_error, dead_url, invoke, invoke_many
 from tests.test_lifecycle import people
+from tests.test_scanning import hidden_past_the_head
 
 SYSTEM = b"cos\nsystem\n(S'echo owned'\ntR."  # protocol 0: os.system by GLOBAL
 OWN_CLASS = b"\x80\x02cacme.model\nModel\n)\x81."  # a class of the team's own
@@ -139,8 +140,8 @@ def test_a_blob_in_a_bucket_is_scanned_from_its_head_when_that_decides(tmp_path:
         assert store.reads == [(0, HEAD_BYTES)]
 
         store.reads.clear()
-        hidden = "(S'" + "x" * 2 * HEAD_BYTES + "'\np0\ncos\nsystem\np1\n(g0\ntp2\nRp3\n."
-        number = register(service, me, {"model.pkl": hidden.encode()}, upload=True)
+        hidden = hidden_past_the_head()["string.pkl"]
+        number = register(service, me, {"model.pkl": hidden}, upload=True)
         assert scan_of(service, me, number)[0] == "fail"
         assert store.reads == [(0, HEAD_BYTES), (0, None)]
     finally:

@@ -41,6 +41,7 @@ from modelyard.domain.scanning import (
     scan_head,
     scan_path,
 )
+from modelyard.service.scans import HEAD_BYTES
 
 # -- building pickles by hand -------------------------------------------------------------------
 
@@ -708,7 +709,7 @@ def test_text_lines_of_any_length_are_read_whole(length: int) -> None:
 
 # -- a file judged by its head (a blob in a bucket, not fetched whole) --------------------------
 
-HEAD = 1 << 20
+HEAD = HEAD_BYTES  # what the server fetches first of a blob in a bucket
 
 
 def judged_by_their_heads() -> dict[str, bytes]:

@@ -221,9 +221,11 @@ class ScanService:
         other store's blob (a bucket's) from its head when that decides, else from a copy
         in a temporary file, mapped."""
         content = inline.get(digest)
+        size: int | None = None
         if content is None:
             with self.db.read() as tx:
                 content = tx.blob_content(digest)
+                size = tx.blob_sizes([digest]).get(digest)  # as verified when recorded
         if content is not None:
             return scan_view(label, memoryview(content), self.allow)
         store = self.blobs.blobs
@@ -234,12 +236,11 @@ class ScanService:
                 return None
             with handle:
                 return self._scan_mapped(label, handle)
-        info = store.stat(digest)
-        if info is None:
-            return None
+        if size is None:
+            return None  # not recorded: the registration refuses it as missing
         try:
-            head = b"".join(store.read(digest, 0, min(info.size, HEAD_BYTES)))
-            decided = scan_head(label, memoryview(head), info.size, self.allow)
+            head = b"".join(store.read(digest, 0, min(size, HEAD_BYTES)))
+            decided = scan_head(label, memoryview(head), size, self.allow)
             if decided is not None:
                 return decided
             with tempfile.TemporaryFile() as copy:
